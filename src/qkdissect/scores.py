@@ -1,0 +1,123 @@
+"""Scores of the query-key modes (paper section 1.3-1.4).
+
+- per-mode cosine ``cos_n = u_n . v_n`` (both unit vectors; invariant to the joint sign flip);
+- per-head plain mean over modes and singular-value-weighted average
+  ``sum_n (s_n / sum_m s_m) cos_n``;
+- per-layer values: the mean over heads of the per-head values (every head has equal weight, as the
+  released code does);
+- normalised depth ``l / (L - 1)``;
+- the exact null interval of the cosine of two independent isotropic vectors in R^d.
+
+``released_code=True`` reproduces the released notebook's weighted average, which takes the *mean* over
+modes of ``(s_n / sum_m s_m) cos_n`` instead of the sum, i.e. the paper's value divided by the number of
+modes (d_head). It exists only to compare with the published plots (paper section 6, bug B1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+def mode_cosines(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Cosine between each query-side and key-side singular vector: (..., dim, mode) -> (..., mode)."""
+    u = np.asarray(u)
+    v = np.asarray(v)
+    if u.shape != v.shape:
+        raise ValueError(f"U and V must have the same shape, got {u.shape} and {v.shape}")
+    num = np.einsum("...dm,...dm->...m", u, v)
+    den = np.linalg.norm(u, axis=-2) * np.linalg.norm(v, axis=-2)
+    return np.clip(num / den, -1.0, 1.0)
+
+
+def head_mean(cos: np.ndarray) -> np.ndarray:
+    """Plain mean of the per-mode cosines of each head: (..., mode) -> (...)."""
+    return np.asarray(cos).mean(axis=-1)
+
+
+def head_weighted(cos: np.ndarray, s: np.ndarray, *, released_code: bool = False) -> np.ndarray:
+    """Singular-value-weighted average of the per-mode cosines of each head: (..., mode) -> (...).
+
+    A head whose singular values are all zero has no defined average and gives NaN.
+    With ``released_code=True`` the result is divided by the number of modes (see module docstring).
+    """
+    cos = np.asarray(cos, dtype=np.float64)
+    s = np.asarray(s, dtype=np.float64)
+    if cos.shape != s.shape:
+        raise ValueError(f"cosines and singular values must have the same shape, got {cos.shape}, {s.shape}")
+    total = s.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weighted = (s * cos).sum(axis=-1) / total
+    weighted = np.where(total > 0, weighted, np.nan)
+    if released_code:
+        weighted = weighted / cos.shape[-1]
+    return weighted
+
+
+def normalised_depth(n_layers: int) -> np.ndarray:
+    """Layer index l = 0..L-1 mapped to l / (L - 1) in [0, 1] (a single layer sits at 0)."""
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    if n_layers == 1:
+        return np.zeros(1)
+    return np.arange(n_layers, dtype=np.float64) / (n_layers - 1)
+
+
+def null_cosine_quantile(d: int, q: float) -> float:
+    """Exact q-quantile of the cosine of two independent isotropic random vectors in R^d.
+
+    For isotropic x, y in R^d (d >= 2), t = cos(x, y) has density proportional to (1 - t^2)^((d-3)/2) on
+    [-1, 1], i.e. (t + 1) / 2 ~ Beta((d-1)/2, (d-1)/2). Computed from the Beta quantile function, not sampled.
+    """
+    if d < 2:
+        raise ValueError(f"the cosine of two vectors needs d >= 2, got d={d}")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    a = (d - 1) / 2.0
+    return float(2.0 * stats.beta.ppf(q, a, a) - 1.0)
+
+
+def null_interval(d: int, level: float = 0.95) -> tuple[float, float]:
+    """Central ``level`` interval of the isotropic null cosine in R^d (about +-1.96/sqrt(d) at 95%)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    tail = (1.0 - level) / 2.0
+    return (null_cosine_quantile(d, tail), null_cosine_quantile(d, 1.0 - tail))
+
+
+@dataclass(frozen=True)
+class LayerScores:
+    """All the per-mode, per-head and per-layer numbers of one model (numpy arrays)."""
+
+    cosine: np.ndarray  # (layer, head, mode)
+    head_mean: np.ndarray  # (layer, head)
+    head_weighted: np.ndarray  # (layer, head)
+    layer_mean: np.ndarray  # (layer,)
+    layer_weighted: np.ndarray  # (layer,)
+    depth: np.ndarray  # (layer,)
+    null_low: float
+    null_high: float
+
+
+def score_modes(
+    u: np.ndarray, s: np.ndarray, v: np.ndarray, *, released_code: bool = False, level: float = 0.95
+) -> LayerScores:
+    """Every score of section 1.3 from U, V (layer, head, dim, mode) and S (layer, head, mode)."""
+    if u.ndim != 4 or s.ndim != 3:
+        raise ValueError(f"expected U (layer, head, dim, mode) and S (layer, head, mode); got {u.shape}, {s.shape}")
+    cos = mode_cosines(u, v)
+    hm = head_mean(cos)
+    hw = head_weighted(cos, s, released_code=released_code)
+    low, high = null_interval(u.shape[-2], level)
+    return LayerScores(
+        cosine=cos,
+        head_mean=hm,
+        head_weighted=hw,
+        layer_mean=hm.mean(axis=-1),
+        layer_weighted=np.nanmean(hw, axis=-1) if np.isfinite(hw).any() else np.full(hw.shape[0], np.nan),
+        depth=normalised_depth(u.shape[0]),
+        null_low=low,
+        null_high=high,
+    )

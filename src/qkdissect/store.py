@@ -1,0 +1,123 @@
+"""xarray Datasets in Zarr v3, written atomically.
+
+Schemas (all dims are named integer indices, 0-based):
+
+- **modes** store: ``U``, ``V`` (layer, head, dim, mode) float64, ``S`` (layer, head, mode),
+  ``block`` (layer, head, mode) int: id of the block of near-equal singular values a mode belongs to.
+- **scores** store: ``cosine`` (layer, head, mode), ``head_mean``/``head_weighted`` (layer, head),
+  ``layer_mean``/``layer_weighted`` (layer), coordinate ``depth`` (layer) = l / (L - 1).
+
+Every store has ``attrs["qkdissect_schema"]`` and ``attrs["provenance"]`` (a JSON-safe dict). A store is
+written to ``NAME.tmp-XXXX`` beside the target and renamed into place only when complete: a crash leaves
+either the old store or none, never a half-written one under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+SCHEMA_VERSION = 1
+CONVENTIONS = (
+    "U = query side (left singular vectors), V = key side (right): a_ij = sum_n (x_i.u_n) S_n (v_n.x_j) "
+    "for the bias-free, unscaled logit x_i^T W_q^T W_k x_j. Sign: largest-|entry| of each u_n positive. "
+    "Layers, heads and modes are 0-based; modes in descending S."
+)
+
+
+def _compressor() -> Any:
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+
+
+def _jsonable(obj: Any) -> Any:
+    """attrs must survive JSON: numpy scalars/arrays and paths become plain values."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def modes_dataset(u: np.ndarray, s: np.ndarray, v: np.ndarray, block: np.ndarray, attrs: dict[str, Any]) -> xr.Dataset:
+    n_layers, n_heads, d, n_modes = u.shape
+    coords = {
+        "layer": np.arange(n_layers),
+        "head": np.arange(n_heads),
+        "dim": np.arange(d),
+        "mode": np.arange(n_modes),
+    }
+    ds = xr.Dataset(
+        {
+            "U": (("layer", "head", "dim", "mode"), u, {"description": "query-side singular vectors (unit)"}),
+            "V": (("layer", "head", "dim", "mode"), v, {"description": "key-side singular vectors (unit)"}),
+            "S": (("layer", "head", "mode"), s, {"description": "singular values of W_q^T W_k, descending"}),
+            "block": (
+                ("layer", "head", "mode"),
+                block.astype(np.int32),
+                {"description": "id of the block of near-equal singular values (see attrs.block_rtol)"},
+            ),
+        },
+        coords=coords,
+    )
+    ds.attrs.update(_jsonable({"qkdissect_schema": f"modes/v{SCHEMA_VERSION}", "conventions": CONVENTIONS, **attrs}))
+    return ds
+
+
+def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    enc: dict[str, dict[str, Any]] = {}
+    for name, var in ds.data_vars.items():
+        # one chunk per layer: a figure of one layer reads one chunk per variable
+        chunks = tuple(1 if dim == "layer" else n for dim, n in zip(var.dims, var.shape, strict=True))
+        enc[str(name)] = {"chunks": chunks, "compressors": (_compressor(),)}
+    return enc
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success it replaces ``path``, on any error it is removed."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+
+
+def write_store(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write ``ds`` as a Zarr v3 store at ``path`` (atomically, replacing an existing store)."""
+    with atomic_path(path) as tmp:
+        ds.to_zarr(tmp, mode="w-", zarr_format=3, encoding=_encoding(ds), consolidated=False)
+    return Path(path)
+
+
+def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:
+    """Open a store written by :func:`write_store`; ``kind`` ('modes'/'scores') checks its schema."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no store at {p}")
+    ds = xr.open_zarr(p, zarr_format=3, consolidated=False)
+    schema = ds.attrs.get("qkdissect_schema", "")
+    if not schema:
+        raise ValueError(f"{p} is not a qkdissect store (no qkdissect_schema attribute)")
+    if kind is not None and not schema.startswith(kind + "/"):
+        raise ValueError(f"{p} is a {schema} store, expected a {kind} store")
+    return ds

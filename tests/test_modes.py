@@ -1,0 +1,145 @@
+"""Modes against brute force: full per-head SVD of the explicit d x d product."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdissect.modes import degenerate_blocks, qk_modes, reconstruct, resolve_device
+
+
+@st.composite
+def factors(draw: st.DrawFn, rank_deficient: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    n_layers = draw(st.integers(1, 2))
+    n_heads = draw(st.integers(1, 3))
+    d_head = draw(st.integers(1, 8))
+    d = draw(st.integers(1, 20))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    w_q = rng.standard_normal((n_layers, n_heads, d_head, d))
+    w_k = rng.standard_normal((n_layers, n_heads, d_head, d))
+    if rank_deficient:
+        r = draw(st.integers(0, max(0, min(d_head, d) - 1)))
+        w_q = rng.standard_normal((n_layers, n_heads, d_head, r)) @ rng.standard_normal((n_layers, n_heads, r, d))
+    return w_q, w_k
+
+
+def _brute(w_q: np.ndarray, w_k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The released code's way: form M per head, full SVD, keep the first d_head modes."""
+    k = min(w_q.shape[-2], w_q.shape[-1])
+    m = np.swapaxes(w_q, -1, -2) @ w_k
+    u, s, vt = np.linalg.svd(m)
+    return m, u[..., :k], s[..., :k], np.swapaxes(vt, -1, -2)[..., :k]
+
+
+@settings(max_examples=60, deadline=None)
+@given(factors())
+def test_matches_full_svd(wqk: tuple[np.ndarray, np.ndarray]) -> None:
+    w_q, w_k = wqk
+    modes = qk_modes(w_q, w_k, device="cpu")
+    u, s, v = modes.numpy()
+    m, ub, sb, vb = _brute(w_q, w_k)
+    scale = max(1.0, float(np.abs(sb).max()))
+    assert s.shape == sb.shape and u.shape == ub.shape
+    np.testing.assert_allclose(s, sb, atol=1e-10 * scale, rtol=0)
+    np.testing.assert_allclose(reconstruct(modes).numpy(), m, atol=1e-10 * scale, rtol=0)
+    eye = np.eye(u.shape[-1])
+    np.testing.assert_allclose(np.swapaxes(u, -1, -2) @ u, np.broadcast_to(eye, u.shape[:-2] + eye.shape), atol=1e-10)
+    np.testing.assert_allclose(np.swapaxes(v, -1, -2) @ v, np.broadcast_to(eye, v.shape[:-2] + eye.shape), atol=1e-10)
+    # sign-invariant per-mode quantity: the cosine u_n . v_n, where the mode is identifiable
+    cos, cos_b = (u * v).sum(-2), (ub * vb).sum(-2)
+    gaps = np.minimum(np.abs(np.diff(sb, axis=-1, prepend=np.inf)), np.abs(np.diff(sb, axis=-1, append=-np.inf)))
+    ok = gaps > 1e-6 * scale
+    np.testing.assert_allclose(cos[ok], cos_b[ok], atol=1e-8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(factors(rank_deficient=True))
+def test_rank_deficient_heads(wqk: tuple[np.ndarray, np.ndarray]) -> None:
+    w_q, w_k = wqk
+    modes = qk_modes(w_q, w_k, device="cpu")
+    u, s, v = modes.numpy()
+    m, _, sb, _ = _brute(w_q, w_k)
+    scale = max(1.0, float(np.abs(sb).max()))
+    np.testing.assert_allclose(s, sb, atol=1e-10 * scale)
+    np.testing.assert_allclose(reconstruct(modes).numpy(), m, atol=1e-10 * scale)
+    assert np.all(np.isfinite(u)) and np.all(np.isfinite(v))
+    np.testing.assert_allclose(np.linalg.norm(u, axis=-2), 1.0, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=-2), 1.0, atol=1e-10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 8), st.integers(8, 24), st.integers(0, 2**31 - 1))
+def test_invariant_under_change_of_head_basis(d_head: int, d: int, seed: int) -> None:
+    """W_q -> A^T W_q, W_k -> A^-1 W_k leaves W_q^T W_k, its SVD and all cosines unchanged."""
+    rng = np.random.default_rng(seed)
+    w_q, w_k = rng.standard_normal((2, 1, 1, d_head, d))
+    q1, _ = np.linalg.qr(rng.standard_normal((d_head, d_head)))
+    q2, _ = np.linalg.qr(rng.standard_normal((d_head, d_head)))
+    a = q1 @ np.diag(rng.uniform(0.5, 2.0, d_head)) @ q2  # condition number <= 4
+    m1 = qk_modes(w_q, w_k, device="cpu")
+    m2 = qk_modes(a.T @ w_q, np.linalg.inv(a) @ w_k, device="cpu")
+    np.testing.assert_allclose(m2.S.numpy(), m1.S.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(reconstruct(m2).numpy(), reconstruct(m1).numpy(), atol=1e-9)
+    s = m1.S.numpy()[0, 0]
+    ok = np.minimum(np.abs(np.diff(s, prepend=np.inf)), np.abs(np.diff(s, append=-np.inf))) > 1e-6 * s[0]
+    c1 = (m1.U * m1.V).sum(-2).numpy()[0, 0]
+    c2 = (m2.U * m2.V).sum(-2).numpy()[0, 0]
+    np.testing.assert_allclose(c2[ok], c1[ok], atol=1e-7)
+
+
+def test_sign_convention_largest_entry_of_u_positive() -> None:
+    rng = np.random.default_rng(0)
+    u = qk_modes(rng.standard_normal((3, 4, 8, 32)), rng.standard_normal((3, 4, 8, 32)), device="cpu").U.numpy()
+    idx = np.abs(u).argmax(axis=-2)
+    assert np.all(np.take_along_axis(u, idx[..., None, :], axis=-2) > 0)
+
+
+def test_identical_and_opposite_factors_give_cosine_plus_and_minus_one() -> None:
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((1, 2, 8, 32))
+    same = qk_modes(w, w, device="cpu")
+    opposite = qk_modes(w, -w, device="cpu")
+    np.testing.assert_allclose((same.U * same.V).sum(-2).numpy(), 1.0, atol=1e-10)
+    np.testing.assert_allclose((opposite.U * opposite.V).sum(-2).numpy(), -1.0, atol=1e-10)
+
+
+def test_float32_is_close_to_float64() -> None:
+    rng = np.random.default_rng(2)
+    w_q, w_k = rng.standard_normal((2, 2, 3, 16, 64))
+    m64 = qk_modes(w_q, w_k, device="cpu")
+    m32 = qk_modes(w_q, w_k, dtype="float32", device="cpu")
+    assert m32.S.dtype == torch.float32
+    np.testing.assert_allclose(m32.S.numpy(), m64.S.numpy(), rtol=1e-4)
+
+
+def test_shape_errors_name_the_arguments() -> None:
+    with pytest.raises(ValueError, match=r"w_q \(2, 4, 8\) and w_k \(2, 4, 9\)"):
+        qk_modes(np.zeros((2, 4, 8)), np.zeros((2, 4, 9)), device="cpu")
+
+
+def test_cuda_request_without_cuda_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(RuntimeError, match="--device cpu"):
+            resolve_device("cuda")
+        assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu() -> None:
+    rng = np.random.default_rng(3)
+    w_q, w_k = rng.standard_normal((2, 12, 12, 64, 768))
+    cpu, gpu = qk_modes(w_q, w_k, device="cpu"), qk_modes(w_q, w_k, device="cuda")
+    np.testing.assert_allclose(gpu.S.cpu().numpy(), cpu.S.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(reconstruct(gpu).cpu().numpy(), reconstruct(cpu).numpy(), atol=1e-9)
+
+
+def test_degenerate_blocks() -> None:
+    s = np.array([[10.0, 10.0, 9.999, 5.0, 1.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(degenerate_blocks(s, rtol=1e-3), [[0, 0, 0, 1, 2, 2, 3]])
+    np.testing.assert_array_equal(degenerate_blocks(s, rtol=1e-6), [[0, 0, 1, 2, 3, 3, 4]])

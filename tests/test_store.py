@@ -1,0 +1,122 @@
+"""Zarr v3 stores: schema, provenance, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import randomise_
+from qkdissect import store
+from qkdissect.analysis import compute_modes, compute_scores
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import timm
+    from safetensors.torch import save_file
+
+    m = randomise_(
+        timm.create_model(
+            "vit_tiny_patch16_224",
+            pretrained=False,
+            num_classes=0,
+            img_size=32,
+            patch_size=8,
+            embed_dim=64,
+            depth=3,
+            num_heads=4,
+        )
+    )
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def modes_ds(tiny_file: Path) -> xr.Dataset:
+    spec = f"timm:vit_tiny_patch16_224@{tiny_file}?img_size=32&patch_size=8&embed_dim=64&depth=3&num_heads=4"
+    return compute_modes(spec, device="cpu", model_key="tiny")
+
+
+def test_round_trip_and_schema(tmp_path: Path, modes_ds: xr.Dataset) -> None:
+    out = store.write_store(modes_ds, tmp_path / "m.zarr")
+    meta = json.loads((out / "zarr.json").read_text())
+    assert meta["zarr_format"] == 3
+    back = store.open_store(out, "modes")
+    assert dict(back.sizes) == {"layer": 3, "head": 4, "dim": 64, "mode": 16}
+    assert back.U.dims == ("layer", "head", "dim", "mode") and back.S.dims == ("layer", "head", "mode")
+    assert back.U.dtype == np.float64
+    np.testing.assert_array_equal(back.U.values, modes_ds.U.values)
+    assert back.U.encoding["chunks"] == (1, 4, 64, 16)
+    with pytest.raises(ValueError, match="expected a scores store"):
+        store.open_store(out, "scores")
+
+
+def test_provenance_attrs(modes_ds: xr.Dataset, tiny_file: Path) -> None:
+    from qkdissect.models import sha256_file
+
+    a = modes_ds.attrs
+    for key in (
+        "model_id",
+        "adapter",
+        "d_model",
+        "d_head",
+        "n_prefix_tokens",
+        "grid",
+        "dtype",
+        "device",
+        "weights_sha256",
+        "provenance",
+        "conventions",
+    ):
+        assert key in a, key
+    assert a["weights_sha256"] == sha256_file(tiny_file)
+    p = a["provenance"]
+    assert p["weights"]["sha256"] == sha256_file(tiny_file)
+    assert {"torch", "timm", "transformers", "numpy", "xarray", "zarr", "qkdissect"} <= set(p["code"]["packages"])
+    assert "commit" in p["code"]["git"] and "dirty" in p["code"]["git"]
+    assert p["parameters"]["dtype"] == "float64" and p["started"] <= p["finished"]
+    json.dumps(dict(a))  # JSON-safe
+
+
+def test_scores_store(tmp_path: Path, modes_ds: xr.Dataset) -> None:
+    sc = compute_scores(modes_ds)
+    out = store.write_store(sc, tmp_path / "s.zarr")
+    back = store.open_store(out, "scores")
+    assert back.layer_weighted.dims == ("layer",) and back.depth.values.tolist() == [0, 0.5, 1]
+    assert back.attrs["null_high"] == pytest.approx(-back.attrs["null_low"])
+    assert np.all(np.abs(back.cosine.values) <= 1)
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path, modes_ds: xr.Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "m.zarr"
+    real = xr.Dataset.to_zarr
+
+    def crash(self: xr.Dataset, path: Path, **kw: object) -> None:
+        kw["encoding"] = {"S": kw["encoding"]["S"]}  # type: ignore[index]
+        real(self[["S"]], path, **kw)  # something is on disk...
+        raise KeyboardInterrupt("killed mid-write")  # ...then the process dies
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_store(modes_ds, target)
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_is_atomic_replacement(tmp_path: Path, modes_ds: xr.Dataset, monkeypatch) -> None:
+    target = store.write_store(modes_ds, tmp_path / "m.zarr")
+    changed = modes_ds.copy()
+    changed.attrs["model_id"] = "second"
+    store.write_store(changed, target)
+    assert store.open_store(target).attrs["model_id"] == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.zarr"]
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        store.write_store(modes_ds, target)
+    assert store.open_store(target).attrs["model_id"] == "second"  # the old store survives a failed rewrite

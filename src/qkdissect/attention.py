@@ -91,7 +91,8 @@ def logits_from_weights(qk: QKWeights, layer: int, x: torch.Tensor) -> torch.Ten
 def max_relative_error(qk: QKWeights, tokens: list[torch.Tensor], logits: list[torch.Tensor]) -> float:
     """Largest, over layers, of ||ours - model's|| / ||model's|| (Frobenius)."""
     worst = 0.0
-    for i, (x, ref) in enumerate(zip(tokens, logits, strict=True)):
-        ours = logits_from_weights(qk, i, x)
-        worst = max(worst, float(torch.linalg.norm(ours - ref) / torch.linalg.norm(ref)))
+    with torch.no_grad():
+        for i, (x, ref) in enumerate(zip(tokens, logits, strict=True)):
+            ours = logits_from_weights(qk, i, x)
+            worst = max(worst, float(torch.linalg.norm(ours - ref) / torch.linalg.norm(ref)))
     return worst

@@ -13,7 +13,7 @@ from .errors import QKDissectError
 def _cmd_models(args: argparse.Namespace) -> int:
     from .registry import KNOWN_MODELS, availability
 
-    rows = [
+    rows: list[dict[str, str | bool]] = [
         {
             "key": m.key,
             "family": m.family,
@@ -27,7 +27,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    w = max(len(r["key"]) for r in rows)
+    w = max(len(str(r["key"])) for r in rows)
     print(f"{'model':<{w}}  {'family':<7}  {'paper':<5}  weights here")
     for r in rows:
         print(f"{r['key']:<{w}}  {r['family']:<7}  {'yes' if r['paper'] else 'no':<5}  {r['available']}")

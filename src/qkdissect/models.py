@@ -241,8 +241,8 @@ def _is_identity(m: nn.Module | None) -> bool:
 
 
 # --------------------------------------------------------------------------------------- timm adapter
-def _timm_layer(block: nn.Module) -> AttentionLayer:
-    attn = block.attn
+def _timm_layer(block: Any) -> AttentionLayer:
+    attn: Any = block.attn
     n_heads = int(attn.num_heads)
     if not (_is_identity(getattr(attn, "q_norm", None)) and _is_identity(getattr(attn, "k_norm", None))):
         raise UnsupportedModelError(
@@ -286,7 +286,7 @@ def _pair(x: Any) -> tuple[int, int] | None:
     return (int(x[0]), int(x[1]))
 
 
-def adapt_timm(model: nn.Module, model_id: str) -> QKWeights:
+def adapt_timm(model: Any, model_id: str) -> QKWeights:
     """timm VisionTransformer (ViT/DeiT/DINO/CLIP towers), Eva, Beit, and any module with timm ``blocks``."""
     cls = type(model).__name__
     adapter = {
@@ -369,7 +369,7 @@ def _hf_layer(layer: nn.Module, n_heads: int) -> AttentionLayer:
     )
 
 
-def _hf_layout(model: nn.Module) -> TokenLayout:
+def _hf_layout(model: Any) -> TokenLayout:
     cfg = model.config
     emb = getattr(model, "embeddings", None)
     n_prefix = 0
@@ -386,7 +386,7 @@ def _hf_layout(model: nn.Module) -> TokenLayout:
     return TokenLayout(n_prefix=n_prefix, grid=grid, patch_size=patch)
 
 
-def adapt_hf(model: nn.Module, model_id: str) -> QKWeights:
+def adapt_hf(model: Any, model_id: str) -> QKWeights:
     """Hugging Face ViT / DeiT / Dinov2 / CLIP vision (and other encoders with q/k projections)."""
     if getattr(model, "vision_model", None) is not None:  # CLIPModel -> its vision tower
         model = model.vision_model
@@ -403,10 +403,8 @@ def adapt_hf(model: nn.Module, model_id: str) -> QKWeights:
 
 def extract_qk(model: nn.Module, model_id: str = "model") -> QKWeights:
     """Dispatch to the adapter of the model's family."""
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:  # pragma: no cover
-        PreTrainedModel = ()  # type: ignore[assignment]
+    from transformers import PreTrainedModel
+
     if isinstance(model, PreTrainedModel):
         return adapt_hf(model, model_id)
     if hasattr(model, "blocks"):
@@ -519,7 +517,7 @@ def load_timm(spec: ModelSpec) -> LoadedModel:
     )
 
 
-def _resample_pos_embed_if_needed(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _resample_pos_embed_if_needed(model: Any, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     pe = state.get("pos_embed")
     own = getattr(model, "pos_embed", None)
     if pe is None or own is None or pe.shape == own.shape:

@@ -27,6 +27,7 @@ figures: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy src
 
 test: lint
 	$(PY) -m pytest

@@ -143,3 +143,37 @@ def test_degenerate_blocks() -> None:
     s = np.array([[10.0, 10.0, 9.999, 5.0, 1.0, 1.0, 0.0]])
     np.testing.assert_array_equal(degenerate_blocks(s, rtol=1e-3), [[0, 0, 0, 1, 2, 2, 3]])
     np.testing.assert_array_equal(degenerate_blocks(s, rtol=1e-6), [[0, 0, 1, 2, 3, 3, 4]])
+
+
+@pytest.mark.parametrize(
+    "cond, rank_drop",
+    [(1.0, 0), (1e4, 0), (1e9, 0), (1.0, 3)],
+    ids=["well-conditioned", "kappa=1e4 (CholeskyQR2)", "kappa=1e9 (Householder)", "rank-deficient"],
+)
+def test_every_tier_of_the_fast_path_is_exact(cond: float, rank_drop: int) -> None:
+    """The default path (CholeskyQR, then CholeskyQR2, then Householder for heads failing the orthonormality
+    check) matches the brute-force SVD at every conditioning the tiers are built for."""
+    rng = np.random.default_rng(7)
+    d_head, d = 16, 96
+    q1, _ = np.linalg.qr(rng.standard_normal((d_head, d_head)))
+    q2, _ = np.linalg.qr(rng.standard_normal((d, d_head)))
+    sv = np.logspace(0, -np.log10(cond), d_head)
+    if rank_drop:
+        sv[-rank_drop:] = 0
+    w_q = (q1 * sv) @ q2.T  # singular values sv: condition number `cond`
+    w_q = np.stack([w_q, rng.standard_normal((d_head, d))])[None]  # one ill head, one ordinary head
+    w_k = rng.standard_normal((1, 2, d_head, d))
+    fast, ref = qk_modes(w_q, w_k, device="cpu"), qk_modes(w_q, w_k, device="cpu", method="householder")
+    m, _, sb, _ = _brute(w_q, w_k)
+    np.testing.assert_allclose(fast.S.numpy(), sb, atol=1e-10 * sb.max())
+    np.testing.assert_allclose(fast.S.numpy(), ref.S.numpy(), atol=1e-12 * sb.max())
+    np.testing.assert_allclose(reconstruct(fast).numpy(), m, atol=1e-10 * np.abs(m).max())
+    u, v = fast.U.numpy(), fast.V.numpy()
+    eye = np.eye(d_head)
+    np.testing.assert_allclose(np.swapaxes(u, -1, -2) @ u, np.broadcast_to(eye, (1, 2, d_head, d_head)), atol=1e-10)
+    np.testing.assert_allclose(np.swapaxes(v, -1, -2) @ v, np.broadcast_to(eye, (1, 2, d_head, d_head)), atol=1e-10)
+
+
+def test_unknown_method() -> None:
+    with pytest.raises(ValueError, match="cholqr"):
+        qk_modes(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), device="cpu", method="lu")  # type: ignore[arg-type]

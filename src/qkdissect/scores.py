@@ -47,10 +47,11 @@ def head_weighted(cos: np.ndarray, s: np.ndarray, *, released_code: bool = False
     s = np.asarray(s, dtype=np.float64)
     if cos.shape != s.shape:
         raise ValueError(f"cosines and singular values must have the same shape, got {cos.shape}, {s.shape}")
-    total = s.sum(axis=-1)
+    total = s.sum(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        weighted = (s * cos).sum(axis=-1) / total
-    weighted = np.where(total > 0, weighted, np.nan)
+        weights = s / total  # normalise first: s * cos could underflow for tiny (subnormal) s
+        weighted = (weights * cos).sum(axis=-1)
+    weighted = np.where(total[..., 0] > 0, weighted, np.nan)
     if released_code:
         weighted = weighted / cos.shape[-1]
     return weighted
@@ -87,6 +88,15 @@ def null_interval(d: int, level: float = 0.95) -> tuple[float, float]:
     return (null_cosine_quantile(d, tail), null_cosine_quantile(d, 1.0 - tail))
 
 
+def _nanmean_heads(hw: np.ndarray) -> np.ndarray:
+    """Mean over heads, ignoring heads without a weighted average (all-zero spectrum); NaN if none has one."""
+    valid = np.isfinite(hw)
+    count = valid.sum(axis=-1)
+    total = np.where(valid, hw, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 @dataclass(frozen=True)
 class LayerScores:
     """All the per-mode, per-head and per-layer numbers of one model (numpy arrays)."""
@@ -116,7 +126,7 @@ def score_modes(
         head_mean=hm,
         head_weighted=hw,
         layer_mean=hm.mean(axis=-1),
-        layer_weighted=np.nanmean(hw, axis=-1) if np.isfinite(hw).any() else np.full(hw.shape[0], np.nan),
+        layer_weighted=_nanmean_heads(hw),
         depth=normalised_depth(u.shape[0]),
         null_low=low,
         null_high=high,

@@ -14,6 +14,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("QKDISSECT_ASSETS", REPO.parent / "shared" / "assets")).resolve()
 DINOV2_FILE = "weights/dinov2_vits14_imgfocus_backbone.safetensors"
+#: a tiny ViT geometry shared by the random-initialised models of every family: 32 px, 4 x 4 patches of 8 px
+TINY = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=4)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

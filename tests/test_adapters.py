@@ -24,13 +24,14 @@ from transformers import (
     ViTModel,
 )
 
+from conftest import TINY as TINY_GEOMETRY
 from conftest import randomise_
 from qkdissect.attention import capture_logits, max_relative_error
 from qkdissect.models import extract_qk, load_qk
 from qkdissect.modes import qk_modes
 
 TOL = 1e-4
-TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
+TINY = dict(TINY_GEOMETRY, depth=2)
 IMG = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 

@@ -10,7 +10,7 @@ import torch
 from timm.models.beit import Beit
 from timm.models.vision_transformer import VisionTransformer
 
-from conftest import randomise_
+from conftest import TINY, randomise_
 from qkdissect.attention import capture_logits, max_relative_error
 from qkdissect.checkpoints import IJEPAPredictor
 from qkdissect.errors import CheckpointMismatchError, WeightsUnavailableError
@@ -22,11 +22,8 @@ IMG = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 def _beit(shared: bool) -> Beit:
     return randomise_(
         Beit(
-            img_size=32,
-            patch_size=8,
-            embed_dim=64,
+            **TINY,
             depth=3,
-            num_heads=4,
             num_classes=0,
             use_abs_pos_emb=False,
             use_shared_rel_pos_bias=shared,
@@ -70,11 +67,8 @@ def test_simmim_checkpoint(tmp_path: Path, pretrain: bool) -> None:
 def _ijepa_file(tmp_path: Path) -> tuple[Path, VisionTransformer, IJEPAPredictor]:
     enc = randomise_(
         VisionTransformer(
-            img_size=32,
-            patch_size=8,
-            embed_dim=64,
+            **TINY,
             depth=2,
-            num_heads=4,
             class_token=False,
             global_pool="avg",
             fc_norm=False,

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkdissect.modes import degenerate_blocks, qk_modes, reconstruct, resolve_device
+from qkdissect.modes import Modes, degenerate_blocks, qk_modes, reconstruct, resolve_device
 
 
 @st.composite
@@ -35,11 +35,9 @@ def _brute(w_q: np.ndarray, w_k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     return m, u[..., :k], s[..., :k], np.swapaxes(vt, -1, -2)[..., :k]
 
 
-@settings(max_examples=60, deadline=None)
-@given(factors())
-def test_matches_full_svd(wqk: tuple[np.ndarray, np.ndarray]) -> None:
-    w_q, w_k = wqk
-    modes = qk_modes(w_q, w_k, device="cpu")
+def assert_exact(modes: Modes, w_q: np.ndarray, w_k: np.ndarray) -> tuple[np.ndarray, ...]:
+    """S and U S V^T equal the full SVD to 1e-10 (relative to the largest singular value), U and V have
+    orthonormal columns. Returns the brute-force (M, U, S, V) for further checks."""
     u, s, v = modes.numpy()
     m, ub, sb, vb = _brute(w_q, w_k)
     scale = max(1.0, float(np.abs(sb).max()))
@@ -47,8 +45,21 @@ def test_matches_full_svd(wqk: tuple[np.ndarray, np.ndarray]) -> None:
     np.testing.assert_allclose(s, sb, atol=1e-10 * scale, rtol=0)
     np.testing.assert_allclose(reconstruct(modes).numpy(), m, atol=1e-10 * scale, rtol=0)
     eye = np.eye(u.shape[-1])
-    np.testing.assert_allclose(np.swapaxes(u, -1, -2) @ u, np.broadcast_to(eye, u.shape[:-2] + eye.shape), atol=1e-10)
-    np.testing.assert_allclose(np.swapaxes(v, -1, -2) @ v, np.broadcast_to(eye, v.shape[:-2] + eye.shape), atol=1e-10)
+    for x in (u, v):
+        np.testing.assert_allclose(
+            np.swapaxes(x, -1, -2) @ x, np.broadcast_to(eye, x.shape[:-2] + eye.shape), atol=1e-10
+        )
+    return m, ub, sb, vb
+
+
+@settings(max_examples=60, deadline=None)
+@given(factors())
+def test_matches_full_svd(wqk: tuple[np.ndarray, np.ndarray]) -> None:
+    w_q, w_k = wqk
+    modes = qk_modes(w_q, w_k, device="cpu")
+    _, ub, sb, vb = assert_exact(modes, w_q, w_k)
+    u, _, v = modes.numpy()
+    scale = max(1.0, float(np.abs(sb).max()))
     # sign-invariant per-mode quantity: the cosine u_n . v_n, where the mode is identifiable
     cos, cos_b = (u * v).sum(-2), (ub * vb).sum(-2)
     gaps = np.minimum(np.abs(np.diff(sb, axis=-1, prepend=np.inf)), np.abs(np.diff(sb, axis=-1, append=-np.inf)))
@@ -60,15 +71,7 @@ def test_matches_full_svd(wqk: tuple[np.ndarray, np.ndarray]) -> None:
 @given(factors(rank_deficient=True))
 def test_rank_deficient_heads(wqk: tuple[np.ndarray, np.ndarray]) -> None:
     w_q, w_k = wqk
-    modes = qk_modes(w_q, w_k, device="cpu")
-    u, s, v = modes.numpy()
-    m, _, sb, _ = _brute(w_q, w_k)
-    scale = max(1.0, float(np.abs(sb).max()))
-    np.testing.assert_allclose(s, sb, atol=1e-10 * scale)
-    np.testing.assert_allclose(reconstruct(modes).numpy(), m, atol=1e-10 * scale)
-    assert np.all(np.isfinite(u)) and np.all(np.isfinite(v))
-    np.testing.assert_allclose(np.linalg.norm(u, axis=-2), 1.0, atol=1e-10)
-    np.testing.assert_allclose(np.linalg.norm(v, axis=-2), 1.0, atol=1e-10)
+    assert_exact(qk_modes(w_q, w_k, device="cpu"), w_q, w_k)
 
 
 @settings(max_examples=30, deadline=None)
@@ -164,14 +167,8 @@ def test_every_tier_of_the_fast_path_is_exact(cond: float, rank_drop: int) -> No
     w_q = np.stack([w_q, rng.standard_normal((d_head, d))])[None]  # one ill head, one ordinary head
     w_k = rng.standard_normal((1, 2, d_head, d))
     fast, ref = qk_modes(w_q, w_k, device="cpu"), qk_modes(w_q, w_k, device="cpu", method="householder")
-    m, _, sb, _ = _brute(w_q, w_k)
-    np.testing.assert_allclose(fast.S.numpy(), sb, atol=1e-10 * sb.max())
+    _, _, sb, _ = assert_exact(fast, w_q, w_k)
     np.testing.assert_allclose(fast.S.numpy(), ref.S.numpy(), atol=1e-12 * sb.max())
-    np.testing.assert_allclose(reconstruct(fast).numpy(), m, atol=1e-10 * np.abs(m).max())
-    u, v = fast.U.numpy(), fast.V.numpy()
-    eye = np.eye(d_head)
-    np.testing.assert_allclose(np.swapaxes(u, -1, -2) @ u, np.broadcast_to(eye, (1, 2, d_head, d_head)), atol=1e-10)
-    np.testing.assert_allclose(np.swapaxes(v, -1, -2) @ v, np.broadcast_to(eye, (1, 2, d_head, d_head)), atol=1e-10)
 
 
 def test_unknown_method() -> None:

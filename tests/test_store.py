@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import randomise_
+from conftest import TINY, randomise_
 from qkdissect import store
 from qkdissect.analysis import compute_modes, compute_scores
 
@@ -19,18 +19,7 @@ def tiny_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import timm
     from safetensors.torch import save_file
 
-    m = randomise_(
-        timm.create_model(
-            "vit_tiny_patch16_224",
-            pretrained=False,
-            num_classes=0,
-            img_size=32,
-            patch_size=8,
-            embed_dim=64,
-            depth=3,
-            num_heads=4,
-        )
-    )
+    m = randomise_(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=3, **TINY))
     path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
     return path

@@ -51,3 +51,49 @@ def test_modes_and_scores_on_real_weights(tmp_path: Path, dinov2_file: Path) -> 
 def test_several_models_need_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["modes", "a/b", "c/d", "-o", str(tmp_path / "x.zarr")]) == 2
     assert "output directory" in capsys.readouterr().err
+
+
+def _tiny_hf_dir(tmp_path: Path) -> Path:
+    from transformers import DeiTConfig, DeiTModel
+
+    from conftest import randomise_
+
+    model = randomise_(
+        DeiTModel(
+            DeiTConfig(
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=128,
+                image_size=32,
+                patch_size=8,
+            )
+        )
+    )
+    out = tmp_path / "tiny-deit"
+    model.save_pretrained(out)
+    return out
+
+
+def test_hf_local_directory_records_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save_pretrained directory loads with no network (HF_HUB_OFFLINE=1) and its file hash is recorded."""
+    from qkdissect.analysis import compute_modes
+    from qkdissect.models import sha256_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    d = _tiny_hf_dir(tmp_path)
+    ds = compute_modes(f"hf:{d}", device="cpu")
+    assert ds.attrs["adapter"] == "hf-deit" and ds.attrs["n_prefix_tokens"] == 2
+    assert ds.attrs["weights_sha256"] == sha256_file(d / "model.safetensors")
+    assert ds.attrs["provenance"]["weights"]["origin"] == "local directory"
+
+
+def test_several_models_into_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = _tiny_hf_dir(tmp_path)
+    out = tmp_path / "modes"
+    assert main(["modes", f"hf:{d}", f"hf:{d}?attn_implementation=eager", "-o", str(out), "--dtype", "float32"]) == 0
+    stores = sorted(out.glob("*.zarr"))
+    assert len(stores) == 2
+    ds = [open_store(s, "modes") for s in stores]
+    assert all(x.attrs["dtype"] == "float32" and x.U.dtype == np.float32 for x in ds)
+    np.testing.assert_allclose(ds[0].S.values, ds[1].S.values)

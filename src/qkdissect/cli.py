@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def _outputs(models: list[str], out: Path) -> list[Path]:
         return [out]
     if out.suffix == ".zarr":
         raise QKDissectError(f"{len(models)} models need an output directory, not the store name {out}")
-    return [out / f"{m.replace('/', '_').replace(':', '_')}.zarr" for m in models]
+    names = [re.sub(r"[^A-Za-z0-9._-]+", "_", m).strip("_") for m in models]
+    if len(set(names)) != len(names):
+        raise QKDissectError(f"two models would write the same store under {out}: {models}")
+    return [out / f"{n}.zarr" for n in names]
 
 
 def _cmd_modes(args: argparse.Namespace) -> int:

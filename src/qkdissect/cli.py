@@ -91,19 +91,17 @@ def _cmd_scores(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot_layers(args: argparse.Namespace) -> int:
-    import json as _json
-
     from .figures import layer_cosine_figure, save_figure
     from .provenance import base_record
     from .store import open_store
 
     stores = [open_store(p, "scores") for p in args.scores]
     fig = layer_cosine_figure(stores, weighted=not args.unweighted)
-    record = base_record("figure", {"weighted": not args.unweighted, "inputs": [str(p) for p in args.scores]})
+    record = base_record("figure", {"weighted": not args.unweighted})
     record["inputs"] = {
         str(p): ds.attrs.get("provenance", {}).get("finished") for p, ds in zip(args.scores, stores, strict=True)
     }
-    out = save_figure(fig, args.output, {"Title": "qkdissect layer cosine", "Description": _json.dumps(record)})
+    out = save_figure(fig, args.output, {"Title": "qkdissect layer cosine", "Description": json.dumps(record)})
     if not args.quiet:
         print(f"{out} (+ .pdf)")
     return 0

@@ -31,10 +31,10 @@ def layer_cosine_figure(stores: Sequence[xr.Dataset], *, weighted: bool = True) 
             markersize=2,
             label=key,
         )
-    d_models = sorted({int(ds.attrs["d_model"]) for ds in stores})
-    for d in d_models[:1]:
-        hi = float(stores[0].attrs["null_high"])
-        ax.axhspan(-hi, hi, color="0.85", zorder=0, label=f"per-mode null 95% (d={d})")
+    # the widest null band (smallest d_model among the models), labelled with the d it belongs to
+    ref = min(stores, key=lambda ds: int(ds.attrs["d_model"]))
+    hi = float(ref.attrs["null_high"])
+    ax.axhspan(-hi, hi, color="0.85", zorder=0, label=f"per-mode null 95% (d={int(ref.attrs['d_model'])})")
     ax.axhline(0, color="0.5", lw=0.5)
     ax.set_xlabel("Normalised layer  l/(L-1)")
     ax.set_ylabel("Weighted cosine similarity" if weighted else "Cosine similarity")

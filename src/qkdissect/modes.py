@@ -177,18 +177,16 @@ def _modes_cholqr(wq: torch.Tensor, wk: torch.Tensor, passes: int) -> _Rows:
 def _cholqr_rows(w: torch.Tensor, passes: int) -> _Rows:
     """CholeskyQR rounds on the rows of ``w``: (P, last L, R^T = L_1...L_n, success flag)."""
     p, ok = w, torch.ones(w.shape[:-2], dtype=torch.bool, device=w.device)
+    eye = torch.eye(w.shape[-2], dtype=w.dtype, device=w.device)
     rt: torch.Tensor | None = None
     for i in range(passes):
         low, ok_i = _chol(p @ p.transpose(-1, -2))
         ok = ok & ok_i
         rt = low if rt is None else rt @ low
         if i < passes - 1:
-            p = (
-                torch.linalg.solve_triangular(
-                    low, torch.eye(low.shape[-1], dtype=low.dtype, device=low.device).expand_as(low), upper=False
-                )
-                @ p
-            )
+            # L^-1 P as (small inverse) @ P: a batched GEMM, faster on CPU than a triangular solve with d columns
+            low_inv = torch.linalg.solve_triangular(low, eye.expand_as(low), upper=False)
+            p = low_inv @ p
     assert rt is not None
     return p, low, rt, ok
 

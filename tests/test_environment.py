@@ -18,14 +18,31 @@ def _req(s: str) -> tuple[str, str]:
     return m.group(1).lower().replace("_", "-"), m.group(2).replace(" ", "")
 
 
-def test_environment_matches_pyproject() -> None:
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    py = dict(_req(r) for r in pyproject["dependencies"] + pyproject["optional-dependencies"]["test"])
-    env = yaml.safe_load((REPO / "environment.yml").read_text())
+def _conda(path: str) -> tuple[dict[str, str], dict]:
+    env = yaml.safe_load((REPO / path).read_text())
     conda = {}
     for dep in env["dependencies"]:
         if isinstance(dep, str) and not dep.startswith(("python", "pip")):
             name, bound = _req(dep)
             conda[CONDA_NAMES.get(name, name)] = bound
+    return conda, env
+
+
+def test_environment_matches_pyproject() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = pyproject["optional-dependencies"]
+    py = dict(_req(r) for r in pyproject["dependencies"] + extras["test"] + extras["workflow"])
+    conda, env = _conda("environment.yml")
     assert conda == py
     assert f">={pyproject['requires-python'].lstrip('>=')}" in str(env["dependencies"][0])
+
+
+def test_workflow_conda_env_has_what_the_rules_run() -> None:
+    """workflow/envs/qkdissect.yaml (rules under --sdm conda) = the package's dependencies + the notebook runner."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = dict(_req(r) for r in pyproject["dependencies"])
+    wanted.update(
+        _req(r) for r in pyproject["optional-dependencies"]["workflow"] if r.startswith(("papermill", "ipykernel"))
+    )
+    conda, _ = _conda("workflow/envs/qkdissect.yaml")
+    assert conda == wanted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import xarray as xr
 from . import scores as sc
 from .models import LoadedModel, ModelSpec, QKWeights, load_qk
 from .modes import DType, degenerate_blocks, qk_modes, resolve_device
-from .provenance import base_record, utc_now
+from .provenance import base_record, tree_sha256, utc_now
 from .store import SCHEMA_VERSION, _jsonable, modes_dataset
 
 
@@ -34,11 +35,19 @@ def compute_modes(
     dtype: DType = "float64",
     block_rtol: float = 1e-3,
     model_key: str | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Load a model, extract its per-head W_q and W_k, and return the modes dataset with provenance."""
+    """Load a model, extract its per-head W_q and W_k, and return the modes dataset with provenance.
+
+    ``manifest`` (from :func:`qkdissect.weights.resolve_weights`) is checked against the weights actually loaded
+    and recorded in the provenance."""
+    from .weights import check_manifest
+
     started = utc_now()
     t0 = time.perf_counter()
     qk, loaded = load_qk(spec)
+    if manifest is not None:
+        check_manifest(manifest, loaded.weights_sha256, model_key or str(loaded.spec))
     t_load = time.perf_counter() - t0
     dev = resolve_device(device)
     t1 = time.perf_counter()
@@ -56,7 +65,7 @@ def compute_modes(
     record.update(
         {
             "model": {"key": model_key or str(loaded.spec), **info},
-            "weights": weights_record(loaded, qk),
+            "weights": {**weights_record(loaded, qk), "manifest": manifest},
             "device": str(dev),
             "started": started,
             "finished": utc_now(),
@@ -84,8 +93,15 @@ def compute_modes(
     return modes_dataset(u, s, v, block, attrs)
 
 
-def compute_scores(modes: xr.Dataset, *, released_code: bool = False, level: float = 0.95) -> xr.Dataset:
-    """All section-1.3 scores of a modes dataset, with the exact null interval in attrs."""
+def compute_scores(
+    modes: xr.Dataset,
+    *,
+    released_code: bool = False,
+    level: float = 0.95,
+    modes_path: str | Path | None = None,
+) -> xr.Dataset:
+    """All section-1.3 scores of a modes dataset, with the exact null interval in attrs (``modes_path``, when
+    given, is recorded with its digest)."""
     u, s, v = (np.asarray(modes[n].values, dtype=np.float64) for n in ("U", "S", "V"))
     r = sc.score_modes(u, s, v, released_code=released_code, level=level)
     coords = {k: modes.coords[k].values for k in ("layer", "head", "mode")}
@@ -110,8 +126,10 @@ def compute_scores(modes: xr.Dataset, *, released_code: bool = False, level: flo
                 "modes": {
                     "model_id": modes.attrs.get("model_id"),
                     "provenance_finished": modes.attrs.get("provenance", {}).get("finished"),
+                    **({"path": str(modes_path), "sha256": tree_sha256(modes_path)} if modes_path else {}),
                 }
             },
+            "weights": modes.attrs.get("provenance", {}).get("weights"),
             "finished": utc_now(),
         }
     )

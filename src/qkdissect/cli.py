@@ -1,4 +1,4 @@
-"""``qkdissect`` command line: models | modes | scores | fetch."""
+"""``qkdissect`` command line: models | resolve | modes | scores | plot-layers | fetch."""
 
 from __future__ import annotations
 
@@ -55,14 +55,25 @@ def _cmd_modes(args: argparse.Namespace) -> int:
 
     from .analysis import compute_modes
     from .store import write_store
+    from .weights import read_manifest
 
+    if (args.name or args.manifest) and len(args.model) != 1:
+        raise QKDissectError("--name and --manifest go with exactly one model")
+    manifest = read_manifest(args.manifest) if args.manifest else None
     outs = _outputs(args.model, Path(args.output))
     bar = tqdm(
         list(zip(args.model, outs, strict=True)), desc="modes", unit="model", disable=len(outs) < 2 or args.quiet
     )
     for model, out in bar:
         bar.set_postfix_str(model)
-        ds = compute_modes(model, device=args.device, dtype=args.dtype, block_rtol=args.block_rtol, model_key=model)
+        ds = compute_modes(
+            model,
+            device=args.device,
+            dtype=args.dtype,
+            block_rtol=args.block_rtol,
+            model_key=args.name or model,
+            manifest=manifest,
+        )
         write_store(ds, out)
         if not args.quiet:
             tqdm.write(
@@ -76,7 +87,9 @@ def _cmd_scores(args: argparse.Namespace) -> int:
     from .analysis import compute_scores
     from .store import open_store, write_store
 
-    ds = compute_scores(open_store(args.modes, "modes"), released_code=args.released_code, level=args.level)
+    ds = compute_scores(
+        open_store(args.modes, "modes"), released_code=args.released_code, level=args.level, modes_path=args.modes
+    )
     write_store(ds, args.output)
     if not args.quiet:
         for layer, (d, w, m) in enumerate(
@@ -92,18 +105,32 @@ def _cmd_scores(args: argparse.Namespace) -> int:
 
 def _cmd_plot_layers(args: argparse.Namespace) -> int:
     from .figures import layer_cosine_figure, save_figure
-    from .provenance import base_record
+    from .provenance import figure_record
     from .store import open_store
 
     stores = [open_store(p, "scores") for p in args.scores]
     fig = layer_cosine_figure(stores, weighted=not args.unweighted)
-    record = base_record("figure", {"weighted": not args.unweighted})
-    record["inputs"] = {
-        str(p): ds.attrs.get("provenance", {}).get("finished") for p, ds in zip(args.scores, stores, strict=True)
-    }
-    out = save_figure(fig, args.output, {"Title": "qkdissect layer cosine", "Description": json.dumps(record)})
+    record = figure_record("layer cosine (Fig. 3)", {"weighted": not args.unweighted}, args.scores)
+    out = save_figure(fig, args.output, {"Title": "qkdissect layer cosine"}, provenance=record)
     if not args.quiet:
-        print(f"{out} (+ .pdf)")
+        print(f"{out} (+ .pdf, .provenance.json)")
+    return 0
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    from .store import atomic_path
+    from .weights import resolve_weights
+
+    manifest = resolve_weights(args.model, args.name)
+    text = json.dumps(manifest, indent=2) + "\n"
+    if args.output == "-":
+        print(text, end="")
+        return 0
+    with atomic_path(args.output) as tmp:
+        tmp.write_text(text)
+    if not args.quiet:
+        for f in manifest["files"]:
+            print(f"{manifest['model']}: {f['role']}: {f['path']} sha256 {f['sha256'][:16]}…")
     return 0
 
 
@@ -133,8 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=1e-3,
         help="singular values closer than this fraction of the largest form one block",
     )
+    mo.add_argument("--name", help="the model's name in the store (default: the spec as given)")
+    mo.add_argument("--manifest", help="weights manifest from `qkdissect resolve`: the loaded weights must match")
     mo.add_argument("-q", "--quiet", action="store_true")
     mo.set_defaults(func=_cmd_modes)
+
+    r = sub.add_parser(
+        "resolve", help="find, download or convert a model's weights, hash them, and write a JSON manifest"
+    )
+    r.add_argument("model", help="known model name or spec")
+    r.add_argument("--name", help="name recorded in the manifest (default: the spec)")
+    r.add_argument("-o", "--output", default="-", help="manifest path (default: stdout)")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=_cmd_resolve)
 
     s = sub.add_parser("scores", help="per-mode cosines and per-layer averages of a modes store")
     s.add_argument("modes", help="a store written by `qkdissect modes`")

@@ -54,3 +54,69 @@ def base_record(kind: str, parameters: dict[str, Any]) -> dict[str, Any]:
         "code": {"git": git_state(), "packages": package_versions()},
         "host": {"platform": platform.platform(), "machine": platform.machine()},
     }
+
+
+def tree_sha256(path: str | Path) -> str:
+    """sha256 of a file, or of a directory tree (relative paths and contents, in sorted order)."""
+    import hashlib
+
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    for f in files:
+        if p.is_dir():
+            h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def store_attrs(path: str | Path) -> dict[str, Any]:
+    """The root attributes of a Zarr v3 store, read from its metadata without opening the arrays."""
+    import json
+
+    meta = Path(path) / "zarr.json"
+    return dict(json.loads(meta.read_text()).get("attributes", {})) if meta.exists() else {}
+
+
+def input_record(path: str | Path) -> dict[str, Any]:
+    """What a figure records about one input: its path and digest, and for a store the model it describes and
+    the weights that model was computed from."""
+    p = Path(path)
+    rec: dict[str, Any] = {"path": str(p), "sha256": tree_sha256(p) if p.exists() else None}
+    attrs = store_attrs(p) if p.is_dir() else {}
+    if attrs:
+        prov = attrs.get("provenance", {})
+        rec.update(
+            {
+                "schema": attrs.get("qkdissect_schema"),
+                "model_id": attrs.get("model_id"),
+                "finished": prov.get("finished"),
+                "code_commit": prov.get("code", {}).get("git", {}).get("commit"),
+            }
+        )
+        weights = prov.get("weights") or {}
+        if weights:
+            rec["weights"] = {k: weights.get(k) for k in ("spec", "sha256", "revision", "origin")}
+        upstream = prov.get("inputs")
+        if upstream:
+            rec["upstream"] = upstream
+    return rec
+
+
+def figure_record(
+    name: str,
+    parameters: dict[str, Any],
+    inputs: list[str | Path],
+    notebook: str | Path | None = None,
+) -> dict[str, Any]:
+    """The provenance of a figure: the notebook that drew it, its parameters and its inputs (with digests)."""
+    rec = base_record("figure", parameters)
+    rec["figure"] = name
+    rec["inputs"] = [input_record(p) for p in inputs]
+    if notebook is not None:
+        nb = Path(notebook)
+        rec["notebook"] = {"path": str(nb), "sha256": tree_sha256(nb) if nb.exists() else None}
+    rec["finished"] = utc_now()
+    return rec

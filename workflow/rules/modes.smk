@@ -1,0 +1,26 @@
+# SVD of every head's W_q^T W_k, batched over layers and heads (float64; on the GPU when analysis.device is cuda).
+rule modes:
+    input:
+        manifest="results/weights/{model}.json",
+    output:
+        directory("results/modes/{model}.zarr"),
+    params:
+        spec=model_spec,
+        device=config["analysis"]["device"],
+        dtype=config["analysis"]["dtype"],
+        block_rtol=config["analysis"]["block_rtol"],
+    threads: modes_resources("threads")
+    resources:
+        mem_mb=modes_mem_mb,
+        runtime=modes_resources("runtime"),
+        gpu=1 if uses_gpu() else 0,
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/modes/{model}.log",
+    benchmark:
+        "results/benchmarks/modes/{model}.tsv"
+    shell:
+        "OMP_NUM_THREADS={threads} {QKDISSECT} modes {params.spec:q} --name {wildcards.model:q} "
+        "--manifest {input.manifest:q} --device {params.device} --dtype {params.dtype} "
+        "--block-rtol {params.block_rtol} -o {output:q} > {log:q} 2>&1"

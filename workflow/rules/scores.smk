@@ -1,0 +1,21 @@
+# Per-mode cosines, per-head and per-layer (weighted) averages, normalised depth, the exact null interval.
+rule scores:
+    input:
+        "results/modes/{model}.zarr",
+    output:
+        directory("results/scores/{model}.zarr"),
+    params:
+        released_code="--released-code" if config["analysis"]["released_code"] else "",
+        level=config["analysis"]["null_level"],
+    threads: 1
+    resources:
+        mem_mb=config["resources"]["scores"]["mem_mb"],
+        runtime=config["resources"]["scores"]["runtime"],
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/scores/{model}.log",
+    benchmark:
+        "results/benchmarks/scores/{model}.tsv"
+    shell:
+        "{QKDISSECT} scores {input:q} --level {params.level} {params.released_code} -o {output:q} > {log:q} 2>&1"

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from .registry import KNOWN_MODELS
 
@@ -131,7 +132,7 @@ def spectrum_grid_figure(
         sharex=True,
         sharey=True,
         squeeze=False,
-        layout="constrained",
+        layout=ConstrainedLayoutEngine(w_pad=0.01, h_pad=0.01, hspace=0.02, wspace=0.02),
     )
     x = np.arange(s.shape[-1])
     for i, layer in enumerate(layers):
@@ -157,7 +158,6 @@ def spectrum_grid_figure(
     )
     fig.supxlabel("Mode", fontsize=7)
     fig.supylabel("Cosine similarity (red)  |  singular value (blue, right axes)", fontsize=7)
-    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, hspace=0.02, wspace=0.02)
     return fig
 
 

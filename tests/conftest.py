@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,3 +81,38 @@ def randomise_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return model.eval()
+
+
+def make_ijepa_checkpoint(tmp_path: Path) -> tuple[Path, Any, Any]:
+    """A tiny random I-JEPA checkpoint in the released layout (encoder, target_encoder, predictor; `module.`
+    prefixes): 2 encoder blocks of width 64, 2 predictor blocks of width 32, 4 heads each."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from qkdissect.checkpoints import IJEPAPredictor
+
+    enc = randomise_(
+        VisionTransformer(
+            **TINY,
+            depth=2,
+            class_token=False,
+            global_pool="avg",
+            fc_norm=False,
+            num_classes=0,
+        )
+    )
+    pred = randomise_(IJEPAPredictor(64, 32, depth=2, n_heads=4))
+    psd = {k.replace("blocks.", "predictor_blocks."): v for k, v in pred.state_dict().items()}
+    psd.update(
+        mask_token=torch.zeros(1, 1, 32),
+        predictor_pos_embed=torch.zeros(1, 16, 32),
+        **{"predictor_proj.weight": torch.zeros(64, 32), "predictor_proj.bias": torch.zeros(64)},
+    )
+    ckpt = {
+        "encoder": {f"module.{k}": v for k, v in enc.state_dict().items()},
+        "target_encoder": {f"module.{k}": v * 2 for k, v in enc.state_dict().items()},
+        "predictor": {f"module.{k}": v for k, v in psd.items()},
+        "epoch": 300,
+    }
+    path = tmp_path / "IN1K-tiny.pth.tar"
+    torch.save(ckpt, path)
+    return path, enc, pred

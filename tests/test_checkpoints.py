@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from timm.models.beit import Beit
-from timm.models.vision_transformer import VisionTransformer
 
-from conftest import TINY, randomise_
+from conftest import TINY, make_ijepa_checkpoint, randomise_
 from qkdissect.attention import capture_logits, max_relative_error
-from qkdissect.checkpoints import IJEPAPredictor
 from qkdissect.errors import CheckpointMismatchError, WeightsUnavailableError
 from qkdissect.models import CheckpointReadError, load_qk, parse_spec
 
@@ -64,37 +62,8 @@ def test_simmim_checkpoint(tmp_path: Path, pretrain: bool) -> None:
         assert torch.allclose(loaded.model.forward_features(IMG), ref.forward_features(IMG), atol=1e-5)
 
 
-def _ijepa_file(tmp_path: Path) -> tuple[Path, VisionTransformer, IJEPAPredictor]:
-    enc = randomise_(
-        VisionTransformer(
-            **TINY,
-            depth=2,
-            class_token=False,
-            global_pool="avg",
-            fc_norm=False,
-            num_classes=0,
-        )
-    )
-    pred = randomise_(IJEPAPredictor(64, 32, depth=2, n_heads=4))
-    psd = {k.replace("blocks.", "predictor_blocks."): v for k, v in pred.state_dict().items()}
-    psd.update(
-        mask_token=torch.zeros(1, 1, 32),
-        predictor_pos_embed=torch.zeros(1, 16, 32),
-        **{"predictor_proj.weight": torch.zeros(64, 32), "predictor_proj.bias": torch.zeros(64)},
-    )
-    ckpt = {
-        "encoder": {f"module.{k}": v for k, v in enc.state_dict().items()},
-        "target_encoder": {f"module.{k}": v * 2 for k, v in enc.state_dict().items()},
-        "predictor": {f"module.{k}": v for k, v in psd.items()},
-        "epoch": 300,
-    }
-    path = tmp_path / "IN1K-tiny.pth.tar"
-    torch.save(ckpt, path)
-    return path, enc, pred
-
-
 def test_ijepa_encoder_and_predictor(tmp_path: Path) -> None:
-    path, _, pred = _ijepa_file(tmp_path)
+    path, _, pred = make_ijepa_checkpoint(tmp_path)
     qk, loaded = load_qk(f"ijepa:{path}#encoder?heads=4")
     assert qk.layout.n_prefix == 0 and qk.layout.grid == (4, 4) and qk.n_heads == 4
     tokens, logits = capture_logits(loaded.model, qk, IMG)
@@ -113,7 +82,7 @@ def test_ijepa_encoder_and_predictor(tmp_path: Path) -> None:
 
 
 def test_ijepa_unknown_width_needs_heads(tmp_path: Path) -> None:
-    path, _, _ = _ijepa_file(tmp_path)
+    path, _, _ = make_ijepa_checkpoint(tmp_path)
     with pytest.raises(CheckpointMismatchError, match="heads=N"):
         load_qk(f"ijepa:{path}#encoder")
 

@@ -566,8 +566,8 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
             "($HF_HOME, default ~/.cache/huggingface) and copy the cache here, or save it with "
             "save_pretrained and pass hf:/path/to/dir."
         ) from e
-    revision = getattr(config, "_commit_hash", None)
     wpath = _hf_weights_file(model, target)
+    revision = getattr(config, "_commit_hash", None) or _snapshot_revision(wpath)
     return LoadedModel(
         spec,
         model.eval(),
@@ -576,6 +576,12 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
         revision=revision,
         origin="local directory" if spec.weights is not None else "hugging face hub cache",
     )
+
+
+def _snapshot_revision(path: str | Path | None) -> str | None:
+    """The commit hash in a hub-cache path ``.../snapshots/<commit>/file`` (None elsewhere)."""
+    parts = Path(path).parts if path is not None else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 def _hf_weights_file(model: nn.Module, target: str) -> Path | None:

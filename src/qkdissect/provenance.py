@@ -56,13 +56,18 @@ def base_record(kind: str, parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: files inside a store that are not its content: Snakemake's timestamp marker of a directory() output
+NOT_CONTENT = frozenset({".snakemake_timestamp"})
+
+
 def tree_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of a directory tree (relative paths and contents, in sorted order)."""
+    """sha256 of a file, or of a directory tree (relative paths and contents, in sorted order; workflow markers
+    such as ``.snakemake_timestamp`` excluded, so a store's digest depends on its content only)."""
     import hashlib
 
     p = Path(path)
     h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.name not in NOT_CONTENT)
     for f in files:
         if p.is_dir():
             h.update(f.relative_to(p).as_posix().encode() + b"\0")

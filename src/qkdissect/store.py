@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,7 +115,9 @@ def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no store at {p}")
-    ds = xr.open_zarr(p, zarr_format=3, consolidated=False)
+    with warnings.catch_warnings():  # Snakemake marks directory() outputs with a .snakemake_timestamp file
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        ds = xr.open_zarr(p, zarr_format=3, consolidated=False)
     schema = ds.attrs.get("qkdissect_schema", "")
     if not schema:
         raise ValueError(f"{p} is not a qkdissect store (no qkdissect_schema attribute)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import QKDissectError, WeightsUnavailableError
-from .models import ModelSpec, hub_offline, parse_spec, sha256_file
+from .models import ModelSpec, _snapshot_revision, hub_offline, parse_spec, sha256_file
 from .provenance import utc_now
 
 MANIFEST_SCHEMA = "weights/v1"
@@ -23,12 +23,6 @@ _HF_EXTRA_FILES = ("config.json", "preprocessor_config.json")
 
 def _file_record(path: Path, role: str) -> dict[str, Any]:
     return {"role": role, "path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def _snapshot_revision(path: str) -> str | None:
-    """The commit hash in a hub-cache path ``.../snapshots/<commit>/file``."""
-    parts = Path(path).parts
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 def _hub_file(repo_id: str, filename: str) -> str | None:

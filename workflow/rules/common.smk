@@ -1,6 +1,7 @@
 # Helpers only: config validation, model lookup, output lists, papermill command lines. No rules here.
 import difflib
 import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -17,8 +18,13 @@ REPO = Path(workflow.current_basedir).resolve().parents[1]
 MODELS = list(config["models"])
 #: how rules call the package: this checkout's code, also inside a conda environment made by
 #: `--software-deployment-method conda` from workflow/envs/qkdissect.yaml (which holds the dependencies only)
-PYTHONPATH = f"PYTHONPATH={REPO / 'src'}${{PYTHONPATH:+:$PYTHONPATH}}"
-QKDISSECT = f"{PYTHONPATH} python -m qkdissect"
+#: (shell-command templates: the doubled braces are the shell's own, after Snakemake formats the command)
+PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"
+
+
+def qkdissect(args, threads=False):
+    """A shell-command template that runs `python -m qkdissect ARGS` (with OMP_NUM_THREADS={threads} if asked)."""
+    return ("OMP_NUM_THREADS={threads} " if threads else "") + f"{PYTHONPATH} python -m qkdissect {args}"
 
 
 def _model_entry(name):
@@ -107,8 +113,7 @@ def papermill(input_nb, output_nb, log, *params):
     """The papermill command line of a figure: kernel python3, a timeout, the executed notebook kept."""
     timeout = int(config["figures"]["notebook_timeout_s"])
     return (
-        "{PYTHONPATH} "  # a placeholder: the shell directive fills it in
-        f"papermill {input_nb} {output_nb} -k python3 --execution-timeout {timeout} --log-output "
+        f"{PYTHONPATH} papermill {input_nb} {output_nb} -k python3 --execution-timeout {timeout} --log-output "
         f"--no-progress-bar {' '.join(params)} > {log} 2>&1"
     )
 

@@ -21,6 +21,9 @@ rule modes:
     benchmark:
         "results/benchmarks/modes/{model}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {QKDISSECT} modes {params.spec:q} --name {wildcards.model:q} "
-        "--manifest {input.manifest:q} --device {params.device} --dtype {params.dtype} "
-        "--block-rtol {params.block_rtol} -o {output:q} > {log:q} 2>&1"
+        qkdissect(
+            "modes {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
+            "--device {params.device} --dtype {params.dtype} --block-rtol {params.block_rtol} "
+            "-o {output:q} > {log:q} 2>&1",
+            threads=True,
+        )

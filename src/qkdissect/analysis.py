@@ -151,3 +151,201 @@ def compute_scores(
         )
     )
     return ds
+
+
+def compute_projections(
+    spec: str | ModelSpec,
+    modes_path: str | Path,
+    images: str,
+    output: str | Path,
+    *,
+    tokens: str = "post-norm",
+    batch_size: int = 32,
+    top_k: int = 8,
+    device: str = "auto",
+    workers: int | None = None,
+    limit: int | None = None,
+    model_key: str | None = None,
+    manifest: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Project every image of ``images`` onto all modes of ``modes_path`` and stream the per-image statistics,
+    the top-k images per mode and the anisotropy sums into a projections store at ``output``."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from .errors import QKDissectError
+    from .images import ImageDataset, collate, default_workers, image_source, preprocess_for
+    from .projections import SIGNS, Projector, StreamingTopK, anisotropy
+    from .store import StreamingStore, open_store
+    from .weights import check_manifest
+
+    started = utc_now()
+    t0 = time.perf_counter()
+    qk, loaded = load_qk(spec)
+    name = model_key or str(loaded.spec)
+    if manifest is not None:
+        check_manifest(manifest, loaded.weights_sha256, name)
+    modes = open_store(modes_path, "modes")
+    if (
+        modes.attrs.get("weights_sha256")
+        and loaded.weights_sha256
+        and modes.attrs["weights_sha256"] != loaded.weights_sha256
+    ):
+        raise QKDissectError(
+            f"{modes_path} was computed from other weights (sha256 {str(modes.attrs['weights_sha256'])[:12]}…) than "
+            f"{name} has now ({loaded.weights_sha256[:12]}…): recompute the modes"
+        )
+    pre = preprocess_for(loaded)
+    source = image_source(images, limit=limit)
+    dev = resolve_device(device)
+    model = loaded.model.to(dev).eval()
+    proj = Projector(qk, modes.U.values, modes.V.values, source=tokens, device=dev)  # type: ignore[arg-type]
+    n_layers, n_heads, n_modes = proj.shape
+    n = len(source)
+    chunk = batch_size * max(1, round(256 / batch_size))
+    topk = StreamingTopK((n_layers, n_heads, n_modes, 2), top_k, device=dev)
+    unit_sum = torch.zeros(n_layers, qk.d_model, dtype=torch.float64, device=dev)
+    valid = np.zeros(n, dtype=bool)
+    skipped: list[dict[str, str]] = []
+    dataset = ImageDataset(source, pre)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=default_workers() if workers is None else workers,
+        collate_fn=collate,
+    )
+    dims = ("image", "layer", "head", "mode")
+    t_load = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with StreamingStore(output) as st:
+        for var, what in (
+            ("q_max", "max_t x_t.u"),
+            ("q_min", "min_t x_t.u"),
+            ("k_max", "max_t x_t.v"),
+            ("k_min", "min_t x_t.v"),
+        ):
+            st.create(
+                var,
+                (n, n_layers, n_heads, n_modes),
+                dims,
+                (chunk, n_layers, n_heads, n_modes),
+                "float32",
+                description=f"{what} over the image's patch tokens (NaN: image skipped)",
+            )
+        bar = tqdm(loader, total=len(loader), desc=f"project {name}", unit="batch", disable=not progress)
+        for start, (ok, x, bad) in zip(range(0, n, batch_size), bar, strict=True):
+            size = min(batch_size, n - start)
+            for i, err in bad:
+                skipped.append({"id": source.items[i].id, "error": err})
+            block = {
+                v: np.full((size, n_layers, n_heads, n_modes), np.nan, np.float32)
+                for v in ("q_max", "q_min", "k_max", "k_min")
+            }
+            if ok:
+                stats = proj(model, x)  # type: ignore[arg-type]
+                rows = np.asarray(ok) - start
+                for var, val in (
+                    ("q_max", stats.q_max),
+                    ("q_min", stats.q_min),
+                    ("k_max", stats.k_max),
+                    ("k_min", stats.k_min),
+                ):
+                    block[var][rows] = val.float().cpu().numpy()
+                topk.update(stats.scores(), torch.as_tensor(ok))
+                c = stats.centre.double()
+                unit_sum += (c / c.norm(dim=-1, keepdim=True)).sum(dim=0)
+                valid[ok] = True
+            for var, arr in block.items():
+                st.write(var, start, arr)
+            bar.set_postfix(skipped=len(skipped))
+        t_pass = time.perf_counter() - t1
+        n_valid = int(valid.sum())
+        if n_valid == 0:
+            raise QKDissectError(
+                f"none of the {n} images in {source.root} could be decoded (first: {skipped[0]['error']})"
+            )
+        k = topk.score.shape[-1]
+        top_score = np.full((n_layers, n_heads, n_modes, 2, top_k), -np.inf, np.float32)
+        top_image = np.full((n_layers, n_heads, n_modes, 2, top_k), -1, np.int64)
+        top_score[..., :k] = topk.score.float().cpu().numpy()
+        top_image[..., :k] = topk.index.cpu().numpy()
+        s = np.asarray(modes.S.values, dtype=np.float32)
+        us = unit_sum.cpu().numpy()
+        record = base_record(
+            "projections",
+            {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "device_requested": device, "limit": limit},
+        )
+        record.update(
+            {
+                "model": {"key": name, **qk.describe()},
+                "weights": {**weights_record(loaded, qk), "manifest": manifest},
+                "inputs": {
+                    "modes": {"path": str(modes_path), "sha256": tree_sha256(modes_path)},
+                    "images": source.describe(),
+                },
+                "device": str(dev),
+                "started": started,
+                "finished": utc_now(),
+                "timings_s": {
+                    "load": round(t_load, 3),
+                    "pass": round(t_pass, 3),
+                    "images_per_s": round(n_valid / t_pass, 3) if t_pass > 0 else None,
+                },
+            }
+        )
+        small = xr.Dataset(
+            {
+                "valid": (("image",), valid, {"description": "the image was decoded and projected"}),
+                "top_score": (
+                    ("layer", "head", "mode", "sign", "rank"),
+                    top_score,
+                    {"description": "score+ = max q * max k, score- = min q * min k, of the top images, descending"},
+                ),
+                "top_image": (
+                    ("layer", "head", "mode", "sign", "rank"),
+                    top_image,
+                    {"description": "index (image dim) of the top images; -1 where fewer images"},
+                ),
+                "top_score_weighted": (
+                    ("layer", "head", "mode", "sign", "rank"),
+                    top_score * s[..., None, None],
+                    {"description": "s_n * top_score (same images: the ranking per mode does not depend on s_n)"},
+                ),
+                "centre_unit_sum": (
+                    ("layer", "dim"),
+                    us,
+                    {"description": "sum over valid images of the unit centre-token vector"},
+                ),
+                "anisotropy": (
+                    ("layer",),
+                    anisotropy(us, n_valid),
+                    {"description": "mean cosine between centre tokens of different images (Fig. S4 A)"},
+                ),
+            },
+            coords={
+                "image_id": (("image",), np.array([it.id for it in source.items], dtype=object)),
+                "sign": (("sign",), np.array(list(SIGNS), dtype=object)),
+                "layer": np.arange(n_layers),
+                "head": np.arange(n_heads),
+                "mode": np.arange(n_modes),
+            },
+            attrs={
+                "qkdissect_schema": f"projections/v{SCHEMA_VERSION}",
+                "model_id": name,
+                "spec": str(loaded.spec),
+                "token_source": tokens,
+                "n_prefix_tokens": qk.layout.n_prefix,
+                "grid": list(qk.layout.grid or ()),
+                "centre_token": list(divmod(proj.centre - qk.layout.n_prefix, proj.grid[1])),
+                "preprocess": pre.describe(),
+                "images": {**source.describe(), "spec": images, "valid": n_valid, "skipped": len(skipped)},
+                "skipped": skipped[:1000],
+                "top_k": top_k,
+                "weights_sha256": loaded.weights_sha256,
+                "provenance": record,
+            },
+        )
+        st.finish(small)
+    return Path(output)

@@ -117,6 +117,39 @@ def _cmd_plot_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_project(args: argparse.Namespace) -> int:
+    from .analysis import compute_projections
+    from .store import open_store
+    from .weights import read_manifest
+
+    out = compute_projections(
+        args.model,
+        args.modes,
+        args.images,
+        args.output,
+        tokens=args.tokens,
+        batch_size=args.batch_size,
+        top_k=args.top_k,
+        device=args.device,
+        workers=args.workers,
+        limit=args.limit,
+        model_key=args.name,
+        manifest=read_manifest(args.manifest) if args.manifest else None,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        ds = open_store(out, "projections")
+        im = ds.attrs["images"]
+        t = ds.attrs["provenance"]["timings_s"]
+        print(
+            f"{im['valid']} of {im['count']} images projected ({im['skipped']} skipped), "
+            f"{t['images_per_s']} images/s -> {out}"
+        )
+        for s in ds.attrs["skipped"][:20]:
+            print(f"  skipped {s['error']}")
+    return 0
+
+
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from .store import atomic_path
     from .weights import resolve_weights
@@ -164,6 +197,29 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--manifest", help="weights manifest from `qkdissect resolve`: the loaded weights must match")
     mo.add_argument("-q", "--quiet", action="store_true")
     mo.set_defaults(func=_cmd_modes)
+
+    pj = sub.add_parser(
+        "project", help="project image tokens onto every mode: per-image max/min maps, top-k images, anisotropy"
+    )
+    pj.add_argument("model", help="the model the modes store was computed from (name or spec)")
+    pj.add_argument("--modes", required=True, help="modes store of that model")
+    pj.add_argument("--images", required=True, help="skimage | folder:/path (or a path) | imagenet-val:/path")
+    pj.add_argument("-o", "--output", required=True, help="projections store (.zarr)")
+    pj.add_argument(
+        "--tokens",
+        default="post-norm",
+        choices=["post-norm", "pre-norm"],
+        help="project what W_q/W_k see (post-norm, default) or the residual stream, as the released code (pre-norm)",
+    )
+    pj.add_argument("--batch-size", type=int, default=32)
+    pj.add_argument("--top-k", type=int, default=8, help="images kept per (layer, head, mode, sign)")
+    pj.add_argument("--device", default="auto")
+    pj.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1, <= 4)")
+    pj.add_argument("--limit", type=int, default=None, help="only the first N images (in sorted id order)")
+    pj.add_argument("--name", help="the model's name in the store")
+    pj.add_argument("--manifest", help="weights manifest from `qkdissect resolve`")
+    pj.add_argument("-q", "--quiet", action="store_true")
+    pj.set_defaults(func=_cmd_project)
 
     r = sub.add_parser(
         "resolve", help="find, download or convert a model's weights, hash them, and write a JSON manifest"

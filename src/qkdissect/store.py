@@ -111,7 +111,8 @@ def write_store(ds: xr.Dataset, path: str | Path) -> Path:
 
 
 def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:
-    """Open a store written by :func:`write_store`; ``kind`` ('modes'/'scores') checks its schema."""
+    """Open a store written by :func:`write_store` or :class:`StreamingStore`; ``kind`` ('modes', 'scores',
+    'projections') checks its schema."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no store at {p}")
@@ -124,3 +125,56 @@ def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:
     if kind is not None and not schema.startswith(kind + "/"):
         raise ValueError(f"{p} is a {schema} store, expected a {kind} store")
     return ds
+
+
+class StreamingStore:
+    """A Zarr v3 store filled batch by batch (arrays chunked along their first dim), then completed with small
+    xarray variables and attributes, and renamed into place only by :meth:`finish`. Use as a context manager:
+    an exception (or a kill) leaves no store under the final name."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        self.tmp: Path | None = None
+        self._group: Any = None
+
+    def __enter__(self) -> StreamingStore:
+        import zarr
+
+        self.tmp = self._ctx.__enter__()
+        self._group = zarr.open_group(self.tmp, mode="w-", zarr_format=3)
+        return self
+
+    def create(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dims: tuple[str, ...],
+        chunks: tuple[int, ...],
+        dtype: str,
+        **attrs: Any,
+    ) -> None:
+        fill = np.nan if np.dtype(dtype).kind == "f" else 0
+        arr = self._group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            dimension_names=dims,
+            fill_value=fill,
+            compressors=(_compressor(),),
+        )
+        arr.attrs.update(_jsonable(attrs))
+
+    def write(self, name: str, start: int, values: np.ndarray) -> None:
+        self._group[name][start : start + values.shape[0]] = values
+
+    def finish(self, ds: xr.Dataset) -> None:
+        """Add the variables, coordinates and attributes of ``ds`` (small ones) to the store."""
+        assert self.tmp is not None
+        ds.attrs = _jsonable(ds.attrs)
+        enc = {n: {"compressors": (_compressor(),)} for n in ds.data_vars}
+        ds.to_zarr(self.tmp, mode="a", zarr_format=3, consolidated=False, encoding=enc)
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._ctx.__exit__(*exc)

@@ -1,0 +1,344 @@
+"""Image sources, robust decoding and each model's own preprocessing.
+
+- **Sources** (:func:`image_source`): a folder (recursive), the ImageNet validation layout, and the photographs
+  that ship offline (scikit-image's bundled ones). Every image has a stable string id (its path relative to the
+  folder, or ``skimage:NAME``); a source lists them sorted, so an image's index is the same in every run.
+- **Decoding** (:func:`decode`): greyscale, palette, RGBA/LA (composited on white), CMYK, 16-bit and float
+  images, EXIF rotation, tiny and huge images (JPEGs are decoded at reduced size). A file that cannot be decoded
+  raises :class:`ImageDecodeError`; :class:`ImageDataset` turns that into a skipped item, counted and logged.
+- **Preprocessing** (:class:`Preprocess`): the geometric transform (resize, centre crop) and normalisation of a
+  model, read from its timm data config or its Hugging Face image processor. The geometry is explicit
+  (:meth:`Preprocess.geometry`) so masks can follow exactly the same transform.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from .errors import QKDissectError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+#: scikit-image's bundled photographs (CC0 / public domain; no download): natural images first
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle_left",
+    "motorcycle_right",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "camera",
+    "coins",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "page",
+    "text",
+    "cell",
+    "clock",
+    "logo",
+    "colorwheel",
+    "horse",
+)
+#: decode larger images, but never more than this many pixels (PIL's own guard is 179 M)
+MAX_PIXELS = 400_000_000
+
+
+class ImageDecodeError(QKDissectError):
+    pass
+
+
+class EmptyImageSourceError(QKDissectError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    id: str  # stable: relative path, or skimage:NAME
+    path: Path | None  # None for bundled arrays
+
+
+@dataclass
+class ImageSource:
+    """A sorted list of images with stable ids."""
+
+    kind: str
+    root: str
+    items: list[ImageItem]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "root": self.root, "count": len(self.items)}
+
+
+def _folder_items(root: Path) -> list[ImageItem]:
+    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted((ImageItem(p.relative_to(root).as_posix(), p) for p in files), key=lambda it: it.id)
+
+
+def image_source(spec: str, limit: int | None = None) -> ImageSource:
+    """An image source from a spec: ``skimage`` (bundled photographs), ``folder:/path`` (or a bare path),
+    ``imagenet-val:/path`` (the ILSVRC2012 validation folder, flat or one folder per class). ``limit`` keeps the
+    first N ids in sorted order (the same N in every run)."""
+    kind, sep, rest = spec.partition(":")
+    if spec == "skimage":
+        kind = "skimage"
+    elif not sep or kind not in ("folder", "imagenet-val", "skimage"):
+        kind, rest = "folder", spec
+    if kind == "skimage":
+        items = [ImageItem(f"skimage:{name}", None) for name in SKIMAGE_PHOTOS]
+        src = ImageSource("skimage", "scikit-image bundled photographs", items)
+    elif kind in ("folder", "imagenet-val"):
+        root = Path(rest).expanduser()
+        if not root.is_dir():
+            hint = (
+                " (the ILSVRC2012 validation images: ILSVRC/Data/CLS-LOC/val from image-net.org, or the "
+                "'validation' split of the Hugging Face imagenet-1k dataset saved as files)"
+                if kind == "imagenet-val"
+                else ""
+            )
+            raise EmptyImageSourceError(f"image folder {root} does not exist{hint}")
+        items = _folder_items(root)
+        if kind == "imagenet-val":
+            # ids are the file names (ILSVRC2012_val_00000001), wherever the class sub-folders put them
+            items = sorted((ImageItem(Path(it.id).stem, it.path) for it in items), key=lambda it: it.id)
+            if len({it.id for it in items}) != len(items):
+                raise QKDissectError(f"{root}: two files share an ImageNet id; is this a validation folder?")
+        src = ImageSource(kind, str(root.resolve()), items)
+    else:
+        raise QKDissectError(f"unknown image source {spec!r}: use skimage, folder:/path or imagenet-val:/path")
+    if limit is not None:
+        src.items = src.items[:limit]
+    if not src.items:
+        raise EmptyImageSourceError(
+            f"no images in {src.root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, recursively)"
+        )
+    return src
+
+
+def _skimage_array(name: str) -> np.ndarray:
+    import skimage.data
+
+    if name in ("motorcycle_left", "motorcycle_right"):
+        left, right, _ = skimage.data.stereo_motorcycle()
+        return np.asarray(left if name.endswith("left") else right)
+    return np.asarray(getattr(skimage.data, name)())
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB: 16-bit/32-bit/float scaled by their range, alpha composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        img = Image.fromarray(np.nan_to_num(a).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB")
+
+
+def _array_to_image(a: np.ndarray) -> Image.Image:
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = ((a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)).astype(np.uint8)
+    if a.ndim == 3 and a.shape[2] == 4:
+        return _to_rgb(Image.fromarray(a, "RGBA"))
+    return Image.fromarray(a).convert("RGB")
+
+
+def decode(item: ImageItem, target: int | None = None) -> Image.Image:
+    """An image as 8-bit RGB, upright (EXIF orientation applied). JPEGs much larger than ``target`` pixels on the
+    shorter side are decoded at a reduced scale. Raises ImageDecodeError naming the file."""
+    if item.path is None:
+        return _array_to_image(_skimage_array(item.id.split(":", 1)[1]))
+    try:
+        with Image.open(item.path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageDecodeError(f"{item.path}: {im.width}x{im.height} is over {MAX_PIXELS} pixels")
+            if target and im.format == "JPEG":
+                im.draft("RGB", (2 * target, 2 * target))  # decode at 1/2..1/8 scale, never below 2x target
+            im.load()
+            upright: Image.Image = ImageOps.exif_transpose(im) or im
+            return _to_rgb(upright)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(f"{item.path}: cannot decode ({type(e).__name__}: {e})") from e
+
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+# ----------------------------------------------------------------------------------------- preprocessing
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize (shorter side to ``resize``, or to exactly ``crop`` when ``resize`` is None), centre-crop to
+    ``crop`` (height, width), scale to [0, 1] and normalise by ``mean``/``std``."""
+
+    crop: tuple[int, int]
+    resize: int | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    origin: str = ""
+
+    def geometry(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+        """(resized (w, h), crop box (left, top, right, bottom) in resized pixels) for an image of that size."""
+        ch, cw = self.crop
+        if self.resize is None:
+            return (cw, ch), (0, 0, cw, ch)
+        # the shorter side becomes ``resize``, the longer int(resize * long / short): as torchvision and the
+        # Hugging Face processors compute it
+        if width <= height:
+            rw, rh = self.resize, int(self.resize * height / width)
+        else:
+            rw, rh = int(self.resize * width / height), self.resize
+        rw, rh = max(cw, rw), max(ch, rh)
+        left, top = (rw - cw) // 2, (rh - ch) // 2
+        return (rw, rh), (left, top, left + cw, top + ch)
+
+    def image(self, img: Image.Image) -> Image.Image:
+        """The resized and cropped RGB image (what the model sees, before normalisation)."""
+        size, box = self.geometry(*img.size)
+        return img.resize(size, _RESAMPLE.get(self.interpolation, Image.Resampling.BICUBIC)).crop(box)
+
+    def tensor(self, img: Image.Image) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(self.image(img), dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        return (x - mean) / std
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "crop": list(self.crop),
+            "resize": self.resize,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "origin": self.origin,
+        }
+
+
+def _timm_preprocess(model: Any) -> Preprocess:
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    _, h, w = cfg["input_size"]
+    own = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if own is not None and tuple(own) != (h, w):  # created at another size than its pretrained config says
+        h, w = (int(own[0]), int(own[1]))
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    return Preprocess(
+        crop=(h, w),
+        resize=int(np.floor(min(h, w) / crop_pct)),
+        mean=tuple(cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(cfg["std"]),  # type: ignore[arg-type]
+        interpolation=str(cfg.get("interpolation") or "bicubic"),
+        origin="timm data config",
+    )
+
+
+def _hf_preprocess(proc: Any) -> Preprocess:
+    d = proc.to_dict() if hasattr(proc, "to_dict") else dict(proc)
+    size = d.get("size") or {}
+    crop = d.get("crop_size") or {}
+    resample = d.get("resample", 3)
+    names = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+    interp = names.get(int(resample), "bicubic") if isinstance(resample, int) else "bicubic"
+    if "shortest_edge" in size:
+        short = int(size["shortest_edge"])
+        cc = (int(crop.get("height", short)), int(crop.get("width", short))) if d.get("do_center_crop") else None
+        pp = Preprocess(cc or (short, short), short, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interp)
+    else:
+        h, w = int(size.get("height", 224)), int(size.get("width", 224))
+        pp = Preprocess((h, w), None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interp)
+    mean = tuple(float(v) for v in d.get("image_mean", (0.5, 0.5, 0.5)))
+    std = tuple(float(v) for v in d.get("image_std", (0.5, 0.5, 0.5)))
+    return Preprocess(pp.crop, pp.resize, mean, std, interp, origin=f"Hugging Face {type(proc).__name__}")  # type: ignore[arg-type]
+
+
+def preprocess_for(loaded: Any) -> Preprocess:
+    """The model's own preprocessing: its Hugging Face image processor, or its timm data config."""
+    spec = loaded.spec
+    if spec.source == "hf":
+        from transformers import AutoImageProcessor
+
+        from .models import hub_offline
+
+        target = str(spec.weights) if spec.weights is not None else spec.name
+        try:
+            proc = AutoImageProcessor.from_pretrained(target, local_files_only=hub_offline())
+        except (OSError, ValueError) as e:
+            raise QKDissectError(
+                f"no image processor for {target} ({e}); the model directory or hub cache needs its "
+                "preprocessor_config.json"
+            ) from e
+        return _hf_preprocess(proc)
+    return _timm_preprocess(loaded.model)
+
+
+# ----------------------------------------------------------------------------------------- datasets
+@dataclass
+class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """(index, tensor) per image; a file that fails to decode yields (index, None) and is logged."""
+
+    source: ImageSource
+    preprocess: Preprocess
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
+        item = self.source.items[i]
+        try:
+            img = decode(item, target=max(self.preprocess.crop))
+        except ImageDecodeError as e:
+            log.warning("skipping %s", e)
+            return i, None, str(e)
+        return i, self.preprocess.tensor(img), ""
+
+
+def collate(batch: Sequence[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list]:
+    """Stack the decoded images; report the indices and errors of those that were not."""
+    ok = [(i, x) for i, x, _ in batch if x is not None]
+    bad = [(i, err) for i, x, err in batch if x is None]
+    if not ok:
+        return [], None, bad
+    return [i for i, _ in ok], torch.stack([x for _, x in ok]), bad
+
+
+def default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))

@@ -47,7 +47,7 @@ def compute_modes(
     t0 = time.perf_counter()
     qk, loaded = load_qk(spec)
     if manifest is not None:
-        check_manifest(manifest, loaded.weights_sha256, model_key or str(loaded.spec))
+        check_manifest(manifest, loaded.weights_sha256, model_key or str(loaded.spec), loaded.weights_path)
     t_load = time.perf_counter() - t0
     dev = resolve_device(device)
     t1 = time.perf_counter()
@@ -185,7 +185,7 @@ def compute_projections(
     qk, loaded = load_qk(spec)
     name = model_key or str(loaded.spec)
     if manifest is not None:
-        check_manifest(manifest, loaded.weights_sha256, name)
+        check_manifest(manifest, loaded.weights_sha256, name, loaded.weights_path)
     modes = open_store(modes_path, "modes")
     if (
         modes.attrs.get("weights_sha256")

@@ -119,16 +119,15 @@ class Projector:
         self.centre = self.n_prefix + centre_index(self.grid)
 
     def _reduce(self, layer: int, x: torch.Tensor, out: dict[str, list[Any]]) -> None:
-        patches = x[:, self.n_prefix :].to(self.dtype)
         n_tok = self.grid[0] * self.grid[1]
-        if patches.shape[1] != n_tok:
+        if x.shape[1] - self.n_prefix != n_tok:
             raise ValueError(
-                f"layer {layer}: {patches.shape[1]} patch tokens, expected {self.grid[0]}x{self.grid[1]}; "
+                f"layer {layer}: {x.shape[1] - self.n_prefix} patch tokens, expected {self.grid[0]}x{self.grid[1]}; "
                 "feed images at the model's own input size"
             )
-        p = patches @ self.uv[layer]  # (batch, token, 2*H*M)
-        out["max"][layer] = p.amax(dim=1)
-        out["min"][layer] = p.amin(dim=1)
+        # all tokens in one contiguous GEMM (the prefix rows are a negligible extra), then the patch rows
+        p = (x.to(self.dtype) @ self.uv[layer])[:, self.n_prefix :]  # (batch, token, 2*H*M)
+        out["min"][layer], out["max"][layer] = torch.aminmax(p, dim=1)
         out["centre"][layer] = x[:, self.centre].to(self.dtype)
 
     @torch.inference_mode()

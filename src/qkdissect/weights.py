@@ -166,12 +166,14 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return dict(m)
 
 
-def check_manifest(manifest: dict[str, Any], sha256: str | None, where: str) -> None:
+def check_manifest(manifest: dict[str, Any], sha256: str | None, where: str, path: str | Path | None = None) -> None:
     """Fail when the weights actually loaded differ from the ones the manifest resolved."""
     expected = weights_sha256(manifest)
     if expected and sha256 and expected != sha256:
+        resolved = next((f["path"] for f in manifest.get("files", []) if f.get("role") == "weights"), "?")
         raise QKDissectError(
-            f"{where}: the weights loaded now (sha256 {sha256[:12]}…) are not the ones resolved in the manifest "
-            f"(sha256 {expected[:12]}…, {manifest.get('resolved')}); the file changed in between. Delete the "
-            "manifest (results/weights/<model>.json) and run again."
+            f"{where}: the weights loaded now ({path or 'file'}, sha256 {sha256[:12]}…) are not the ones resolved "
+            f"in the manifest ({resolved}, sha256 {expected[:12]}…, {manifest.get('resolved')}): the file changed "
+            "since, or $QKDISSECT_DATA points elsewhere now. Delete the manifest (results/weights/<model>.json) and "
+            "run again."
         )

@@ -47,6 +47,20 @@ def _check_config():
             unknown = [m for m in wanted if m not in MODELS]
             if unknown:
                 raise WorkflowError(f"config: figures.{key} names {unknown}, which are not under models: {MODELS}")
+    fig = config["figures"]
+    named = [("fig1", r["model"]) for r in fig["fig1"]] + [("fig4", r["model"]) for r in fig["fig4"]]
+    named += [(f"galleries.{g}", r["model"]) for g, rows in fig["galleries"].items() for r in rows]
+    named += [(f"s17.{n}", e["model"]) for n, e in fig["s17"].items()]
+    named += [("fig5", fig["fig5"]["model"])] if fig["fig5"] else []
+    named += [("s4", m) for m in (fig["s4"] if isinstance(fig["s4"], list) else [])]
+    unknown = sorted({f"figures.{k}: {m}" for k, m in named if m not in MODELS})
+    if unknown:
+        raise WorkflowError(f"config names models that are not under models ({MODELS}): {unknown}")
+    if PROJECTION_MODELS and config["projections"]["images"] not in config["images"]:
+        raise WorkflowError(
+            f"config: projections.images is {config['projections']['images']!r}, which is not one of the image "
+            f"sets under images: {list(config['images'])}"
+        )
     s3 = config["figures"]["s3"]
     if s3:
         unknown = [s3[k] for k in ("encoder", "predictor") if s3[k] not in MODELS]
@@ -54,6 +68,17 @@ def _check_config():
             raise WorkflowError(f"config: figures.s3 names {unknown}, which are not under models: {MODELS}")
 
 
+def _projection_models():
+    fig = config["figures"]
+    names = [r["model"] for r in fig["fig1"] + fig["fig4"]]
+    names += [r["model"] for rows in fig["galleries"].values() for r in rows]
+    names += [e["model"] for e in fig["s17"].values()] + ([fig["fig5"]["model"]] if fig["fig5"] else [])
+    names += MODELS if fig["s4"] == "all" else list(fig["s4"])
+    return sorted(set(names))
+
+
+#: the models whose tokens are projected on the image set (those of the projection figures)
+PROJECTION_MODELS = _projection_models()
 _check_config()
 
 
@@ -100,6 +125,55 @@ def s3_scores(wildcards):
     return {part: f"results/scores/{s3[part]}.zarr" for part in ("encoder", "predictor")}
 
 
+def projections_store(model):
+    return f"results/projections/{model}/{config['projections']['images']}.zarr"
+
+
+def image_set():
+    s = config["images"][config["projections"]["images"]]
+    return s["source"], s["limit"]
+
+
+def project_resources(key):
+    return config["resources"]["project"][key]
+
+
+def gallery_rows(rows):
+    """The `rows` parameter of notebooks/mode_gallery.ipynb: each model's stores and its modes."""
+    return [
+        {
+            "model": r["model"],
+            "modes_store": f"results/modes/{r['model']}.zarr",
+            "scores_store": f"results/scores/{r['model']}.zarr",
+            "projections_store": projections_store(r["model"]),
+            "modes": r["modes"],
+        }
+        for r in rows
+    ]
+
+
+def gallery_inputs(rows):
+    models = sorted({r["model"] for r in rows})
+    return (
+        [f"results/modes/{m}.zarr" for m in models]
+        + [f"results/scores/{m}.zarr" for m in models]
+        + [projections_store(m) for m in models]
+    )
+
+
+def figure_model_stores(model):
+    return {
+        "modes": f"results/modes/{model}.zarr",
+        "scores": f"results/scores/{model}.zarr",
+        "projections": projections_store(model),
+    }
+
+
+def s4_models():
+    s4 = config["figures"]["s4"]
+    return MODELS if s4 == "all" else list(s4)
+
+
 def notebook(name):
     return str(REPO / "notebooks" / name)
 
@@ -139,4 +213,17 @@ def all_figures():
         out += figure_outputs(f"s2_spectrum_grid_{m}")
     if config["figures"]["s3"]:
         out += figure_outputs("s3_ijepa_encoder_predictor")
+    fig = config["figures"]
+    if fig["fig1"]:
+        out += figure_outputs("fig1_example_modes")
+    if fig["fig4"]:
+        out += figure_outputs("fig4_top_images")
+    if fig["fig5"]:
+        out += figure_outputs("fig5_image_modes")
+    for name in fig["galleries"]:
+        out += figure_outputs(f"gallery_{name}")
+    for name in fig["s17"]:
+        out += figure_outputs(f"s17_{name}")
+    if s4_models():
+        out += figure_outputs("s4_anisotropy")
     return out

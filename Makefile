@@ -34,6 +34,7 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_modes.py
+	$(PY) benchmarks/bench_projections.py --memory
 
 clean:
 	rm -rf results .snakemake

@@ -107,7 +107,14 @@ folder.mkdir(exist_ok=True)
 rng = np.random.default_rng(0)
 for i in range({n_images}):
     Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(folder / f"{{i:05d}}.png")
-spec = {dinov2!r} or "timm:vit_small_patch14_dinov2?img_size=224"
+spec = {dinov2!r}
+if not spec:  # random weights in a local file: no hub needed
+    import timm
+    from safetensors.torch import save_file
+    w = Path({str(workdir)!r}) / "random_vits14.safetensors"
+    if not w.exists():
+        save_file(timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0).state_dict(), w)
+    spec = f"timm:vit_small_patch14_dinov2@{{w}}?img_size=224"
 modes = Path({str(workdir)!r}) / "modes.zarr"
 if not modes.exists():
     write_store(compute_modes(spec, device="cpu"), modes)
@@ -115,7 +122,9 @@ compute_projections(spec, modes, str(folder), Path({str(workdir)!r}) / "p{n_imag
                     device="cpu", workers=0, progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"the memory run on {n_images} images failed:\n{r.stderr[-3000:]}")
     return float(r.stdout.strip().splitlines()[-1])
 
 

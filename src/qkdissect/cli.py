@@ -174,6 +174,13 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """--name, --manifest and -q of the commands that load a model and write a store."""
+    p.add_argument("--name", help="the model's name in the store (default: the spec as given)")
+    p.add_argument("--manifest", help="weights manifest from `qkdissect resolve`: the loaded weights must match")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qkdissect", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -193,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1e-3,
         help="singular values closer than this fraction of the largest form one block",
     )
-    mo.add_argument("--name", help="the model's name in the store (default: the spec as given)")
-    mo.add_argument("--manifest", help="weights manifest from `qkdissect resolve`: the loaded weights must match")
-    mo.add_argument("-q", "--quiet", action="store_true")
+    _model_options(mo)
     mo.set_defaults(func=_cmd_modes)
 
     pj = sub.add_parser(
@@ -216,9 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--device", default="auto")
     pj.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1, <= 4)")
     pj.add_argument("--limit", type=int, default=None, help="only the first N images (in sorted id order)")
-    pj.add_argument("--name", help="the model's name in the store")
-    pj.add_argument("--manifest", help="weights manifest from `qkdissect resolve`")
-    pj.add_argument("-q", "--quiet", action="store_true")
+    _model_options(pj)
     pj.set_defaults(func=_cmd_project)
 
     r = sub.add_parser(

@@ -74,6 +74,12 @@ class ModeViewer:
     @classmethod
     def open(cls, modes: xr.Dataset, scores: xr.Dataset, projections: xr.Dataset) -> ModeViewer:
         qk, loaded = load_qk(projections.attrs["spec"])
+        want = projections.attrs.get("weights_sha256")
+        if want and loaded.weights_sha256 and want != loaded.weights_sha256:
+            raise ValueError(
+                f"{projections.attrs['spec']} loads other weights (sha256 {loaded.weights_sha256[:12]}…) than the "
+                f"projections were computed with ({want[:12]}…): recompute them"
+            )
         src = image_source(projections.attrs["images"]["spec"])
         items = {it.id: it for it in src.items}
         return cls(modes, scores, projections, qk, loaded.model.eval(), preprocess_for(loaded), items)

@@ -1,7 +1,8 @@
-"""The workflow through a real SLURM cluster: `snakemake --profile workflow/profiles/slurm` submits the modes and
-scores jobs with sbatch; weights and figures run locally. Needs a running cluster, or root and the start script
-of ../shared/slurm (QKDISSECT_SLURM_SCRIPT), which installs SLURM from Debian packages and starts a single-node
-cluster. Skips otherwise, unless QKDISSECT_REQUIRE_SLURM=1 (set by .ci/run), which makes that a failure."""
+"""The workflow through a real SLURM cluster: `snakemake --profile workflow/profiles/slurm` submits the modes,
+scores and project jobs with sbatch; weights and figures run locally. Needs a running cluster, or root and the
+start script of ../shared/slurm (QKDISSECT_SLURM_SCRIPT), which installs SLURM from Debian packages and starts a
+single-node cluster. Skips otherwise, unless QKDISSECT_REQUIRE_SLURM=1 (set by .ci/run), which makes that a
+failure."""
 
 from __future__ import annotations
 
@@ -64,15 +65,21 @@ def _job_state(job_id: str, accounting: bool) -> str:
 
 @pytest.mark.slurm
 @pytest.mark.assets
-def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, slurm_cluster: bool) -> None:
+def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, assets: Path, slurm_cluster: bool) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
-                "models": {"my-dinov2": {"spec": f"timm:vit_small_patch14_dinov2@{dinov2_file}"}},
-                "figures": {"fig3": "all", "s1": [], "s2": ["my-dinov2"]},
+                "models": {"my-dinov2": {"spec": f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224"}},
+                "figures": {"fig3": "all", "s1": [], "s2": ["my-dinov2"], "s4": ["my-dinov2"]},
+                "images": {"few": {"source": f"folder:{assets / 'images/imagenet_sample_1000'}", "limit": 6}},
+                "projections": {"images": "few", "batch_size": 3},
                 "analysis": {"device": "cpu"},
-                "resources": {"modes": {"threads": 1, "mem_mb": 3000, "runtime": 10}, "scores": {"mem_mb": 1000}},
+                "resources": {
+                    "modes": {"threads": 1, "mem_mb": 3000, "runtime": 10},
+                    "scores": {"mem_mb": 1000},
+                    "project": {"threads": 1, "mem_mb": 3000, "runtime": 10},
+                },
             }
         )
     )
@@ -89,11 +96,11 @@ def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, slurm_c
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     submitted = dict(re.findall(r"rule_(\w+)/[^/]+/(\d+)\.log", out))
-    assert set(submitted) == {"modes", "scores"}, out[-3000:]  # weights and figures are local rules
+    assert set(submitted) == {"modes", "scores", "project"}, out[-3000:]  # weights and figures are local rules
     for rule, job_id in submitted.items():
         assert _job_state(job_id, slurm_cluster) == "COMPLETED", (rule, job_id)
     assert "localrule weights" in out and "localrule fig3" in out
-    for stem in ("fig3_weighted_cosine", "fig3_unweighted_cosine", "s2_spectrum_grid_my-dinov2"):
+    for stem in ("fig3_weighted_cosine", "fig3_unweighted_cosine", "s2_spectrum_grid_my-dinov2", "s4_anisotropy"):
         assert (work / f"results/figures/{stem}.png").stat().st_size > 10_000
         assert (work / f"results/notebooks/{stem}.ipynb").exists()
     from qkdissect.store import open_store

@@ -349,3 +349,104 @@ def compute_projections(
         )
         st.finish(small)
     return Path(output)
+
+
+def compute_preference(
+    spec: str | ModelSpec,
+    dataset: str,
+    output: str | Path,
+    *,
+    batch_size: int = 8,
+    device: str = "auto",
+    limit: int | None = None,
+    model_key: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Attention preference (paper 4.1) of a model on a mask dataset -> a preference store at ``output``."""
+    from tqdm import tqdm
+
+    from .datasets import mask_dataset, mask_to_tokens
+    from .images import preprocess_for
+    from .preference import REGIONS, SOURCES, attention_rows, grouped, preference_table, query_tokens
+    from .store import write_store
+
+    started = utc_now()
+    qk, loaded = load_qk(spec)
+    name = model_key or str(loaded.spec)
+    pre = preprocess_for(loaded)
+    ds_masks = mask_dataset(dataset, limit=limit)
+    dev = resolve_device(device)
+    model = loaded.model.to(dev).eval()
+    grid = qk.layout.grid
+    if grid is None:
+        raise ValueError(f"{name} has no patch grid")
+    tables, token_masks, rows_all = [], [], []
+    items = ds_masks.items
+    for b in tqdm(range(0, len(items), batch_size), desc=f"preference {name}", disable=not progress):
+        xs, tms = [], []
+        for it in items[b : b + batch_size]:
+            img, masks = it.load()
+            tm = np.stack([mask_to_tokens(masks[r], pre, grid).ravel() for r in REGIONS])
+            tm = tm / np.maximum(tm.sum(axis=0, keepdims=True), 1e-12)  # area fractions summing to 1 per token
+            xs.append(pre.tensor(img))
+            tms.append(tm)
+        tm_b = np.stack(tms)
+        rows = query_tokens(tm_b[:, :2])
+        probs = attention_rows(model, qk, torch.stack(xs).to(dev), torch.as_tensor(rows, device=dev))
+        tables.append(preference_table(probs.cpu().numpy(), tm_b))
+        token_masks.append(tm_b)
+        rows_all.append(rows)
+    table = np.concatenate(tables)
+    rows = np.concatenate(rows_all)
+    present = rows >= 0
+    groups = grouped(table, present)
+    n_layers = qk.n_layers
+    depth = np.arange(n_layers) / max(1, n_layers - 1)
+    data = {
+        "table": (
+            ("image", "layer", "head", "source", "region"),
+            table.astype(np.float32),
+            {"description": "attention of the source token's row on each region (rows sum to 1)"},
+        ),
+        "query_token": (("image", "source"), rows, {"description": "patch index of the query token; -1: no mask"}),
+        "token_masks": (
+            ("image", "region", "token"),
+            np.concatenate(token_masks).astype(np.float32),
+            {"description": "area fractions of each region per patch token (sum to 1)"},
+        ),
+    }
+    for g, v in groups.items():
+        data[g] = (("image", "layer", "head"), v.astype(np.float32), {"description": f"{g} (paper 4.1 grouping)"})
+        data[f"layer_{g}"] = (("layer",), np.nanmean(v, axis=(0, 2)), {"description": "mean over images and heads"})
+    record = base_record("preference", {"batch_size": batch_size, "device_requested": device, "limit": limit})
+    record.update(
+        {
+            "model": {"key": name, **qk.describe()},
+            "weights": weights_record(loaded, qk),
+            "inputs": {"dataset": ds_masks.describe()},
+            "device": str(dev),
+            "started": started,
+            "finished": utc_now(),
+        }
+    )
+    out = xr.Dataset(
+        data,
+        coords={
+            "image_id": (("image",), np.array([it.id for it in items], dtype=object)),
+            "source": (("source",), np.array(SOURCES, dtype=object)),
+            "region": (("region",), np.array(REGIONS, dtype=object)),
+            "layer": np.arange(n_layers),
+            "depth": ("layer", depth),
+        },
+        attrs={
+            "qkdissect_schema": f"preference/v{SCHEMA_VERSION}",
+            "model_id": name,
+            "spec": str(loaded.spec),
+            "dataset": ds_masks.describe(),
+            "grid": list(grid),
+            "preprocess": pre.describe(),
+            "notes": qk.notes,
+            "provenance": record,
+        },
+    )
+    return write_store(out, output)

@@ -150,6 +150,35 @@ def _cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preference(args: argparse.Namespace) -> int:
+    from .analysis import compute_preference
+    from .store import open_store
+
+    out = compute_preference(
+        args.model,
+        args.dataset,
+        args.output,
+        batch_size=args.batch_size,
+        device=args.device,
+        limit=args.limit,
+        model_key=args.name,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        ds = open_store(out, "preference")
+        for layer, (d, s, f, b) in enumerate(
+            zip(
+                ds.depth.values,
+                ds.layer_same.values,
+                ds.layer_different.values,
+                ds.layer_background.values,
+                strict=True,
+            )
+        ):
+            print(f"layer {layer:2d}  depth {d:.2f}  same {s:.3f}  different {f:.3f}  background {b:.3f}")
+    return 0
+
+
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from .store import atomic_path
     from .weights import resolve_weights
@@ -223,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--limit", type=int, default=None, help="only the first N images (in sorted id order)")
     _model_options(pj)
     pj.set_defaults(func=_cmd_project)
+
+    pf = sub.add_parser(
+        "preference", help="attention preference on images with masks (paper Fig. 2): same / different / background"
+    )
+    pf.add_argument("model", help="known model name or spec")
+    pf.add_argument("--dataset", required=True, help="synthetic[:N] | o3:/path | voc:/path")
+    pf.add_argument("-o", "--output", required=True, help="preference store (.zarr)")
+    pf.add_argument("--batch-size", type=int, default=8)
+    pf.add_argument("--device", default="auto")
+    pf.add_argument("--limit", type=int, default=None)
+    pf.add_argument("--name", help="the model's name in the store")
+    pf.add_argument("-q", "--quiet", action="store_true")
+    pf.set_defaults(func=_cmd_preference)
 
     r = sub.add_parser(
         "resolve", help="find, download or convert a model's weights, hash them, and write a JSON manifest"

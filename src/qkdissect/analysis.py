@@ -450,3 +450,127 @@ def compute_preference(
         },
     )
     return write_store(out, output)
+
+
+def compute_same_object(
+    spec: str | ModelSpec,
+    modes_path: str | Path,
+    dataset: str,
+    output: str | Path,
+    *,
+    top: int = 5,
+    tokens: str = "post-norm",
+    batch_size: int = 4,
+    device: str = "auto",
+    limit: int | None = None,
+    model_key: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Same-object probability (paper 4.2, Fig. 6) of every mode on a dataset with object masks."""
+    from tqdm import tqdm
+
+    from .datasets import mask_dataset
+    from .images import preprocess_for
+    from .projections import SIGNS, layer_token_hooks
+    from .same_object import object_weights, optimal_objects, top_fraction, weighted_by_sigma
+    from .store import open_store, write_store
+
+    started = utc_now()
+    qk, loaded = load_qk(spec)
+    name = model_key or str(loaded.spec)
+    modes = open_store(modes_path, "modes")
+    pre = preprocess_for(loaded)
+    data = mask_dataset(dataset, limit=limit)
+    dev = resolve_device(device)
+    model = loaded.model.to(dev).eval()
+    grid = qk.layout.grid
+    if grid is None:
+        raise ValueError(f"{name} has no patch grid")
+    u = torch.as_tensor(modes.U.values, dtype=torch.float32)
+    v = torch.as_tensor(modes.V.values, dtype=torch.float32)
+    n_layers, n_heads, d, n_modes = u.shape
+    uv = torch.cat([u.permute(0, 2, 1, 3).reshape(n_layers, d, -1), v.permute(0, 2, 1, 3).reshape(n_layers, d, -1)], -1)
+    uv = uv.to(dev)
+    hm = n_heads * n_modes
+    n_img = len(data)
+    scores = np.full((n_img, n_layers, hm, 2), -np.inf, np.float32)
+    same = np.zeros((n_img, n_layers, hm, 2), bool)
+    n_objects = np.zeros(n_img, np.int32)
+    for b in tqdm(range(0, n_img, batch_size), desc=f"same-object {name}", disable=not progress):
+        batch = data.items[b : b + batch_size]
+        loaded_items = [it.load() for it in batch]
+        weights = [object_weights(m, pre, grid) for _, m in loaded_items]
+        x = torch.stack([pre.tensor(img) for img, _ in loaded_items]).to(dev)
+        proj: list[torch.Tensor | None] = [None] * n_layers
+
+        def keep(i: int, t: torch.Tensor, proj: list[torch.Tensor | None] = proj) -> None:
+            proj[i] = t[:, qk.layout.n_prefix :].float() @ uv[i]  # (b, T, 2*H*M)
+
+        with layer_token_hooks(qk, tokens, keep), torch.inference_mode():  # type: ignore[arg-type]
+            model(x)
+        p_all = torch.stack([p for p in proj if p is not None], dim=1)  # (b, L, T, 2HM)
+        for j, (w, _) in enumerate(weights):
+            idx = b + j
+            n_objects[idx] = w.shape[0]
+            if w.shape[0] < 2:
+                continue
+            pj = p_all[j]  # (L, T, 2HM)
+            means = torch.einsum("ot,ltk->olk", torch.as_tensor(w, dtype=torch.float32, device=dev), pj)
+            same[idx] = optimal_objects(means[..., :hm], means[..., hm:]).cpu().numpy()
+            q, k = pj[..., :hm], pj[..., hm:]
+            sc = torch.stack([q.amax(1) * k.amax(1), q.amin(1) * k.amin(1)], dim=-1)  # (L, HM, 2)
+            scores[idx] = sc.cpu().numpy()
+    p = top_fraction(scores, same, top).reshape(n_layers, n_heads, n_modes, 2)
+    order = np.argsort(-scores, axis=0, kind="stable")[: min(top, n_img)]
+    order = np.moveaxis(order, 0, -1).reshape(n_layers, n_heads, n_modes, 2, -1)
+    s = np.asarray(modes.S.values, dtype=np.float64)
+    head_p = weighted_by_sigma(p, s)
+    depth = np.arange(n_layers) / max(1, n_layers - 1)
+    record = base_record("same_object", {"top": top, "tokens": tokens, "batch_size": batch_size, "limit": limit})
+    record.update(
+        {
+            "model": {"key": name, **qk.describe()},
+            "weights": weights_record(loaded, qk),
+            "inputs": {
+                "modes": {"path": str(modes_path), "sha256": tree_sha256(modes_path)},
+                "dataset": data.describe(),
+            },
+            "device": str(dev),
+            "started": started,
+            "finished": utc_now(),
+        }
+    )
+    out = xr.Dataset(
+        {
+            "p": (
+                ("layer", "head", "mode", "sign"),
+                p,
+                {"description": "fraction of top images where the query and key sides pick the same object"},
+            ),
+            "top_image": (
+                ("layer", "head", "mode", "sign", "rank"),
+                order.astype(np.int64),
+                {"description": "index of the top images"},
+            ),
+            "head_p": (("layer", "head"), head_p, {"description": "sum_n s_n p_n / sum_n s_n over modes and signs"}),
+            "layer_p": (("layer",), np.nanmean(head_p, axis=1), {"description": "mean over heads of head_p"}),
+            "n_objects": (("image",), n_objects, {"description": "objects covering at least one token"}),
+        },
+        coords={
+            "image_id": (("image",), np.array([it.id for it in data.items], dtype=object)),
+            "sign": (("sign",), np.array(list(SIGNS), dtype=object)),
+            "layer": np.arange(n_layers),
+            "depth": ("layer", depth),
+        },
+        attrs={
+            "qkdissect_schema": f"same_object/v{SCHEMA_VERSION}",
+            "model_id": name,
+            "spec": str(loaded.spec),
+            "dataset": {**data.describe(), "spec": dataset, "limit": limit},
+            "top": top,
+            "token_source": tokens,
+            "eligible_images": int((n_objects >= 2).sum()),
+            "provenance": record,
+        },
+    )
+    return write_store(out, output)

@@ -179,6 +179,31 @@ def _cmd_preference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_same_object(args: argparse.Namespace) -> int:
+    from .analysis import compute_same_object
+    from .store import open_store
+
+    out = compute_same_object(
+        args.model,
+        args.modes,
+        args.dataset,
+        args.output,
+        top=args.top,
+        tokens=args.tokens,
+        batch_size=args.batch_size,
+        device=args.device,
+        limit=args.limit,
+        model_key=args.name,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        ds = open_store(out, "same_object")
+        print(f"{ds.attrs['eligible_images']} images with two or more objects")
+        for layer, (d, pl) in enumerate(zip(ds.depth.values, ds.layer_p.values, strict=True)):
+            print(f"layer {layer:2d}  depth {d:.2f}  same-object probability {pl:.3f}")
+    return 0
+
+
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from .store import atomic_path
     from .weights import resolve_weights
@@ -265,6 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--name", help="the model's name in the store")
     pf.add_argument("-q", "--quiet", action="store_true")
     pf.set_defaults(func=_cmd_preference)
+
+    so = sub.add_parser(
+        "same-object", help="probability that a mode's query and key sides pick the same object (paper Fig. 6)"
+    )
+    so.add_argument("model", help="the model the modes store was computed from")
+    so.add_argument("--modes", required=True, help="modes store of that model")
+    so.add_argument("--dataset", required=True, help="ade20k:/path | voc:/path | synthetic[:N] (object masks)")
+    so.add_argument("-o", "--output", required=True)
+    so.add_argument("--top", type=int, default=5, help="top images per mode (paper: 5)")
+    so.add_argument("--tokens", default="post-norm", choices=["post-norm", "pre-norm"])
+    so.add_argument("--batch-size", type=int, default=4)
+    so.add_argument("--device", default="auto")
+    so.add_argument("--limit", type=int, default=None)
+    so.add_argument("--name", help="the model's name in the store")
+    so.add_argument("-q", "--quiet", action="store_true")
+    so.set_defaults(func=_cmd_same_object)
 
     r = sub.add_parser(
         "resolve", help="find, download or convert a model's weights, hash them, and write a JSON manifest"

@@ -122,6 +122,7 @@ def voc_masks(mask_path: Path) -> dict[str, np.ndarray]:
     masks = {"target": target, "distractor": distractor, "background": 1.0 - np.maximum(target, distractor)}
     for colour, m in segs:
         masks[f"object:{colour[0]},{colour[1]},{colour[2]}"] = m
+    masks["object:background"] = (np.all(rgb == 0, axis=-1)).astype(np.float64)
     return masks
 
 
@@ -175,15 +176,18 @@ def synthetic_scene(seed: int, size: int = 224, n_distractors: int = 5) -> tuple
         c = (int(rng.integers(r + 2, size - r - 2)), int(rng.integers(r + 2, size - r - 2)))
         if all((c[0] - o[0]) ** 2 + (c[1] - o[1]) ** 2 > (2 * r + 6) ** 2 for o in centres):
             centres.append(c)
-    masks = {}
-    for name, cs, col in (("target", centres[:1], targ_col), ("distractor", centres[1:], dist_col)):
+    masks: dict[str, np.ndarray] = {}
+    draw = ImageDraw.Draw(img)
+    for i, (x, y) in enumerate(centres):
         m = Image.new("L", (size, size), 0)
-        draw, mdraw = ImageDraw.Draw(img), ImageDraw.Draw(m)
-        for x, y in cs:
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=col)
-            mdraw.ellipse((x - r, y - r, x + r, y + r), fill=255)
-        masks[name] = np.asarray(m, dtype=np.float64) / 255.0
+        ImageDraw.Draw(m).ellipse((x - r, y - r, x + r, y + r), fill=255)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=targ_col if i == 0 else dist_col)
+        masks[f"object:disc{i}"] = np.asarray(m, dtype=np.float64) / 255.0
+    discs = [masks[f"object:disc{i}"] for i in range(len(centres))]
+    masks["target"] = discs[0]
+    masks["distractor"] = np.maximum.reduce(discs[1:])
     masks["background"] = 1.0 - np.maximum(masks["target"], masks["distractor"])
+    masks["object:background"] = masks["background"]
     return img, masks
 
 
@@ -201,8 +205,35 @@ def synthetic_dataset(n: int = 16, size: int = 224, seed: int = 0) -> MaskDatase
     return MaskDataset("synthetic", f"generated (seed {seed}, {size} px)", items, "exact drawn masks")
 
 
+def ade20k_dataset(root: str | Path, split: str = "validation") -> MaskDataset:
+    """ADE20K as the SceneParsing benchmark ships it (ADEChallengeData2016): ``images/<split>/*.jpg`` and
+    ``annotations/<split>/*.png`` with class indices 1..150 (0 = unlabelled). Objects are class segments (the
+    benchmark has no instances): one object per class present in the image."""
+    root = Path(root).expanduser()
+    img_dir, ann_dir = root / "images" / split, root / "annotations" / split
+    if not img_dir.is_dir() or not ann_dir.is_dir():
+        raise MaskDatasetError(
+            f"not an ADE20K SceneParsing folder: need {img_dir} and {ann_dir}. Get ADEChallengeData2016.zip from "
+            "the MIT Scene Parsing benchmark (sceneparsing.csail.mit.edu) and point the config at the unpacked folder"
+        )
+    images, anns = _by_stem(img_dir), _by_stem(ann_dir)
+    lacking = sorted(set(images) - set(anns))
+    if lacking:
+        raise MaskDatasetError(f"{root}: {len(lacking)} images have no annotation (first: {lacking[:3]})")
+
+    def item(stem: str) -> MaskedItem:
+        def load() -> tuple[Image.Image, dict[str, np.ndarray]]:
+            lab = np.asarray(Image.open(anns[stem]))
+            masks = {f"object:class{c}": (lab == c).astype(np.float64) for c in np.unique(lab) if c != 0}
+            return decode(ImageItem(stem, images[stem])), masks
+
+        return MaskedItem(stem, load)
+
+    return MaskDataset("ade20k", str(root), [item(s) for s in sorted(images)], "SceneParsing class segments")
+
+
 def mask_dataset(spec: str, limit: int | None = None) -> MaskDataset:
-    """``synthetic[:N]``, ``o3:/path``, ``voc:/path``."""
+    """``synthetic[:N]``, ``o3:/path``, ``voc:/path``, ``ade20k:/path`` (SceneParsing validation split)."""
     kind, _, rest = spec.partition(":")
     if kind == "synthetic":
         ds = synthetic_dataset(int(rest) if rest else 16)
@@ -210,8 +241,10 @@ def mask_dataset(spec: str, limit: int | None = None) -> MaskDataset:
         ds = o3_dataset(rest)
     elif kind == "voc":
         ds = voc_dataset(rest)
+    elif kind == "ade20k":
+        ds = ade20k_dataset(rest)
     else:
-        raise MaskDatasetError(f"unknown mask dataset {spec!r}: use synthetic[:N], o3:/path or voc:/path")
+        raise MaskDatasetError(f"unknown mask dataset {spec!r}: use synthetic[:N], o3:/path, voc:/path or ade20k:/path")
     if limit is not None:
         ds.items = ds.items[:limit]
     return ds

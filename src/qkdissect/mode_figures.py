@@ -378,3 +378,25 @@ def preference_figure(stores: Sequence[xr.Dataset], example: int = 0) -> plt.Fig
         fontsize=8,
     )
     return fig
+
+
+def same_object_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
+    """Fig. 6: the singular-value-weighted probability that a mode's query and key sides pick the same object in
+    its top images, per layer, against normalised depth; one line per model."""
+    from .figures import model_style
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.6), layout="constrained")
+    for ds in stores:
+        ax.plot(ds.depth.values, ds.layer_p.values, markersize=2, **model_style(str(ds.attrs["model_id"])))
+    first = stores[0]
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("Normalised layer  l/(L-1)")
+    ax.set_ylabel("Same-object probability")
+    ax.set_title(
+        f"top {first.attrs['top']} images per mode, {first.attrs['dataset']['kind']} "
+        f"({first.attrs['eligible_images']} images)",
+        fontsize=8,
+    )
+    ax.legend(fontsize=6, frameon=False)
+    return fig

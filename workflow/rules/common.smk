@@ -56,14 +56,15 @@ def _check_config():
     unknown = sorted({f"figures.{k}: {m}" for k, m in named if m not in MODELS})
     if unknown:
         raise WorkflowError(f"config names models that are not under models ({MODELS}): {unknown}")
-    if fig["fig2"]:
-        bad = [d for d in fig["fig2"]["datasets"] if d not in config["mask_datasets"]]
-        bad_models = [m for m in fig2_models() if m not in MODELS]
-        if bad or bad_models:
-            raise WorkflowError(
-                f"config: figures.fig2 names mask datasets {bad} not under mask_datasets "
-                f"({list(config['mask_datasets'])}) or models {bad_models} not under models"
-            )
+    for key in ("fig2", "fig6"):
+        if fig[key]:
+            bad = [d for d in fig[key]["datasets"] if d not in config["mask_datasets"]]
+            bad_models = [m for m in mask_figure_models(key) if m not in MODELS]
+            if bad or bad_models:
+                raise WorkflowError(
+                    f"config: figures.{key} names mask datasets {bad} not under mask_datasets "
+                    f"({list(config['mask_datasets'])}) or models {bad_models} not under models"
+                )
     if PROJECTION_MODELS and config["projections"]["images"] not in config["images"]:
         raise WorkflowError(
             f"config: projections.images is {config['projections']['images']!r}, which is not one of the image "
@@ -76,11 +77,16 @@ def _check_config():
             raise WorkflowError(f"config: figures.s3 names {unknown}, which are not under models: {MODELS}")
 
 
-def fig2_models():
-    fig2 = config["figures"]["fig2"]
-    if not fig2:
+def mask_figure_models(key):
+    """Models of a mask-dataset figure (fig2, fig6)."""
+    entry = config["figures"][key]
+    if not entry:
         return []
-    return MODELS if fig2["models"] == "all" else list(fig2["models"])
+    return MODELS if entry["models"] == "all" else list(entry["models"])
+
+
+def fig2_models():
+    return mask_figure_models("fig2")
 
 
 def _projection_models():
@@ -155,6 +161,15 @@ def project_resources(key):
 
 def preference_stores(wildcards):
     return [f"results/preference/{m}/{wildcards.dataset}.zarr" for m in fig2_models()]
+
+
+def same_object_stores(wildcards):
+    return [f"results/same_object/{m}/{wildcards.dataset}.zarr" for m in mask_figure_models("fig6")]
+
+
+def mask_limit(wildcards):
+    limit = config["mask_datasets"][wildcards.dataset]["limit"]
+    return f"--limit {limit}" if limit else ""
 
 
 def gallery_rows(rows):
@@ -248,4 +263,7 @@ def all_figures():
     if fig["fig2"]:
         for d in fig["fig2"]["datasets"]:
             out += figure_outputs(f"fig2_preference_{d}")
+    if fig["fig6"]:
+        for d in fig["fig6"]["datasets"]:
+            out += figure_outputs(f"fig6_same_object_{d}")
     return out

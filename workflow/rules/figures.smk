@@ -14,6 +14,7 @@ localrules:
     s17,
     s4,
     fig2,
+    fig6,
 
 
 rule fig3:
@@ -443,6 +444,42 @@ rule fig2:
             "{log:q}",
             "-y {params.preference:q}",
             "-p example {params.example}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+        )
+
+
+rule fig6:
+    input:
+        notebook=notebook("fig6_same_object.ipynb"),
+        same_object=same_object_stores,
+    output:
+        png=report(
+            "results/figures/fig6_same_object_{dataset}.png",
+            caption="../report/fig6.rst",
+            category="Fig. 6 same-object probability",
+            labels={"figure": "Fig. 6", "dataset": "{dataset}"},
+        ),
+        pdf="results/figures/fig6_same_object_{dataset}.pdf",
+        provenance=report(
+            "results/figures/fig6_same_object_{dataset}.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "Fig. 6 ({dataset})"},
+        ),
+        notebook="results/notebooks/fig6_same_object_{dataset}.ipynb",
+    params:
+        same_object=lambda w, input: yaml_param("same_object", list(input.same_object)),
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/fig6_same_object_{dataset}.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-y {params.same_object:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
         )

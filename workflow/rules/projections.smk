@@ -49,11 +49,7 @@ rule preference:
     params:
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
-        limit=lambda w: (
-            f"--limit {config['mask_datasets'][w.dataset]['limit']}"
-            if config["mask_datasets"][w.dataset]["limit"]
-            else ""
-        ),
+        limit=mask_limit,
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -69,6 +65,40 @@ rule preference:
     shell:
         qkdissect(
             "preference {params.spec:q} --name {wildcards.model:q} --dataset {params.source:q} {params.limit} "
+            "--device {params.device} -q -o {output:q} > {log:q} 2>&1",
+            threads=True,
+        )
+
+
+# Same-object probability (paper 4.2, Fig. 6) of every mode of a model on a dataset with object masks.
+rule same_object:
+    input:
+        manifest="results/weights/{model}.json",
+        modes="results/modes/{model}.zarr",
+    output:
+        directory("results/same_object/{model}/{dataset}.zarr"),
+    params:
+        spec=model_spec,
+        source=lambda w: config["mask_datasets"][w.dataset]["source"],
+        limit=mask_limit,
+        top=lambda w: config["figures"]["fig6"]["top"],
+        tokens=config["projections"]["tokens"],
+        device=config["analysis"]["device"],
+    threads: project_resources("threads")
+    resources:
+        mem_mb=project_resources("mem_mb"),
+        runtime=project_resources("runtime"),
+        gpu=1 if uses_gpu() else 0,
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/same_object/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/same_object/{model}/{dataset}.tsv"
+    shell:
+        qkdissect(
+            "same-object {params.spec:q} --name {wildcards.model:q} --modes {input.modes:q} "
+            "--dataset {params.source:q} {params.limit} --top {params.top} --tokens {params.tokens} "
             "--device {params.device} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )

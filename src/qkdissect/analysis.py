@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,31 @@ def compute_scores(
         )
     )
     return ds
+
+
+@dataclass
+class ImageModel:
+    """A loaded image model ready for a pass over images: its weights, preprocessing, device and patch grid."""
+
+    qk: QKWeights
+    loaded: LoadedModel
+    name: str
+    preprocess: Any
+    device: torch.device
+    model: torch.nn.Module
+    grid: tuple[int, int]
+
+
+def load_image_model(spec: str | ModelSpec, device: str, model_key: str | None) -> ImageModel:
+    """Load a model with its own preprocessing onto ``device``; image passes need a patch grid."""
+    from .images import preprocess_for
+
+    qk, loaded = load_qk(spec)
+    name = model_key or str(loaded.spec)
+    if qk.layout.grid is None:
+        raise ValueError(f"{name} has no patch grid: image passes need an image model")
+    dev = resolve_device(device)
+    return ImageModel(qk, loaded, name, preprocess_for(loaded), dev, loaded.model.to(dev).eval(), qk.layout.grid)
 
 
 def compute_projections(
@@ -366,20 +392,13 @@ def compute_preference(
     from tqdm import tqdm
 
     from .datasets import mask_dataset, mask_to_tokens
-    from .images import preprocess_for
     from .preference import REGIONS, SOURCES, attention_rows, grouped, preference_table, query_tokens
     from .store import write_store
 
     started = utc_now()
-    qk, loaded = load_qk(spec)
-    name = model_key or str(loaded.spec)
-    pre = preprocess_for(loaded)
+    im = load_image_model(spec, device, model_key)
+    qk, loaded, name, pre, dev, model, grid = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model, im.grid
     ds_masks = mask_dataset(dataset, limit=limit)
-    dev = resolve_device(device)
-    model = loaded.model.to(dev).eval()
-    grid = qk.layout.grid
-    if grid is None:
-        raise ValueError(f"{name} has no patch grid")
     tables, token_masks, rows_all = [], [], []
     items = ds_masks.items
     for b in tqdm(range(0, len(items), batch_size), desc=f"preference {name}", disable=not progress):
@@ -470,22 +489,15 @@ def compute_same_object(
     from tqdm import tqdm
 
     from .datasets import mask_dataset
-    from .images import preprocess_for
     from .projections import SIGNS, layer_token_hooks
     from .same_object import object_weights, optimal_objects, top_fraction, weighted_by_sigma
     from .store import open_store, write_store
 
     started = utc_now()
-    qk, loaded = load_qk(spec)
-    name = model_key or str(loaded.spec)
+    im = load_image_model(spec, device, model_key)
+    qk, loaded, name, pre, dev, model, grid = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model, im.grid
     modes = open_store(modes_path, "modes")
-    pre = preprocess_for(loaded)
     data = mask_dataset(dataset, limit=limit)
-    dev = resolve_device(device)
-    model = loaded.model.to(dev).eval()
-    grid = qk.layout.grid
-    if grid is None:
-        raise ValueError(f"{name} has no patch grid")
     u = torch.as_tensor(modes.U.values, dtype=torch.float32)
     v = torch.as_tensor(modes.V.values, dtype=torch.float32)
     n_layers, n_heads, d, n_modes = u.shape

@@ -489,7 +489,7 @@ def compute_same_object(
     from tqdm import tqdm
 
     from .datasets import mask_dataset
-    from .projections import SIGNS, layer_token_hooks
+    from .projections import SIGNS, layer_token_hooks, stacked_uv
     from .same_object import object_weights, optimal_objects, top_fraction, weighted_by_sigma
     from .store import open_store, write_store
 
@@ -499,10 +499,8 @@ def compute_same_object(
     modes = open_store(modes_path, "modes")
     data = mask_dataset(dataset, limit=limit)
     u = torch.as_tensor(modes.U.values, dtype=torch.float32)
-    v = torch.as_tensor(modes.V.values, dtype=torch.float32)
-    n_layers, n_heads, d, n_modes = u.shape
-    uv = torch.cat([u.permute(0, 2, 1, 3).reshape(n_layers, d, -1), v.permute(0, 2, 1, 3).reshape(n_layers, d, -1)], -1)
-    uv = uv.to(dev)
+    n_layers, n_heads, _, n_modes = u.shape
+    uv = stacked_uv(u, torch.as_tensor(modes.V.values, dtype=torch.float32)).to(dev)
     hm = n_heads * n_modes
     n_img = len(data)
     scores = np.full((n_img, n_layers, hm, 2), -np.inf, np.float32)

@@ -63,6 +63,15 @@ def layer_token_hooks(
             h.remove()
 
 
+def stacked_uv(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(layer, head, d, mode) U and V -> (layer, d, 2 * head * mode) ``[U_l | V_l]``, columns in (head, mode)
+    order: one matrix per layer that projects tokens onto every query and key direction at once."""
+    n_layers, _, d, _ = u.shape
+    return torch.cat(
+        [u.permute(0, 2, 1, 3).reshape(n_layers, d, -1), v.permute(0, 2, 1, 3).reshape(n_layers, d, -1)], dim=-1
+    )
+
+
 def centre_index(grid: tuple[int, int]) -> int:
     """Row-major index of the centre patch (g_h // 2, g_w // 2) (paper 4.4: the choice for even grids is ours)."""
     return (grid[0] // 2) * grid[1] + grid[1] // 2
@@ -108,12 +117,7 @@ class Projector:
         self.qk, self.source = qk, source
         self.shape = (n_layers, n_heads, n_modes)
         self.device, self.dtype = torch.device(device), dtype
-        # (layer, d, 2 * head * mode): [U_l | V_l] with columns in (head, mode) order
-        uv = torch.cat(
-            [u_t.permute(0, 2, 1, 3).reshape(n_layers, d, -1), v_t.permute(0, 2, 1, 3).reshape(n_layers, d, -1)],
-            dim=-1,
-        )
-        self.uv = uv.to(device=self.device, dtype=dtype).contiguous()
+        self.uv = stacked_uv(u_t, v_t).to(device=self.device, dtype=dtype).contiguous()
         self.n_prefix = qk.layout.n_prefix
         self.grid = qk.layout.grid
         self.centre = self.n_prefix + centre_index(self.grid)

@@ -201,15 +201,15 @@ def compute_projections(
     from tqdm import tqdm
 
     from .errors import QKDissectError
-    from .images import ImageDataset, collate, default_workers, image_source, preprocess_for
+    from .images import ImageDataset, collate, default_workers, image_source
     from .projections import SIGNS, Projector, StreamingTopK, anisotropy
     from .store import StreamingStore, open_store
     from .weights import check_manifest
 
     started = utc_now()
     t0 = time.perf_counter()
-    qk, loaded = load_qk(spec)
-    name = model_key or str(loaded.spec)
+    im = load_image_model(spec, device, model_key)
+    qk, loaded, name, pre, dev, model = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model
     if manifest is not None:
         check_manifest(manifest, loaded.weights_sha256, name, loaded.weights_path)
     modes = open_store(modes_path, "modes")
@@ -222,10 +222,7 @@ def compute_projections(
             f"{modes_path} was computed from other weights (sha256 {str(modes.attrs['weights_sha256'])[:12]}…) than "
             f"{name} has now ({loaded.weights_sha256[:12]}…): recompute the modes"
         )
-    pre = preprocess_for(loaded)
     source = image_source(images, limit=limit)
-    dev = resolve_device(device)
-    model = loaded.model.to(dev).eval()
     proj = Projector(qk, modes.U.values, modes.V.values, source=tokens, device=dev)  # type: ignore[arg-type]
     n_layers, n_heads, n_modes = proj.shape
     n = len(source)

@@ -5,6 +5,7 @@ extracted weights. This is how every adapter is checked: hooks record the tokens
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .models import QKWeights
+from .projections import layer_token_hooks
 
 _SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax}
 
@@ -38,27 +40,15 @@ class _LogitRecorder(TorchFunctionMode):
 
 
 @contextmanager
-def _norm_hooks(qk: QKWeights):
+def _norm_hooks(qk: QKWeights) -> Iterator[list[torch.Tensor | None]]:
+    """Per layer, the tokens that feed W_q and W_k (the norm's output), filled in while the model runs."""
     tokens: list[torch.Tensor | None] = [None] * qk.n_layers
-    handles = []
-    for i, layer in enumerate(qk.layers):
-        if layer.norm is None:
 
-            def pre(_m: Any, inputs: tuple, i: int = i) -> None:
-                tokens[i] = inputs[0].detach()
+    def keep(i: int, t: torch.Tensor) -> None:
+        tokens[i] = t.detach()
 
-            handles.append(layer.attention.register_forward_pre_hook(pre))
-        else:
-
-            def post(_m: Any, _inp: Any, out: torch.Tensor, i: int = i) -> None:
-                tokens[i] = out.detach()
-
-            handles.append(layer.norm.register_forward_hook(post))
-    try:
+    with layer_token_hooks(qk, "post-norm", keep):
         yield tokens
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def capture_logits(

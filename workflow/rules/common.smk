@@ -150,11 +150,6 @@ def projections_store(model):
     return f"results/projections/{model}/{config['projections']['images']}.zarr"
 
 
-def image_set():
-    s = config["images"][config["projections"]["images"]]
-    return s["source"], s["limit"]
-
-
 def project_resources(key):
     return config["resources"]["project"][key]
 
@@ -167,9 +162,19 @@ def same_object_stores(wildcards):
     return [f"results/same_object/{m}/{wildcards.dataset}.zarr" for m in mask_figure_models("fig6")]
 
 
-def mask_limit(wildcards):
-    limit = config["mask_datasets"][wildcards.dataset]["limit"]
+def limit_option(section, name):
+    """`--limit N` for an image set (section "images") or a mask dataset ("mask_datasets") that has a limit."""
+    limit = config[section][name]["limit"]
     return f"--limit {limit}" if limit else ""
+
+
+def figure_model_stores(model):
+    """The stores a projection figure of one model reads."""
+    return {
+        "modes": f"results/modes/{model}.zarr",
+        "scores": f"results/scores/{model}.zarr",
+        "projections": projections_store(model),
+    }
 
 
 def gallery_rows(rows):
@@ -177,9 +182,7 @@ def gallery_rows(rows):
     return [
         {
             "model": r["model"],
-            "modes_store": f"results/modes/{r['model']}.zarr",
-            "scores_store": f"results/scores/{r['model']}.zarr",
-            "projections_store": projections_store(r["model"]),
+            **{f"{kind}_store": path for kind, path in figure_model_stores(r["model"]).items()},
             "modes": r["modes"],
         }
         for r in rows
@@ -188,19 +191,7 @@ def gallery_rows(rows):
 
 def gallery_inputs(rows):
     models = sorted({r["model"] for r in rows})
-    return (
-        [f"results/modes/{m}.zarr" for m in models]
-        + [f"results/scores/{m}.zarr" for m in models]
-        + [projections_store(m) for m in models]
-    )
-
-
-def figure_model_stores(model):
-    return {
-        "modes": f"results/modes/{model}.zarr",
-        "scores": f"results/scores/{model}.zarr",
-        "projections": projections_store(model),
-    }
+    return [figure_model_stores(m)[kind] for kind in ("modes", "scores", "projections") for m in models]
 
 
 def s4_models():

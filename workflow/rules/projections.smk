@@ -10,9 +10,7 @@ rule project:
     params:
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
-        limit=lambda w: (
-            f"--limit {config['images'][w.images]['limit']}" if config["images"][w.images]["limit"] else ""
-        ),
+        limit=lambda w: limit_option("images", w.images),
         tokens=config["projections"]["tokens"],
         batch_size=config["projections"]["batch_size"],
         top_k=config["projections"]["top_k"],
@@ -49,7 +47,7 @@ rule preference:
     params:
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
-        limit=mask_limit,
+        limit=lambda w: limit_option("mask_datasets", w.dataset),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -80,7 +78,7 @@ rule same_object:
     params:
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
-        limit=mask_limit,
+        limit=lambda w: limit_option("mask_datasets", w.dataset),
         top=lambda w: config["figures"]["fig6"]["top"],
         tokens=config["projections"]["tokens"],
         device=config["analysis"]["device"],

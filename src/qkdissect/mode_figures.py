@@ -70,6 +70,7 @@ class ModeViewer:
     preprocess: Preprocess
     source_items: dict[str, Any]
     _tokens: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
+    _scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, modes: xr.Dataset, scores: xr.Dataset, projections: xr.Dataset) -> ModeViewer:
@@ -94,7 +95,10 @@ class ModeViewer:
 
     def crops(self, ids: Sequence[str]) -> list[Image.Image]:
         """The images as the model sees them (resized and cropped)."""
-        return [self.preprocess.image(decode(self.source_items[i], target=max(self.preprocess.crop))) for i in ids]
+        return [self.preprocess.image(self._decode(i)) for i in ids]
+
+    def _decode(self, image_id: str) -> Image.Image:
+        return decode(self.source_items[image_id], target=max(self.preprocess.crop))
 
     def prefetch(self, needed: dict[str, set[int]], batch: int = 16) -> None:
         """Run the model once per batch of images and keep the patch tokens of the layers each image needs."""
@@ -102,9 +106,7 @@ class ModeViewer:
         for b in range(0, len(todo), batch):
             ids = todo[b : b + batch]
             layers = sorted(set().union(*(needed[i] for i in ids)))
-            x = torch.stack(
-                [self.preprocess.tensor(decode(self.source_items[i], target=max(self.preprocess.crop))) for i in ids]
-            )
+            x = torch.stack([self.preprocess.tensor(self._decode(i)) for i in ids])
             got = layer_tokens(self.model, self.qk, x, layers, self.projections.attrs["token_source"])
             for j, i in enumerate(ids):
                 for layer in needed[i]:
@@ -123,17 +125,22 @@ class ModeViewer:
     def cosine(self, m: Mode) -> float:
         return float(self.scores.cosine.values[m[0], m[1], m[2]])
 
+    def image_scores(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(layer, head, mode) score+ and score- of every mode on one image (read from the store once)."""
+        if image_id not in self._scores:
+            row = int(np.flatnonzero(self.projections.image_id.values == image_id)[0])
+            p = self.projections.isel(image=row)
+            self._scores[image_id] = ((p.q_max * p.k_max).values, (p.q_min * p.k_min).values)
+        return self._scores[image_id]
+
     def contributions(self, image_id: str) -> xr.DataArray:
         """(layer, head, mode) contribution of every mode on one image: s_n * max over signs of the score."""
-        p = self.projections.sel(image=int(np.flatnonzero(self.projections.image_id.values == image_id)[0]))
-        best = np.maximum((p.q_max * p.k_max).values, (p.q_min * p.k_min).values)
-        return xr.DataArray(best * self.modes.S.values, dims=("layer", "head", "mode"))
+        plus, minus = self.image_scores(image_id)
+        return xr.DataArray(np.maximum(plus, minus) * self.modes.S.values, dims=("layer", "head", "mode"))
 
     def best_sign(self, image_id: str, layer: int, head: int, mode: int) -> str:
-        p = self.projections.sel(image=int(np.flatnonzero(self.projections.image_id.values == image_id)[0]))
-        plus = float(p.q_max[layer, head, mode] * p.k_max[layer, head, mode])
-        minus = float(p.q_min[layer, head, mode] * p.k_min[layer, head, mode])
-        return "+" if plus >= minus else "-"
+        plus, minus = self.image_scores(image_id)
+        return "+" if plus[layer, head, mode] >= minus[layer, head, mode] else "-"
 
 
 # ---------------------------------------------------------------------- choosing modes

@@ -83,6 +83,33 @@ def randomise_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch
     return model.eval()
 
 
+def make_tiny_vit(folder: Path, depth: int = 3) -> str:
+    """A tiny random timm ViT (32 px, 4 x 4 patches, width 64, 4 heads) saved as safetensors; returns its spec."""
+    import timm
+    from safetensors.torch import save_file
+
+    m = randomise_(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=depth, **TINY))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+    opts = "&".join(f"{k}={v}" for k, v in TINY.items())
+    return f"timm:vit_tiny_patch16_224@{path}?{opts}&depth={depth}"
+
+
+def write_photos(folder: Path, n: int = 6, seed: int = 0) -> list[Path]:
+    """``n`` small random-noise RGB photographs of different sizes (PNG)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"photo{i:02d}.png"
+        Image.fromarray(rng.integers(0, 255, (40 + 4 * i, 48, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
 def make_ijepa_checkpoint(tmp_path: Path) -> tuple[Path, Any, Any]:
     """A tiny random I-JEPA checkpoint in the released layout (encoder, target_encoder, predictor; `module.`
     prefixes): 2 encoder blocks of width 64, 2 predictor blocks of width 32, 4 heads each."""

@@ -57,13 +57,20 @@ OFFLINE_FIGURES = [
 
 
 def snakemake(
-    workdir: Path, *args: str, config: Path | None = None, check: bool = True, timeout: int = 900
+    workdir: Path,
+    *args: str,
+    config: Path | None = None,
+    check: bool = True,
+    timeout: int = 900,
+    snakefile: Path = REPO / "Snakefile",
+    env_extra: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the repository's workflow with ``workdir`` as working directory (results go there)."""
+    """Run the repository's workflow (or a copy's ``snakefile``) with ``workdir`` as working directory."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # qkdissect, papermill
     env.setdefault("HF_HUB_OFFLINE", "1")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    env.update(env_extra or {})
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir)]
     if config is not None:
         cmd += ["--configfile", str(config)]
     r = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
@@ -202,7 +209,8 @@ def check_figures(workdir: Path, stems: list[str]) -> None:
         assert pdf.read_bytes().startswith(b"%PDF")
         record = json.loads(_png_text(png)["Description"])
         sidecar = json.loads((workdir / "results/figures" / f"{stem}.provenance.json").read_text())
-        assert record == sidecar and record["kind"] == "figure"
+        outputs = sidecar.pop("outputs")
+        assert record == sidecar and record["kind"] == "figure" and set(outputs) == {png.name, pdf.name}
         assert record["notebook"]["sha256"] and record["inputs"] and all(i["sha256"] for i in record["inputs"])
         nb = json.loads((workdir / "results/notebooks" / f"{stem}.ipynb").read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,26 @@ import xarray as xr
 
 from . import scores as sc
 from .models import LoadedModel, ModelSpec, QKWeights, load_qk
-from .modes import DType, degenerate_blocks, qk_modes, resolve_device
-from .provenance import base_record, tree_sha256, utc_now
+from .modes import DType, degenerate_blocks, device_record, qk_modes, resolve_device
+from .provenance import base_record, dependency, items_sha256, tree_sha256, utc_now
 from .store import SCHEMA_VERSION, _jsonable, modes_dataset
+
+#: a weights manifest as the analyses take it: the dict, or the path of its JSON file (then recorded as an input)
+Manifest = dict[str, Any] | str | Path | None
+
+
+def weights_dependencies(loaded: LoadedModel, manifest: Manifest) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The manifest (read when given as a path) and the inputs it and the loaded weights file add to an
+    artefact's ``dependencies``."""
+    from .weights import read_manifest
+
+    deps = []
+    if isinstance(manifest, str | Path):
+        deps.append(dependency("weights manifest", manifest))
+        manifest = read_manifest(manifest)
+    if loaded.weights_path is not None:
+        deps.append(dependency("weights", loaded.weights_path.resolve(), loaded.weights_sha256))
+    return manifest, deps
 
 
 def weights_record(loaded: LoadedModel, qk: QKWeights) -> dict[str, Any]:
@@ -36,17 +54,18 @@ def compute_modes(
     dtype: DType = "float64",
     block_rtol: float = 1e-3,
     model_key: str | None = None,
-    manifest: dict[str, Any] | None = None,
+    manifest: Manifest = None,
 ) -> xr.Dataset:
     """Load a model, extract its per-head W_q and W_k, and return the modes dataset with provenance.
 
-    ``manifest`` (from :func:`qkdissect.weights.resolve_weights`) is checked against the weights actually loaded
-    and recorded in the provenance."""
+    ``manifest`` (from :func:`qkdissect.weights.resolve_weights`, or its JSON file) is checked against the weights
+    actually loaded and recorded in the provenance."""
     from .weights import check_manifest
 
     started = utc_now()
     t0 = time.perf_counter()
     qk, loaded = load_qk(spec)
+    manifest, deps = weights_dependencies(loaded, manifest)
     if manifest is not None:
         check_manifest(manifest, loaded.weights_sha256, model_key or str(loaded.spec), loaded.weights_path)
     t_load = time.perf_counter() - t0
@@ -67,7 +86,8 @@ def compute_modes(
         {
             "model": {"key": model_key or str(loaded.spec), **info},
             "weights": {**weights_record(loaded, qk), "manifest": manifest},
-            "device": str(dev),
+            "dependencies": deps,
+            "device": device_record(device, dev),
             "started": started,
             "finished": utc_now(),
             "timings_s": {"load": round(t_load, 4), "svd": round(t_svd, 6)},
@@ -131,6 +151,7 @@ def compute_scores(
                 }
             },
             "weights": modes.attrs.get("provenance", {}).get("weights"),
+            "dependencies": [dependency("modes store", modes_path)] if modes_path else [],
             "finished": utc_now(),
         }
     )
@@ -179,6 +200,34 @@ def load_image_model(spec: str | ModelSpec, device: str, model_key: str | None) 
     return ImageModel(qk, loaded, name, preprocess_for(loaded), dev, loaded.model.to(dev).eval(), qk.layout.grid)
 
 
+def weights_checked(im: ImageModel, manifest: Manifest) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """:func:`weights_dependencies` of a loaded image model, with the manifest checked against its weights."""
+    from .weights import check_manifest
+
+    manifest, deps = weights_dependencies(im.loaded, manifest)
+    if manifest is not None:
+        check_manifest(manifest, im.loaded.weights_sha256, im.name, im.loaded.weights_path)
+    return manifest, deps
+
+
+def _rows_of(model: Any, qk: QKWeights, x: torch.Tensor, rows: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """The preference pass's attention rows of the images ``i`` of a batch (one piece for AdaptiveBatch)."""
+    from .preference import attention_rows
+
+    return attention_rows(model, qk, x[i], rows[i])
+
+
+def mask_dataset_dependency(data: Any, spec: str, limit: int | None) -> dict[str, Any]:
+    """A mask dataset as an input: its spec and limit (to list it again) and one digest of its items' files."""
+    return {
+        "role": "mask dataset",
+        "spec": spec,
+        "limit": limit,
+        "count": len(data),
+        "sha256": items_sha256((it.id, it.sha256()) for it in data.items),
+    }
+
+
 def compute_projections(
     spec: str | ModelSpec,
     modes_path: str | Path,
@@ -192,26 +241,26 @@ def compute_projections(
     workers: int | None = None,
     limit: int | None = None,
     model_key: str | None = None,
-    manifest: dict[str, Any] | None = None,
+    manifest: Manifest = None,
     progress: bool = True,
 ) -> Path:
     """Project every image of ``images`` onto all modes of ``modes_path`` and stream the per-image statistics,
-    the top-k images per mode and the anisotropy sums into a projections store at ``output``."""
+    the top-k images per mode and the anisotropy sums into a projections store at ``output``. A batch that does
+    not fit in memory is split (and the smaller size kept); the results do not depend on the batch size."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
+    from .batching import AdaptiveBatch
     from .errors import QKDissectError
     from .images import ImageDataset, collate, default_workers, image_source
     from .projections import SIGNS, Projector, StreamingTopK, anisotropy
     from .store import StreamingStore, open_store
-    from .weights import check_manifest
 
     started = utc_now()
     t0 = time.perf_counter()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, pre, dev, model = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model
-    if manifest is not None:
-        check_manifest(manifest, loaded.weights_sha256, name, loaded.weights_path)
+    manifest, deps = weights_checked(im, manifest)
     modes = open_store(modes_path, "modes")
     if (
         modes.attrs.get("weights_sha256")
@@ -230,7 +279,9 @@ def compute_projections(
     topk = StreamingTopK((n_layers, n_heads, n_modes, 2), top_k, device=dev)
     unit_sum = torch.zeros(n_layers, qk.d_model, dtype=torch.float64, device=dev)
     valid = np.zeros(n, dtype=bool)
+    digests: list[str | None] = [None] * n
     skipped: list[dict[str, str]] = []
+    run = AdaptiveBatch(f"project {name}")
     dataset = ImageDataset(source, pre)
     loader = DataLoader(
         dataset,
@@ -258,8 +309,10 @@ def compute_projections(
                 description=f"{what} over the image's patch tokens (NaN: image skipped)",
             )
         bar = tqdm(loader, total=len(loader), desc=f"project {name}", unit="batch", disable=not progress)
-        for start, (ok, x, bad) in zip(range(0, n, batch_size), bar, strict=True):
+        for start, (ok, x, bad, batch_digests) in zip(range(0, n, batch_size), bar, strict=True):
             size = min(batch_size, n - start)
+            for i, d in batch_digests:
+                digests[i] = d
             for i, err in bad:
                 skipped.append({"id": source.items[i].id, "error": err})
             block = {
@@ -267,7 +320,7 @@ def compute_projections(
                 for v in ("q_max", "q_min", "k_max", "k_min")
             }
             if ok:
-                stats = proj(model, x)  # type: ignore[arg-type]
+                stats = run(lambda xb: proj(model, xb), x)  # type: ignore[arg-type]
                 rows = np.asarray(ok) - start
                 for var, val in (
                     ("q_max", stats.q_max),
@@ -300,6 +353,8 @@ def compute_projections(
             "projections",
             {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "device_requested": device, "limit": limit},
         )
+        images_digest = items_sha256(zip((it.id for it in source.items), digests, strict=True))
+        image_dep = {"role": "images", "spec": images, "limit": limit, "count": n, "sha256": images_digest}
         record.update(
             {
                 "model": {"key": name, **qk.describe()},
@@ -308,7 +363,9 @@ def compute_projections(
                     "modes": {"path": str(modes_path), "sha256": tree_sha256(modes_path)},
                     "images": source.describe(),
                 },
-                "device": str(dev),
+                "dependencies": [*deps, dependency("modes store", modes_path), image_dep],
+                "batch": run.record(),
+                "device": device_record(device, dev),
                 "started": started,
                 "finished": utc_now(),
                 "timings_s": {
@@ -349,6 +406,7 @@ def compute_projections(
             },
             coords={
                 "image_id": (("image",), np.array([it.id for it in source.items], dtype=object)),
+                "image_sha256": (("image",), np.array([d or "" for d in digests], dtype=object)),
                 "sign": (("sign",), np.array(list(SIGNS), dtype=object)),
                 "layer": np.arange(n_layers),
                 "head": np.arange(n_heads),
@@ -383,21 +441,25 @@ def compute_preference(
     device: str = "auto",
     limit: int | None = None,
     model_key: str | None = None,
+    manifest: Manifest = None,
     progress: bool = True,
 ) -> Path:
     """Attention preference (paper 4.1) of a model on a mask dataset -> a preference store at ``output``."""
     from tqdm import tqdm
 
+    from .batching import AdaptiveBatch
     from .datasets import mask_dataset, mask_to_tokens
-    from .preference import REGIONS, SOURCES, attention_rows, grouped, preference_table, query_tokens
+    from .preference import REGIONS, SOURCES, grouped, preference_table, query_tokens
     from .store import write_store
 
     started = utc_now()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, pre, dev, model, grid = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model, im.grid
+    manifest, deps = weights_checked(im, manifest)
     ds_masks = mask_dataset(dataset, limit=limit)
     tables, token_masks, rows_all = [], [], []
     items = ds_masks.items
+    run = AdaptiveBatch(f"preference {name}")
     for b in tqdm(range(0, len(items), batch_size), desc=f"preference {name}", disable=not progress):
         xs, tms = [], []
         for it in items[b : b + batch_size]:
@@ -408,7 +470,8 @@ def compute_preference(
             tms.append(tm)
         tm_b = np.stack(tms)
         rows = query_tokens(tm_b[:, :2])
-        probs = attention_rows(model, qk, torch.stack(xs).to(dev), torch.as_tensor(rows, device=dev))
+        x_b, rows_b = torch.stack(xs).to(dev), torch.as_tensor(rows, device=dev)
+        probs = run(partial(_rows_of, model, qk, x_b, rows_b), torch.arange(len(xs), device=dev))
         tables.append(preference_table(probs.cpu().numpy(), tm_b))
         token_masks.append(tm_b)
         rows_all.append(rows)
@@ -438,9 +501,11 @@ def compute_preference(
     record.update(
         {
             "model": {"key": name, **qk.describe()},
-            "weights": weights_record(loaded, qk),
+            "weights": {**weights_record(loaded, qk), "manifest": manifest},
             "inputs": {"dataset": ds_masks.describe()},
-            "device": str(dev),
+            "dependencies": [*deps, mask_dataset_dependency(ds_masks, dataset, limit)],
+            "batch": run.record(),
+            "device": device_record(device, dev),
             "started": started,
             "finished": utc_now(),
         }
@@ -449,6 +514,7 @@ def compute_preference(
         data,
         coords={
             "image_id": (("image",), np.array([it.id for it in items], dtype=object)),
+            "image_sha256": (("image",), np.array([it.sha256() or "" for it in items], dtype=object)),
             "source": (("source",), np.array(SOURCES, dtype=object)),
             "region": (("region",), np.array(REGIONS, dtype=object)),
             "layer": np.arange(n_layers),
@@ -480,11 +546,13 @@ def compute_same_object(
     device: str = "auto",
     limit: int | None = None,
     model_key: str | None = None,
+    manifest: Manifest = None,
     progress: bool = True,
 ) -> Path:
     """Same-object probability (paper 4.2, Fig. 6) of every mode on a dataset with object masks."""
     from tqdm import tqdm
 
+    from .batching import AdaptiveBatch
     from .datasets import mask_dataset
     from .projections import SIGNS, layer_token_hooks, stacked_uv
     from .same_object import object_weights, optimal_objects, top_fraction, weighted_by_sigma
@@ -493,8 +561,10 @@ def compute_same_object(
     started = utc_now()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, pre, dev, model, grid = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model, im.grid
+    manifest, deps = weights_checked(im, manifest)
     modes = open_store(modes_path, "modes")
     data = mask_dataset(dataset, limit=limit)
+    run = AdaptiveBatch(f"same-object {name}")
     u = torch.as_tensor(modes.U.values, dtype=torch.float32)
     n_layers, n_heads, _, n_modes = u.shape
     uv = stacked_uv(u, torch.as_tensor(modes.V.values, dtype=torch.float32)).to(dev)
@@ -508,14 +578,18 @@ def compute_same_object(
         loaded_items = [it.load() for it in batch]
         weights = [object_weights(m, pre, grid) for _, m in loaded_items]
         x = torch.stack([pre.tensor(img) for img, _ in loaded_items]).to(dev)
-        proj: list[torch.Tensor | None] = [None] * n_layers
 
-        def keep(i: int, t: torch.Tensor, proj: list[torch.Tensor | None] = proj) -> None:
-            proj[i] = t[:, qk.layout.n_prefix :].float() @ uv[i]  # (b, T, 2*H*M)
+        def project(xb: torch.Tensor) -> torch.Tensor:
+            proj: list[torch.Tensor | None] = [None] * n_layers
 
-        with layer_token_hooks(qk, tokens, keep), torch.inference_mode():  # type: ignore[arg-type]
-            model(x)
-        p_all = torch.stack([p for p in proj if p is not None], dim=1)  # (b, L, T, 2HM)
+            def keep(i: int, t: torch.Tensor) -> None:
+                proj[i] = t[:, qk.layout.n_prefix :].float() @ uv[i]  # (b, T, 2*H*M)
+
+            with layer_token_hooks(qk, tokens, keep), torch.inference_mode():  # type: ignore[arg-type]
+                model(xb)
+            return torch.stack([p for p in proj if p is not None], dim=1)  # (b, L, T, 2HM)
+
+        p_all = run(project, x)
         for j, (w, _) in enumerate(weights):
             idx = b + j
             n_objects[idx] = w.shape[0]
@@ -537,12 +611,18 @@ def compute_same_object(
     record.update(
         {
             "model": {"key": name, **qk.describe()},
-            "weights": weights_record(loaded, qk),
+            "weights": {**weights_record(loaded, qk), "manifest": manifest},
             "inputs": {
                 "modes": {"path": str(modes_path), "sha256": tree_sha256(modes_path)},
                 "dataset": data.describe(),
             },
-            "device": str(dev),
+            "dependencies": [
+                *deps,
+                dependency("modes store", modes_path),
+                mask_dataset_dependency(data, dataset, limit),
+            ],
+            "batch": run.record(),
+            "device": device_record(device, dev),
             "started": started,
             "finished": utc_now(),
         }
@@ -565,6 +645,7 @@ def compute_same_object(
         },
         coords={
             "image_id": (("image",), np.array([it.id for it in data.items], dtype=object)),
+            "image_sha256": (("image",), np.array([it.sha256() or "" for it in data.items], dtype=object)),
             "sign": (("sign",), np.array(list(SIGNS), dtype=object)),
             "layer": np.arange(n_layers),
             "depth": ("layer", depth),

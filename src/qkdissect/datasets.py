@@ -16,6 +16,7 @@ Every item gives its image and named float masks in [0, 1] at the image's resolu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +37,24 @@ class MaskDatasetError(QKDissectError):
 
 @dataclass
 class MaskedItem:
-    """One image with masks; ``load`` returns (RGB image, {name: float mask HxW in [0, 1]})."""
+    """One image with masks; ``load`` returns (RGB image, {name: float mask HxW in [0, 1]}); ``files`` are the
+    files it reads (none for generated scenes), for the provenance."""
 
     id: str
     load: Callable[[], tuple[Image.Image, dict[str, np.ndarray]]]
+    files: tuple[Path, ...] = ()
+
+    def sha256(self) -> str | None:
+        """Digest of the item's files as read (None for a generated item, or when a file is unreadable)."""
+        if not self.files:
+            return None
+        h = hashlib.sha256()
+        try:
+            for f in self.files:
+                h.update(f.name.encode() + b"\0" + f.read_bytes())
+        except OSError:
+            return None
+        return h.hexdigest()
 
 
 @dataclass
@@ -95,7 +110,7 @@ def o3_dataset(root: str | Path) -> MaskDataset:
                 "background": 1.0 - np.maximum(t, d),
             }
 
-        return MaskedItem(stem, load)
+        return MaskedItem(stem, load, (images[stem], targ[stem], dist[stem]))
 
     return MaskDataset("o3", str(root), [item(s) for s in sorted(images)], "binary target/distractor masks")
 
@@ -148,7 +163,9 @@ def voc_dataset(root: str | Path) -> MaskDataset:
         )
 
     def item(stem: str) -> MaskedItem:
-        return MaskedItem(stem, lambda: (decode(ImageItem(stem, images[stem])), voc_masks(masks[stem])))
+        return MaskedItem(
+            stem, lambda: (decode(ImageItem(stem, images[stem])), voc_masks(masks[stem])), (images[stem], masks[stem])
+        )
 
     keys = sorted(images, key=lambda s: (len(s), s))  # numeric stems in numeric order
     return MaskDataset(
@@ -227,7 +244,7 @@ def ade20k_dataset(root: str | Path, split: str = "validation") -> MaskDataset:
             masks = {f"object:class{c}": (lab == c).astype(np.float64) for c in np.unique(lab) if c != 0}
             return decode(ImageItem(stem, images[stem])), masks
 
-        return MaskedItem(stem, load)
+        return MaskedItem(stem, load, (images[stem], anns[stem]))
 
     return MaskDataset("ade20k", str(root), [item(s) for s in sorted(images)], "SceneParsing class segments")
 

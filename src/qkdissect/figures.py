@@ -199,8 +199,9 @@ def save_figure(
     provenance: dict[str, Any] | None = None,
     dpi: int = 300,
 ) -> Path:
-    """Save as PNG and PDF with metadata; with ``provenance`` also ``<name>.provenance.json`` beside them and the
-    same record in the files' metadata (PNG text chunk ``provenance``, PDF ``Subject``). Written atomically."""
+    """Save as PNG and PDF with metadata; with ``provenance`` also ``<name>.provenance.json`` beside them (the
+    record plus the sha256 of the PNG and PDF under ``outputs``) and the record in the files' metadata (PNG text
+    chunk ``Description``, PDF ``Subject``). Written atomically."""
     from .store import atomic_path
 
     out = Path(path)
@@ -214,8 +215,12 @@ def save_figure(
         with atomic_path(target) as tmp:
             fig.savefig(tmp, format=ext.lstrip("."), dpi=dpi, metadata=fmt_meta)
     if provenance is not None:
+        # the sidecar also records the digests of the files just written: `qkdissect audit` notices an edited figure
+        from .provenance import tree_sha256
+
+        outputs = {t.name: tree_sha256(t) for t in (out.with_suffix(e) for e in (out.suffix or ".png", ".pdf"))}
         with atomic_path(provenance_path(out)) as tmp:
-            tmp.write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+            tmp.write_text(json.dumps({**provenance, "outputs": outputs}, indent=2, sort_keys=True) + "\n")
     plt.close(fig)
     return out
 

@@ -169,6 +169,22 @@ def _array_to_image(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a).convert("RGB")
 
 
+def item_sha256(item: ImageItem) -> str | None:
+    """sha256 of an image as read: the file's bytes, or a bundled photograph's pixel array; None if unreadable."""
+    import hashlib
+
+    try:
+        data = item.path.read_bytes() if item.path is not None else _skimage_array(item.id.split(":", 1)[1]).tobytes()
+    except (OSError, ValueError):
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+def source_digests(source: ImageSource) -> list[tuple[str, str | None]]:
+    """(id, sha256) of every image of a source, in its order (what `qkdissect audit` compares)."""
+    return [(it.id, item_sha256(it)) for it in source.items]
+
+
 def decode(item: ImageItem, target: int | None = None) -> Image.Image:
     """An image as 8-bit RGB, upright (EXIF orientation applied). JPEGs much larger than ``target`` pixels on the
     shorter side are decoded at a reduced scale. Raises ImageDecodeError naming the file."""
@@ -312,7 +328,8 @@ def preprocess_for(loaded: Any) -> Preprocess:
 # ----------------------------------------------------------------------------------------- datasets
 @dataclass
 class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """(index, tensor) per image; a file that fails to decode yields (index, None) and is logged."""
+    """(index, tensor, error, sha256) per image; a file that fails to decode yields (index, None, error, sha256)
+    and is logged. The digest is of the file as read, for the store's provenance."""
 
     source: ImageSource
     preprocess: Preprocess
@@ -321,23 +338,28 @@ class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str, str | None]:
         item = self.source.items[i]
+        digest = item_sha256(item)
         try:
             img = decode(item, target=max(self.preprocess.crop))
         except ImageDecodeError as e:
             log.warning("skipping %s", e)
-            return i, None, str(e)
-        return i, self.preprocess.tensor(img), ""
+            return i, None, str(e), digest
+        return i, self.preprocess.tensor(img), "", digest
 
 
-def collate(batch: Sequence[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list]:
-    """Stack the decoded images; report the indices and errors of those that were not."""
-    ok = [(i, x) for i, x, _ in batch if x is not None]
-    bad = [(i, err) for i, x, err in batch if x is None]
+Batch = tuple[list[int], torch.Tensor | None, list[tuple[int, str]], list[tuple[int, str | None]]]
+
+
+def collate(batch: Sequence[tuple[int, torch.Tensor | None, str, str | None]]) -> Batch:
+    """Stack the decoded images; report the indices and errors of those that were not, and every digest."""
+    ok = [(i, x) for i, x, _, _ in batch if x is not None]
+    bad = [(i, err) for i, x, err, _ in batch if x is None]
+    digests = [(i, d) for i, _, _, d in batch]
     if not ok:
-        return [], None, bad
-    return [i for i, _ in ok], torch.stack([x for _, x in ok]), bad
+        return [], None, bad, digests
+    return [i for i, _ in ok], torch.stack([x for _, x in ok]), bad, digests
 
 
 def default_workers() -> int:

@@ -29,6 +29,7 @@ defined up to a rotation inside the block; see :func:`degenerate_blocks`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,18 +62,32 @@ class Modes:
         return (self.U.cpu().numpy(), self.S.cpu().numpy(), self.V.cpu().numpy())
 
 
+GPU_FALLBACK = (
+    "fell back to CPU: {requested!r} was requested but torch sees no CUDA device here "
+    "(torch {torch}, CUDA build: {cuda})"
+)
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` when none exists raises a clear error."""
+    """``auto`` -> CUDA when available else CPU. ``cuda`` where there is none falls back to the CPU with a
+    warning (results are the same, only slower); :func:`device_record` puts that into the provenance."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "device 'cuda' was requested but torch sees no CUDA device here "
-            f"(torch {torch.__version__}, cuda build: {torch.version.cuda}). "
-            "Use --device cpu, or --device auto to fall back automatically."
-        )
+        msg = GPU_FALLBACK.format(requested=str(device), torch=torch.__version__, cuda=torch.version.cuda)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return torch.device("cpu")
     return dev
+
+
+def device_record(requested: str | torch.device | None, used: torch.device) -> dict[str, str | None]:
+    """The device part of a provenance record: what was asked for, what ran, and why they differ."""
+    req = str(requested or "auto")
+    fallback = None
+    if req.startswith("cuda") and used.type != "cuda":
+        fallback = GPU_FALLBACK.format(requested=req, torch=torch.__version__, cuda=torch.version.cuda)
+    return {"requested": req, "used": str(used), "fallback": fallback}
 
 
 def _check_factors(w_q: torch.Tensor, w_k: torch.Tensor) -> None:

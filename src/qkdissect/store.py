@@ -8,8 +8,11 @@ Schemas (all dims are named integer indices, 0-based):
   ``layer_mean``/``layer_weighted`` (layer), coordinate ``depth`` (layer) = l / (L - 1).
 
 Every store has ``attrs["qkdissect_schema"]`` and ``attrs["provenance"]`` (a JSON-safe dict). A store is
-written to ``NAME.tmp-XXXX`` beside the target and renamed into place only when complete: a crash leaves
-either the old store or none, never a half-written one under the final name.
+written to ``NAME.tmp-XXXX`` beside the target and renamed into place only when complete: a crash (SIGKILL
+included) leaves either the old store or none, never a half-written one under the final name. The next write of
+the same store removes what an interrupted one left (``NAME.tmp-*``, ``NAME.old-*``).
+
+:func:`failpoint` marks the steps of a write for the fault-injection tests (``$QKDISSECT_FAILPOINT``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -80,17 +85,62 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     return enc
 
 
+FAILPOINT_ENV = "QKDISSECT_FAILPOINT"
+_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """A named step of a write, for fault injection. ``$QKDISSECT_FAILPOINT=NAME[@N][:ACTION]`` makes the N-th
+    (default first) arrival here ``kill`` the process with SIGKILL (the default: what a scheduler's time limit
+    or the OOM killer does) or ``hang`` (so that a test can kill the whole process group from outside)."""
+    want = os.environ.get(FAILPOINT_ENV)
+    if not want:
+        return
+    point, _, action = want.partition(":")
+    point, _, nth = point.partition("@")
+    if point != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] != int(nth or 1):
+        return
+    if action == "hang":
+        while True:
+            time.sleep(60)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def remove_leftovers(path: str | Path) -> list[Path]:
+    """Delete what interrupted writes of ``path`` left beside it (``NAME.tmp-*``, ``NAME.old-*``)."""
+    final = Path(path)
+    found = [] if not final.parent.is_dir() else sorted(final.parent.glob(f"{final.name}.tmp-*"))
+    found += sorted(final.parent.glob(f"{final.name}.old-*")) if final.parent.is_dir() else []
+    for p in found:
+        _remove(p)
+    return found
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success it replaces ``path``, on any error it is removed."""
+    """Yield a temporary sibling path; on success it replaces ``path``, on any error it is removed (and what an
+    earlier, killed write left is removed first)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
+        failpoint("store:before-rename")
         if final.exists():
             old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
+            failpoint("store:between-renames")
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
         else:
@@ -107,6 +157,7 @@ def write_store(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` as a Zarr v3 store at ``path`` (atomically, replacing an existing store)."""
     with atomic_path(path) as tmp:
         ds.to_zarr(tmp, mode="w-", zarr_format=3, encoding=_encoding(ds), consolidated=False)
+        failpoint("store:written")
     return Path(path)
 
 
@@ -168,12 +219,14 @@ class StreamingStore:
 
     def write(self, name: str, start: int, values: np.ndarray) -> None:
         self._group[name][start : start + values.shape[0]] = values
+        failpoint("stream:write")
 
     def finish(self, ds: xr.Dataset) -> None:
         """Add the variables, coordinates and attributes of ``ds`` (small ones) to the store."""
         assert self.tmp is not None
         ds.attrs = _jsonable(ds.attrs)
         enc = {n: {"compressors": (_compressor(),)} for n in ds.data_vars}
+        failpoint("stream:finish")
         ds.to_zarr(self.tmp, mode="a", zarr_format=3, consolidated=False, encoding=enc)
 
     def __exit__(self, *exc: Any) -> bool | None:

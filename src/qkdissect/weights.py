@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import QKDissectError, WeightsUnavailableError
 from .models import ModelSpec, _snapshot_revision, hub_offline, parse_spec, sha256_file
-from .provenance import utc_now
+from .provenance import code_record, config_record, utc_now
 
 MANIFEST_SCHEMA = "weights/v1"
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -144,6 +144,8 @@ def resolve_weights(spec: str | ModelSpec, name: str | None = None) -> dict[str,
         "hub_offline": hub_offline(),
         "files": files,
         "resolved": utc_now(),
+        "code": code_record(),
+        **({"config": cfg} if (cfg := config_record()) is not None else {}),
     }
 
 

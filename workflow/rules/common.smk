@@ -1,5 +1,7 @@
 # Helpers only: config validation, model lookup, output lists, papermill command lines. No rules here.
 import difflib
+import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -22,9 +24,25 @@ MODELS = list(config["models"])
 PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"
 
 
-def qkdissect(args, threads=False):
-    """A shell-command template that runs `python -m qkdissect ARGS` (with OMP_NUM_THREADS={threads} if asked)."""
-    return ("OMP_NUM_THREADS={threads} " if threads else "") + f"{PYTHONPATH} python -m qkdissect {args}"
+#: the config file(s) in force, recorded (with the sections each output depends on) in every output's provenance
+CONFIG_FILES = [os.path.abspath(f) for f in workflow.configfiles]
+
+
+def provenance_env(keys):
+    """The environment that tells the package which config file(s) are in force and which of their sections the
+    rule's output depends on ('/'-separated key paths; '{wildcards.x}' parts are filled in by Snakemake). The
+    output's provenance records those sections; `qkdissect audit` compares them with the config as it is now."""
+    if not keys:
+        return ""
+    paths = json.dumps([k.split("/") for k in keys], separators=(",", ":"))
+    return f"QKDISSECT_CONFIG_FILES={shlex.quote(os.pathsep.join(CONFIG_FILES))} QKDISSECT_CONFIG_KEYS='{paths}' "
+
+
+def qkdissect(args, threads=False, config_keys=()):
+    """A shell-command template that runs `python -m qkdissect ARGS` (with OMP_NUM_THREADS={threads} if asked),
+    recording the config sections ``config_keys`` (see provenance_env)."""
+    env = ("OMP_NUM_THREADS={threads} " if threads else "") + provenance_env(config_keys)
+    return f"{env}{PYTHONPATH} python -m qkdissect {args}"
 
 
 def _model_entry(name):
@@ -208,12 +226,13 @@ def yaml_param(name, value):
     return yaml.safe_dump({name: value}, default_flow_style=True, width=1 << 16).strip()
 
 
-def papermill(input_nb, output_nb, log, *params):
-    """The papermill command line of a figure: kernel python3, a timeout, the executed notebook kept."""
+def papermill(input_nb, output_nb, log, *params, config_keys=()):
+    """The papermill command line of a figure: kernel python3, a timeout, the executed notebook kept; the config
+    sections ``config_keys`` are recorded in the figure's provenance (see provenance_env)."""
     timeout = int(config["figures"]["notebook_timeout_s"])
     return (
-        f"{PYTHONPATH} papermill {input_nb} {output_nb} -k python3 --execution-timeout {timeout} --log-output "
-        f"--no-progress-bar {' '.join(params)} > {log} 2>&1"
+        f"{provenance_env(config_keys)}{PYTHONPATH} papermill {input_nb} {output_nb} -k python3 "
+        f"--execution-timeout {timeout} --log-output --no-progress-bar {' '.join(params)} > {log} 2>&1"
     )
 
 

@@ -56,6 +56,7 @@ rule fig3:
             "-p weighted {params.weighted}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/fig3"],
         )
 
 
@@ -90,6 +91,7 @@ rule s1_histograms:
             "-p scores {input.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/s1"],
         )
 
 
@@ -126,6 +128,7 @@ rule s2_spectrum:
             "-p scores {input.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/s2"],
         )
 
 
@@ -161,6 +164,7 @@ rule s3_ijepa:
             "-p predictor {input.predictor:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/s3"],
         )
 
 
@@ -202,6 +206,7 @@ rule fig1:
             "-p title {params.title:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/fig1"],
         )
 
 
@@ -243,6 +248,7 @@ rule fig4:
             "-p title {params.title:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/fig4", "figures/gallery_k"],
         )
 
 
@@ -283,6 +289,7 @@ rule gallery:
             "-p title {wildcards.name:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/galleries/{wildcards.name}", "figures/gallery_k"],
         )
 
 
@@ -326,6 +333,7 @@ rule fig5:
             "-p n_modes {params.n_modes}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/fig5"],
         )
 
 
@@ -369,6 +377,7 @@ rule s17:
             "-p k {params.k}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/s17/{wildcards.name}"],
         )
 
 
@@ -408,6 +417,7 @@ rule s4:
             "-y {params.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/s4"],
         )
 
 
@@ -446,6 +456,7 @@ rule fig2:
             "-p example {params.example}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/fig2"],
         )
 
 
@@ -482,4 +493,5 @@ rule fig6:
             "-y {params.same_object:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
+            config_keys=["figures/fig6"],
         )

@@ -34,6 +34,12 @@ rule project:
             "--batch-size {params.batch_size} --top-k {params.top_k} --workers {params.workers} "
             "--device {params.device} -o {output:q} > {log:q} 2>&1",
             threads=True,
+            config_keys=[
+                "models/{wildcards.model}",
+                "images/{wildcards.images}",
+                "projections/tokens",
+                "projections/top_k",
+            ],
         )
 
 
@@ -62,9 +68,10 @@ rule preference:
         "results/benchmarks/preference/{model}/{dataset}.tsv"
     shell:
         qkdissect(
-            "preference {params.spec:q} --name {wildcards.model:q} --dataset {params.source:q} {params.limit} "
-            "--device {params.device} -q -o {output:q} > {log:q} 2>&1",
+            "preference {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
+            "--dataset {params.source:q} {params.limit} --device {params.device} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
+            config_keys=["models/{wildcards.model}", "mask_datasets/{wildcards.dataset}"],
         )
 
 
@@ -95,8 +102,14 @@ rule same_object:
         "results/benchmarks/same_object/{model}/{dataset}.tsv"
     shell:
         qkdissect(
-            "same-object {params.spec:q} --name {wildcards.model:q} --modes {input.modes:q} "
-            "--dataset {params.source:q} {params.limit} --top {params.top} --tokens {params.tokens} "
-            "--device {params.device} -q -o {output:q} > {log:q} 2>&1",
+            "same-object {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
+            "--modes {input.modes:q} --dataset {params.source:q} {params.limit} --top {params.top} "
+            "--tokens {params.tokens} --device {params.device} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
+            config_keys=[
+                "models/{wildcards.model}",
+                "mask_datasets/{wildcards.dataset}",
+                "figures/fig6/top",
+                "projections/tokens",
+            ],
         )

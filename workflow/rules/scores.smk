@@ -19,5 +19,6 @@ rule scores:
         "results/benchmarks/scores/{model}.tsv"
     shell:
         qkdissect(
-            "scores {input:q} --level {params.level} {params.released_code} -o {output:q} > {log:q} 2>&1"
+            "scores {input:q} --level {params.level} {params.released_code} -o {output:q} > {log:q} 2>&1",
+            config_keys=["models/{wildcards.model}", "analysis/released_code", "analysis/null_level"],
         )

@@ -18,4 +18,7 @@ rule weights:
     benchmark:
         "results/benchmarks/weights/{model}.tsv"
     shell:
-        qkdissect("resolve {params.spec:q} --name {wildcards.model:q} -o {output:q} > {log:q} 2>&1")
+        qkdissect(
+            "resolve {params.spec:q} --name {wildcards.model:q} -o {output:q} > {log:q} 2>&1",
+            config_keys=["models/{wildcards.model}"],
+        )

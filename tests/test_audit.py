@@ -1,0 +1,211 @@
+"""`qkdissect audit` after a real workflow run: tamper with each kind of input (a weight byte, an image, a
+notebook, the config) and the audit names exactly the artefacts made from it, and nothing else."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, make_tiny_vit, write_photos
+from qkdissect.provenance import git_state
+from test_workflow import snakemake, write_config
+
+#: the code running the tests may be a checkout with uncommitted changes (a developer's); CI's is clean
+DIRTY = bool(git_state().get("dirty"))
+A, B = "tiny-a", "tiny-b"
+
+
+def audit(results: Path, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    """Run the CLI as a user does; return its exit status and {artefact path relative to results: entry}."""
+    args = [sys.executable, "-m", "qkdissect", "audit", str(results), "--json", *extra]
+    if DIRTY:
+        args.append("--allow-dirty")
+    r = subprocess.run(args, capture_output=True, text=True, cwd=results.parent, timeout=300)
+    assert r.returncode in (0, 1), r.stderr
+    entries = json.loads(r.stdout)
+    return r.returncode, {str(Path(e["path"]).relative_to(results.resolve())): e for e in entries}
+
+
+def not_ok(entries: dict[str, dict[str, Any]]) -> set[str]:
+    return {p for p, e in entries.items() if e["status"] != "ok"}
+
+
+@contextmanager
+def tampered(path: Path, change: Any) -> Iterator[None]:
+    """Change a file for the duration of the block, then put the original back (content and all)."""
+    backup = path.with_name(path.name + ".orig")
+    shutil.copy2(path, backup)
+    try:
+        change(path)
+        yield
+    finally:
+        shutil.move(backup, path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A workflow run on a copy of the workflow and notebooks (so a test may edit a notebook): two tiny random
+    ViTs, six photographs; Fig. 3 of both, Fig. S4 (projections) of tiny-a."""
+    base = tmp_path_factory.mktemp("audit")
+    repo = base / "repo"
+    repo.mkdir()
+    for name in ("workflow", "notebooks", "config"):
+        shutil.copytree(REPO / name, repo / name)
+    shutil.copy2(REPO / "Snakefile", repo / "Snakefile")
+    (repo / "src").symlink_to(REPO / "src")
+    photos = base / "photos"
+    write_photos(photos, n=6)
+    cfg = write_config(
+        base,
+        {
+            "models": {A: {"spec": make_tiny_vit(base / "wa")}, B: {"spec": make_tiny_vit(base / "wb", depth=2)}},
+            "images": {"photos": {"source": f"folder:{photos}"}},
+            "projections": {"images": "photos", "batch_size": 4},
+            "analysis": {"device": "cpu"},
+            "figures": {"fig3": [A, B], "s1": [], "s2": [], "s4": [A], "fig2": None, "fig6": None},
+        },
+    )
+    work = base / "run"
+    snakemake(work, "--cores", "2", config=cfg, snakefile=repo / "Snakefile")
+    return {"work": work, "repo": repo, "config": cfg, "photos": photos, "weights_b": base / "wb/tiny.safetensors"}
+
+
+FIG3 = {f"figures/fig3_{v}_cosine.provenance.json" for v in ("weighted", "unweighted")}
+S4 = {"figures/s4_anisotropy.provenance.json"}
+
+
+def test_a_fresh_run_audits_clean(run: dict[str, Path]) -> None:
+    status, entries = audit(run["work"] / "results")
+    assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
+    kinds = {e["kind"] for e in entries.values()}
+    assert {"weights manifest", "modes/v1", "scores/v1", "projections/v1", "figure"} <= kinds
+    assert len(entries) == 2 + 2 + 2 + 1 + 3  # manifests, modes, scores, projections, figures
+
+
+def test_an_edited_weight_byte_flags_that_model_and_what_was_made_from_it(run: dict[str, Path]) -> None:
+    def flip(p: Path) -> None:
+        data = bytearray(p.read_bytes())
+        data[-100] ^= 0xFF
+        p.write_bytes(bytes(data))
+
+    with tampered(run["weights_b"], flip):
+        status, entries = audit(run["work"] / "results")
+    assert status == 1
+    assert not_ok(entries) == {f"weights/{B}.json", f"modes/{B}.zarr", f"scores/{B}.zarr"} | FIG3
+    assert any("tiny.safetensors: sha256" in f["message"] for f in entries[f"modes/{B}.zarr"]["findings"])
+    assert entries[f"scores/{B}.zarr"]["status"] == "changed-input"  # through the modes store it was made from
+    # a weights file that is gone is a missing input
+    moved = run["weights_b"].with_name("away")
+    run["weights_b"].rename(moved)
+    try:
+        _, entries = audit(run["work"] / "results")
+    finally:
+        moved.rename(run["weights_b"])
+    assert entries[f"weights/{B}.json"]["status"] == "missing-input"
+
+
+def test_a_replaced_image_flags_the_projections_and_their_figure(run: dict[str, Path]) -> None:
+    target = run["photos"] / "photo03.png"
+
+    def replace(p: Path) -> None:
+        Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(p)
+
+    with tampered(target, replace):
+        status, entries = audit(run["work"] / "results")
+    assert status == 1
+    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4
+    messages = [f["message"] for f in entries[f"projections/{A}/photos.zarr"]["findings"]]
+    assert any("1 changed (photo03.png)" in m for m in messages), messages
+    # an image added to the folder changes the set that was projected
+    extra = run["photos"] / "photo99.png"
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(extra)
+    try:
+        _, entries = audit(run["work"] / "results")
+    finally:
+        extra.unlink()
+    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4
+    assert any("1 added (photo99.png)" in f["message"] for f in entries[f"projections/{A}/photos.zarr"]["findings"])
+
+
+def test_an_edited_notebook_flags_its_figure_only(run: dict[str, Path]) -> None:
+    nb = run["repo"] / "notebooks/s4_anisotropy.ipynb"
+
+    def edit(p: Path) -> None:
+        data = json.loads(p.read_text())
+        data["cells"].append({"cell_type": "markdown", "metadata": {}, "source": ["an edit"]})
+        p.write_text(json.dumps(data))
+
+    with tampered(nb, edit):
+        status, entries = audit(run["work"] / "results")
+    assert status == 1 and not_ok(entries) == S4
+    assert "notebook" in entries[next(iter(S4))]["findings"][0]["message"]
+
+
+def test_a_config_change_flags_the_artefacts_of_that_section(run: dict[str, Path]) -> None:
+    import yaml
+
+    def reorder(p: Path) -> None:
+        cfg = yaml.safe_load(p.read_text())
+        cfg["figures"]["fig3"] = [B, A]
+        p.write_text(yaml.safe_dump(cfg))
+
+    with tampered(run["config"], reorder):
+        status, entries = audit(run["work"] / "results")
+    assert status == 1 and not_ok(entries) == FIG3
+    msg = entries[next(iter(FIG3))]["findings"][0]["message"]
+    assert msg.startswith("config figures/fig3 changed") and '["tiny-b", "tiny-a"]' in msg
+
+    def unrelated(p: Path) -> None:  # a comment or another section: the file's digest changes, no artefact does
+        p.write_text(p.read_text() + "# a note\n")
+
+    with tampered(run["config"], unrelated):
+        status, _ = audit(run["work"] / "results")
+    assert status == 0
+
+
+def test_an_edited_figure_a_different_code_version_and_a_dirty_tree(run: dict[str, Path]) -> None:
+    png = run["work"] / "results/figures/s4_anisotropy.png"
+    with tampered(png, lambda p: p.write_bytes(p.read_bytes() + b"\0")):
+        _, entries = audit(run["work"] / "results")
+    assert entries["figures/s4_anisotropy.provenance.json"]["status"] == "modified"
+
+    sidecar = run["work"] / "results/figures/s4_anisotropy.provenance.json"
+
+    def other_code(p: Path) -> None:
+        rec = json.loads(p.read_text())
+        rec["code"]["source_sha256"] = "0" * 64
+        rec["code"]["git"]["dirty"] = True
+        p.write_text(json.dumps(rec))
+
+    with tampered(sidecar, other_code):
+        r = subprocess.run(
+            [sys.executable, "-m", "qkdissect", "audit", "results"],
+            capture_output=True,
+            text=True,
+            cwd=run["work"],
+        )
+    assert r.returncode == 1
+    line = next(x for x in r.stdout.splitlines() if "s4_anisotropy" in x)
+    assert line.startswith("different-code")
+    assert "uncommitted changes" in r.stdout and "made by qkdissect source 000000000000…" in r.stdout
+
+
+def test_a_leftover_of_a_killed_write_is_reported_but_not_a_result(run: dict[str, Path]) -> None:
+    left = run["work"] / f"results/modes/{A}.zarr.tmp-deadbeef"
+    left.mkdir()
+    (left / "zarr.json").write_text("{}")
+    try:
+        status, entries = audit(run["work"] / "results")
+    finally:
+        shutil.rmtree(left)
+    assert status == 0 and entries[f"modes/{A}.zarr.tmp-deadbeef"]["kind"] == "partial write"

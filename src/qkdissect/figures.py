@@ -200,8 +200,9 @@ def save_figure(
     dpi: int = 300,
 ) -> Path:
     """Save as PNG and PDF with metadata; with ``provenance`` also ``<name>.provenance.json`` beside them (the
-    record plus the sha256 of the PNG and PDF under ``outputs``) and the record in the files' metadata (PNG text
-    chunk ``Description``, PDF ``Subject``). Written atomically."""
+    record plus the sha256 of the PNG and PDF under ``outputs``), ``<name>.provenance.html`` (the same record for
+    readers, shown in the Snakemake report) and the record in the files' metadata (PNG text chunk
+    ``Description``, PDF ``Subject``). Written atomically."""
     from .store import atomic_path
 
     out = Path(path)
@@ -221,6 +222,10 @@ def save_figure(
         outputs = {t.name: tree_sha256(t) for t in (out.with_suffix(e) for e in (out.suffix or ".png", ".pdf"))}
         with atomic_path(provenance_path(out)) as tmp:
             tmp.write_text(json.dumps({**provenance, "outputs": outputs}, indent=2, sort_keys=True) + "\n")
+        from .report import provenance_html
+
+        with atomic_path(provenance_path(out).with_suffix(".html")) as tmp:
+            tmp.write_text(provenance_html(provenance))
     plt.close(fig)
     return out
 

@@ -237,11 +237,12 @@ def papermill(input_nb, output_nb, log, *params, config_keys=()):
 
 
 def figure_outputs(stem):
-    """The files drawn for one figure (PNG, PDF, provenance JSON, executed notebook)."""
+    """The files drawn for one figure (PNG, PDF, provenance JSON and HTML, executed notebook)."""
     return [
         f"results/figures/{stem}.png",
         f"results/figures/{stem}.pdf",
         f"results/figures/{stem}.provenance.json",
+        f"results/figures/{stem}.provenance.html",
         f"results/notebooks/{stem}.ipynb",
     ]
 

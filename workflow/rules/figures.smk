@@ -3,6 +3,7 @@
 # provenance in the file metadata and in a .provenance.json beside them. Plotting only reads stores: restyling a
 # figure never reruns an SVD.
 localrules:
+    crate,
     fig3,
     s1_histograms,
     s2_spectrum,
@@ -29,8 +30,9 @@ rule fig3:
             labels={"figure": "Fig. 3", "variant": "{variant}"},
         ),
         pdf="results/figures/fig3_{variant}_cosine.pdf",
-        provenance=report(
-            "results/figures/fig3_{variant}_cosine.provenance.json",
+        provenance="results/figures/fig3_{variant}_cosine.provenance.json",
+        provenance_html=report(
+            "results/figures/fig3_{variant}_cosine.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. 3 ({variant})"},
@@ -72,8 +74,9 @@ rule s1_histograms:
             labels={"figure": "Fig. S1", "model": "{model}"},
         ),
         pdf="results/figures/s1_cosine_histograms_{model}.pdf",
-        provenance=report(
-            "results/figures/s1_cosine_histograms_{model}.provenance.json",
+        provenance="results/figures/s1_cosine_histograms_{model}.provenance.json",
+        provenance_html=report(
+            "results/figures/s1_cosine_histograms_{model}.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. S1 ({model})"},
@@ -108,8 +111,9 @@ rule s2_spectrum:
             labels={"figure": "Fig. S2", "model": "{model}"},
         ),
         pdf="results/figures/s2_spectrum_grid_{model}.pdf",
-        provenance=report(
-            "results/figures/s2_spectrum_grid_{model}.provenance.json",
+        provenance="results/figures/s2_spectrum_grid_{model}.provenance.json",
+        provenance_html=report(
+            "results/figures/s2_spectrum_grid_{model}.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. S2 ({model})"},
@@ -144,8 +148,9 @@ rule s3_ijepa:
             labels={"figure": "Fig. S3"},
         ),
         pdf="results/figures/s3_ijepa_encoder_predictor.pdf",
-        provenance=report(
-            "results/figures/s3_ijepa_encoder_predictor.provenance.json",
+        provenance="results/figures/s3_ijepa_encoder_predictor.provenance.json",
+        provenance_html=report(
+            "results/figures/s3_ijepa_encoder_predictor.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. S3"},
@@ -180,8 +185,9 @@ rule fig1:
             labels={"figure": "Fig. 1"},
         ),
         pdf="results/figures/fig1_example_modes.pdf",
-        provenance=report(
-            "results/figures/fig1_example_modes.provenance.json",
+        provenance="results/figures/fig1_example_modes.provenance.json",
+        provenance_html=report(
+            "results/figures/fig1_example_modes.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. 1"},
@@ -222,8 +228,9 @@ rule fig4:
             labels={"figure": "Fig. 4"},
         ),
         pdf="results/figures/fig4_top_images.pdf",
-        provenance=report(
-            "results/figures/fig4_top_images.provenance.json",
+        provenance="results/figures/fig4_top_images.provenance.json",
+        provenance_html=report(
+            "results/figures/fig4_top_images.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. 4"},
@@ -264,8 +271,9 @@ rule gallery:
             labels={"figure": "gallery {name}"},
         ),
         pdf="results/figures/gallery_{name}.pdf",
-        provenance=report(
-            "results/figures/gallery_{name}.provenance.json",
+        provenance="results/figures/gallery_{name}.provenance.json",
+        provenance_html=report(
+            "results/figures/gallery_{name}.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "gallery {name}"},
@@ -305,8 +313,9 @@ rule fig5:
             labels={"figure": "Fig. 5"},
         ),
         pdf="results/figures/fig5_image_modes.pdf",
-        provenance=report(
-            "results/figures/fig5_image_modes.provenance.json",
+        provenance="results/figures/fig5_image_modes.provenance.json",
+        provenance_html=report(
+            "results/figures/fig5_image_modes.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. 5"},
@@ -349,8 +358,9 @@ rule s17:
             labels={"figure": "S17-S19 {name}"},
         ),
         pdf="results/figures/s17_{name}.pdf",
-        provenance=report(
-            "results/figures/s17_{name}.provenance.json",
+        provenance="results/figures/s17_{name}.provenance.json",
+        provenance_html=report(
+            "results/figures/s17_{name}.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "S17-S19 {name}"},
@@ -394,8 +404,9 @@ rule s4:
             labels={"figure": "Fig. S4"},
         ),
         pdf="results/figures/s4_anisotropy.pdf",
-        provenance=report(
-            "results/figures/s4_anisotropy.provenance.json",
+        provenance="results/figures/s4_anisotropy.provenance.json",
+        provenance_html=report(
+            "results/figures/s4_anisotropy.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. S4"},
@@ -433,8 +444,9 @@ rule fig2:
             labels={"figure": "Fig. 2", "dataset": "{dataset}"},
         ),
         pdf="results/figures/fig2_preference_{dataset}.pdf",
-        provenance=report(
-            "results/figures/fig2_preference_{dataset}.provenance.json",
+        provenance="results/figures/fig2_preference_{dataset}.provenance.json",
+        provenance_html=report(
+            "results/figures/fig2_preference_{dataset}.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. 2 ({dataset})"},
@@ -472,8 +484,9 @@ rule fig6:
             labels={"figure": "Fig. 6", "dataset": "{dataset}"},
         ),
         pdf="results/figures/fig6_same_object_{dataset}.pdf",
-        provenance=report(
-            "results/figures/fig6_same_object_{dataset}.provenance.json",
+        provenance="results/figures/fig6_same_object_{dataset}.provenance.json",
+        provenance_html=report(
+            "results/figures/fig6_same_object_{dataset}.provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"figure": "Fig. 6 ({dataset})"},
@@ -495,3 +508,18 @@ rule fig6:
             "-p notebook {input.notebook:q}",
             config_keys=["figures/fig6"],
         )
+
+
+# The results folder as an RO-Crate (RO-Crate 1.1, Process Run Crate profile): every figure, store and weights
+# manifest with its sha256, the inputs recorded in their provenance, and the action that made each.
+rule crate:
+    input:
+        all_figures(),
+    output:
+        "results/ro-crate-metadata.json",
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/crate.log",
+    shell:
+        qkdissect("crate results > {log:q} 2>&1")

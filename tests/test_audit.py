@@ -20,15 +20,13 @@ from conftest import REPO, make_tiny_vit, write_photos
 from qkdissect.provenance import git_state, tree_sha256
 from test_workflow import snakemake, write_config
 
-#: the code running the tests may be a checkout with uncommitted changes (a developer's); CI's is clean
-DIRTY = bool(git_state().get("dirty"))
 A, B = "tiny-a", "tiny-b"
 
 
 def audit(results: Path, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
     """Run the CLI as a user does; return its exit status and {artefact path relative to results: entry}."""
     args = [sys.executable, "-m", "qkdissect", "audit", str(results), "--json", *extra]
-    if DIRTY:
+    if git_state().get("dirty"):  # a developer's checkout with uncommitted changes; CI's is clean
         args.append("--allow-dirty")
     r = subprocess.run(args, capture_output=True, text=True, cwd=results.parent, timeout=300)
     assert r.returncode in (0, 1), r.stderr

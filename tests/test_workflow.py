@@ -17,6 +17,7 @@ import yaml
 
 from conftest import REPO, make_ijepa_checkpoint
 from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
+from qkdissect.provenance import git_state
 from qkdissect.store import open_store
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -249,6 +250,14 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     snakemake(work, "--report", "results/report.html")
     html = (work / "results/report.html").read_text()
     assert "Fig. 3 (weighted)" in html and "Provenance of results/figures/fig3_weighted_cosine.png" in html
+    # the whole chain audits clean (weights re-hashed, skimage photographs re-read, config sections compared)
+    audit = [sys.executable, "-m", "qkdissect", "audit", "results"]
+    audit += ["--allow-dirty"] if git_state().get("dirty") else []
+    r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert r.stdout.strip().endswith(f"{len(OFFLINE_FIGURES) + 6} ok")  # figures + manifest, 5 stores
+    crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
+    assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == len(OFFLINE_FIGURES) + 6
 
 
 def brute_force_layer_cosines(path: Path, n_heads: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,11 +30,12 @@ CONFIG_FILES = [os.path.abspath(f) for f in workflow.configfiles]
 
 def provenance_env(keys):
     """The environment that tells the package which config file(s) are in force and which of their sections the
-    rule's output depends on ('/'-separated key paths; '{wildcards.x}' parts are filled in by Snakemake). The
-    output's provenance records those sections; `qkdissect audit` compares them with the config as it is now."""
+    rule's output depends on (key paths as lists, e.g. ["figures", "fig3"]; '{wildcards.x}' parts are filled in by
+    Snakemake). The output's provenance records those sections; `qkdissect audit` compares them with the config
+    as it is now."""
     if not keys:
         return ""
-    paths = json.dumps([k.split("/") for k in keys], separators=(",", ":"))
+    paths = json.dumps([list(k) for k in keys], separators=(",", ":"))
     return f"QKDISSECT_CONFIG_FILES={shlex.quote(os.pathsep.join(CONFIG_FILES))} QKDISSECT_CONFIG_KEYS='{paths}' "
 
 

@@ -58,7 +58,7 @@ rule fig3:
             "-p weighted {params.weighted}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/fig3"],
+            config_keys=[["figures", "fig3"]],
         )
 
 
@@ -94,7 +94,7 @@ rule s1_histograms:
             "-p scores {input.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/s1"],
+            config_keys=[["figures", "s1"]],
         )
 
 
@@ -132,7 +132,7 @@ rule s2_spectrum:
             "-p scores {input.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/s2"],
+            config_keys=[["figures", "s2"]],
         )
 
 
@@ -169,7 +169,7 @@ rule s3_ijepa:
             "-p predictor {input.predictor:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/s3"],
+            config_keys=[["figures", "s3"]],
         )
 
 
@@ -212,7 +212,7 @@ rule fig1:
             "-p title {params.title:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/fig1"],
+            config_keys=[["figures", "fig1"]],
         )
 
 
@@ -255,7 +255,7 @@ rule fig4:
             "-p title {params.title:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/fig4", "figures/gallery_k"],
+            config_keys=[["figures", "fig4"], ["figures", "gallery_k"]],
         )
 
 
@@ -297,7 +297,7 @@ rule gallery:
             "-p title {wildcards.name:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/galleries/{wildcards.name}", "figures/gallery_k"],
+            config_keys=[["figures", "galleries", "{wildcards.name}"], ["figures", "gallery_k"]],
         )
 
 
@@ -342,7 +342,7 @@ rule fig5:
             "-p n_modes {params.n_modes}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/fig5"],
+            config_keys=[["figures", "fig5"]],
         )
 
 
@@ -387,7 +387,7 @@ rule s17:
             "-p k {params.k}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/s17/{wildcards.name}"],
+            config_keys=[["figures", "s17", "{wildcards.name}"]],
         )
 
 
@@ -428,7 +428,7 @@ rule s4:
             "-y {params.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/s4"],
+            config_keys=[["figures", "s4"]],
         )
 
 
@@ -468,7 +468,7 @@ rule fig2:
             "-p example {params.example}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/fig2"],
+            config_keys=[["figures", "fig2"]],
         )
 
 
@@ -506,7 +506,7 @@ rule fig6:
             "-y {params.same_object:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=["figures/fig6"],
+            config_keys=[["figures", "fig6"]],
         )
 
 

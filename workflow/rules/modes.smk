@@ -26,5 +26,5 @@ rule modes:
             "--device {params.device} --dtype {params.dtype} --block-rtol {params.block_rtol} "
             "-o {output:q} > {log:q} 2>&1",
             threads=True,
-            config_keys=["models/{wildcards.model}", "analysis/dtype", "analysis/block_rtol"],
+            config_keys=[["models", "{wildcards.model}"], ["analysis", "dtype"], ["analysis", "block_rtol"]],
         )

@@ -35,10 +35,10 @@ rule project:
             "--device {params.device} -o {output:q} > {log:q} 2>&1",
             threads=True,
             config_keys=[
-                "models/{wildcards.model}",
-                "images/{wildcards.images}",
-                "projections/tokens",
-                "projections/top_k",
+                ["models", "{wildcards.model}"],
+                ["images", "{wildcards.images}"],
+                ["projections", "tokens"],
+                ["projections", "top_k"],
             ],
         )
 
@@ -71,7 +71,7 @@ rule preference:
             "preference {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
             "--dataset {params.source:q} {params.limit} --device {params.device} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
-            config_keys=["models/{wildcards.model}", "mask_datasets/{wildcards.dataset}"],
+            config_keys=[["models", "{wildcards.model}"], ["mask_datasets", "{wildcards.dataset}"]],
         )
 
 
@@ -107,9 +107,9 @@ rule same_object:
             "--tokens {params.tokens} --device {params.device} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
             config_keys=[
-                "models/{wildcards.model}",
-                "mask_datasets/{wildcards.dataset}",
-                "figures/fig6/top",
-                "projections/tokens",
+                ["models", "{wildcards.model}"],
+                ["mask_datasets", "{wildcards.dataset}"],
+                ["figures", "fig6", "top"],
+                ["projections", "tokens"],
             ],
         )

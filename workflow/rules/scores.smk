@@ -20,5 +20,5 @@ rule scores:
     shell:
         qkdissect(
             "scores {input:q} --level {params.level} {params.released_code} -o {output:q} > {log:q} 2>&1",
-            config_keys=["models/{wildcards.model}", "analysis/released_code", "analysis/null_level"],
+            config_keys=[["models", "{wildcards.model}"], ["analysis", "released_code"], ["analysis", "null_level"]],
         )

@@ -20,5 +20,5 @@ rule weights:
     shell:
         qkdissect(
             "resolve {params.spec:q} --name {wildcards.model:q} -o {output:q} > {log:q} 2>&1",
-            config_keys=["models/{wildcards.model}"],
+            config_keys=[["models", "{wildcards.model}"]],
         )

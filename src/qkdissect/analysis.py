@@ -13,6 +13,7 @@ import torch
 import xarray as xr
 
 from . import scores as sc
+from .layernorm import Folding, folded_factors
 from .models import LoadedModel, ModelSpec, QKWeights, load_qk
 from .modes import DType, degenerate_blocks, device_record, qk_modes, resolve_device
 from .provenance import base_record, dependency, items_sha256, tree_sha256, utc_now
@@ -55,11 +56,14 @@ def compute_modes(
     block_rtol: float = 1e-3,
     model_key: str | None = None,
     manifest: Manifest = None,
+    folding: Folding = "raw",
 ) -> xr.Dataset:
     """Load a model, extract its per-head W_q and W_k, and return the modes dataset with provenance.
 
     ``manifest`` (from :func:`qkdissect.weights.resolve_weights`, or its JSON file) is checked against the weights
-    actually loaded and recorded in the provenance."""
+    actually loaded and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
+    LayerNorm-aware interaction ``(P) diag(gamma) W_q^T W_k diag(gamma) (P)`` instead of the paper's raw one
+    (:mod:`qkdissect.layernorm`)."""
     from .weights import check_manifest
 
     started = utc_now()
@@ -71,7 +75,8 @@ def compute_modes(
     t_load = time.perf_counter() - t0
     dev = resolve_device(device)
     t1 = time.perf_counter()
-    modes = qk_modes(qk.w_q, qk.w_k, dtype=dtype, device=dev)
+    w_q, w_k = folded_factors(qk, folding)
+    modes = qk_modes(w_q, w_k, dtype=dtype, device=dev)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t_svd = time.perf_counter() - t1
@@ -80,7 +85,7 @@ def compute_modes(
     info = qk.describe()
     record = base_record(
         "modes",
-        {"dtype": dtype, "device_requested": device, "block_rtol": block_rtol, "weights_processing": "raw"},
+        {"dtype": dtype, "device_requested": device, "block_rtol": block_rtol, "weights_processing": folding},
     )
     record.update(
         {
@@ -108,6 +113,7 @@ def compute_modes(
         "dtype": dtype,
         "device": str(dev),
         "block_rtol": block_rtol,
+        "folding": folding,
         "notes": qk.notes,
         "provenance": record,
     }

@@ -70,6 +70,7 @@ def _cmd_modes(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             block_rtol=args.block_rtol,
+            folding=args.folding,
             model_key=args.name or model,
             manifest=args.manifest,
         )
@@ -273,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1e-3,
         help="singular values closer than this fraction of the largest form one block",
+    )
+    mo.add_argument(
+        "--folding",
+        default="raw",
+        choices=["raw", "folded", "folded-centred"],
+        help="raw: W_q^T W_k as the paper; folded: diag(gamma) W_q^T W_k diag(gamma) (the LayerNorm's scale); "
+        "folded-centred: also its centring P (beyond the paper)",
     )
     _model_options(mo)
     mo.set_defaults(func=_cmd_modes)

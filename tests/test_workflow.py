@@ -39,6 +39,9 @@ PAPER_RULE_COUNTS = {
     "fig5": 1,
     "gallery": 4,
     "s4": 1,
+    "modes_folded": 32,
+    "scores_folded": 32,
+    "ln_folding": 1,
 }
 OFFLINE_MODEL = "dinov2-vits14-imgfocus"
 OFFLINE_FIGURES = [
@@ -54,6 +57,7 @@ OFFLINE_FIGURES = [
     "s4_anisotropy",
     "fig2_preference_synthetic",
     "fig6_same_object_synthetic",
+    "ln_folding_cosine",
 ]
 
 
@@ -138,6 +142,7 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
         "s4_anisotropy.ipynb",
         "fig2_preference.ipynb",
         "fig6_same_object.ipynb",
+        "ln_folding.ipynb",
     }
     expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else {"image_top.ipynb"}
     assert used == expected
@@ -255,9 +260,10 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     audit += ["--allow-dirty"] if git_state().get("dirty") else []
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
-    assert r.stdout.strip().endswith(f"{len(OFFLINE_FIGURES) + 6} ok")  # figures + manifest, 5 stores
+    n = len(OFFLINE_FIGURES) + 1 + 5 + 4  # figures, the manifest, 5 stores, folded modes and scores (2 each)
+    assert r.stdout.strip().endswith(f"{n} ok")
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
-    assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == len(OFFLINE_FIGURES) + 6
+    assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n
 
 
 def brute_force_layer_cosines(path: Path, n_heads: int) -> tuple[np.ndarray, np.ndarray]:

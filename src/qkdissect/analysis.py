@@ -166,6 +166,7 @@ def compute_scores(
             {
                 "qkdissect_schema": f"scores/v{SCHEMA_VERSION}",
                 "model_id": modes.attrs.get("model_id"),
+                "folding": modes.attrs.get("folding", "raw"),
                 "d_model": int(u.shape[-2]),
                 "d_head": modes.attrs.get("d_head"),
                 "released_code": released_code,

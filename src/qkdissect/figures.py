@@ -71,6 +71,40 @@ def layer_cosine_figure(
     return fig
 
 
+FOLDING_STYLES = {
+    "raw": {"color": "k", "linestyle": "-", "label": "raw  W_q^T W_k (paper)"},
+    "folded": {"color": "tab:blue", "linestyle": "--", "label": "folded  diag(γ) W_q^T W_k diag(γ)"},
+    "folded-centred": {"color": "tab:orange", "linestyle": ":", "label": "folded + centred  P diag(γ)…diag(γ) P"},
+}
+
+
+def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int = 4) -> plt.Figure:
+    """Beyond the paper: per model, the weighted layer cosine of its raw, LayerNorm-folded and folded-centred
+    modes against normalised depth (``stores[model][folding]`` are scores stores), with the null band."""
+    if not stores:
+        raise ValueError("folding_figure needs at least one model")
+    nrows, ncols = _grid(len(stores), ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(max(4.5, 3.0 * ncols), 2.6 * nrows + 0.8), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, (model, by_folding) in zip(axes.flat, stores.items(), strict=False):
+        order = sorted(by_folding, key=lambda f: list(FOLDING_STYLES).index(f) if f in FOLDING_STYLES else 99)
+        for folding in order:
+            ds = by_folding[folding]
+            st = FOLDING_STYLES.get(folding, {"label": folding})
+            ax.plot(ds.depth.values, ds.layer_weighted.values, marker="o", ms=2, lw=1.1, **st)
+        _null_band(ax, list(by_folding.values()))
+        ax.set_title(model, fontsize=8)
+        ax.set_xlim(0, 1)
+    for ax in list(axes.flat)[len(stores) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=5.5, frameon=False, loc="upper right")
+    title = "Weighted layer cosine: raw vs LayerNorm-folded modes"
+    _label_grid(fig, title, "Normalised layer  l/(L-1)", "Weighted cosine similarity", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _level(scores: xr.Dataset) -> str:
     return f"{float(scores.attrs.get('null_level', 0.95)):.0%}"
 

@@ -60,7 +60,7 @@ def _check_config():
                 + "Known models: `qkdissect models`; otherwise give it one, e.g. "
                 f"{name}: {{spec: 'timm:vit_base_patch16_224@/path/to/weights.safetensors'}}"
             )
-    for key in ("fig3", "s1", "s2"):
+    for key in ("fig3", "s1", "s2", "ln_folding"):
         wanted = config["figures"][key]
         if isinstance(wanted, list):
             unknown = [m for m in wanted if m not in MODELS]
@@ -158,6 +158,18 @@ def uses_gpu():
 
 def fig3_scores(wildcards):
     return expand("results/scores/{model}.zarr", model=figure_models("fig3"))
+
+
+FOLDINGS = ("raw", "folded", "folded-centred")
+
+
+def folding_store(model, folding):
+    """The scores store of a model's raw (the paper's) or LayerNorm-folded modes."""
+    return f"results/scores/{model}.zarr" if folding == "raw" else f"results/scores_ln/{folding}/{model}.zarr"
+
+
+def ln_folding_scores(wildcards):
+    return [folding_store(m, f) for m in figure_models("ln_folding") for f in FOLDINGS]
 
 
 def s3_scores(wildcards):
@@ -259,6 +271,8 @@ def all_figures():
         out += figure_outputs(f"s2_spectrum_grid_{m}")
     if config["figures"]["s3"]:
         out += figure_outputs("s3_ijepa_encoder_predictor")
+    if figure_models("ln_folding"):
+        out += figure_outputs("ln_folding_cosine")
     fig = config["figures"]
     if fig["fig1"]:
         out += figure_outputs("fig1_example_modes")

@@ -4,6 +4,7 @@
 # figure never reruns an SVD.
 localrules:
     crate,
+    ln_folding,
     fig3,
     s1_histograms,
     s2_spectrum,
@@ -509,6 +510,47 @@ rule fig6:
             config_keys=[["figures", "fig6"]],
         )
 
+
+# Beyond the paper: does the grouping-to-contextualisation trend survive when the LayerNorm the attention sees is
+# folded into W_q^T W_k? Weighted layer cosine of the raw, folded and folded-centred modes, per model.
+rule ln_folding:
+    input:
+        notebook=notebook("ln_folding.ipynb"),
+        scores=ln_folding_scores,
+    output:
+        png=report(
+            "results/figures/ln_folding_cosine.png",
+            caption="../report/ln_folding.rst",
+            category="Beyond the paper",
+            labels={"figure": "LayerNorm folding"},
+        ),
+        pdf="results/figures/ln_folding_cosine.pdf",
+        provenance="results/figures/ln_folding_cosine.provenance.json",
+        provenance_html=report(
+            "results/figures/ln_folding_cosine.provenance.html",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "LayerNorm folding"},
+        ),
+        notebook="results/notebooks/ln_folding_cosine.ipynb",
+    params:
+        scores=lambda w: yaml_param(
+            "scores", {m: {f: folding_store(m, f) for f in FOLDINGS} for m in figure_models("ln_folding")}
+        ),
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/ln_folding_cosine.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-y {params.scores:q}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+            config_keys=[["figures", "ln_folding"]],
+        )
 
 # The results folder as an RO-Crate (RO-Crate 1.1, Process Run Crate profile): every figure, store and weights
 # manifest with its sha256, the inputs recorded in their provenance, and the action that made each.

@@ -9,6 +9,7 @@ rule modes:
         device=config["analysis"]["device"],
         dtype=config["analysis"]["dtype"],
         block_rtol=config["analysis"]["block_rtol"],
+        folding=lambda w: getattr(w, "folding", "raw"),
     threads: modes_resources("threads")
     resources:
         mem_mb=modes_mem_mb,
@@ -24,7 +25,18 @@ rule modes:
         qkdissect(
             "modes {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
             "--device {params.device} --dtype {params.dtype} --block-rtol {params.block_rtol} "
-            "-o {output:q} > {log:q} 2>&1",
+            "--folding {params.folding} -o {output:q} > {log:q} 2>&1",
             threads=True,
             config_keys=[["models", "{wildcards.model}"], ["analysis", "dtype"], ["analysis", "block_rtol"]],
         )
+
+
+# Beyond the paper: the LayerNorm-aware interaction diag(gamma) W_q^T W_k diag(gamma) ("folded"), and with the
+# norm's centring ("folded-centred"), stored beside the paper's raw modes, never instead of them.
+use rule modes as modes_folded with:
+    output:
+        directory("results/modes_ln/{folding}/{model}.zarr"),
+    log:
+        "results/logs/modes_ln/{folding}/{model}.log",
+    benchmark:
+        "results/benchmarks/modes_ln/{folding}/{model}.tsv"

@@ -22,3 +22,14 @@ rule scores:
             "scores {input:q} --level {params.level} {params.released_code} -o {output:q} > {log:q} 2>&1",
             config_keys=[["models", "{wildcards.model}"], ["analysis", "released_code"], ["analysis", "null_level"]],
         )
+
+
+use rule scores as scores_folded with:
+    input:
+        "results/modes_ln/{folding}/{model}.zarr",
+    output:
+        directory("results/scores_ln/{folding}/{model}.zarr"),
+    log:
+        "results/logs/scores_ln/{folding}/{model}.log",
+    benchmark:
+        "results/benchmarks/scores_ln/{folding}/{model}.tsv"

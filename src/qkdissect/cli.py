@@ -149,6 +149,37 @@ def _cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_logits(args: argparse.Namespace) -> int:
+    from .analysis import compute_logit_stats
+    from .store import open_store
+
+    out = compute_logit_stats(
+        args.model,
+        args.modes,
+        args.images,
+        args.output,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        limit=args.limit,
+        model_key=args.name,
+        manifest=args.manifest,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        ds = open_store(out, "logits")
+        rows = ds.share.sel(scope="rows").mean("head")
+        half = ds.explained.sel(k=ds.k.values[len(ds.k) // 2]).mean("head")
+        for layer in ds.layer.values:
+            r = rows.sel(layer=layer)
+            print(
+                f"layer {layer:2d}  within-row shares: token {float(r.sel(term='token')):.3f}  query bias "
+                f"{float(r.sel(term='query_bias')):.3f}  |  top-{int(half.k)} modes {float(half.sel(layer=layer)):.3f}"
+                f"  |  winning margin from cos>0 modes {float(ds.winning_positive.sel(layer=layer).mean()):.3f}"
+            )
+    return 0
+
+
 def _cmd_preference(args: argparse.Namespace) -> int:
     from .analysis import compute_preference
     from .store import open_store
@@ -305,6 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--limit", type=int, default=None, help="only the first N images (in sorted id order)")
     _model_options(pj)
     pj.set_defaults(func=_cmd_project)
+
+    lg = sub.add_parser(
+        "logits",
+        help="beyond the paper: logit variance shares of the modes and bias terms, top-k modes, who wins the softmax",
+    )
+    lg.add_argument("model", help="the model the modes store was computed from")
+    lg.add_argument("--modes", required=True, help="modes store of that model")
+    lg.add_argument("--images", required=True, help="skimage | folder:/path | imagenet-val:/path")
+    lg.add_argument("-o", "--output", required=True, help="logits store (.zarr)")
+    lg.add_argument("--batch-size", type=int, default=4)
+    lg.add_argument("--device", default="auto")
+    lg.add_argument("--workers", type=int, default=None)
+    lg.add_argument("--limit", type=int, default=None)
+    _model_options(lg)
+    lg.set_defaults(func=_cmd_logits)
 
     pf = sub.add_parser(
         "preference", help="attention preference on images with masks (paper Fig. 2): same / different / background"

@@ -60,7 +60,7 @@ def _check_config():
                 + "Known models: `qkdissect models`; otherwise give it one, e.g. "
                 f"{name}: {{spec: 'timm:vit_base_patch16_224@/path/to/weights.safetensors'}}"
             )
-    for key in ("fig3", "s1", "s2", "ln_folding"):
+    for key in ("fig3", "s1", "s2", "ln_folding", "logits"):
         wanted = config["figures"][key]
         if isinstance(wanted, list):
             unknown = [m for m in wanted if m not in MODELS]
@@ -168,6 +168,10 @@ def folding_store(model, folding):
     return f"results/scores/{model}.zarr" if folding == "raw" else f"results/scores_ln/{folding}/{model}.zarr"
 
 
+def logits_stores(wildcards):
+    return [f"results/logits/{m}/{config['projections']['images']}.zarr" for m in figure_models("logits")]
+
+
 def ln_folding_scores(wildcards):
     return [folding_store(m, f) for m in figure_models("ln_folding") for f in FOLDINGS]
 
@@ -191,6 +195,12 @@ def preference_stores(wildcards):
 
 def same_object_stores(wildcards):
     return [f"results/same_object/{m}/{wildcards.dataset}.zarr" for m in mask_figure_models("fig6")]
+
+
+def logits_limit(images):
+    """`--limit N` of the logits pass: the smaller of the image set's limit and projections.logits_limit."""
+    limits = [n for n in (config["images"][images]["limit"], config["projections"]["logits_limit"]) if n]
+    return f"--limit {min(limits)}" if limits else ""
 
 
 def limit_option(section, name):
@@ -273,6 +283,8 @@ def all_figures():
         out += figure_outputs("s3_ijepa_encoder_predictor")
     if figure_models("ln_folding"):
         out += figure_outputs("ln_folding_cosine")
+    if figure_models("logits"):
+        out += figure_outputs("logit_terms")
     fig = config["figures"]
     if fig["fig1"]:
         out += figure_outputs("fig1_example_modes")

@@ -4,6 +4,7 @@
 # figure never reruns an SVD.
 localrules:
     crate,
+    logit_terms,
     ln_folding,
     fig3,
     s1_histograms,
@@ -550,6 +551,44 @@ rule ln_folding:
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
             config_keys=[["figures", "ln_folding"]],
+        )
+
+# Beyond the paper: the logit terms, the top-k modes' share and who wins the softmax, one row per model.
+rule logit_terms:
+    input:
+        notebook=notebook("logit_terms.ipynb"),
+        logits=logits_stores,
+    output:
+        png=report(
+            "results/figures/logit_terms.png",
+            caption="../report/logit_terms.rst",
+            category="Beyond the paper",
+            labels={"figure": "logit terms"},
+        ),
+        pdf="results/figures/logit_terms.pdf",
+        provenance="results/figures/logit_terms.provenance.json",
+        provenance_html=report(
+            "results/figures/logit_terms.provenance.html",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "logit terms"},
+        ),
+        notebook="results/notebooks/logit_terms.ipynb",
+    params:
+        logits=lambda w, input: yaml_param("logits", list(input.logits)),
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/logit_terms.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-y {params.logits:q}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+            config_keys=[["figures", "logits"]],
         )
 
 # The results folder as an RO-Crate (RO-Crate 1.1, Process Run Crate profile): every figure, store and weights

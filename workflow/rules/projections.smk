@@ -113,3 +113,43 @@ rule same_object:
                 ["projections", "tokens"],
             ],
         )
+
+
+# Beyond the paper: the model's real attention logits on the image set, split into the token-token term (the
+# modes) and the three bias terms; the top-k modes' share of the token-token variance; who wins the softmax.
+rule logits:
+    input:
+        manifest="results/weights/{model}.json",
+        modes="results/modes/{model}.zarr",
+    output:
+        directory("results/logits/{model}/{images}.zarr"),
+    params:
+        spec=model_spec,
+        source=lambda w: config["images"][w.images]["source"],
+        limit=lambda w: logits_limit(w.images),
+        batch_size=config["projections"]["logits_batch_size"],
+        workers=config["projections"]["workers"],
+        device=config["analysis"]["device"],
+    threads: project_resources("threads")
+    resources:
+        mem_mb=project_resources("mem_mb"),
+        runtime=project_resources("runtime"),
+        gpu=1 if uses_gpu() else 0,
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/logits/{model}/{images}.log",
+    benchmark:
+        "results/benchmarks/logits/{model}/{images}.tsv"
+    shell:
+        qkdissect(
+            "logits {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
+            "--modes {input.modes:q} --images {params.source:q} {params.limit} --batch-size {params.batch_size} "
+            "--workers {params.workers} --device {params.device} -q -o {output:q} > {log:q} 2>&1",
+            threads=True,
+            config_keys=[
+                ["models", "{wildcards.model}"],
+                ["images", "{wildcards.images}"],
+                ["projections", "logits_limit"],
+            ],
+        )

@@ -37,6 +37,25 @@ def weights_dependencies(loaded: LoadedModel, manifest: Manifest) -> tuple[dict[
     return manifest, deps
 
 
+def weights_checked(
+    loaded: LoadedModel, name: str, manifest: Manifest
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """:func:`weights_dependencies`, with the manifest (when there is one) checked against the loaded weights."""
+    from .weights import check_manifest
+
+    manifest, deps = weights_dependencies(loaded, manifest)
+    if manifest is not None:
+        check_manifest(manifest, loaded.weights_sha256, name, loaded.weights_path)
+    return manifest, deps
+
+
+def image_set_dependency(spec: str, limit: int | None, source: Any, digests: list[str | None]) -> dict[str, Any]:
+    """An image set as an input: its spec and limit (to list it again) and one digest of its images as read
+    (``digests``: the sha256 of each of ``source.items``, as the image pass read it)."""
+    pairs = [(it.id, d) for it, d in zip(source.items, digests, strict=True)]
+    return {"role": "images", "spec": spec, "limit": limit, "count": len(pairs), "sha256": items_sha256(pairs)}
+
+
 def weights_record(loaded: LoadedModel, qk: QKWeights) -> dict[str, Any]:
     return {
         "spec": str(loaded.spec),
@@ -64,14 +83,10 @@ def compute_modes(
     actually loaded and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
     LayerNorm-aware interaction ``(P) diag(gamma) W_q^T W_k diag(gamma) (P)`` instead of the paper's raw one
     (:mod:`qkdissect.layernorm`)."""
-    from .weights import check_manifest
-
     started = utc_now()
     t0 = time.perf_counter()
     qk, loaded = load_qk(spec)
-    manifest, deps = weights_dependencies(loaded, manifest)
-    if manifest is not None:
-        check_manifest(manifest, loaded.weights_sha256, model_key or str(loaded.spec), loaded.weights_path)
+    manifest, deps = weights_checked(loaded, model_key or str(loaded.spec), manifest)
     t_load = time.perf_counter() - t0
     dev = resolve_device(device)
     t1 = time.perf_counter()
@@ -207,16 +222,6 @@ def load_image_model(spec: str | ModelSpec, device: str, model_key: str | None) 
     return ImageModel(qk, loaded, name, preprocess_for(loaded), dev, loaded.model.to(dev).eval(), qk.layout.grid)
 
 
-def weights_checked(im: ImageModel, manifest: Manifest) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """:func:`weights_dependencies` of a loaded image model, with the manifest checked against its weights."""
-    from .weights import check_manifest
-
-    manifest, deps = weights_dependencies(im.loaded, manifest)
-    if manifest is not None:
-        check_manifest(manifest, im.loaded.weights_sha256, im.name, im.loaded.weights_path)
-    return manifest, deps
-
-
 def _rows_of(model: Any, qk: QKWeights, x: torch.Tensor, rows: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
     """The preference pass's attention rows of the images ``i`` of a batch (one piece for AdaptiveBatch)."""
     from .preference import attention_rows
@@ -267,7 +272,7 @@ def compute_projections(
     t0 = time.perf_counter()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, pre, dev, model = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model
-    manifest, deps = weights_checked(im, manifest)
+    manifest, deps = weights_checked(im.loaded, im.name, manifest)
     modes = open_store(modes_path, "modes")
     if (
         modes.attrs.get("weights_sha256")
@@ -360,8 +365,7 @@ def compute_projections(
             "projections",
             {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "device_requested": device, "limit": limit},
         )
-        images_digest = items_sha256(zip((it.id for it in source.items), digests, strict=True))
-        image_dep = {"role": "images", "spec": images, "limit": limit, "count": n, "sha256": images_digest}
+        image_dep = image_set_dependency(images, limit, source, digests)
         record.update(
             {
                 "model": {"key": name, **qk.describe()},
@@ -459,7 +463,7 @@ def compute_logit_stats(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from .images import ImageDataset, collate, default_workers, image_source, source_digests
+    from .images import ImageDataset, collate, default_workers, image_source
     from .logits import SCOPES, TERMS, LogitStats, default_ks
     from .projections import layer_token_hooks
     from .store import open_store, write_store
@@ -467,7 +471,7 @@ def compute_logit_stats(
     started = utc_now()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, dev, model = im.qk, im.loaded, im.name, im.device, im.model
-    manifest, deps = weights_checked(im, manifest)
+    manifest, deps = weights_checked(im.loaded, im.name, manifest)
     modes = open_store(modes_path, "modes")
     source = image_source(images, limit=limit)
     ks = default_ks(qk.d_head)
@@ -489,8 +493,11 @@ def compute_logit_stats(
         collate_fn=collate,
     )
     n_valid, skipped = 0, []
+    digests: list[str | None] = [None] * len(source)
     with torch.inference_mode():
-        for ok, x, bad, _ in tqdm(loader, desc=f"logits {name}", unit="batch", disable=not progress):
+        for ok, x, bad, batch_digests in tqdm(loader, desc=f"logits {name}", unit="batch", disable=not progress):
+            for i, d in batch_digests:
+                digests[i] = d
             skipped += [source.items[i].id for i, _ in bad]
             if x is not None:
                 with layer_token_hooks(qk, "post-norm", update):
@@ -512,14 +519,13 @@ def compute_logit_stats(
             "dependencies": [
                 *deps,
                 dependency("modes store", modes_path),
-                {"role": "images", "spec": images, "limit": limit, "count": len(source),
-                 "sha256": items_sha256(source_digests(source))},
+                image_set_dependency(images, limit, source, digests),
             ],
             "device": device_record(device, dev),
             "started": started,
             "finished": utc_now(),
         }
-    )  # fmt: skip
+    )
     n_layers = qk.n_layers
     out = xr.Dataset(
         {
@@ -583,7 +589,7 @@ def compute_preference(
     started = utc_now()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, pre, dev, model, grid = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model, im.grid
-    manifest, deps = weights_checked(im, manifest)
+    manifest, deps = weights_checked(im.loaded, im.name, manifest)
     ds_masks = mask_dataset(dataset, limit=limit)
     tables, token_masks, rows_all = [], [], []
     items = ds_masks.items
@@ -689,7 +695,7 @@ def compute_same_object(
     started = utc_now()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, pre, dev, model, grid = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model, im.grid
-    manifest, deps = weights_checked(im, manifest)
+    manifest, deps = weights_checked(im.loaded, im.name, manifest)
     modes = open_store(modes_path, "modes")
     data = mask_dataset(dataset, limit=limit)
     run = AdaptiveBatch(f"same-object {name}")

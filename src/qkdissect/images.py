@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -169,15 +170,23 @@ def _array_to_image(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a).convert("RGB")
 
 
-def item_sha256(item: ImageItem) -> str | None:
-    """sha256 of an image as read: the file's bytes, or a bundled photograph's pixel array; None if unreadable."""
+Raw = bytes | np.ndarray  # an image as read: a file's bytes, or a bundled photograph's pixel array
+
+
+def read_raw(item: ImageItem) -> Raw:
+    """The image as read, before decoding (raises OSError/ValueError when it cannot be read)."""
+    return item.path.read_bytes() if item.path is not None else _skimage_array(item.id.split(":", 1)[1])
+
+
+def item_sha256(item: ImageItem, raw: Raw | None = None) -> str | None:
+    """sha256 of an image as read (``raw``, read here when not given); None if unreadable."""
     import hashlib
 
     try:
-        data = item.path.read_bytes() if item.path is not None else _skimage_array(item.id.split(":", 1)[1]).tobytes()
+        data = raw if raw is not None else read_raw(item)
     except (OSError, ValueError):
         return None
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(data.tobytes() if isinstance(data, np.ndarray) else data).hexdigest()
 
 
 def source_digests(source: ImageSource) -> list[tuple[str, str | None]]:
@@ -185,13 +194,14 @@ def source_digests(source: ImageSource) -> list[tuple[str, str | None]]:
     return [(it.id, item_sha256(it)) for it in source.items]
 
 
-def decode(item: ImageItem, target: int | None = None) -> Image.Image:
+def decode(item: ImageItem, target: int | None = None, raw: Raw | None = None) -> Image.Image:
     """An image as 8-bit RGB, upright (EXIF orientation applied). JPEGs much larger than ``target`` pixels on the
-    shorter side are decoded at a reduced scale. Raises ImageDecodeError naming the file."""
+    shorter side are decoded at a reduced scale. ``raw``: the image already read (:func:`read_raw`), so that it
+    is not read twice. Raises ImageDecodeError naming the file."""
     if item.path is None:
-        return _array_to_image(_skimage_array(item.id.split(":", 1)[1]))
+        return _array_to_image(raw if isinstance(raw, np.ndarray) else _skimage_array(item.id.split(":", 1)[1]))
     try:
-        with Image.open(item.path) as im:
+        with Image.open(io.BytesIO(raw) if isinstance(raw, bytes) else item.path) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise ImageDecodeError(f"{item.path}: {im.width}x{im.height} is over {MAX_PIXELS} pixels")
             if target and im.format == "JPEG":
@@ -340,9 +350,13 @@ class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str, str | None]:
         item = self.source.items[i]
-        digest = item_sha256(item)
         try:
-            img = decode(item, target=max(self.preprocess.crop))
+            raw: Raw | None = read_raw(item)
+        except (OSError, ValueError):
+            raw = None  # decode tries again and raises ImageDecodeError naming the file
+        digest = item_sha256(item, raw)
+        try:
+            img = decode(item, target=max(self.preprocess.crop), raw=raw)
         except ImageDecodeError as e:
             log.warning("skipping %s", e)
             return i, None, str(e), digest

@@ -121,8 +121,7 @@ def _remove(path: Path) -> None:
 def remove_leftovers(path: str | Path) -> list[Path]:
     """Delete what interrupted writes of ``path`` left beside it (``NAME.tmp-*``, ``NAME.old-*``)."""
     final = Path(path)
-    found = [] if not final.parent.is_dir() else sorted(final.parent.glob(f"{final.name}.tmp-*"))
-    found += sorted(final.parent.glob(f"{final.name}.old-*")) if final.parent.is_dir() else []
+    found = [p for kind in ("tmp", "old") for p in sorted(final.parent.glob(f"{final.name}.{kind}-*"))]
     for p in found:
         _remove(p)
     return found
@@ -144,14 +143,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.replace(final, old)
             failpoint("store:between-renames")
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+            _remove(old)
         else:
             os.replace(tmp, final)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
         raise
 
 

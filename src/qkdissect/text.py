@@ -1,0 +1,470 @@
+"""Language transformers (beyond the paper, its stated future work): real text, token projections onto every
+mode, and the passages with the largest attention score per mode.
+
+**Corpora.** A corpus spec names passages of real text:
+
+=========================  ===========================================================================
+``pydoc-topics``           the Python language reference shipped with every Python (``pydoc_data.topics``):
+                           its prose paragraphs (grammar and code blocks dropped), topics interleaved
+``file:/path``             a UTF-8 ``.txt`` file, or a folder of them (recursively, sorted): one passage per
+                           paragraph (blank-line separated)
+=========================  ===========================================================================
+
+**Score of a passage for one mode.** The image score (paper 1.6) is ``max_t q_t * max_t k_t``. For text the
+query and key tokens must also be a pair the model can attend over: for a decoder (causal) key j <= query i.
+With ``q_t = x_t . u`` and ``k_t = x_t . v`` the score is ``max over allowed (i, j) of [q_i]_+ [k_j]_+`` (sign
+"+"), and the same with -u, -v (sign "-"). For an encoder this is the image score whenever the maxima are
+positive. Special tokens ([CLS], [SEP]) and padding are left out. The query and key positions of the best pair
+are kept with each top passage, so a figure can mark them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .errors import QKDissectError
+from .models import LoadedModel, QKWeights, hub_offline
+from .projections import TokenSource, layer_token_hooks, stacked_uv
+
+#: bundled with Python itself: available on every machine, no download
+PYDOC = "pydoc-topics"
+MIN_WORDS = 12
+
+
+class CorpusError(QKDissectError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    text: str
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    spec: str
+    passages: tuple[Passage, ...]
+    origin: str
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": self.spec, "count": len(self), "origin": self.origin}
+
+    def digests(self) -> list[tuple[str, str | None]]:
+        return [(p.id, p.sha256()) for p in self.passages]
+
+
+def _prose(block: str) -> str | None:
+    """One paragraph as a single line of prose, or None for code, grammar, tables and headings."""
+    lines = block.split("\n")
+    if not lines or lines[0][:1].isspace() or any(s in block for s in ("::=", ">>>", "+---", "====", "****")):
+        return None
+    text = " ".join(line.strip().removeprefix("* ") for line in lines)
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text.split()) >= MIN_WORDS else None
+
+
+def paragraphs(text: str) -> list[str]:
+    """The prose paragraphs (blank-line separated, whitespace collapsed) of a text with at least 12 words."""
+    return [p for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if (p := _prose(block))]
+
+
+def _interleave(groups: Sequence[tuple[str, list[str]]]) -> list[Passage]:
+    """Paragraph k of every group, then k + 1, ...: the first N passages span every group."""
+    out: list[Passage] = []
+    for k in range(max((len(p) for _, p in groups), default=0)):
+        out += [Passage(f"{name}#{k}", paras[k]) for name, paras in groups if k < len(paras)]
+    return out
+
+
+def _pydoc() -> tuple[list[Passage], str]:
+    import sys
+    from pydoc_data.topics import topics
+
+    groups = [(f"{PYDOC}:{name}", paragraphs(topics[name])) for name in sorted(topics)]
+    return _interleave(groups), f"pydoc_data.topics of Python {sys.version.split()[0]}"
+
+
+def _files(root: Path) -> tuple[list[Passage], str]:
+    if not root.exists():
+        raise CorpusError(f"text corpus {root} does not exist: give a .txt file or a folder of .txt files")
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*.txt") if p.is_file())
+    if not files:
+        raise CorpusError(f"text corpus {root} has no .txt files")
+    groups = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"text corpus file {f} is not UTF-8 text ({e}); convert it or remove it") from e
+        name = f.name if root.is_file() else str(f.relative_to(root))
+        groups.append((name, paragraphs(text)))
+    return [Passage(f"{name}#{k}", p) for name, paras in groups for k, p in enumerate(paras)], f"text files in {root}"
+
+
+def corpus(spec: str, limit: int | None = None) -> Corpus:
+    """The passages of a corpus spec (see the module docstring), the first ``limit`` of them."""
+    if spec in (PYDOC, f"{PYDOC}:"):
+        passages, origin = _pydoc()
+    elif spec.startswith("file:"):
+        passages, origin = _files(Path(spec.removeprefix("file:")).expanduser())
+    else:
+        raise CorpusError(f"unknown text corpus {spec!r}: use {PYDOC} (bundled with Python) or file:/path/to/texts")
+    if not passages:
+        raise CorpusError(f"text corpus {spec} has no paragraph of at least {MIN_WORDS} words")
+    return Corpus(spec, tuple(passages[:limit] if limit else passages), origin)
+
+
+# ----------------------------------------------------------------------------------------- tokenizer
+def tokenizer_for(loaded: LoadedModel) -> Any:
+    """The model's own tokenizer: from the directory of its weights when it has one there, else from the hub id
+    (the Hugging Face cache; ``HF_HUB_OFFLINE`` respected). Decoders without a pad token pad with EOS."""
+    from transformers import AutoTokenizer
+
+    wdir = loaded.weights_path.parent if loaded.weights_path is not None else None
+    local = wdir is not None and any((wdir / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
+    target = str(wdir) if local else (str(loaded.spec.weights) if loaded.spec.weights else loaded.spec.name)
+    try:
+        tok = AutoTokenizer.from_pretrained(target, local_files_only=hub_offline() or local)
+    except (OSError, ValueError) as e:
+        raise QKDissectError(
+            f"no tokenizer for {loaded.spec} at {target}: {e}. Text models need their tokenizer files next to "
+            "the weights (save_pretrained of the tokenizer) or in the Hugging Face cache."
+        ) from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and special-token mask of a batch, right-padded and truncated."""
+    enc = tokenizer(
+        list(texts),
+        padding=True,
+        truncation=True,
+        max_length=max_tokens,
+        return_tensors="pt",
+        return_special_tokens_mask=True,
+    )
+    return dict(enc)
+
+
+def scored_mask(enc: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(batch, token) True for the tokens a passage score ranges over: real tokens, not special ones."""
+    return enc["attention_mask"].bool() & ~enc["special_tokens_mask"].bool()
+
+
+# ----------------------------------------------------------------------------------------- projection
+def pair_scores(q: torch.Tensor, k: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best pair per column: q, k (batch, token, c), zero where a token is left out; returns the score
+    ``max_{allowed i, j} [q_i]_+ [k_j]_+`` (batch, c), its query position i and key position j (batch, c).
+    Causal: j <= i, through the running maximum of [k]_+ (one cummax, no loop over tokens)."""
+    qp, kp = q.clamp(min=0), k.clamp(min=0)
+    if causal:
+        k_run, k_at = torch.cummax(kp, dim=1)
+        best, i = (qp * k_run).max(dim=1)
+        j = k_at.gather(1, i[:, None]).squeeze(1)
+        return best, i, j
+    q_best, i = qp.max(dim=1)
+    k_best, j = kp.max(dim=1)
+    return q_best * k_best, i, j
+
+
+@dataclass
+class TextBatch:
+    """Per passage (batch, layer, head, mode, sign): the score and the query/key token positions of its best pair."""
+
+    score: torch.Tensor
+    query_token: torch.Tensor
+    key_token: torch.Tensor
+
+
+class TextProjector:
+    """Projects every layer's tokens onto all U and V of the modes in one GEMM per layer and keeps, per passage
+    and mode, the best query-key pair (both signs at once)."""
+
+    def __init__(
+        self,
+        qk: QKWeights,
+        u: np.ndarray | torch.Tensor,
+        v: np.ndarray | torch.Tensor,
+        *,
+        source: TokenSource = "post-norm",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        u_t, v_t = torch.as_tensor(u), torch.as_tensor(v)
+        n_layers, n_heads, d, n_modes = u_t.shape
+        if (n_layers, n_heads, d) != (qk.n_layers, qk.n_heads, qk.d_model):
+            raise ValueError(
+                f"modes of shape (layer={n_layers}, head={n_heads}, d={d}) do not belong to this model "
+                f"(layer={qk.n_layers}, head={qk.n_heads}, d={qk.d_model})"
+            )
+        self.qk, self.source, self.causal = qk, source, qk.layout.causal
+        self.shape = (n_layers, n_heads, n_modes)
+        self.device, self.dtype = torch.device(device), dtype
+        self.uv = stacked_uv(u_t, v_t).to(device=self.device, dtype=dtype).contiguous()
+
+    @torch.inference_mode()
+    def __call__(self, model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> TextBatch:
+        n_layers, n_heads, n_modes = self.shape
+        keep = scored_mask(enc).to(self.device)[..., None, None]  # (batch, token, 1, 1)
+        out: list[Any] = [None] * n_layers
+
+        def reduce(layer: int, x: torch.Tensor) -> None:
+            p = x.to(self.dtype) @ self.uv[layer]  # (batch, token, 2*H*M)
+            q, k = p.unflatten(-1, (2, n_heads * n_modes)).unbind(-2)
+            q = torch.stack([q, -q], dim=-1) * keep  # both signs: (batch, token, H*M, 2)
+            k = torch.stack([k, -k], dim=-1) * keep
+            out[layer] = pair_scores(q.flatten(2), k.flatten(2), self.causal)
+
+        inputs = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        with layer_token_hooks(self.qk, self.source, reduce):
+            model(**inputs)
+        if any(o is None for o in out):
+            raise RuntimeError("the forward pass did not reach every attention layer")
+        b = enc["input_ids"].shape[0]
+        score, i, j = (torch.stack([o[n] for o in out], dim=1).reshape(b, *self.shape, 2) for n in range(3))
+        return TextBatch(score, i, j)
+
+
+# ----------------------------------------------------------------------------------------- top-k
+class TopPassages:
+    """Top-k passages per (layer, head, mode, sign) over a stream of batches, with their token positions."""
+
+    def __init__(self, shape: tuple[int, ...], k: int, device: torch.device | str = "cpu") -> None:
+        self.k = k
+        self.score = torch.full((*shape, 0), -torch.inf, device=device)
+        self.index = torch.full((*shape, 0), -1, dtype=torch.int64, device=device)
+        self.query = torch.full((*shape, 0), -1, dtype=torch.int64, device=device)
+        self.key = torch.full((*shape, 0), -1, dtype=torch.int64, device=device)
+
+    def update(self, batch: TextBatch, indices: torch.Tensor) -> None:
+        if batch.score.shape[0] == 0:
+            return
+        dev = self.score.device
+        cat = {
+            name: torch.cat([getattr(self, name), new.movedim(0, -1).to(getattr(self, name))], dim=-1)
+            for name, new in (("score", batch.score), ("query", batch.query_token), ("key", batch.key_token))
+        }
+        idx = torch.cat([self.index, indices.to(dev).expand(*cat["score"].shape[:-1], -1)], dim=-1)
+        order = torch.argsort(idx, dim=-1, stable=True)  # ties: the smaller passage index first
+        idx = idx.gather(-1, order)
+        cat = {n: t.gather(-1, order) for n, t in cat.items()}
+        top = torch.argsort(cat["score"], dim=-1, descending=True, stable=True)[..., : self.k]
+        self.index = idx.gather(-1, top)
+        self.score, self.query, self.key = (cat[n].gather(-1, top) for n in ("score", "query", "key"))
+
+
+def _batches(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
+
+
+def project_corpus(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    proj: TextProjector,
+    passages: Sequence[Passage],
+    *,
+    batch_size: int,
+    top_k: int,
+    max_tokens: int,
+    progress: bool = True,
+    desc: str = "project text",
+) -> tuple[TopPassages, np.ndarray]:
+    """Stream the passages through the model; return the top passages per mode and each passage's token count."""
+    from tqdm import tqdm
+
+    topk = TopPassages((*proj.shape, 2), top_k, device=proj.device)
+    n_tokens = np.zeros(len(passages), dtype=np.int32)
+    for rows in tqdm(list(_batches(len(passages), batch_size)), desc=desc, unit="batch", disable=not progress):
+        enc = encode(tokenizer, [passages[i].text for i in rows], max_tokens)
+        n_tokens[rows.start : rows.stop] = enc["attention_mask"].sum(dim=1).numpy()
+        topk.update(proj(model, enc), torch.arange(rows.start, rows.stop))
+    return topk, n_tokens
+
+
+def text_store(
+    topk: TopPassages,
+    n_tokens: np.ndarray,
+    passages: Sequence[Passage],
+    s: np.ndarray,
+    top_k: int,
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    """The text projections dataset: top passages per (layer, head, mode, sign) and the passages themselves."""
+    shape = (*topk.score.shape[:-1], top_k)
+    have = topk.score.shape[-1]
+
+    def padded(t: torch.Tensor, fill: float, dtype: Any) -> np.ndarray:
+        a = np.full(shape, fill, dtype)
+        a[..., :have] = t.cpu().numpy()
+        return a
+
+    score = padded(topk.score.float(), -np.inf, np.float32)
+    weighted = score * s[..., None, None].astype(np.float32)
+    dims = ("layer", "head", "mode", "sign", "rank")
+    return xr.Dataset(
+        {
+            "top_score": (dims, score, {"description": "max over allowed pairs of [q_i]_+ [k_j]_+, descending"}),
+            "top_score_weighted": (dims, weighted, {"description": "s_n * top_score"}),
+            "top_passage": (dims, padded(topk.index, -1, np.int64), {"description": "passage index; -1: fewer"}),
+            "top_query_token": (dims, padded(topk.query, -1, np.int64), {"description": "query position i"}),
+            "top_key_token": (dims, padded(topk.key, -1, np.int64), {"description": "key position j"}),
+            "n_tokens": (("passage",), n_tokens, {"description": "tokens of the passage after truncation"}),
+        },
+        coords={
+            "sign": ("sign", np.array(["+", "-"], dtype=object)),
+            "passage_id": (("passage",), np.array([p.id for p in passages], dtype=object)),
+            "passage_sha256": (("passage",), np.array([p.sha256() for p in passages], dtype=object)),
+            "text": (("passage",), np.array([p.text for p in passages], dtype=object)),
+        },
+        attrs=attrs,
+    )
+
+
+def corpus_dependency(spec: str, limit: int | None, c: Corpus) -> dict[str, Any]:
+    from .provenance import items_sha256
+
+    return {"role": "text corpus", "spec": spec, "limit": limit, "count": len(c), "sha256": items_sha256(c.digests())}
+
+
+def compute_text_projections(
+    spec: Any,
+    modes_path: str | Path,
+    corpus_spec: str,
+    output: str | Path,
+    *,
+    tokens: TokenSource = "post-norm",
+    batch_size: int = 16,
+    top_k: int = 8,
+    max_tokens: int = 128,
+    device: str = "auto",
+    limit: int | None = None,
+    model_key: str | None = None,
+    manifest: Any = None,
+    progress: bool = True,
+) -> Path:
+    """Project every passage of a corpus onto all modes of a text model and write the top passages per mode."""
+    from .analysis import weights_checked, weights_record
+    from .models import load_qk
+    from .modes import device_record, resolve_device
+    from .provenance import base_record, dependency, tree_sha256, utc_now
+    from .store import SCHEMA_VERSION, _jsonable, open_store, write_store
+
+    started = utc_now()
+    t0 = time.perf_counter()
+    qk, loaded = load_qk(spec)
+    name = model_key or str(loaded.spec)
+    if qk.layout.modality != "text":
+        raise QKDissectError(f"{name} is an image model: project it on images (`qkdissect project`), not on text")
+    manifest, deps = weights_checked(loaded, name, manifest)
+    modes = open_store(modes_path, "modes")
+    recorded = modes.attrs.get("weights_sha256")
+    if recorded and loaded.weights_sha256 and recorded != loaded.weights_sha256:
+        raise QKDissectError(f"{modes_path} was computed from other weights than {name} has now: recompute the modes")
+    dev = resolve_device(device)
+    model = loaded.model.to(dev)
+    tok = tokenizer_for(loaded)
+    c = corpus(corpus_spec, limit)
+    proj = TextProjector(qk, modes.U.values, modes.V.values, source=tokens, device=dev)
+    t1 = time.perf_counter()
+    topk, n_tokens = project_corpus(
+        model, tok, proj, c.passages, batch_size=batch_size, top_k=top_k, max_tokens=max_tokens,
+        progress=progress, desc=f"project text {name}",
+    )  # fmt: skip
+    t_pass = time.perf_counter() - t1
+    record = base_record(
+        "text_projections",
+        {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "max_tokens": max_tokens, "limit": limit},
+    )
+    record.update(
+        {
+            "model": {"key": name, **qk.describe()},
+            "weights": {**weights_record(loaded, qk), "manifest": manifest},
+            "tokenizer": {"class": type(tok).__name__, "name_or_path": str(getattr(tok, "name_or_path", ""))},
+            "inputs": {"modes": {"path": str(modes_path), "sha256": tree_sha256(modes_path)}, "corpus": c.describe()},
+            "dependencies": [*deps, dependency("modes store", modes_path), corpus_dependency(corpus_spec, limit, c)],
+            "device": device_record(device, dev),
+            "started": started,
+            "finished": utc_now(),
+            "timings_s": {
+                "load": round(t1 - t0, 3),
+                "pass": round(t_pass, 3),
+                "passages_per_s": round(len(c) / t_pass, 3) if t_pass > 0 else None,
+            },
+        }
+    )
+    attrs = _jsonable(
+        {
+            "qkdissect_schema": f"text_projections/v{SCHEMA_VERSION}",
+            "model_id": name,
+            "corpus": corpus_spec,
+            "provenance": record,
+        }
+    )
+    ds = text_store(topk, n_tokens, c.passages, np.asarray(modes.S.values), top_k, attrs)
+    return write_store(ds, output)
+
+
+# ----------------------------------------------------------------------------------------- token maps
+@dataclass
+class TokenMaps:
+    """One passage under one mode: its token pieces (with whether a space precedes each) and both maps."""
+
+    pieces: list[str]
+    spaced: list[bool]
+    q: np.ndarray
+    k: np.ndarray
+    scored: np.ndarray  # the tokens the passage score ranges over
+
+
+def token_maps(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    qk: QKWeights,
+    text: str,
+    layer: int,
+    u: np.ndarray,
+    v: np.ndarray,
+    *,
+    max_tokens: int = 128,
+    source: TokenSource = "post-norm",
+) -> TokenMaps:
+    """Query map ``x_t . u`` and key map ``x_t . v`` of one passage at one layer (float64)."""
+    enc = tokenizer([text], truncation=True, max_length=max_tokens, return_tensors="pt",
+                    return_special_tokens_mask=True, return_offsets_mapping=True)  # fmt: skip
+    got: dict[int, torch.Tensor] = {}
+    with layer_token_hooks(qk, source, lambda i, t: got.__setitem__(i, t.detach()), [layer]), torch.inference_mode():
+        dev = next(model.parameters()).device
+        model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev))
+    x = got[layer][0].double().cpu().numpy()
+    ids = enc["input_ids"][0].tolist()
+    offsets = enc["offset_mapping"][0].tolist()
+    special = enc["special_tokens_mask"][0].bool().numpy()
+    pieces, spaced, prev_end = [], [], None
+    for tid, (a, b), sp in zip(ids, offsets, special, strict=True):
+        pieces.append(tokenizer.convert_ids_to_tokens(tid) if sp or a == b else text[a:b])
+        spaced.append(prev_end is None or sp or a > prev_end or bool(text[a:b][:1].isspace()))
+        if not sp and a != b:
+            prev_end = b
+    return TokenMaps(
+        [p.strip() for p in pieces], spaced, x @ np.asarray(u, np.float64), x @ np.asarray(v, np.float64), ~special
+    )

@@ -4,6 +4,7 @@ model's own attention logits, and the folded modes are the SVD of the folded d x
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,24 +14,28 @@ from conftest import make_tiny_vit
 from qkdissect.analysis import compute_modes
 from qkdissect.attention import capture_logits
 from qkdissect.layernorm import folded_biases, folded_factors, norm_parameters, normalise
-from qkdissect.models import load_qk
+from qkdissect.models import QKWeights, load_qk
 from qkdissect.projections import layer_token_hooks
 
 
-def residual_tokens(qk, model: torch.nn.Module, x: torch.Tensor) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]
+def residual_tokens(qk, model: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]
     """The residual stream entering each block's LayerNorm (what the norm normalises)."""
     got: dict[int, torch.Tensor] = {}
     with layer_token_hooks(qk, "pre-norm", lambda i, t: got.__setitem__(i, t.detach())), torch.inference_mode():
-        model(x)
+        model(*args, **kwargs)
     return got
 
 
-def folded_logit_error(spec: str, x: torch.Tensor) -> dict[str, float]:
+def folded_logit_error(spec: str | tuple[QKWeights, torch.nn.Module], *args: Any, **kwargs: Any) -> dict[str, float]:
     """Worst relative error, over layers and heads, of the logits rebuilt from each folding's factors and biases
-    on the normalised residual tokens, against the model's own pre-softmax logits."""
-    qk, loaded = load_qk(spec)
-    _, logits = capture_logits(loaded.model, qk, x)
-    res = residual_tokens(qk, loaded.model, x)
+    on the normalised residual tokens, against the model's own pre-softmax logits (model inputs: args, kwargs)."""
+    if isinstance(spec, str):
+        qk, loaded = load_qk(spec)
+        model = loaded.model
+    else:
+        qk, model = spec
+    _, logits = capture_logits(model, qk, *args, **kwargs)
+    res = residual_tokens(qk, model, *args, **kwargs)
     _, _, eps = norm_parameters(qk)
     bq, bk = folded_biases(qk)
     out = {}

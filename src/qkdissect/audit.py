@@ -119,7 +119,7 @@ class _Hashes:
         return self._cache[key]
 
     def items(self, role: str, spec: str, limit: int | None) -> list[tuple[str, str | None]]:
-        """(id, sha256) of every item of an image set ("images") or a mask dataset, listed again now."""
+        """(id, sha256) of every item of an image set ("images"), a mask dataset or a text corpus, listed again now."""
         key = (role, spec, limit)
         if key not in self._items:
             try:
@@ -127,6 +127,10 @@ class _Hashes:
                     from .images import image_source, source_digests
 
                     self._items[key] = source_digests(image_source(spec, limit=limit))
+                elif role == "text corpus":
+                    from .text import corpus
+
+                    self._items[key] = corpus(spec, limit=limit).digests()
                 else:
                     from .datasets import mask_dataset
 
@@ -184,7 +188,9 @@ def _item_changes(art: Artefact, now: list[tuple[str, str | None]]) -> str:
 
     try:
         ds = open_store(art.path)
-        before = dict(zip(map(str, ds.image_id.values), map(str, ds.image_sha256.values), strict=True))
+        text = "passage_id" in ds.coords
+        ids, digests = (ds.passage_id, ds.passage_sha256) if text else (ds.image_id, ds.image_sha256)
+        before = dict(zip(map(str, ids.values), map(str, digests.values), strict=True))
     except (OSError, ValueError, KeyError, AttributeError):
         return ""
     after = {i: d or "" for i, d in now}
@@ -208,7 +214,7 @@ def _items(art: Artefact, dep: dict[str, Any], hashes: _Hashes) -> None:
 
 
 def _dependency(art: Artefact, dep: dict[str, Any], hashes: _Hashes) -> None:
-    if dep.get("role") in ("images", "mask dataset"):
+    if dep.get("role") in ("images", "mask dataset", "text corpus"):
         _items(art, dep, hashes)
         return
     path = Path(dep["path"])

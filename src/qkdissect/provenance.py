@@ -192,7 +192,7 @@ def input_record(path: str | Path) -> dict[str, Any]:
         upstream = prov.get("inputs")
         if upstream:
             rec["upstream"] = upstream
-        data = [d for d in prov.get("dependencies", []) if d.get("role") in ("images", "mask dataset")]
+        data = [d for d in prov.get("dependencies", []) if d.get("role") in ("images", "mask dataset", "text corpus")]
         if data:
             rec["data"] = data
     return rec

@@ -50,7 +50,7 @@ def figure_models(record: dict[str, Any]) -> list[list[Any]]:
 
 
 def figure_data(record: dict[str, Any]) -> list[list[Any]]:
-    """One row per image set or mask dataset behind a figure: role, spec, number of items, digest."""
+    """One row per image set, mask dataset or text corpus behind a figure: role, spec, number of items, digest."""
     rows, seen = [], set()
     for i in record.get("inputs", []):
         for d in i.get("data", []):

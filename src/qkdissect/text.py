@@ -171,19 +171,25 @@ def scored_mask(enc: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------- projection
-def pair_scores(q: torch.Tensor, k: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best pair per column: q, k (batch, token, c), zero where a token is left out; returns the score
-    ``max_{allowed i, j} [q_i]_+ [k_j]_+`` (batch, c), its query position i and key position j (batch, c).
-    Causal: j <= i, through the running maximum of [k]_+ (one cummax, no loop over tokens)."""
-    qp, kp = q.clamp(min=0), k.clamp(min=0)
+def pair_scores(
+    q: torch.Tensor, k: torch.Tensor, keep: torch.Tensor, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best pair per column: q, k (batch, token, c), ``keep`` (batch, token) the tokens that count; returns the
+    score ``max over kept (i, j) of [q_i]_+ [k_j]_+`` (batch, c) and its query position i and key position j
+    (batch, c), always kept tokens (when a passage has one). Causal: j <= i, through the running maximum of the
+    keys (one cummax, no loop over tokens)."""
+    m = keep[..., None]
+    qp = torch.where(m, q.clamp(min=0), -1.0)  # -1: never chosen over a kept token
+    kp = torch.where(m, k.clamp(min=0), -1.0)
     if causal:
         k_run, k_at = torch.cummax(kp, dim=1)
-        best, i = (qp * k_run).max(dim=1)
+        prod = torch.where(m & (k_run >= 0), qp * k_run, -1.0)
+        best, i = prod.max(dim=1)
         j = k_at.gather(1, i[:, None]).squeeze(1)
-        return best, i, j
+        return best.clamp(min=0), i, j
     q_best, i = qp.max(dim=1)
     k_best, j = kp.max(dim=1)
-    return q_best * k_best, i, j
+    return q_best.clamp(min=0) * k_best.clamp(min=0), i, j
 
 
 @dataclass
@@ -224,15 +230,15 @@ class TextProjector:
     @torch.inference_mode()
     def __call__(self, model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> TextBatch:
         n_layers, n_heads, n_modes = self.shape
-        keep = scored_mask(enc).to(self.device)[..., None, None]  # (batch, token, 1, 1)
+        keep = scored_mask(enc).to(self.device)  # (batch, token)
         out: list[Any] = [None] * n_layers
 
         def reduce(layer: int, x: torch.Tensor) -> None:
             p = x.to(self.dtype) @ self.uv[layer]  # (batch, token, 2*H*M)
             q, k = p.unflatten(-1, (2, n_heads * n_modes)).unbind(-2)
-            q = torch.stack([q, -q], dim=-1) * keep  # both signs: (batch, token, H*M, 2)
-            k = torch.stack([k, -k], dim=-1) * keep
-            out[layer] = pair_scores(q.flatten(2), k.flatten(2), self.causal)
+            q = torch.stack([q, -q], dim=-1)  # both signs: (batch, token, H*M, 2)
+            k = torch.stack([k, -k], dim=-1)
+            out[layer] = pair_scores(q.flatten(2), k.flatten(2), keep, self.causal)
 
         inputs = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         with layer_token_hooks(self.qk, self.source, reduce):
@@ -416,6 +422,8 @@ def compute_text_projections(
         {
             "qkdissect_schema": f"text_projections/v{SCHEMA_VERSION}",
             "model_id": name,
+            "spec": str(loaded.spec),
+            "weights_sha256": loaded.weights_sha256,
             "corpus": corpus_spec,
             "provenance": record,
         }

@@ -50,6 +50,27 @@ def _model_entry(name):
     return config["models"][name] or {}
 
 
+def model_modality(name):
+    """image or text: the config's `modality`, else the known model's, else image."""
+    given = _model_entry(name).get("modality")
+    if given:
+        return given
+    return KNOWN_MODELS[name].modality if name in KNOWN_MODELS else "image"
+
+
+#: image figures ('all' means these) and text models (modes and scores like any model, projected on text)
+IMAGE_MODELS = [m for m in MODELS if model_modality(m) == "image"]
+TEXT_MODELS = [m for m in MODELS if model_modality(m) == "text"]
+
+
+def text_mode_rows():
+    """figures.text_modes as [{model, modes}] ('all': every text model, modes auto)."""
+    wanted = config["figures"]["text_modes"]
+    if wanted == "all":
+        return [{"model": m, "modes": "auto"} for m in TEXT_MODELS]
+    return [{"model": w, "modes": "auto"} if isinstance(w, str) else {"modes": "auto", **w} for w in wanted or []]
+
+
 def _check_config():
     for name in MODELS:
         if not _model_entry(name).get("spec") and name not in KNOWN_MODELS:
@@ -72,9 +93,30 @@ def _check_config():
     named += [(f"s17.{n}", e["model"]) for n, e in fig["s17"].items()]
     named += [("fig5", fig["fig5"]["model"])] if fig["fig5"] else []
     named += [("s4", m) for m in (fig["s4"] if isinstance(fig["s4"], list) else [])]
+    named += [(k, m) for k in ("logits",) if isinstance(fig[k], list) for m in fig[k]]
+    named += [(f"{k}.models", m) for k in ("fig2", "fig6") if fig[k] and isinstance(fig[k]["models"], list)
+              for m in fig[k]["models"]]  # fmt: skip
     unknown = sorted({f"figures.{k}: {m}" for k, m in named if m not in MODELS})
     if unknown:
         raise WorkflowError(f"config names models that are not under models ({MODELS}): {unknown}")
+    text = sorted({f"figures.{k}: {m}" for k, m in named if m in TEXT_MODELS})
+    if text:
+        raise WorkflowError(
+            f"config: {text} name text models in image figures; text models have Fig. 3, S1, S2, ln_folding and "
+            "text_modes (set `modality: image` under models if a model is an image model)"
+        )
+    rows = text_mode_rows()
+    bad = sorted({r["model"] for r in rows if r["model"] not in TEXT_MODELS})
+    if bad:
+        raise WorkflowError(
+            f"config: figures.text_modes names {bad}, which are not text models under models (text models: "
+            f"{TEXT_MODELS}; give a custom one `modality: text`)"
+        )
+    if rows and config["projections"]["texts"] not in config["texts"]:
+        raise WorkflowError(
+            f"config: projections.texts is {config['projections']['texts']!r}, which is not one of the corpora "
+            f"under texts: {list(config['texts'])}"
+        )
     for key in ("fig2", "fig6"):
         if fig[key]:
             bad = [d for d in fig[key]["datasets"] if d not in config["mask_datasets"]]
@@ -101,7 +143,7 @@ def mask_figure_models(key):
     entry = config["figures"][key]
     if not entry:
         return []
-    return MODELS if entry["models"] == "all" else list(entry["models"])
+    return IMAGE_MODELS if entry["models"] == "all" else list(entry["models"])
 
 
 def fig2_models():
@@ -113,7 +155,7 @@ def _projection_models():
     names = [r["model"] for r in fig["fig1"] + fig["fig4"]]
     names += [r["model"] for rows in fig["galleries"].values() for r in rows]
     names += [e["model"] for e in fig["s17"].values()] + ([fig["fig5"]["model"]] if fig["fig5"] else [])
-    names += MODELS if fig["s4"] == "all" else list(fig["s4"])
+    names += IMAGE_MODELS if fig["s4"] == "all" else list(fig["s4"])
     return sorted(set(names))
 
 
@@ -137,11 +179,17 @@ def model_styles(names):
     return {n: {k: _model_entry(n)[k] for k in keys if k in _model_entry(n)} for n in names}
 
 
+#: figures of real images: 'all' means every image model
+IMAGE_FIGURES = ("logits", "s4")
+
+
 def figure_models(key):
     wanted = config["figures"][key]
     if wanted is False:
         return []
-    return MODELS if wanted == "all" else list(wanted)
+    if wanted == "all":
+        return IMAGE_MODELS if key in IMAGE_FIGURES else MODELS
+    return list(wanted)
 
 
 def modes_resources(key):
@@ -236,8 +284,24 @@ def gallery_inputs(rows):
 
 
 def s4_models():
-    s4 = config["figures"]["s4"]
-    return MODELS if s4 == "all" else list(s4)
+    return figure_models("s4")
+
+
+def text_store(model):
+    return f"results/text_projections/{model}/{config['projections']['texts']}.zarr"
+
+
+def text_modes_inputs(model):
+    return {
+        "modes": f"results/modes/{model}.zarr",
+        "scores": f"results/scores/{model}.zarr",
+        "texts": text_store(model),
+    }
+
+
+def text_modes_modes(model):
+    """The `modes` parameter of notebooks/text_modes.ipynb for one model."""
+    return yaml_param("modes", next(r["modes"] for r in text_mode_rows() if r["model"] == model))
 
 
 def notebook(name):
@@ -285,6 +349,8 @@ def all_figures():
         out += figure_outputs("ln_folding_cosine")
     if figure_models("logits"):
         out += figure_outputs("logit_terms")
+    for r in text_mode_rows():
+        out += figure_outputs(f"text_modes_{r['model']}")
     fig = config["figures"]
     if fig["fig1"]:
         out += figure_outputs("fig1_example_modes")

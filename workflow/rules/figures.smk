@@ -591,6 +591,49 @@ rule logit_terms:
             config_keys=[["figures", "logits"]],
         )
 
+# Beyond the paper: a text model's top passages per mode, shaded by the query and key maps.
+rule text_modes:
+    input:
+        unpack(lambda w: {"notebook": notebook("text_modes.ipynb"), **text_modes_inputs(w.model)}),
+    output:
+        png=report(
+            "results/figures/text_modes_{model}.png",
+            caption="../report/text_modes.rst",
+            category="Beyond the paper",
+            labels={"figure": "text modes", "model": "{model}"},
+        ),
+        pdf="results/figures/text_modes_{model}.pdf",
+        provenance="results/figures/text_modes_{model}.provenance.json",
+        provenance_html=report(
+            "results/figures/text_modes_{model}.provenance.html",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"figure": "text modes", "model": "{model}"},
+        ),
+        notebook="results/notebooks/text_modes_{model}.ipynb",
+    params:
+        modes=lambda w: text_modes_modes(w.model),
+        k=config["figures"]["text_k"],
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/figures/text_modes_{model}.log",
+    shell:
+        papermill(
+            "{input.notebook:q}",
+            "{output.notebook:q}",
+            "{log:q}",
+            "-p modes_store {input.modes:q}",
+            "-p scores_store {input.scores:q}",
+            "-p texts_store {input.texts:q}",
+            "-y {params.modes:q}",
+            "-p k {params.k}",
+            "-p output {output.png:q}",
+            "-p notebook {input.notebook:q}",
+            config_keys=[["figures", "text_modes"], ["figures", "text_k"]],
+        )
+
+
 # The results folder as an RO-Crate (RO-Crate 1.1, Process Run Crate profile): every figure, store and weights
 # manifest with its sha256, the inputs recorded in their provenance, and the action that made each.
 rule crate:

@@ -153,3 +153,48 @@ rule logits:
                 ["projections", "logits_limit"],
             ],
         )
+
+
+# Beyond the paper: project a text model's tokens on the configured corpus onto all its modes; the top passages per
+# (layer, head, mode, sign) with the query and key positions of their best pair.
+rule text_project:
+    input:
+        manifest="results/weights/{model}.json",
+        modes="results/modes/{model}.zarr",
+    output:
+        directory("results/text_projections/{model}/{corpus}.zarr"),
+    params:
+        spec=model_spec,
+        source=lambda w: config["texts"][w.corpus]["source"],
+        limit=lambda w: limit_option("texts", w.corpus),
+        tokens=config["projections"]["tokens"],
+        batch_size=config["projections"]["text_batch_size"],
+        max_tokens=config["projections"]["max_tokens"],
+        top_k=config["projections"]["top_k"],
+        device=config["analysis"]["device"],
+    threads: project_resources("threads")
+    resources:
+        mem_mb=project_resources("mem_mb"),
+        runtime=project_resources("runtime"),
+        gpu=1 if uses_gpu() else 0,
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/text_project/{model}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/text_project/{model}/{corpus}.tsv"
+    shell:
+        qkdissect(
+            "project-text {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
+            "--modes {input.modes:q} --corpus {params.source:q} {params.limit} --tokens {params.tokens} "
+            "--batch-size {params.batch_size} --max-tokens {params.max_tokens} --top-k {params.top_k} "
+            "--device {params.device} -o {output:q} > {log:q} 2>&1",
+            threads=True,
+            config_keys=[
+                ["models", "{wildcards.model}"],
+                ["texts", "{wildcards.corpus}"],
+                ["projections", "tokens"],
+                ["projections", "max_tokens"],
+                ["projections", "top_k"],
+            ],
+        )

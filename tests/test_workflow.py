@@ -153,6 +153,7 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
         "fig6_same_object.ipynb",
         "ln_folding.ipynb",
         "logit_terms.ipynb",
+        "text_modes.ipynb",
     }
     expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else {"image_top.ipynb"}
     assert used == expected

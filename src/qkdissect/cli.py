@@ -20,6 +20,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             "key": m.key,
             "family": m.family,
             "paper": m.paper,
+            "modality": m.modality,
             "spec": m.spec,
             "available": availability(m.key),
             "source": m.source,
@@ -30,12 +31,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     w = max(len(str(r["key"])) for r in rows)
-    print(f"{'model':<{w}}  {'family':<7}  {'paper':<5}  weights here")
+    print(f"{'model':<{w}}  {'family':<7}  {'paper':<5}  {'input':<5}  weights here")
     for r in rows:
-        print(f"{r['key']:<{w}}  {r['family']:<7}  {'yes' if r['paper'] else 'no':<5}  {r['available']}")
+        paper = "yes" if r["paper"] else "no"
+        print(f"{r['key']:<{w}}  {r['family']:<7}  {paper:<5}  {r['modality']:<5}  {r['available']}")
     print(
         "\nAny timm name (timm:NAME), Hugging Face id (hf:ORG/NAME) or local checkpoint "
-        "(timm:NAME@FILE, simmim:FILE, ijepa:FILE#part) works too."
+        "(timm:NAME@FILE, simmim:FILE, ijepa:FILE#part) works too; text models (BERT-style, GPT-2-style) too."
     )
     return 0
 

@@ -5,6 +5,8 @@ beside the checkout). Tests that need them skip with a reason when they are abse
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,19 @@ def make_ijepa_checkpoint(tmp_path: Path) -> tuple[Path, Any, Any]:
     path = tmp_path / "IN1K-tiny.pth.tar"
     torch.save(ckpt, path)
     return path, enc, pred
+
+
+def workflow_path(path: str) -> str:
+    """PATH for a Snakemake run that does not use SLURM: this Python's scripts first, then a stand-in
+    ``scontrol`` that fails at once. The SLURM executor plugin runs ``scontrol show config`` when Snakemake
+    starts (for its help text); with SLURM installed but no controller running (after the SLURM test stops its
+    cluster) that call waits 10 s, on every Snakemake start."""
+    shim = Path(tempfile.gettempdir()) / f"qkdissect-no-slurmctld-{os.getuid()}"
+    scontrol = shim / "scontrol"
+    if not scontrol.exists():
+        shim.mkdir(exist_ok=True)
+        tmp = shim / f".scontrol.{os.getpid()}"
+        tmp.write_text("#!/bin/sh\necho 'no SLURM controller in this test' >&2\nexit 1\n")
+        tmp.chmod(0o755)
+        os.replace(tmp, scontrol)
+    return os.pathsep.join([str(Path(sys.executable).parent), str(shim), path])

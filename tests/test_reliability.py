@@ -18,7 +18,7 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, make_tiny_vit, write_photos
+from conftest import REPO, make_tiny_vit, workflow_path, write_photos
 from qkdissect import analysis
 from qkdissect.analysis import compute_modes, compute_projections
 from qkdissect.batching import AdaptiveBatch
@@ -255,7 +255,7 @@ def test_snakemake_killed_mid_write_resumes_to_identical_stores(tiny: dict, tmp_
     assert r.returncode != 0 and not (tmp_path / "run" / target).exists()
     # 2. Snakemake itself and its job are killed together while the store is half written
     env = {**os.environ, FAILPOINT_ENV: "stream:write@2:hang", "HF_HUB_OFFLINE": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PATH"] = workflow_path(env["PATH"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path / "run")]
     proc = subprocess.Popen(
         [*cmd, *profile, target, "--configfile", str(cfg)],

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, make_ijepa_checkpoint
+from conftest import REPO, make_ijepa_checkpoint, workflow_path
 from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
 from qkdissect.provenance import git_state
 from qkdissect.store import open_store
@@ -81,7 +81,7 @@ def snakemake(
 ) -> subprocess.CompletedProcess[str]:
     """Run the repository's workflow (or a copy's ``snakefile``) with ``workdir`` as working directory."""
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # qkdissect, papermill
+    env["PATH"] = workflow_path(env.get("PATH", ""))  # qkdissect, papermill; no 10 s scontrol wait
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.update(env_extra or {})
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir)]

@@ -35,6 +35,8 @@ test: lint
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_modes.py
 	$(PY) benchmarks/bench_projections.py --memory
+	$(PY) -m qkdissect resolve minilm-l6 > /dev/null
+	$(PY) benchmarks/bench_text.py
 
 clean:
 	rm -rf results .snakemake

@@ -117,7 +117,7 @@ def test_text_adapters_reproduce_logits_and_fold_exactly(tiny_text: str) -> None
 )
 def test_pair_scores_are_the_best_allowed_pair(b: int, t: int, c: int, causal: bool, seed: int) -> None:
     g = np.random.default_rng(seed)
-    q, k = g.standard_normal((b, t, c)), g.standard_normal((b, t, c))
+    q, k = g.standard_normal((b, c, t)), g.standard_normal((b, c, t))  # tokens last
     keep = g.random((b, t)) < 0.7  # special tokens and padding are left out
     keep[:, 0] = True
     score, i, j = pair_scores(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(keep), causal)
@@ -125,11 +125,11 @@ def test_pair_scores_are_the_best_allowed_pair(b: int, t: int, c: int, causal: b
         kept = np.flatnonzero(keep[bb])
         for cc in range(c):
             pairs = [(qi, kj) for qi in kept for kj in kept if kj <= qi or not causal]
-            best = max(max(q[bb, qi, cc], 0) * max(k[bb, kj, cc], 0) for qi, kj in pairs)
+            best = max(max(q[bb, cc, qi], 0) * max(k[bb, cc, kj], 0) for qi, kj in pairs)
             assert float(score[bb, cc]) == pytest.approx(best, abs=1e-12)
             ii, jj = int(i[bb, cc]), int(j[bb, cc])
             assert keep[bb, ii] and keep[bb, jj] and (not causal or jj <= ii)
-            assert max(q[bb, ii, cc], 0) * max(k[bb, jj, cc], 0) == pytest.approx(best, abs=1e-12)
+            assert max(q[bb, cc, ii], 0) * max(k[bb, cc, jj], 0) == pytest.approx(best, abs=1e-12)
 
 
 def test_text_projections_equal_brute_force(tiny_text: str, text_file: Path, tmp_path: Path) -> None:

@@ -174,22 +174,22 @@ def scored_mask(enc: dict[str, torch.Tensor]) -> torch.Tensor:
 def pair_scores(
     q: torch.Tensor, k: torch.Tensor, keep: torch.Tensor, causal: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best pair per column: q, k (batch, token, c), ``keep`` (batch, token) the tokens that count; returns the
-    score ``max over kept (i, j) of [q_i]_+ [k_j]_+`` (batch, c) and its query position i and key position j
-    (batch, c), always kept tokens (when a passage has one). Causal: j <= i, through the running maximum of the
-    keys (one cummax, no loop over tokens)."""
-    m = keep[..., None]
-    qp = torch.where(m, q.clamp(min=0), -1.0)  # -1: never chosen over a kept token
-    kp = torch.where(m, k.clamp(min=0), -1.0)
+    """Best pair per row: q, k (batch, c, token) with tokens last (contiguous), ``keep`` (batch, token) the tokens
+    that count; returns the score ``max over kept (i, j) of [q_i]_+ [k_j]_+`` (batch, c) and its query position i
+    and key position j (batch, c), always kept tokens (when a passage has one). Causal: j <= i, through the
+    running maximum of the keys (one ``cummax`` along the last dimension, no loop over tokens)."""
+    drop = ~keep[:, None, :]
+    qp = q.clamp(min=0).masked_fill_(drop, -1.0)  # -1: never chosen over a kept token
+    kp = k.clamp(min=0).masked_fill_(drop, -1.0)
     if causal:
-        k_run, k_at = torch.cummax(kp, dim=1)
-        prod = torch.where(m & (k_run >= 0), qp * k_run, -1.0)
-        best, i = prod.max(dim=1)
-        j = k_at.gather(1, i[:, None]).squeeze(1)
-        return best.clamp(min=0), i, j
-    q_best, i = qp.max(dim=1)
-    k_best, j = kp.max(dim=1)
-    return q_best.clamp(min=0) * k_best.clamp(min=0), i, j
+        k_run, k_at = torch.cummax(kp, dim=-1)
+        prod = (qp * k_run).masked_fill_(drop | (k_run < 0), -1.0)
+        best, i = prod.max(dim=-1)
+        j = k_at.gather(-1, i[..., None]).squeeze(-1)
+        return best.clamp_(min=0), i, j
+    q_best, i = qp.max(dim=-1)
+    k_best, j = kp.max(dim=-1)
+    return q_best.clamp_(min=0) * k_best.clamp_(min=0), i, j
 
 
 @dataclass
@@ -225,20 +225,21 @@ class TextProjector:
         self.qk, self.source, self.causal = qk, source, qk.layout.causal
         self.shape = (n_layers, n_heads, n_modes)
         self.device, self.dtype = torch.device(device), dtype
-        self.uv = stacked_uv(u_t, v_t).to(device=self.device, dtype=dtype).contiguous()
+        self.uv_t = stacked_uv(u_t, v_t).to(device=self.device, dtype=dtype).transpose(1, 2).contiguous()
 
     @torch.inference_mode()
     def __call__(self, model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> TextBatch:
         n_layers, n_heads, n_modes = self.shape
         keep = scored_mask(enc).to(self.device)  # (batch, token)
+        hm = n_heads * n_modes
         out: list[Any] = [None] * n_layers
 
         def reduce(layer: int, x: torch.Tensor) -> None:
-            p = x.to(self.dtype) @ self.uv[layer]  # (batch, token, 2*H*M)
-            q, k = p.unflatten(-1, (2, n_heads * n_modes)).unbind(-2)
-            q = torch.stack([q, -q], dim=-1)  # both signs: (batch, token, H*M, 2)
-            k = torch.stack([k, -k], dim=-1)
-            out[layer] = pair_scores(q.flatten(2), k.flatten(2), keep, self.causal)
+            # (2*H*M, d) @ (batch, d, token): tokens last, so the reductions and cummax run along contiguous memory
+            p = torch.matmul(self.uv_t[layer], x.to(self.dtype).transpose(1, 2))
+            q, k = p[:, :hm], p[:, hm:]
+            per_sign = [pair_scores(q, k, keep, self.causal), pair_scores(-q, -k, keep, self.causal)]
+            out[layer] = [torch.stack([a[n] for a in per_sign], dim=-1) for n in range(3)]  # (batch, H*M, 2)
 
         inputs = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         with layer_token_hooks(self.qk, self.source, reduce):

@@ -78,16 +78,16 @@ def test_empty_image_folder_and_all_corrupt_images(tiny: dict, tmp_path: Path, c
     assert not list(tmp_path.glob("p.zarr*"))
 
 
-def test_modes_of_other_weights_are_refused(tiny: dict, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("command", ["project", "logits", "same-object"])
+def test_modes_of_other_weights_are_refused(tiny: dict, tmp_path: Path, capsys, command: str) -> None:
     other = make_tiny_vit(tmp_path / "other", depth=3)
     data = Path(str(other).split("@")[1].split("?")[0])
     raw = bytearray(data.read_bytes())  # the same architecture and seed: one changed byte makes other weights
     raw[-10] ^= 0x01
     data.write_bytes(bytes(raw))
     out = tmp_path / "p.zarr"
-    code = main(
-        ["project", other, "--modes", str(tiny["modes"]), "--images", f"folder:{tiny['photos']}", "-q", "-o", str(out)]
-    )
+    inputs = ["--dataset", "synthetic:2"] if command == "same-object" else ["--images", f"folder:{tiny['photos']}"]
+    code = main([command, other, "--modes", str(tiny["modes"]), *inputs, "-q", "-o", str(out)])
     assert code == 2 and "was computed from other weights" in capsys.readouterr().err and not out.exists()
 
 

@@ -56,6 +56,21 @@ def image_set_dependency(spec: str, limit: int | None, source: Any, digests: lis
     return {"role": "images", "spec": spec, "limit": limit, "count": len(pairs), "sha256": items_sha256(pairs)}
 
 
+def modes_of(modes_path: str | Path, loaded: LoadedModel, name: str) -> xr.Dataset:
+    """The modes store at ``modes_path``, refused when it was computed from other weights than ``loaded``."""
+    from .errors import QKDissectError
+    from .store import open_store
+
+    modes = open_store(modes_path, "modes")
+    recorded = modes.attrs.get("weights_sha256")
+    if recorded and loaded.weights_sha256 and recorded != loaded.weights_sha256:
+        raise QKDissectError(
+            f"{modes_path} was computed from other weights (sha256 {str(recorded)[:12]}…) than "
+            f"{name} has now ({loaded.weights_sha256[:12]}…): recompute the modes"
+        )
+    return modes
+
+
 def weights_record(loaded: LoadedModel, qk: QKWeights) -> dict[str, Any]:
     return {
         "spec": str(loaded.spec),
@@ -266,23 +281,14 @@ def compute_projections(
     from .errors import QKDissectError
     from .images import ImageDataset, collate, default_workers, image_source
     from .projections import SIGNS, Projector, StreamingTopK, anisotropy
-    from .store import StreamingStore, open_store
+    from .store import StreamingStore
 
     started = utc_now()
     t0 = time.perf_counter()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, pre, dev, model = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model
     manifest, deps = weights_checked(im.loaded, im.name, manifest)
-    modes = open_store(modes_path, "modes")
-    if (
-        modes.attrs.get("weights_sha256")
-        and loaded.weights_sha256
-        and modes.attrs["weights_sha256"] != loaded.weights_sha256
-    ):
-        raise QKDissectError(
-            f"{modes_path} was computed from other weights (sha256 {str(modes.attrs['weights_sha256'])[:12]}…) than "
-            f"{name} has now ({loaded.weights_sha256[:12]}…): recompute the modes"
-        )
+    modes = modes_of(modes_path, loaded, name)
     source = image_source(images, limit=limit)
     proj = Projector(qk, modes.U.values, modes.V.values, source=tokens, device=dev)  # type: ignore[arg-type]
     n_layers, n_heads, n_modes = proj.shape
@@ -466,13 +472,13 @@ def compute_logit_stats(
     from .images import ImageDataset, collate, default_workers, image_source
     from .logits import SCOPES, TERMS, LogitStats, default_ks
     from .projections import layer_token_hooks
-    from .store import open_store, write_store
+    from .store import write_store
 
     started = utc_now()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, dev, model = im.qk, im.loaded, im.name, im.device, im.model
     manifest, deps = weights_checked(im.loaded, im.name, manifest)
-    modes = open_store(modes_path, "modes")
+    modes = modes_of(modes_path, loaded, name)
     source = image_source(images, limit=limit)
     ks = default_ks(qk.d_head)
     stats = [LogitStats(qk.n_heads, ks) for _ in range(qk.n_layers)]
@@ -690,13 +696,13 @@ def compute_same_object(
     from .datasets import mask_dataset
     from .projections import SIGNS, layer_token_hooks, stacked_uv
     from .same_object import object_weights, optimal_objects, top_fraction, weighted_by_sigma
-    from .store import open_store, write_store
+    from .store import write_store
 
     started = utc_now()
     im = load_image_model(spec, device, model_key)
     qk, loaded, name, pre, dev, model, grid = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model, im.grid
     manifest, deps = weights_checked(im.loaded, im.name, manifest)
-    modes = open_store(modes_path, "modes")
+    modes = modes_of(modes_path, loaded, name)
     data = mask_dataset(dataset, limit=limit)
     run = AdaptiveBatch(f"same-object {name}")
     u = torch.as_tensor(modes.U.values, dtype=torch.float32)

@@ -26,10 +26,22 @@ import xarray as xr
 from PIL import Image
 
 from .images import Preprocess, decode, image_source, preprocess_for
-from .models import QKWeights, load_qk
+from .models import LoadedModel, QKWeights, load_qk
 from .projections import layer_tokens, mode_maps
 
 Mode = tuple[int, int, int, str]  # layer, head, mode, sign ("+" or "-")
+
+
+def load_store_model(store: xr.Dataset) -> tuple[QKWeights, LoadedModel]:
+    """The model a projections store was computed with (its ``spec``), refused when it loads other weights now."""
+    qk, loaded = load_qk(store.attrs["spec"])
+    want = store.attrs.get("weights_sha256")
+    if want and loaded.weights_sha256 and want != loaded.weights_sha256:
+        raise ValueError(
+            f"{store.attrs['spec']} loads other weights (sha256 {loaded.weights_sha256[:12]}…) than the "
+            f"projections were computed with ({want[:12]}…): recompute them"
+        )
+    return qk, loaded
 
 
 def mode_label(m: Mode) -> str:
@@ -99,13 +111,7 @@ class ModeViewer:
 
     @classmethod
     def open(cls, modes: xr.Dataset, scores: xr.Dataset, projections: xr.Dataset) -> ModeViewer:
-        qk, loaded = load_qk(projections.attrs["spec"])
-        want = projections.attrs.get("weights_sha256")
-        if want and loaded.weights_sha256 and want != loaded.weights_sha256:
-            raise ValueError(
-                f"{projections.attrs['spec']} loads other weights (sha256 {loaded.weights_sha256[:12]}…) than the "
-                f"projections were computed with ({want[:12]}…): recompute them"
-            )
+        qk, loaded = load_store_model(projections)
         src = image_source(projections.attrs["images"]["spec"])
         items = {it.id: it for it in src.items}
         return cls(modes, scores, projections, qk, loaded.model.eval(), preprocess_for(loaded), items)

@@ -72,6 +72,21 @@ def stacked_uv(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     )
 
 
+def modes_uv(
+    qk: QKWeights, u: np.ndarray | torch.Tensor, v: np.ndarray | torch.Tensor
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """``[U_l | V_l]`` (layer, d, 2 * head * mode) of modes U, V (layer, head, d, mode) that must belong to ``qk``,
+    and their (layer, head, mode) shape."""
+    u_t, v_t = torch.as_tensor(u), torch.as_tensor(v)
+    n_layers, n_heads, d, n_modes = u_t.shape
+    if (n_layers, n_heads, d) != (qk.n_layers, qk.n_heads, qk.d_model):
+        raise ValueError(
+            f"modes of shape (layer={n_layers}, head={n_heads}, d={d}) do not belong to this model "
+            f"(layer={qk.n_layers}, head={qk.n_heads}, d={qk.d_model})"
+        )
+    return stacked_uv(u_t, v_t), (n_layers, n_heads, n_modes)
+
+
 def centre_index(grid: tuple[int, int]) -> int:
     """Row-major index of the centre patch (g_h // 2, g_w // 2) (paper 4.4: the choice for even grids is ours)."""
     return (grid[0] // 2) * grid[1] + grid[1] // 2
@@ -105,19 +120,12 @@ class Projector:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        u_t, v_t = torch.as_tensor(u), torch.as_tensor(v)  # (layer, head, d, mode)
-        n_layers, n_heads, d, n_modes = u_t.shape
-        if (n_layers, d) != (qk.n_layers, qk.d_model) or n_heads != qk.n_heads:
-            raise ValueError(
-                f"modes of shape (layer={n_layers}, head={n_heads}, d={d}) do not belong to this model "
-                f"(layer={qk.n_layers}, head={qk.n_heads}, d={qk.d_model})"
-            )
+        uv, self.shape = modes_uv(qk, u, v)
         if qk.layout.grid is None:
             raise ValueError(f"{qk.model_id} has no patch grid: token projections need an image model")
         self.qk, self.source = qk, source
-        self.shape = (n_layers, n_heads, n_modes)
         self.device, self.dtype = torch.device(device), dtype
-        self.uv = stacked_uv(u_t, v_t).to(device=self.device, dtype=dtype).contiguous()
+        self.uv = uv.to(device=self.device, dtype=dtype).contiguous()
         self.n_prefix = qk.layout.n_prefix
         self.grid = qk.layout.grid
         self.centre = self.n_prefix + centre_index(self.grid)

@@ -34,7 +34,7 @@ import xarray as xr
 
 from .errors import QKDissectError
 from .models import LoadedModel, QKWeights, hub_offline
-from .projections import TokenSource, layer_token_hooks, stacked_uv
+from .projections import TokenSource, layer_token_hooks, modes_uv
 
 #: bundled with Python itself: available on every machine, no download
 PYDOC = "pydoc-topics"
@@ -215,17 +215,10 @@ class TextProjector:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        u_t, v_t = torch.as_tensor(u), torch.as_tensor(v)
-        n_layers, n_heads, d, n_modes = u_t.shape
-        if (n_layers, n_heads, d) != (qk.n_layers, qk.n_heads, qk.d_model):
-            raise ValueError(
-                f"modes of shape (layer={n_layers}, head={n_heads}, d={d}) do not belong to this model "
-                f"(layer={qk.n_layers}, head={qk.n_heads}, d={qk.d_model})"
-            )
+        uv, self.shape = modes_uv(qk, u, v)
         self.qk, self.source, self.causal = qk, source, qk.layout.causal
-        self.shape = (n_layers, n_heads, n_modes)
         self.device, self.dtype = torch.device(device), dtype
-        self.uv_t = stacked_uv(u_t, v_t).to(device=self.device, dtype=dtype).transpose(1, 2).contiguous()
+        self.uv_t = uv.to(device=self.device, dtype=dtype).transpose(1, 2).contiguous()
 
     @torch.inference_mode()
     def __call__(self, model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> TextBatch:
@@ -370,11 +363,11 @@ def compute_text_projections(
     progress: bool = True,
 ) -> Path:
     """Project every passage of a corpus onto all modes of a text model and write the top passages per mode."""
-    from .analysis import weights_checked, weights_record
+    from .analysis import modes_of, weights_checked, weights_record
     from .models import load_qk
     from .modes import device_record, resolve_device
     from .provenance import base_record, dependency, tree_sha256, utc_now
-    from .store import SCHEMA_VERSION, _jsonable, open_store, write_store
+    from .store import SCHEMA_VERSION, _jsonable, write_store
 
     started = utc_now()
     t0 = time.perf_counter()
@@ -383,10 +376,7 @@ def compute_text_projections(
     if qk.layout.modality != "text":
         raise QKDissectError(f"{name} is an image model: project it on images (`qkdissect project`), not on text")
     manifest, deps = weights_checked(loaded, name, manifest)
-    modes = open_store(modes_path, "modes")
-    recorded = modes.attrs.get("weights_sha256")
-    if recorded and loaded.weights_sha256 and recorded != loaded.weights_sha256:
-        raise QKDissectError(f"{modes_path} was computed from other weights than {name} has now: recompute the modes")
+    modes = modes_of(modes_path, loaded, name)
     dev = resolve_device(device)
     model = loaded.model.to(dev)
     tok = tokenizer_for(loaded)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .mode_figures import BLOCK_NOTE, Mode, degenerate_block, mode_label
-from .models import QKWeights, load_qk
+from .mode_figures import BLOCK_NOTE, Mode, degenerate_block, load_store_model, mode_label
+from .models import QKWeights
 from .text import TokenMaps, token_maps, tokenizer_for
 
 QUERY_RGB = (0.84, 0.15, 0.16)
@@ -40,13 +40,7 @@ class TextModeViewer:
 
     @classmethod
     def open(cls, modes: xr.Dataset, scores: xr.Dataset, texts: xr.Dataset) -> TextModeViewer:
-        qk, loaded = load_qk(texts.attrs["spec"])
-        want = texts.attrs.get("weights_sha256")
-        if want and loaded.weights_sha256 and want != loaded.weights_sha256:
-            raise ValueError(
-                f"{texts.attrs['spec']} loads other weights (sha256 {loaded.weights_sha256[:12]}…) than the text "
-                f"projections were computed with ({want[:12]}…): recompute them"
-            )
+        qk, loaded = load_store_model(texts)
         return cls(modes, scores, texts, qk, loaded.model.eval(), tokenizer_for(loaded))
 
     def top(self, m: Mode, k: int) -> list[tuple[int, float, int, int]]:

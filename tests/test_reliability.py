@@ -253,7 +253,10 @@ def test_snakemake_killed_mid_write_resumes_to_identical_stores(tiny: dict, tmp_
     killed = {FAILPOINT_ENV: "stream:write@3"}
     r = snakemake(tmp_path / "run", *profile, target, config=cfg, check=False, env_extra=killed)
     assert r.returncode != 0 and not (tmp_path / "run" / target).exists()
-    # 2. Snakemake itself and its job are killed together while the store is half written
+    # 2. Snakemake itself and its job are killed together while the store is half written (a write of this run:
+    # step 1's killed job left its own partial store behind, which must not count)
+    partial = tmp_path / "run/results/projections/tiny"
+    before = set(partial.glob("photos.zarr.tmp-*"))
     env = {**os.environ, FAILPOINT_ENV: "stream:write@2:hang", "HF_HUB_OFFLINE": "1"}
     env["PATH"] = workflow_path(env["PATH"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path / "run")]
@@ -266,16 +269,23 @@ def test_snakemake_killed_mid_write_resumes_to_identical_stores(tiny: dict, tmp_
     )
     try:
         deadline = time.monotonic() + 240
-        partial = tmp_path / "run/results/projections/tiny"
-        while not list(partial.glob("photos.zarr.tmp-*/q_max/c")) and time.monotonic() < deadline:
+
+        def writing() -> list[Path]:
+            return [d for d in partial.glob("photos.zarr.tmp-*") if d not in before and (d / "q_max/c").exists()]
+
+        while not writing() and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert list(partial.glob("photos.zarr.tmp-*")), "the projection job never started writing"
+        assert writing(), "the projection job of this run never started writing"
         time.sleep(1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (tmp_path / "run" / target).exists()
-    # 3. plain `snakemake` again (the profile reruns incomplete jobs): done, and identical
+    # 3. Snakemake's own lock outlives a SIGKILL: the next run says so and names --unlock; after `snakemake --unlock`
+    # plain `snakemake` again (the profile reruns incomplete jobs) finishes, and the stores are identical
+    locked = snakemake(tmp_path / "run", *profile, target, config=cfg, check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    snakemake(tmp_path / "run", "--unlock", target, config=cfg)
     snakemake(tmp_path / "run", *profile, target, config=cfg)
     for store, expected in ref.items():
         xr.testing.assert_identical(content(expected), content(tmp_path / "run" / store))

@@ -30,8 +30,8 @@ import torch
 
 from qkdissect.models import extract_qk
 from qkdissect.modes import qk_modes, resolve_device
-from qkdissect.projections import layer_token_hooks
-from qkdissect.text import TextProjector, TopPassages, corpus, encode, scored_mask
+from qkdissect.projections import StreamingTopK, layer_token_hooks
+from qkdissect.text import TextProjector, corpus, encode, scored_mask
 
 
 def _sync(dev: torch.device) -> None:
@@ -96,11 +96,13 @@ def bench(kind: str, texts: list[str], tok: Any, batch: int, repeats: int, dev: 
     ours_scores: list[torch.Tensor] = []
 
     def ours() -> None:
-        top = TopPassages((*proj.shape, 2), 8, device=dev)
+        top = StreamingTopK((*proj.shape, 2), 8, device=dev, n_payload=2)
         ours_scores.clear()
         for i, enc in enumerate(batches):
             out = proj(model, enc)
-            top.update(out, torch.arange(i * batch, i * batch + len(enc["input_ids"])))
+            top.update(
+                out.score, torch.arange(i * batch, i * batch + len(enc["input_ids"])), (out.query_token, out.key_token)
+            )
             ours_scores.append(out.score.cpu())
         _sync(dev)
 

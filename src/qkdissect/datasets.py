@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from .errors import QKDissectError
 from .images import IMAGE_SUFFIXES, ImageItem, Preprocess, decode
+from .paths import list_files
 
 VOC_VOID = (224, 224, 192)
 REGIONS = ("target", "distractor", "background")
@@ -73,8 +74,11 @@ class MaskDataset:
 
 
 # ----------------------------------------------------------------------------------------- O3
-def _by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+def _by_stem(folder: Path, pattern: str = "*") -> dict[str, Path]:
+    """The image files of a folder (not recursive) by stem; links that leave the folder are skipped and named."""
+    listing = list_files(folder, IMAGE_SUFFIXES, pattern=pattern, recursive=False)
+    listing.warn("mask dataset folder")
+    return {p.stem: p for p in listing.files}
 
 
 def _binary(path: Path) -> np.ndarray:
@@ -151,8 +155,8 @@ def voc_dataset(root: str | Path) -> MaskDataset:
         masks = _by_stem(root / "SegmentationClass")
         images = {s: p for s, p in _by_stem(root / "JPEGImages").items() if s in masks}
     else:
-        images = {p.name[: -len("_image" + p.suffix)]: p for p in root.glob("*_image.*")}
-        masks = {p.name[: -len("_target" + p.suffix)]: p for p in root.glob("*_target.*")}
+        images = {s.removesuffix("_image"): p for s, p in _by_stem(root, "*_image.*").items()}
+        masks = {s.removesuffix("_target"): p for s, p in _by_stem(root, "*_target.*").items()}
         lacking = sorted(set(images) - set(masks))
         if lacking:
             raise MaskDatasetError(f"{root}: images without a *_target mask: {lacking[:5]}")

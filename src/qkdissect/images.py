@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from .errors import QKDissectError
+from .paths import list_files
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +76,29 @@ class ImageItem:
 
 @dataclass
 class ImageSource:
-    """A sorted list of images with stable ids."""
+    """A sorted list of images with stable ids; ``outside``: links in the folder that lead out of it (skipped)."""
 
     kind: str
     root: str
     items: list[ImageItem]
+    outside: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "root": self.root, "count": len(self.items)}
+        out: dict[str, Any] = {"kind": self.kind, "root": self.root, "count": len(self.items)}
+        if self.outside:
+            out["links_outside_skipped"] = self.outside[:100]
+        return out
 
 
-def _folder_items(root: Path) -> list[ImageItem]:
-    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted((ImageItem(p.relative_to(root).as_posix(), p) for p in files), key=lambda it: it.id)
+def _folder_items(root: Path) -> tuple[list[ImageItem], list[str]]:
+    """The images under ``root`` (ids: relative paths) and the links that leave it (skipped, named)."""
+    listing = list_files(root, IMAGE_SUFFIXES)
+    listing.warn("image folder")
+    items = sorted((ImageItem(p.relative_to(root).as_posix(), p) for p in listing.files), key=lambda it: it.id)
+    return items, listing.outside_names()
 
 
 def image_source(spec: str, limit: int | None = None) -> ImageSource:
@@ -115,13 +123,13 @@ def image_source(spec: str, limit: int | None = None) -> ImageSource:
                 else ""
             )
             raise EmptyImageSourceError(f"image folder {root} does not exist{hint}")
-        items = _folder_items(root)
+        items, outside = _folder_items(root)
         if kind == "imagenet-val":
             # ids are the file names (ILSVRC2012_val_00000001), wherever the class sub-folders put them
             items = sorted((ImageItem(Path(it.id).stem, it.path) for it in items), key=lambda it: it.id)
             if len({it.id for it in items}) != len(items):
                 raise QKDissectError(f"{root}: two files share an ImageNet id; is this a validation folder?")
-        src = ImageSource(kind, str(root.resolve()), items)
+        src = ImageSource(kind, str(root.resolve()), items, outside)
     else:
         raise QKDissectError(f"unknown image source {spec!r}: use skimage, folder:/path or imagenet-val:/path")
     if limit is not None:

@@ -94,18 +94,28 @@ def parse_spec(spec: str | ModelSpec) -> ModelSpec:
     opts = _parse_options(query)
     if source == "timm":
         name, at, weights = rest.partition("@")
-        return ModelSpec("timm", name, Path(weights).expanduser() if at else None, options=opts)
+        return ModelSpec("timm", name, _local_path(weights, "timm weights file") if at else None, options=opts)
     if source == "hf":
         if rest.startswith(("/", ".", "~")):
-            p = Path(rest).expanduser()
+            p = _local_path(rest, "Hugging Face model directory")
             return ModelSpec("hf", p.name, p, options=opts)
         return ModelSpec("hf", rest, options=opts)
     if source in ("simmim", "ijepa"):
-        p = _resolve_data_path(rest)
+        p = _resolve_data_path(rest, f"{source} checkpoint")
         if source == "ijepa" and not part:
             part = "encoder"
         return ModelSpec(source, p.name, p, part or None, opts)
     return ModelSpec(source, rest)
+
+
+def _local_path(p: str, what: str) -> Path:
+    """A local path of a spec: absolute as given, relative to the working directory and never above it."""
+    from .paths import inside
+
+    path = Path(p).expanduser()
+    if not path.is_absolute():
+        inside(path, Path.cwd(), what)
+    return path
 
 
 def _parse_options(query: str) -> tuple[tuple[str, Any], ...]:
@@ -134,12 +144,38 @@ def data_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qkdissect"
 
 
-def _resolve_data_path(p: str) -> Path:
+def _resolve_data_path(p: str, what: str = "checkpoint") -> Path:
+    """A spec's FILE: absolute as given; relative, in the working directory when it is there, else under
+    ``$QKDISSECT_DATA``; a relative path never leads above the folder it is taken from."""
+    from .paths import inside
+
     path = Path(p).expanduser()
-    if not path.is_absolute() and not path.exists():
-        candidate = data_dir() / path
+    if path.is_absolute():
+        return path
+    inside(path, Path.cwd(), what)
+    if not path.exists():
+        candidate = inside(path, data_dir(), what)
         if candidate.exists() or not path.parent.exists():
             return candidate
+    return path
+
+
+#: what a weights file's name ends with (a checkpoint of any other name is refused before it is read or hashed)
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar", ".ckpt")
+
+
+def checkpoint_file(path: Path | None, what: str, where: str = "") -> Path:
+    """``path`` if it is an existing regular file named like a weights file, else an error naming it."""
+    if path is None or not path.exists():
+        hint = f" Download it from {where} and put it at that path" if where else ""
+        raise WeightsUnavailableError(
+            f"{what} checkpoint {path} does not exist.{hint} (relative paths are looked up under $QKDISSECT_DATA, "
+            f"now {data_dir()})."
+        )
+    if not path.is_file() or not path.name.lower().endswith(WEIGHT_SUFFIXES):
+        raise WeightsUnavailableError(
+            f"{what} checkpoint {path} is not a weights file: expected a file ending in {', '.join(WEIGHT_SUFFIXES)}"
+        )
     return path
 
 
@@ -559,6 +595,7 @@ def load_timm(spec: ModelSpec) -> LoadedModel:
     if not timm.is_model(base):
         raise UnknownModelError(base, timm.list_models(), "not a timm architecture")
     if spec.weights is not None:
+        checkpoint_file(spec.weights, f"timm:{spec.name}")
         model = timm.create_model(spec.name, pretrained=False, **spec.kwargs)
         state = read_state_dict(spec.weights)
         state = _resample_pos_embed_if_needed(model, state)

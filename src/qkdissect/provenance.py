@@ -73,6 +73,12 @@ CONFIG_FILES_ENV = "QKDISSECT_CONFIG_FILES"
 CONFIG_KEYS_ENV = "QKDISSECT_CONFIG_KEYS"
 
 
+def export_config_files(files: Iterable[str | Path]) -> None:
+    """Tell the commands this process starts (the workflow's jobs) which config files are in force: through the
+    environment, so that a config's path is never part of a job's command."""
+    os.environ[CONFIG_FILES_ENV] = os.pathsep.join(str(Path(f).resolve()) for f in files)
+
+
 def _merged_config(files: Iterable[str | Path]) -> dict[str, Any]:
     """The config files merged in order the way Snakemake merges them (nested mappings updated key by key)."""
     import yaml

@@ -34,6 +34,7 @@ import xarray as xr
 
 from .errors import QKDissectError
 from .models import LoadedModel, QKWeights, hub_offline
+from .paths import list_files
 from .projections import StreamingTopK, TokenSource, layer_token_hooks, modes_uv
 
 #: bundled with Python itself: available on every machine, no download
@@ -104,7 +105,12 @@ def _pydoc() -> tuple[list[Passage], str]:
 def _files(root: Path) -> tuple[list[Passage], str]:
     if not root.exists():
         raise CorpusError(f"text corpus {root} does not exist: give a .txt file or a folder of .txt files")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*.txt") if p.is_file())
+    if root.is_file():
+        files = [root]
+    else:
+        listing = list_files(root, (".txt",))
+        listing.warn("text corpus")
+        files = listing.files
     if not files:
         raise CorpusError(f"text corpus {root} has no .txt files")
     groups = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import QKDissectError, WeightsUnavailableError
-from .models import ModelSpec, _snapshot_revision, hub_offline, parse_spec, sha256_file
+from .models import ModelSpec, _snapshot_revision, checkpoint_file, hub_offline, parse_spec, sha256_file
 from .provenance import code_record, config_record, utc_now
 
 MANIFEST_SCHEMA = "weights/v1"
@@ -86,7 +86,7 @@ def _resolve_files(spec: ModelSpec, name: str) -> tuple[list[dict[str, Any]], st
         if path is None or not path.exists():
             where = f" Get it from {known.source}." if known else ""
             raise WeightsUnavailableError(f"{name}: checkpoint {path} does not exist.{where}")
-        return [_file_record(path, "weights")], None, "local file"
+        return [_file_record(checkpoint_file(path, name), "weights")], None, "local file"
     if spec.source == "imgfocus":
         from .checkpoints import IMGFOCUS, IMGFOCUS_DIGEST, imgfocus_checkpoint, imgfocus_wheel
 
@@ -109,7 +109,7 @@ def _resolve_files(spec: ModelSpec, name: str) -> tuple[list[dict[str, Any]], st
         if spec.weights is not None:
             if not spec.weights.exists():
                 raise WeightsUnavailableError(f"{name}: weights file {spec.weights} does not exist")
-            return [_file_record(spec.weights, "weights")], None, "local file"
+            return [_file_record(checkpoint_file(spec.weights, name), "weights")], None, "local file"
         import timm
 
         if not timm.is_model(spec.name.split(".")[0]):

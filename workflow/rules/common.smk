@@ -1,7 +1,6 @@
 # Helpers only: config validation, model lookup, output lists, papermill command lines. No rules here.
 import difflib
 import json
-import os
 import re
 import shlex
 from pathlib import Path
@@ -10,6 +9,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from qkdissect.provenance import export_config_files
 from qkdissect.registry import KNOWN_MODELS
 
 # The schema fills in every default before any rule runs; a config that fails it stops here.
@@ -24,25 +24,32 @@ MODELS = list(config["models"])
 PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"
 
 
-#: the config file(s) in force, recorded (with the sections each output depends on) in every output's provenance
-CONFIG_FILES = [os.path.abspath(f) for f in workflow.configfiles]
+#: the config file(s) in force, recorded (with the sections each output depends on) in every output's provenance.
+#: They reach the rules' commands through the environment (here and in every cluster job, which reads this file
+#: again), never through the command text: the same config at another path is the same job.
+export_config_files(workflow.configfiles)
 
 
-def provenance_env(keys):
-    """The environment that tells the package which config file(s) are in force and which of their sections the
-    rule's output depends on (key paths as lists, e.g. ["figures", "fig3"]; '{wildcards.x}' parts are filled in by
-    Snakemake). The output's provenance records those sections; `qkdissect audit` compares them with the config
-    as it is now."""
-    if not keys:
-        return ""
-    paths = json.dumps([list(k) for k in keys], separators=(",", ":"))
-    return f"QKDISSECT_CONFIG_FILES={shlex.quote(os.pathsep.join(CONFIG_FILES))} QKDISSECT_CONFIG_KEYS='{paths}' "
+def config_keys(*keys):
+    """A `params:` value: the config sections the rule's output depends on (key paths as lists, e.g.
+    ["figures", "fig3"]; "{model}" parts filled in from the job's wildcards), as JSON. The shell command passes it
+    quoted (QKDISSECT_CONFIG_KEYS={params.config_keys:q}); the output's provenance records those sections and
+    `qkdissect audit` compares them with the config as it is now."""
+
+    def value(wildcards):
+        return json.dumps([[part.format(**dict(wildcards.items())) for part in k] for k in keys], separators=(",", ":"))
+
+    return value
 
 
-def qkdissect(args, threads=False, config_keys=()):
+#: the shell prefix that hands the rule's config sections (its params.config_keys) to the package
+PROVENANCE_ENV = "QKDISSECT_CONFIG_KEYS={params.config_keys:q} "
+
+
+def qkdissect(args, threads=False):
     """A shell-command template that runs `python -m qkdissect ARGS` (with OMP_NUM_THREADS={threads} if asked),
-    recording the config sections ``config_keys`` (see provenance_env)."""
-    env = ("OMP_NUM_THREADS={threads} " if threads else "") + provenance_env(config_keys)
+    recording the config sections of the rule's params.config_keys."""
+    env = ("OMP_NUM_THREADS={threads} " if threads else "") + PROVENANCE_ENV
     return f"{env}{PYTHONPATH} python -m qkdissect {args}"
 
 
@@ -311,12 +318,12 @@ def yaml_param(name, value):
     return yaml.safe_dump({name: value}, default_flow_style=True, width=1 << 16).strip()
 
 
-def papermill(input_nb, output_nb, log, *params, config_keys=()):
+def papermill(input_nb, output_nb, log, *params):
     """The papermill command line of a figure: kernel python3, a timeout, the executed notebook kept; the config
-    sections ``config_keys`` are recorded in the figure's provenance (see provenance_env)."""
+    sections of the rule's params.config_keys are recorded in the figure's provenance."""
     timeout = int(config["figures"]["notebook_timeout_s"])
     return (
-        f"{provenance_env(config_keys)}{PYTHONPATH} papermill {input_nb} {output_nb} -k python3 "
+        f"{PROVENANCE_ENV}{PYTHONPATH} papermill {input_nb} {output_nb} -k python3 "
         f"--execution-timeout {timeout} --log-output --no-progress-bar {' '.join(params)} > {log} 2>&1"
     )
 

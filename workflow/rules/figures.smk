@@ -41,6 +41,7 @@ rule fig3:
         ),
         notebook="results/notebooks/fig3_{variant}_cosine.ipynb",
     params:
+        config_keys=config_keys(["figures", "fig3"]),
         scores=lambda w, input: yaml_param("scores", list(input.scores)),
         styles=yaml_param("styles", model_styles(figure_models("fig3"))),
         weighted=lambda w: w.variant == "weighted",
@@ -60,7 +61,6 @@ rule fig3:
             "-p weighted {params.weighted}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "fig3"]],
         )
 
 
@@ -84,6 +84,8 @@ rule s1_histograms:
             labels={"figure": "Fig. S1 ({model})"},
         ),
         notebook="results/notebooks/s1_cosine_histograms_{model}.ipynb",
+    params:
+        config_keys=config_keys(["figures", "s1"]),
     conda:
         "../envs/qkdissect.yaml"
     log:
@@ -96,7 +98,6 @@ rule s1_histograms:
             "-p scores {input.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "s1"]],
         )
 
 
@@ -121,6 +122,8 @@ rule s2_spectrum:
             labels={"figure": "Fig. S2 ({model})"},
         ),
         notebook="results/notebooks/s2_spectrum_grid_{model}.ipynb",
+    params:
+        config_keys=config_keys(["figures", "s2"]),
     conda:
         "../envs/qkdissect.yaml"
     log:
@@ -134,7 +137,6 @@ rule s2_spectrum:
             "-p scores {input.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "s2"]],
         )
 
 
@@ -158,6 +160,8 @@ rule s3_ijepa:
             labels={"figure": "Fig. S3"},
         ),
         notebook="results/notebooks/s3_ijepa_encoder_predictor.ipynb",
+    params:
+        config_keys=config_keys(["figures", "s3"]),
     conda:
         "../envs/qkdissect.yaml"
     log:
@@ -171,7 +175,6 @@ rule s3_ijepa:
             "-p predictor {input.predictor:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "s3"]],
         )
 
 
@@ -196,6 +199,7 @@ rule fig1:
         ),
         notebook="results/notebooks/fig1_example_modes.ipynb",
     params:
+        config_keys=config_keys(["figures", "fig1"]),
         rows=yaml_param("rows", gallery_rows(config["figures"]["fig1"])),
         k=config["figures"]["gallery_k"],
         title="Fig. 1: example modes",
@@ -214,7 +218,6 @@ rule fig1:
             "-p title {params.title:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "fig1"]],
         )
 
 
@@ -239,6 +242,7 @@ rule fig4:
         ),
         notebook="results/notebooks/fig4_top_images.ipynb",
     params:
+        config_keys=config_keys(["figures", "fig4"], ["figures", "gallery_k"]),
         rows=yaml_param("rows", gallery_rows(config["figures"]["fig4"])),
         k=config["figures"]["gallery_k"],
         title="Fig. 4: top images per mode",
@@ -257,7 +261,6 @@ rule fig4:
             "-p title {params.title:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "fig4"], ["figures", "gallery_k"]],
         )
 
 
@@ -282,6 +285,7 @@ rule gallery:
         ),
         notebook="results/notebooks/gallery_{name}.ipynb",
     params:
+        config_keys=config_keys(["figures", "galleries", "{name}"], ["figures", "gallery_k"]),
         rows=lambda w: yaml_param("rows", gallery_rows(config["figures"]["galleries"][w.name])),
         k=config["figures"]["gallery_k"],
     conda:
@@ -299,7 +303,6 @@ rule gallery:
             "-p title {wildcards.name:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "galleries", "{wildcards.name}"], ["figures", "gallery_k"]],
         )
 
 
@@ -324,6 +327,7 @@ rule fig5:
         ),
         notebook="results/notebooks/fig5_image_modes.ipynb",
     params:
+        config_keys=config_keys(["figures", "fig5"]),
         image=lambda w: config["figures"]["fig5"]["image"],
         layer_heads=lambda w: yaml_param("layer_heads", config["figures"]["fig5"]["layer_heads"]),
         n_modes=lambda w: config["figures"]["fig5"]["n_modes"],
@@ -344,7 +348,6 @@ rule fig5:
             "-p n_modes {params.n_modes}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "fig5"]],
         )
 
 
@@ -369,6 +372,7 @@ rule s17:
         ),
         notebook="results/notebooks/s17_{name}.ipynb",
     params:
+        config_keys=config_keys(["figures", "s17", "{name}"]),
         image=lambda w: config["figures"]["s17"][w.name]["image"],
         modes=lambda w: yaml_param("modes", config["figures"]["s17"][w.name]["modes"]),
         k=config["figures"]["gallery_k"],
@@ -389,7 +393,6 @@ rule s17:
             "-p k {params.k}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "s17", "{wildcards.name}"]],
         )
 
 
@@ -415,6 +418,7 @@ rule s4:
         ),
         notebook="results/notebooks/s4_anisotropy.ipynb",
     params:
+        config_keys=config_keys(["figures", "s4"]),
         projections=lambda w, input: yaml_param("projections", list(input.projections)),
         scores=lambda w, input: yaml_param("scores", list(input.scores)),
     conda:
@@ -430,7 +434,6 @@ rule s4:
             "-y {params.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "s4"]],
         )
 
 
@@ -455,6 +458,7 @@ rule fig2:
         ),
         notebook="results/notebooks/fig2_preference_{dataset}.ipynb",
     params:
+        config_keys=config_keys(["figures", "fig2"]),
         preference=lambda w, input: yaml_param("preference", list(input.preference)),
         example=lambda w: config["figures"]["fig2"]["example"],
     conda:
@@ -470,7 +474,6 @@ rule fig2:
             "-p example {params.example}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "fig2"]],
         )
 
 
@@ -495,6 +498,7 @@ rule fig6:
         ),
         notebook="results/notebooks/fig6_same_object_{dataset}.ipynb",
     params:
+        config_keys=config_keys(["figures", "fig6"]),
         same_object=lambda w, input: yaml_param("same_object", list(input.same_object)),
     conda:
         "../envs/qkdissect.yaml"
@@ -508,7 +512,6 @@ rule fig6:
             "-y {params.same_object:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "fig6"]],
         )
 
 
@@ -535,6 +538,7 @@ rule ln_folding:
         ),
         notebook="results/notebooks/ln_folding_cosine.ipynb",
     params:
+        config_keys=config_keys(["figures", "ln_folding"]),
         scores=lambda w: yaml_param(
             "scores", {m: {f: folding_store(m, f) for f in FOLDINGS} for m in figure_models("ln_folding")}
         ),
@@ -550,7 +554,6 @@ rule ln_folding:
             "-y {params.scores:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "ln_folding"]],
         )
 
 # Beyond the paper: the logit terms, the top-k modes' share and who wins the softmax, one row per model.
@@ -575,6 +578,7 @@ rule logit_terms:
         ),
         notebook="results/notebooks/logit_terms.ipynb",
     params:
+        config_keys=config_keys(["figures", "logits"]),
         logits=lambda w, input: yaml_param("logits", list(input.logits)),
     conda:
         "../envs/qkdissect.yaml"
@@ -588,7 +592,6 @@ rule logit_terms:
             "-y {params.logits:q}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "logits"]],
         )
 
 # Beyond the paper: a text model's top passages per mode, shaded by the query and key maps.
@@ -612,6 +615,7 @@ rule text_modes:
         ),
         notebook="results/notebooks/text_modes_{model}.ipynb",
     params:
+        config_keys=config_keys(["figures", "text_modes"], ["figures", "text_k"]),
         modes=lambda w: text_modes_modes(w.model),
         k=config["figures"]["text_k"],
     conda:
@@ -630,7 +634,6 @@ rule text_modes:
             "-p k {params.k}",
             "-p output {output.png:q}",
             "-p notebook {input.notebook:q}",
-            config_keys=[["figures", "text_modes"], ["figures", "text_k"]],
         )
 
 
@@ -641,6 +644,8 @@ rule crate:
         all_figures(),
     output:
         "results/ro-crate-metadata.json",
+    params:
+        config_keys=config_keys(),
     conda:
         "../envs/qkdissect.yaml"
     log:

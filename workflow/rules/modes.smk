@@ -5,6 +5,7 @@ rule modes:
     output:
         directory("results/modes/{model}.zarr"),
     params:
+        config_keys=config_keys(["models", "{model}"], ["analysis", "dtype"], ["analysis", "block_rtol"]),
         spec=model_spec,
         device=config["analysis"]["device"],
         dtype=config["analysis"]["dtype"],
@@ -24,10 +25,9 @@ rule modes:
     shell:
         qkdissect(
             "modes {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--device {params.device} --dtype {params.dtype} --block-rtol {params.block_rtol} "
-            "--folding {params.folding} -o {output:q} > {log:q} 2>&1",
+            "--device {params.device:q} --dtype {params.dtype:q} --block-rtol {params.block_rtol:q} "
+            "--folding {params.folding:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
-            config_keys=[["models", "{wildcards.model}"], ["analysis", "dtype"], ["analysis", "block_rtol"]],
         )
 
 

@@ -8,6 +8,7 @@ rule project:
     output:
         directory("results/projections/{model}/{images}.zarr"),
     params:
+        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], ["projections", "tokens"], ["projections", "top_k"]),
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: limit_option("images", w.images),
@@ -30,16 +31,10 @@ rule project:
     shell:
         qkdissect(
             "project {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --images {params.source:q} {params.limit} --tokens {params.tokens} "
-            "--batch-size {params.batch_size} --top-k {params.top_k} --workers {params.workers} "
-            "--device {params.device} -o {output:q} > {log:q} 2>&1",
+            "--modes {input.modes:q} --images {params.source:q} {params.limit} --tokens {params.tokens:q} "
+            "--batch-size {params.batch_size:q} --top-k {params.top_k:q} --workers {params.workers:q} "
+            "--device {params.device:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
-            config_keys=[
-                ["models", "{wildcards.model}"],
-                ["images", "{wildcards.images}"],
-                ["projections", "tokens"],
-                ["projections", "top_k"],
-            ],
         )
 
 
@@ -51,6 +46,7 @@ rule preference:
     output:
         directory("results/preference/{model}/{dataset}.zarr"),
     params:
+        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"]),
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
         limit=lambda w: limit_option("mask_datasets", w.dataset),
@@ -69,9 +65,8 @@ rule preference:
     shell:
         qkdissect(
             "preference {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--dataset {params.source:q} {params.limit} --device {params.device} -q -o {output:q} > {log:q} 2>&1",
+            "--dataset {params.source:q} {params.limit} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
-            config_keys=[["models", "{wildcards.model}"], ["mask_datasets", "{wildcards.dataset}"]],
         )
 
 
@@ -83,6 +78,7 @@ rule same_object:
     output:
         directory("results/same_object/{model}/{dataset}.zarr"),
     params:
+        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], ["figures", "fig6", "top"], ["projections", "tokens"]),
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
         limit=lambda w: limit_option("mask_datasets", w.dataset),
@@ -103,15 +99,9 @@ rule same_object:
     shell:
         qkdissect(
             "same-object {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --dataset {params.source:q} {params.limit} --top {params.top} "
-            "--tokens {params.tokens} --device {params.device} -q -o {output:q} > {log:q} 2>&1",
+            "--modes {input.modes:q} --dataset {params.source:q} {params.limit} --top {params.top:q} "
+            "--tokens {params.tokens:q} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
-            config_keys=[
-                ["models", "{wildcards.model}"],
-                ["mask_datasets", "{wildcards.dataset}"],
-                ["figures", "fig6", "top"],
-                ["projections", "tokens"],
-            ],
         )
 
 
@@ -124,6 +114,7 @@ rule logits:
     output:
         directory("results/logits/{model}/{images}.zarr"),
     params:
+        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], ["projections", "logits_limit"]),
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: logits_limit(w.images),
@@ -144,14 +135,9 @@ rule logits:
     shell:
         qkdissect(
             "logits {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --images {params.source:q} {params.limit} --batch-size {params.batch_size} "
-            "--workers {params.workers} --device {params.device} -q -o {output:q} > {log:q} 2>&1",
+            "--modes {input.modes:q} --images {params.source:q} {params.limit} --batch-size {params.batch_size:q} "
+            "--workers {params.workers:q} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
-            config_keys=[
-                ["models", "{wildcards.model}"],
-                ["images", "{wildcards.images}"],
-                ["projections", "logits_limit"],
-            ],
         )
 
 
@@ -164,6 +150,7 @@ rule text_project:
     output:
         directory("results/text_projections/{model}/{corpus}.zarr"),
     params:
+        config_keys=config_keys(["models", "{model}"], ["texts", "{corpus}"], ["projections", "tokens"], ["projections", "max_tokens"], ["projections", "top_k"]),
         spec=model_spec,
         source=lambda w: config["texts"][w.corpus]["source"],
         limit=lambda w: limit_option("texts", w.corpus),
@@ -186,15 +173,8 @@ rule text_project:
     shell:
         qkdissect(
             "project-text {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --corpus {params.source:q} {params.limit} --tokens {params.tokens} "
-            "--batch-size {params.batch_size} --max-tokens {params.max_tokens} --top-k {params.top_k} "
-            "--device {params.device} -o {output:q} > {log:q} 2>&1",
+            "--modes {input.modes:q} --corpus {params.source:q} {params.limit} --tokens {params.tokens:q} "
+            "--batch-size {params.batch_size:q} --max-tokens {params.max_tokens:q} --top-k {params.top_k:q} "
+            "--device {params.device:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
-            config_keys=[
-                ["models", "{wildcards.model}"],
-                ["texts", "{wildcards.corpus}"],
-                ["projections", "tokens"],
-                ["projections", "max_tokens"],
-                ["projections", "top_k"],
-            ],
         )

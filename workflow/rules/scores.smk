@@ -5,6 +5,7 @@ rule scores:
     output:
         directory("results/scores/{model}.zarr"),
     params:
+        config_keys=config_keys(["models", "{model}"], ["analysis", "released_code"], ["analysis", "null_level"]),
         released_code="--released-code" if config["analysis"]["released_code"] else "",
         level=config["analysis"]["null_level"],
     threads: 1
@@ -19,8 +20,7 @@ rule scores:
         "results/benchmarks/scores/{model}.tsv"
     shell:
         qkdissect(
-            "scores {input:q} --level {params.level} {params.released_code} -o {output:q} > {log:q} 2>&1",
-            config_keys=[["models", "{wildcards.model}"], ["analysis", "released_code"], ["analysis", "null_level"]],
+            "scores {input:q} --level {params.level:q} {params.released_code} -o {output:q} > {log:q} 2>&1",
         )
 
 

@@ -10,6 +10,7 @@ rule weights:
     output:
         "results/weights/{model}.json",
     params:
+        config_keys=config_keys(["models", "{model}"]),
         spec=model_spec,
     conda:
         "../envs/qkdissect.yaml"
@@ -20,5 +21,4 @@ rule weights:
     shell:
         qkdissect(
             "resolve {params.spec:q} --name {wildcards.model:q} -o {output:q} > {log:q} 2>&1",
-            config_keys=[["models", "{wildcards.model}"]],
         )

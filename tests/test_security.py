@@ -1,0 +1,146 @@
+"""Names that reach a shell or a path, and files outside the roots a user configured: a config name never runs a
+command or writes outside results/, and no file outside an image folder, a mask dataset, a text corpus or the
+data directory is read, hashed or recorded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_photos
+from qkdissect.datasets import mask_dataset
+from qkdissect.errors import WeightsUnavailableError
+from qkdissect.images import image_source
+from qkdissect.models import parse_spec
+from qkdissect.paths import OutsideRootError, list_files
+from qkdissect.text import corpus
+from qkdissect.weights import resolve_weights
+from test_workflow import snakemake, write_config
+
+HOSTILE_NAMES = ["x';touch PWNED;'", "../../../../escaped", "a b", "$(touch PWNED)", ".hidden", "a/b"]
+
+
+@pytest.mark.parametrize("section", ["galleries", "s17"])
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_figure_names_that_would_reach_a_shell_or_leave_results_are_refused(
+    tmp_path: Path, section: str, name: str
+) -> None:
+    entry = [{"model": "dinov2-vits14-imgfocus"}] if section == "galleries" else {"model": "dinov2-vits14-imgfocus"}
+    cfg = write_config(tmp_path, {"models": {"dinov2-vits14-imgfocus": None}, "figures": {section: {name: entry}}})
+    work = tmp_path / "run"
+    r = snakemake(work, "-n", config=cfg, check=False)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "Error validating config" in out and "does not match" in out, out[-2000:]
+    assert not (work / "PWNED").exists() and not (tmp_path / "PWNED").exists()
+    assert not list(tmp_path.rglob("escaped*"))
+
+
+@pytest.mark.parametrize("section", ["models", "images", "mask_datasets", "texts"])
+def test_every_named_section_has_the_safe_name_pattern(tmp_path: Path, section: str) -> None:
+    cfg: dict = {"models": {"dinov2-vits14-imgfocus": None}}
+    bad = "x';touch PWNED;'"
+    cfg[section] = {**cfg.get(section, {}), bad: {"source": "skimage"} if section != "models" else None}
+    r = snakemake(tmp_path / "run", "-n", config=write_config(tmp_path, cfg), check=False)
+    assert r.returncode != 0 and "does not match" in r.stdout + r.stderr
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_config_keys_reach_the_shell_quoted_and_the_config_path_does_not(tmp_path: Path) -> None:
+    """The rules' commands carry their config sections as one quoted word, and not the config file's path: the
+    same config at another path is the same job (the path reaches the jobs through the environment)."""
+    import shlex
+
+    cfg = write_config(tmp_path, {"models": {"dinov2-vits14-imgfocus": None}, "figures": {"s1": [], "s2": []}})
+    r = snakemake(tmp_path / "run", "-n", "-p", config=cfg)
+    commands = [ln.split("Shell command: ", 1)[1] for ln in r.stdout.splitlines() if ln.startswith("Shell command: ")]
+    commands = [c for c in commands if c != "None"]  # the target rules run no command
+    assert len(commands) >= 6  # weights, modes, scores, two Fig. 3, the crate
+    for cmd in commands:
+        assert str(cfg) not in cmd
+        words = shlex.split(cmd)
+        keys = [w for w in words if w.startswith("QKDISSECT_CONFIG_KEYS=")]
+        assert len(keys) == 1 and keys[0].split("=", 1)[1].startswith("[")
+
+
+# ----------------------------------------------------------------------------------------- files outside roots
+def _link(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, link)
+
+
+def test_image_folder_skips_and_names_links_that_leave_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    photos = tmp_path / "photos"
+    write_photos(photos, n=3)
+    secret = tmp_path / "elsewhere" / "secret.png"
+    secret.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(secret)
+    _link(photos / "shadow.jpg", Path("/etc/shadow"))
+    _link(photos / "sub" / "secret.png", secret)
+    _link(photos / "again.png", photos / "photo00.png")  # a link that stays inside is an image like any other
+    with caplog.at_level("WARNING", logger="qkdissect"):
+        src = image_source(f"folder:{photos}")
+    ids = [it.id for it in src.items]
+    assert ids == ["again.png", "photo00.png", "photo01.png", "photo02.png"]
+    assert src.outside == ["shadow.jpg", "sub/secret.png"]
+    assert src.describe()["links_outside_skipped"] == ["shadow.jpg", "sub/secret.png"]
+    assert "skipped 2 links that leave the folder" in caplog.text and "/etc/shadow" in caplog.text
+
+
+def test_linked_directories_are_not_entered(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write_photos(outside, n=2)
+    root = tmp_path / "root"
+    write_photos(root, n=1)
+    _link(root / "linked", outside)
+    listing = list_files(root, {".png"})
+    assert [p.name for p in listing.files] == ["photo00.png"]
+
+
+def test_mask_dataset_and_corpus_skip_links_that_leave_them(tmp_path: Path) -> None:
+    voc = tmp_path / "voc"
+    voc.mkdir()
+    img = np.zeros((16, 16, 3), np.uint8)
+    Image.fromarray(img).save(voc / "1_image.png")
+    Image.fromarray(img).save(voc / "1_target.png")
+    secret = tmp_path / "secret.png"
+    Image.fromarray(img).save(secret)
+    _link(voc / "2_image.png", secret)
+    _link(voc / "2_target.png", secret)
+    ds = mask_dataset(f"voc:{voc}")
+    assert [it.id for it in ds.items] == ["1"]
+    assert all(secret not in it.files for it in ds.items)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("one two three four five six seven eight nine ten eleven twelve thirteen\n")
+    other = tmp_path / "other.txt"
+    other.write_text("secret " * 20)
+    _link(texts / "b.txt", other)
+    c = corpus(f"file:{texts}")
+    assert [p.id for p in c.passages] == ["a.txt#0"]
+
+
+@pytest.mark.parametrize(
+    "spec", ["simmim:../../../../etc/shadow", "ijepa:../../x.pth.tar", "timm:vit_tiny_patch16_224@../w.pth"]
+)
+def test_relative_weights_paths_never_lead_above_their_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str
+) -> None:
+    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutsideRootError, match="leads outside"):
+        parse_spec(spec)
+
+
+def test_a_file_that_is_not_a_weights_file_is_neither_hashed_nor_recorded(tmp_path: Path) -> None:
+    """An absolute path is the user's choice, but /etc/shadow is no checkpoint: refused before it is read."""
+    with pytest.raises(WeightsUnavailableError, match="is not a weights file"):
+        resolve_weights("simmim:/etc/shadow")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights")
+    with pytest.raises(WeightsUnavailableError, match="is not a weights file"):
+        resolve_weights(f"timm:vit_tiny_patch16_224@{notes}")

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qkdissect.modes import Modes, qk_modes, resolve_device
+from qkdissect.core.device import resolve_device
+from qkdissect.core.modes import Modes, qk_modes
 
 Shape = tuple[int, int, int, int]  # (layers, heads, d_model, d_head)
 

@@ -35,9 +35,11 @@ from typing import Any
 
 import torch
 
+from qkdissect.core.device import resolve_device
+from qkdissect.core.modes import qk_modes
+from qkdissect.core.topk import StreamingTopK
 from qkdissect.models import extract_qk
-from qkdissect.modes import qk_modes, resolve_device
-from qkdissect.projections import Projector, StreamingTopK
+from qkdissect.passes.projections import Projector
 
 MODELS = {"ViT-S/14 (DINOv2 geometry)": "vit_small_patch14_dinov2", "ViT-B/16": "vit_base_patch16_224"}
 
@@ -100,8 +102,9 @@ def peak_rss_mb(n_images: int, workdir: Path, dinov2: str | None) -> float:
 import resource, numpy as np
 from pathlib import Path
 from PIL import Image
-from qkdissect.analysis import compute_modes, compute_projections
-from qkdissect.store import write_store
+from qkdissect.passes.projections import compute_projections
+from qkdissect.passes.weights import compute_modes
+from qkdissect.stores import write_store
 folder = Path({str(workdir)!r}) / "imgs{n_images}"
 folder.mkdir(exist_ok=True)
 rng = np.random.default_rng(0)

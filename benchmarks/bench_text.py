@@ -28,10 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from qkdissect.core.device import resolve_device
+from qkdissect.core.modes import qk_modes
+from qkdissect.core.topk import StreamingTopK
+from qkdissect.data.corpora import corpus
 from qkdissect.models import extract_qk
-from qkdissect.modes import qk_modes, resolve_device
-from qkdissect.projections import StreamingTopK, layer_token_hooks
-from qkdissect.text import TextProjector, corpus, encode, scored_mask
+from qkdissect.passes.hooks import layer_token_hooks
+from qkdissect.passes.text import TextProjector, encode, scored_mask
 
 
 def _sync(dev: torch.device) -> None:

@@ -26,9 +26,9 @@ from transformers import (
 
 from conftest import TINY as TINY_GEOMETRY
 from conftest import randomise_
-from qkdissect.attention import capture_logits, max_relative_error
+from qkdissect.core.modes import qk_modes
 from qkdissect.models import extract_qk, load_qk
-from qkdissect.modes import qk_modes
+from qkdissect.passes.attention import capture_logits, max_relative_error
 
 TOL = 1e-4
 TINY = dict(TINY_GEOMETRY, depth=2)
@@ -155,7 +155,7 @@ def test_real_dinov2_timm_reproduces_logits(dinov2_file, photos, img_size: int) 
 
 def _timm_dinov2_into_hf(timm_model: torch.nn.Module, img_size: int) -> Dinov2Model:
     """Copy a timm DINOv2 into a Hugging Face Dinov2Model, module by module (version-independent names)."""
-    from qkdissect.models import _find_child, _hf_attention, _hf_layers
+    from qkdissect.models.adapters.hf import _find_child, _hf_attention, _hf_layers
 
     d, heads = timm_model.embed_dim, timm_model.blocks[0].attn.num_heads
     hf = Dinov2Model(

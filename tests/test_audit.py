@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, make_tiny_vit, write_photos
-from qkdissect.provenance import git_state, tree_sha256
+from qkdissect.provenance.records import git_state, tree_sha256
 from test_workflow import snakemake, write_config
 
 A, B = "tiny-a", "tiny-b"

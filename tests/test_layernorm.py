@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from conftest import make_tiny_vit
-from qkdissect.analysis import compute_modes
-from qkdissect.attention import capture_logits
-from qkdissect.layernorm import folded_biases, folded_factors, norm_parameters, normalise
+from qkdissect.core.layernorm import normalise
 from qkdissect.models import QKWeights, load_qk
-from qkdissect.projections import layer_token_hooks
+from qkdissect.models.layernorm import folded_biases, folded_factors, norm_parameters
+from qkdissect.passes.attention import capture_logits
+from qkdissect.passes.hooks import layer_token_hooks
+from qkdissect.passes.weights import compute_modes
 
 
 def residual_tokens(qk, model: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkdissect.attention import capture_logits
-from qkdissect.logits import TERMS, LogitStats, default_ks, logit_terms
+from qkdissect.core.logits import TERMS, LogitStats, default_ks, logit_terms
+from qkdissect.core.modes import qk_modes
 from qkdissect.models import load_qk
-from qkdissect.modes import qk_modes
+from qkdissect.passes.attention import capture_logits
 
 
 @pytest.mark.assets
@@ -94,9 +94,9 @@ def test_statistics_equal_an_explicit_per_head_computation(seed: int, n_tok: int
 
 def test_logits_store_from_the_command_line(tmp_path: Path) -> None:
     from conftest import make_tiny_vit, write_photos
-    from qkdissect.analysis import compute_modes
     from qkdissect.cli import main
-    from qkdissect.store import open_store, write_store
+    from qkdissect.passes.weights import compute_modes
+    from qkdissect.stores import open_store, write_store
 
     spec = make_tiny_vit(tmp_path / "w")
     write_photos(tmp_path / "photos", n=5)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from qkdissect.datasets import MaskDatasetError, mask_dataset, mask_to_tokens, o3_dataset, synthetic_scene
-from qkdissect.images import Preprocess
+from qkdissect.core.preference import grouped, preference_table, query_tokens
+from qkdissect.data.images import Preprocess
+from qkdissect.data.masks import MaskDatasetError, mask_dataset, mask_to_tokens, o3_dataset, synthetic_scene
 from qkdissect.models import extract_qk
-from qkdissect.preference import attention_rows, grouped, preference_table, query_tokens
+from qkdissect.passes.preference import attention_rows
 
 
 @pytest.mark.parametrize("resize", [None, 256])
@@ -120,8 +121,8 @@ def test_o3_layout_and_its_errors(tmp_path: Path) -> None:
 
 @pytest.mark.assets
 def test_voc_preference_curve_on_real_dinov2(dinov2_file: Path, assets: Path, tmp_path: Path) -> None:
-    from qkdissect.analysis import compute_preference
-    from qkdissect.store import open_store
+    from qkdissect.passes.preference import compute_preference
+    from qkdissect.stores import open_store
 
     voc = assets / "images/voc2012_seg_samples"
     ds = mask_dataset(f"voc:{voc}")
@@ -140,7 +141,7 @@ def test_voc_preference_curve_on_real_dinov2(dinov2_file: Path, assets: Path, tm
 
 
 def test_same_object_pieces_on_hand_built_numbers() -> None:
-    from qkdissect.same_object import optimal_objects, top_fraction, weighted_by_sigma
+    from qkdissect.core.same_object import optimal_objects, top_fraction, weighted_by_sigma
 
     q = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 1.0]])  # (object, mode)
     k = torch.tensor([[2.0, 3.0], [0.0, 1.0], [0.1, 0.0]])
@@ -159,8 +160,9 @@ def test_same_object_pieces_on_hand_built_numbers() -> None:
 def test_same_object_known_answers_with_real_tokens(dinov2_file: Path, tmp_path: Path) -> None:
     """With V = U every mode's query and key maps are the same map, so both sides always pick the same object
     (p = 1); with V = -U the key side's best object is the query side's worst (p = 0)."""
-    from qkdissect.analysis import compute_modes, compute_same_object
-    from qkdissect.store import open_store, write_store
+    from qkdissect.passes.same_object import compute_same_object
+    from qkdissect.passes.weights import compute_modes
+    from qkdissect.stores import open_store, write_store
 
     spec = f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224"
     modes = compute_modes(spec, device="cpu")

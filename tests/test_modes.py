@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkdissect.modes import Modes, degenerate_blocks, qk_modes, reconstruct, resolve_device
+from qkdissect.core.device import resolve_device
+from qkdissect.core.modes import Modes, degenerate_blocks, qk_modes, reconstruct
 
 
 @st.composite
@@ -181,8 +182,8 @@ def test_unknown_method() -> None:
 def test_degenerate_block_marks_modes_whose_vectors_are_not_identifiable(angle: float, seed: int) -> None:
     """Two equal singular values: any rotation of that block's u and v pairs gives the same W_q^T W_k, so the
     figures mark those modes (block sums stay valid) and leave a lone mode unmarked."""
-    from qkdissect.mode_figures import degenerate_block, mode_text
-    from qkdissect.store import modes_dataset
+    from qkdissect.plots.images import degenerate_block, mode_text
+    from qkdissect.stores.schema import modes_dataset
 
     rng = np.random.default_rng(seed)
     basis_q, _ = np.linalg.qr(rng.normal(size=(6, 6)))

@@ -12,11 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkdissect.analysis import compute_modes, compute_projections
-from qkdissect.attention import capture_logits
+from qkdissect.core.topk import StreamingTopK, anisotropy
 from qkdissect.models import load_qk
-from qkdissect.projections import Projector, StreamingTopK, anisotropy, layer_tokens, mode_maps
-from qkdissect.store import open_store, write_store
+from qkdissect.passes.attention import capture_logits
+from qkdissect.passes.hooks import layer_tokens, mode_maps
+from qkdissect.passes.projections import Projector, compute_projections
+from qkdissect.passes.weights import compute_modes
+from qkdissect.stores import open_store, write_store
 
 
 @pytest.fixture(scope="module")

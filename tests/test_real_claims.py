@@ -9,9 +9,9 @@ import pytest
 import timm
 import torch
 
-from qkdissect import scores as sc
+from qkdissect.core import scores as sc
+from qkdissect.core.modes import qk_modes
 from qkdissect.models import extract_qk, load_qk
-from qkdissect.modes import qk_modes
 
 
 def _layer_weighted(qk) -> np.ndarray:  # type: ignore[no-untyped-def]

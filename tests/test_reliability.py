@@ -19,11 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, make_tiny_vit, workflow_path, write_photos
-from qkdissect import analysis
-from qkdissect.analysis import compute_modes, compute_projections
-from qkdissect.batching import AdaptiveBatch
 from qkdissect.cli import main
-from qkdissect.store import FAILPOINT_ENV, open_store, write_store
+from qkdissect.passes import projections as projections_pass
+from qkdissect.passes.batching import AdaptiveBatch
+from qkdissect.passes.projections import compute_projections
+from qkdissect.passes.weights import compute_modes
+from qkdissect.stores import open_store, write_store
+from qkdissect.stores.io import FAILPOINT_ENV
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def test_out_of_memory_batches_are_split_and_give_the_same_store(
 ) -> None:
     kwargs = dict(batch_size=4, top_k=3, device="cpu", workers=0, progress=False)
     ref = compute_projections(tiny["spec"], tiny["modes"], f"folder:{tiny['photos']}", tmp_path / "a.zarr", **kwargs)
-    real = analysis.load_image_model
+    real = projections_pass.load_image_model
     wrapped: list[_SmallMemory] = []
 
     def small_memory(*a, **k):  # type: ignore[no-untyped-def]
@@ -120,7 +122,7 @@ def test_out_of_memory_batches_are_split_and_give_the_same_store(
         im.model = wrapped[-1]
         return im
 
-    monkeypatch.setattr(analysis, "load_image_model", small_memory)
+    monkeypatch.setattr(projections_pass, "load_image_model", small_memory)
     out = compute_projections(tiny["spec"], tiny["modes"], f"folder:{tiny['photos']}", tmp_path / "b.zarr", **kwargs)
     xr.testing.assert_identical(content(ref), content(out))
     batch = open_store(out).attrs["provenance"]["batch"]

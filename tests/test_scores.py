@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from qkdissect import scores as sc
-from qkdissect.modes import qk_modes
+from qkdissect.core import scores as sc
+from qkdissect.core.modes import qk_modes
 
 
 def test_weighted_average_by_hand() -> None:

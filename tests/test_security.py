@@ -12,13 +12,12 @@ import pytest
 from PIL import Image
 
 from conftest import write_photos
-from qkdissect.datasets import mask_dataset
+from qkdissect.data.corpora import corpus
+from qkdissect.data.files import OutsideRootError, list_files
+from qkdissect.data.images import image_source
+from qkdissect.data.masks import mask_dataset
 from qkdissect.errors import WeightsUnavailableError
-from qkdissect.images import image_source
-from qkdissect.models import parse_spec
-from qkdissect.paths import OutsideRootError, list_files
-from qkdissect.text import corpus
-from qkdissect.weights import resolve_weights
+from qkdissect.models import parse_spec, resolve_weights
 from test_workflow import snakemake, write_config
 
 HOSTILE_NAMES = ["x';touch PWNED;'", "../../../../escaped", "a b", "$(touch PWNED)", ".hidden", "a/b"]

@@ -103,6 +103,6 @@ def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, assets:
     for stem in ("fig3_weighted_cosine", "fig3_unweighted_cosine", "s2_spectrum_grid_my-dinov2", "s4_anisotropy"):
         assert (work / f"results/figures/{stem}.png").stat().st_size > 10_000
         assert (work / f"results/notebooks/{stem}.ipynb").exists()
-    from qkdissect.store import open_store
+    from qkdissect.stores import open_store
 
     assert open_store(work / "results/scores/my-dinov2.zarr", "scores").sizes["layer"] == 12

@@ -10,8 +10,8 @@ import pytest
 import xarray as xr
 
 from conftest import TINY, randomise_
-from qkdissect import store
-from qkdissect.analysis import compute_modes, compute_scores
+from qkdissect.passes.weights import compute_modes, compute_scores
+from qkdissect.stores import io as store
 
 
 @pytest.fixture(scope="module")

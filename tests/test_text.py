@@ -15,19 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import randomise_
-from qkdissect.analysis import compute_modes, compute_scores
-from qkdissect.attention import capture_logits, max_relative_error
+from qkdissect.core.pairs import pair_scores
+from qkdissect.data.corpora import CorpusError, corpus
 from qkdissect.models import load_qk
-from qkdissect.store import open_store, write_store
-from qkdissect.text import (
-    CorpusError,
-    compute_text_projections,
-    corpus,
-    encode,
-    pair_scores,
-    token_maps,
-    tokenizer_for,
-)
+from qkdissect.models.tokenizer import tokenizer_for
+from qkdissect.passes.attention import capture_logits, max_relative_error
+from qkdissect.passes.text import compute_text_projections, encode, token_maps
+from qkdissect.passes.weights import compute_modes, compute_scores
+from qkdissect.stores import open_store, write_store
 from test_layernorm import folded_logit_error
 
 WORDS = (  # noqa: SIM905 (a vocabulary reads best as words)

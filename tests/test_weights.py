@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from qkdissect.errors import QKDissectError, WeightsUnavailableError
-from qkdissect.models import sha256_file
-from qkdissect.store import open_store
-from qkdissect.weights import check_manifest, read_manifest, resolve_weights, weights_sha256
+from qkdissect.models import check_manifest, read_manifest, resolve_weights, sha256_file, weights_sha256
+from qkdissect.stores import open_store
 from test_cli import _tiny_hf_dir
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

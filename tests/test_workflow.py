@@ -17,8 +17,8 @@ import yaml
 
 from conftest import REPO, make_ijepa_checkpoint, workflow_path
 from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
-from qkdissect.provenance import git_state
-from qkdissect.store import open_store
+from qkdissect.provenance.records import git_state
+from qkdissect.stores import open_store
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PAPER_RULE_COUNTS = {

@@ -1,1 +1,13 @@
+"""qkdissect: the query-key interaction of vision (and language) transformers, dissected mode by mode.
+
+The Python API (:mod:`qkdissect.api`): :func:`modes`, :func:`scores`, :func:`project`, :func:`open_store`,
+:func:`preprocess`. The package, by stage: ``models`` (specs, weights sources, adapters), ``core`` (the math),
+``data`` (images, masks, text), ``passes`` (running models over weights and data), ``stores`` (Zarr I/O and
+schemas), ``provenance`` (records, audit, RO-Crate), ``plots`` (figures from stores), ``cli``.
+"""
+
 __version__ = "0.1.0"
+
+from .api import modes, open_store, preprocess, project, scores
+
+__all__ = ["__version__", "modes", "open_store", "preprocess", "project", "scores"]

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 from .errors import QKDissectError
+from .options import add_option
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .registry import KNOWN_MODELS, availability
+    from .catalogue import KNOWN_MODELS
+    from .models import availability
 
     rows: list[dict[str, str | bool]] = [
         {
@@ -56,8 +58,8 @@ def _outputs(models: list[str], out: Path) -> list[Path]:
 def _cmd_modes(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .analysis import compute_modes
-    from .store import write_store
+    from .passes.weights import compute_modes
+    from .stores import write_store
 
     if (args.name or args.manifest) and len(args.model) != 1:
         raise QKDissectError("--name and --manifest go with exactly one model")
@@ -86,8 +88,8 @@ def _cmd_modes(args: argparse.Namespace) -> int:
 
 
 def _cmd_scores(args: argparse.Namespace) -> int:
-    from .analysis import compute_scores
-    from .store import open_store, write_store
+    from .passes.weights import compute_scores
+    from .stores import open_store, write_store
 
     ds = compute_scores(
         open_store(args.modes, "modes"), released_code=args.released_code, level=args.level, modes_path=args.modes
@@ -106,9 +108,9 @@ def _cmd_scores(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot_layers(args: argparse.Namespace) -> int:
-    from .figures import layer_cosine_figure, save_figure
-    from .provenance import figure_record
-    from .store import open_store
+    from .plots.layers import layer_cosine_figure
+    from .provenance.figures import figure_record, save_figure
+    from .stores import open_store
 
     stores = [open_store(p, "scores") for p in args.scores]
     fig = layer_cosine_figure(stores, weighted=not args.unweighted)
@@ -120,8 +122,8 @@ def _cmd_plot_layers(args: argparse.Namespace) -> int:
 
 
 def _cmd_project_text(args: argparse.Namespace) -> int:
-    from .store import open_store
-    from .text import compute_text_projections
+    from .passes.text import compute_text_projections
+    from .stores import open_store
 
     out = compute_text_projections(
         args.model,
@@ -146,8 +148,8 @@ def _cmd_project_text(args: argparse.Namespace) -> int:
 
 
 def _cmd_project(args: argparse.Namespace) -> int:
-    from .analysis import compute_projections
-    from .store import open_store
+    from .passes.projections import compute_projections
+    from .stores import open_store
 
     out = compute_projections(
         args.model,
@@ -178,8 +180,8 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
 
 def _cmd_logits(args: argparse.Namespace) -> int:
-    from .analysis import compute_logit_stats
-    from .store import open_store
+    from .passes.logits import compute_logit_stats
+    from .stores import open_store
 
     out = compute_logit_stats(
         args.model,
@@ -209,8 +211,8 @@ def _cmd_logits(args: argparse.Namespace) -> int:
 
 
 def _cmd_preference(args: argparse.Namespace) -> int:
-    from .analysis import compute_preference
-    from .store import open_store
+    from .passes.preference import compute_preference
+    from .stores import open_store
 
     out = compute_preference(
         args.model,
@@ -239,8 +241,8 @@ def _cmd_preference(args: argparse.Namespace) -> int:
 
 
 def _cmd_same_object(args: argparse.Namespace) -> int:
-    from .analysis import compute_same_object
-    from .store import open_store
+    from .passes.same_object import compute_same_object
+    from .stores import open_store
 
     out = compute_same_object(
         args.model,
@@ -265,8 +267,8 @@ def _cmd_same_object(args: argparse.Namespace) -> int:
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
-    from .store import atomic_path
-    from .weights import resolve_weights
+    from .models import resolve_weights
+    from .stores import atomic_path
 
     manifest = resolve_weights(args.model, args.name)
     text = json.dumps(manifest, indent=2) + "\n"
@@ -282,7 +284,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import audit, format_table
+    from .provenance.audit import audit, format_table
 
     arts = audit(args.results, allow_dirty=args.allow_dirty, root=args.root)
     if args.json:
@@ -293,7 +295,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_crate(args: argparse.Namespace) -> int:
-    from .report import write_crate
+    from .provenance.crate import write_crate
 
     out = write_crate(args.results)
     if not args.quiet:
@@ -302,7 +304,7 @@ def _cmd_crate(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .checkpoints import imgfocus_checkpoint
+    from .models.sources.imgfocus import imgfocus_checkpoint
 
     print(imgfocus_checkpoint())
     return 0
@@ -313,6 +315,17 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="the model's name in the store (default: the spec as given)")
     p.add_argument("--manifest", help="weights manifest from `qkdissect resolve`: the loaded weights must match")
     p.add_argument("-q", "--quiet", action="store_true")
+
+
+def _pass_options(p: argparse.ArgumentParser, batch: str, *extra: str) -> None:
+    """The options every pass over data takes: its batch size (the option ``batch``), the device, a limit, and
+    ``extra`` options by name; then --name, --manifest, -q."""
+    add_option(p, "batch_size", option=batch)
+    add_option(p, "device")
+    for name in extra:
+        add_option(p, name)
+    add_option(p, "limit")
+    _model_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,21 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     mo = sub.add_parser("modes", help="SVD of every head's W_q^T W_k -> Zarr store(s)")
     mo.add_argument("model", nargs="+", help="known model name or spec (see `qkdissect models`)")
     mo.add_argument("-o", "--output", required=True, help="OUT.zarr for one model, a directory for several")
-    mo.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    mo.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    mo.add_argument(
-        "--block-rtol",
-        type=float,
-        default=1e-3,
-        help="singular values closer than this fraction of the largest form one block",
-    )
-    mo.add_argument(
-        "--folding",
-        default="raw",
-        choices=["raw", "folded", "folded-centred"],
-        help="raw: W_q^T W_k as the paper; folded: diag(gamma) W_q^T W_k diag(gamma) (the LayerNorm's scale); "
-        "folded-centred: also its centring P (beyond the paper)",
-    )
+    for name in ("device", "dtype", "block_rtol", "folding"):
+        add_option(mo, name)
     _model_options(mo)
     mo.set_defaults(func=_cmd_modes)
 
@@ -351,18 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--modes", required=True, help="modes store of that model")
     pj.add_argument("--images", required=True, help="skimage | folder:/path (or a path) | imagenet-val:/path")
     pj.add_argument("-o", "--output", required=True, help="projections store (.zarr)")
-    pj.add_argument(
-        "--tokens",
-        default="post-norm",
-        choices=["post-norm", "pre-norm"],
-        help="project what W_q/W_k see (post-norm, default) or the residual stream, as the released code (pre-norm)",
-    )
-    pj.add_argument("--batch-size", type=int, default=32)
-    pj.add_argument("--top-k", type=int, default=8, help="images kept per (layer, head, mode, sign)")
-    pj.add_argument("--device", default="auto")
-    pj.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1, <= 4)")
-    pj.add_argument("--limit", type=int, default=None, help="only the first N images (in sorted id order)")
-    _model_options(pj)
+    _pass_options(pj, "batch_size", "tokens", "top_k", "workers")
     pj.set_defaults(func=_cmd_project)
 
     pt = sub.add_parser(
@@ -373,13 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--modes", required=True, help="modes store of that model")
     pt.add_argument("--corpus", default="pydoc-topics", help="pydoc-topics (bundled with Python) | file:/path")
     pt.add_argument("-o", "--output", required=True, help="text projections store (.zarr)")
-    pt.add_argument("--tokens", default="post-norm", choices=["post-norm", "pre-norm"])
-    pt.add_argument("--batch-size", type=int, default=16)
-    pt.add_argument("--top-k", type=int, default=8, help="passages kept per (layer, head, mode, sign)")
-    pt.add_argument("--max-tokens", type=int, default=128, help="passages are truncated to this many tokens")
-    pt.add_argument("--device", default="auto")
-    pt.add_argument("--limit", type=int, default=None, help="only the first N passages")
-    _model_options(pt)
+    _pass_options(pt, "text_batch_size", "tokens", "top_k", "max_tokens")
     pt.set_defaults(func=_cmd_project_text)
 
     lg = sub.add_parser(
@@ -390,11 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--modes", required=True, help="modes store of that model")
     lg.add_argument("--images", required=True, help="skimage | folder:/path | imagenet-val:/path")
     lg.add_argument("-o", "--output", required=True, help="logits store (.zarr)")
-    lg.add_argument("--batch-size", type=int, default=4)
-    lg.add_argument("--device", default="auto")
-    lg.add_argument("--workers", type=int, default=None)
-    lg.add_argument("--limit", type=int, default=None)
-    _model_options(lg)
+    _pass_options(lg, "logits_batch_size", "workers")
     lg.set_defaults(func=_cmd_logits)
 
     pf = sub.add_parser(
@@ -403,10 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("model", help="known model name or spec")
     pf.add_argument("--dataset", required=True, help="synthetic[:N] | o3:/path | voc:/path")
     pf.add_argument("-o", "--output", required=True, help="preference store (.zarr)")
-    pf.add_argument("--batch-size", type=int, default=8)
-    pf.add_argument("--device", default="auto")
-    pf.add_argument("--limit", type=int, default=None)
-    _model_options(pf)
+    _pass_options(pf, "preference_batch_size")
     pf.set_defaults(func=_cmd_preference)
 
     so = sub.add_parser(
@@ -416,12 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--modes", required=True, help="modes store of that model")
     so.add_argument("--dataset", required=True, help="ade20k:/path | voc:/path | synthetic[:N] (object masks)")
     so.add_argument("-o", "--output", required=True)
-    so.add_argument("--top", type=int, default=5, help="top images per mode (paper: 5)")
-    so.add_argument("--tokens", default="post-norm", choices=["post-norm", "pre-norm"])
-    so.add_argument("--batch-size", type=int, default=4)
-    so.add_argument("--device", default="auto")
-    so.add_argument("--limit", type=int, default=None)
-    _model_options(so)
+    add_option(so, "top", option="same_object_top")
+    _pass_options(so, "same_object_batch_size", "tokens")
     so.set_defaults(func=_cmd_same_object)
 
     r = sub.add_parser(
@@ -441,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="divide the weighted average by d_head as the released notebook does (bug B1)",
     )
-    s.add_argument("--level", type=float, default=0.95, help="null interval level (default 0.95)")
+    add_option(s, "level", option="null_level")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=_cmd_scores)
 

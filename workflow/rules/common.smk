@@ -9,8 +9,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from qkdissect.provenance import export_config_files
-from qkdissect.registry import KNOWN_MODELS
+from qkdissect.provenance.records import export_config_files
+from qkdissect.catalogue import KNOWN_MODELS
 
 # The schema fills in every default before any rule runs; a config that fails it stops here.
 validate(config, "../schemas/config.schema.yaml")

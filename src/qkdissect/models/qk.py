@@ -1,0 +1,131 @@
+"""The per-head query and key weights of a model, in the model's own head split, with the norm that feeds them,
+the logit scale and the token layout (prefix tokens, patch grid). Adapters (:mod:`.adapters`) build them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the patch tokens sit in the sequence: ``n_prefix`` leading tokens (CLS, distillation,
+    registers), then ``grid[0] * grid[1]`` patches in row-major order. Text models have no grid; ``causal``
+    marks decoders, whose query i attends to keys j <= i only."""
+
+    n_prefix: int
+    grid: tuple[int, int] | None
+    patch_size: tuple[int, int] | None = None
+    causal: bool = False
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.grid is not None else "text"
+
+
+@dataclass
+class AttentionLayer:
+    """One layer's query-key weights, per head, in the model's own head split."""
+
+    w_q: torch.Tensor  # (head, d_head, d_model)
+    w_k: torch.Tensor  # (head, d_head, d_model)
+    b_q: torch.Tensor  # (head, d_head)
+    b_k: torch.Tensor  # (head, d_head)
+    scale: float  # the model multiplies q . k by this before the softmax
+    norm: nn.Module | None  # the module whose output feeds W_q and W_k
+    attention: nn.Module
+
+
+@dataclass
+class QKWeights:
+    """Query-key weights of every layer of one model."""
+
+    model_id: str
+    adapter: str
+    layers: list[AttentionLayer]
+    layout: TokenLayout
+    notes: list[str] = field(default_factory=list)
+    model: nn.Module | None = None
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.layers[0].w_q.shape[0])
+
+    @property
+    def d_head(self) -> int:
+        return int(self.layers[0].w_q.shape[1])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.layers[0].w_q.shape[2])
+
+    def stacked(self, name: str) -> torch.Tensor:
+        """``w_q``/``w_k`` as (layer, head, d_head, d_model), ``b_q``/``b_k`` as (layer, head, d_head)."""
+        return torch.stack([getattr(layer, name) for layer in self.layers])
+
+    @property
+    def w_q(self) -> torch.Tensor:
+        return self.stacked("w_q")
+
+    @property
+    def w_k(self) -> torch.Tensor:
+        return self.stacked("w_k")
+
+    @property
+    def b_q(self) -> torch.Tensor:
+        return self.stacked("b_q")
+
+    @property
+    def b_k(self) -> torch.Tensor:
+        return self.stacked("b_k")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "adapter": self.adapter,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "d_head": self.d_head,
+            "d_model": self.d_model,
+            "n_prefix_tokens": self.layout.n_prefix,
+            "grid": list(self.layout.grid) if self.layout.grid else None,
+            "patch_size": list(self.layout.patch_size) if self.layout.patch_size else None,
+            "modality": self.layout.modality,
+            "causal": self.layout.causal,
+            "notes": list(self.notes),
+        }
+
+
+def split_heads(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(heads * d_head, d_model) -> (head, d_head, d_model): head h = rows h*d_head:(h+1)*d_head."""
+    out, d = w.shape
+    if out % n_heads:
+        raise UnsupportedModelError(f"projection with {out} outputs cannot be split into {n_heads} heads")
+    return w.detach().reshape(n_heads, out // n_heads, d).clone()
+
+
+def head_bias(b: torch.Tensor | None, n_heads: int, d_head: int, like: torch.Tensor) -> torch.Tensor:
+    if b is None:
+        return torch.zeros(n_heads, d_head, dtype=like.dtype)
+    return b.detach().reshape(n_heads, d_head).clone()
+
+
+def is_identity(m: nn.Module | None) -> bool:
+    return m is None or isinstance(m, nn.Identity)
+
+
+def as_pair(x: Any) -> tuple[int, int] | None:
+    if x is None:
+        return None
+    if isinstance(x, int):
+        return (x, x)
+    return (int(x[0]), int(x[1]))

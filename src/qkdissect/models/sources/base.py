@@ -1,0 +1,167 @@
+"""What every weights source shares: the :class:`Source` record each source module registers, the loaded model
+(:class:`LoadedModel`), reading checkpoints safely (weights only, strict keys), and the manifest entry of a file.
+
+A source is one file under :mod:`qkdissect.models.sources` that calls :func:`register` with its name and four
+functions: how to read the text after ``NAME:`` into a :class:`~qkdissect.models.spec.ModelSpec`, how to load
+the model, which files (with their sha256) a weights manifest lists for it, and whether its weights are on this
+machine. Adding a source is one new file and its name in ``sources/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import CheckpointMismatchError, QKDissectError, WeightsUnavailableError
+from ..spec import ModelSpec, data_dir
+
+#: (files, hub revision, origin) of a weights manifest: every file as {role, path, bytes, sha256}
+Resolved = tuple[list[dict[str, Any]], str | None, str]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place weights come from.
+
+    - ``parse(rest, part, options)``: the spec after ``NAME:`` (without ``#part`` and ``?options``);
+    - ``load(spec)``: the model on the CPU, in eval mode, with what identifies its weights;
+    - ``resolve(spec, name)``: the manifest's files (downloading or converting where that is how they come);
+    - ``availability(spec)``: whether the weights are here, without downloading anything.
+    """
+
+    name: str
+    parse: Callable[[str, str, tuple[tuple[str, Any], ...]], ModelSpec]
+    load: Callable[[ModelSpec], LoadedModel]
+    resolve: Callable[[ModelSpec, str], Resolved]
+    availability: Callable[[ModelSpec], str]
+
+
+REGISTRY: dict[str, Source] = {}
+
+
+def register(source: Source) -> Source:
+    """Make a source known by its name (the ``NAME:`` of a spec)."""
+    REGISTRY[source.name] = source
+    return source
+
+
+def file_record(path: Path, role: str, sha256: str | None = None) -> dict[str, Any]:
+    """A manifest entry; ``sha256`` when the file was just verified against it (not hashed again)."""
+    digest = sha256 or sha256_file(path)
+    return {"role": role, "path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest}
+
+
+def local_checkpoint(spec: ModelSpec, name: str, where: str) -> Resolved:
+    """The manifest of a local checkpoint file (SimMIM, I-JEPA): it must exist and be named like weights."""
+    path = spec.weights
+    if path is None or not path.exists():
+        hint = f" Get it from {where}." if where else ""
+        raise WeightsUnavailableError(f"{name}: checkpoint {path} does not exist.{hint}")
+    return [file_record(checkpoint_file(path, name), "weights")], None, "local file"
+
+
+def local_file_availability(spec: ModelSpec) -> str:
+    return "local file" if spec.weights and spec.weights.exists() else f"missing: put it at {spec.weights}"
+
+
+@dataclass
+class LoadedModel:
+    """A model, how to identify its weights, and where they came from."""
+
+    spec: ModelSpec
+    model: nn.Module
+    weights_path: Path | None = None
+    weights_sha256: str | None = None
+    revision: str | None = None
+    origin: str = ""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+#: what a weights file's name ends with (a checkpoint of any other name is refused before it is read or hashed)
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar", ".ckpt")
+
+
+def checkpoint_file(path: Path | None, what: str, where: str = "") -> Path:
+    """``path`` if it is an existing regular file named like a weights file, else an error naming it."""
+    if path is None or not path.exists():
+        hint = f" Download it from {where} and put it at that path" if where else ""
+        raise WeightsUnavailableError(
+            f"{what} checkpoint {path} does not exist.{hint} (relative paths are looked up under $QKDISSECT_DATA, "
+            f"now {data_dir()})."
+        )
+    if not path.is_file() or not path.name.lower().endswith(WEIGHT_SUFFIXES):
+        raise WeightsUnavailableError(
+            f"{what} checkpoint {path} is not a weights file: expected a file ending in {', '.join(WEIGHT_SUFFIXES)}"
+        )
+    return path
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from a torch pickle (.pth/.pt/.bin/.tar), loaded as weights only."""
+    if not path.exists():
+        raise WeightsUnavailableError(f"checkpoint file {path} does not exist")
+    from safetensors import SafetensorError
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as e:
+        raise CheckpointReadError(path, e) from e
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    return obj
+
+
+class CheckpointReadError(QKDissectError, ValueError):
+    def __init__(self, path: Path, err: Exception):
+        super().__init__(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {err}. The file may be truncated or not a "
+            "weights file; download it again and compare its sha256 with the published one."
+        )
+
+
+def load_checkpoint_into(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    path: Path | str,
+    arch: str,
+    ignore_prefixes: tuple[str, ...] = ("head.",),
+) -> None:
+    """Strict load, except for classifier keys; mismatches raise :class:`CheckpointMismatchError`."""
+    own = model.state_dict()
+    keep = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    want = {k for k in own if not k.startswith(ignore_prefixes)}
+    missing = sorted(want - keep.keys())
+    unexpected = sorted(keep.keys() - want)
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(keep[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in want & keep.keys()
+        if tuple(keep[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or shapes:
+        raise CheckpointMismatchError(str(path), arch, missing, unexpected, shapes)
+    model.load_state_dict(keep, strict=False)
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as set now (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")

@@ -1,0 +1,167 @@
+"""``hf:ORG/NAME`` (a Hugging Face hub id, from the ``HF_HOME`` cache; ``HF_HUB_OFFLINE`` respected), a bare
+``ORG/NAME``, and ``hf:/path/to/dir`` (a local ``save_pretrained`` directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ...errors import QKDissectError, WeightsUnavailableError
+from ..spec import ModelSpec, local_path
+from .base import LoadedModel, Resolved, Source, file_record, hub_offline, register, sha256_file
+
+
+def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
+    if rest.startswith(("/", ".", "~")):
+        p = local_path(rest, "Hugging Face model directory")
+        return ModelSpec("hf", p.name, p, options=options)
+    return ModelSpec("hf", rest, options=options)
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+EXTRA_FILES = ("config.json", "preprocessor_config.json")
+
+
+def resolve(spec: ModelSpec, name: str) -> Resolved:
+    if spec.weights is not None:
+        d = Path(spec.weights)
+        if not d.is_dir():
+            raise WeightsUnavailableError(f"{name}: local Hugging Face model directory {d} does not exist")
+        files = [file_record(d / f, f) for f in EXTRA_FILES if (d / f).exists()]
+        weights = [d / f for f in WEIGHT_FILES if (d / f).exists()]
+        if not weights:
+            raise WeightsUnavailableError(f"{name}: {d} has no {' or '.join(WEIGHT_FILES)}")
+        return [*files, file_record(weights[0], "weights")], None, "local directory"
+    files, revision = resolve_hub(spec.name, WEIGHT_FILES, name)
+    return files, revision, "Hugging Face hub cache"
+
+
+def availability(spec: ModelSpec) -> str:
+    if spec.weights is not None:
+        return "local directory" if Path(spec.weights).exists() else "missing"
+    try:
+        cached = any(cached_hub_file(spec.name, f) for f in WEIGHT_FILES)
+    except Exception:  # a broken cache must not break the listing
+        return "unknown"
+    return "hub cache" if cached else "not cached (needs the hub)"
+
+
+def cached_hub_file(repo_id: str, filename: str) -> str | None:
+    """The path of a hub file in the cache, or None (never downloads)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo_id, filename)
+    return hit if isinstance(hit, str) else None
+
+
+def load_hf(spec: ModelSpec) -> LoadedModel:
+    from transformers import AutoConfig, AutoModel
+
+    target = str(spec.weights) if spec.weights is not None else spec.name
+    if spec.weights is not None and not spec.weights.exists():
+        raise WeightsUnavailableError(f"local Hugging Face model directory {spec.weights} does not exist")
+    offline = hub_offline()
+    try:
+        config = AutoConfig.from_pretrained(target, local_files_only=offline)
+        model = AutoModel.from_pretrained(target, config=config, local_files_only=offline, **spec.kwargs)
+    except OSError as e:
+        raise WeightsUnavailableError(
+            f"Hugging Face model {target!r} is not available here"
+            + (" (HF_HUB_OFFLINE is set)" if offline else "")
+            + f": {e}. Download it on a machine with internet (`hf download {spec.name}`) into the cache "
+            "($HF_HOME, default ~/.cache/huggingface) and copy the cache here, or save it with "
+            "save_pretrained and pass hf:/path/to/dir."
+        ) from e
+    wpath = _hf_weights_file(model, target)
+    revision = getattr(config, "_commit_hash", None) or snapshot_revision(wpath)
+    return LoadedModel(
+        spec,
+        model.eval(),
+        weights_path=wpath,
+        weights_sha256=sha256_file(wpath) if wpath else None,
+        revision=revision,
+        origin="local directory" if spec.weights is not None else "hugging face hub cache",
+    )
+
+
+def snapshot_revision(path: str | Path | None) -> str | None:
+    """The commit hash in a hub-cache path ``.../snapshots/<commit>/file`` (None elsewhere)."""
+    parts = Path(path).parts if path is not None else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
+def _hf_weights_file(model: nn.Module, target: str) -> Path | None:
+    p = Path(target)
+    roots = [p] if p.is_dir() else []
+    name_or_path = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", "")
+    if name_or_path and Path(name_or_path).is_dir():
+        roots.append(Path(name_or_path))
+    if not roots:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for fname in ("model.safetensors", "pytorch_model.bin"):
+                hit = try_to_load_from_cache(target, fname)
+                if isinstance(hit, str):
+                    return Path(hit)
+        except Exception:
+            return None
+    for r in roots:
+        for fname in ("model.safetensors", "pytorch_model.bin"):
+            if (r / fname).exists():
+                return r / fname
+    return None
+
+
+def _hub_file(repo_id: str, filename: str) -> str | None:
+    """A file of a hub repo from the cache (or downloaded unless HF_HUB_OFFLINE); None when the repo lacks it."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(repo_id, filename, local_files_only=hub_offline())
+    except EntryNotFoundError:
+        return None
+    except LocalEntryNotFoundError:
+        if hub_offline():
+            return None
+        raise
+
+
+def resolve_hub(repo_id: str, weight_files: tuple[str, ...], what: str) -> tuple[list[dict[str, Any]], str | None]:
+    try:
+        files: list[dict[str, Any]] = []
+        revision = None
+        for fname in EXTRA_FILES:
+            got = _hub_file(repo_id, fname)
+            if got:
+                files.append(file_record(Path(got), fname))
+                revision = revision or snapshot_revision(got)
+        for fname in weight_files:
+            got = _hub_file(repo_id, fname)
+            if got:
+                files.append(file_record(Path(got), "weights"))
+                return files, revision or snapshot_revision(got)
+    except QKDissectError:
+        raise
+    except Exception as e:  # network and repository errors differ between huggingface_hub versions
+        raise WeightsUnavailableError(
+            f"{what}: could not get {repo_id} from the Hugging Face hub ({type(e).__name__}: {e})."
+            + _HUB_ADVICE.format(repo=repo_id)
+        ) from e
+    raise WeightsUnavailableError(
+        f"{what}: no weights file ({' or '.join(weight_files)}) for {repo_id} "
+        + ("in the Hugging Face cache and HF_HUB_OFFLINE is set." if hub_offline() else "on the hub.")
+        + _HUB_ADVICE.format(repo=repo_id)
+    )
+
+
+_HUB_ADVICE = (
+    " On a machine with internet run `hf download {repo}` (cache: $HF_HOME, default ~/.cache/huggingface) and "
+    "copy the cache here, or point the model's spec at a local copy (hf:/path/to/dir, timm:NAME@/path/to/file)."
+)
+
+
+SOURCE = register(Source("hf", parse, load_hf, resolve, availability))

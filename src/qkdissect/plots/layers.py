@@ -1,0 +1,229 @@
+"""Per-layer figures of the scores stores: Fig. 3 (and its unweighted variant), S1 (cosine histograms), S2 (the
+layer x head grid of spectra), S3 (I-JEPA encoder vs predictor), S4 (anisotropy), and, beyond the paper, raw vs
+LayerNorm-folded modes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+from .style import Style, model_style
+
+
+def _null_band(ax: plt.Axes, stores: Sequence[xr.Dataset]) -> None:
+    # the widest null band (smallest d_model among the models), labelled with the d it belongs to
+    ref = min(stores, key=lambda ds: int(ds.attrs["d_model"]))
+    hi = float(ref.attrs["null_high"])
+    ax.axhspan(-hi, hi, color="0.88", zorder=0, label=f"per-mode null {_level(ref)} (d={int(ref.attrs['d_model'])})")
+    ax.axhline(0, color="0.5", lw=0.5, zorder=0)
+
+
+def layer_cosine_figure(
+    stores: Sequence[xr.Dataset], *, weighted: bool = True, styles: Mapping[str, Style] | None = None
+) -> plt.Figure:
+    """Fig. 3 of the paper: per-layer (weighted) cosine between query- and key-side singular vectors
+    against normalised depth, one line per model, in the paper's colour and line style per family."""
+    if not stores:
+        raise ValueError("layer_cosine_figure needs at least one scores store")
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for ds in stores:
+        key = str(ds.attrs.get("model_id"))
+        st = model_style(key, (styles or {}).get(key))
+        y = ds.layer_weighted if weighted else ds.layer_mean
+        ax.plot(ds.depth.values, y.values, markersize=2, lw=1.2, **st)
+    _null_band(ax, stores)
+    ax.set_xlabel("Normalised layer  l/(L-1)")
+    ax.set_ylabel("Weighted cosine similarity" if weighted else "Cosine similarity")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=6, loc="upper right", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+FOLDING_STYLES = {
+    "raw": {"color": "k", "linestyle": "-", "label": "raw  W_q^T W_k (paper)"},
+    "folded": {"color": "tab:blue", "linestyle": "--", "label": "folded  diag(γ) W_q^T W_k diag(γ)"},
+    "folded-centred": {"color": "tab:orange", "linestyle": ":", "label": "folded + centred  P diag(γ)…diag(γ) P"},
+}
+
+
+def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int = 4) -> plt.Figure:
+    """Beyond the paper: per model, the weighted layer cosine of its raw, LayerNorm-folded and folded-centred
+    modes against normalised depth (``stores[model][folding]`` are scores stores), with the null band."""
+    if not stores:
+        raise ValueError("folding_figure needs at least one model")
+    nrows, ncols = _grid(len(stores), ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(max(4.5, 3.0 * ncols), 2.6 * nrows + 0.8), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, (model, by_folding) in zip(axes.flat, stores.items(), strict=False):
+        order = sorted(by_folding, key=lambda f: list(FOLDING_STYLES).index(f) if f in FOLDING_STYLES else 99)
+        for folding in order:
+            ds = by_folding[folding]
+            st = FOLDING_STYLES.get(folding, {"label": folding})
+            ax.plot(ds.depth.values, ds.layer_weighted.values, marker="o", ms=2, lw=1.1, **st)
+        _null_band(ax, list(by_folding.values()))
+        ax.set_title(model, fontsize=8)
+        ax.set_xlim(0, 1)
+    for ax in list(axes.flat)[len(stores) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=5.5, frameon=False, loc="upper right")
+    title = "Weighted layer cosine: raw vs LayerNorm-folded modes"
+    _label_grid(fig, title, "Normalised layer  l/(L-1)", "Weighted cosine similarity", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _level(scores: xr.Dataset) -> str:
+    return f"{float(scores.attrs.get('null_level', 0.95)):.0%}"
+
+
+def _label_grid(fig: plt.Figure, title: str, xlabel: str, ylabel: str, fontsize: float) -> None:
+    fig.suptitle(title, fontsize=fontsize)
+    fig.supxlabel(xlabel, fontsize=fontsize)
+    fig.supylabel(ylabel, fontsize=fontsize)
+
+
+def _grid(n: int, ncols: int) -> tuple[int, int]:
+    ncols = max(1, min(ncols, n))
+    return math.ceil(n / ncols), ncols
+
+
+def cosine_histogram_figure(scores: xr.Dataset, *, ncols: int = 4, bins: int = 40) -> plt.Figure:
+    """Fig. S1: for each layer, the histogram of cos(u_n, v_n) over all heads and modes; colour runs from
+    yellow (early) to blue (late); red lines mark the per-mode null interval."""
+    cos = scores.cosine.values  # (layer, head, mode)
+    n_layers = cos.shape[0]
+    nrows, ncols = _grid(n_layers, ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 1.45 * nrows + 0.5), sharex=True, squeeze=False)
+    lo, hi = float(scores.attrs["null_low"]), float(scores.attrs["null_high"])
+    edges = np.linspace(-1, 1, bins + 1)
+    cmap = plt.get_cmap("viridis_r")
+    for layer in range(n_layers):
+        ax = axes.flat[layer]
+        vals = cos[layer].ravel()
+        ax.hist(vals, bins=edges, color=cmap(layer / max(1, n_layers - 1)), edgecolor="none")
+        for x in (lo, hi):
+            ax.axvline(x, color="red", lw=0.8)
+        ax.axvline(float(np.mean(vals)), color="k", lw=0.8, ls="--")
+        ax.set_title(f"Layer {layer}", fontsize=8, pad=2)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[n_layers:]:
+        ax.set_visible(False)
+    _label_grid(
+        fig,
+        f"{scores.attrs.get('model_id', '')}: per-mode cosine of query and key singular vectors "
+        f"(red: null {_level(scores)}, dashed: mean)",
+        "cos(u_n, v_n)",
+        "modes (all heads)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def spectrum_grid_figure(
+    modes: xr.Dataset,
+    scores: xr.Dataset,
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> plt.Figure:
+    """Fig. S2: rows = layers, columns = heads; per panel the singular values (blue x, right axis, scaled to the
+    layer's largest) and the per-mode cosine (red dots, left axis, [-1, 1]) with the null interval dotted."""
+    layers = list(range(modes.sizes["layer"])) if layers is None else list(layers)
+    heads = list(range(modes.sizes["head"])) if heads is None else list(heads)
+    s = modes.S.values
+    cos = scores.cosine.values
+    lo, hi = float(scores.attrs["null_low"]), float(scores.attrs["null_high"])
+    nrows, ncols = len(layers), len(heads)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(1.5 * ncols + 0.8, 1.05 * nrows + 0.8),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        layout=ConstrainedLayoutEngine(w_pad=0.01, h_pad=0.01, hspace=0.02, wspace=0.02),
+    )
+    x = np.arange(s.shape[-1])
+    for i, layer in enumerate(layers):
+        smax = float(s[layer].max()) or 1.0
+        for j, head in enumerate(heads):
+            ax = axes[i, j]
+            ax.plot(x, cos[layer, head], ".", color="firebrick", ms=1.5)
+            for y in (lo, hi):
+                ax.axhline(y, color="0.3", lw=0.6, ls=":")
+            ax.set_ylim(-1, 1)
+            tw = ax.twinx()
+            tw.plot(x, s[layer, head], "x", color="royalblue", ms=1.5, mew=0.5)
+            tw.set_ylim(0, 1.1 * smax)
+            tw.tick_params(labelsize=4, pad=1, length=1.5)
+            if j != ncols - 1:
+                tw.set_yticklabels([])
+            ax.tick_params(labelsize=4, pad=1, length=1.5)
+            ax.set_title(f"L{layer} H{head}", fontsize=5, pad=1)
+    _label_grid(
+        fig,
+        f"{modes.attrs.get('model_id', '')}: per-mode cosine (red, left axis) and singular value (blue, right "
+        f"axis); dotted: null {_level(scores)}",
+        "Mode",
+        "Cosine similarity (red)  |  singular value (blue, right axes)",
+        fontsize=7,
+    )
+    return fig
+
+
+def encoder_predictor_figure(encoder: xr.Dataset, predictor: xr.Dataset) -> plt.Figure:
+    """Fig. S3: weighted and plain layer cosine of the I-JEPA encoder and predictor vs normalised depth, each
+    with its own null band (their widths differ)."""
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharey=True)
+    parts = [(encoder, "encoder", "tab:olive"), (predictor, "predictor", "tab:purple")]
+    for ax, weighted in zip(axes, (True, False), strict=True):
+        for ds, label, color in parts:
+            y = ds.layer_weighted if weighted else ds.layer_mean
+            ax.plot(ds.depth.values, y.values, "o-", ms=2.5, lw=1.2, color=color, label=f"{label} (d={ds.d_model})")
+            hi = float(ds.attrs["null_high"])
+            ax.axhspan(-hi, hi, color=color, alpha=0.12, zorder=0)
+        ax.axhline(0, color="0.5", lw=0.5)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("Normalised layer  l/(L-1)")
+        ax.set_title("singular-value weighted" if weighted else "unweighted", fontsize=9)
+    axes[0].set_ylabel("Cosine similarity")
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def anisotropy_figure(items: Sequence[tuple[xr.Dataset, xr.Dataset]]) -> plt.Figure:
+    """S4: (A) mean cosine between the centre tokens of different images per layer; (B) the layer cosine of the
+    query/key singular vectors minus (A), weighted and plain. ``items``: (projections, scores) per model."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 3.3))
+    for proj, sc in items:
+        st = model_style(str(proj.attrs["model_id"]))
+        depth = sc.depth.values
+        a.plot(depth, proj.anisotropy.values, markersize=2, **st)
+        b.plot(depth, sc.layer_weighted.values - proj.anisotropy.values, markersize=2, **st)
+        st.pop("label")
+        b.plot(
+            depth, sc.layer_mean.values - proj.anisotropy.values, markersize=2, alpha=0.5, **{**st, "linestyle": ":"}
+        )
+    n = items[0][0].attrs["images"]["valid"]
+    a.set_title(f"A: centre-token cosine between images ({n} images, {items[0][0].attrs['token_source']})", fontsize=8)
+    b.set_title("B: layer cosine minus A (solid: weighted, dotted: plain)", fontsize=8)
+    for ax in (a, b):
+        ax.axhline(0, color="0.5", lw=0.5)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("Normalised layer  l/(L-1)")
+    a.set_ylabel("Cosine similarity")
+    a.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return fig

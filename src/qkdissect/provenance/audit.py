@@ -1,0 +1,318 @@
+"""``qkdissect audit``: re-check where every result came from.
+
+Every artefact under a results folder carries its provenance: stores in ``attrs["provenance"]``, weights
+manifests in their JSON, figures in ``<name>.provenance.json`` beside the PNG/PDF. Each lists its
+``dependencies`` (files and stores with their sha256, image sets and mask datasets with a digest of every item
+as read), the config sections it was made from, and the code (git commit, dirty flag, digest of the package
+source). The audit re-hashes all of them and reports, per artefact, the worst of:
+
+- ``ok``
+- ``dirty-tree``: made from a checkout with uncommitted changes (the commit alone does not reproduce it)
+- ``different-code``: the package source differs from the code running the audit
+- ``changed-input``: an input's content differs from what was recorded, or an artefact it was made from did
+- ``modified``: the artefact itself (a figure's PNG/PDF) was changed after it was made
+- ``missing-input``: an input is gone
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .records import config_values, items_sha256, source_sha256, store_attrs, tree_sha256
+
+STATUSES = ("ok", "dirty-tree", "different-code", "changed-input", "modified", "missing-input")
+#: statuses that make the artefacts made from this one out of date too
+_PROPAGATES = ("changed-input", "modified", "missing-input")
+
+
+@dataclass
+class Finding:
+    status: str
+    message: str
+
+
+@dataclass
+class Artefact:
+    path: Path  # as found under the results folder
+    kind: str  # "weights manifest", a store schema ("modes/v1", ...), or "figure"
+    record: dict[str, Any]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return max((f.status for f in self.findings), key=STATUSES.index, default="ok")
+
+    def add(self, status: str, message: str) -> None:
+        self.findings.append(Finding(status, message))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "status": self.status,
+            "findings": [{"status": f.status, "message": f.message} for f in self.findings],
+        }
+
+
+# ----------------------------------------------------------------------------------------- discovery
+def _is_partial(name: str) -> bool:
+    return ".tmp-" in name or ".old-" in name
+
+
+def find_artefacts(results: Path) -> tuple[list[Artefact], list[Path]]:
+    """Every store, weights manifest and figure under ``results`` (sorted by path), and leftovers of
+    interrupted writes (``*.tmp-*`` / ``*.old-*``), which are never read as results."""
+    found: list[Artefact] = []
+    leftovers: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(results):
+        here = Path(dirpath)
+        for d in list(dirnames):
+            if _is_partial(d):
+                leftovers.append(here / d)
+                dirnames.remove(d)
+        if "zarr.json" in filenames and here != results:
+            attrs = store_attrs(here)
+            if attrs.get("qkdissect_schema"):
+                found.append(Artefact(here, str(attrs["qkdissect_schema"]), dict(attrs.get("provenance", {}))))
+            dirnames.clear()  # a store's arrays are not artefacts
+            continue
+        for name in filenames:
+            f = here / name
+            if _is_partial(name):
+                leftovers.append(f)
+            elif name.endswith(".provenance.json"):
+                found.append(Artefact(f, "figure", _read_json(f)))
+            elif name.endswith(".json"):
+                data = _read_json(f)
+                if data.get("qkdissect_manifest"):
+                    found.append(Artefact(f, "weights manifest", data))
+    return sorted(found, key=lambda a: str(a.path)), sorted(leftovers)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ----------------------------------------------------------------------------------------- checks
+class _Hashes:
+    """sha256 of files and trees, and the items of image sets and mask datasets, each read once per audit (a
+    weights file, a modes store or an image set is an input of many artefacts)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, str] = {}
+        self._items: dict[tuple[str, str, int | None], list[tuple[str, str | None]] | Exception] = {}
+
+    def __call__(self, path: Path) -> str:
+        key = path.resolve()
+        if key not in self._cache:
+            self._cache[key] = tree_sha256(key)
+        return self._cache[key]
+
+    def items(self, role: str, spec: str, limit: int | None) -> list[tuple[str, str | None]]:
+        """(id, sha256) of every item of an image set ("images"), a mask dataset or a text corpus, listed again now."""
+        key = (role, spec, limit)
+        if key not in self._items:
+            try:
+                if role == "images":
+                    from ..data.images import image_source, source_digests
+
+                    self._items[key] = source_digests(image_source(spec, limit=limit))
+                elif role == "text corpus":
+                    from ..data.corpora import corpus
+
+                    self._items[key] = corpus(spec, limit=limit).digests()
+                else:
+                    from ..data.masks import mask_dataset
+
+                    self._items[key] = [(it.id, it.sha256()) for it in mask_dataset(spec, limit=limit).items]
+            except Exception as e:  # a folder that is gone, or no longer a dataset
+                self._items[key] = e
+        got = self._items[key]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+
+def _short(digest: str | None) -> str:
+    return f"{digest[:12]}…" if digest else "none"
+
+
+def _code(art: Artefact, allow_dirty: bool) -> None:
+    code = art.record.get("code") or {}
+    git = code.get("git") or {}
+    recorded = code.get("source_sha256")
+    commit = git.get("commit")
+    if recorded is None:
+        art.add("different-code", "no code version recorded (made before qkdissect recorded its source digest)")
+    elif recorded != source_sha256():
+        art.add(
+            "different-code",
+            f"made by qkdissect source {_short(recorded)} (commit {str(commit)[:10]}), "
+            f"this is {_short(source_sha256())}",
+        )
+    if git.get("dirty") and not allow_dirty:
+        art.add("dirty-tree", f"made from a checkout with uncommitted changes (commit {str(commit)[:10]})")
+
+
+def _config(art: Artefact, hashes: _Hashes) -> None:
+    cfg = art.record.get("config")
+    if not cfg:
+        return
+    files = [Path(f["path"]) for f in cfg.get("files", [])]
+    gone = [f for f in files if not f.exists()]
+    if gone:
+        art.add("missing-input", f"config file {gone[0]} is gone")
+        return
+    if all(hashes(Path(f["path"])) == f["sha256"] for f in cfg["files"]):
+        return
+    recorded = cfg.get("values", {})
+    now = config_values(files, [k.split("/") for k in recorded])
+    for key, value in recorded.items():
+        if now.get(key) != value:
+            art.add("changed-input", f"config {key} changed: {json.dumps(value)} -> {json.dumps(now.get(key))}")
+
+
+def _item_changes(art: Artefact, now: list[tuple[str, str | None]]) -> str:
+    """Which items of an image set or mask dataset differ from those the store recorded."""
+    from ..stores import open_store
+
+    try:
+        ds = open_store(art.path)
+        text = "passage_id" in ds.coords
+        ids, digests = (ds.passage_id, ds.passage_sha256) if text else (ds.image_id, ds.image_sha256)
+        before = dict(zip(map(str, ids.values), map(str, digests.values), strict=True))
+    except (OSError, ValueError, KeyError, AttributeError):
+        return ""
+    after = {i: d or "" for i, d in now}
+    changed = sorted(i for i in before.keys() & after.keys() if before[i] != after[i])
+    added, removed = sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys())
+    parts = [f"{len(v)} {w} ({', '.join(v[:3])}{', …' if len(v) > 3 else ''})" for w, v in
+             (("changed", changed), ("added", added), ("removed", removed)) if v]  # fmt: skip
+    return "; ".join(parts)
+
+
+def _items(art: Artefact, dep: dict[str, Any], hashes: _Hashes) -> None:
+    role, spec = dep["role"], dep["spec"]
+    try:
+        now = hashes.items(role, spec, dep.get("limit"))
+    except Exception as e:  # a folder that is gone, or no longer a dataset
+        art.add("missing-input", f"{role} {spec}: {e}")
+        return
+    if items_sha256(now) != dep.get("sha256"):
+        detail = _item_changes(art, now)
+        art.add("changed-input", f"{role} {spec}: " + (detail or "the items differ from those read"))
+
+
+def _dependency(art: Artefact, dep: dict[str, Any], hashes: _Hashes) -> None:
+    if dep.get("role") in ("images", "mask dataset", "text corpus"):
+        _items(art, dep, hashes)
+        return
+    path = Path(dep["path"])
+    if not path.exists():
+        art.add("missing-input", f"{dep['role']} {path} is gone")
+        return
+    got = hashes(path)
+    if got != dep.get("sha256"):
+        art.add("changed-input", f"{dep['role']} {path}: sha256 {_short(dep.get('sha256'))} -> {_short(got)}")
+
+
+def dependencies(art: Artefact) -> list[dict[str, Any]]:
+    """The inputs an artefact records (a weights manifest's files are its inputs)."""
+    if art.kind == "weights manifest":
+        return [{"role": f["role"], "path": f["path"], "sha256": f["sha256"]} for f in art.record.get("files", [])]
+    return list(art.record.get("dependencies", []))
+
+
+def _outputs(art: Artefact, hashes: _Hashes) -> None:
+    for name, digest in (art.record.get("outputs") or {}).items():
+        out = art.path.with_name(name)
+        if not out.exists():
+            art.add("missing-input", f"{out} (the figure itself) is gone")
+        elif hashes(out) != digest:
+            art.add("modified", f"{out} was changed after it was made")
+
+
+def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool) -> None:
+    if not art.record:
+        art.add("missing-input", "no provenance recorded")
+        return
+    _code(art, allow_dirty)
+    _config(art, hashes)
+    if art.kind != "weights manifest" and "dependencies" not in art.record:
+        art.add("missing-input", "no dependencies recorded (made before qkdissect recorded them)")
+    for dep in dependencies(art):
+        _dependency(art, dep, hashes)
+    if art.kind == "figure":
+        _outputs(art, hashes)
+
+
+def _propagate(arts: list[Artefact]) -> None:
+    """An artefact made from one whose inputs changed is out of date too (transitively)."""
+    by_path = {a.path.resolve(): a for a in arts}
+    changed = True
+    while changed:
+        changed = False
+        for a in arts:
+            for dep in dependencies(a):
+                up = by_path.get(Path(dep["path"]).resolve()) if "path" in dep else None
+                if up is None or up is a or up.status not in _PROPAGATES:
+                    continue
+                msg = f"made from {up.path}, which is {up.status}"
+                if all(f.message != msg for f in a.findings):
+                    a.add("changed-input", msg)
+                    changed = True
+
+
+@contextlib.contextmanager
+def _inside(root: Path) -> Iterator[None]:
+    """Relative paths in records are relative to the workflow's working directory (the results folder's parent)."""
+    old = Path.cwd()
+    os.chdir(root)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def audit(results: str | Path, *, allow_dirty: bool = False, root: str | Path | None = None) -> list[Artefact]:
+    """Check every artefact under ``results``; relative paths in the records are taken from ``root`` (default:
+    the folder holding ``results``, the workflow's working directory)."""
+    results = Path(results).resolve()
+    if not results.is_dir():
+        raise FileNotFoundError(f"no results folder at {results}")
+    arts, leftovers = find_artefacts(results)
+    hashes = _Hashes()
+    with _inside(Path(root).resolve() if root else results.parent):
+        for a in arts:
+            _check(a, hashes, allow_dirty)
+        _propagate(arts)
+    for p in leftovers:
+        note = Finding("ok", "leftover of an interrupted write: never read as a result, safe to delete")
+        arts.append(Artefact(p, "partial write", {}, [note]))
+    return arts
+
+
+def format_table(arts: list[Artefact], base: Path) -> str:
+    """The human-readable report: one line per artefact, its findings indented below."""
+    lines = []
+    width = max((len(s) for s in STATUSES), default=10)
+    for a in arts:
+        try:
+            shown = a.path.resolve().relative_to(base.resolve())
+        except ValueError:
+            shown = a.path
+        lines.append(f"{a.status:<{width}}  {shown}  [{a.kind}]")
+        lines += [f"{'':<{width}}    {f.status}: {f.message}" for f in a.findings]
+    counts = {s: sum(a.status == s for a in arts if a.kind != "partial write") for s in STATUSES}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no artefacts found")
+    return "\n".join(lines)

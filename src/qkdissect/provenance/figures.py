@@ -1,0 +1,99 @@
+"""A figure and its provenance: the record of what it was drawn from (the notebook, its parameters, every input
+store with its digest, the models and data behind those stores) and the files written with it (PNG and PDF with
+the record in their metadata, a ``.provenance.json`` sidecar, a ``.provenance.html`` page)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..stores import atomic_path
+from .pages import provenance_html
+from .records import base_record, dependency, store_attrs, tree_sha256, utc_now
+
+
+def input_record(path: str | Path) -> dict[str, Any]:
+    """What a figure records about one input: its path and digest, and for a store the model it describes and
+    the weights that model was computed from."""
+    p = Path(path)
+    rec: dict[str, Any] = {"path": str(p), "sha256": tree_sha256(p) if p.exists() else None}
+    attrs = store_attrs(p) if p.is_dir() else {}
+    if attrs:
+        prov = attrs.get("provenance", {})
+        rec.update(
+            {
+                "schema": attrs.get("qkdissect_schema"),
+                "model_id": attrs.get("model_id"),
+                "finished": prov.get("finished"),
+                "code_commit": prov.get("code", {}).get("git", {}).get("commit"),
+            }
+        )
+        weights = prov.get("weights") or {}
+        if weights:
+            rec["weights"] = {k: weights.get(k) for k in ("spec", "sha256", "revision", "origin")}
+        upstream = prov.get("inputs")
+        if upstream:
+            rec["upstream"] = upstream
+        data = [d for d in prov.get("dependencies", []) if d.get("role") in ("images", "mask dataset", "text corpus")]
+        if data:
+            rec["data"] = data
+    return rec
+
+
+def figure_record(
+    name: str,
+    parameters: dict[str, Any],
+    inputs: list[str | Path],
+    notebook: str | Path | None = None,
+) -> dict[str, Any]:
+    """The provenance of a figure: the notebook that drew it, its parameters and its inputs (with digests)."""
+    rec = base_record("figure", parameters)
+    rec["figure"] = name
+    rec["inputs"] = [input_record(p) for p in inputs]
+    rec["dependencies"] = [dependency("store", i["path"], i["sha256"]) for i in rec["inputs"]]
+    if notebook is not None:
+        nb = Path(notebook)
+        rec["notebook"] = {"path": str(nb), "sha256": tree_sha256(nb) if nb.exists() else None}
+        rec["dependencies"].append(dependency("notebook", nb, rec["notebook"]["sha256"]))
+    rec["finished"] = utc_now()
+    return rec
+
+
+def save_figure(
+    fig: Any,
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+    provenance: dict[str, Any] | None = None,
+    dpi: int = 300,
+) -> Path:
+    """Save as PNG and PDF with metadata; with ``provenance`` also ``<name>.provenance.json`` beside them (the
+    record plus the sha256 of the PNG and PDF under ``outputs``), ``<name>.provenance.html`` (the same record for
+    readers, shown in the Snakemake report) and the record in the files' metadata (PNG text chunk
+    ``Description``, PDF ``Subject``). Written atomically."""
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    meta = dict(metadata or {})
+    if provenance is not None:
+        meta.setdefault("Description", json.dumps(provenance, sort_keys=True))
+    for ext in (out.suffix or ".png", ".pdf"):
+        target = out.with_suffix(ext)
+        # PNG text chunks take any key; PDF's info dictionary only standard ones (Description -> Subject)
+        fmt_meta = {("Subject" if k == "Description" else k): v for k, v in meta.items()} if ext == ".pdf" else meta
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=ext.lstrip("."), dpi=dpi, metadata=fmt_meta)
+    if provenance is not None:
+        # the sidecar also records the digests of the files just written: `qkdissect audit` notices an edited figure
+        outputs = {t.name: tree_sha256(t) for t in (out.with_suffix(e) for e in (out.suffix or ".png", ".pdf"))}
+        with atomic_path(provenance_path(out)) as tmp:
+            tmp.write_text(json.dumps({**provenance, "outputs": outputs}, indent=2, sort_keys=True) + "\n")
+        with atomic_path(provenance_path(out).with_suffix(".html")) as tmp:
+            tmp.write_text(provenance_html(provenance))
+    plt.close(fig)
+    return out
+
+
+def provenance_path(figure: str | Path) -> Path:
+    p = Path(figure)
+    return p.with_name(p.stem + ".provenance.json")

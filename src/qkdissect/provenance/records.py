@@ -1,0 +1,179 @@
+"""What every artefact records about where it came from: the code (git state, source digest, package
+versions), the config sections in force, the host, and each input with its digest."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+#: the package's own source folder (src/qkdissect), whose code version every artefact records
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("qkdissect", "torch", "timm", "transformers", "numpy", "scipy", "xarray", "zarr", "safetensors", "onnx")
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def git_state(path: str | Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the git checkout holding ``path`` (default: this package's source)."""
+    where = Path(path) if path is not None else PACKAGE_ROOT
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "note": "not a git checkout (installed package)"}
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+@functools.cache
+def source_sha256() -> str:
+    """sha256 of this package's Python source (relative names and contents): the code version an artefact was
+    made with, also for an installed package where there is no git checkout."""
+    root = PACKAGE_ROOT
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def code_record() -> dict[str, Any]:
+    """The code that made an artefact: git commit and dirty flag, digest of the package source, package versions."""
+    return {"git": git_state(), "source_sha256": source_sha256(), "packages": package_versions()}
+
+
+#: set by the workflow's rules: the config file(s) in force (os.pathsep-separated) and, as a JSON list of key
+#: paths, the sections of the config the artefact depends on
+CONFIG_FILES_ENV = "QKDISSECT_CONFIG_FILES"
+CONFIG_KEYS_ENV = "QKDISSECT_CONFIG_KEYS"
+
+
+def export_config_files(files: Iterable[str | Path]) -> None:
+    """Tell the commands this process starts (the workflow's jobs) which config files are in force: through the
+    environment, so that a config's path is never part of a job's command."""
+    os.environ[CONFIG_FILES_ENV] = os.pathsep.join(str(Path(f).resolve()) for f in files)
+
+
+def _merged_config(files: Iterable[str | Path]) -> dict[str, Any]:
+    """The config files merged in order the way Snakemake merges them (nested mappings updated key by key)."""
+    import yaml
+
+    def merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+        for k, v in new.items():
+            if isinstance(v, dict) and isinstance(into.get(k), dict):
+                merge(into[k], v)
+            else:
+                into[k] = v
+
+    out: dict[str, Any] = {}
+    for f in files:
+        merge(out, yaml.safe_load(Path(f).read_text()) or {})
+    return out
+
+
+def config_values(files: Iterable[str | Path], keys: Iterable[Iterable[str]]) -> dict[str, Any]:
+    """The values under each key path (joined with '/') of the merged config files; None where absent."""
+    cfg = _merged_config(files)
+    out: dict[str, Any] = {}
+    for path in keys:
+        path = list(path)
+        node: Any = cfg
+        for k in path:
+            node = node.get(k) if isinstance(node, dict) else None
+        out["/".join(path)] = node
+    return json.loads(json.dumps(out, default=str))
+
+
+def config_record() -> dict[str, Any] | None:
+    """What the workflow's config said about an artefact (from the environment the rules set), or None."""
+    files = [f for f in os.environ.get(CONFIG_FILES_ENV, "").split(os.pathsep) if f]
+    if not files:
+        return None
+    keys = json.loads(os.environ.get(CONFIG_KEYS_ENV) or "[]")
+    return {
+        "files": [{"path": str(Path(f).resolve()), "sha256": tree_sha256(f)} for f in files],
+        "values": config_values(files, keys),
+    }
+
+
+def base_record(kind: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The fields every artefact carries: what made it, with which code and config, on which machine."""
+    rec: dict[str, Any] = {
+        "kind": kind,
+        "parameters": parameters,
+        "code": code_record(),
+        "host": {"platform": platform.platform(), "machine": platform.machine()},
+    }
+    cfg = config_record()
+    if cfg is not None:
+        rec["config"] = cfg
+    return rec
+
+
+def dependency(role: str, path: str | Path, sha256: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One input an artefact was made from, as `qkdissect audit` re-checks it: a file or a directory tree (a
+    store) with its sha256 (computed here unless given)."""
+    p = Path(path)
+    digest = sha256 if sha256 is not None else (tree_sha256(p) if p.exists() else None)
+    return {"role": role, "path": str(path), "sha256": digest, **extra}
+
+
+def items_sha256(digests: Iterable[tuple[str, str | None]]) -> str:
+    """One digest of a list of (id, per-item sha256): an image set or a mask dataset as it was read."""
+    h = hashlib.sha256()
+    for item_id, d in digests:
+        h.update(f"{item_id}\t{d or ''}\n".encode())
+    return h.hexdigest()
+
+
+#: files inside a store that are not its content: Snakemake's timestamp marker of a directory() output
+NOT_CONTENT = frozenset({".snakemake_timestamp"})
+
+
+def tree_sha256(path: str | Path) -> str:
+    """sha256 of a file, or of a directory tree (relative paths and contents, in sorted order; workflow markers
+    such as ``.snakemake_timestamp`` excluded, so a store's digest depends on its content only)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.name not in NOT_CONTENT)
+    for f in files:
+        if p.is_dir():
+            h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def store_attrs(path: str | Path) -> dict[str, Any]:
+    """The root attributes of a Zarr v3 store, read from its metadata without opening the arrays."""
+    meta = Path(path) / "zarr.json"
+    return dict(json.loads(meta.read_text()).get("attributes", {})) if meta.exists() else {}

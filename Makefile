@@ -28,6 +28,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m mypy src
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, make_ijepa_checkpoint, workflow_path
+from conftest import REPO, make_ijepa_checkpoint, make_tiny_vit, workflow_path, write_photos
 from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
 from qkdissect.provenance.records import git_state
 from qkdissect.stores import open_store
@@ -46,6 +46,7 @@ PAPER_RULE_COUNTS = {
     "logit_terms": 1,
     "text_project": 3,
     "text_modes": 3,
+    "maps": 11,  # one per row of the image and text figures: Fig. 1 (2), 4, 5, 4 galleries, 3 text models
 }
 OFFLINE_MODEL = "dinov2-vits14-imgfocus"
 OFFLINE_TEXT_MODEL = "minilm-l6"
@@ -162,11 +163,11 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
 
 def test_parameter_check_catches_a_mismatch() -> None:
     nb = REPO / "notebooks" / "fig3_layer_cosine.ipynb"
-    good = f"papermill {nb} out.ipynb -k python3 -p weighted True -y '{{scores: [a.zarr]}}' -p output x.png > log 2>&1"
+    good = f"papermill {nb} out.ipynb -k python3 -p options {{}} -y '{{stores: {{}}}}' -p output x.png > log 2>&1"
     assert check_papermill_call(good) == []
-    bad = good.replace("-p weighted", "-p weigthed").replace("{scores:", "{score:")
+    bad = good.replace("-p options", "-p optoins").replace("{stores:", "{store:")
     problems = check_papermill_call(bad)
-    assert len(problems) == 2 and "'weigthed'" in problems[0] + problems[1] and "'score'" in problems[0] + problems[1]
+    assert len(problems) == 2 and "'optoins'" in problems[0] + problems[1] and "'store'" in problems[0] + problems[1]
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -281,11 +282,65 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     audit += ["--allow-dirty"] if git_state().get("dirty") else []
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
-    # figures, 2 manifests, 6 DINOv2 stores, 3 MiniLM stores (modes, scores, text), folded modes and scores (2 x 2 each)
-    n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8
+    # figures, 2 manifests, 6 DINOv2 stores, 3 MiniLM stores (modes, scores, text), folded modes and scores (2 x 2
+    # each), 6 maps stores (Fig. 1, 4, 5, the gallery, S17, MiniLM's text modes)
+    n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8 + 6
     assert r.stdout.strip().endswith(f"{n} ok")
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n
+
+
+def pixels(folder: Path) -> dict[str, np.ndarray]:
+    from PIL import Image
+
+    return {p.name: np.asarray(Image.open(p).convert("RGBA")) for p in sorted(folder.glob("*.png"))}
+
+
+def test_figures_redraw_from_stores_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plotting only reads stores: after a run, with the weights file and the photographs gone, forcing every figure
+    rule to run again draws every figure, pixel for pixel the same."""
+    spec = make_tiny_vit(tmp_path / "w")
+    write_photos(tmp_path / "photos", n=7)
+    tiny = {"spec": spec}
+    cfg = write_config(
+        tmp_path,
+        {
+            "models": {"tiny": tiny},
+            "images": {"photos": {"source": f"folder:{tmp_path / 'photos'}"}},
+            "projections": {"images": "photos", "batch_size": 4},
+            "analysis": {"device": "cpu"},
+            "figures": {
+                "fig3": ["tiny"],
+                "s1": [],
+                "s2": ["tiny"],
+                "s4": "all",
+                "logits": [],
+                "ln_folding": [],
+                "text_modes": [],
+                "gallery_k": 3,
+                "fig1": [{"model": "tiny", "modes": [[1, 0, 0], [2, 1, 1, "-"]]}],
+                "fig4": [{"model": "tiny"}],
+                "galleries": {"g": [{"model": "tiny", "modes": [[0, 3, 2]]}]},
+                "fig5": {"model": "tiny", "image": "photo01.png", "n_modes": 2},
+                "s17": {"x": {"model": "tiny", "image": "photo02.png"}},
+            },
+        },
+    )
+    work = tmp_path / "run"
+    snakemake(work, "--cores", "2", config=cfg)
+    before = pixels(work / "results/figures")
+    assert len(before) == 9  # Fig. 3 (2), S2, S4, Fig. 1, 4, 5, the gallery, S17
+    (tmp_path / "w").rename(tmp_path / "w-gone")
+    (tmp_path / "photos").rename(tmp_path / "photos-gone")
+    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "no-data"))
+    rules = ["fig3", "s2_spectrum", "s4", "fig1", "fig4", "gallery", "fig5", "s17"]
+    r = snakemake(work, "--cores", "2", "--forcerun", *rules, config=cfg)
+    assert "rule maps" not in r.stdout + r.stderr and "rule project" not in r.stdout + r.stderr
+    after = pixels(work / "results/figures")
+    assert after.keys() == before.keys()
+    for name, img in before.items():
+        np.testing.assert_array_equal(after[name], img, err_msg=name)
+    assert not (tmp_path / "no-data").exists()
 
 
 def brute_force_layer_cosines(path: Path, n_heads: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,12 @@ The Python API (:mod:`qkdissect.api`): :func:`modes`, :func:`scores`, :func:`pro
 schemas), ``provenance`` (records, audit, RO-Crate), ``plots`` (figures from stores), ``cli``.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("qkdissect")
+except PackageNotFoundError:  # a source checkout on PYTHONPATH, not installed
+    __version__ = "0.1.0+source"
 
 from .api import modes, open_store, preprocess, project, scores
 

@@ -210,6 +210,31 @@ def _cmd_logits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_maps(args: argparse.Namespace) -> int:
+    from .passes.maps import compute_maps
+    from .stores import open_store
+
+    try:
+        request = json.loads(args.request)
+    except json.JSONDecodeError as e:
+        raise QKDissectError(f'--request is not JSON ({e}): e.g. \'{{"kind": "top", "modes": "auto"}}\'') from e
+    out = compute_maps(
+        args.model,
+        args.modes,
+        args.scores,
+        args.source,
+        request,
+        args.output,
+        device=args.device,
+        model_key=args.name,
+        manifest=args.manifest,
+    )
+    if not args.quiet:
+        ds = open_store(out, "maps")
+        print(f"{ds.sizes['row']} modes, {ds.sizes['slot']} slots each ({ds.attrs['kind']}) -> {out}")
+    return 0
+
+
 def _cmd_preference(args: argparse.Namespace) -> int:
     from .passes.preference import compute_preference
     from .stores import open_store
@@ -221,6 +246,7 @@ def _cmd_preference(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         limit=args.limit,
+        example=args.example,
         model_key=args.name,
         manifest=args.manifest,
         progress=not args.quiet,
@@ -382,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("model", help="known model name or spec")
     pf.add_argument("--dataset", required=True, help="synthetic[:N] | o3:/path | voc:/path")
     pf.add_argument("-o", "--output", required=True, help="preference store (.zarr)")
+    pf.add_argument("--example", type=int, default=0, help="the image whose crop the store keeps (Fig. 2, panel A)")
     _pass_options(pf, "preference_batch_size")
     pf.set_defaults(func=_cmd_preference)
 
@@ -395,6 +422,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(so, "top", option="same_object_top")
     _pass_options(so, "same_object_batch_size", "tokens")
     so.set_defaults(func=_cmd_same_object)
+
+    mp = sub.add_parser(
+        "maps",
+        help="what an image or text figure draws: the chosen modes, their top images (or passages) with their query "
+        "and key maps, and the crops, so that figures never load a model",
+    )
+    mp.add_argument("model", help="the model the stores were computed from")
+    mp.add_argument("--modes", required=True, help="modes store of that model")
+    mp.add_argument("--scores", required=True, help="its scores store")
+    mp.add_argument("--source", required=True, help="its projections store (images) or text projections store")
+    mp.add_argument(
+        "--request",
+        required=True,
+        help='JSON: {"kind": "top" | "image-modes" | "image-top" | "text-top", "modes": "auto" or [[l, h, m(, s)]], '
+        '"k": 8, "image": ID, ...} (see qkdissect.passes.maps)',
+    )
+    mp.add_argument("-o", "--output", required=True, help="maps store (.zarr)")
+    add_option(mp, "device")
+    _model_options(mp)
+    mp.set_defaults(func=_cmd_maps)
 
     r = sub.add_parser(
         "resolve", help="find, download or convert a model's weights, hash them, and write a JSON manifest"

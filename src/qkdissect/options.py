@@ -22,6 +22,8 @@ DType = Literal["float64", "float32"]
 DTYPES: tuple[DType, ...] = ("float64", "float32")
 Sign = Literal["+", "-"]
 SIGNS: tuple[Sign, ...] = ("+", "-")
+#: a mode as figures and configs name it: (layer, head, mode, sign), 0-based
+Mode = tuple[int, int, int, str]
 #: auto (CUDA when there is one), cpu, cuda or cuda:N
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
@@ -38,23 +40,25 @@ class Option:
     pattern: str | None = None
     minimum: float | None = None
     maximum: float | None = None
-    exclusive: bool = False  # the bounds themselves are not allowed
+    above: bool = False  # the minimum itself is not allowed
+    below: bool = False  # the maximum itself is not allowed
 
     def check(self, value: Any, name: str = "value") -> Any:
         """``value`` converted to the option's type, or a ValueError naming it and the allowed range."""
         try:
             v = self.kind(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a {self.kind.__name__}, not {value!r}") from None
+            what = {int: "an integer", float: "a number"}.get(self.kind, self.kind.__name__)
+            raise ValueError(f"{name} must be {what}, not {value!r}") from None
         if self.choices is not None and v not in self.choices:
             raise ValueError(f"{name} must be one of {', '.join(map(str, self.choices))}, not {value!r}")
         if self.pattern is not None and not re.fullmatch(self.pattern, str(v)):
             raise ValueError(f"{name} {value!r} is not valid: {self.help}")
         low, high = self.minimum, self.maximum
-        if low is not None and (v < low or (self.exclusive and v == low)):
-            raise ValueError(f"{name} must be {'>' if self.exclusive else '>='} {_num(low)}, not {value!r}")
-        if high is not None and (v > high or (self.exclusive and v == high)):
-            raise ValueError(f"{name} must be {'<' if self.exclusive else '<='} {_num(high)}, not {value!r}")
+        if low is not None and (v < low or (self.above and v == low)):
+            raise ValueError(f"{name} must be {'>' if self.above else '>='} {_num(low)}, not {value!r}")
+        if high is not None and (v > high or (self.below and v == high)):
+            raise ValueError(f"{name} must be {'<' if self.below else '<='} {_num(high)}, not {value!r}")
         return v
 
 
@@ -87,9 +91,11 @@ OPTIONS: dict[str, Option] = {
         float,
         minimum=0,
         maximum=1,
-        exclusive=True,
+        above=True,
     ),
-    "null_level": Option(0.95, "level of the per-mode null interval", float, minimum=0, maximum=1, exclusive=True),
+    "null_level": Option(
+        0.95, "level of the per-mode null interval", float, minimum=0, maximum=1, above=True, below=True
+    ),
     "sign": Option("+", "+: the mode (u, v); -: the opposite sign (-u, -v)", choices=SIGNS),
     "top_k": _count(8, "images (or passages) kept per (layer, head, mode, sign)"),
     "batch_size": _count(16, "images per batch of the projection pass"),
@@ -102,6 +108,12 @@ OPTIONS: dict[str, Option] = {
     "limit": _count(None, "only the first N items, in sorted id order"),
     "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0),
 }
+
+
+def mode_label(m: Any) -> str:
+    """The paper's mode code, 0-based: "L8 H9 M2" (with " (-)" for the opposite sign)."""
+    layer, head, mode = (int(v) for v in m[:3])
+    return f"L{layer} H{head} M{mode}" + (" (-)" if len(m) > 3 and m[3] == "-" else "")
 
 
 def default(name: str) -> Any:

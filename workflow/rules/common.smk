@@ -11,6 +11,7 @@ from snakemake.utils import validate
 
 from qkdissect.provenance.records import export_config_files
 from qkdissect.catalogue import KNOWN_MODELS
+from qkdissect.options import FOLDINGS
 
 # The schema fills in every default before any rule runs; a config that fails it stops here.
 validate(config, "../schemas/config.schema.yaml")
@@ -151,10 +152,6 @@ def mask_figure_models(key):
     return IMAGE_MODELS if entry["models"] == "all" else list(entry["models"])
 
 
-def fig2_models():
-    return mask_figure_models("fig2")
-
-
 def _projection_models():
     fig = config["figures"]
     names = [r["model"] for r in fig["fig1"] + fig["fig4"]]
@@ -209,29 +206,9 @@ def uses_gpu():
     return str(config["analysis"]["device"]).startswith("cuda")
 
 
-def fig3_scores(wildcards):
-    return expand("results/scores/{model}.zarr", model=figure_models("fig3"))
-
-
-FOLDINGS = ("raw", "folded", "folded-centred")
-
-
 def folding_store(model, folding):
     """The scores store of a model's raw (the paper's) or LayerNorm-folded modes."""
     return f"results/scores/{model}.zarr" if folding == "raw" else f"results/scores_ln/{folding}/{model}.zarr"
-
-
-def logits_stores(wildcards):
-    return [f"results/logits/{m}/{config['projections']['images']}.zarr" for m in figure_models("logits")]
-
-
-def ln_folding_scores(wildcards):
-    return [folding_store(m, f) for m in figure_models("ln_folding") for f in FOLDINGS]
-
-
-def s3_scores(wildcards):
-    s3 = config["figures"]["s3"]
-    return {part: f"results/scores/{s3[part]}.zarr" for part in ("encoder", "predictor")}
 
 
 def projections_store(model):
@@ -242,18 +219,16 @@ def project_resources(key):
     return config["resources"]["project"][key]
 
 
-def preference_stores(wildcards):
-    return [f"results/preference/{m}/{wildcards.dataset}.zarr" for m in fig2_models()]
-
-
-def same_object_stores(wildcards):
-    return [f"results/same_object/{m}/{wildcards.dataset}.zarr" for m in mask_figure_models("fig6")]
-
-
 def logits_limit(images):
     """`--limit N` of the logits pass: the smaller of the image set's limit and projections.logits_limit."""
     limits = [n for n in (config["images"][images]["limit"], config["projections"]["logits_limit"]) if n]
     return f"--limit {min(limits)}" if limits else ""
+
+
+def workers_option():
+    """`--workers N` when projections.workers is set (else the pass picks: cores - 1, at most 4)."""
+    n = config["projections"]["workers"]
+    return f"--workers {int(n)}" if n is not None else ""
 
 
 def limit_option(section, name):
@@ -262,69 +237,23 @@ def limit_option(section, name):
     return f"--limit {limit}" if limit else ""
 
 
-def figure_model_stores(model):
-    """The stores a projection figure of one model reads."""
-    return {
-        "modes": f"results/modes/{model}.zarr",
-        "scores": f"results/scores/{model}.zarr",
-        "projections": projections_store(model),
-    }
-
-
-def gallery_rows(rows):
-    """The `rows` parameter of notebooks/mode_gallery.ipynb: each model's stores and its modes."""
-    return [
-        {
-            "model": r["model"],
-            **{f"{kind}_store": path for kind, path in figure_model_stores(r["model"]).items()},
-            "modes": r["modes"],
-        }
-        for r in rows
-    ]
-
-
-def gallery_inputs(rows):
-    models = sorted({r["model"] for r in rows})
-    return [figure_model_stores(m)[kind] for kind in ("modes", "scores", "projections") for m in models]
-
-
-def s4_models():
-    return figure_models("s4")
-
-
 def text_store(model):
     return f"results/text_projections/{model}/{config['projections']['texts']}.zarr"
-
-
-def text_modes_inputs(model):
-    return {
-        "modes": f"results/modes/{model}.zarr",
-        "scores": f"results/scores/{model}.zarr",
-        "texts": text_store(model),
-    }
-
-
-def text_modes_modes(model):
-    """The `modes` parameter of notebooks/text_modes.ipynb for one model."""
-    return yaml_param("modes", next(r["modes"] for r in text_mode_rows() if r["model"] == model))
 
 
 def notebook(name):
     return str(REPO / "notebooks" / name)
 
 
-def yaml_param(name, value):
-    """A papermill -y argument: one parameter as a YAML mapping (lists, dicts and None survive)."""
-    return yaml.safe_dump({name: value}, default_flow_style=True, width=1 << 16).strip()
-
-
-def papermill(input_nb, output_nb, log, *params):
-    """The papermill command line of a figure: kernel python3, a timeout, the executed notebook kept; the config
-    sections of the rule's params.config_keys are recorded in the figure's provenance."""
+def papermill_command():
+    """The shell command of every figure rule: papermill runs the figure's notebook (kernel python3, a timeout,
+    the executed notebook kept) with its `stores` and `options` (-y) and its `output` and `notebook`; the config
+    sections of params.config_keys are recorded in the figure's provenance."""
     timeout = int(config["figures"]["notebook_timeout_s"])
     return (
-        f"{PROVENANCE_ENV}{PYTHONPATH} papermill {input_nb} {output_nb} -k python3 "
-        f"--execution-timeout {timeout} --log-output --no-progress-bar {' '.join(params)} > {log} 2>&1"
+        f"{PROVENANCE_ENV}{PYTHONPATH} papermill {{input.notebook:q}} {{output.notebook:q}} -k python3 "
+        f"--execution-timeout {timeout} --log-output --no-progress-bar -y {{params.notebook:q}} "
+        "-p output {output.png:q} -p notebook {input.notebook:q} > {log:q} 2>&1"
     )
 
 
@@ -339,40 +268,181 @@ def figure_outputs(stem):
     ]
 
 
-def all_figures():
-    out = []
-    if figure_models("fig3"):
-        for variant in ("weighted", "unweighted"):
-            out += figure_outputs(f"fig3_{variant}_cosine")
-    for m in figure_models("s1"):
-        out += figure_outputs(f"s1_cosine_histograms_{m}")
-    for m in figure_models("s2"):
-        out += figure_outputs(f"s2_spectrum_grid_{m}")
-    if config["figures"]["s3"]:
-        out += figure_outputs("s3_ijepa_encoder_predictor")
-    if figure_models("ln_folding"):
-        out += figure_outputs("ln_folding_cosine")
-    if figure_models("logits"):
-        out += figure_outputs("logit_terms")
-    for r in text_mode_rows():
-        out += figure_outputs(f"text_modes_{r['model']}")
-    fig = config["figures"]
-    if fig["fig1"]:
-        out += figure_outputs("fig1_example_modes")
-    if fig["fig4"]:
-        out += figure_outputs("fig4_top_images")
-    if fig["fig5"]:
-        out += figure_outputs("fig5_image_modes")
-    for name in fig["galleries"]:
-        out += figure_outputs(f"gallery_{name}")
-    for name in fig["s17"]:
-        out += figure_outputs(f"s17_{name}")
-    if s4_models():
-        out += figure_outputs("s4_anisotropy")
-    if fig["fig2"]:
-        for d in fig["fig2"]["datasets"]:
-            out += figure_outputs(f"fig2_preference_{d}")
-    if fig["fig6"]:
-        for d in fig["fig6"]["datasets"]:
-            out += figure_outputs(f"fig6_same_object_{d}")
+# ----------------------------------------------------------------------------------------- the figure table
+#: workflow/figures.yaml: one row per kind of figure (figures.smk makes a rule of each)
+FIGURES = yaml.safe_load((Path(workflow.current_basedir).parent / "figures.yaml").read_text())
+
+
+def _models_rows(key):
+    """Rows of a figure keyed 'all' (every model, or every image model for image figures) or a list of names."""
+    return [{"model": m} for m in figure_models(key)]
+
+
+def _entry_rows(entry):
+    return [{"modes": "auto", **r} for r in entry]
+
+
+#: figures.<rows> of the config -> the figure's rows [{model, ...}] (``name``: the instance's name, for
+#: galleries and s17)
+ROWS = {
+    "fig3": lambda name: _models_rows("fig3"),
+    "s1": lambda name: _models_rows("s1"),
+    "s2": lambda name: _models_rows("s2"),
+    "ln_folding": lambda name: _models_rows("ln_folding"),
+    "logits": lambda name: _models_rows("logits"),
+    "s4": lambda name: _models_rows("s4"),
+    "s3": lambda name: [{"model": config["figures"]["s3"][p]} for p in ("encoder", "predictor")]
+    if config["figures"]["s3"]
+    else [],
+    "fig1": lambda name: _entry_rows(config["figures"]["fig1"]),
+    "fig4": lambda name: _entry_rows(config["figures"]["fig4"]),
+    "galleries": lambda name: _entry_rows(config["figures"]["galleries"][name]),
+    "fig5": lambda name: [dict(config["figures"]["fig5"])] if config["figures"]["fig5"] else [],
+    "s17": lambda name: [dict(config["figures"]["s17"][name])],
+    "fig2": lambda name: [{"model": m} for m in mask_figure_models("fig2")],
+    "fig6": lambda name: [{"model": m} for m in mask_figure_models("fig6")],
+    "text_modes": lambda name: text_mode_rows(),
+}
+
+
+def figure_rows(key, wildcards):
+    """The rows of one figure (its models, and for image and text figures what each row shows)."""
+    fig = FIGURES[key]
+    rows = ROWS[fig["rows"]](wildcards.get("name"))
+    if fig.get("each") == "model":
+        rows = [r for r in rows if r["model"] == wildcards["model"]]
+    return rows
+
+
+def figure_instances(key):
+    """The wildcards of every figure a row of the table makes under this config."""
+    fig = FIGURES[key]
+    each = fig.get("each")
+    section = config["figures"][fig["rows"]] if fig["rows"] in config["figures"] else None
+    if each is None:
+        found = [{}]
+    elif each == "model":
+        found = [{"model": r["model"]} for r in ROWS[fig["rows"]](None)]
+    elif each == "name":
+        found = [{"name": n} for n in section]
+    elif each == "dataset":
+        found = [{"dataset": d} for d in section["datasets"]] if section else []
+    else:
+        (wc, values), = each.items()
+        found = [{wc: v} for v in values]
+    return [w for w in found if figure_rows(key, w)]
+
+
+#: every figure the config asks for: stem -> (table key, wildcards)
+STEMS = {FIGURES[key]["output"].format(**w): (key, w) for key in FIGURES for w in figure_instances(key)}
+
+
+def store_path(kind, model, wildcards, stem, index):
+    """Where the store of one kind for one row of a figure lives."""
+    paths = {
+        "modes": lambda: f"results/modes/{model}.zarr",
+        "scores": lambda: f"results/scores/{model}.zarr",
+        "scores_folded": lambda: folding_store(model, "folded"),
+        "scores_folded_centred": lambda: folding_store(model, "folded-centred"),
+        "projections": lambda: projections_store(model),
+        "logits": lambda: f"results/logits/{model}/{config['projections']['images']}.zarr",
+        "preference": lambda: f"results/preference/{model}/{wildcards['dataset']}.zarr",
+        "same_object": lambda: f"results/same_object/{model}/{wildcards['dataset']}.zarr",
+        "maps": lambda: f"results/maps/{stem}/{index}-{model}.zarr",
+    }
+    return paths[kind]()
+
+
+def figure_stores(key, wildcards):
+    """role -> the stores of the figure's rows (a list; one path when the figure is made per model)."""
+    fig = FIGURES[key]
+    stem = fig["output"].format(**wildcards)
+    rows = figure_rows(key, wildcards)
+    out = {}
+    for role, kind in fig["stores"].items():
+        paths = [store_path(kind, r["model"], wildcards, stem, i) for i, r in enumerate(rows)]
+        out[role] = paths[0] if fig.get("each") == "model" else paths
     return out
+
+
+def figure_inputs(key):
+    """The `input:` function of a figure rule: its notebook and every store it reads."""
+
+    def inputs(wildcards):
+        return {"notebook": notebook(FIGURES[key]["notebook"]), **figure_stores(key, dict(wildcards.items()))}
+
+    return inputs
+
+
+def figure_parameters(key):
+    """The `params:` function of a figure rule: its notebook's parameters `stores` and `options` as YAML."""
+
+    def parameters(wildcards):
+        w = dict(wildcards.items())
+        fig = FIGURES[key]
+        options = {k: v.format(**w) if isinstance(v, str) else v for k, v in (fig.get("options") or {}).items()}
+        models = [r["model"] for r in figure_rows(key, w)]
+        options["styles"] = model_styles(dict.fromkeys(models))
+        params = {"stores": figure_stores(key, w), "options": options}
+        return yaml.safe_dump(params, default_flow_style=True, width=1 << 16).strip()
+
+    return parameters
+
+
+def figure_config_keys(key):
+    """The config sections a figure records: its figures.* key paths ("{name}" parts filled from wildcards)."""
+    return config_keys(*(["figures", *k] for k in FIGURES[key]["config"]))
+
+
+def figure_wildcards(key):
+    """Each wildcard of a figure rule matches the instances the config asks for, and nothing else."""
+    values = {}
+    for w in figure_instances(key):
+        for k, v in w.items():
+            values.setdefault(k, []).append(v)
+    names = re.findall(r"{(\w+)}", FIGURES[key]["output"])
+    return {n: "|".join(re.escape(v) for v in values[n]) if n in values else "(?!)x" for n in names}
+
+
+def all_figures():
+    return [f for stem in STEMS for f in figure_outputs(stem)]
+
+
+# ----------------------------------------------------------------------------------------- maps
+#: the figures that draw from maps stores, and the rows each has: (stem, index, model)
+MAPS = [
+    (stem, i, r["model"])
+    for stem, (key, w) in STEMS.items()
+    if FIGURES[key].get("maps")
+    for i, r in enumerate(figure_rows(key, w))
+]
+
+
+def _maps_row(wildcards):
+    key, w = STEMS[wildcards.stem]
+    return key, w, figure_rows(key, w)[int(wildcards.index)]
+
+
+def maps_request(wildcards):
+    """The maps request of one figure row (JSON): the table's fixed fields, then the row's config entry."""
+    key, _, row = _maps_row(wildcards)
+    request = {}
+    for k, v in FIGURES[key]["maps"].items():
+        request[k] = config["figures"][v.removeprefix("config:")] if str(v).startswith("config:") else v
+    request.update({k: v for k, v in row.items() if k != "model"})
+    return json.dumps(request, separators=(",", ":"))
+
+
+def maps_source(wildcards):
+    """What the maps pass reads the top images (or passages) from: the row's projections or text store."""
+    key, _, row = _maps_row(wildcards)
+    model = row["model"]
+    return text_store(model) if FIGURES[key]["maps"]["kind"] == "text-top" else projections_store(model)
+
+
+def maps_config_keys(wildcards):
+    """The config sections a maps store records: the model's entry and its figure's keys."""
+    key, w, row = _maps_row(wildcards)
+    keys = [["models", row["model"]]] + [["figures", *(part.format(**w) for part in k)] for k in FIGURES[key]["config"]]
+    return json.dumps(keys, separators=(",", ":"))
+

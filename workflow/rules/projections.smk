@@ -15,7 +15,7 @@ rule project:
         tokens=config["projections"]["tokens"],
         batch_size=config["projections"]["batch_size"],
         top_k=config["projections"]["top_k"],
-        workers=config["projections"]["workers"],
+        workers=workers_option(),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -32,7 +32,7 @@ rule project:
         qkdissect(
             "project {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
             "--modes {input.modes:q} --images {params.source:q} {params.limit} --tokens {params.tokens:q} "
-            "--batch-size {params.batch_size:q} --top-k {params.top_k:q} --workers {params.workers:q} "
+            "--batch-size {params.batch_size:q} --top-k {params.top_k:q} {params.workers} "
             "--device {params.device:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
@@ -46,10 +46,11 @@ rule preference:
     output:
         directory("results/preference/{model}/{dataset}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"]),
+        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], ["figures", "fig2", "example"]),
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
         limit=lambda w: limit_option("mask_datasets", w.dataset),
+        example=(config["figures"]["fig2"] or {}).get("example", 0),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -65,7 +66,8 @@ rule preference:
     shell:
         qkdissect(
             "preference {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--dataset {params.source:q} {params.limit} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
+            "--dataset {params.source:q} {params.limit} --example {params.example} --device {params.device:q} -q "
+            "-o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 
@@ -119,7 +121,7 @@ rule logits:
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: logits_limit(w.images),
         batch_size=config["projections"]["logits_batch_size"],
-        workers=config["projections"]["workers"],
+        workers=workers_option(),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -136,7 +138,7 @@ rule logits:
         qkdissect(
             "logits {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
             "--modes {input.modes:q} --images {params.source:q} {params.limit} --batch-size {params.batch_size:q} "
-            "--workers {params.workers:q} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
+            "{params.workers} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 

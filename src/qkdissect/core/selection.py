@@ -3,7 +3,7 @@
 lists of modes out.
 
 A mode is ``(layer, head, mode, sign)``, 0-based, sign "+" (the mode's u, v) or "-" (-u, -v); its label follows
-the paper: "L8 H9 M2", with "(-)" for the opposite sign.
+the paper: "L8 H9 M2", with "(-)" for the opposite sign (:func:`qkdissect.options.mode_label`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,7 @@ from typing import Any
 
 import numpy as np
 
-Mode = tuple[int, int, int, str]
-
-
-def mode_label(m: Sequence[Any]) -> str:
-    """The paper's mode code, 0-based: "L8 H9 M2" (with " (-)" for the opposite sign)."""
-    layer, head, mode = (int(v) for v in m[:3])
-    return f"L{layer} H{head} M{mode}" + (" (-)" if len(m) > 3 and m[3] == "-" else "")
+from ..options import Mode, mode_label
 
 
 def check_modes(spec: Sequence[Sequence[Any]], shape: tuple[int, int, int]) -> list[Mode]:

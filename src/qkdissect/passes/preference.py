@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..core.device import device_record
 from ..core.preference import REGIONS, SOURCES, grouped, preference_table, query_tokens
 from ..data.masks import mask_dataset, mask_to_tokens
+from ..errors import QKDissectError
 from ..models import ModelLike, QKWeights, describe_loaded
 from ..provenance.records import base_record, utc_now
 from ..stores import write_store
@@ -73,11 +74,13 @@ def compute_preference(
     batch_size: int = 8,
     device: str = "auto",
     limit: int | None = None,
+    example: int = 0,
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
 ) -> Path:
-    """Attention preference (paper 4.1) of a model on a mask dataset -> a preference store at ``output``."""
+    """Attention preference (paper 4.1) of a model on a mask dataset -> a preference store at ``output``, with the
+    model-input crop of image ``example`` (the one Fig. 2 shows in panel A)."""
 
     started = utc_now()
     im = load_image_model(spec, device, model_key)
@@ -86,11 +89,16 @@ def compute_preference(
     ds_masks = mask_dataset(dataset, limit=limit)
     tables, token_masks, rows_all = [], [], []
     items = ds_masks.items
+    if not 0 <= example < len(items):
+        raise QKDissectError(f"example image {example} is not in {dataset} ({len(items)} images: 0-{len(items) - 1})")
+    example_crop = np.zeros((0, 0, 3), np.uint8)
     run = AdaptiveBatch(f"preference {name}")
     for b in tqdm(range(0, len(items), batch_size), desc=f"preference {name}", disable=not progress):
         xs, tms = [], []
-        for it in items[b : b + batch_size]:
+        for j, it in enumerate(items[b : b + batch_size]):
             img, masks = it.load()
+            if b + j == example:
+                example_crop = np.asarray(pre.image(img), dtype=np.uint8)
             tm = np.stack([mask_to_tokens(masks[r], pre, grid).ravel() for r in REGIONS])
             tm = tm / np.maximum(tm.sum(axis=0, keepdims=True), 1e-12)  # area fractions summing to 1 per token
             xs.append(pre.tensor(img))
@@ -120,11 +128,18 @@ def compute_preference(
             np.concatenate(token_masks).astype(np.float32),
             {"description": "area fractions of each region per patch token (sum to 1)"},
         ),
+        "example_crop": (
+            ("y", "x", "channel"),
+            example_crop,
+            {"description": "image `example` as the model saw it (resized, centre-cropped; 8-bit RGB)"},
+        ),
     }
     for g, v in groups.items():
         data[g] = (("image", "layer", "head"), v.astype(np.float32), {"description": f"{g} (paper 4.1 grouping)"})
         data[f"layer_{g}"] = (("layer",), np.nanmean(v, axis=(0, 2)), {"description": "mean over images and heads"})
-    record = base_record("preference", {"batch_size": batch_size, "device_requested": device, "limit": limit})
+    record = base_record(
+        "preference", {"batch_size": batch_size, "device_requested": device, "limit": limit, "example": example}
+    )
     record.update(
         {
             "model": {"key": name, **qk.describe()},
@@ -154,6 +169,7 @@ def compute_preference(
             "dataset": {**ds_masks.describe(), "spec": dataset, "limit": limit},
             "grid": list(grid),
             "preprocess": pre.describe(),
+            "example": example,
             "notes": qk.notes,
             "provenance": record,
         },

@@ -42,7 +42,7 @@ from ..options import TokenSource
 from ..provenance.records import base_record, dependency, items_sha256, tree_sha256, utc_now
 from ..stores import write_store
 from ..stores.io import jsonable
-from ..stores.schema import SCHEMA_VERSION
+from ..stores.schema import SCHEMA_VERSION, TokenMaps
 from .hooks import layer_token_hooks, modes_uv
 from .loop import modes_of, weights_checked
 
@@ -259,17 +259,6 @@ def compute_text_projections(
     )
     ds = text_store(topk, n_tokens, c.passages, np.asarray(modes.S.values), top_k, attrs)
     return write_store(ds, output)
-
-
-@dataclass
-class TokenMaps:
-    """One passage under one mode: its token pieces (with whether a space precedes each) and both maps."""
-
-    pieces: list[str]
-    spaced: list[bool]
-    q: np.ndarray
-    k: np.ndarray
-    scored: np.ndarray  # the tokens the passage score ranges over
 
 
 def token_maps(

@@ -10,31 +10,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import xarray as xr
 
-from ..data.images import Preprocess
-from ..data.masks import mask_dataset
-from .images import _image_cell
+from .images import image_cell
 from .style import model_style
 
 
-def preference_figure(stores: Sequence[xr.Dataset], example: int = 0) -> plt.Figure:
-    """Fig. 2: (A) an example image with its target (red) and distractor (cyan) query tokens; (B-D) the share of
-    attention on the same object, a different object and the background against normalised depth, one line per
-    model (mean over images and heads; shaded: the regions' mean area share, i.e. uniform attention)."""
+def preference_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
+    """Fig. 2: (A) the first store's example image with its target (red) and distractor (cyan) query tokens; (B-D)
+    the share of attention on the same object, a different object and the background against normalised depth,
+    one line per model (mean over images and heads; dashed: the regions' mean area share, i.e. uniform
+    attention)."""
     first = stores[0]
     fig, axes = plt.subplots(1, 4, figsize=(11, 2.9), layout="constrained")
     ds_spec = first.attrs["dataset"]
-    items = mask_dataset(ds_spec["spec"], limit=ds_spec.get("limit")).items
-    img, _ = items[example].load()
-    pp = first.attrs["preprocess"]
-    pre = Preprocess(tuple(pp["crop"]), pp["resize"], tuple(pp["mean"]), tuple(pp["std"]), pp["interpolation"])  # type: ignore[arg-type]
-    crop = pre.image(img)
+    example = int(first.attrs["example"])
+    crop = first.example_crop.values
     gh, gw = first.attrs["grid"]
-    _image_cell(axes[0], crop, f"A: {first.image_id.values[example]}")
+    image_cell(axes[0], crop, f"A: {first.image_id.values[example]}")
     for src, colour in zip(range(2), ("red", "cyan"), strict=True):
         tok = int(first.query_token.values[example, src])
         if tok >= 0:
             r, c = divmod(tok, gw)
-            h, w = crop.size[1] / gh, crop.size[0] / gw
+            h, w = crop.shape[0] / gh, crop.shape[1] / gw
             axes[0].add_patch(plt.Rectangle((c * w, r * h), w, h, fill=False, edgecolor=colour, lw=1.5))
     titles = {"same": "B: same object", "different": "C: different object", "background": "D: background"}
     # uniform attention would give: same = different = mean(target share, distractor share); background its share

@@ -9,7 +9,7 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
-from .records import tree_sha256, utc_now
+from .records import package_versions, tree_sha256, utc_now
 
 PROCESS_CRATE = "https://w3id.org/ro/wfrun/process/0.5"
 RO_CRATE = "https://w3id.org/ro/crate/1.1"
@@ -27,7 +27,6 @@ def _entity_id(path: Path, results: Path) -> str:
 def write_crate(results: str | Path) -> Path:
     """Write ``ro-crate-metadata.json`` into ``results``: every figure, store and manifest (with its sha256), the
     inputs recorded in their provenance, and one CreateAction per artefact linking its inputs to it."""
-    from .. import __version__
     from ..stores import atomic_path
     from .audit import dependencies, find_artefacts
 
@@ -38,7 +37,7 @@ def write_crate(results: str | Path) -> Path:
         "@id": "#qkdissect",
         "@type": "SoftwareApplication",
         "name": "qkdissect",
-        "version": __version__,
+        "version": package_versions()["qkdissect"],
     }
     entities: dict[str, dict[str, Any]] = {software["@id"]: software}
     parts, actions = [], []

@@ -4,12 +4,13 @@
   mode) int: id of the block of near-equal singular values a mode belongs to.
 - **scores**: ``cosine`` (layer, head, mode), ``head_mean``/``head_weighted`` (layer, head),
   ``layer_mean``/``layer_weighted`` (layer), coordinate ``depth`` (layer) = l / (L - 1).
-- **projections**, **logits**, **preference**, **same_object**, **text_projections**: see the passes that write
-  them (:mod:`qkdissect.passes`).
+- **projections**, **logits**, **preference**, **same_object**, **text_projections**, **maps**: see the passes
+  that write them (:mod:`qkdissect.passes`); :class:`TokenMaps` is one passage of a text maps store.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,3 +51,26 @@ def modes_dataset(u: np.ndarray, s: np.ndarray, v: np.ndarray, block: np.ndarray
     )
     ds.attrs.update(jsonable({"qkdissect_schema": f"modes/v{SCHEMA_VERSION}", "conventions": CONVENTIONS, **attrs}))
     return ds
+
+
+@dataclass
+class TokenMaps:
+    """One passage under one mode: its token pieces (with whether a space precedes each) and both maps."""
+
+    pieces: list[str]
+    spaced: list[bool]
+    q: np.ndarray
+    k: np.ndarray
+    scored: np.ndarray  # the tokens the passage score ranges over
+
+
+def slot_maps(store: xr.Dataset, row: int, slot: int) -> TokenMaps:
+    """The token maps of one slot of a text maps store."""
+    n = int(store.n_tokens.values[row, slot])
+    return TokenMaps(
+        [str(p) for p in store.piece.values[row, slot, :n]],
+        [bool(b) for b in store.spaced.values[row, slot, :n]],
+        store.q_map.values[row, slot, :n],
+        store.k_map.values[row, slot, :n],
+        store.scored.values[row, slot, :n],
+    )

@@ -1,0 +1,396 @@
+"""The maps pass: everything an image or text figure draws, computed once by a rule of its own and stored, so
+that drawing (restyling) a figure never loads a model, decodes an image or runs a forward pass.
+
+A **request** says what one figure row needs (JSON on the command line, built by the workflow from the config):
+
+===============  ===========================================================================================
+``top``          modes (``"auto"`` or ``[[layer, head, mode(, sign)], ...]``; ``auto``: ``spread`` or
+                 ``contrast``) and their ``k`` top images (Fig. 1, Fig. 4, the galleries S5-S16)
+``image-modes``  one image (``"auto"``: the first valid one) and, for ``layer_heads`` (``"auto"``: 3 layers over
+                 depth, each its most active head), the ``n_modes`` modes contributing most on it (Fig. 5)
+``image-top``    one image, modes (``"auto"``: the 4 contributing most on it), the image's maps of each and
+                 their ``k`` top images (S17-S19)
+``text-top``     a text model's modes (``"auto"``: a grouping and a contextualising mode in the first, middle
+                 and last layer) and their ``k`` top passages, token by token (beyond the paper)
+===============  ===========================================================================================
+
+A **maps store** has one ``row`` per mode drawn (coordinates ``layer``, ``head``, ``mode``, ``sign``; its
+``cosine``, ``singular_value`` and degenerate block) and ``slot``s per row: the images (or passages) drawn for it,
+each with its score and its query and key maps (``q_map``, ``k_map``: ``x_t . u`` and ``x_t . v`` over the
+patch grid, or over the passage's tokens). Image stores hold the model-input crops (``crop``: uint8, resized
+and centre-cropped exactly as the model saw them); text stores hold the token pieces. The maps are computed in
+float64 from the tokens the projections were computed on (``token_source``), with the mode's sign applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..core.device import device_record
+from ..core.selection import (
+    Mode,
+    check_modes,
+    contrast_modes,
+    contributions,
+    degenerate_block,
+    image_layer_heads,
+    image_modes,
+    spread_modes,
+    text_modes,
+)
+from ..data.images import decode, image_source
+from ..errors import QKDissectError
+from ..models import ModelLike, describe_loaded, load_qk
+from ..models.tokenizer import tokenizer_for
+from ..provenance.records import base_record, dependency, utc_now
+from ..stores import open_store, write_store
+from ..stores.schema import SCHEMA_VERSION
+from .hooks import layer_tokens, mode_maps
+from .loop import ImageModel, Manifest, load_image_model, modes_of, weights_checked
+from .text import token_maps
+
+KINDS = ("top", "image-modes", "image-top", "text-top")
+#: images per forward pass of the maps pass
+BATCH = 16
+
+
+@dataclass
+class Row:
+    """One mode drawn, and what is drawn for it: image (or passage) ids and their scores, one per slot."""
+
+    mode: Mode
+    ids: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    extra: dict[str, list[int]] = field(default_factory=dict)  # text: the passage index, best-pair positions
+
+
+def _modes(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, auto: str) -> list[Mode]:
+    """The request's modes: checked against the model, or chosen automatically."""
+    spec = request.get("modes", "auto")
+    s, cos = modes.S.values, scores.cosine.values
+    if spec in (None, "auto"):
+        return {"contrast": contrast_modes, "text": text_modes}.get(auto, lambda a, _: spread_modes(a))(s, cos)
+    shape = (modes.sizes["layer"], modes.sizes["head"], modes.sizes["mode"])
+    return check_modes(spec, shape)
+
+
+def top_images(proj: xr.Dataset, m: Mode, k: int) -> tuple[list[str], list[float]]:
+    """The ids and scores of the ``k`` top images of a mode in a projections store."""
+    layer, head, mode, sign = m
+    top = proj.sel(layer=layer, head=head, mode=mode, sign=sign)
+    idx, score = top.top_image.values[:k], top.top_score.values[:k]
+    ids = proj.image_id.values
+    keep = [(str(ids[i]), float(s)) for i, s in zip(idx, score, strict=True) if i >= 0]
+    return [i for i, _ in keep], [s for _, s in keep]
+
+
+def image_scores(proj: xr.Dataset, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(layer, head, mode) score+ (max q * max k) and score- (min q * min k) of every mode on one image."""
+    hits = np.flatnonzero(proj.image_id.values == image_id)
+    if hits.size == 0:
+        raise QKDissectError(
+            f"image {image_id!r} is not in the projected image set ({proj.attrs['images']['spec']}); "
+            f"its ids look like {', '.join(map(str, proj.image_id.values[:3]))}"
+        )
+    p = proj.isel(image=int(hits[0]))
+    if not bool(p.valid):
+        raise QKDissectError(f"image {image_id!r} could not be decoded when the set was projected: choose another")
+    return (p.q_max * p.k_max).values, (p.q_min * p.k_min).values
+
+
+def _focus(request: dict[str, Any], proj: xr.Dataset) -> str:
+    image = request.get("image", "auto")
+    return str(proj.image_id.values[proj.valid.values][0]) if image in (None, "auto") else str(image)
+
+
+def image_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, proj: xr.Dataset) -> list[Row]:
+    """The rows of an image request (see the module docstring)."""
+    kind, k = request["kind"], int(request.get("k", 8))
+    if kind == "top":
+        return [Row(m, *top_images(proj, m, k)) for m in _modes(request, modes, scores, request.get("auto", "spread"))]
+    image = _focus(request, proj)
+    plus, minus = image_scores(proj, image)
+    contrib = contributions(plus, minus, modes.S.values)
+    if kind == "image-top":
+        spec = request.get("modes", "auto")
+        chosen = image_modes(contrib, plus, minus, 4) if spec in (None, "auto") else _modes(request, modes, scores, "")
+        rows = []
+        for m in chosen:
+            ids, sc = top_images(proj, m, k)
+            rows.append(Row(m, [image, *ids], [float("nan"), *sc]))
+        return rows
+    lh = request.get("layer_heads", "auto")
+    pairs = image_layer_heads(contrib) if lh in (None, "auto") else [(int(a), int(b)) for a, b in lh]
+    check_modes([[layer, head, 0] for layer, head in pairs], (modes.sizes["layer"], modes.sizes["head"], 1))
+    rows = []
+    for layer, head in pairs:
+        for mode in np.argsort(-contrib[layer, head])[: int(request.get("n_modes", 6))]:
+            sign = "+" if plus[layer, head, mode] >= minus[layer, head, mode] else "-"
+            rows.append(Row((layer, head, int(mode), sign), [image], [float(contrib[layer, head, mode])]))
+    return rows
+
+
+def _tokens(im: ImageModel, items: dict[str, Any], needed: dict[str, set[int]], source: str) -> dict[Any, Any]:
+    """The patch tokens of the layers each image needs: one forward pass per batch of images (sorted ids)."""
+    got: dict[tuple[str, int], torch.Tensor] = {}
+    todo = sorted(needed)
+    for b in range(0, len(todo), BATCH):
+        ids = todo[b : b + BATCH]
+        layers = sorted(set().union(*(needed[i] for i in ids)))
+        x = torch.stack([im.preprocess.tensor(decode(items[i], target=max(im.preprocess.crop))) for i in ids])
+        out = layer_tokens(im.model, im.qk, x.to(im.device), layers, source)  # type: ignore[arg-type]
+        for j, i in enumerate(ids):
+            for layer in needed[i]:
+                got[(i, layer)] = out[layer][j]
+    return got
+
+
+def _row_vars(rows: Sequence[Row], modes: xr.Dataset, scores: xr.Dataset) -> dict[str, Any]:
+    """What a figure writes next to each mode: its cosine, singular value and degenerate block."""
+    blocks = [degenerate_block(modes.block.values[m[0], m[1]], m[2]) for m in (r.mode for r in rows)]
+    r_dims = ("row",)
+    return {
+        "cosine": (r_dims, np.array([scores.cosine.values[m[0], m[1], m[2]] for m in (r.mode for r in rows)]),
+                   {"long_name": "cos(u_n, v_n)", "units": "1"}),
+        "singular_value": (r_dims, np.array([modes.S.values[m[0], m[1], m[2]] for m in (r.mode for r in rows)]),
+                           {"long_name": "singular value s_n of W_q^T W_k", "units": "1"}),
+        "block_first": (r_dims, np.array([b[0] if b else -1 for b in blocks], np.int64),
+                        {"long_name": "first mode of the degenerate block holding the mode (-1: none)"}),
+        "block_last": (r_dims, np.array([b[1] if b else -1 for b in blocks], np.int64),
+                       {"long_name": "last mode of the degenerate block holding the mode (-1: none)"}),
+    }  # fmt: skip
+
+
+def _row_coords(rows: Sequence[Row]) -> dict[str, Any]:
+    ms = [r.mode for r in rows]
+    return {
+        "layer": (("row",), np.array([m[0] for m in ms], np.int64)),
+        "head": (("row",), np.array([m[1] for m in ms], np.int64)),
+        "mode": (("row",), np.array([m[2] for m in ms], np.int64)),
+        "sign": (("row",), np.array([m[3] for m in ms], dtype=object)),
+    }
+
+
+def image_maps(
+    im: ImageModel, rows: Sequence[Row], modes: xr.Dataset, scores: xr.Dataset, proj: xr.Dataset
+) -> xr.Dataset:
+    """The maps dataset of image rows: crops, per slot the query and key maps and the score."""
+    items = {it.id: it for it in image_source(proj.attrs["images"]["spec"]).items}
+    missing = sorted({i for r in rows for i in r.ids if i not in items})
+    if missing:
+        raise QKDissectError(f"images {missing[:3]} of the projections store are no longer in its image set")
+    needed: dict[str, set[int]] = {}
+    for r in rows:
+        for i in r.ids:
+            needed.setdefault(i, set()).add(r.mode[0])
+    tokens = _tokens(im, items, needed, proj.attrs["token_source"])
+    order = list(dict.fromkeys(i for r in rows for i in r.ids))
+    crops = np.stack([np.asarray(im.preprocess.image(decode(items[i], target=max(im.preprocess.crop)))) for i in order])
+    gh, gw = im.grid
+    n_slots = max((len(r.ids) for r in rows), default=0)
+    q = np.full((len(rows), n_slots, gh, gw), np.nan)
+    k = np.full_like(q, np.nan)
+    slot_image = np.full((len(rows), n_slots), -1, np.int64)
+    slot_score = np.full((len(rows), n_slots), np.nan)
+    for n, r in enumerate(rows):
+        if not r.ids:
+            continue
+        layer, head, mode, sign = r.mode
+        s = 1.0 if sign == "+" else -1.0
+        u = s * modes.U.values[layer, head, :, mode]
+        v = s * modes.V.values[layer, head, :, mode]
+        qm, km = mode_maps(torch.stack([tokens[(i, layer)] for i in r.ids]), u, v, (gh, gw))
+        q[n, : len(r.ids)], k[n, : len(r.ids)] = qm, km
+        slot_image[n, : len(r.ids)] = [order.index(i) for i in r.ids]
+        slot_score[n, : len(r.ids)] = r.scores
+    slot = ("row", "slot")
+    return xr.Dataset(
+        {
+            "q_map": ((*slot, "gy", "gx"), q, {"long_name": "query map x_t . u_n over the patch grid", "units": "1"}),
+            "k_map": ((*slot, "gy", "gx"), k, {"long_name": "key map x_t . v_n over the patch grid", "units": "1"}),
+            "slot_image": (slot, slot_image, {"long_name": "index (image dim) of the slot's image; -1: empty"}),
+            "slot_score": (slot, slot_score, {"long_name": "the slot's score (image score, or contribution)"}),
+            "crop": (
+                ("image", "y", "x", "channel"),
+                crops.astype(np.uint8),
+                {"long_name": "the image as the model saw it (resized, centre-cropped)", "units": "8-bit RGB"},
+            ),
+            **_row_vars(rows, modes, scores),
+        },
+        coords={**_row_coords(rows), "image_id": (("image",), np.array(order, dtype=object))},
+    )
+
+
+def text_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, texts: xr.Dataset) -> list[Row]:
+    """The rows of a text request: each mode and its ``k`` top passages (index, score, best-pair positions)."""
+    k = int(request.get("k", 3))
+    rows = []
+    for m in _modes(request, modes, scores, "text"):
+        t = texts.sel(layer=m[0], head=m[1], mode=m[2], sign=m[3])
+        r = Row(m)
+        found = zip(t.top_passage.values[:k], t.top_score.values[:k], t.top_query_token.values[:k],
+                    t.top_key_token.values[:k], strict=True)  # fmt: skip
+        for p, s, i, j in found:
+            if p >= 0:
+                r.ids.append(str(texts.passage_id.values[p]))
+                r.scores.append(float(s))
+                for key, val in (("passage", p), ("query_token", i), ("key_token", j)):
+                    r.extra.setdefault(key, []).append(int(val))
+        rows.append(r)
+    return rows
+
+
+def text_maps(
+    model: Any, tokenizer: Any, qk: Any, rows: Sequence[Row], modes: xr.Dataset, scores: xr.Dataset, texts: xr.Dataset
+) -> xr.Dataset:
+    """The maps dataset of text rows: per slot the passage's token pieces and their query and key maps."""
+    params = texts.attrs["provenance"]["parameters"]
+    maps = []
+    for r in rows:
+        layer, head, mode, sign = r.mode
+        u = modes.U.values[layer, head, :, mode]
+        v = modes.V.values[layer, head, :, mode]
+        row = []
+        for p in r.extra.get("passage", []):
+            tm = token_maps(model, tokenizer, qk, str(texts.text.values[p]), layer, u, v,
+                            max_tokens=int(params["max_tokens"]), source=params["tokens"])  # fmt: skip
+            if sign == "-":
+                tm.q, tm.k = -tm.q, -tm.k
+            row.append(tm)
+        maps.append(row)
+    n_slots = max((len(m) for m in maps), default=0)
+    n_tok = max((len(tm.pieces) for m in maps for tm in m), default=0)
+    shape = (len(rows), n_slots, n_tok)
+    arrays = {
+        "piece": np.full(shape, "", dtype=object),
+        "spaced": np.zeros(shape, bool),
+        "scored": np.zeros(shape, bool),
+        "q_map": np.full(shape, np.nan),
+        "k_map": np.full(shape, np.nan),
+    }
+    per_slot = {n: np.full(shape[:2], -1, np.int64) for n in ("passage", "query_token", "key_token", "n_tokens")}
+    slot_score = np.full(shape[:2], np.nan)
+    for a, (r, row) in enumerate(zip(rows, maps, strict=True)):
+        for b, tm in enumerate(row):
+            t = len(tm.pieces)
+            arrays["piece"][a, b, :t] = tm.pieces
+            arrays["spaced"][a, b, :t] = tm.spaced
+            arrays["scored"][a, b, :t] = tm.scored
+            arrays["q_map"][a, b, :t], arrays["k_map"][a, b, :t] = tm.q, tm.k
+            per_slot["n_tokens"][a, b] = t
+            for key in ("passage", "query_token", "key_token"):
+                per_slot[key][a, b] = r.extra[key][b]
+            slot_score[a, b] = r.scores[b]
+    tok = ("row", "slot", "token")
+    slot = ("row", "slot")
+    desc = {
+        "piece": "the token as it reads in the passage (special tokens by name)",
+        "spaced": "a space precedes the token",
+        "scored": "the token counts in the passage score (not special, not padding)",
+        "q_map": "query map x_t . u_n",
+        "k_map": "key map x_t . v_n",
+    }
+    data: dict[str, Any] = {n: (tok, a, {"long_name": desc[n]}) for n, a in arrays.items()}
+    data.update(
+        {
+            "slot_passage": (slot, per_slot["passage"], {"long_name": "passage index in the text store; -1: empty"}),
+            "query_token": (slot, per_slot["query_token"], {"long_name": "query position i of the best pair"}),
+            "key_token": (slot, per_slot["key_token"], {"long_name": "key position j of the best pair"}),
+            "n_tokens": (slot, per_slot["n_tokens"], {"long_name": "tokens of the passage after truncation"}),
+            "slot_score": (slot, slot_score, {"long_name": "passage score max [q_i]_+ [k_j]_+"}),
+            **_row_vars(rows, modes, scores),
+        }
+    )
+    ids = np.full(shape[:2], "", dtype=object)
+    for a, r in enumerate(rows):
+        ids[a, : len(r.ids)] = r.ids
+    return xr.Dataset(data, coords={**_row_coords(rows), "passage_id": (slot, ids)})
+
+
+def compute_maps(
+    spec: ModelLike,
+    modes_path: str | Path,
+    scores_path: str | Path,
+    source_path: str | Path,
+    request: dict[str, Any],
+    output: str | Path,
+    *,
+    device: str = "auto",
+    model_key: str | None = None,
+    manifest: Manifest = None,
+) -> Path:
+    """Compute what one figure row draws (``request``, see the module docstring) from a model's modes and scores
+    stores and its projections (image kinds) or text projections (``text-top``) store -> a maps store."""
+    kind = request.get("kind")
+    if kind not in KINDS:
+        raise QKDissectError(f"maps request kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    started, t0 = utc_now(), time.perf_counter()
+    scores = open_store(scores_path, "scores")
+    if kind == "text-top":
+        qk, loaded = load_qk(spec)
+        name = model_key or str(loaded.spec)
+        manifest, deps = weights_checked(loaded, name, manifest)
+        modes = modes_of(modes_path, loaded, name)
+        source = open_store(source_path, "text_projections")
+        rows = text_rows(request, modes, scores, source)
+        ds = text_maps(loaded.model.eval(), tokenizer_for(loaded), qk, rows, modes, scores, source)
+        dev = torch.device("cpu")
+        params = source.attrs["provenance"]["parameters"]
+        extra: dict[str, Any] = {"corpus": source.attrs.get("corpus"), "token_source": params["tokens"]}
+    else:
+        im = load_image_model(spec, device, model_key)
+        qk, loaded, name, dev = im.qk, im.loaded, im.name, im.device
+        manifest, deps = weights_checked(loaded, name, manifest)
+        modes = modes_of(modes_path, loaded, name)
+        source = open_store(source_path, "projections")
+        rows = image_rows(request, modes, scores, source)
+        ds = image_maps(im, rows, modes, scores, source)
+        extra = {
+            "images": source.attrs["images"],
+            "grid": list(im.grid),
+            "preprocess": im.preprocess.describe(),
+            "token_source": source.attrs["token_source"],
+        }
+        if kind != "top":
+            extra["image"] = rows[0].ids[0] if rows else _focus(request, source)
+        if kind == "image-modes":
+            extra["layer_heads"] = list(dict.fromkeys((r.mode[0], r.mode[1]) for r in rows))
+    record = base_record("maps", {"request": request, "device_requested": device})
+    record.update(
+        {
+            "model": {"key": name, **qk.describe()},
+            "weights": {**describe_loaded(loaded), "manifest": manifest},
+            "dependencies": [
+                *deps,
+                dependency("modes store", modes_path),
+                dependency("scores store", scores_path),
+                dependency("projections store" if kind != "text-top" else "text projections store", source_path),
+            ],
+            "device": device_record(device, dev),
+            "started": started,
+            "finished": utc_now(),
+            "timings_s": {"total": round(time.perf_counter() - t0, 3)},
+        }
+    )
+    ds.attrs.update(
+        {
+            "qkdissect_schema": f"maps/v{SCHEMA_VERSION}",
+            "kind": kind,
+            "model_id": name,
+            "spec": str(loaded.spec),
+            "request": request,
+            "drawn": [list(r.mode) for r in rows],
+            "weights_sha256": loaded.weights_sha256,
+            **extra,
+            "provenance": record,
+        }
+    )
+    return write_store(ds, output)

@@ -31,16 +31,18 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     spec = make_tiny_vit(base / "w")
     write_photos(base / "photos", n=7)
     modes = write_store(compute_modes(spec, device="cpu"), base / "modes.zarr")
-    scores = write_store(compute_scores(open_store(modes), modes_path=modes), base / "scores.zarr")
+    scores = base / "scores.zarr"
+    compute_scores(modes, scores)
     images = f"folder:{base / 'photos'}"
-    proj = compute_projections(spec, modes, images, base / "proj.zarr", batch_size=3, top_k=4, workers=0,
-                               device="cpu", progress=False)  # fmt: skip
+    proj = base / "proj.zarr"
+    compute_projections(spec, modes, images, proj, batch_size=3, top_k=4, workers=0, device="cpu", progress=False)
     return {"spec": spec, "modes": modes, "scores": scores, "proj": proj, "images": images, "base": base}
 
 
 def maps(tiny: dict, request: dict, name: str) -> Path:
     out = tiny["base"] / f"{name}.zarr"
-    return compute_maps(tiny["spec"], tiny["modes"], tiny["scores"], tiny["proj"], request, out, device="cpu")
+    compute_maps(tiny["spec"], tiny["modes"], tiny["scores"], tiny["proj"], request, out, device="cpu")
+    return out
 
 
 def hand_maps(tiny: dict, image_id: str, layer: int, head: int, mode: int, sign: str) -> tuple[np.ndarray, ...]:
@@ -149,10 +151,12 @@ def test_text_maps_are_the_passages_tokens(text_file: Path, tmp_path: Path) -> N
 
     spec = make_tiny_text_model(tmp_path / "bert", "bert")
     modes = write_store(compute_modes(spec, device="cpu"), tmp_path / "modes.zarr")
-    scores = write_store(compute_scores(open_store(modes), modes_path=modes), tmp_path / "scores.zarr")
-    texts = compute_text_projections(spec, modes, f"file:{text_file}", tmp_path / "t.zarr", top_k=3, progress=False)
-    out = compute_maps(spec, modes, scores, texts, {"kind": "text-top", "modes": [[1, 2, 3, "-"]], "k": 2},
-                       tmp_path / "maps.zarr")  # fmt: skip
+    scores = tmp_path / "scores.zarr"
+    compute_scores(modes, scores)
+    texts = tmp_path / "t.zarr"
+    compute_text_projections(spec, modes, f"file:{text_file}", texts, top_k=3, progress=False)
+    out = tmp_path / "maps.zarr"
+    compute_maps(spec, modes, scores, texts, {"kind": "text-top", "modes": [[1, 2, 3, "-"]], "k": 2}, out)
     ds = open_store(out, "maps")
     t = open_store(texts, "text_projections").sel(layer=1, head=2, mode=3, sign="-")
     assert list(ds.slot_passage.values[0]) == list(t.top_passage.values[:2])

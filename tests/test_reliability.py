@@ -112,7 +112,8 @@ def test_out_of_memory_batches_are_split_and_give_the_same_store(
     tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kwargs = dict(batch_size=4, top_k=3, device="cpu", workers=0, progress=False)
-    ref = compute_projections(tiny["spec"], tiny["modes"], f"folder:{tiny['photos']}", tmp_path / "a.zarr", **kwargs)
+    ref, out = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    compute_projections(tiny["spec"], tiny["modes"], f"folder:{tiny['photos']}", ref, **kwargs)
     real = projections_pass.load_image_model
     wrapped: list[_SmallMemory] = []
 
@@ -123,7 +124,7 @@ def test_out_of_memory_batches_are_split_and_give_the_same_store(
         return im
 
     monkeypatch.setattr(projections_pass, "load_image_model", small_memory)
-    out = compute_projections(tiny["spec"], tiny["modes"], f"folder:{tiny['photos']}", tmp_path / "b.zarr", **kwargs)
+    compute_projections(tiny["spec"], tiny["modes"], f"folder:{tiny['photos']}", out, **kwargs)
     xr.testing.assert_identical(content(ref), content(out))
     batch = open_store(out).attrs["provenance"]["batch"]
     assert batch == {"requested": 4, "used": 1, "oom_retries": 2}

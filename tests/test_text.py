@@ -129,10 +129,9 @@ def test_pair_scores_are_the_best_allowed_pair(b: int, t: int, c: int, causal: b
 
 def test_text_projections_equal_brute_force(tiny_text: str, text_file: Path, tmp_path: Path) -> None:
     modes_path = write_store(compute_modes(tiny_text, device="cpu"), tmp_path / "modes.zarr")
-    out = compute_text_projections(
+    ds = compute_text_projections(
         tiny_text, modes_path, f"file:{text_file}", tmp_path / "text.zarr", batch_size=2, top_k=3, progress=False
     )
-    ds = open_store(out, "text_projections")
     c = corpus(f"file:{text_file}")
     assert list(ds.passage_id.values) == [p.id for p in c.passages] and len(c) == 5  # the 4-word line is dropped
     assert ds.attrs["provenance"]["dependencies"][-1]["role"] == "text corpus"

@@ -14,7 +14,6 @@ model object already in memory. Heavy libraries (torch, timm, transformers) are 
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,24 +34,29 @@ def modes(
     block_rtol: float = default("block_rtol"),
     folding: Folding = default("folding"),
     name: str | None = None,
+    output: str | Path | None = None,
 ) -> xr.Dataset:
-    """The singular modes (U, S, V) of every head's W_q^T W_k, as a modes Dataset with its provenance."""
+    """The singular modes (U, S, V) of every head's W_q^T W_k, as a modes Dataset with its provenance (also
+    written to the store ``output`` when given)."""
     from .passes.weights import compute_modes
 
-    return compute_modes(model, device=device, dtype=dtype, block_rtol=block_rtol, folding=folding, model_key=name)
+    return compute_modes(
+        model, output, device=device, dtype=dtype, block_rtol=block_rtol, folding=folding, model_key=name
+    )
 
 
 def scores(
-    modes: xr.Dataset | str | Path, *, released_code: bool = False, level: float = default("null_level")
+    modes: xr.Dataset | str | Path,
+    *,
+    released_code: bool = False,
+    level: float = default("null_level"),
+    output: str | Path | None = None,
 ) -> xr.Dataset:
     """Per-mode cosines, per-head and per-layer (weighted) averages and the null interval of a modes Dataset (or
     of the modes store at a path)."""
     from .passes.weights import compute_scores
-    from .stores import open_store
 
-    if isinstance(modes, str | Path):
-        return compute_scores(open_store(modes, "modes"), released_code=released_code, level=level, modes_path=modes)
-    return compute_scores(modes, released_code=released_code, level=level)
+    return compute_scores(modes, output, released_code=released_code, level=level)
 
 
 def project(
@@ -71,20 +75,14 @@ def project(
 ) -> xr.Dataset:
     """Project every image of ``images`` (``skimage``, ``folder:/path``, ``imagenet-val:/path``) onto all modes:
     per-image maxima and minima of the query and key maps, the top-k images per (layer, head, mode, sign), the
-    anisotropy sums. Written to the store ``output`` (and opened from it); without ``output`` the result is
+    anisotropy sums. Streamed to the store ``output`` (and opened from it); without ``output`` the result is
     loaded into memory (fine for thousands of images; give ``output`` for ImageNet)."""
     from .passes.projections import compute_projections
-    from .stores import open_store, write_store
 
-    with tempfile.TemporaryDirectory(prefix="qkdissect-") as tmp:
-        modes_path = Path(modes) if isinstance(modes, str | Path) else write_store(modes, Path(tmp) / "modes.zarr")
-        out = Path(output) if output is not None else Path(tmp) / "projections.zarr"
-        compute_projections(
-            model, modes_path, images, out, tokens=tokens, batch_size=batch_size, top_k=top_k, device=device,
-            limit=limit, workers=workers, progress=progress,
-        )  # fmt: skip
-        ds = open_store(out, "projections")
-        return ds if output is not None else ds.load()
+    return compute_projections(
+        model, modes, images, output, tokens=tokens, batch_size=batch_size, top_k=top_k, device=device,
+        limit=limit, workers=workers, progress=progress,
+    )  # fmt: skip
 
 
 def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:

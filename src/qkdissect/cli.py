@@ -59,7 +59,6 @@ def _cmd_modes(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .passes.weights import compute_modes
-    from .stores import write_store
 
     if (args.name or args.manifest) and len(args.model) != 1:
         raise QKDissectError("--name and --manifest go with exactly one model")
@@ -71,6 +70,7 @@ def _cmd_modes(args: argparse.Namespace) -> int:
         bar.set_postfix_str(model)
         ds = compute_modes(
             model,
+            out,
             device=args.device,
             dtype=args.dtype,
             block_rtol=args.block_rtol,
@@ -78,7 +78,6 @@ def _cmd_modes(args: argparse.Namespace) -> int:
             model_key=args.name or model,
             manifest=args.manifest,
         )
-        write_store(ds, out)
         if not args.quiet:
             tqdm.write(
                 f"{model}: {ds.sizes['layer']} layers x {ds.sizes['head']} heads x {ds.sizes['mode']} "
@@ -89,12 +88,8 @@ def _cmd_modes(args: argparse.Namespace) -> int:
 
 def _cmd_scores(args: argparse.Namespace) -> int:
     from .passes.weights import compute_scores
-    from .stores import open_store, write_store
 
-    ds = compute_scores(
-        open_store(args.modes, "modes"), released_code=args.released_code, level=args.level, modes_path=args.modes
-    )
-    write_store(ds, args.output)
+    ds = compute_scores(args.modes, args.output, released_code=args.released_code, level=args.level)
     if not args.quiet:
         for layer, (d, w, m) in enumerate(
             zip(ds.depth.values, ds.layer_weighted.values, ds.layer_mean.values, strict=True)
@@ -123,9 +118,8 @@ def _cmd_plot_layers(args: argparse.Namespace) -> int:
 
 def _cmd_project_text(args: argparse.Namespace) -> int:
     from .passes.text import compute_text_projections
-    from .stores import open_store
 
-    out = compute_text_projections(
+    ds = compute_text_projections(
         args.model,
         args.modes,
         args.corpus,
@@ -141,17 +135,15 @@ def _cmd_project_text(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if not args.quiet:
-        ds = open_store(out, "text_projections")
         t = ds.attrs["provenance"]["timings_s"]
-        print(f"{ds.sizes['passage']} passages projected, {t['passages_per_s']} passages/s -> {out}")
+        print(f"{ds.sizes['passage']} passages projected, {t['passages_per_s']} passages/s -> {args.output}")
     return 0
 
 
 def _cmd_project(args: argparse.Namespace) -> int:
     from .passes.projections import compute_projections
-    from .stores import open_store
 
-    out = compute_projections(
+    ds = compute_projections(
         args.model,
         args.modes,
         args.images,
@@ -167,12 +159,11 @@ def _cmd_project(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if not args.quiet:
-        ds = open_store(out, "projections")
         im = ds.attrs["images"]
         t = ds.attrs["provenance"]["timings_s"]
         print(
             f"{im['valid']} of {im['count']} images projected ({im['skipped']} skipped), "
-            f"{t['images_per_s']} images/s -> {out}"
+            f"{t['images_per_s']} images/s -> {args.output}"
         )
         for s in ds.attrs["skipped"][:20]:
             print(f"  skipped {s['error']}")
@@ -181,9 +172,8 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
 def _cmd_logits(args: argparse.Namespace) -> int:
     from .passes.logits import compute_logit_stats
-    from .stores import open_store
 
-    out = compute_logit_stats(
+    ds = compute_logit_stats(
         args.model,
         args.modes,
         args.images,
@@ -197,7 +187,6 @@ def _cmd_logits(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if not args.quiet:
-        ds = open_store(out, "logits")
         rows = ds.share.sel(scope="rows").mean("head")
         half = ds.explained.sel(k=ds.k.values[len(ds.k) // 2]).mean("head")
         for layer in ds.layer.values:
@@ -212,13 +201,12 @@ def _cmd_logits(args: argparse.Namespace) -> int:
 
 def _cmd_maps(args: argparse.Namespace) -> int:
     from .passes.maps import compute_maps
-    from .stores import open_store
 
     try:
         request = json.loads(args.request)
     except json.JSONDecodeError as e:
         raise QKDissectError(f'--request is not JSON ({e}): e.g. \'{{"kind": "top", "modes": "auto"}}\'') from e
-    out = compute_maps(
+    ds = compute_maps(
         args.model,
         args.modes,
         args.scores,
@@ -230,16 +218,14 @@ def _cmd_maps(args: argparse.Namespace) -> int:
         manifest=args.manifest,
     )
     if not args.quiet:
-        ds = open_store(out, "maps")
-        print(f"{ds.sizes['row']} modes, {ds.sizes['slot']} slots each ({ds.attrs['kind']}) -> {out}")
+        print(f"{ds.sizes['row']} modes, {ds.sizes['slot']} slots each ({ds.attrs['kind']}) -> {args.output}")
     return 0
 
 
 def _cmd_preference(args: argparse.Namespace) -> int:
     from .passes.preference import compute_preference
-    from .stores import open_store
 
-    out = compute_preference(
+    ds = compute_preference(
         args.model,
         args.dataset,
         args.output,
@@ -252,7 +238,6 @@ def _cmd_preference(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if not args.quiet:
-        ds = open_store(out, "preference")
         for layer, (d, s, f, b) in enumerate(
             zip(
                 ds.depth.values,
@@ -268,9 +253,8 @@ def _cmd_preference(args: argparse.Namespace) -> int:
 
 def _cmd_same_object(args: argparse.Namespace) -> int:
     from .passes.same_object import compute_same_object
-    from .stores import open_store
 
-    out = compute_same_object(
+    ds = compute_same_object(
         args.model,
         args.modes,
         args.dataset,
@@ -285,7 +269,6 @@ def _cmd_same_object(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if not args.quiet:
-        ds = open_store(out, "same_object")
         print(f"{ds.attrs['eligible_images']} images with two or more objects")
         for layer, (d, pl) in enumerate(zip(ds.depth.values, ds.layer_p.values, strict=True)):
             print(f"layer {layer:2d}  depth {d:.2f}  same-object probability {pl:.3f}")

@@ -1,91 +1,261 @@
-"""What every pass over data shares: loading an image model with its own preprocessing onto a device, checking
-its weights against the resolved manifest and its modes store against its weights, and recording the inputs
-(weights, manifest, modes store, image set or mask dataset) with their digests."""
+"""What every pass shares: the model (loaded with its own preprocessing onto a device, its weights checked
+against the resolved manifest), its modes (a store, refused when computed from other weights, or a Dataset in
+memory), the one batch loop over an image set or a mask dataset (decoding, digests of every item as read, the
+images that could not be decoded, a progress bar), the provenance record, and how a result is returned.
+
+Every ``compute_*`` of :mod:`qkdissect.passes` returns an xarray Dataset; given ``output``, it first writes the
+store there (atomically) and returns the store opened.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import xarray as xr
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from ..core.device import resolve_device
+from ..core.device import device_record, resolve_device
+from ..data.images import ImageDataset, ImageSource, Preprocess, collate, default_workers, image_source
+from ..data.masks import MaskDataset, MaskedItem
 from ..errors import QKDissectError
-from ..models import LoadedModel, ModelLike, QKWeights, check_manifest, load_qk, preprocess_for, read_manifest
-from ..provenance.records import dependency, items_sha256
-from ..stores import open_store
+from ..models import (
+    LoadedModel,
+    ModelLike,
+    QKWeights,
+    check_manifest,
+    describe_loaded,
+    load_qk,
+    preprocess_for,
+    read_manifest,
+)
+from ..provenance.records import base_record, dependency, items_sha256, utc_now
+from ..stores import open_store, write_store
 
-#: a weights manifest as the analyses take it: the dict, or the path of its JSON file (then recorded as an input)
+#: a weights manifest as the passes take it: the dict, or the path of its JSON file (then recorded as an input)
 Manifest = dict[str, Any] | str | Path | None
+#: a store a pass reads: its path (recorded with its digest), or the Dataset itself, in memory
+StoreLike = str | Path | xr.Dataset
 
 
-def weights_dependencies(loaded: LoadedModel, manifest: Manifest) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The manifest (read when given as a path) and the inputs it and the loaded weights file add to an
-    artefact's ``dependencies``."""
+@dataclass
+class Loaded:
+    """A model ready for a pass: the module (on its device, in eval mode), its query-key weights, what it was
+    loaded from, its name in the stores, and its checked manifest with the inputs the weights add to an
+    artefact."""
+
+    model: torch.nn.Module
+    qk: QKWeights
+    loaded: LoadedModel
+    name: str
+    device: torch.device
+    manifest: dict[str, Any] | None
+    dependencies: list[dict[str, Any]]
+
+
+@dataclass
+class ImageModel(Loaded):
+    """An image model: also its own preprocessing and its patch grid."""
+
+    preprocess: Preprocess = field(default=None)  # type: ignore[assignment]
+    grid: tuple[int, int] = (0, 0)
+
+
+def weights_checked(
+    loaded: LoadedModel, name: str, manifest: Manifest
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The manifest (read when given as a path, then recorded as an input), checked against the weights loaded,
+    and the inputs it and the weights file add to an artefact's ``dependencies``."""
     deps = []
     if isinstance(manifest, str | Path):
         deps.append(dependency("weights manifest", manifest))
         manifest = read_manifest(manifest)
     if loaded.weights_path is not None:
         deps.append(dependency("weights", loaded.weights_path.resolve(), loaded.weights_sha256))
-    return manifest, deps
-
-
-def weights_checked(
-    loaded: LoadedModel, name: str, manifest: Manifest
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """:func:`weights_dependencies`, with the manifest (when there is one) checked against the loaded weights."""
-    manifest, deps = weights_dependencies(loaded, manifest)
     if manifest is not None:
         check_manifest(manifest, loaded.weights_sha256, name, loaded.weights_path)
     return manifest, deps
 
 
-def image_set_dependency(spec: str, limit: int | None, source: Any, digests: list[str | None]) -> dict[str, Any]:
-    """An image set as an input: its spec and limit (to list it again) and one digest of its images as read
-    (``digests``: the sha256 of each of ``source.items``, as the image pass read it)."""
-    pairs = [(it.id, d) for it, d in zip(source.items, digests, strict=True)]
-    return {"role": "images", "spec": spec, "limit": limit, "count": len(pairs), "sha256": items_sha256(pairs)}
+def load(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest) -> Loaded:
+    """Load a model (or take one in memory) onto ``device`` and check its weights."""
+    qk, loaded = load_qk(spec)
+    name = model_key or str(loaded.spec)
+    manifest, deps = weights_checked(loaded, name, manifest)
+    dev = resolve_device(device)
+    return Loaded(loaded.model.to(dev).eval(), qk, loaded, name, dev, manifest, deps)
 
 
-def modes_of(modes_path: str | Path, loaded: LoadedModel, name: str) -> xr.Dataset:
-    """The modes store at ``modes_path``, refused when it was computed from other weights than ``loaded``."""
-    modes = open_store(modes_path, "modes")
-    recorded = modes.attrs.get("weights_sha256")
-    if recorded and loaded.weights_sha256 and recorded != loaded.weights_sha256:
+def load_image_model(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest = None) -> ImageModel:
+    """:func:`load` for passes over images: the model needs a patch grid, and brings its own preprocessing."""
+    m = load(spec, device, model_key, manifest)
+    if m.qk.layout.grid is None:
+        raise QKDissectError(f"{m.name} has no patch grid: image passes need an image model")
+    return ImageModel(**vars(m), preprocess=preprocess_for(m.loaded), grid=m.qk.layout.grid)
+
+
+def store_input(store: StoreLike, kind: str, role: str) -> tuple[xr.Dataset, list[dict[str, Any]]]:
+    """A store a pass reads, and its dependency (none for a Dataset in memory)."""
+    if isinstance(store, xr.Dataset):
+        return store, []
+    return open_store(store, kind), [dependency(role, store)]
+
+
+def modes_of(modes: StoreLike, m: Loaded) -> tuple[xr.Dataset, list[dict[str, Any]]]:
+    """The modes of a model, refused when they were computed from other weights than the ones loaded."""
+    ds, deps = store_input(modes, "modes", "modes store")
+    recorded = ds.attrs.get("weights_sha256")
+    now = m.loaded.weights_sha256
+    if recorded and now and recorded != now:
+        where = modes if not isinstance(modes, xr.Dataset) else "the modes dataset"
         raise QKDissectError(
-            f"{modes_path} was computed from other weights (sha256 {str(recorded)[:12]}…) than "
-            f"{name} has now ({loaded.weights_sha256[:12]}…): recompute the modes"
+            f"{where} was computed from other weights (sha256 {str(recorded)[:12]}…) than {m.name} has now "
+            f"({now[:12]}…): recompute the modes"
         )
-    return modes
+    return ds, deps
+
+
+def pass_record(
+    kind: str, parameters: dict[str, Any], m: Loaded, dependencies: Sequence[dict[str, Any]], device: str,
+    started: str, **extra: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The provenance of a pass's store: what made it (kind, parameters, code, config), from which model and
+    weights (with its manifest), from which inputs, on which device, when; ``extra`` adds fields (batch, timings)."""
+    record = base_record(kind, parameters)
+    record.update(
+        {
+            "inputs": {d["role"]: {k: v for k, v in d.items() if k != "role"} for d in dependencies},
+            "model": {"key": m.name, **m.qk.describe()},
+            "weights": {**describe_loaded(m.loaded), "manifest": m.manifest},
+            "dependencies": [*m.dependencies, *dependencies],
+            "device": device_record(device, m.device),
+            "started": started,
+            "finished": utc_now(),
+            **extra,
+        }
+    )
+    return record
+
+
+def finish(ds: xr.Dataset, output: str | Path | None) -> xr.Dataset:
+    """A pass's result: written to ``output`` and opened from there, or the Dataset in memory."""
+    if output is None:
+        return ds
+    return open_store(write_store(ds, output))
+
+
+@contextmanager
+def stream_target(output: str | Path | None) -> Iterator[Path]:
+    """Where a streaming pass writes: ``output``, or a temporary store that is loaded and removed after."""
+    if output is not None:
+        yield Path(output)
+        return
+    with tempfile.TemporaryDirectory(prefix="qkdissect-") as tmp:
+        yield Path(tmp) / "store.zarr"
+
+
+def streamed(path: Path, output: str | Path | None) -> xr.Dataset:
+    """The store a streaming pass wrote: opened (at ``output``), or loaded into memory (from a temporary one)."""
+    ds = open_store(path)
+    return ds if output is not None else ds.load()
+
+
+# ----------------------------------------------------------------------------------------- the batch loop
+def depth(n_layers: int) -> np.ndarray:
+    """Normalised depth l / (L - 1) of every layer (a single layer sits at 0)."""
+    return np.arange(n_layers) / max(1, n_layers - 1)
 
 
 @dataclass
-class ImageModel:
-    """A loaded image model ready for a pass over images: its weights, preprocessing, device and patch grid."""
+class ImageStream:
+    """One pass over an image set: batches of decoded, preprocessed images in id order, each image's sha256 as
+    read, and the images that could not be decoded (skipped: counted on the progress bar, named in the store)."""
 
-    qk: QKWeights
-    loaded: LoadedModel
-    name: str
-    preprocess: Any
-    device: torch.device
-    model: torch.nn.Module
-    grid: tuple[int, int]
+    spec: str
+    limit: int | None
+    source: ImageSource
+    preprocess: Preprocess
+    digests: list[str | None] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    seconds: float = 0.0
+
+    @classmethod
+    def open(cls, spec: str, limit: int | None, preprocess: Preprocess) -> ImageStream:
+        source = image_source(spec, limit=limit)
+        return cls(spec, limit, source, preprocess, [None] * len(source), [], np.zeros(len(source), bool))
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batches(
+        self, batch_size: int, workers: int | None, desc: str, progress: bool = True
+    ) -> Iterator[tuple[int, int, list[int], torch.Tensor | None]]:
+        """(start, size, indices of the decoded images, their tensor or None) per batch of ``batch_size`` ids."""
+        loader = DataLoader(
+            ImageDataset(self.source, self.preprocess),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=default_workers() if workers is None else workers,
+            collate_fn=collate,
+        )
+        t0 = time.perf_counter()
+        bar = tqdm(loader, total=len(loader), desc=desc, unit="batch", disable=not progress)
+        n = len(self.source)
+        for start, (ok, x, bad, digests) in zip(range(0, n, batch_size), bar, strict=True):
+            for i, d in digests:
+                self.digests[i] = d
+            self.skipped += [{"id": self.source.items[i].id, "error": err} for i, err in bad]
+            self.valid[ok] = True
+            yield start, min(batch_size, n - start), ok, x
+            bar.set_postfix(skipped=len(self.skipped))
+        self.seconds = time.perf_counter() - t0
+        if not self.valid.any():
+            first = self.skipped[0]["error"] if self.skipped else "no images"
+            raise QKDissectError(f"none of the {n} images in {self.source.root} could be decoded (first: {first})")
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.valid.sum())
+
+    def dependency(self) -> dict[str, Any]:
+        """The image set as an input: its spec and limit (to list it again) and one digest of its images as read."""
+        pairs = [(it.id, d) for it, d in zip(self.source.items, self.digests, strict=True)]
+        return {"role": "images", "spec": self.spec, "limit": self.limit, "count": len(pairs),
+                "sha256": items_sha256(pairs)}  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.source.describe(), "spec": self.spec, "valid": self.n_valid, "skipped": len(self.skipped)}
+
+    def coords(self) -> dict[str, Any]:
+        """The image dim's coordinates: stable ids and each image's sha256 as read."""
+        return {
+            "image_id": (("image",), np.array([it.id for it in self.source.items], dtype=object)),
+            "image_sha256": (("image",), np.array([d or "" for d in self.digests], dtype=object)),
+        }
+
+    def rate(self) -> dict[str, Any]:
+        return {"pass": round(self.seconds, 3),
+                "images_per_s": round(self.n_valid / self.seconds, 3) if self.seconds > 0 else None}  # fmt: skip
 
 
-def load_image_model(spec: ModelLike, device: str, model_key: str | None) -> ImageModel:
-    """Load a model with its own preprocessing onto ``device``; image passes need a patch grid."""
-    qk, loaded = load_qk(spec)
-    name = model_key or str(loaded.spec)
-    if qk.layout.grid is None:
-        raise ValueError(f"{name} has no patch grid: image passes need an image model")
-    dev = resolve_device(device)
-    return ImageModel(qk, loaded, name, preprocess_for(loaded), dev, loaded.model.to(dev).eval(), qk.layout.grid)
+def mask_batches(
+    data: MaskDataset, batch_size: int, desc: str, progress: bool = True
+) -> Iterator[tuple[int, list[tuple[MaskedItem, Any, dict[str, np.ndarray]]]]]:
+    """(start, [(item, image, masks), ...]) per batch of a mask dataset, in its order."""
+    for b in tqdm(range(0, len(data), batch_size), desc=desc, unit="batch", disable=not progress):
+        yield b, [(it, *it.load()) for it in data.items[b : b + batch_size]]
 
 
-def mask_dataset_dependency(data: Any, spec: str, limit: int | None) -> dict[str, Any]:
+def mask_dataset_dependency(data: MaskDataset, spec: str, limit: int | None) -> dict[str, Any]:
     """A mask dataset as an input: its spec and limit (to list it again) and one digest of its items' files."""
     return {
         "role": "mask dataset",
@@ -93,4 +263,11 @@ def mask_dataset_dependency(data: Any, spec: str, limit: int | None) -> dict[str
         "limit": limit,
         "count": len(data),
         "sha256": items_sha256((it.id, it.sha256()) for it in data.items),
+    }
+
+
+def mask_coords(data: MaskDataset) -> dict[str, Any]:
+    return {
+        "image_id": (("image",), np.array([it.id for it in data.items], dtype=object)),
+        "image_sha256": (("image",), np.array([it.sha256() or "" for it in data.items], dtype=object)),
     }

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core.device import device_record
 from ..core.selection import (
     Mode,
     check_modes,
@@ -48,13 +47,24 @@ from ..core.selection import (
 )
 from ..data.images import decode, image_source
 from ..errors import QKDissectError
-from ..models import ModelLike, describe_loaded, load_qk
+from ..models import ModelLike
 from ..models.tokenizer import tokenizer_for
-from ..provenance.records import base_record, dependency, utc_now
-from ..stores import open_store, write_store
-from ..stores.schema import SCHEMA_VERSION
+from ..options import default
+from ..provenance.records import utc_now
+from ..stores.schema import Var, maps_dataset
 from .hooks import layer_tokens, mode_maps
-from .loop import ImageModel, Manifest, load_image_model, modes_of, weights_checked
+from .loop import (
+    ImageModel,
+    Loaded,
+    Manifest,
+    StoreLike,
+    finish,
+    load,
+    load_image_model,
+    modes_of,
+    pass_record,
+    store_input,
+)
 from .text import token_maps
 
 KINDS = ("top", "image-modes", "image-top", "text-top")
@@ -181,8 +191,8 @@ def _row_coords(rows: Sequence[Row]) -> dict[str, Any]:
 
 def image_maps(
     im: ImageModel, rows: Sequence[Row], modes: xr.Dataset, scores: xr.Dataset, proj: xr.Dataset
-) -> xr.Dataset:
-    """The maps dataset of image rows: crops, per slot the query and key maps and the score."""
+) -> tuple[dict[str, Var], dict[str, Any]]:
+    """The variables and coordinates of image rows: crops, per slot the query and key maps and the score."""
     items = {it.id: it for it in image_source(proj.attrs["images"]["spec"]).items}
     missing = sorted({i for r in rows for i in r.ids if i not in items})
     if missing:
@@ -212,7 +222,7 @@ def image_maps(
         slot_image[n, : len(r.ids)] = [order.index(i) for i in r.ids]
         slot_score[n, : len(r.ids)] = r.scores
     slot = ("row", "slot")
-    return xr.Dataset(
+    return (
         {
             "q_map": ((*slot, "gy", "gx"), q, {"long_name": "query map x_t . u_n over the patch grid", "units": "1"}),
             "k_map": ((*slot, "gy", "gx"), k, {"long_name": "key map x_t . v_n over the patch grid", "units": "1"}),
@@ -225,7 +235,7 @@ def image_maps(
             ),
             **_row_vars(rows, modes, scores),
         },
-        coords={**_row_coords(rows), "image_id": (("image",), np.array(order, dtype=object))},
+        {**_row_coords(rows), "image_id": (("image",), np.array(order, dtype=object))},
     )
 
 
@@ -250,7 +260,7 @@ def text_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, te
 
 def text_maps(
     model: Any, tokenizer: Any, qk: Any, rows: Sequence[Row], modes: xr.Dataset, scores: xr.Dataset, texts: xr.Dataset
-) -> xr.Dataset:
+) -> tuple[dict[str, Var], dict[str, Any]]:
     """The maps dataset of text rows: per slot the passage's token pieces and their query and key maps."""
     params = texts.attrs["provenance"]["parameters"]
     maps = []
@@ -298,7 +308,7 @@ def text_maps(
         "q_map": "query map x_t . u_n",
         "k_map": "key map x_t . v_n",
     }
-    data: dict[str, Any] = {n: (tok, a, {"long_name": desc[n]}) for n, a in arrays.items()}
+    data: dict[str, Var] = {n: (tok, a, {"long_name": desc[n]}) for n, a in arrays.items()}
     data.update(
         {
             "slot_passage": (slot, per_slot["passage"], {"long_name": "passage index in the text store; -1: empty"}),
@@ -312,85 +322,65 @@ def text_maps(
     ids = np.full(shape[:2], "", dtype=object)
     for a, r in enumerate(rows):
         ids[a, : len(r.ids)] = r.ids
-    return xr.Dataset(data, coords={**_row_coords(rows), "passage_id": (slot, ids)})
+    return data, {**_row_coords(rows), "passage_id": (slot, ids)}
 
 
 def compute_maps(
     spec: ModelLike,
-    modes_path: str | Path,
-    scores_path: str | Path,
-    source_path: str | Path,
+    modes: StoreLike,
+    scores: StoreLike,
+    source: StoreLike,
     request: dict[str, Any],
-    output: str | Path,
+    output: str | Path | None = None,
     *,
-    device: str = "auto",
+    device: str = default("device"),
     model_key: str | None = None,
     manifest: Manifest = None,
-) -> Path:
-    """Compute what one figure row draws (``request``, see the module docstring) from a model's modes and scores
-    stores and its projections (image kinds) or text projections (``text-top``) store -> a maps store."""
+) -> xr.Dataset:
+    """What one figure row draws (``request``, see the module docstring), from a model's modes and scores and its
+    projections (image kinds) or text projections (``text-top``) -> a maps dataset (written to ``output`` when
+    given)."""
     kind = request.get("kind")
     if kind not in KINDS:
         raise QKDissectError(f"maps request kind must be one of {', '.join(KINDS)}, not {kind!r}")
     started, t0 = utc_now(), time.perf_counter()
-    scores = open_store(scores_path, "scores")
+    scores_ds, deps = store_input(scores, "scores", "scores store")
     if kind == "text-top":
-        qk, loaded = load_qk(spec)
-        name = model_key or str(loaded.spec)
-        manifest, deps = weights_checked(loaded, name, manifest)
-        modes = modes_of(modes_path, loaded, name)
-        source = open_store(source_path, "text_projections")
-        rows = text_rows(request, modes, scores, source)
-        ds = text_maps(loaded.model.eval(), tokenizer_for(loaded), qk, rows, modes, scores, source)
-        dev = torch.device("cpu")
-        params = source.attrs["provenance"]["parameters"]
-        extra: dict[str, Any] = {"corpus": source.attrs.get("corpus"), "token_source": params["tokens"]}
+        m: Loaded = load(spec, device, model_key, manifest)
+        modes_ds, mdeps = modes_of(modes, m)
+        texts, sdeps = store_input(source, "text_projections", "text projections store")
+        rows = text_rows(request, modes_ds, scores_ds, texts)
+        variables, coords = text_maps(m.model, tokenizer_for(m.loaded), m.qk, rows, modes_ds, scores_ds, texts)
+        params = texts.attrs["provenance"]["parameters"]
+        extra: dict[str, Any] = {"corpus": texts.attrs.get("corpus"), "token_source": params["tokens"]}
     else:
-        im = load_image_model(spec, device, model_key)
-        qk, loaded, name, dev = im.qk, im.loaded, im.name, im.device
-        manifest, deps = weights_checked(loaded, name, manifest)
-        modes = modes_of(modes_path, loaded, name)
-        source = open_store(source_path, "projections")
-        rows = image_rows(request, modes, scores, source)
-        ds = image_maps(im, rows, modes, scores, source)
+        im = load_image_model(spec, device, model_key, manifest)
+        m = im
+        modes_ds, mdeps = modes_of(modes, im)
+        proj, sdeps = store_input(source, "projections", "projections store")
+        rows = image_rows(request, modes_ds, scores_ds, proj)
+        variables, coords = image_maps(im, rows, modes_ds, scores_ds, proj)
         extra = {
-            "images": source.attrs["images"],
+            "images": proj.attrs["images"],
             "grid": list(im.grid),
             "preprocess": im.preprocess.describe(),
-            "token_source": source.attrs["token_source"],
+            "token_source": proj.attrs["token_source"],
         }
         if kind != "top":
-            extra["image"] = rows[0].ids[0] if rows else _focus(request, source)
+            extra["image"] = rows[0].ids[0] if rows else _focus(request, proj)
         if kind == "image-modes":
             extra["layer_heads"] = list(dict.fromkeys((r.mode[0], r.mode[1]) for r in rows))
-    record = base_record("maps", {"request": request, "device_requested": device})
-    record.update(
-        {
-            "model": {"key": name, **qk.describe()},
-            "weights": {**describe_loaded(loaded), "manifest": manifest},
-            "dependencies": [
-                *deps,
-                dependency("modes store", modes_path),
-                dependency("scores store", scores_path),
-                dependency("projections store" if kind != "text-top" else "text projections store", source_path),
-            ],
-            "device": device_record(device, dev),
-            "started": started,
-            "finished": utc_now(),
-            "timings_s": {"total": round(time.perf_counter() - t0, 3)},
-        }
-    )
-    ds.attrs.update(
-        {
-            "qkdissect_schema": f"maps/v{SCHEMA_VERSION}",
-            "kind": kind,
-            "model_id": name,
-            "spec": str(loaded.spec),
-            "request": request,
-            "drawn": [list(r.mode) for r in rows],
-            "weights_sha256": loaded.weights_sha256,
-            **extra,
-            "provenance": record,
-        }
-    )
-    return write_store(ds, output)
+    timings = {"total": round(time.perf_counter() - t0, 3)}
+    record = pass_record("maps", {"request": request, "device_requested": device}, m, [*mdeps, *deps, *sdeps],
+                         device, started, timings_s=timings)  # fmt: skip
+    attrs = {
+        "kind": kind,
+        "model_id": m.name,
+        "spec": str(m.loaded.spec),
+        "request": request,
+        "drawn": [list(r.mode) for r in rows],
+        "weights_sha256": m.loaded.weights_sha256,
+        **extra,
+        "provenance": record,
+    }
+    return finish(maps_dataset(variables, coords, attrs), output)

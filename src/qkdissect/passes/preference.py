@@ -22,19 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from tqdm import tqdm
 
-from ..core.device import device_record
 from ..core.preference import REGIONS, SOURCES, grouped, preference_table, query_tokens
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..errors import QKDissectError
-from ..models import ModelLike, QKWeights, describe_loaded
-from ..provenance.records import base_record, utc_now
-from ..stores import write_store
-from ..stores.schema import SCHEMA_VERSION
+from ..models import ModelLike, QKWeights
+from ..options import default
+from ..provenance.records import utc_now
+from ..stores.schema import preference_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks
-from .loop import Manifest, load_image_model, mask_dataset_dependency, weights_checked
+from .loop import Manifest, finish, load_image_model, mask_batches, mask_coords, mask_dataset_dependency, pass_record
 
 
 @torch.inference_mode()
@@ -69,109 +67,56 @@ def _rows_of(model: Any, qk: QKWeights, x: torch.Tensor, rows: torch.Tensor, i: 
 def compute_preference(
     spec: ModelLike,
     dataset: str,
-    output: str | Path,
+    output: str | Path | None = None,
     *,
-    batch_size: int = 8,
-    device: str = "auto",
+    batch_size: int = default("preference_batch_size"),
+    device: str = default("device"),
     limit: int | None = None,
     example: int = 0,
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
-) -> Path:
-    """Attention preference (paper 4.1) of a model on a mask dataset -> a preference store at ``output``, with the
-    model-input crop of image ``example`` (the one Fig. 2 shows in panel A)."""
-
+) -> xr.Dataset:
+    """Attention preference (paper 4.1) of a model on a mask dataset -> a preference dataset (written to
+    ``output`` when given), with the model-input crop of image ``example`` (the one Fig. 2 shows in panel A)."""
     started = utc_now()
-    im = load_image_model(spec, device, model_key)
-    qk, loaded, name, pre, dev, model, grid = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model, im.grid
-    manifest, deps = weights_checked(im.loaded, im.name, manifest)
-    ds_masks = mask_dataset(dataset, limit=limit)
-    tables, token_masks, rows_all = [], [], []
-    items = ds_masks.items
-    if not 0 <= example < len(items):
-        raise QKDissectError(f"example image {example} is not in {dataset} ({len(items)} images: 0-{len(items) - 1})")
+    im = load_image_model(spec, device, model_key, manifest)
+    pre, grid = im.preprocess, im.grid
+    data = mask_dataset(dataset, limit=limit)
+    if not 0 <= example < len(data):
+        raise QKDissectError(f"example image {example} is not in {dataset} ({len(data)} images: 0-{len(data) - 1})")
     example_crop = np.zeros((0, 0, 3), np.uint8)
-    run = AdaptiveBatch(f"preference {name}")
-    for b in tqdm(range(0, len(items), batch_size), desc=f"preference {name}", disable=not progress):
+    tables, token_masks, rows_all = [], [], []
+    run = AdaptiveBatch(f"preference {im.name}")
+    for b, batch in mask_batches(data, batch_size, f"preference {im.name}", progress):
         xs, tms = [], []
-        for j, it in enumerate(items[b : b + batch_size]):
-            img, masks = it.load()
+        for j, (_, img, masks) in enumerate(batch):
             if b + j == example:
                 example_crop = np.asarray(pre.image(img), dtype=np.uint8)
             tm = np.stack([mask_to_tokens(masks[r], pre, grid).ravel() for r in REGIONS])
-            tm = tm / np.maximum(tm.sum(axis=0, keepdims=True), 1e-12)  # area fractions summing to 1 per token
+            tms.append(tm / np.maximum(tm.sum(axis=0, keepdims=True), 1e-12))  # area fractions summing to 1
             xs.append(pre.tensor(img))
-            tms.append(tm)
         tm_b = np.stack(tms)
         rows = query_tokens(tm_b[:, :2])
-        x_b, rows_b = torch.stack(xs).to(dev), torch.as_tensor(rows, device=dev)
-        probs = run(partial(_rows_of, model, qk, x_b, rows_b), torch.arange(len(xs), device=dev))
+        x_b, rows_b = torch.stack(xs).to(im.device), torch.as_tensor(rows, device=im.device)
+        probs = run(partial(_rows_of, im.model, im.qk, x_b, rows_b), torch.arange(len(xs), device=im.device))
         tables.append(preference_table(probs.cpu().numpy(), tm_b))
         token_masks.append(tm_b)
         rows_all.append(rows)
-    table = np.concatenate(tables)
-    rows = np.concatenate(rows_all)
-    present = rows >= 0
-    groups = grouped(table, present)
-    n_layers = qk.n_layers
-    depth = np.arange(n_layers) / max(1, n_layers - 1)
-    data = {
-        "table": (
-            ("image", "layer", "head", "source", "region"),
-            table.astype(np.float32),
-            {"description": "attention of the source token's row on each region (rows sum to 1)"},
-        ),
-        "query_token": (("image", "source"), rows, {"description": "patch index of the query token; -1: no mask"}),
-        "token_masks": (
-            ("image", "region", "token"),
-            np.concatenate(token_masks).astype(np.float32),
-            {"description": "area fractions of each region per patch token (sum to 1)"},
-        ),
-        "example_crop": (
-            ("y", "x", "channel"),
-            example_crop,
-            {"description": "image `example` as the model saw it (resized, centre-cropped; 8-bit RGB)"},
-        ),
+    table, rows = np.concatenate(tables), np.concatenate(rows_all)
+    parameters = {"batch_size": batch_size, "device_requested": device, "limit": limit, "example": example}
+    record = pass_record("preference", parameters, im, [mask_dataset_dependency(data, dataset, limit)], device,
+                         started, batch=run.record())  # fmt: skip
+    attrs = {
+        "model_id": im.name,
+        "spec": str(im.loaded.spec),
+        "dataset": {**data.describe(), "spec": dataset, "limit": limit},
+        "grid": list(grid),
+        "preprocess": pre.describe(),
+        "example": example,
+        "notes": im.qk.notes,
+        "provenance": record,
     }
-    for g, v in groups.items():
-        data[g] = (("image", "layer", "head"), v.astype(np.float32), {"description": f"{g} (paper 4.1 grouping)"})
-        data[f"layer_{g}"] = (("layer",), np.nanmean(v, axis=(0, 2)), {"description": "mean over images and heads"})
-    record = base_record(
-        "preference", {"batch_size": batch_size, "device_requested": device, "limit": limit, "example": example}
-    )
-    record.update(
-        {
-            "model": {"key": name, **qk.describe()},
-            "weights": {**describe_loaded(loaded), "manifest": manifest},
-            "inputs": {"dataset": ds_masks.describe()},
-            "dependencies": [*deps, mask_dataset_dependency(ds_masks, dataset, limit)],
-            "batch": run.record(),
-            "device": device_record(device, dev),
-            "started": started,
-            "finished": utc_now(),
-        }
-    )
-    out = xr.Dataset(
-        data,
-        coords={
-            "image_id": (("image",), np.array([it.id for it in items], dtype=object)),
-            "image_sha256": (("image",), np.array([it.sha256() or "" for it in items], dtype=object)),
-            "source": (("source",), np.array(SOURCES, dtype=object)),
-            "region": (("region",), np.array(REGIONS, dtype=object)),
-            "layer": np.arange(n_layers),
-            "depth": ("layer", depth),
-        },
-        attrs={
-            "qkdissect_schema": f"preference/v{SCHEMA_VERSION}",
-            "model_id": name,
-            "spec": str(loaded.spec),
-            "dataset": {**ds_masks.describe(), "spec": dataset, "limit": limit},
-            "grid": list(grid),
-            "preprocess": pre.describe(),
-            "example": example,
-            "notes": qk.notes,
-            "provenance": record,
-        },
-    )
-    return write_store(out, output)
+    out = preference_dataset(table, rows, np.concatenate(token_masks), grouped(table, rows >= 0), example_crop,
+                             SOURCES, REGIONS, mask_coords(data), attrs)  # fmt: skip
+    return finish(out, output)

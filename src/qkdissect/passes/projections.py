@@ -22,21 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from ..core.device import device_record
 from ..core.topk import StreamingTopK, anisotropy
-from ..data.images import ImageDataset, collate, default_workers, image_source
-from ..errors import QKDissectError
-from ..models import ModelLike, QKWeights, describe_loaded
-from ..options import SIGNS, TokenSource
-from ..provenance.records import base_record, dependency, tree_sha256, utc_now
+from ..models import ModelLike, QKWeights
+from ..options import TokenSource, default
+from ..provenance.records import utc_now
 from ..stores.io import StreamingStore
-from ..stores.schema import SCHEMA_VERSION
+from ..stores.schema import PROJECTION_STATS, projections_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, modes_uv
-from .loop import Manifest, image_set_dependency, load_image_model, modes_of, weights_checked
+from .loop import ImageStream, Manifest, StoreLike, load_image_model, modes_of, pass_record, stream_target, streamed
 
 
 def centre_index(grid: tuple[int, int]) -> int:
@@ -109,185 +104,82 @@ class Projector:
 
 def compute_projections(
     spec: ModelLike,
-    modes_path: str | Path,
+    modes: StoreLike,
     images: str,
-    output: str | Path,
+    output: str | Path | None = None,
     *,
-    tokens: str = "post-norm",
-    batch_size: int = 32,
-    top_k: int = 8,
-    device: str = "auto",
-    workers: int | None = None,
+    tokens: TokenSource = default("tokens"),
+    batch_size: int = default("batch_size"),
+    top_k: int = default("top_k"),
+    device: str = default("device"),
+    workers: int | None = default("workers"),
     limit: int | None = None,
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
-) -> Path:
-    """Project every image of ``images`` onto all modes of ``modes_path`` and stream the per-image statistics,
-    the top-k images per mode and the anisotropy sums into a projections store at ``output``. A batch that does
-    not fit in memory is split (and the smaller size kept); the results do not depend on the batch size."""
-
-    started = utc_now()
-    t0 = time.perf_counter()
-    im = load_image_model(spec, device, model_key)
-    qk, loaded, name, pre, dev, model = im.qk, im.loaded, im.name, im.preprocess, im.device, im.model
-    manifest, deps = weights_checked(im.loaded, im.name, manifest)
-    modes = modes_of(modes_path, loaded, name)
-    source = image_source(images, limit=limit)
-    proj = Projector(qk, modes.U.values, modes.V.values, source=tokens, device=dev)  # type: ignore[arg-type]
+) -> xr.Dataset:
+    """Project every image of ``images`` onto all modes and stream the per-image statistics, the top-k images per
+    mode and the anisotropy sums into a projections store at ``output`` (a temporary one, loaded into memory,
+    when not given). A batch that does not fit in memory is split (and the smaller size kept); the results do
+    not depend on the batch size."""
+    started, t0 = utc_now(), time.perf_counter()
+    im = load_image_model(spec, device, model_key, manifest)
+    modes_ds, deps = modes_of(modes, im)
+    stream = ImageStream.open(images, limit, im.preprocess)
+    proj = Projector(im.qk, modes_ds.U.values, modes_ds.V.values, source=tokens, device=im.device)
     n_layers, n_heads, n_modes = proj.shape
-    n = len(source)
-    chunk = batch_size * max(1, round(256 / batch_size))
-    topk = StreamingTopK((n_layers, n_heads, n_modes, 2), top_k, device=dev)
-    unit_sum = torch.zeros(n_layers, qk.d_model, dtype=torch.float64, device=dev)
-    valid = np.zeros(n, dtype=bool)
-    digests: list[str | None] = [None] * n
-    skipped: list[dict[str, str]] = []
-    run = AdaptiveBatch(f"project {name}")
-    dataset = ImageDataset(source, pre)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=default_workers() if workers is None else workers,
-        collate_fn=collate,
-    )
-    dims = ("image", "layer", "head", "mode")
+    n = len(stream)
+    topk = StreamingTopK((n_layers, n_heads, n_modes, 2), top_k, device=im.device)
+    unit_sum = torch.zeros(n_layers, im.qk.d_model, dtype=torch.float64, device=im.device)
+    run = AdaptiveBatch(f"project {im.name}")
     t_load = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    with StreamingStore(output) as st:
-        for var, what in (
-            ("q_max", "max_t x_t.u"),
-            ("q_min", "min_t x_t.u"),
-            ("k_max", "max_t x_t.v"),
-            ("k_min", "min_t x_t.v"),
-        ):
-            st.create(
-                var,
-                (n, n_layers, n_heads, n_modes),
-                dims,
-                (chunk, n_layers, n_heads, n_modes),
-                "float32",
-                description=f"{what} over the image's patch tokens (NaN: image skipped)",
-            )
-        bar = tqdm(loader, total=len(loader), desc=f"project {name}", unit="batch", disable=not progress)
-        for start, (ok, x, bad, batch_digests) in zip(range(0, n, batch_size), bar, strict=True):
-            size = min(batch_size, n - start)
-            for i, d in batch_digests:
-                digests[i] = d
-            for i, err in bad:
-                skipped.append({"id": source.items[i].id, "error": err})
-            block = {
-                v: np.full((size, n_layers, n_heads, n_modes), np.nan, np.float32)
-                for v in ("q_max", "q_min", "k_max", "k_min")
-            }
-            if ok:
-                stats = run(lambda xb: proj(model, xb), x)  # type: ignore[arg-type]
-                rows = np.asarray(ok) - start
-                for var, val in (
-                    ("q_max", stats.q_max),
-                    ("q_min", stats.q_min),
-                    ("k_max", stats.k_max),
-                    ("k_min", stats.k_min),
-                ):
-                    block[var][rows] = val.float().cpu().numpy()
-                topk.update(stats.scores(), torch.as_tensor(ok))
-                c = stats.centre.double()
-                unit_sum += (c / c.norm(dim=-1, keepdim=True)).sum(dim=0)
-                valid[ok] = True
-            for var, arr in block.items():
-                st.write(var, start, arr)
-            bar.set_postfix(skipped=len(skipped))
-        t_pass = time.perf_counter() - t1
-        n_valid = int(valid.sum())
-        if n_valid == 0:
-            raise QKDissectError(
-                f"none of the {n} images in {source.root} could be decoded (first: {skipped[0]['error']})"
-            )
-        k = topk.score.shape[-1]
-        top_score = np.full((n_layers, n_heads, n_modes, 2, top_k), -np.inf, np.float32)
-        top_image = np.full((n_layers, n_heads, n_modes, 2, top_k), -1, np.int64)
-        top_score[..., :k] = topk.score.float().cpu().numpy()
-        top_image[..., :k] = topk.index.cpu().numpy()
-        s = np.asarray(modes.S.values, dtype=np.float32)
-        us = unit_sum.cpu().numpy()
-        record = base_record(
-            "projections",
-            {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "device_requested": device, "limit": limit},
-        )
-        image_dep = image_set_dependency(images, limit, source, digests)
-        record.update(
-            {
-                "model": {"key": name, **qk.describe()},
-                "weights": {**describe_loaded(loaded), "manifest": manifest},
-                "inputs": {
-                    "modes": {"path": str(modes_path), "sha256": tree_sha256(modes_path)},
-                    "images": source.describe(),
-                },
-                "dependencies": [*deps, dependency("modes store", modes_path), image_dep],
-                "batch": run.record(),
-                "device": device_record(device, dev),
-                "started": started,
-                "finished": utc_now(),
-                "timings_s": {
-                    "load": round(t_load, 3),
-                    "pass": round(t_pass, 3),
-                    "images_per_s": round(n_valid / t_pass, 3) if t_pass > 0 else None,
-                },
-            }
-        )
-        small = xr.Dataset(
-            {
-                "valid": (("image",), valid, {"description": "the image was decoded and projected"}),
-                "top_score": (
-                    ("layer", "head", "mode", "sign", "rank"),
-                    top_score,
-                    {"description": "score+ = max q * max k, score- = min q * min k, of the top images, descending"},
-                ),
-                "top_image": (
-                    ("layer", "head", "mode", "sign", "rank"),
-                    top_image,
-                    {"description": "index (image dim) of the top images; -1 where fewer images"},
-                ),
-                "top_score_weighted": (
-                    ("layer", "head", "mode", "sign", "rank"),
-                    top_score * s[..., None, None],
-                    {"description": "s_n * top_score (same images: the ranking per mode does not depend on s_n)"},
-                ),
-                "centre_unit_sum": (
-                    ("layer", "dim"),
-                    us,
-                    {"description": "sum over valid images of the unit centre-token vector"},
-                ),
-                "anisotropy": (
-                    ("layer",),
-                    anisotropy(us, n_valid),
-                    {"description": "mean cosine between centre tokens of different images (Fig. S4 A)"},
-                ),
-            },
-            coords={
-                "image_id": (("image",), np.array([it.id for it in source.items], dtype=object)),
-                "image_sha256": (("image",), np.array([d or "" for d in digests], dtype=object)),
-                "sign": (("sign",), np.array(list(SIGNS), dtype=object)),
-                "layer": np.arange(n_layers),
-                "head": np.arange(n_heads),
-                "mode": np.arange(n_modes),
-            },
-            attrs={
-                "qkdissect_schema": f"projections/v{SCHEMA_VERSION}",
-                "model_id": name,
-                "spec": str(loaded.spec),
+    shape = (n_layers, n_heads, n_modes)
+    with stream_target(output) as target:
+        with StreamingStore(target) as st:
+            chunk = batch_size * max(1, round(256 / batch_size))
+            for var, what in PROJECTION_STATS.items():
+                st.create(var, (n, *shape), ("image", "layer", "head", "mode"), (chunk, *shape), "float32",
+                          description=f"{what} over the image's patch tokens (NaN: image skipped)")  # fmt: skip
+            for start, size, ok, x in stream.batches(batch_size, workers, f"project {im.name}", progress):
+                block = {v: np.full((size, *shape), np.nan, np.float32) for v in PROJECTION_STATS}
+                if ok:
+                    stats = run(lambda xb: proj(im.model, xb), x)  # type: ignore[arg-type]
+                    rows = np.asarray(ok) - start
+                    for var in PROJECTION_STATS:
+                        block[var][rows] = getattr(stats, var).float().cpu().numpy()
+                    topk.update(stats.scores(), torch.as_tensor(ok))
+                    c = stats.centre.double()
+                    unit_sum += (c / c.norm(dim=-1, keepdim=True)).sum(dim=0)
+                for var, arr in block.items():
+                    st.write(var, start, arr)
+            have = topk.score.shape[-1]
+            top_score = np.full((*shape, 2, top_k), -np.inf, np.float32)
+            top_image = np.full((*shape, 2, top_k), -1, np.int64)
+            top_score[..., :have] = topk.score.float().cpu().numpy()
+            top_image[..., :have] = topk.index.cpu().numpy()
+            us = unit_sum.cpu().numpy()
+            parameters = {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "device_requested": device,
+                          "limit": limit}  # fmt: skip
+            timings = {"load": round(t_load, 3), **stream.rate()}
+            record = pass_record("projections", parameters, im, [*deps, stream.dependency()], device, started,
+                                 batch=run.record(), timings_s=timings)  # fmt: skip
+            qk = im.qk
+            attrs = {
+                "model_id": im.name,
+                "spec": str(im.loaded.spec),
                 "token_source": tokens,
                 "n_prefix_tokens": qk.layout.n_prefix,
                 "grid": list(qk.layout.grid or ()),
                 "centre_token": list(divmod(proj.centre - qk.layout.n_prefix, proj.grid[1])),
-                "preprocess": pre.describe(),
-                "images": {**source.describe(), "spec": images, "valid": n_valid, "skipped": len(skipped)},
-                "skipped": skipped[:1000],
+                "preprocess": im.preprocess.describe(),
+                "images": stream.describe(),
+                "skipped": stream.skipped[:1000],
                 "top_k": top_k,
-                "weights_sha256": loaded.weights_sha256,
+                "weights_sha256": im.loaded.weights_sha256,
                 "provenance": record,
-            },
-        )
-        st.finish(small)
-    return Path(output)
+            }
+            s = np.asarray(modes_ds.S.values, dtype=np.float32)
+            small = projections_dataset(stream.valid, top_score, top_image, s, us, anisotropy(us, stream.n_valid),
+                                        stream.coords(), attrs)  # fmt: skip
+            st.finish(small)
+        return streamed(target, output)

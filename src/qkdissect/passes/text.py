@@ -31,20 +31,17 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-from ..core.device import device_record, resolve_device
 from ..core.pairs import pair_scores
 from ..core.topk import StreamingTopK
 from ..data.corpora import Corpus, Passage, corpus
 from ..errors import QKDissectError
-from ..models import QKWeights, describe_loaded, load_qk
+from ..models import ModelLike, QKWeights
 from ..models.tokenizer import tokenizer_for
-from ..options import TokenSource
-from ..provenance.records import base_record, dependency, items_sha256, tree_sha256, utc_now
-from ..stores import write_store
-from ..stores.io import jsonable
-from ..stores.schema import SCHEMA_VERSION, TokenMaps
+from ..options import TokenSource, default
+from ..provenance.records import items_sha256, utc_now
+from ..stores.schema import TokenMaps, text_projections_dataset
 from .hooks import layer_token_hooks, modes_uv
-from .loop import modes_of, weights_checked
+from .loop import Manifest, StoreLike, finish, load, modes_of, pass_record
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
@@ -147,15 +144,8 @@ def project_corpus(
     return topk, n_tokens
 
 
-def text_store(
-    topk: StreamingTopK,
-    n_tokens: np.ndarray,
-    passages: Sequence[Passage],
-    s: np.ndarray,
-    top_k: int,
-    attrs: dict[str, Any],
-) -> xr.Dataset:
-    """The text projections dataset: top passages per (layer, head, mode, sign) and the passages themselves."""
+def padded_top(topk: StreamingTopK, top_k: int) -> dict[str, np.ndarray]:
+    """The streaming top-k as arrays of ``top_k`` ranks (score -inf and indices -1 where fewer passages)."""
     shape = (*topk.score.shape[:-1], top_k)
     have = topk.score.shape[-1]
 
@@ -164,26 +154,12 @@ def text_store(
         a[..., :have] = t.cpu().numpy()
         return a
 
-    score = padded(topk.score.float(), -np.inf, np.float32)
-    weighted = score * s[..., None, None].astype(np.float32)
-    dims = ("layer", "head", "mode", "sign", "rank")
-    return xr.Dataset(
-        {
-            "top_score": (dims, score, {"description": "max over allowed pairs of [q_i]_+ [k_j]_+, descending"}),
-            "top_score_weighted": (dims, weighted, {"description": "s_n * top_score"}),
-            "top_passage": (dims, padded(topk.index, -1, np.int64), {"description": "passage index; -1: fewer"}),
-            "top_query_token": (dims, padded(topk.payload[0], -1, np.int64), {"description": "query position i"}),
-            "top_key_token": (dims, padded(topk.payload[1], -1, np.int64), {"description": "key position j"}),
-            "n_tokens": (("passage",), n_tokens, {"description": "tokens of the passage after truncation"}),
-        },
-        coords={
-            "sign": ("sign", np.array(["+", "-"], dtype=object)),
-            "passage_id": (("passage",), np.array([p.id for p in passages], dtype=object)),
-            "passage_sha256": (("passage",), np.array([p.sha256() for p in passages], dtype=object)),
-            "text": (("passage",), np.array([p.text for p in passages], dtype=object)),
-        },
-        attrs=attrs,
-    )
+    return {
+        "score": padded(topk.score.float(), -np.inf, np.float32),
+        "passage": padded(topk.index, -1, np.int64),
+        "query_token": padded(topk.payload[0], -1, np.int64),
+        "key_token": padded(topk.payload[1], -1, np.int64),
+    }
 
 
 def corpus_dependency(spec: str, limit: int | None, c: Corpus) -> dict[str, Any]:
@@ -191,74 +167,53 @@ def corpus_dependency(spec: str, limit: int | None, c: Corpus) -> dict[str, Any]
 
 
 def compute_text_projections(
-    spec: Any,
-    modes_path: str | Path,
+    spec: ModelLike,
+    modes: StoreLike,
     corpus_spec: str,
-    output: str | Path,
+    output: str | Path | None = None,
     *,
-    tokens: TokenSource = "post-norm",
-    batch_size: int = 16,
-    top_k: int = 8,
-    max_tokens: int = 128,
-    device: str = "auto",
+    tokens: TokenSource = default("tokens"),
+    batch_size: int = default("text_batch_size"),
+    top_k: int = default("top_k"),
+    max_tokens: int = default("max_tokens"),
+    device: str = default("device"),
     limit: int | None = None,
     model_key: str | None = None,
-    manifest: Any = None,
+    manifest: Manifest = None,
     progress: bool = True,
-) -> Path:
-    """Project every passage of a corpus onto all modes of a text model and write the top passages per mode."""
-    started = utc_now()
-    t0 = time.perf_counter()
-    qk, loaded = load_qk(spec)
-    name = model_key or str(loaded.spec)
-    if qk.layout.modality != "text":
-        raise QKDissectError(f"{name} is an image model: project it on images (`qkdissect project`), not on text")
-    manifest, deps = weights_checked(loaded, name, manifest)
-    modes = modes_of(modes_path, loaded, name)
-    dev = resolve_device(device)
-    model = loaded.model.to(dev)
-    tok = tokenizer_for(loaded)
+) -> xr.Dataset:
+    """Project every passage of a corpus onto all modes of a text model: the top passages per mode (written to
+    ``output`` when given)."""
+    started, t0 = utc_now(), time.perf_counter()
+    m = load(spec, device, model_key, manifest)
+    if m.qk.layout.modality != "text":
+        raise QKDissectError(f"{m.name} is an image model: project it on images (`qkdissect project`), not on text")
+    modes_ds, deps = modes_of(modes, m)
+    tok = tokenizer_for(m.loaded)
     c = corpus(corpus_spec, limit)
-    proj = TextProjector(qk, modes.U.values, modes.V.values, source=tokens, device=dev)
+    proj = TextProjector(m.qk, modes_ds.U.values, modes_ds.V.values, source=tokens, device=m.device)
     t1 = time.perf_counter()
     topk, n_tokens = project_corpus(
-        model, tok, proj, c.passages, batch_size=batch_size, top_k=top_k, max_tokens=max_tokens,
-        progress=progress, desc=f"project text {name}",
+        m.model, tok, proj, c.passages, batch_size=batch_size, top_k=top_k, max_tokens=max_tokens,
+        progress=progress, desc=f"project text {m.name}",
     )  # fmt: skip
     t_pass = time.perf_counter() - t1
-    record = base_record(
-        "text_projections",
-        {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "max_tokens": max_tokens, "limit": limit},
-    )
-    record.update(
-        {
-            "model": {"key": name, **qk.describe()},
-            "weights": {**describe_loaded(loaded), "manifest": manifest},
-            "tokenizer": {"class": type(tok).__name__, "name_or_path": str(getattr(tok, "name_or_path", ""))},
-            "inputs": {"modes": {"path": str(modes_path), "sha256": tree_sha256(modes_path)}, "corpus": c.describe()},
-            "dependencies": [*deps, dependency("modes store", modes_path), corpus_dependency(corpus_spec, limit, c)],
-            "device": device_record(device, dev),
-            "started": started,
-            "finished": utc_now(),
-            "timings_s": {
-                "load": round(t1 - t0, 3),
-                "pass": round(t_pass, 3),
-                "passages_per_s": round(len(c) / t_pass, 3) if t_pass > 0 else None,
-            },
-        }
-    )
-    attrs = jsonable(
-        {
-            "qkdissect_schema": f"text_projections/v{SCHEMA_VERSION}",
-            "model_id": name,
-            "spec": str(loaded.spec),
-            "weights_sha256": loaded.weights_sha256,
-            "corpus": corpus_spec,
-            "provenance": record,
-        }
-    )
-    ds = text_store(topk, n_tokens, c.passages, np.asarray(modes.S.values), top_k, attrs)
-    return write_store(ds, output)
+    parameters = {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "max_tokens": max_tokens,
+                  "limit": limit}  # fmt: skip
+    timings = {"load": round(t1 - t0, 3), "pass": round(t_pass, 3),
+               "passages_per_s": round(len(c) / t_pass, 3) if t_pass > 0 else None}  # fmt: skip
+    tokenizer = {"class": type(tok).__name__, "name_or_path": str(getattr(tok, "name_or_path", ""))}
+    record = pass_record("text_projections", parameters, m, [*deps, corpus_dependency(corpus_spec, limit, c)],
+                         device, started, tokenizer=tokenizer, timings_s=timings)  # fmt: skip
+    attrs = {
+        "model_id": m.name,
+        "spec": str(m.loaded.spec),
+        "weights_sha256": m.loaded.weights_sha256,
+        "corpus": corpus_spec,
+        "provenance": record,
+    }
+    top = padded_top(topk, top_k)
+    return finish(text_projections_dataset(top, n_tokens, c.passages, np.asarray(modes_ds.S.values), attrs), output)
 
 
 def token_maps(

@@ -1,15 +1,26 @@
-"""What each kind of store holds (all dims are named integer indices, 0-based):
+"""What each kind of store holds: one builder per kind, arrays and attributes in, an xarray Dataset out. All dims
+are named, integer indices 0-based; every store has ``attrs["qkdissect_schema"]`` (``KIND/vN``), its
+``model_id`` and ``attrs["provenance"]``.
 
-- **modes**: ``U``, ``V`` (layer, head, dim, mode) float64, ``S`` (layer, head, mode), ``block`` (layer, head,
-  mode) int: id of the block of near-equal singular values a mode belongs to.
-- **scores**: ``cosine`` (layer, head, mode), ``head_mean``/``head_weighted`` (layer, head),
-  ``layer_mean``/``layer_weighted`` (layer), coordinate ``depth`` (layer) = l / (L - 1).
-- **projections**, **logits**, **preference**, **same_object**, **text_projections**, **maps**: see the passes
-  that write them (:mod:`qkdissect.passes`); :class:`TokenMaps` is one passage of a text maps store.
+==================  ==========================================================================================
+modes               ``U``, ``V`` (layer, head, dim, mode), ``S`` (layer, head, mode), ``block`` (ids of blocks of
+                    near-equal singular values)
+scores              ``cosine`` (layer, head, mode), ``head_mean``/``head_weighted`` (layer, head),
+                    ``layer_mean``/``layer_weighted`` (layer), ``depth`` = l / (L - 1); the null interval in attrs
+projections         per image ``q_max``, ``q_min``, ``k_max``, ``k_min`` (image, layer, head, mode; streamed),
+                    ``top_image``/``top_score`` (layer, head, mode, sign, rank), anisotropy sums
+logits              variance shares of the logit terms, top-k modes explained, who wins the softmax
+preference          attention of the target/distractor tokens on each region, grouped; an example crop
+same_object         per mode the fraction of top images whose query and key sides pick the same object
+text_projections    top passages per (layer, head, mode, sign) with the best pair's positions; the passages
+maps                per row (a mode drawn) and slot (an image or passage drawn for it): the maps and scores;
+                    image crops or token pieces (:mod:`qkdissect.passes.maps`)
+==================  ==========================================================================================
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,38 +30,184 @@ import xarray as xr
 from .io import jsonable
 
 SCHEMA_VERSION = 1
-
+SIGNS = ("+", "-")
 
 CONVENTIONS = (
     "U = query side (left singular vectors), V = key side (right): a_ij = sum_n (x_i.u_n) S_n (v_n.x_j) "
     "for the bias-free, unscaled logit x_i^T W_q^T W_k x_j. Sign: largest-|entry| of each u_n positive. "
     "Layers, heads and modes are 0-based; modes in descending S."
 )
+MODE_DIMS = ("layer", "head", "mode")
+TOP_DIMS = ("layer", "head", "mode", "sign", "rank")
+
+#: a Dataset variable: (dims, values, its description or its attributes)
+Var = tuple[tuple[str, ...], Any, str | dict[str, Any]]
+
+
+def dataset(kind: str, variables: Mapping[str, Var], coords: Mapping[str, Any], attrs: Mapping[str, Any]) -> xr.Dataset:
+    """A store's Dataset: every variable with its description, the schema tag first among the attributes."""
+    data = {
+        name: (dims, values, desc if isinstance(desc, dict) else {"description": desc})
+        for name, (dims, values, desc) in variables.items()
+    }
+    return xr.Dataset(
+        data, coords=dict(coords), attrs=jsonable({"qkdissect_schema": f"{kind}/v{SCHEMA_VERSION}", **attrs})
+    )
+
+
+def layer_coords(n_layers: int) -> dict[str, Any]:
+    """The layer dim with its normalised depth l / (L - 1)."""
+    return {"layer": np.arange(n_layers), "depth": ("layer", np.arange(n_layers) / max(1, n_layers - 1))}
+
+
+def sign_coord() -> dict[str, Any]:
+    return {"sign": (("sign",), np.array(SIGNS, dtype=object))}
 
 
 def modes_dataset(u: np.ndarray, s: np.ndarray, v: np.ndarray, block: np.ndarray, attrs: dict[str, Any]) -> xr.Dataset:
     n_layers, n_heads, d, n_modes = u.shape
-    coords = {
-        "layer": np.arange(n_layers),
-        "head": np.arange(n_heads),
-        "dim": np.arange(d),
-        "mode": np.arange(n_modes),
+    coords = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "dim": np.arange(d), "mode": np.arange(n_modes)}
+    dims = ("layer", "head", "dim", "mode")
+    variables: dict[str, Var] = {
+        "U": (dims, u, "query-side singular vectors (unit)"),
+        "V": (dims, v, "key-side singular vectors (unit)"),
+        "S": (MODE_DIMS, s, "singular values of W_q^T W_k, descending"),
+        "block": (
+            MODE_DIMS,
+            block.astype(np.int32),
+            "id of the block of near-equal singular values (see attrs.block_rtol)",
+        ),
     }
-    ds = xr.Dataset(
-        {
-            "U": (("layer", "head", "dim", "mode"), u, {"description": "query-side singular vectors (unit)"}),
-            "V": (("layer", "head", "dim", "mode"), v, {"description": "key-side singular vectors (unit)"}),
-            "S": (("layer", "head", "mode"), s, {"description": "singular values of W_q^T W_k, descending"}),
-            "block": (
-                ("layer", "head", "mode"),
-                block.astype(np.int32),
-                {"description": "id of the block of near-equal singular values (see attrs.block_rtol)"},
-            ),
-        },
-        coords=coords,
+    return dataset("modes", variables, coords, {"conventions": CONVENTIONS, **attrs})
+
+
+def scores_dataset(r: Any, coords: Mapping[str, Any], released_code: bool, attrs: Mapping[str, Any]) -> xr.Dataset:
+    """``r``: the section-1.3 scores (:class:`qkdissect.core.scores.LayerScores`)."""
+    weighted = "singular-value-weighted mean of per-mode cosines" + (
+        " / d_head (released code, bug B1)" if released_code else ""
     )
-    ds.attrs.update(jsonable({"qkdissect_schema": f"modes/v{SCHEMA_VERSION}", "conventions": CONVENTIONS, **attrs}))
-    return ds
+    variables: dict[str, Var] = {
+        "cosine": (MODE_DIMS, r.cosine, "u_n . v_n"),
+        "head_mean": (("layer", "head"), r.head_mean, "mean of per-mode cosines"),
+        "head_weighted": (("layer", "head"), r.head_weighted, weighted),
+        "layer_mean": (("layer",), r.layer_mean, "mean over heads of head_mean"),
+        "layer_weighted": (("layer",), r.layer_weighted, "mean over heads of head_weighted"),
+    }
+    return dataset("scores", variables, {**coords, "depth": ("layer", r.depth)}, attrs)
+
+
+#: the per-image statistics a projections store streams, (image, layer, head, mode) float32
+PROJECTION_STATS = {"q_max": "max_t x_t.u", "q_min": "min_t x_t.u", "k_max": "max_t x_t.v", "k_min": "min_t x_t.v"}
+
+
+def projections_dataset(
+    valid: np.ndarray, top_score: np.ndarray, top_image: np.ndarray, s: np.ndarray, unit_sum: np.ndarray,
+    anisotropy: np.ndarray, coords: Mapping[str, Any], attrs: Mapping[str, Any],
+) -> xr.Dataset:  # fmt: skip
+    """The small variables of a projections store (its per-image statistics are streamed beside them)."""
+    n_layers, n_heads, n_modes = s.shape
+    variables: dict[str, Var] = {
+        "valid": (("image",), valid, "the image was decoded and projected"),
+        "top_score": (TOP_DIMS, top_score,
+                      "score+ = max q * max k, score- = min q * min k, of the top images, descending"),
+        "top_image": (TOP_DIMS, top_image, "index (image dim) of the top images; -1 where fewer images"),
+        "top_score_weighted": (TOP_DIMS, top_score * s[..., None, None],
+                               "s_n * top_score (same images: the ranking per mode does not depend on s_n)"),
+        "centre_unit_sum": (("layer", "dim"), unit_sum, "sum over valid images of the unit centre-token vector"),
+        "anisotropy": (("layer",), anisotropy, "mean cosine between centre tokens of different images (Fig. S4 A)"),
+    }  # fmt: skip
+    axes = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "mode": np.arange(n_modes)}
+    return dataset("projections", variables, {**coords, **sign_coord(), **axes}, attrs)
+
+
+def logits_dataset(
+    shares: np.ndarray, explained: np.ndarray, winning: np.ndarray, sigma_positive: np.ndarray,
+    scopes: Sequence[str], terms: Sequence[str], ks: Sequence[int], attrs: Mapping[str, Any],
+) -> xr.Dataset:  # fmt: skip
+    n_layers, _, _, n_heads = shares.shape
+    variables: dict[str, Var] = {
+        "share": (("layer", "scope", "term", "head"), shares, "cov(term, logit) / var(logit)"),
+        "explained": (("layer", "k", "head"), explained,
+                      "1 - ||T - T_k||^2 / ||T||^2 within query rows (T: token-token term)"),
+        "winning_positive": (("layer", "head"), winning,
+                             "share of the winning keys' token-token margin from modes with cos(u, v) > 0"),
+        "sigma_positive": (("layer", "head"), sigma_positive,
+                           "baseline: share of the singular values in modes with cos(u, v) > 0"),
+    }  # fmt: skip
+    coords = {
+        **layer_coords(n_layers),
+        "scope": np.array(scopes, dtype=object),
+        "term": np.array(terms, dtype=object),
+        "k": np.array(ks),
+        "head": np.arange(n_heads),
+    }
+    return dataset("logits", variables, coords, attrs)
+
+
+def preference_dataset(
+    table: np.ndarray, query_token: np.ndarray, token_masks: np.ndarray, groups: Mapping[str, np.ndarray],
+    example_crop: np.ndarray, sources: Sequence[str], regions: Sequence[str], coords: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+) -> xr.Dataset:  # fmt: skip
+    variables: dict[str, Var] = {
+        "table": (("image", "layer", "head", "source", "region"), table.astype(np.float32),
+                  "attention of the source token's row on each region (rows sum to 1)"),
+        "query_token": (("image", "source"), query_token, "patch index of the query token; -1: no mask"),
+        "token_masks": (("image", "region", "token"), token_masks.astype(np.float32),
+                        "area fractions of each region per patch token (sum to 1)"),
+        "example_crop": (("y", "x", "channel"), example_crop,
+                         "image `example` as the model saw it (resized, centre-cropped; 8-bit RGB)"),
+    }  # fmt: skip
+    for g, v in groups.items():
+        variables[g] = (("image", "layer", "head"), v.astype(np.float32), f"{g} (paper 4.1 grouping)")
+        variables[f"layer_{g}"] = (("layer",), np.nanmean(v, axis=(0, 2)), "mean over images and heads")
+    axes = {
+        "source": (("source",), np.array(sources, dtype=object)),
+        "region": (("region",), np.array(regions, dtype=object)),
+        **layer_coords(table.shape[1]),
+    }
+    return dataset("preference", variables, {**coords, **axes}, attrs)
+
+
+def same_object_dataset(
+    p: np.ndarray, top_image: np.ndarray, head_p: np.ndarray, n_objects: np.ndarray, coords: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+) -> xr.Dataset:  # fmt: skip
+    variables: dict[str, Var] = {
+        "p": (("layer", "head", "mode", "sign"), p,
+              "fraction of top images where the query and key sides pick the same object"),
+        "top_image": (TOP_DIMS, top_image.astype(np.int64), "index of the top images"),
+        "head_p": (("layer", "head"), head_p, "sum_n s_n p_n / sum_n s_n over modes and signs"),
+        "layer_p": (("layer",), np.nanmean(head_p, axis=1), "mean over heads of head_p"),
+        "n_objects": (("image",), n_objects, "objects covering at least one token"),
+    }  # fmt: skip
+    return dataset("same_object", variables, {**coords, **sign_coord(), **layer_coords(p.shape[0])}, attrs)
+
+
+def text_projections_dataset(
+    top: Mapping[str, np.ndarray], n_tokens: np.ndarray, passages: Sequence[Any], s: np.ndarray,
+    attrs: Mapping[str, Any],
+) -> xr.Dataset:  # fmt: skip
+    """``top``: ``score``, ``passage``, ``query_token``, ``key_token`` (layer, head, mode, sign, rank)."""
+    variables: dict[str, Var] = {
+        "top_score": (TOP_DIMS, top["score"], "max over allowed pairs of [q_i]_+ [k_j]_+, descending"),
+        "top_score_weighted": (TOP_DIMS, top["score"] * s[..., None, None].astype(np.float32), "s_n * top_score"),
+        "top_passage": (TOP_DIMS, top["passage"], "passage index; -1: fewer"),
+        "top_query_token": (TOP_DIMS, top["query_token"], "query position i"),
+        "top_key_token": (TOP_DIMS, top["key_token"], "key position j"),
+        "n_tokens": (("passage",), n_tokens, "tokens of the passage after truncation"),
+    }
+    coords = {
+        **sign_coord(),
+        "passage_id": (("passage",), np.array([p.id for p in passages], dtype=object)),
+        "passage_sha256": (("passage",), np.array([p.sha256() for p in passages], dtype=object)),
+        "text": (("passage",), np.array([p.text for p in passages], dtype=object)),
+    }
+    return dataset("text_projections", variables, coords, attrs)
+
+
+def maps_dataset(variables: Mapping[str, Var], coords: Mapping[str, Any], attrs: Mapping[str, Any]) -> xr.Dataset:
+    return dataset("maps", variables, coords, attrs)
 
 
 @dataclass

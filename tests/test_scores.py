@@ -79,3 +79,11 @@ def test_null_interval_values_from_the_paper_spec() -> None:
         assert exact == pytest.approx(1.96 / np.sqrt(d), rel=5e-3)
     assert sc.null_cosine_quantile(768, 0.99) == pytest.approx(0.083, abs=2e-3)
     assert sc.null_cosine_quantile(3, 0.75) == pytest.approx(0.5)  # d=3: cosine is uniform on [-1, 1]
+
+
+@pytest.mark.parametrize(("d", "published"), [(192, 0.135), (384, 0.094), (768, 0.065), (1024, 0.056), (1280, 0.050)])
+def test_released_null_reproduces_the_published_baseline(d: int, published: float) -> None:
+    """paper.md 1.4: the notebook's bugged 99th percentile, close to and slightly below 1.96/sqrt(d)."""
+    value = sc.released_null(d)
+    assert abs(value - published) < 1e-3
+    assert 0.9 * 1.96 / np.sqrt(d) < value < 1.96 / np.sqrt(d)

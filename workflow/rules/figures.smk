@@ -89,6 +89,7 @@ rule crate:
     localrule: True
     input:
         all_figures(),
+        "results/claims/claims.json",
     output:
         "results/ro-crate-metadata.json",
     params:

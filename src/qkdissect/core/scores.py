@@ -6,7 +6,8 @@
 - per-layer values: the mean over heads of the per-head values (every head has equal weight, as the
   released code does);
 - normalised depth ``l / (L - 1)``;
-- the exact null interval of the cosine of two independent isotropic vectors in R^d.
+- the exact null interval of the cosine of two independent isotropic vectors in R^d;
+- the released code's own baseline (its bug B3), to draw the published lines next to the exact ones.
 
 ``released_code=True`` reproduces the released notebook's weighted average, which takes the *mean* over
 modes of ``(s_n / sum_m s_m) cos_n`` instead of the sum, i.e. the paper's value divided by the number of
@@ -86,6 +87,23 @@ def null_interval(d: int, level: float = 0.95) -> tuple[float, float]:
         raise ValueError(f"level must be in (0, 1), got {level}")
     tail = (1.0 - level) / 2.0
     return (null_cosine_quantile(d, tail), null_cosine_quantile(d, 1.0 - tail))
+
+
+def released_null(d: int, n: int = 10_000, seed: int = 0, chunk: int = 1000) -> float:
+    """The baseline the released notebook draws at +-value (paper 1.4, bug B3), reproduced as written: ``n`` rows
+    ``a1``, ``a2`` of uniform positive numbers in R^d (``np.random.seed(seed)``, then ``rand`` twice), ``a1``
+    normalised, ``a2 = a1 / |a2|`` by mistake, the 99th percentile of the row-wise dot product, which is
+    ``1 / |a2|``: 0.135, 0.093, 0.065, 0.056, 0.050 for d = 192, 384, 768, 1024, 1280 (close to, and slightly
+    below, 1.96 / sqrt(d)). Drawn in chunks of rows (the same random stream), so memory stays small."""
+    if d < 1:
+        raise ValueError(f"d must be >= 1, got {d}")
+    rs = np.random.RandomState(seed)
+    for start in range(0, n, chunk):  # a1: drawn only to advance the stream as the notebook does
+        rs.rand(min(chunk, n - start), d)
+    cos = np.concatenate(
+        [1.0 / np.linalg.norm(rs.rand(min(chunk, n - start), d), axis=1) for start in range(0, n, chunk)]
+    )
+    return float(np.percentile(cos, 99))
 
 
 def _nanmean_heads(hw: np.ndarray) -> np.ndarray:

@@ -38,12 +38,33 @@ def check_modes(spec: Sequence[Sequence[Any]], shape: tuple[int, int, int]) -> l
     return out
 
 
-def spread_modes(s: np.ndarray, n: int = 5) -> list[Mode]:
+def spread_modes(s: np.ndarray, n: int = 5, layers: tuple[int, int] | None = None) -> list[Mode]:
     """n modes spread over depth: in each chosen layer the strongest mode (largest s) of the strongest head.
-    ``s``: (layer, head, mode) singular values."""
+    ``s``: (layer, head, mode) singular values.
+
+    ``layers`` (first, last; inclusive) restricts the choice to that range (a gallery part, e.g. the first third
+    of the layers): the n modes are then the strongest modes of the strongest heads of every layer of the range,
+    ``ceil(n / layers in the range)`` heads per layer, in layer order, the last layer's surplus dropped."""
     n_layers = s.shape[0]
-    layers = sorted({round(float(x)) for x in np.linspace(1, n_layers - 2, n)}) if n_layers > 2 else [0]
-    return [(layer, int(np.argmax(s[layer][:, 0])), 0, "+") for layer in layers]
+    if layers is None:
+        chosen = sorted({round(float(x)) for x in np.linspace(1, n_layers - 2, n)}) if n_layers > 2 else [0]
+        return [(layer, int(np.argmax(s[layer][:, 0])), 0, "+") for layer in chosen]
+    first, last = check_layer_range(layers, n_layers)
+    per_layer = -(-n // (last - first + 1))
+    out = [
+        (layer, int(head), 0, "+")
+        for layer in range(first, last + 1)
+        for head in np.argsort(-s[layer][:, 0], kind="stable")[:per_layer]
+    ]
+    return out[:n]
+
+
+def check_layer_range(layers: Sequence[int], n_layers: int) -> tuple[int, int]:
+    """(first, last) of an inclusive layer range, refused unless 0 <= first <= last < n_layers."""
+    first, last = (int(v) for v in layers)
+    if not 0 <= first <= last < n_layers:
+        raise ValueError(f"layer range [{first}, {last}] is not inside 0-{n_layers - 1} (first <= last, 0-based)")
+    return first, last
 
 
 def contrast_modes(s: np.ndarray, cosine: np.ndarray) -> list[Mode]:
@@ -92,11 +113,16 @@ def image_layer_heads(contrib: np.ndarray, n: int = 3) -> list[tuple[int, int]]:
     return [(layer, int(np.argmax(contrib[layer].max(axis=-1)))) for layer in layers]
 
 
-def image_modes(contrib: np.ndarray, plus: np.ndarray, minus: np.ndarray, n: int = 4) -> list[Mode]:
-    """The n modes (over all layers and heads) with the largest contribution on one image, each with its sign."""
+def image_depth_modes(contrib: np.ndarray, plus: np.ndarray, minus: np.ndarray, n: int = 6) -> list[Mode]:
+    """n modes of one image spread over depth (S17-S19): n layers evenly from a quarter of the depth to the last
+    layer, in each the mode (any head) contributing most on the image, with its sign. Early layers, where the
+    largest contributions sit (colour, position), are left out so that the modes say something of the object."""
+    n_layers = contrib.shape[0]
+    start = round(0.25 * (n_layers - 1))
+    layers = sorted({round(float(x)) for x in np.linspace(start, n_layers - 1, n)})
     out: list[Mode] = []
-    for f in np.argsort(-contrib, axis=None)[:n]:
-        layer, head, mode = (int(v) for v in np.unravel_index(int(f), contrib.shape))
+    for layer in layers:
+        head, mode = (int(v) for v in np.unravel_index(int(np.argmax(contrib[layer])), contrib[layer].shape))
         out.append((layer, head, mode, best_sign(plus, minus, layer, head, mode)))
     return out
 

@@ -4,12 +4,15 @@ that drawing (restyling) a figure never loads a model, decodes an image or runs 
 A **request** says what one figure row needs (JSON on the command line, built by the workflow from the config):
 
 ===============  ===========================================================================================
-``top``          modes (``"auto"`` or ``[[layer, head, mode(, sign)], ...]``; ``auto``: ``spread`` or
-                 ``contrast``) and their ``k`` top images (Fig. 1, Fig. 4, the galleries S5-S16)
+``top``          modes (``"auto"`` or ``[[layer, head, mode(, sign)], ...]``; ``auto``: ``spread`` (``n`` modes,
+                 default 5, over depth or over the inclusive layer range ``layers``: see
+                 :func:`~qkdissect.core.selection.spread_modes`) or ``contrast``) and their ``k`` top images
+                 (Fig. 1, Fig. 4, the galleries S5-S16)
 ``image-modes``  one image (``"auto"``: the first valid one) and, for ``layer_heads`` (``"auto"``: 3 layers over
                  depth, each its most active head), the ``n_modes`` modes contributing most on it (Fig. 5)
-``image-top``    one image, modes (``"auto"``: the 4 contributing most on it), the image's maps of each and
-                 their ``k`` top images (S17-S19)
+``image-top``    one image, modes (``"auto"``: ``n`` (default 6) layers from a quarter of the depth to the last,
+                 in each the mode contributing most on the image), the image's maps of each and their ``k`` top
+                 images, the image itself left out (S17-S19)
 ``text-top``     a text model's modes (``"auto"``: a grouping and a contextualising mode in the first, middle
                  and last layer) and their ``k`` top passages, token by token (beyond the paper)
 ===============  ===========================================================================================
@@ -40,8 +43,8 @@ from ..core.selection import (
     contrast_modes,
     contributions,
     degenerate_block,
+    image_depth_modes,
     image_layer_heads,
-    image_modes,
     spread_modes,
     text_modes,
 )
@@ -87,19 +90,28 @@ def _modes(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, auto:
     spec = request.get("modes", "auto")
     s, cos = modes.S.values, scores.cosine.values
     if spec in (None, "auto"):
-        return {"contrast": contrast_modes, "text": text_modes}.get(auto, lambda a, _: spread_modes(a))(s, cos)
+        if auto == "contrast":
+            return contrast_modes(s, cos)
+        if auto == "text":
+            return text_modes(s, cos)
+        layers = request.get("layers")
+        try:
+            return spread_modes(s, int(request.get("n", 5)), tuple(layers) if layers else None)
+        except ValueError as e:
+            raise QKDissectError(f"{modes.attrs.get('model_id')}: {e}") from e
     shape = (modes.sizes["layer"], modes.sizes["head"], modes.sizes["mode"])
     return check_modes(spec, shape)
 
 
-def top_images(proj: xr.Dataset, m: Mode, k: int) -> tuple[list[str], list[float]]:
-    """The ids and scores of the ``k`` top images of a mode in a projections store."""
+def top_images(proj: xr.Dataset, m: Mode, k: int, exclude: str | None = None) -> tuple[list[str], list[float]]:
+    """The ids and scores of the ``k`` top images of a mode in a projections store (``exclude``: an image left
+    out, e.g. the query image of S17, whose place the next image takes when the store holds one more)."""
     layer, head, mode, sign = m
     top = proj.sel(layer=layer, head=head, mode=mode, sign=sign)
-    idx, score = top.top_image.values[:k], top.top_score.values[:k]
+    idx, score = top.top_image.values, top.top_score.values
     ids = proj.image_id.values
-    keep = [(str(ids[i]), float(s)) for i, s in zip(idx, score, strict=True) if i >= 0]
-    return [i for i, _ in keep], [s for _, s in keep]
+    keep = [(str(ids[i]), float(s)) for i, s in zip(idx, score, strict=True) if i >= 0 and str(ids[i]) != exclude]
+    return [i for i, _ in keep[:k]], [s for _, s in keep[:k]]
 
 
 def image_scores(proj: xr.Dataset, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,10 +143,15 @@ def image_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, p
     contrib = contributions(plus, minus, modes.S.values)
     if kind == "image-top":
         spec = request.get("modes", "auto")
-        chosen = image_modes(contrib, plus, minus, 4) if spec in (None, "auto") else _modes(request, modes, scores, "")
+        auto = spec in (None, "auto")
+        chosen = (
+            image_depth_modes(contrib, plus, minus, int(request.get("n", 6)))
+            if auto
+            else _modes(request, modes, scores, "")
+        )
         rows = []
         for m in chosen:
-            ids, sc = top_images(proj, m, k)
+            ids, sc = top_images(proj, m, k, exclude=image)
             rows.append(Row(m, [image, *ids], [float("nan"), *sc]))
         return rows
     lh = request.get("layer_heads", "auto")

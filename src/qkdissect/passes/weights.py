@@ -105,6 +105,9 @@ def compute_scores(
         "null_high": r.null_high,
         "null_definition": "central interval of the cosine of two independent isotropic vectors in "
         "R^d_model: (t+1)/2 ~ Beta((d-1)/2, (d-1)/2), exact quantiles",
+        "null_released": sc.released_null(int(u.shape[-2])),
+        "null_released_definition": "the released notebook's baseline, drawn at +-value (paper 1.4, bug B3): "
+        "99th percentile of 1/|a2| over 10,000 uniform positive vectors a2 in R^d_model, np.random.seed(0)",
         "provenance": record,
     }
     coords = {k: ds.coords[k].values for k in ("layer", "head", "mode")}

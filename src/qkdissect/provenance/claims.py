@@ -1,0 +1,127 @@
+"""The claims page: the paper's checkable claims (:mod:`qkdissect.core.claims`) evaluated on a run's stores,
+written as JSON (for machines), an HTML page (for the report) and a provenance sidecar (for `qkdissect audit`).
+
+``stores`` maps a role to store paths: ``scores`` (the Fig. 3 models), ``projections`` (the S4 models: their
+anisotropy), ``preference`` (Fig. 2, one mask dataset), ``same_object`` (Fig. 6, one mask dataset) and ``s3``
+(the I-JEPA encoder's and predictor's scores, in that order). Any role may be missing or empty.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.claims import Curve, Inputs, Verdict, evaluate
+from ..stores import atomic_path, open_store
+from .figures import figure_record
+from .records import tree_sha256
+
+Stores = Mapping[str, Sequence[str | Path]]
+
+
+def _depth(n: int) -> np.ndarray:
+    return np.arange(n) / max(1, n - 1)
+
+
+def _curve(ds: Any, var: str) -> Curve:
+    values = np.asarray(ds[var].values, dtype=np.float64)
+    return Curve(_depth(values.shape[0]), values)
+
+
+def _dataset(ds: Any) -> str:
+    return str((ds.attrs.get("dataset") or {}).get("spec", "?"))
+
+
+def read_inputs(stores: Stores) -> Inputs:
+    """The per-model numbers the claims need, from the stores of each role."""
+    weighted, null_high, aniso, pref, same, datasets = {}, {}, {}, {}, {}, {}
+    for p in stores.get("scores", []):
+        ds = open_store(p, "scores")
+        weighted[ds.attrs["model_id"]] = _curve(ds, "layer_weighted")
+        null_high[ds.attrs["model_id"]] = float(ds.attrs["null_high"])
+    for p in stores.get("projections", []):
+        ds = open_store(p, "projections")
+        aniso[ds.attrs["model_id"]] = _curve(ds, "anisotropy")
+    for p in stores.get("preference", []):
+        ds = open_store(p, "preference")
+        pref[ds.attrs["model_id"]] = {g: _curve(ds, f"layer_{g}") for g in ("same", "different", "background")}
+        datasets["preference"] = _dataset(ds)
+    for p in stores.get("same_object", []):
+        ds = open_store(p, "same_object")
+        same[ds.attrs["model_id"]] = _curve(ds, "layer_p")
+        datasets["same_object"] = _dataset(ds)
+    s3 = [_curve(open_store(p, "scores"), "layer_weighted") for p in stores.get("s3", [])]
+    return Inputs(weighted, null_high, aniso, pref, same, (s3[0], s3[1]) if len(s3) == 2 else None, datasets)
+
+
+_BADGE = {True: ("holds", "#1a7f37"), False: ("does not hold", "#cf222e"), None: ("not evaluated", "#6e7781")}
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        text, colour = _BADGE[v]
+        return f'<span style="color:{colour}">{text}</span>'
+    return html.escape(f"{v:+.4f}" if isinstance(v, float) else str(v))
+
+
+def _verdict_html(v: Verdict) -> str:
+    text, colour = _BADGE[v.holds]
+    keys = sorted({k for m in v.models.values() for k in m if k != "holds"})
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["model", *keys, "check"])
+    rows = "".join(
+        "<tr>" + f"<td>{html.escape(name)}</td>" + "".join(f"<td>{_cell(m.get(k, ''))}</td>" for k in keys)
+        + f"<td>{_cell(m.get('holds'))}</td></tr>"
+        for name, m in v.models.items()
+    )  # fmt: skip
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if v.models else ""
+    return (
+        f'<h2>{html.escape(v.id)}. {html.escape(v.figure)}: <span style="color:{colour}">{text}</span></h2>'
+        f"<p><b>Paper:</b> {html.escape(v.claim)}</p><p><b>Rule:</b> {html.escape(v.rule)}</p>"
+        f"<p><b>Here:</b> {html.escape(v.summary)}</p>{table}"
+    )
+
+
+def claims_html(verdicts: Sequence[Verdict]) -> str:
+    """A self-contained page: one section per claim (the paper's words, the rule, the verdict, per-model numbers)."""
+    n = {k: sum(v.holds is k for v in verdicts) for k in (True, False, None)}
+    style = (
+        "body{font-family:sans-serif;max-width:60em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}"
+    )
+    intro = (
+        "<p>Each checkable claim of the paper (section 5 of the spec), turned into a stated rule on the per-layer "
+        "numbers of this run (early: normalised depth &le; 1/3, late: &ge; 2/3). Claims 8 and 9 (the meaning of "
+        "named modes) are for the eye: see Fig. 1, Fig. 4 and the galleries.</p>"
+        f"<p>{n[True]} hold, {n[False]} do not hold, {n[None]} not evaluated.</p>"
+    )
+    body = "".join(_verdict_html(v) for v in verdicts)
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>The paper's claims</title><style>{style}</style></head><body><h1>The paper's claims on this run</h1>{intro}{body}</body></html>"  # noqa: E501
+
+
+def write_claims(stores: Stores, output: str | Path) -> list[Verdict]:
+    """Evaluate the claims on ``stores`` and write ``output`` (JSON), the page beside it (``.html``) and the
+    provenance sidecar (``.provenance.json``, audited like a figure's). Written atomically."""
+    out = Path(output)
+    verdicts = evaluate(read_inputs(stores))
+    paths = [p for ps in stores.values() for p in ps]
+    record = figure_record("claims", {"roles": {k: [str(p) for p in v] for k, v in stores.items()}}, paths)
+    page = out.with_suffix(".html")
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps({"claims": [v.to_json() for v in verdicts]}, indent=2, default=_plain) + "\n")
+    with atomic_path(page) as tmp:
+        tmp.write_text(claims_html(verdicts))
+    outputs = {p.name: tree_sha256(p) for p in (out, page)}
+    with atomic_path(out.with_name(out.stem + ".provenance.json")) as tmp:
+        tmp.write_text(json.dumps({**record, "outputs": outputs}, indent=2, sort_keys=True) + "\n")
+    return verdicts
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON")

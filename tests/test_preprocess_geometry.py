@@ -165,6 +165,12 @@ def test_hf_legacy_size_forms_are_read_from_the_processor(tmp_path: Path) -> Non
         assert "PIL backend" in pre.describe()["origin"]
 
 
+def test_hf_steps_it_cannot_reproduce_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "ConvNextImageProcessor"}))
+    with pytest.raises(QKDissectError, match="crop_pct is not supported"):
+        _hf_preprocess(load_image_processor(str(tmp_path)))
+
+
 def test_describe_records_every_step() -> None:
     pre = _timm_preprocess(_timm_model(20, 30, 0.9, "border", "bicubic"))
     d = pre.describe()

@@ -68,6 +68,14 @@ def _hf_preprocess(proc: Any) -> Preprocess:
     centre crop (``crop_size``; floor rounding, zero padding), ``rescale_factor``, ``image_mean``/``image_std``, each
     step only when its ``do_*`` flag is set."""
     who = f"Hugging Face {type(proc).__name__.removesuffix('Pil')}"
+    known = {"do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_convert_rgb"}
+    other = sorted(
+        k for k, v in proc.to_dict().items() if v and ((k.startswith("do_") and k not in known) or k == "crop_pct")
+    )
+    if other:
+        raise QKDissectError(
+            f"{who}: {', '.join(other)} is not supported (only resize, centre crop, rescale, normalise)"
+        )
     resize: int | tuple[int, int] | None = None
     if getattr(proc, "do_resize", False):
         size = dict(proc.size) if proc.size is not None else {}
@@ -94,7 +102,7 @@ def _hf_preprocess(proc: Any) -> Preprocess:
         mean=_rgb(proc.image_mean) if norm else (0.0, 0.0, 0.0),
         std=_rgb(proc.image_std) if norm else (1.0, 1.0, 1.0),
         interpolation=_interpolation(getattr(proc, "resample", 2), who),
-        origin=f"{who}, PIL backend (the slow processor)",
+        origin=f"{who} values, run as its PIL backend (the slow processor)",
         rounding="floor",
         scale=float(proc.rescale_factor) if getattr(proc, "do_rescale", False) else 1.0,
     )

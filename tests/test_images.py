@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from qkdissect.data import images
 from qkdissect.data.images import EmptyImageSourceError, ImageDecodeError, ImageItem, Preprocess, decode, image_source
 from qkdissect.models.preprocessing import _hf_preprocess, _timm_preprocess
 
@@ -47,13 +48,15 @@ def test_exif_rotation_is_applied(tmp_path: Path) -> None:
     assert decode(_item(tmp_path / "rot.jpg")).size == (20, 40)
 
 
-def test_tiny_and_huge_images(tmp_path: Path) -> None:
+def test_tiny_and_huge_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Image.new("RGB", (2, 3), (1, 2, 3)).save(tmp_path / "tiny.png")
-    pre = Preprocess((32, 32), 36, (0.5,) * 3, (0.5,) * 3)  # type: ignore[arg-type]
+    pre = Preprocess((32, 32), 36, (0.5,) * 3, (0.5,) * 3)
     assert pre.tensor(decode(_item(tmp_path / "tiny.png"))).shape == (3, 32, 32)
     Image.new("RGB", (4000, 3000), (9, 9, 9)).save(tmp_path / "huge.jpg", quality=50)
+    assert decode(_item(tmp_path / "huge.jpg"), target=224).size == (4000, 3000)  # 12 MP: in full, as timm/HF do
+    monkeypatch.setattr(images, "DRAFT_PIXELS", 10_000_000)
     big = decode(_item(tmp_path / "huge.jpg"), target=224)
-    assert 448 <= min(big.size) < 3000  # decoded at a reduced scale, still >= 2x what the model needs
+    assert 448 <= min(big.size) < 3000  # over DRAFT_PIXELS: reduced scale, still >= 2x what the model needs
 
 
 def test_broken_files_raise_naming_the_file(tmp_path: Path) -> None:
@@ -104,7 +107,7 @@ def test_preprocessing_follows_the_model() -> None:
     pre = _timm_preprocess(timm.create_model("vit_base_patch16_224", pretrained=False))
     assert (pre.crop, pre.resize, pre.mean) == ((224, 224), 248, (0.5, 0.5, 0.5))  # crop_pct 0.9
     vit = _hf_preprocess(ViTImageProcessor())
-    assert (vit.crop, vit.resize, vit.interpolation) == ((224, 224), None, "bilinear")  # resized to 224x224
+    assert (vit.crop, vit.resize, vit.interpolation) == ((224, 224), (224, 224), "bilinear")  # squashed to 224x224
     clip = _hf_preprocess(CLIPImageProcessor())
     assert (clip.crop, clip.resize) == ((224, 224), 224) and clip.mean[0] == pytest.approx(0.4815, abs=1e-4)
     size, box = clip.geometry(448, 300)  # shorter side to 224, then the centre 224 x 224

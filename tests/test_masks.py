@@ -18,15 +18,15 @@ from qkdissect.models import extract_qk
 from qkdissect.passes.preference import attention_rows
 
 
-@pytest.mark.parametrize("resize", [None, 256])
-def test_mask_follows_the_image_transform(resize: int | None) -> None:
+@pytest.mark.parametrize("resize", [None, 256, (224, 224)])
+def test_mask_follows_the_image_transform(resize: int | tuple[int, int] | None) -> None:
     """Draw a red rectangle, transform image and mask the same way: the mask's token fractions equal the share of
     red pixels in each token of the transformed image."""
     img = np.zeros((300, 420, 3), np.uint8)
     img[60:200, 250:400] = (255, 0, 0)
     mask = np.zeros((300, 420))
     mask[60:200, 250:400] = 1.0
-    pre = Preprocess((224, 224), resize, (0.5,) * 3, (0.5,) * 3, "bilinear")  # type: ignore[arg-type]
+    pre = Preprocess((224, 224), resize, (0.5,) * 3, (0.5,) * 3, "bilinear")
     seen = np.asarray(pre.image(Image.fromarray(img)), dtype=np.float64)
     red = ((seen[..., 0] > 128) & (seen[..., 1] < 128)).astype(np.float64)
     red_tokens = red.reshape(14, 16, 14, 16).mean(axis=(1, 3))

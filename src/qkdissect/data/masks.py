@@ -272,10 +272,9 @@ def mask_dataset(spec: str, limit: int | None = None) -> MaskDataset:
 
 
 # ----------------------------------------------------------------------------------------- geometry
-def mask_to_tokens(mask: np.ndarray, pre: Preprocess, grid: tuple[int, int]) -> np.ndarray:
+def mask_to_tokens(mask: np.ndarray, pre: Preprocess, grid: tuple[int, int], resample: str = "box") -> np.ndarray:
     """A float mask at image resolution -> (g_h, g_w) area fractions, through the same resize and centre crop as
-    the image (area-averaging resampling), then averaged over each token's pixels."""
-    h, w = mask.shape
-    size, box = pre.geometry(w, h)
-    m = Image.fromarray(mask.astype(np.float32), "F").resize(size, Image.Resampling.BOX).crop(box)
+    the image (:meth:`Preprocess.apply`: same resized size, crop box and rounding; ``resample`` area-averaging by
+    default; padding counts as outside the mask), then averaged over each token's pixels."""
+    m = pre.apply(Image.fromarray(mask.astype(np.float32), "F"), resample=resample, fill=0.0)
     return np.asarray(m.resize((grid[1], grid[0]), Image.Resampling.BOX), dtype=np.float64)

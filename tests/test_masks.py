@@ -141,7 +141,7 @@ def test_voc_preference_curve_on_real_dinov2(dinov2_file: Path, assets: Path, tm
 
 
 def test_same_object_pieces_on_hand_built_numbers() -> None:
-    from qkdissect.core.same_object import optimal_objects, top_fraction, weighted_by_sigma
+    from qkdissect.core.same_object import chance_of_same, optimal_objects, top_fraction, weighted_by_sigma
 
     q = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 1.0]])  # (object, mode)
     k = torch.tensor([[2.0, 3.0], [0.0, 1.0], [0.1, 0.0]])
@@ -151,6 +151,11 @@ def test_same_object_pieces_on_hand_built_numbers() -> None:
     flags = np.array([[True], [False], [False], [True]])
     np.testing.assert_allclose(top_fraction(scores, flags, 2), [0.5])  # top 2 = images 0 and 2
     np.testing.assert_allclose(top_fraction(scores, flags, 4), [1 / 3])  # the ineligible image is never picked
+    # chance: mean of 1 / n_objects over the same top images (images 0 and 2: 2 and 4 objects)
+    n_objects = np.array([2, 3, 4, 1])
+    np.testing.assert_allclose(chance_of_same(scores, n_objects, 2), [(1 / 2 + 1 / 4) / 2])
+    np.testing.assert_allclose(chance_of_same(scores, n_objects, 4), [(1 / 2 + 1 / 3 + 1 / 4) / 3])
+    assert np.isnan(chance_of_same(np.full((2, 1), -np.inf), n_objects[:2], 2)[0])  # no eligible image
     p = np.array([[[[1.0, 0.0], [0.0, 0.0]]]])  # (layer, head, mode, sign)
     s = np.array([[[3.0, 1.0]]])
     np.testing.assert_allclose(weighted_by_sigma(p, s), [[3.0 / 8.0]])
@@ -175,3 +180,5 @@ def test_same_object_known_answers_with_real_tokens(dinov2_file: Path, tmp_path:
         assert s.attrs["eligible_images"] == 6
         np.testing.assert_allclose(s.p.values, expected)
         np.testing.assert_allclose(s.layer_p.values, expected)
+        # every synthetic scene has the same objects, so the chance level is 1 / n_objects everywhere
+        np.testing.assert_allclose(s.layer_chance.values, 1 / s.n_objects.values[0])

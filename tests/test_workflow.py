@@ -235,6 +235,8 @@ def check_figures(workdir: Path, stems: list[str]) -> None:
         assert all(c["execution_count"] for c in code), stem
         assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"], stem
         assert any("injected-parameters" in c["metadata"].get("tags", []) for c in code), stem
+        # the executed notebook is a visual record: it shows the figure as saved
+        assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"]), stem
 
 
 @pytest.mark.network

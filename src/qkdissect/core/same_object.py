@@ -7,6 +7,10 @@ projection (means weighted by each token's area fraction of the object; objects 
 out); p = the fraction of top images in which the two coincide. Per head, P = sum_n s_n p_n / sum_n s_n over modes
 and both signs; per layer, the mean over heads. Images with fewer than two objects cannot separate the two sides
 and are never counted among the top images.
+
+Chance level: the same average of 1 / (the image's number of objects) over the same top images, i.e. the
+expected P if in each top image the query and the key side picked one of its objects uniformly and
+independently of each other.
 """
 
 from __future__ import annotations
@@ -23,15 +27,36 @@ def optimal_objects(q_means: torch.Tensor, k_means: torch.Tensor) -> torch.Tenso
     return torch.stack([plus, minus], dim=-1)
 
 
-def top_fraction(scores: np.ndarray, same: np.ndarray, top: int) -> np.ndarray:
-    """scores, same (image, ...) -> fraction of the ``top`` highest-scoring images where ``same`` holds (...).
-    Images with score -inf (not eligible) are never chosen; with fewer eligible images the fraction is over those."""
-    k = min(top, scores.shape[0])
-    order = np.argsort(-scores, axis=0, kind="stable")[:k]
-    picked_same = np.take_along_axis(same, order, axis=0)
+def top_order(scores: np.ndarray, top: int) -> np.ndarray:
+    """scores (image, ...) -> (rank, ...) the indices of the ``top`` highest-scoring images, best first."""
+    return np.argsort(-scores, axis=0, kind="stable")[: min(top, scores.shape[0])]
+
+
+def top_mean(scores: np.ndarray, values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """scores, values (image, ..., broadcast to the scores) -> mean of ``values`` over the top images ``order``
+    (:func:`top_order`), picked before any copy or cast (the arrays may be large). Images with score -inf (not
+    eligible) never count; with fewer eligible images the mean is over those (NaN where none is)."""
+    picked = np.take_along_axis(np.broadcast_to(values, scores.shape), order, axis=0)
     eligible = np.isfinite(np.take_along_axis(scores, order, axis=0))
     n = eligible.sum(axis=0)
-    return np.where(n > 0, (picked_same & eligible).sum(axis=0) / np.maximum(n, 1), np.nan)
+    total = np.where(eligible, picked, 0.0).sum(axis=0)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def top_fraction(scores: np.ndarray, same: np.ndarray, top: int, order: np.ndarray | None = None) -> np.ndarray:
+    """scores, same (image, ...) -> fraction of the ``top`` highest-scoring images where ``same`` holds (...).
+    Images with score -inf (not eligible) are never chosen; with fewer eligible images the fraction is over those.
+    ``order``: :func:`top_order` when already computed."""
+    return top_mean(scores, same, top_order(scores, top) if order is None else order)
+
+
+def chance_of_same(scores: np.ndarray, n_objects: np.ndarray, top: int, order: np.ndarray | None = None) -> np.ndarray:
+    """The chance level of :func:`top_fraction`: scores (image, ...), n_objects (image,) -> the mean of
+    1 / n_objects over the same top images (...), i.e. the expected fraction if in each of them the query and
+    the key side picked one of its objects uniformly and independently."""
+    inverse = 1.0 / np.maximum(np.asarray(n_objects, dtype=np.float64), 1.0)
+    order = top_order(scores, top) if order is None else order
+    return top_mean(scores, inverse.reshape(-1, *([1] * (scores.ndim - 1))), order)
 
 
 def weighted_by_sigma(p: np.ndarray, s: np.ndarray) -> np.ndarray:

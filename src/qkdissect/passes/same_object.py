@@ -7,6 +7,10 @@ projection (means weighted by each token's area fraction of the object; objects 
 out); p = the fraction of top images in which the two coincide. Per head, P = sum_n s_n p_n / sum_n s_n over modes
 and both signs; per layer, the mean over heads. Images with fewer than two objects cannot separate the two sides
 and are never counted among the top images.
+
+Chance level (what Fig. 6 draws dotted): the same sigma-weighted average with, in place of "the two sides pick the
+same object", 1 / (the number of objects of the image), i.e. the expected P if in each top image the query and
+the key side picked one of its objects uniformly and independently.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core.same_object import optimal_objects, top_fraction, weighted_by_sigma
+from ..core.same_object import chance_of_same, optimal_objects, top_fraction, top_order, weighted_by_sigma
 from ..data.images import Preprocess
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..models import ModelLike
@@ -114,10 +118,12 @@ def compute_same_object(
             same[b + j] = optimal_objects(means[..., :hm], means[..., hm:]).cpu().numpy()
             q, k = pj[..., :hm], pj[..., hm:]
             scores[b + j] = torch.stack([q.amax(1) * k.amax(1), q.amin(1) * k.amin(1)], dim=-1).cpu().numpy()
-    p = top_fraction(scores, same, top).reshape(n_layers, n_heads, n_modes, 2)
-    order = np.argsort(-scores, axis=0, kind="stable")[: min(top, n_img)]
-    order = np.moveaxis(order, 0, -1).reshape(n_layers, n_heads, n_modes, 2, -1)
-    head_p = weighted_by_sigma(p, np.asarray(modes_ds.S.values, dtype=np.float64))
+    shape = (n_layers, n_heads, n_modes, 2)
+    ranked = top_order(scores, top)
+    p = top_fraction(scores, same, top, ranked).reshape(shape)
+    chance = chance_of_same(scores, n_objects, top, ranked).reshape(shape)
+    order = np.moveaxis(ranked, 0, -1).reshape(*shape, -1)
+    s = np.asarray(modes_ds.S.values, dtype=np.float64)
     parameters = {"top": top, "tokens": tokens, "batch_size": batch_size, "limit": limit}
     record = pass_record("same_object", parameters, im, [*deps, mask_dataset_dependency(data, dataset, limit)],
                          device, started, batch=run.record())  # fmt: skip
@@ -130,4 +136,10 @@ def compute_same_object(
         "eligible_images": int((n_objects >= 2).sum()),
         "provenance": record,
     }
-    return finish(same_object_dataset(p, order, head_p, n_objects, mask_coords(data), attrs), output)
+    variables = {
+        "p": p,
+        "head_p": weighted_by_sigma(p, s),
+        "chance": chance,
+        "head_chance": weighted_by_sigma(chance, s),
+    }
+    return finish(same_object_dataset(variables, order, n_objects, mask_coords(data), attrs), output)

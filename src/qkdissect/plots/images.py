@@ -12,6 +12,7 @@ min k)``, the largest rank-one logit term the mode can produce between two token
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,9 +22,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.legend import Legend
+from matplotlib.patches import Patch
 from PIL import Image
 
 from ..options import Mode, mode_label
+from .style import MIN_FONT, PAGE_WIDTH
 
 BLOCK_NOTE = "†: in a block of near-equal singular values; its vectors are not identifiable, only the block's sum"
 
@@ -76,7 +80,15 @@ def mode_text(row: MapRow, model: str) -> str:
     """The label of a mode in the galleries: model, code, cosine, singular value, and its degenerate block."""
     block = row.block
     mark = f"\n† block M{block[0]}-M{block[1]}" if block else ""
-    return f"{model}\n{mode_label(row.mode)}\ncos = {row.cosine:.3f}\ns = {row.singular_value:.3g}{mark}"
+    name = textwrap.fill(model, _chars(LABEL_WIDTH))  # a long name (a spec) takes several lines
+    return (
+        f"{name}\n{mode_label(row.mode)}\ncos(u, v) = {row.cosine:.3f}\nsingular value {row.singular_value:.3g}{mark}"
+    )
+
+
+def _chars(width: float, fontsize: float = MIN_FONT) -> int:
+    """About how many characters fit in ``width`` inches (an average character is about 0.55 em)."""
+    return max(10, int(0.95 * width * 72 / (0.55 * fontsize)))
 
 
 def _unit(a: np.ndarray, lo: float = 30, hi: float = 95) -> np.ndarray:
@@ -98,53 +110,94 @@ def overlay(image: Image.Image, q: np.ndarray, k: np.ndarray) -> np.ndarray:
     return np.clip(0.45 * grey * (1 - alpha) + colour * alpha, 0, 1)
 
 
-def image_cell(ax: plt.Axes, rgb: np.ndarray | Image.Image, caption: str | None = None) -> None:
+def image_cell(
+    ax: plt.Axes, rgb: np.ndarray | Image.Image, caption: str | None = None, fontsize: float = MIN_FONT
+) -> None:
     ax.imshow(rgb)
     ax.set_xticks([])
     ax.set_yticks([])
     for sp in ax.spines.values():
         sp.set_visible(False)
     if caption:
-        ax.set_title(caption, fontsize=5, pad=1)
+        ax.set_title(caption, fontsize=fontsize, pad=1)
+
+
+#: the overlay's colours and what they mean (the colour key of every image figure)
+KEY = (
+    ("query map x·u (red)", (1.0, 0.0, 0.0)),
+    ("key map x·v (cyan)", (0.0, 1.0, 1.0)),
+    ("both (white)", (1.0, 1.0, 1.0)),
+)
+SIGN_NOTE = "(-): the mode with the opposite sign, maps of -u and -v"
+
+
+def colour_key(fig: plt.Figure, notes: Sequence[str]) -> Legend:
+    """The colour key below the panels (red = query map, cyan = key map, white = both; each map clipped to its
+    [30, 95] percentiles), with ``notes`` saying what the printed numbers are above it."""
+    handles = [Patch(facecolor=c, edgecolor="0.4", lw=0.5, label=label) for label, c in KEY]
+    lines = [*notes, "overlay: each map clipped to its [30th, 95th] percentiles, over the dimmed image"]
+    title = "\n".join(textwrap.fill(line, _chars(fig.get_figwidth()), subsequent_indent="  ") for line in lines)
+    return fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, title=title,
+                      title_fontsize=MIN_FONT, frameon=False)  # fmt: skip
+
+
+def _title(fig: plt.Figure, text: str, fontsize: float = 9) -> None:
+    """The figure's title, wrapped to its width."""
+    fig.suptitle(textwrap.fill(text, _chars(fig.get_figwidth(), fontsize)), fontsize=fontsize)
+
+
+def _notes(rows: Sequence[MapRow], *numbers: str) -> list[str]:
+    """What the numbers are, then the sign and degenerate-block notes where a drawn mode needs them."""
+    return [*numbers, *([SIGN_NOTE] if any(r.mode[3] == "-" for r in rows) else []),
+            *([BLOCK_NOTE] if any(r.block for r in rows) else [])]  # fmt: skip
 
 
 def _k(stores: Sequence[xr.Dataset]) -> int:
     return max(int(ds.attrs["request"].get("k", 8)) for ds in stores)
 
 
+#: inches: the label column of the galleries, the largest image cell, the narrowest image figure (its key fits)
+LABEL_WIDTH, CELL, NARROWEST = 1.35, 1.05, 5.0
+SCORE_NOTE = "score: the image's score max q · max k over its patches (q, k: the maps shown)"
+COS_NOTE = "cos: cos(u, v), the cosine of the mode's query- and key-side singular vectors"
+CONTRIBUTION_NOTE = "contrib.: the mode's contribution on this image, s · max(max q · max k, min q · min k)"
+
+
 def gallery_figure(stores: Sequence[xr.Dataset], title: str = "") -> plt.Figure:
     """One row per (model, mode) of the maps stores (kind ``top``), in order: its code, cosine and singular
-    value, then its top-k images with the red (query) / cyan (key) overlay (Fig. 1, Fig. 4, S5-S16)."""
+    value, then its top-k images with the red (query) / cyan (key) overlay, each with its score (Fig. 1, Fig. 4,
+    S5-S16); page width, the colour key below."""
     rows = [(ds.attrs["model_id"], row) for ds in stores for row in map_rows(ds)]
     k = _k(stores)
+    cell = min(CELL, (PAGE_WIDTH - LABEL_WIDTH) / k)
+    size = (max(NARROWEST, LABEL_WIDTH + cell * k), (cell + 0.15) * len(rows) + 1.0)
     fig, axes = plt.subplots(
-        len(rows), k + 1, figsize=(1.05 * (k + 1), 1.1 * len(rows) + 0.4), squeeze=False, layout="constrained"
+        len(rows), k + 1, figsize=size, squeeze=False, layout="constrained", width_ratios=[LABEL_WIDTH / cell] + [1] * k
     )
     for n, (model, row) in enumerate(rows):
         label = axes[n, 0]
         label.axis("off")
-        label.text(0.5, 0.5, mode_text(row, model), ha="center", va="center", fontsize=6)
+        label.text(0.5, 0.5, mode_text(row, model), ha="center", va="center", fontsize=MIN_FONT, in_layout=False)
         slots = row.slots()
         for j, (crop, q, kk, score) in enumerate(slots):
-            image_cell(axes[n, j + 1], overlay(crop, q, kk), f"{score:.3g}")
+            image_cell(axes[n, j + 1], overlay(crop, q, kk), f"score {score:.3g}")
         for j in range(len(slots), k):
             axes[n, j + 1].axis("off")
-    title = title or "top images per mode (red: query map, cyan: key map, white: both)"
-    if any(row.block for _, row in rows):
-        title += "\n" + BLOCK_NOTE
-    fig.suptitle(title, fontsize=8)
+    _title(fig, title or "top images per mode")
+    colour_key(fig, _notes([r for _, r in rows], SCORE_NOTE))
     return fig
 
 
 def image_modes_figure(store: xr.Dataset) -> plt.Figure:
     """Fig. 5: one image; for each (layer, head) its strongest modes on this image by contribution (a maps store
-    of kind ``image-modes``)."""
+    of kind ``image-modes``); page width, the colour key below."""
     layer_heads = [tuple(x) for x in store.attrs["layer_heads"]]
     n_modes = int(store.attrs["request"].get("n_modes", 6))
+    cell = min(1.1, PAGE_WIDTH / (n_modes + 1))
     fig, axes = plt.subplots(
         len(layer_heads),
         n_modes + 1,
-        figsize=(1.1 * (n_modes + 1), 1.2 * len(layer_heads) + 0.4),
+        figsize=(max(NARROWEST, cell * (n_modes + 1)), (cell + 0.3) * len(layer_heads) + 1.0),
         squeeze=False,
         layout="constrained",
     )
@@ -152,40 +205,42 @@ def image_modes_figure(store: xr.Dataset) -> plt.Figure:
     for row in map_rows(store):
         by_head.setdefault(row.mode[:2], []).append(row)
     crop = Image.fromarray(store.crop.values[0])
-    marked = False
     for n, (layer, head) in enumerate(layer_heads):
-        image_cell(axes[n, 0], crop, f"L{layer} H{head}")
+        image_cell(axes[n, 0], crop, f"L{layer} H{head}", fontsize=7)
         rows = by_head.get((layer, head), [])
         for j, row in enumerate(rows):
             ((img, q, k, contribution),) = row.slots()
-            cap = f"{mode_label(row.mode)}{row.dagger} cos {row.cosine:+.2f}\ncontribution {contribution:.3g}"
-            marked |= bool(row.dagger)
+            cap = f"{mode_label(row.mode)}{row.dagger}\ncos {row.cosine:+.2f}\ncontrib. {contribution:.3g}"
             image_cell(axes[n, j + 1], overlay(img, q, k), cap)
         for j in range(len(rows), n_modes):
             axes[n, j + 1].axis("off")
-    title = f"{store.attrs['model_id']}: {store.attrs['image']}, strongest modes per head"
-    fig.suptitle(title + (f"\n{BLOCK_NOTE}" if marked else ""), fontsize=8)
+    _title(fig, f"{store.attrs['model_id']}: {store.attrs['image']}, strongest modes per head")
+    colour_key(fig, _notes(map_rows(store), COS_NOTE, CONTRIBUTION_NOTE))
     return fig
 
 
 def image_and_top_figure(store: xr.Dataset) -> plt.Figure:
-    """S17-S19: per mode, the image, its mode map, then the top-k images of that mode (a maps store of kind
-    ``image-top``: slot 0 is the image, the others its top images)."""
+    """S17-S19: per mode, the image, its mode map, then the top-k images of that mode with their scores (a maps
+    store of kind ``image-top``: slot 0 is the image, the others its top images); page width, the colour key
+    below."""
     rows = map_rows(store)
     k = _k([store])
+    cell = min(1.0, PAGE_WIDTH / (k + 2))
     fig, axes = plt.subplots(
-        len(rows), k + 2, figsize=(1.0 * (k + 2), 1.15 * len(rows) + 0.4), squeeze=False, layout="constrained"
-    )
+        len(rows), k + 2, figsize=(max(NARROWEST, cell * (k + 2)), (cell + 0.35) * len(rows) + 1.1), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
     for n, row in enumerate(rows):
         (crop, q, kk, _), *top = row.slots()
-        image_cell(axes[n, 0], crop, f"{mode_label(row.mode)}{row.dagger} cos {row.cosine:+.2f}")
+        caption = f"{mode_label(row.mode)}{row.dagger}\ncos {row.cosine:+.2f}\ns {row.singular_value:.3g}"
+        image_cell(axes[n, 0], crop, caption)
         image_cell(axes[n, 1], overlay(crop, q, kk), "its mode map")
-        for j, (img, tq, tk, _) in enumerate(top):
-            image_cell(axes[n, j + 2], overlay(img, tq, tk))
+        for j, (img, tq, tk, score) in enumerate(top):
+            image_cell(axes[n, j + 2], overlay(img, tq, tk), f"score {score:.3g}")
         for j in range(len(top), k):
             axes[n, j + 2].axis("off")
-    title = f"{store.attrs['model_id']}: singular-mode maps of {store.attrs['image']} and the top images of each mode"
-    if any(row.dagger for row in rows):
-        title += f"\n{BLOCK_NOTE}"
-    fig.suptitle(title, fontsize=8)
+    _title(
+        fig, f"{store.attrs['model_id']}: singular-mode maps of {store.attrs['image']} and the top images of each mode"
+    )
+    colour_key(fig, _notes(rows, f"{COS_NOTE}; s: its singular value", SCORE_NOTE))
     return fig

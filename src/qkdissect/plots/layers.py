@@ -14,37 +14,51 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 from matplotlib.layout_engine import ConstrainedLayoutEngine
+from matplotlib.ticker import MaxNLocator
 
-from .style import Style, model_style
+from .style import MIN_FONT, PAGE_WIDTH, Entry, Style, depth_axis, legend_outside, model_style
 
 
-def _null_band(ax: plt.Axes, stores: Sequence[xr.Dataset]) -> None:
-    # the widest null band (smallest d_model among the models), labelled with the d it belongs to
-    ref = min(stores, key=lambda ds: int(ds.attrs["d_model"]))
-    hi = float(ref.attrs["null_high"])
-    ax.axhspan(-hi, hi, color="0.88", zorder=0, label=f"per-mode null {_level(ref)} (d={int(ref.attrs['d_model'])})")
+def null_bands(ax: plt.Axes, stores: Sequence[xr.Dataset]) -> list[Entry]:
+    """One band per distinct model width d: the per-mode null interval [null_low, null_high] of the first store of
+    that width (it depends on d alone), the widest band (smallest d) lightest and underneath the narrower, darker
+    ones; and their legend entries, labelled by d."""
+    by_width: dict[int, xr.Dataset] = {}
+    for ds in stores:
+        by_width.setdefault(int(ds.attrs["d_model"]), ds)
+    widths = sorted(by_width)
+    greys = plt.get_cmap("Greys")(np.linspace(0.12, 0.36, len(widths)) if len(widths) > 1 else [0.2])
+    entries: list[Entry] = []
+    for d, grey in zip(widths, greys, strict=True):
+        ds = by_width[d]
+        band = ax.axhspan(float(ds.attrs["null_low"]), float(ds.attrs["null_high"]), color=grey, lw=0, zorder=0)
+        band.set_gid(f"null-band-d{d}")
+        entries.append((band, f"per-mode null {_level(ds)}, d={d}"))
     ax.axhline(0, color="0.5", lw=0.5, zorder=0)
+    return entries
 
 
 def layer_cosine_figure(
     stores: Sequence[xr.Dataset], *, weighted: bool = True, styles: Mapping[str, Style] | None = None
 ) -> plt.Figure:
-    """Fig. 3 of the paper: per-layer (weighted) cosine between query- and key-side singular vectors
-    against normalised depth, one line per model, in the paper's colour and line style per family."""
+    """Fig. 3 of the paper: per-layer (weighted) cosine between query- and key-side singular vectors against
+    normalised depth, one line per model in the paper's colour and line style per family, over the per-mode null
+    interval of each model width; the legend right of the axes, the models grouped by family."""
     if not stores:
         raise ValueError("layer_cosine_figure needs at least one scores store")
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.5), layout="constrained")
+    lines: list[Entry] = []
     for ds in stores:
         key = str(ds.attrs.get("model_id"))
         st = model_style(key, (styles or {}).get(key))
         y = ds.layer_weighted if weighted else ds.layer_mean
-        ax.plot(ds.depth.values, y.values, markersize=2, lw=1.2, **st)
-    _null_band(ax, stores)
-    ax.set_xlabel("Normalised layer  l/(L-1)")
-    ax.set_ylabel("Weighted cosine similarity" if weighted else "Cosine similarity")
-    ax.set_xlim(0, 1)
-    ax.legend(fontsize=6, loc="upper right", frameon=False)
-    fig.tight_layout()
+        (line,) = ax.plot(ds.depth.values, y.values, markersize=2, lw=1.2, **st)
+        lines.append((line, str(st["label"])))
+    bands = null_bands(ax, stores)
+    depth_axis(ax)
+    ax.set_ylabel("Weighted cosine similarity" if weighted else "Cosine similarity", fontsize=9)
+    ax.tick_params(labelsize=8)
+    legend_outside(fig, lines, bands, where="right")
     return fig
 
 
@@ -62,23 +76,29 @@ def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int
         raise ValueError("folding_figure needs at least one model")
     nrows, ncols = _grid(len(stores), ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(max(4.5, 3.0 * ncols), 2.6 * nrows + 0.8), sharex=True, sharey=True, squeeze=False
-    )
+        nrows, ncols, figsize=(PAGE_WIDTH if ncols > 1 else 4.5, 2.3 * nrows + 1.2), sharex=True, sharey=True,
+        squeeze=False, layout="constrained",
+    )  # fmt: skip
+    entries: dict[str, Entry] = {}
     for ax, (model, by_folding) in zip(axes.flat, stores.items(), strict=False):
         order = sorted(by_folding, key=lambda f: list(FOLDING_STYLES).index(f) if f in FOLDING_STYLES else 99)
         for folding in order:
             ds = by_folding[folding]
             st = FOLDING_STYLES.get(folding, {"label": folding})
-            ax.plot(ds.depth.values, ds.layer_weighted.values, marker="o", ms=2, lw=1.1, **st)
-        _null_band(ax, list(by_folding.values()))
+            (line,) = ax.plot(ds.depth.values, ds.layer_weighted.values, marker="o", ms=2, lw=1.1, **st)
+            entries.setdefault(str(st["label"]), (line, str(st["label"])))
+        for band, label in null_bands(ax, list(by_folding.values())):
+            entries.setdefault(label, (band, label))
         ax.set_title(model, fontsize=8)
         ax.set_xlim(0, 1)
+        ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(stores) :]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=5.5, frameon=False, loc="upper right")
-    title = "Weighted layer cosine: raw vs LayerNorm-folded modes"
-    _label_grid(fig, title, "Normalised layer  l/(L-1)", "Weighted cosine similarity", fontsize=8)
-    fig.tight_layout()
+    for ax in axes[-1]:
+        depth_axis(ax, fontsize=8)
+    fig.suptitle("Weighted layer cosine: raw vs LayerNorm-folded modes", fontsize=9)
+    fig.supylabel("Weighted cosine similarity", fontsize=8)
+    legend_outside(fig, [], list(entries.values()), where="below", fontsize=7)
     return fig
 
 
@@ -98,12 +118,15 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
 
 
 def cosine_histogram_figure(scores: xr.Dataset, *, ncols: int = 4, bins: int = 40) -> plt.Figure:
-    """Fig. S1: for each layer, the histogram of cos(u_n, v_n) over all heads and modes; colour runs from
-    yellow (early) to blue (late); red lines mark the per-mode null interval."""
+    """Fig. S1: for each layer, the histogram of cos(u_n, v_n) over all heads and modes, on one y-scale for every
+    layer (each holds the same number of modes, so the layers compare); colour runs from yellow (early) to blue
+    (late); red lines mark the per-mode null interval."""
     cos = scores.cosine.values  # (layer, head, mode)
     n_layers = cos.shape[0]
     nrows, ncols = _grid(n_layers, ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 1.45 * nrows + 0.5), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.75 * ncols, 1.45 * nrows + 0.5), sharex=True, sharey=True, squeeze=False
+    )
     lo, hi = float(scores.attrs["null_low"]), float(scores.attrs["null_high"])
     edges = np.linspace(-1, 1, bins + 1)
     cmap = plt.get_cmap("viridis_r")
@@ -148,13 +171,14 @@ def spectrum_grid_figure(
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(1.5 * ncols + 0.8, 1.05 * nrows + 0.8),
+        figsize=(1.55 * ncols + 0.9, 1.1 * nrows + 0.9),
         sharex=True,
         sharey=True,
         squeeze=False,
         layout=ConstrainedLayoutEngine(w_pad=0.01, h_pad=0.01, hspace=0.02, wspace=0.02),
     )
     x = np.arange(s.shape[-1])
+    ticks = {"labelsize": MIN_FONT, "pad": 1, "length": 2}
     for i, layer in enumerate(layers):
         smax = float(s[layer].max()) or 1.0
         for j, head in enumerate(heads):
@@ -163,21 +187,22 @@ def spectrum_grid_figure(
             for y in (lo, hi):
                 ax.axhline(y, color="0.3", lw=0.6, ls=":")
             ax.set_ylim(-1, 1)
+            ax.set_yticks([-1, 0, 1])
+            ax.xaxis.set_major_locator(MaxNLocator(3, integer=True))
+            ax.tick_params(**ticks)
             tw = ax.twinx()
             tw.plot(x, s[layer, head], "x", color="royalblue", ms=1.5, mew=0.5)
-            tw.set_ylim(0, 1.1 * smax)
-            tw.tick_params(labelsize=4, pad=1, length=1.5)
-            if j != ncols - 1:
-                tw.set_yticklabels([])
-            ax.tick_params(labelsize=4, pad=1, length=1.5)
-            ax.set_title(f"L{layer} H{head}", fontsize=5, pad=1)
+            tw.set_ylim(0, 1.1 * smax)  # one scale per layer (row): the right column labels it
+            tw.yaxis.set_major_locator(MaxNLocator(2))
+            tw.tick_params(**ticks, labelright=j == ncols - 1)
+            ax.set_title(f"L{layer} H{head}", fontsize=7, pad=1.5)
     _label_grid(
         fig,
         f"{modes.attrs.get('model_id', '')}: per-mode cosine (red, left axis) and singular value (blue, right "
-        f"axis); dotted: null {_level(scores)}",
+        f"axis, one scale per layer); dotted: null {_level(scores)}",
         "Mode",
         "Cosine similarity (red)  |  singular value (blue, right axes)",
-        fontsize=7,
+        fontsize=8,
     )
     return fig
 
@@ -205,25 +230,27 @@ def encoder_predictor_figure(encoder: xr.Dataset, predictor: xr.Dataset) -> plt.
 
 def anisotropy_figure(items: Sequence[tuple[xr.Dataset, xr.Dataset]]) -> plt.Figure:
     """S4: (A) mean cosine between the centre tokens of different images per layer; (B) the layer cosine of the
-    query/key singular vectors minus (A), weighted and plain. ``items``: (projections, scores) per model."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 3.3))
+    query/key singular vectors minus (A), weighted (full line) and plain (faint line, same style).
+    ``items``: (projections, scores) per model. The legend sits below the panels, the models grouped by family."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.6), layout="constrained")
+    lines: list[Entry] = []
     for proj, sc in items:
         st = model_style(str(proj.attrs["model_id"]))
         depth = sc.depth.values
-        a.plot(depth, proj.anisotropy.values, markersize=2, **st)
+        (line,) = a.plot(depth, proj.anisotropy.values, markersize=2, **st)
+        lines.append((line, str(st.pop("label"))))
+        st["color"] = line.get_color()  # a model outside the catalogue: the colour the cycle gave it in A
         b.plot(depth, sc.layer_weighted.values - proj.anisotropy.values, markersize=2, **st)
-        st.pop("label")
-        b.plot(
-            depth, sc.layer_mean.values - proj.anisotropy.values, markersize=2, alpha=0.5, **{**st, "linestyle": ":"}
-        )
+        b.plot(depth, sc.layer_mean.values - proj.anisotropy.values, markersize=1, lw=0.8, alpha=0.45, **st)
     n = items[0][0].attrs["images"]["valid"]
-    a.set_title(f"A: centre-token cosine between images ({n} images, {items[0][0].attrs['token_source']})", fontsize=8)
-    b.set_title("B: layer cosine minus A (solid: weighted, dotted: plain)", fontsize=8)
+    a.set_title(f"A: centre-token cosine between images\n({n} images, {items[0][0].attrs['token_source']} tokens)",
+                fontsize=8)  # fmt: skip
+    b.set_title("B: layer cosine minus A\n(full line: weighted, faint: plain mean over modes)", fontsize=8)
     for ax in (a, b):
         ax.axhline(0, color="0.5", lw=0.5)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("Normalised layer  l/(L-1)")
-    a.set_ylabel("Cosine similarity")
-    a.legend(fontsize=6, frameon=False)
-    fig.tight_layout()
+        depth_axis(ax, fontsize=8)
+        ax.tick_params(labelsize=7)
+    a.set_ylabel("Cosine similarity", fontsize=8)
+    b.set_ylabel("Layer cosine minus centre-token cosine", fontsize=8)
+    legend_outside(fig, lines, where="below")
     return fig

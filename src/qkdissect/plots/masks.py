@@ -10,22 +10,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import xarray as xr
 
+from ..errors import QKDissectError
 from .images import image_cell
-from .style import model_style
+from .style import PAGE_WIDTH, Entry, depth_axis, legend_outside, model_style
 
 
 def preference_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
     """Fig. 2: (A) the first store's example image with its target (red) and distractor (cyan) query tokens; (B-D)
     the share of attention on the same object, a different object and the background against normalised depth,
     one line per model (mean over images and heads; dashed: the regions' mean area share, i.e. uniform
-    attention)."""
+    attention). Page width; the legend below the panels, the models grouped by family."""
     first = stores[0]
-    fig, axes = plt.subplots(1, 4, figsize=(11, 2.9), layout="constrained")
+    fig, axes = plt.subplots(1, 4, figsize=(PAGE_WIDTH, 3.0), layout="constrained")
     ds_spec = first.attrs["dataset"]
     example = int(first.attrs["example"])
     crop = first.example_crop.values
     gh, gw = first.attrs["grid"]
-    image_cell(axes[0], crop, f"A: {first.image_id.values[example]}")
+    image_cell(axes[0], crop, f"A: {first.image_id.values[example]}", fontsize=8)
+    axes[0].set_xlabel("query tokens:\nred: target\ncyan: distractor", fontsize=7)
     for src, colour in zip(range(2), ("red", "cyan"), strict=True):
         tok = int(first.query_token.values[example, src])
         if tok >= 0:
@@ -40,38 +42,64 @@ def preference_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
         "different": objects,
         "background": float(first.token_masks.sel(region="background").mean()),
     }
+    lines: list[Entry] = []
     for ax, (g, title) in zip(axes[1:], titles.items(), strict=True):
         for ds in stores:
-            ax.plot(ds.depth.values, ds[f"layer_{g}"].values, markersize=2, **model_style(str(ds.attrs["model_id"])))
-        ax.axhline(share[g], color="0.6", lw=0.8, ls="--")
-        ax.set_title(title, fontsize=9)
+            st = model_style(str(ds.attrs["model_id"]))
+            (line,) = ax.plot(ds.depth.values, ds[f"layer_{g}"].values, markersize=2, lw=1.1, **st)
+            if g == "same":
+                lines.append((line, str(st["label"])))
+        uniform = ax.axhline(share[g], color="0.6", lw=0.8, ls="--")
+        ax.set_title(title, fontsize=8)
         ax.set_xlim(0, 1)
-        ax.set_xlabel("Normalised layer  l/(L-1)", fontsize=8)
-    axes[1].set_ylabel("attention ratio", fontsize=8)
-    axes[1].legend(fontsize=6, frameon=False)
-    fig.suptitle(
-        f"attention preference on {ds_spec['kind']} ({first.sizes['image']} images); dashed: area share of the "
-        "objects / background (uniform attention)",
-        fontsize=8,
-    )
+        ax.set_xticks([0, 0.5, 1])
+        ax.set_xlabel("Normalised layer l/(L-1)", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[1].set_ylabel("Attention ratio", fontsize=8)
+    extras = [(uniform, "uniform attention (regions' area share)")]
+    legend_outside(fig, lines, extras, where="below")
+    fig.suptitle(f"Attention preference on {ds_spec['kind']} ({first.sizes['image']} images)", fontsize=9)
     return fig
+
+
+#: the chance level's line: sparse dots, unlike any model's line style
+CHANCE_LINE = (0, (1, 2.5))
 
 
 def same_object_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
     """Fig. 6: the singular-value-weighted probability that a mode's query and key sides pick the same object in
-    its top images, per layer, against normalised depth; one line per model."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.6), layout="constrained")
+    its top images, per layer, against normalised depth; one line per model, with its chance level in sparse dots in
+    the same colour (``layer_chance`` of the store: :mod:`qkdissect.passes.same_object`). The legend right of the
+    axes, the models grouped by family."""
+    missing = [str(ds.attrs["model_id"]) for ds in stores if "layer_chance" not in ds]
+    if missing:
+        raise QKDissectError(
+            f"the same_object stores of {', '.join(missing)} hold no chance level (made before it was stored): "
+            "rerun `qkdissect same-object` (the same_object rule) for them"
+        )
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.2), layout="constrained")
+    lines: list[Entry] = []
     for ds in stores:
-        ax.plot(ds.depth.values, ds.layer_p.values, markersize=2, **model_style(str(ds.attrs["model_id"])))
+        st = model_style(str(ds.attrs["model_id"]))
+        (line,) = ax.plot(ds.depth.values, ds.layer_p.values, markersize=2, lw=1.2, **st)
+        lines.append((line, str(st.pop("label"))))
+        chance_style = {**st, "color": line.get_color(), "linestyle": CHANCE_LINE, "marker": None, "lw": 0.8,
+                        "gid": f"chance-{line.get_label()}"}  # fmt: skip
+        ax.plot(ds.depth.values, ds.layer_chance.values, **chance_style)
     first = stores[0]
-    ax.set_xlim(0, 1)
+    (key,) = ax.plot([], [], color="0.4", ls=CHANCE_LINE, lw=0.8)
+    chance = (
+        key,
+        "chance (sparse dots, each model's colour):\nquery and key objects drawn\nuniformly in each top image",
+    )
+    depth_axis(ax)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("Normalised layer  l/(L-1)")
-    ax.set_ylabel("Same-object probability")
+    ax.set_ylabel("Same-object probability", fontsize=9)
+    ax.tick_params(labelsize=8)
     ax.set_title(
         f"top {first.attrs['top']} images per mode, {first.attrs['dataset']['kind']} "
-        f"({first.attrs['eligible_images']} images)",
+        f"({first.attrs['eligible_images']} images with at least two objects)",
         fontsize=8,
     )
-    ax.legend(fontsize=6, frameon=False)
+    legend_outside(fig, lines, [chance], where="right")
     return fig

@@ -11,7 +11,8 @@ projections         per image ``q_max``, ``q_min``, ``k_max``, ``k_min`` (image,
                     ``top_image``/``top_score`` (layer, head, mode, sign, rank), anisotropy sums
 logits              variance shares of the logit terms, top-k modes explained, who wins the softmax
 preference          attention of the target/distractor tokens on each region, grouped; an example crop
-same_object         per mode the fraction of top images whose query and key sides pick the same object
+same_object         per mode the fraction of top images whose query and key sides pick the same object, and its
+                    chance level
 text_projections    top passages per (layer, head, mode, sign) with the best pair's positions; the passages
 maps                per row (a mode drawn) and slot (an image or passage drawn for it): the maps and scores;
                     image crops or token pieces (:mod:`qkdissect.passes.maps`)
@@ -170,15 +171,22 @@ def preference_dataset(
 
 
 def same_object_dataset(
-    p: np.ndarray, top_image: np.ndarray, head_p: np.ndarray, n_objects: np.ndarray, coords: Mapping[str, Any],
+    values: Mapping[str, np.ndarray], top_image: np.ndarray, n_objects: np.ndarray, coords: Mapping[str, Any],
     attrs: Mapping[str, Any],
 ) -> xr.Dataset:  # fmt: skip
+    """``values``: ``p`` and ``chance`` (layer, head, mode, sign), ``head_p`` and ``head_chance`` (layer, head)."""
+    p = values["p"]
     variables: dict[str, Var] = {
         "p": (("layer", "head", "mode", "sign"), p,
               "fraction of top images where the query and key sides pick the same object"),
         "top_image": (TOP_DIMS, top_image.astype(np.int64), "index of the top images"),
-        "head_p": (("layer", "head"), head_p, "sum_n s_n p_n / sum_n s_n over modes and signs"),
-        "layer_p": (("layer",), np.nanmean(head_p, axis=1), "mean over heads of head_p"),
+        "head_p": (("layer", "head"), values["head_p"], "sum_n s_n p_n / sum_n s_n over modes and signs"),
+        "layer_p": (("layer",), np.nanmean(values["head_p"], axis=1), "mean over heads of head_p"),
+        "chance": (("layer", "head", "mode", "sign"), values["chance"],
+                   "chance level of p: mean of 1 / n_objects over the same top images (query and key objects drawn "
+                   "uniformly and independently in each)"),
+        "head_chance": (("layer", "head"), values["head_chance"], "sum_n s_n chance_n / sum_n s_n, as head_p"),
+        "layer_chance": (("layer",), np.nanmean(values["head_chance"], axis=1), "mean over heads of head_chance"),
         "n_objects": (("image",), n_objects, "objects covering at least one token"),
     }  # fmt: skip
     return dataset("same_object", variables, {**coords, **sign_coord(), **layer_coords(p.shape[0])}, attrs)

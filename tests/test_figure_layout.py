@@ -1,0 +1,207 @@
+"""Figures a reader can use at the paper's 16 models: Fig. 2, Fig. 3 and Fig. 6 drawn from 16 synthetic stores
+with the paper's geometries (12/24/32 layers, widths 192 to 1280), built through the passes' own functions, keep
+their legend off the axes, draw one null band per model width, print no text under 6 pt and fit a 7.5 in page;
+S1 shares its y-scale; every image figure carries the colour key and names the numbers it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
+
+from qkdissect.catalogue import PAPER_MODELS
+from qkdissect.core.preference import REGIONS, SOURCES, grouped, preference_table
+from qkdissect.core.same_object import chance_of_same, top_fraction, top_order, weighted_by_sigma
+from qkdissect.errors import QKDissectError
+from qkdissect.passes.weights import compute_scores
+from qkdissect.plots.images import gallery_figure, image_and_top_figure, image_modes_figure
+from qkdissect.plots.layers import cosine_histogram_figure, layer_cosine_figure, spectrum_grid_figure
+from qkdissect.plots.masks import preference_figure, same_object_figure
+from qkdissect.plots.style import MIN_FONT
+from qkdissect.stores import open_store
+from qkdissect.stores.schema import modes_dataset, preference_dataset, same_object_dataset
+from test_maps import maps, tiny  # noqa: F401 (a fixture)
+
+#: (layers, width) of the paper's 16 models of Fig. 3
+GEOMETRY = {
+    "vit-base-patch16-224": (12, 768), "vit-base-patch32-384": (12, 768), "vit-large-patch16-224": (24, 1024),
+    "vit-large-patch32-384": (24, 1024), "vit-huge-patch14-224-in21k": (32, 1280), "dino-vits16": (12, 384),
+    "dino-vitb16": (12, 768), "clip-vit-base-patch16": (12, 768), "clip-vit-base-patch32": (12, 768),
+    "clip-vit-large-patch14": (24, 1024), "deit-tiny-distilled-patch16-224": (12, 192),
+    "deit-small-distilled-patch16-224": (12, 384), "deit-base-distilled-patch16-224": (12, 768),
+    "simmim-vit-b16-pretrain": (12, 768), "simmim-vit-b16-finetune": (12, 768), "ijepa-vith14-encoder": (32, 1280),
+}  # fmt: skip
+HEADS, MODES = 2, 4
+PAGE = 7.5  # in: the widest a page figure may be
+
+
+def random_modes(name: str, n_layers: int, d: int, rng: np.random.Generator) -> xr.Dataset:
+    """Random unit query-side vectors u; key-side v = c u + noise with c high early, low in the middle and rising
+    late (the shape Fig. 3 exists to show), so the curves sweep the whole axes."""
+    depth = np.linspace(0, 1, n_layers)[:, None, None, None]
+    c = np.clip(0.7 * (1 - depth) ** 2 + 0.5 * depth**6 + rng.normal(0, 0.05, (1, 1, 1, 1)), -1, 1)
+    u = np.linalg.qr(rng.normal(size=(n_layers, HEADS, d, MODES)))[0]
+    noise = rng.normal(size=u.shape)
+    noise -= np.einsum("lhdm,lhdm->lhm", noise, u)[:, :, None] * u
+    v = c * u + np.sqrt(1 - c**2) * noise / np.linalg.norm(noise, axis=-2, keepdims=True)
+    s = np.sort(rng.uniform(0.1, 2.0, (n_layers, HEADS, MODES)))[..., ::-1]
+    block = np.broadcast_to(np.arange(MODES), s.shape).copy()
+    return modes_dataset(u, s, v, block, {"model_id": name, "d_head": MODES})
+
+
+@pytest.fixture(scope="module")
+def paper_scores() -> list[xr.Dataset]:
+    rng = np.random.default_rng(0)
+    return [compute_scores(random_modes(name, *geom, rng)) for name, geom in GEOMETRY.items()]
+
+
+def same_object_store(name: str, n_layers: int, rng: np.random.Generator, n_images: int = 12) -> xr.Dataset:
+    """A same_object store from the pass's own functions on random image scores, picks and object counts."""
+    shape = (n_layers, HEADS, MODES, 2)
+    scores = rng.normal(size=(n_images, *shape))
+    n_objects = rng.integers(2, 9, n_images)
+    same = rng.random((n_images, *shape)) < np.linspace(0.8, 0.3, n_layers)[None, :, None, None, None]
+    order = top_order(scores, 5)
+    s = np.sort(rng.uniform(0.1, 2.0, shape[:3]))[..., ::-1]
+    p, chance = top_fraction(scores, same, 5, order), chance_of_same(scores, n_objects, 5, order)
+    values = {"p": p, "head_p": weighted_by_sigma(p, s), "chance": chance, "head_chance": weighted_by_sigma(chance, s)}
+    attrs = {"model_id": name, "top": 5, "dataset": {"kind": "synthetic"}, "eligible_images": n_images}
+    return same_object_dataset(values, np.moveaxis(order, 0, -1), n_objects, {}, attrs)
+
+
+def preference_store(name: str, n_layers: int, rng: np.random.Generator, n_images: int = 3) -> xr.Dataset:
+    """A preference store from the pass's own functions on random attention rows and region masks (4 x 4 grid)."""
+    masks = rng.dirichlet(np.ones(3), size=(n_images, 16)).transpose(0, 2, 1)  # (image, region, token)
+    probs = rng.dirichlet(np.ones(16), size=(n_images, n_layers, HEADS, 2))
+    table = preference_table(probs, masks)
+    rows = np.tile([3, 12], (n_images, 1))
+    crop = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    attrs = {"model_id": name, "dataset": {"kind": "synthetic"}, "grid": [4, 4], "example": 0}
+    ids = {"image_id": (("image",), np.array([f"synthetic:{i}" for i in range(n_images)], dtype=object))}
+    return preference_dataset(table, rows, masks, grouped(table, rows >= 0), crop, SOURCES, REGIONS, ids, attrs)
+
+
+def texts(fig: Figure) -> list[Text]:
+    """Every visible, non-empty text of a figure (titles, labels, tick labels, legend entries and titles)."""
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def check_page(fig: Figure, path: Path) -> None:
+    """Saved at its size: no text under MIN_FONT, no wider than a page, every legend off every axes and inside the
+    figure."""
+    fig.savefig(path, dpi=100)
+    small = sorted({(t.get_fontsize(), t.get_text()[:30]) for t in texts(fig) if t.get_fontsize() < MIN_FONT})
+    assert not small, small
+    assert fig.get_figwidth() <= PAGE
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert legends
+    frame = Bbox.from_bounds(0, 0, *fig.bbox.size)
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        assert frame.contains(box.x0 + 1, box.y0 + 1) and frame.contains(box.x1 - 1, box.y1 - 1)
+        for ax in fig.axes:
+            if ax.get_visible():
+                inter = Bbox.intersection(box, ax.get_window_extent(renderer))
+                assert inter is None or inter.width * inter.height == 0, (leg, ax)
+
+
+def test_fig3_at_16_models_keeps_its_legend_off_the_axes_with_a_band_per_width(
+    paper_scores: list[xr.Dataset], tmp_path: Path
+) -> None:
+    assert set(GEOMETRY) == set(PAPER_MODELS)  # the 16 models of Fig. 3
+    fig = layer_cosine_figure(paper_scores)
+    check_page(fig, tmp_path / "fig3.png")
+    (ax,) = fig.axes
+    widths = sorted({int(ds.attrs["d_model"]) for ds in paper_scores})
+    assert widths == [192, 384, 768, 1024, 1280]
+    bands = [p for p in ax.patches if (p.get_gid() or "").startswith("null-band")]
+    assert sorted(int(b.get_gid().removeprefix("null-band-d")) for b in bands) == widths
+    for band in bands:  # each band spans exactly its width's null interval
+        d = int(band.get_gid().removeprefix("null-band-d"))
+        ds = next(s for s in paper_scores if s.attrs["d_model"] == d)
+        ys = band.get_path().transformed(band.get_patch_transform()).vertices[:, 1]
+        assert (ys.min(), ys.max()) == pytest.approx((ds.attrs["null_low"], ds.attrs["null_high"]))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [label for label in labels if "null" in label] == [f"per-mode null 95%, d={d}" for d in widths]
+    assert set(GEOMETRY) <= set(labels)
+    families = [labels.index(m) for m in ("vit-base-patch16-224", "dino-vits16", "clip-vit-base-patch16")]
+    assert families == sorted(families)  # grouped by family in the paper's order
+    plt.close(fig)
+
+
+def test_fig2_and_fig6_at_16_models(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    pref = [preference_store(name, n, rng) for name, (n, _) in GEOMETRY.items()]
+    fig = preference_figure(pref)
+    check_page(fig, tmp_path / "fig2.png")
+    assert all(ax.get_title(loc="center") and ax.title.get_fontsize() >= 8 for ax in fig.axes)  # panel A included
+    plt.close(fig)
+    same = [same_object_store(name, n, rng) for name, (n, _) in GEOMETRY.items()]
+    fig = same_object_figure(same)
+    check_page(fig, tmp_path / "fig6.png")
+    (ax,) = fig.axes
+    dotted = [line for line in ax.lines if (line.get_gid() or "").startswith("chance-")]
+    assert len(dotted) == 16  # a chance line per model, at its stored level
+    for line, ds in zip(dotted, same, strict=True):
+        np.testing.assert_allclose(line.get_ydata(), ds.layer_chance.values)
+        assert np.all((ds.layer_chance.values > 1 / 9) & (ds.layer_chance.values < 1 / 2 + 1e-12))
+    assert any("chance" in t.get_text() for t in fig.legends[0].get_texts())
+    plt.close(fig)
+    old = same[0].drop_vars(["chance", "head_chance", "layer_chance"])
+    with pytest.raises(QKDissectError, match=r"vit-base-patch16-224 hold no chance level.*rerun"):
+        same_object_figure([old])
+
+
+def test_s1_shares_its_scale_and_s2_prints_no_tiny_text(paper_scores: list[xr.Dataset], tmp_path: Path) -> None:
+    ds = paper_scores[0]
+    fig = cosine_histogram_figure(ds)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len({ax.get_ylim() for ax in visible}) == 1 and len(visible) == 12
+    plt.close(fig)
+    rng = np.random.default_rng(2)
+    modes = random_modes("vit-base-patch16-224", 4, 64, rng)
+    fig = spectrum_grid_figure(modes, compute_scores(modes))
+    fig.savefig(tmp_path / "s2.png", dpi=60)
+    assert min(t.get_fontsize() for t in texts(fig)) >= MIN_FONT
+    plt.close(fig)
+
+
+def test_every_image_figure_has_the_colour_key_and_names_its_numbers(tiny: dict, tmp_path: Path) -> None:  # noqa: F811
+    stores = {
+        "gallery": maps(tiny, {"kind": "top", "modes": [[1, 2, 0], [2, 1, 3, "-"]], "k": 3}, "key-top"),
+        "fig5": maps(tiny, {"kind": "image-modes", "image": "photo01.png", "n_modes": 2}, "key-f5"),
+        "s17": maps(tiny, {"kind": "image-top", "image": "photo02.png", "k": 2}, "key-s17"),
+    }
+    opened = {k: open_store(p, "maps") for k, p in stores.items()}
+    figs = {
+        "gallery": gallery_figure([opened["gallery"]], title="t"),
+        "fig5": image_modes_figure(opened["fig5"]),
+        "s17": image_and_top_figure(opened["s17"]),
+    }
+    for name, fig in figs.items():
+        fig.savefig(tmp_path / f"{name}.png", dpi=60)
+        (key,) = fig.legends
+        entries = [t.get_text() for t in key.get_texts()]
+        assert entries == ["query map x·u (red)", "key map x·v (cyan)", "both (white)"], name
+        assert [tuple(p.get_facecolor()[:3]) for p in key.legend_handles] == [(1, 0, 0), (0, 1, 1), (1, 1, 1)]
+        words = [t.get_text() for t in texts(fig)]
+        ds = opened[name]
+        # every slot's number is printed with its name, and the key says what the name means
+        scored = ds.slot_score.values[np.isfinite(ds.slot_score.values)]
+        prefix = "contrib." if name == "fig5" else "score"
+        for value in scored:
+            assert any(f"{prefix} {value:.3g}" in w for w in words), (name, value)
+        assert key.get_title().get_text().count(f"{prefix}:") == 1
+        for r in range(ds.sizes["row"]):
+            assert any(f"{ds.cosine.values[r]:+.2f}" in w or f"{ds.cosine.values[r]:.3f}" in w for w in words)
+        assert min(t.get_fontsize() for t in texts(fig)) >= MIN_FONT
+        assert fig.get_figwidth() <= PAGE
+        plt.close(fig)
+    assert "(-): the mode with the opposite sign" in figs["gallery"].legends[0].get_title().get_text()

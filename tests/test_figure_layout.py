@@ -205,3 +205,28 @@ def test_every_image_figure_has_the_colour_key_and_names_its_numbers(tiny: dict,
         assert fig.get_figwidth() <= PAGE
         plt.close(fig)
     assert "(-): the mode with the opposite sign" in figs["gallery"].legends[0].get_title().get_text()
+
+
+def test_the_released_null_lines_sit_next_to_the_exact_bands(paper_scores: list[xr.Dataset]) -> None:
+    """null_lines both: a band and a dashed pair per width, the pair at +- the released notebook's baseline."""
+    fig = layer_cosine_figure(paper_scores, null_lines="both")
+    ax = fig.axes[0]
+    widths = sorted({int(ds.attrs["d_model"]) for ds in paper_scores})
+    released = {int(ds.attrs["d_model"]): float(ds.attrs["null_released"]) for ds in paper_scores}
+    for d in widths:
+        assert any(p.get_gid() == f"null-band-d{d}" for p in ax.patches)
+        dashed = [ln for ln in ax.lines if ln.get_gid() == f"released-null-d{d}"]
+        assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(-released[d])
+    plt.close(fig)
+    only = layer_cosine_figure(paper_scores, null_lines="released")
+    assert not [p for p in only.axes[0].patches if str(p.get_gid()).startswith("null-band")]
+    plt.close(only)
+    old = paper_scores[0].copy()
+    del old.attrs["null_released"]
+    with pytest.raises(ValueError, match=r"no released-code baseline .* rerun its scores"):
+        layer_cosine_figure([old], null_lines="released")
+    for f in (cosine_histogram_figure(paper_scores[0], null_lines="both"),
+              spectrum_grid_figure(random_modes("m", 2, 192, np.random.default_rng(1)), paper_scores[10],
+                                   null_lines="released")):  # fmt: skip
+        assert any(str(ln.get_gid()).startswith("released-null") for a in f.axes for ln in a.lines)
+        plt.close(f)

@@ -29,6 +29,7 @@ SCHEMA_OPTIONS = {
     ("analysis", "dtype"): "dtype",
     ("analysis", "block_rtol"): "block_rtol",
     ("analysis", "null_level"): "null_level",
+    ("figures", "null_lines"): "null_lines",
 }
 
 

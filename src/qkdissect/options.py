@@ -20,6 +20,8 @@ Folding = Literal["raw", "folded", "folded-centred"]
 FOLDINGS: tuple[Folding, ...] = ("raw", "folded", "folded-centred")
 DType = Literal["float64", "float32"]
 DTYPES: tuple[DType, ...] = ("float64", "float32")
+NullLines = Literal["exact", "released", "both"]
+NULL_LINES: tuple[NullLines, ...] = ("exact", "released", "both")
 Sign = Literal["+", "-"]
 SIGNS: tuple[Sign, ...] = ("+", "-")
 #: a mode as figures and configs name it: (layer, head, mode, sign), 0-based
@@ -95,6 +97,12 @@ OPTIONS: dict[str, Option] = {
     ),
     "null_level": Option(
         0.95, "level of the per-mode null interval", float, minimum=0, maximum=1, above=True, below=True
+    ),
+    "null_lines": Option(
+        "exact",
+        "the null lines of Fig. 3, S1 and S2: exact (the interval of two isotropic vectors), released (the released "
+        "notebook's baseline as published, bug B3) or both",
+        choices=NULL_LINES,
     ),
     "sign": Option("+", "+: the mode (u, v); -: the opposite sign (-u, -v)", choices=SIGNS),
     "top_k": _count(8, "images (or passages) kept per (layer, head, mode, sign)"),

@@ -382,13 +382,20 @@ def figure_inputs(key):
     return inputs
 
 
+def _table_value(value, wildcards):
+    """A value of the figure table: "config:KEY" is figures.KEY of the config, "{wildcard}" is filled in."""
+    if isinstance(value, str) and value.startswith("config:"):
+        return config["figures"][value.removeprefix("config:")]
+    return value.format(**wildcards) if isinstance(value, str) else value
+
+
 def figure_parameters(key):
     """The `params:` function of a figure rule: its notebook's parameters `stores` and `options` as YAML."""
 
     def parameters(wildcards):
         w = dict(wildcards.items())
         fig = FIGURES[key]
-        options = {k: v.format(**w) if isinstance(v, str) else v for k, v in (fig.get("options") or {}).items()}
+        options = {k: _table_value(v, w) for k, v in (fig.get("options") or {}).items()}
         models = [r["model"] for r in figure_rows(key, w)]
         options["styles"] = model_styles(dict.fromkeys(models))
         params = {"stores": figure_stores(key, w), "options": options}
@@ -436,7 +443,7 @@ def maps_request(wildcards):
     key, _, row = _maps_row(wildcards)
     request = {}
     for k, v in FIGURES[key]["maps"].items():
-        request[k] = config["figures"][v.removeprefix("config:")] if str(v).startswith("config:") else v
+        request[k] = _table_value(v, {})
     request.update({k: v for k, v in row.items() if k != "model"})
     return json.dumps(request, separators=(",", ":"))
 

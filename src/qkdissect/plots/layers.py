@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -16,6 +17,7 @@ import xarray as xr
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.ticker import MaxNLocator
 
+from ..options import NullLines
 from .style import MIN_FONT, PAGE_WIDTH, Entry, Style, depth_axis, legend_outside, model_style
 
 
@@ -38,12 +40,44 @@ def null_bands(ax: plt.Axes, stores: Sequence[xr.Dataset]) -> list[Entry]:
     return entries
 
 
+def _released(ds: xr.Dataset) -> float:
+    """The released notebook's baseline of a scores store (paper 1.4, bug B3)."""
+    if "null_released" not in ds.attrs:
+        raise ValueError(
+            f"the scores store of {ds.attrs.get('model_id')} has no released-code baseline (written by an older "
+            "qkdissect): rerun its scores (snakemake --forcerun scores)"
+        )
+    return float(ds.attrs["null_released"])
+
+
+def released_lines(ax: plt.Axes, stores: Sequence[xr.Dataset], vertical: bool = False, **style: Any) -> list[Entry]:
+    """Dashed lines at +-the released notebook's baseline, one pair per distinct model width, as the published
+    plots draw them; and their legend entries."""
+    by_width: dict[int, float] = {}
+    for ds in stores:
+        by_width.setdefault(int(ds.attrs["d_model"]), _released(ds))
+    entries: list[Entry] = []
+    line = ax.axvline if vertical else ax.axhline
+    for d, v in sorted(by_width.items()):
+        for sign in (1, -1):
+            kw: dict[str, Any] = {"ls": "--", "lw": 0.7, "zorder": 1, "color": "0.35", **style}
+            artist = line(sign * v, **kw)
+        artist.set_gid(f"released-null-d{d}")
+        entries.append((artist, f"released code's baseline ±{v:.3f}, d={d}"))
+    return entries
+
+
 def layer_cosine_figure(
-    stores: Sequence[xr.Dataset], *, weighted: bool = True, styles: Mapping[str, Style] | None = None
+    stores: Sequence[xr.Dataset],
+    *,
+    weighted: bool = True,
+    styles: Mapping[str, Style] | None = None,
+    null_lines: NullLines = "exact",
 ) -> plt.Figure:
     """Fig. 3 of the paper: per-layer (weighted) cosine between query- and key-side singular vectors against
     normalised depth, one line per model in the paper's colour and line style per family, over the per-mode null
-    interval of each model width; the legend right of the axes, the models grouped by family."""
+    interval of each model width (``null_lines``: ``released`` draws the released notebook's dashed baseline
+    instead, ``both`` both); the legend right of the axes, the models grouped by family."""
     if not stores:
         raise ValueError("layer_cosine_figure needs at least one scores store")
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.5), layout="constrained")
@@ -54,7 +88,9 @@ def layer_cosine_figure(
         y = ds.layer_weighted if weighted else ds.layer_mean
         (line,) = ax.plot(ds.depth.values, y.values, markersize=2, lw=1.2, **st)
         lines.append((line, str(st["label"])))
-    bands = null_bands(ax, stores)
+    bands = null_bands(ax, stores) if null_lines != "released" else []
+    if null_lines != "exact":
+        bands += released_lines(ax, stores)
     depth_axis(ax)
     ax.set_ylabel("Weighted cosine similarity" if weighted else "Cosine similarity", fontsize=9)
     ax.tick_params(labelsize=8)
@@ -102,6 +138,12 @@ def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int
     return fig
 
 
+def _null_note(scores: xr.Dataset, null_lines: NullLines, exact: str) -> str:
+    """What the null lines of a panel figure are, for its title."""
+    notes = {"exact": f"{exact}: null {_level(scores)}", "released": "dashed: the released code's baseline"}
+    return "; ".join(v for k, v in notes.items() if null_lines in (k, "both"))
+
+
 def _level(scores: xr.Dataset) -> str:
     return f"{float(scores.attrs.get('null_level', 0.95)):.0%}"
 
@@ -117,7 +159,9 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
-def cosine_histogram_figure(scores: xr.Dataset, *, ncols: int = 4, bins: int = 40) -> plt.Figure:
+def cosine_histogram_figure(
+    scores: xr.Dataset, *, ncols: int = 4, bins: int = 40, null_lines: NullLines = "exact"
+) -> plt.Figure:
     """Fig. S1: for each layer, the histogram of cos(u_n, v_n) over all heads and modes, on one y-scale for every
     layer (each holds the same number of modes, so the layers compare); colour runs from yellow (early) to blue
     (late); red lines mark the per-mode null interval."""
@@ -134,8 +178,11 @@ def cosine_histogram_figure(scores: xr.Dataset, *, ncols: int = 4, bins: int = 4
         ax = axes.flat[layer]
         vals = cos[layer].ravel()
         ax.hist(vals, bins=edges, color=cmap(layer / max(1, n_layers - 1)), edgecolor="none")
-        for x in (lo, hi):
-            ax.axvline(x, color="red", lw=0.8)
+        if null_lines != "released":
+            for x in (lo, hi):
+                ax.axvline(x, color="red", lw=0.8)
+        if null_lines != "exact":
+            released_lines(ax, [scores], vertical=True, color="red")
         ax.axvline(float(np.mean(vals)), color="k", lw=0.8, ls="--")
         ax.set_title(f"Layer {layer}", fontsize=8, pad=2)
         ax.tick_params(labelsize=6)
@@ -144,7 +191,7 @@ def cosine_histogram_figure(scores: xr.Dataset, *, ncols: int = 4, bins: int = 4
     _label_grid(
         fig,
         f"{scores.attrs.get('model_id', '')}: per-mode cosine of query and key singular vectors "
-        f"(red: null {_level(scores)}, dashed: mean)",
+        f"({_null_note(scores, null_lines, 'red')}; black dashed: mean)",
         "cos(u_n, v_n)",
         "modes (all heads)",
         fontsize=8,
@@ -159,6 +206,7 @@ def spectrum_grid_figure(
     *,
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
+    null_lines: NullLines = "exact",
 ) -> plt.Figure:
     """Fig. S2: rows = layers, columns = heads; per panel the singular values (blue x, right axis, scaled to the
     layer's largest) and the per-mode cosine (red dots, left axis, [-1, 1]) with the null interval dotted."""
@@ -184,8 +232,11 @@ def spectrum_grid_figure(
         for j, head in enumerate(heads):
             ax = axes[i, j]
             ax.plot(x, cos[layer, head], ".", color="firebrick", ms=1.5)
-            for y in (lo, hi):
-                ax.axhline(y, color="0.3", lw=0.6, ls=":")
+            if null_lines != "released":
+                for y in (lo, hi):
+                    ax.axhline(y, color="0.3", lw=0.6, ls=":")
+            if null_lines != "exact":
+                released_lines(ax, [scores], lw=0.6)
             ax.set_ylim(-1, 1)
             ax.set_yticks([-1, 0, 1])
             ax.xaxis.set_major_locator(MaxNLocator(3, integer=True))
@@ -199,7 +250,7 @@ def spectrum_grid_figure(
     _label_grid(
         fig,
         f"{modes.attrs.get('model_id', '')}: per-mode cosine (red, left axis) and singular value (blue, right "
-        f"axis, one scale per layer); dotted: null {_level(scores)}",
+        f"axis, one scale per layer); {_null_note(scores, null_lines, 'dotted')}",
         "Mode",
         "Cosine similarity (red)  |  singular value (blue, right axes)",
         fontsize=8,

@@ -70,6 +70,7 @@ def test_a_dataloader_reads_each_row_group_once_and_keeps_few(
     reads: list[tuple[Path, int]] = []
     real = parquet._RowGroups._read
     monkeypatch.setattr(parquet, "_CACHE", parquet._RowGroups())
+
     def counted(self: parquet._RowGroups, f: Path, g: int) -> list[bytes | None]:
         reads.append((f, g))
         return real(self, f, g)

@@ -24,6 +24,7 @@ from qkdissect.data.images import ImageDataset, Preprocess, collate, decode, ima
 from qkdissect.data.labels import ClassRefError, imagenet_classes, parse_class_ref, pick
 from qkdissect.data.masks import MaskDatasetError, ade20k_dataset, mask_dataset, o3_dataset
 from qkdissect.data.parquet import ParquetSourceError
+from qkdissect.provenance.audit import _Hashes
 
 sys.path.insert(0, str(REPO))
 from rehearsal.datasets import (
@@ -56,6 +57,9 @@ def test_both_imagenet_layouts_give_the_same_ids_labels_and_bytes(layouts: dict[
     assert len({w.label for w in want}) == N and [w.label for w in want] != sorted(w.label for w in want)
     photos = [hashlib.sha256(w.file.read_bytes()).hexdigest() for w in want]
     assert [d for _, d in source_digests(folder)] == [d for _, d in source_digests(hub)] == photos
+    assert _Hashes().items("images", f"imagenet-hf:{layouts['cache']}", 5) == source_digests(  # what audit rehashes
+        image_source(f"imagenet-val:{layouts['val']}", limit=5)
+    )
     assert hub.describe()["revision"] == layouts["snapshot"].name and hub.kind == "imagenet-hf"
     assert [it.row for it in hub.items[:5]] == [(0, 0), (0, 1), (1, 0), (1, 1), (0, 0)]  # 4 rows a file
     np.testing.assert_array_equal(np.asarray(decode(hub.items[7])), np.asarray(decode(folder.items[7])))
@@ -80,6 +84,11 @@ def test_a_dataloader_reads_each_row_group_once_and_keeps_few(
     got = [ImageDataset(hub, pre)[i] for i in range(N)]
     assert len(reads) == len(set(reads)) == N // 2  # every row group read once, in order
     assert len(parquet._CACHE.groups) == parquet.CACHED_GROUPS
+    small = parquet._RowGroups(max_bytes=1)  # a bound in bytes keeps only the row group being read
+    assert [small.get(it.path, *it.row) for it in hub.items[:4]] == [
+        parquet.read_bytes(it.path, *it.row) for it in hub.items[:4]
+    ]  # type: ignore[arg-type]
+    assert list(small.groups) == [(hub.items[3].path, 1)]
     loaders = [torch.utils.data.DataLoader(ImageDataset(s, pre), batch_size=5, num_workers=2, collate_fn=collate)
                for s in (hub, folder)]  # fmt: skip
     for (ia, xa, _, da), (ib, xb, _, db) in zip(*loaders, strict=True):
@@ -137,7 +146,7 @@ def _write_parquet(path: Path, paths: list[str | None], labels: list[int], names
     pq.write_table(table, path)
 
 
-def test_parquet_ids_labels_and_label_order(tmp_path: Path) -> None:
+def test_parquet_ids_labels_and_label_order(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     f = tmp_path / "plain" / "data" / "validation-00000-of-00001.parquet"
     _write_parquet(f, ["ILSVRC2012_val_00000007_n01440764.JPEG", None, "other.JPEG"], [0, -1, 999],
                    list(imagenet_classes().lemmas))  # fmt: skip
@@ -146,6 +155,11 @@ def test_parquet_ids_labels_and_label_order(tmp_path: Path) -> None:
         ("ILSVRC2012_val_00000007", 0), ("other", 999), ("validation-00000-of-00001/000001", None)]  # fmt: skip
     with pytest.raises(ParquetSourceError, match=r"no hub cache.*@main"):
         image_source(f"imagenet-hf:{tmp_path / 'plain'}@main")
+    h = tmp_path / "backwards" / "validation-00000-of-00001.parquet"
+    _write_parquet(h, ["ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000001.JPEG"], [0, 1])
+    with caplog.at_level("WARNING", logger="qkdissect.data.parquet"):
+        assert [it.row for it in image_source(f"imagenet-hf:{h.parent}").items] == [(0, 1), (0, 0)]
+    assert "not in id order (1 steps back)" in caplog.text
     g = tmp_path / "reordered" / "validation-00000-of-00001.parquet"
     _write_parquet(g, ["a.JPEG"], [0], sorted(imagenet_classes().lemmas))
     with pytest.raises(ParquetSourceError, match="not the ImageNet-1k sorted-wnid order"):

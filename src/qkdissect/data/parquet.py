@@ -12,8 +12,10 @@ Where the files are found (nothing is ever downloaded: the hub cache is read as 
 - a plain folder with ``data/validation-*.parquet`` or ``validation-*.parquet`` (``hf download --local-dir``).
 
 Reading is memory-bounded: listing reads only the ``image.path`` and ``label`` columns; an image is read from its
-(file, row group, row), each process keeping the image bytes of its last :data:`CACHED_GROUPS` row groups, so that
-a pass over the images in file order reads every row group once.
+(file, row group, row), each process keeping the image bytes of its last :data:`CACHED_GROUPS` row groups (at most
+:data:`CACHED_BYTES`), so that a pass over the images in id order reads every row group once when the files hold
+their rows in id order (as the rehearsal copies do; :func:`list_rows` warns when a split does not, and every
+image read out of order then costs a row group). A figure's few images cost one row group each.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,10 @@ log = logging.getLogger(__name__)
 REPO_ID = "ILSVRC/imagenet-1k"
 REPO_FOLDER = "datasets--ILSVRC--imagenet-1k"
 SPLIT = "validation"
-#: row groups whose image bytes each process keeps (the Hugging Face writers put ~100 images in a row group)
+#: row groups whose image bytes each process keeps (the Hugging Face writers put 100 images in a row group, ~13 MB
+#: of ImageNet JPEGs), and the most bytes they may hold (the row group being read is always kept)
 CACHED_GROUPS = 4
+CACHED_BYTES = 256 * 2**20
 _SHARD = re.compile(rf"{SPLIT}-(\d{{5}})-of-(\d{{5}})\.parquet")
 _REVISION = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _VAL_NAME = re.compile(r"(.+?)(?:_(n\d{8}))?")
@@ -198,8 +203,16 @@ def _check_label_names(pf: Any, file: Path) -> None:
         log.warning("%s: %d label names differ in wording from timm's lemmas (first: %d)", file, len(differ), differ[0])
 
 
+def out_of_order(rows: list[Row]) -> int:
+    """How many times a pass in id order goes back to an earlier (file, row group) or row."""
+    order = {f: i for i, f in enumerate(sorted({r.file for r in rows}))}
+    keys = [(order[r.file], r.group, r.row) for r in sorted(rows, key=lambda r: r.id)]
+    return sum(b < a for a, b in pairwise(keys))
+
+
 def list_rows(split: Split) -> list[Row]:
-    """Every image of the split (reads the ``image.path`` and ``label`` columns only), in file order."""
+    """Every image of the split (reads the ``image.path`` and ``label`` columns only), in file order; warns when
+    id order is not file order (reading in id order is then slow)."""
     import pyarrow.parquet as pq
 
     rows: list[Row] = []
@@ -222,28 +235,35 @@ def list_rows(split: Split) -> list[Row]:
                 ok = label is not None and 0 <= label < 1000
                 rows.append(Row(image_id(paths[n] if paths else None, file, n), label if ok else None, file, g, r))
                 n += 1
+    back = out_of_order(rows)
+    if back:
+        log.warning("%s: the rows are not in id order (%d steps back): reading in id order rereads row groups, "
+                    "expect it to be slow", split.root, back)  # fmt: skip
     return rows
 
 
 class _RowGroups:
     """The image bytes of the last few row groups read by this process (workers each have their own)."""
 
-    def __init__(self, size: int = CACHED_GROUPS) -> None:
-        self.size = size
+    def __init__(self, size: int = CACHED_GROUPS, max_bytes: int = CACHED_BYTES) -> None:
+        self.size, self.max_bytes = size, max_bytes
         self.pid = -1
         self.files: dict[Path, Any] = {}
         self.groups: OrderedDict[tuple[Path, int], list[bytes | None]] = OrderedDict()
+        self.nbytes: dict[tuple[Path, int], int] = {}
 
     def get(self, file: Path, group: int, row: int) -> bytes:
         if os.getpid() != self.pid:  # a forked worker: never share the parent's open files
-            self.pid, self.files, self.groups = os.getpid(), {}, OrderedDict()
+            self.pid, self.files, self.groups, self.nbytes = os.getpid(), {}, OrderedDict(), {}
         key = (file, group)
         if key in self.groups:
             self.groups.move_to_end(key)
         else:
             self.groups[key] = self._read(file, group)
-            while len(self.groups) > self.size:
-                self.groups.popitem(last=False)
+            self.nbytes[key] = sum(len(b) for b in self.groups[key] if b)
+            while len(self.groups) > 1 and (len(self.groups) > self.size or sum(self.nbytes.values()) > self.max_bytes):
+                old, _ = self.groups.popitem(last=False)
+                del self.nbytes[old]
         data = self.groups[key][row]
         if data is None:
             raise ValueError(f"{file}: row {row} of row group {group} has no image bytes")

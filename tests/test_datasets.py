@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import xarray as xr
 from PIL import Image
 
 from conftest import REPO, make_tiny_vit
@@ -214,7 +215,9 @@ def test_class_references_pick_by_wnid_index_or_lemma(layouts: dict[str, Path]) 
         src.pick(f"class:{it.wnid}", among={x.id for x in src.items[:3]})
 
 
-def test_a_maps_request_takes_a_class_reference(layouts: dict[str, Path], tmp_path: Path) -> None:
+def test_both_layouts_give_the_same_store_and_a_maps_request_takes_a_class_reference(
+    layouts: dict[str, Path], tmp_path: Path
+) -> None:
     from qkdissect.passes.maps import compute_maps
     from qkdissect.passes.projections import compute_projections
     from qkdissect.passes.weights import compute_modes, compute_scores
@@ -227,6 +230,9 @@ def test_a_maps_request_takes_a_class_reference(layouts: dict[str, Path], tmp_pa
     images = f"imagenet-hf:{layouts['cache']}"
     proj = tmp_path / "proj.zarr"
     compute_projections(spec, modes, images, proj, batch_size=4, top_k=3, workers=0, device="cpu", progress=False)
+    same = compute_projections(spec, modes, f"imagenet-val:{layouts['val']}", batch_size=4, top_k=3, workers=2,
+                               device="cpu", progress=False)  # fmt: skip
+    xr.testing.assert_equal(open_store(proj, "projections"), same)  # the two layouts give the same store
     target = image_source(images).items[6]
     request = {"kind": "image-top", "image": f"class:{target.wnid}", "k": 2}
     out = compute_maps(spec, modes, tmp_path / "scores.zarr", proj, request, tmp_path / "m.zarr", device="cpu")

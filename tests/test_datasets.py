@@ -116,6 +116,8 @@ def test_the_hub_cache_is_found_as_huggingface_hub_finds_it(
         assert [it.id for it in src.items] == ids and src.revision == rev, spec
     with pytest.raises(ParquetSourceError, match=r"no revision 'v2'.*refs: \['main'\].*imagenet-hf:.*@COMMIT"):
         image_source("imagenet-hf@v2")
+    with pytest.raises(ParquetSourceError, match=r"revision '\.\.': use a commit hash or a ref name"):
+        image_source("imagenet-hf@..")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(ParquetSourceError, match=r"empty does not exist.*hf download ILSVRC/imagenet-1k"):
         image_source("imagenet-hf")

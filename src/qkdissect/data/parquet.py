@@ -44,7 +44,7 @@ SPLIT = "validation"
 CACHED_GROUPS = 4
 CACHED_BYTES = 256 * 2**20
 _SHARD = re.compile(rf"{SPLIT}-(\d{{5}})-of-(\d{{5}})\.parquet")
-_REVISION = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_REVISION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _VAL_NAME = re.compile(r"(.+?)(?:_(n\d{8}))?")
 DOWNLOAD_HINT = (
     f"get it with `hf download {REPO_ID} --repo-type dataset --include 'data/{SPLIT}-*'` (a gated dataset: accept "

@@ -25,8 +25,8 @@ figures: $(VENV)/.installed
 	@echo "figures in results/figures/, executed notebooks in results/notebooks/, report: results/report.html"
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks rehearsal
+	$(PY) -m ruff format --check src tests benchmarks rehearsal
 	$(PY) -m mypy src
 	$(VENV)/bin/lint-imports
 

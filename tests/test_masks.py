@@ -110,10 +110,10 @@ def test_o3_layout_and_its_errors(tmp_path: Path) -> None:
     Image.fromarray((masks["target"] * 255).astype(np.uint8)).save(tmp_path / "targ_labels" / "a.png")
     Image.fromarray((masks["distractor"] * 255).astype(np.uint8)).save(tmp_path / "dist_labels" / "a.png")
     img.save(tmp_path / "images" / "b.jpg")
-    with pytest.raises(MaskDatasetError, match=r"1 images have no target or distractor mask \(first: \['b'\]\)"):
-        o3_dataset(tmp_path)
+    with pytest.raises(MaskDatasetError, match=r"1 complete items, expected 2; missing: b \(no targ_labels, dist_"):
+        o3_dataset(tmp_path, expected=2)
     (tmp_path / "images" / "b.jpg").unlink()
-    ds = o3_dataset(tmp_path)
+    ds = o3_dataset(tmp_path, expected=1)
     _, m = ds.items[0].load()
     np.testing.assert_array_equal(m["target"], masks["target"] > 0.5)
     np.testing.assert_allclose(m["target"] + m["distractor"] + m["background"], 1.0)

@@ -196,6 +196,20 @@ def test_unknown_model_without_spec_names_close_matches(tmp_path: Path) -> None:
     assert "'dino-vitb61' is not a known model" in out and "dino-vitb16" in out
 
 
+def test_class_references_of_figure_images_are_checked_before_any_rule(tmp_path: Path) -> None:
+    model = "dinov2-vits14-imgfocus"
+    bad = {"fig5": {"model": model, "image": "class:crane"}}
+    skimage = {"s17": {"dog": {"model": model, "image": "class:golden retriever"}}}
+    for figures, msg in (
+        (bad, r"figures\.fig5\.image: image 'class:crane': 'crane' names 2 classes"),
+        (skimage, r"figures\.s17\.dog\.image is 'class:golden retriever'.*has no class labels"),
+    ):
+        r = snakemake(tmp_path, "-n", config=write_config(tmp_path, {"models": {model: None}, "figures": figures}),
+                      check=False)  # fmt: skip
+        assert r.returncode != 0 and re.search(msg, r.stdout + r.stderr), r.stderr[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
 def test_missing_checkpoint_fails_in_the_weights_rule_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -73,7 +73,8 @@ def project(
     workers: int | None = 0,
     progress: bool = True,
 ) -> xr.Dataset:
-    """Project every image of ``images`` (``skimage``, ``folder:/path``, ``imagenet-val:/path``) onto all modes:
+    """Project every image of ``images`` (``skimage``, ``folder:/path``, ``imagenet-val:/path``,
+    ``imagenet-hf[:/hub-cache][@revision]``) onto all modes:
     per-image maxima and minima of the query and key maps, the top-k images per (layer, head, mode, sign), the
     anisotropy sums. Streamed to the store ``output`` (and opened from it); without ``output`` the result is
     loaded into memory (fine for thousands of images; give ``output`` for ImageNet)."""

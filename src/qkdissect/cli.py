@@ -379,7 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pj.add_argument("model", help="the model the modes store was computed from (name or spec)")
     pj.add_argument("--modes", required=True, help="modes store of that model")
-    pj.add_argument("--images", required=True, help="skimage | folder:/path (or a path) | imagenet-val:/path")
+    pj.add_argument(
+        "--images",
+        required=True,
+        help="skimage | folder:/path (or a path) | imagenet-val:/path | imagenet-hf[:/hub-cache][@rev]",
+    )
     pj.add_argument("-o", "--output", required=True, help="projections store (.zarr)")
     _pass_options(pj, "batch_size", "tokens", "top_k", "workers")
     pj.set_defaults(func=_cmd_project)
@@ -401,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lg.add_argument("model", help="the model the modes store was computed from")
     lg.add_argument("--modes", required=True, help="modes store of that model")
-    lg.add_argument("--images", required=True, help="skimage | folder:/path | imagenet-val:/path")
+    lg.add_argument(
+        "--images", required=True, help="skimage | folder:/path | imagenet-val:/path | imagenet-hf[:/hub-cache][@rev]"
+    )
     lg.add_argument("-o", "--output", required=True, help="logits store (.zarr)")
     _pass_options(lg, "logits_batch_size", "workers")
     lg.set_defaults(func=_cmd_logits)

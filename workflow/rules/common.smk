@@ -11,6 +11,8 @@ from snakemake.utils import validate
 
 from qkdissect.provenance.records import export_config_files
 from qkdissect.catalogue import KNOWN_MODELS
+from qkdissect.data.labels import is_class_ref, parse_class_ref
+from qkdissect.errors import QKDissectError
 from qkdissect.options import FOLDINGS
 
 # The schema fills in every default before any rule runs; a config that fails it stops here.
@@ -137,6 +139,29 @@ def _check_config():
             f"config: projections.images is {config['projections']['images']!r}, which is not one of the image "
             f"sets under images: {list(config['images'])}"
         )
+    _check_images(fig)
+
+
+def _check_images(fig):
+    """The one image of fig5 and each s17 entry: `auto`, an image id, or a class reference (`class:n02085620`,
+    `class:207`, `class:golden retriever`, optionally `#k`), checked here against the 1000 ImageNet classes and
+    against an image set that can have labels; the pass picks the image among the projected ones."""
+    images = [("fig5", fig["fig5"].get("image", "auto"))] if fig["fig5"] else []
+    images += [(f"s17.{n}", e.get("image", "auto")) for n, e in fig["s17"].items()]
+    source = config["images"].get(config["projections"]["images"], {}).get("source", "")
+    for key, image in images:
+        if not is_class_ref(image):
+            continue
+        try:
+            parse_class_ref(image)
+        except QKDissectError as e:
+            raise WorkflowError(f"config: figures.{key}.image: {e}") from None
+        if source == "skimage":
+            raise WorkflowError(
+                f"config: figures.{key}.image is {image!r}, but the projected image set "
+                f"{config['projections']['images']!r} (skimage) has no class labels: project an ImageNet set "
+                "(imagenet-hf, imagenet-val:/path) or give the image's id"
+            )
     s3 = config["figures"]["s3"]
     if s3:
         unknown = [s3[k] for k in ("encoder", "predictor") if s3[k] not in MODELS]

@@ -1,8 +1,29 @@
 """Image sources, robust decoding and each model's own preprocessing.
 
-- **Sources** (:func:`image_source`): a folder (recursive), the ImageNet validation layout, and the photographs
-  that ship offline (scikit-image's bundled ones). Every image has a stable string id (its path relative to the
-  folder, or ``skimage:NAME``); a source lists them sorted, so an image's index is the same in every run.
+- **Sources** (:func:`image_source`): a folder (recursive), the ImageNet validation split (as ILSVRC files, or as
+  the Hugging Face hub's parquet files), and the photographs that ship offline (scikit-image's bundled ones).
+  Every image has a stable string id; a source lists them sorted by id, so an image's index (its position in
+  sorted id order) is the same in every run:
+
+  ==================================  =====================================================================
+  ``skimage``                         ``skimage:NAME``
+  ``folder:/path`` (or a bare path)   the path relative to the folder (``n01440764/x.JPEG``)
+  ``imagenet-val:/path``              the file stem (``ILSVRC2012_val_00000001``), flat or in class folders
+  ``imagenet-hf[:/cache][@rev]``      the stem of the row's ``image.path`` without the wnid the hub appends
+                                      (``ILSVRC2012_val_00000001_n01751748.JPEG`` -> ``ILSVRC2012_val_00000001``)
+  ==================================  =====================================================================
+
+  so the ImageNet validation images have the same ids, order and indices in both layouts. ``imagenet-hf`` reads
+  the ``ILSVRC/imagenet-1k`` dataset's validation split from a Hugging Face hub cache (``$HF_HUB_CACHE``, else
+  ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``; or the folder given), at ``refs/main`` or the revision
+  given; it never downloads (see :mod:`qkdissect.data.parquet`). An image's bytes are read from its (file, row
+  group, row), a few row groups cached per process.
+- **Labels**: an image's ImageNet-1k class (index 0-999 in sorted-wnid order, and its wnid) where the source
+  knows it: the parquet ``label`` column, the wnid class folder of a ``folder:`` or ``imagenet-val:`` image, or
+  the ``LOC_val_solution.csv`` found beside or above a flat validation folder (:mod:`qkdissect.data.labels`,
+  which also defines the ``class:`` references that pick an image by class).
+- **Digests** (:func:`item_sha256`): the sha256 of an image as stored: a file's bytes, a parquet row's
+  ``image.bytes`` (the same JPEG bytes), a bundled photograph's pixel array.
 - **Decoding** (:func:`decode`): greyscale, palette, RGBA/LA (composited on white), CMYK, 16-bit and float
   images, EXIF rotation, tiny and huge images (JPEGs over :data:`DRAFT_PIXELS` are decoded at reduced size; all
   others in full, as the models' own libraries decode them). A file that cannot be decoded raises
@@ -28,7 +49,9 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from ..errors import QKDissectError
+from . import parquet
 from .files import list_files
+from .labels import find_loc_solution, folder_labels, imagenet_classes, pick, read_loc_solution
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +103,21 @@ class EmptyImageSourceError(QKDissectError):
 
 @dataclass(frozen=True)
 class ImageItem:
-    id: str  # stable: relative path, or skimage:NAME
-    path: Path | None  # None for bundled arrays
+    id: str  # stable: relative path, file stem, or skimage:NAME
+    path: Path | None  # the image file, or the parquet file holding it; None for bundled arrays
+    label: int | None = None  # ImageNet-1k class index (sorted-wnid order), where the source knows it
+    row: tuple[int, int] | None = None  # (row group, row in the group) of a parquet image
+
+    @property
+    def wnid(self) -> str | None:
+        return imagenet_classes().wnids[self.label] if self.label is not None else None
+
+    @property
+    def where(self) -> str:
+        """The image's file, or its place in a parquet file, for messages."""
+        if self.row is not None:
+            return f"{self.path} (row group {self.row[0]}, row {self.row[1]}: {self.id})"
+        return str(self.path) if self.path is not None else self.id
 
 
 @dataclass
@@ -92,15 +128,25 @@ class ImageSource:
     root: str
     items: list[ImageItem]
     outside: list[str] = field(default_factory=list)
+    revision: str | None = None  # imagenet-hf: the dataset commit read
 
     def __len__(self) -> int:
         return len(self.items)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "root": self.root, "count": len(self.items)}
+        if self.revision:
+            out["revision"] = self.revision
         if self.outside:
             out["links_outside_skipped"] = self.outside[:100]
         return out
+
+    def pick(self, ref: str, among: set[str] | None = None) -> ImageItem:
+        """The image a ``class:`` reference picks (:mod:`qkdissect.data.labels`), among the ids ``among`` if
+        given (e.g. the images of a projections store that could be decoded)."""
+        items = [it for it in self.items if among is None or it.id in among]
+        chosen = pick(ref, ((it.id, it.label) for it in items), self.root)
+        return next(it for it in items if it.id == chosen)
 
 
 def _folder_items(root: Path) -> tuple[list[ImageItem], list[str]]:
@@ -111,10 +157,37 @@ def _folder_items(root: Path) -> tuple[list[ImageItem], list[str]]:
     return items, listing.outside_names()
 
 
+def _labelled(items: list[ImageItem], root: Path, kind: str) -> list[ImageItem]:
+    """The items with their classes: from wnid class folders, else (a flat validation folder) from the
+    LOC_val_solution.csv found beside or above it; unchanged when neither is there."""
+    labels = folder_labels(it.path.relative_to(root).as_posix() for it in items if it.path is not None)
+    if labels is not None:
+        return [ImageItem(it.id, it.path, labels[it.path.relative_to(root).as_posix()]) for it in items if it.path]
+    loc = find_loc_solution(root) if kind == "imagenet-val" else None
+    if loc is None:
+        return items
+    solution = read_loc_solution(loc)
+    log.info("imagenet-val %s: labels from %s", root, loc)
+    return [ImageItem(it.id, it.path, solution.get(it.id)) for it in items]
+
+
+def _hf_source(rest: str) -> ImageSource:
+    location, revision = parquet.parse_spec(rest)
+    split = parquet.locate(location, revision)
+    rows = parquet.list_rows(split)
+    items = sorted((ImageItem(r.id, r.file, r.label, (r.group, r.row)) for r in rows), key=lambda it: it.id)
+    if len({it.id for it in items}) != len(items):
+        raise QKDissectError(f"{split.root}: two rows share an ImageNet id; is this the validation split?")
+    return ImageSource("imagenet-hf", str(split.root.resolve()), items, split.outside, split.revision)
+
+
 def image_source(spec: str, limit: int | None = None) -> ImageSource:
     """An image source from a spec: ``skimage`` (bundled photographs), ``folder:/path`` (or a bare path),
-    ``imagenet-val:/path`` (the ILSVRC2012 validation folder, flat or one folder per class). ``limit`` keeps the
-    first N ids in sorted order (the same N in every run)."""
+    ``imagenet-val:/path`` (the ILSVRC2012 validation folder, flat or one folder per class),
+    ``imagenet-hf[:/path][@revision]`` (the Hugging Face ``ILSVRC/imagenet-1k`` validation parquet files in a hub
+    cache). ``limit`` keeps the first N ids in sorted order (the same N in every run)."""
+    if spec == "imagenet-hf" or spec.startswith(("imagenet-hf:", "imagenet-hf@")):
+        return _limited(_hf_source(spec.removeprefix("imagenet-hf")), limit)
     kind, sep, rest = spec.partition(":")
     if spec == "skimage":
         kind = "skimage"
@@ -139,9 +212,15 @@ def image_source(spec: str, limit: int | None = None) -> ImageSource:
             items = sorted((ImageItem(Path(it.id).stem, it.path) for it in items), key=lambda it: it.id)
             if len({it.id for it in items}) != len(items):
                 raise QKDissectError(f"{root}: two files share an ImageNet id; is this a validation folder?")
-        src = ImageSource(kind, str(root.resolve()), items, outside)
+        src = ImageSource(kind, str(root.resolve()), _labelled(items, root, kind), outside)
     else:
-        raise QKDissectError(f"unknown image source {spec!r}: use skimage, folder:/path or imagenet-val:/path")
+        raise QKDissectError(
+            f"unknown image source {spec!r}: use skimage, folder:/path, imagenet-val:/path or imagenet-hf[:/path]"
+        )
+    return _limited(src, limit)
+
+
+def _limited(src: ImageSource, limit: int | None) -> ImageSource:
     if limit is not None:
         src.items = src.items[:limit]
     if not src.items:
@@ -193,6 +272,8 @@ Raw = bytes | np.ndarray  # an image as read: a file's bytes, or a bundled photo
 
 def read_raw(item: ImageItem) -> Raw:
     """The image as read, before decoding (raises OSError/ValueError when it cannot be read)."""
+    if item.row is not None and item.path is not None:
+        return parquet.read_bytes(item.path, *item.row)
     return item.path.read_bytes() if item.path is not None else _skimage_array(item.id.split(":", 1)[1])
 
 
@@ -220,9 +301,11 @@ def decode(item: ImageItem, target: int | None = None, raw: Raw | None = None) -
     if item.path is None:
         return _array_to_image(raw if isinstance(raw, np.ndarray) else _skimage_array(item.id.split(":", 1)[1]))
     try:
+        if raw is None and item.row is not None:
+            raw = read_raw(item)
         with Image.open(io.BytesIO(raw) if isinstance(raw, bytes) else item.path) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise ImageDecodeError(f"{item.path}: {im.width}x{im.height} is over {MAX_PIXELS} pixels")
+                raise ImageDecodeError(f"{item.where}: {im.width}x{im.height} is over {MAX_PIXELS} pixels")
             if target and im.format == "JPEG" and im.width * im.height > DRAFT_PIXELS:
                 im.draft("RGB", (2 * target, 2 * target))  # decode at 1/2..1/8 scale, never below 2x target
             im.load()
@@ -231,7 +314,7 @@ def decode(item: ImageItem, target: int | None = None, raw: Raw | None = None) -
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(f"{item.path}: cannot decode ({type(e).__name__}: {e})") from e
+        raise ImageDecodeError(f"{item.where}: cannot decode ({type(e).__name__}: {e})") from e
 
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image

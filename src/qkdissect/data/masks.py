@@ -6,6 +6,13 @@ Every item gives its image and named float masks in [0, 1] at the image's resolu
 
 - O3 (``images/``, ``targ_labels/``, ``dist_labels/``, same file stems): ``target``, ``distractor`` (binary,
   > 0.5), ``background`` = 1 - max(target, distractor).
+- ADE20K (SceneParsing ``images/validation`` + ``annotations/validation``): one object per class present.
+
+**Counts.** O3 has 2001 images and the ADE20K SceneParsing validation split 2000 (:data:`EXPECTED`). Without a
+``limit`` every item found must be complete (an image with all its masks) and there must be at least that many;
+with ``limit: N`` the first N items (in sorted name order) must be complete. Anything else fails when the dataset
+is listed, before a model is loaded, naming the folder, the count found, the count expected and the first
+missing names: a half-unpacked download never yields a figure.
 - VOC (``{N}_image.png`` + ``{N}_target.png``, or ``JPEGImages/`` + ``SegmentationClass/``): class segments in
   the VOC palette (black = background, (224, 224, 192) = void/boundary). VOC has no target/distractor design: we
   use the largest object segment as ``target`` and the second largest (another class) as ``distractor``; void
@@ -30,6 +37,8 @@ from .images import IMAGE_SUFFIXES, ImageItem, Preprocess, decode
 
 VOC_VOID = (224, 224, 192)
 REGIONS = ("target", "distractor", "background")
+#: items in the full datasets (the paper: O3 has 2001 images; ADE20K SceneParsing validation 2000)
+EXPECTED = {"o3": 2001, "ade20k": 2000}
 
 
 class MaskDatasetError(QKDissectError):
@@ -81,13 +90,36 @@ def _by_stem(folder: Path, pattern: str = "*") -> dict[str, Path]:
     return {p.stem: p for p in listing.files}
 
 
+def complete_stems(
+    root: Path, what: str, parts: dict[str, dict[str, Path]], limit: int | None, expected: int, hint: str
+) -> list[str]:
+    """The sorted names whose every part (images, each mask) is there: all of them, at least ``expected``
+    (no limit), or the first ``limit`` (see the module docstring); else one line naming what is missing."""
+    names = sorted(set().union(*parts.values()))
+    lacking = {n: [p for p, files in parts.items() if n not in files] for n in names}
+    wanted = names if limit is None else names[:limit]
+    need = expected if limit is None else limit
+    missing = [n for n in wanted if lacking[n]]
+    found = len(wanted) - len(missing)
+    if not missing and found >= need:
+        return wanted
+    shown = "; ".join(f"{n} (no {', '.join(lacking[n])})" for n in missing[:5])
+    shown += f"; ... ({len(missing)} in all)" if len(missing) > 5 else ""
+    scope = "" if limit is None else f" among the first {limit} names (limit {limit})"
+    raise MaskDatasetError(
+        f"{what} folder {root}: {found} complete items{scope}, expected {need}"
+        f"{'; missing: ' + shown if missing else ''}. {hint}"
+    )
+
+
 def _binary(path: Path) -> np.ndarray:
     a = np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255.0
     return (a > 0.5).astype(np.float64)
 
 
-def o3_dataset(root: str | Path) -> MaskDataset:
-    """The O3 layout: ``images/``, ``targ_labels/``, ``dist_labels/`` with matching file stems."""
+def o3_dataset(root: str | Path, limit: int | None = None, expected: int = EXPECTED["o3"]) -> MaskDataset:
+    """The O3 layout: ``images/``, ``targ_labels/``, ``dist_labels/`` with matching file stems, checked for its
+    2001 complete items (or the first ``limit``)."""
     root = Path(root).expanduser()
     dirs = {name: root / name for name in ("images", "targ_labels", "dist_labels")}
     missing = [str(d) for d in dirs.values() if not d.is_dir()]
@@ -98,12 +130,9 @@ def o3_dataset(root: str | Path) -> MaskDataset:
             "folder holding images/, targ_labels/ and dist_labels/"
         )
     images, targ, dist = (_by_stem(d) for d in dirs.values())
-    lacking = sorted(s for s in images if s not in targ or s not in dist)
-    if lacking:
-        raise MaskDatasetError(
-            f"{root}: {len(lacking)} images have no target or distractor mask (first: {lacking[:3]}); "
-            "every images/X needs targ_labels/X and dist_labels/X"
-        )
+    hint = "Every images/X needs targ_labels/X and dist_labels/X: unpack all of O3_data.zip, or set a limit"
+    stems = complete_stems(root, "O3", {"images": images, "targ_labels": targ, "dist_labels": dist}, limit,
+                           expected, hint)  # fmt: skip
 
     def item(stem: str) -> MaskedItem:
         def load() -> tuple[Image.Image, dict[str, np.ndarray]]:
@@ -116,7 +145,7 @@ def o3_dataset(root: str | Path) -> MaskDataset:
 
         return MaskedItem(stem, load, (images[stem], targ[stem], dist[stem]))
 
-    return MaskDataset("o3", str(root), [item(s) for s in sorted(images)], "binary target/distractor masks")
+    return MaskDataset("o3", str(root), [item(s) for s in stems], "binary target/distractor masks")
 
 
 # ----------------------------------------------------------------------------------------- VOC
@@ -226,10 +255,13 @@ def synthetic_dataset(n: int = 16, size: int = 224, seed: int = 0) -> MaskDatase
     return MaskDataset("synthetic", f"generated (seed {seed}, {size} px)", items, "exact drawn masks")
 
 
-def ade20k_dataset(root: str | Path, split: str = "validation") -> MaskDataset:
+def ade20k_dataset(
+    root: str | Path, split: str = "validation", limit: int | None = None, expected: int | None = None
+) -> MaskDataset:
     """ADE20K as the SceneParsing benchmark ships it (ADEChallengeData2016): ``images/<split>/*.jpg`` and
     ``annotations/<split>/*.png`` with class indices 1..150 (0 = unlabelled). Objects are class segments (the
-    benchmark has no instances): one object per class present in the image."""
+    benchmark has no instances): one object per class present in the image. The validation split is checked for
+    its 2000 complete items (or the first ``limit``); ``expected`` overrides that count (another split: 0)."""
     root = Path(root).expanduser()
     img_dir, ann_dir = root / "images" / split, root / "annotations" / split
     if not img_dir.is_dir() or not ann_dir.is_dir():
@@ -238,9 +270,11 @@ def ade20k_dataset(root: str | Path, split: str = "validation") -> MaskDataset:
             "the MIT Scene Parsing benchmark (sceneparsing.csail.mit.edu) and point the config at the unpacked folder"
         )
     images, anns = _by_stem(img_dir), _by_stem(ann_dir)
-    lacking = sorted(set(images) - set(anns))
-    if lacking:
-        raise MaskDatasetError(f"{root}: {len(lacking)} images have no annotation (first: {lacking[:3]})")
+    if expected is None:
+        expected = EXPECTED["ade20k"] if split == "validation" else 0
+    hint = f"Every images/{split}/X.jpg needs annotations/{split}/X.png: unpack all of ADEChallengeData2016.zip"
+    parts = {f"images/{split}": images, f"annotations/{split}": anns}
+    stems = complete_stems(root, "ADE20K", parts, limit, expected, hint + ", or set a limit")
 
     def item(stem: str) -> MaskedItem:
         def load() -> tuple[Image.Image, dict[str, np.ndarray]]:
@@ -250,20 +284,21 @@ def ade20k_dataset(root: str | Path, split: str = "validation") -> MaskDataset:
 
         return MaskedItem(stem, load, (images[stem], anns[stem]))
 
-    return MaskDataset("ade20k", str(root), [item(s) for s in sorted(images)], "SceneParsing class segments")
+    return MaskDataset("ade20k", str(root), [item(s) for s in stems], "SceneParsing class segments")
 
 
 def mask_dataset(spec: str, limit: int | None = None) -> MaskDataset:
-    """``synthetic[:N]``, ``o3:/path``, ``voc:/path``, ``ade20k:/path`` (SceneParsing validation split)."""
+    """``synthetic[:N]``, ``o3:/path``, ``voc:/path``, ``ade20k:/path`` (SceneParsing validation split); O3 and
+    ADE20K are checked for their full counts, or their first ``limit`` items (see the module docstring)."""
     kind, _, rest = spec.partition(":")
     if kind == "synthetic":
         ds = synthetic_dataset(int(rest) if rest else 16)
     elif kind == "o3":
-        ds = o3_dataset(rest)
+        ds = o3_dataset(rest, limit=limit)
     elif kind == "voc":
         ds = voc_dataset(rest)
     elif kind == "ade20k":
-        ds = ade20k_dataset(rest)
+        ds = ade20k_dataset(rest, limit=limit)
     else:
         raise MaskDatasetError(f"unknown mask dataset {spec!r}: use synthetic[:N], o3:/path, voc:/path or ade20k:/path")
     if limit is not None:

@@ -8,11 +8,13 @@ A **request** says what one figure row needs (JSON on the command line, built by
                  default 5, over depth or over the inclusive layer range ``layers``: see
                  :func:`~qkdissect.core.selection.spread_modes`) or ``contrast``) and their ``k`` top images
                  (Fig. 1, Fig. 4, the galleries S5-S16)
-``image-modes``  one image (``"auto"``: the first valid one) and, for ``layer_heads`` (``"auto"``: 3 layers over
-                 depth, each its most active head), the ``n_modes`` modes contributing most on it (Fig. 5)
-``image-top``    one image, modes (``"auto"``: ``n`` (default 6) layers from a quarter of the depth to the last,
-                 in each the mode contributing most on the image), the image's maps of each and their ``k`` top
-                 images, the image itself left out (S17-S19)
+``image-modes``  one image (``"auto"``: the first valid one; an image id; or ``"class:REF"``, the first valid
+                 image of an ImageNet class, see :mod:`qkdissect.data.labels`) and, for ``layer_heads``
+                 (``"auto"``: 3 layers over depth, each its most active head), the ``n_modes`` modes contributing
+                 most on it (Fig. 5)
+``image-top``    one image (as for ``image-modes``), modes (``"auto"``: ``n`` (default 6) layers from a quarter of
+                 the depth to the last, in each the mode contributing most on the image), the image's maps of each
+                 and their ``k`` top images, the image itself left out (S17-S19)
 ``text-top``     a text model's modes (``"auto"``: a grouping and a contextualising mode in the first, middle
                  and last layer) and their ``k`` top passages, token by token (beyond the paper)
 ===============  ===========================================================================================
@@ -49,6 +51,7 @@ from ..core.selection import (
     text_modes,
 )
 from ..data.images import decode, image_source
+from ..data.labels import is_class_ref
 from ..errors import QKDissectError
 from ..models import ModelLike
 from ..models.tokenizer import tokenizer_for
@@ -129,8 +132,15 @@ def image_scores(proj: xr.Dataset, image_id: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _focus(request: dict[str, Any], proj: xr.Dataset) -> str:
+    """The id of the request's one image: ``auto`` (the first valid image), an id, or a ``class:`` reference
+    (resolved on the labels of the projected image set, among its valid images)."""
     image = request.get("image", "auto")
-    return str(proj.image_id.values[proj.valid.values][0]) if image in (None, "auto") else str(image)
+    valid = proj.image_id.values[proj.valid.values]
+    if image in (None, "auto"):
+        return str(valid[0])
+    if is_class_ref(image):
+        return image_source(proj.attrs["images"]["spec"]).pick(str(image), {str(i) for i in valid}).id
+    return str(image)
 
 
 def image_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, proj: xr.Dataset) -> list[Row]:
@@ -371,20 +381,22 @@ def compute_maps(
         params = texts.attrs["provenance"]["parameters"]
         extra: dict[str, Any] = {"corpus": texts.attrs.get("corpus"), "token_source": params["tokens"]}
     else:
+        proj, sdeps = store_input(source, "projections", "projections store")
+        focus = {} if kind == "top" else {"image": _focus(request, proj)}
+        if focus:
+            image_scores(proj, focus["image"])  # an image not projected (or not decoded) fails before the model loads
         im = load_image_model(spec, device, model_key, manifest)
         m = im
         modes_ds, mdeps = modes_of(modes, im)
-        proj, sdeps = store_input(source, "projections", "projections store")
-        rows = image_rows(request, modes_ds, scores_ds, proj)
+        rows = image_rows({**request, **focus}, modes_ds, scores_ds, proj)
         variables, coords = image_maps(im, rows, modes_ds, scores_ds, proj)
         extra = {
             "images": proj.attrs["images"],
             "grid": list(im.grid),
             "preprocess": im.preprocess.describe(),
             "token_source": proj.attrs["token_source"],
+            **focus,
         }
-        if kind != "top":
-            extra["image"] = rows[0].ids[0] if rows else _focus(request, proj)
         if kind == "image-modes":
             extra["layer_heads"] = list(dict.fromkeys((r.mode[0], r.mode[1]) for r in rows))
     timings = {"total": round(time.perf_counter() - t0, 3)}

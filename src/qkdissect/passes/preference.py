@@ -80,9 +80,9 @@ def compute_preference(
     """Attention preference (paper 4.1) of a model on a mask dataset -> a preference dataset (written to
     ``output`` when given), with the model-input crop of image ``example`` (the one Fig. 2 shows in panel A)."""
     started = utc_now()
+    data = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
     im = load_image_model(spec, device, model_key, manifest)
     pre, grid = im.preprocess, im.grid
-    data = mask_dataset(dataset, limit=limit)
     if not 0 <= example < len(data):
         raise QKDissectError(f"example image {example} is not in {dataset} ({len(data)} images: 0-{len(data) - 1})")
     example_crop = np.zeros((0, 0, 3), np.uint8)

@@ -94,9 +94,9 @@ def compute_same_object(
     """Same-object probability (paper 4.2, Fig. 6) of every mode on a dataset with object masks (written to
     ``output`` when given)."""
     started = utc_now()
+    data = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
     im = load_image_model(spec, device, model_key, manifest)
     modes_ds, deps = modes_of(modes, im)
-    data = mask_dataset(dataset, limit=limit)
     run = AdaptiveBatch(f"same-object {im.name}")
     u = torch.as_tensor(modes_ds.U.values, dtype=torch.float32)
     n_layers, n_heads, _, n_modes = u.shape

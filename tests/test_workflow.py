@@ -16,18 +16,19 @@ import pytest
 import yaml
 
 from conftest import REPO, make_ijepa_checkpoint, make_tiny_vit, workflow_path, write_photos
+from qkdissect.catalogue import PAPER_MODELS
 from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
 from qkdissect.provenance.records import git_state
 from qkdissect.stores import open_store
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PAPER_RULE_COUNTS = {
-    "weights": 20,  # the 17 vision models and, beyond the paper, three text models
-    "modes": 20,
-    "scores": 20,
-    "project": 4,
+    "weights": 17,  # the 16 models of Fig. 3 and the I-JEPA predictor of Fig. S3, nothing else
+    "modes": 17,
+    "scores": 17,
+    "project": 16,  # S4 shows all 16; the image figures' models are among them
     "fig3": 2,
-    "s1_histograms": 2,
+    "s1_histograms": 1,
     "s2_spectrum": 1,
     "s3_ijepa": 1,
     "fig1": 1,
@@ -37,16 +38,14 @@ PAPER_RULE_COUNTS = {
     "fig6": 1,
     "fig4": 1,
     "fig5": 1,
-    "gallery": 4,
+    "gallery": 12,  # S5-S16: 3 parts x 4 models
+    "s17": 3,  # S17-S19: a dog, a car and a person
     "s4": 1,
-    "modes_folded": 32,
-    "scores_folded": 32,
-    "ln_folding": 1,
-    "logits": 16,
-    "logit_terms": 1,
-    "text_project": 3,
-    "text_modes": 3,
-    "maps": 11,  # one per row of the image and text figures: Fig. 1 (2), 4, 5, 4 galleries, 3 text models
+    "claims": 1,
+    "maps": 20,  # one per row of the image figures: Fig. 1 (2), 4, 5, 13 gallery rows, 3 S17-S19
+    "modes_folded": None,  # beyond the paper: config/beyond.yaml
+    "logits": None,
+    "text_project": None,
 }
 OFFLINE_MODEL = "dinov2-vits14-imgfocus"
 OFFLINE_TEXT_MODEL = "minilm-l6"
@@ -115,7 +114,7 @@ def papermill_commands(dry_run_output: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- static checks
-@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml"])
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml", "config/beyond.yaml"])
 def test_lint_is_clean(tmp_path: Path, config: str) -> None:
     r = snakemake(tmp_path, "--lint", config=REPO / config)
     out = r.stdout + r.stderr
@@ -129,6 +128,11 @@ def test_paper_dry_run_needs_no_weights(tmp_path: Path, monkeypatch: pytest.Monk
     r = snakemake(tmp_path / "run", "-n", "-p", config=REPO / "config/paper.yaml")
     counts = job_counts(r.stdout)
     assert {k: counts.get(k) for k in PAPER_RULE_COUNTS} == PAPER_RULE_COUNTS
+    models = set(re.findall(r"wildcards: model=([\w.-]+)", r.stdout))
+    assert models == set(PAPER_MODELS) | {"ijepa-vith14-predictor"}
+    figures = set(re.findall(r"results/figures/([\w.-]+)\.png", r.stdout))
+    assert {"s17_s17-dog", "s17_s18-car", "s17_s19-person"} <= figures
+    assert len({f for f in figures if f.startswith("gallery_s")}) == 12
     assert not env_data.exists() and not (tmp_path / "run" / "results").exists()
 
 
@@ -152,13 +156,24 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
         "s4_anisotropy.ipynb",
         "fig2_preference.ipynb",
         "fig6_same_object.ipynb",
-        "ln_folding.ipynb",
-        "logit_terms.ipynb",
-        "text_modes.ipynb",
+        "image_top.ipynb",
     }
-    expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else {"image_top.ipynb"}
+    beyond = {"ln_folding.ipynb", "logit_terms.ipynb", "text_modes.ipynb"}  # not in the paper's own run
+    expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else beyond
     assert used == expected
-    assert used | {"image_top.ipynb", "s3_ijepa.ipynb"} == {p.name for p in NOTEBOOKS}  # every notebook is used
+    assert used | beyond | {"s3_ijepa.ipynb"} == {p.name for p in NOTEBOOKS}  # every notebook is used
+
+
+def test_beyond_the_paper_has_its_own_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/beyond.yaml: post-norm tokens, LayerNorm folding, the logit terms and the text models on the paper's
+    models; config/paper.yaml has none of them."""
+    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "empty-data"))
+    r = snakemake(tmp_path / "run", "-n", "-p", config=REPO / "config/beyond.yaml")
+    counts = job_counts(r.stdout)
+    assert counts["logits"] == 16 and counts["modes_folded"] == 2 * 19 and counts["text_project"] == 3
+    assert counts["text_modes"] == 3 and counts["ln_folding"] == 1 and counts["fig4"] == 1
+    assert "--tokens post-norm" in r.stdout and "--tokens pre-norm" not in r.stdout
+    assert all(check_papermill_call(c) == [] for c in papermill_commands(r.stdout))
 
 
 def test_parameter_check_catches_a_mismatch() -> None:

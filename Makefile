@@ -2,6 +2,7 @@
 #   make figures   set up .venv (when missing) and regenerate the figures of the offline default (config/config.yaml)
 #                  through the Snakemake workflow; SNAKEMAKE_ARGS='--configfile config/paper.yaml' for the paper's
 #   make test      set up .venv (when missing) and run the linter and the tests
+#   make rehearsal the paper's configuration end to end offline, on stand-ins (needs ../shared/assets)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ export QKDISSECT_DATA ?= $(CURDIR)/data
 # the rules call qkdissect and papermill: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: figures test lint bench clean
+.PHONY: figures test lint bench rehearsal clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qkdissect needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -27,11 +28,18 @@ figures: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks rehearsal
 	$(PY) -m ruff format --check src tests benchmarks rehearsal
-	$(PY) -m mypy src
+	$(PY) -m mypy src rehearsal
 	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest
+
+# the paper's own run (config/paper.yaml, unchanged) offline, on stand-ins of its 13 hub models, its SimMIM and
+# I-JEPA checkpoints and its datasets built from the real photographs of ../shared/assets (README "Rehearsal");
+# REHEARSAL_ARGS=--shallow for the 2-block version make test runs
+REHEARSAL_DIR ?= rehearsal-run
+rehearsal: $(VENV)/.installed
+	$(PY) -m rehearsal.run $(REHEARSAL_DIR) $(REHEARSAL_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_modes.py

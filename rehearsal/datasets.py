@@ -36,7 +36,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +101,16 @@ class ValImage:
         return self.file.read_bytes()
 
 
-def imagenet_images(count: int, assets: str | Path | None = None) -> list[ValImage]:
-    """The rehearsal validation images: id n (1-based) is photograph ``perm[(n - 1) % 1000]`` of the sample."""
+def imagenet_images(count: int, assets: str | Path | None = None, first: Sequence[str] = ()) -> list[ValImage]:
+    """The rehearsal validation images: id n (1-based) is photograph ``perm[(n - 1) % 1000]`` of the sample;
+    ``first``: wnids whose photographs open the permutation (in that order), so that a small build still holds
+    the classes a configuration picks images from (``class:`` references)."""
     folder = assets_folder(assets) / IMAGENET_SAMPLE
     with (folder / "labels.csv").open(newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["class_index"]))
     perm = np.random.default_rng(2012).permutation(len(rows))
+    front = [next(i for i, r in enumerate(rows) if r["wnid"] == w) for w in first]
+    perm = np.array(front + [int(i) for i in perm if int(i) not in front])
     out = []
     for n in range(count):
         r = rows[int(perm[n % len(rows)])]
@@ -116,7 +120,9 @@ def imagenet_images(count: int, assets: str | Path | None = None) -> list[ValIma
     return out
 
 
-def imagenet_val_folder(out: str | Path, count: int = 1000, assets: str | Path | None = None) -> Path:
+def imagenet_val_folder(
+    out: str | Path, count: int = 1000, assets: str | Path | None = None, first: Sequence[str] = ()
+) -> Path:
     """The ILSVRC (Kaggle) layout under ``out``: ``ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_XXXXXXXX.JPEG`` and
     ``LOC_val_solution.csv``; returns the ``val`` folder (spec ``imagenet-val:<it>``)."""
     out = Path(out)
@@ -125,7 +131,7 @@ def imagenet_val_folder(out: str | Path, count: int = 1000, assets: str | Path |
         if tmp is not None:
             val = tmp / rel
             val.mkdir(parents=True)
-            images = imagenet_images(count, assets)
+            images = imagenet_images(count, assets, first)
             for im in images:
                 shutil.copyfile(im.file, val / f"{im.id}.JPEG")
             with (tmp / "LOC_val_solution.csv").open("w", newline="") as f:
@@ -164,6 +170,7 @@ def imagenet_hub_cache(
     assets: str | Path | None = None,
     files: int = 14,
     row_group_size: int = 100,
+    first: Sequence[str] = (),
 ) -> Path:
     """The same images as :func:`imagenet_val_folder`, as the hub cache holds the ``ILSVRC/imagenet-1k`` dataset
     after ``hf download``: ``<cache>/datasets--ILSVRC--imagenet-1k/{blobs, snapshots/<rev>/data, refs/main}`` with
@@ -171,7 +178,7 @@ def imagenet_hub_cache(
     repo = Path(cache) / HUB_REPO
     with _building(repo, "imagenet-hf", count) as tmp:
         if tmp is not None:
-            images = imagenet_images(count, assets)
+            images = imagenet_images(count, assets, first)
             chunks = [c for c in np.array_split(np.arange(count), files) if c.size]
             blobs: list[tuple[str, str]] = []
             (tmp / "blobs").mkdir()

@@ -80,6 +80,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 FIG3 = {f"figures/fig3_{v}_cosine.provenance.json" for v in ("weighted", "unweighted")}
 S4 = {"figures/s4_anisotropy.provenance.json"}
+CLAIMS = {"claims/claims.provenance.json"}  # evaluated on the Fig. 3 scores and the S4 projections
 
 
 def test_a_fresh_run_audits_clean(run: dict[str, Path]) -> None:
@@ -87,7 +88,8 @@ def test_a_fresh_run_audits_clean(run: dict[str, Path]) -> None:
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
     kinds = {e["kind"] for e in entries.values()}
     assert {"weights manifest", "modes/v1", "scores/v1", "projections/v1", "figure"} <= kinds
-    assert len(entries) == 2 + 2 + 2 + 1 + 3  # manifests, modes, scores, projections, figures
+    assert len(entries) == 2 + 2 + 2 + 1 + 3 + 1  # manifests, modes, scores, projections, figures, the claims page
+    assert entries[next(iter(CLAIMS))]["status"] == "ok"
 
 
 def test_an_edited_weight_byte_flags_that_model_and_what_was_made_from_it(run: dict[str, Path]) -> None:
@@ -99,7 +101,7 @@ def test_an_edited_weight_byte_flags_that_model_and_what_was_made_from_it(run: d
     with tampered(run["weights_b"], flip):
         status, entries = audit(run["work"] / "results")
     assert status == 1
-    assert not_ok(entries) == {f"weights/{B}.json", f"modes/{B}.zarr", f"scores/{B}.zarr"} | FIG3
+    assert not_ok(entries) == {f"weights/{B}.json", f"modes/{B}.zarr", f"scores/{B}.zarr"} | FIG3 | CLAIMS
     assert any("tiny.safetensors: sha256" in f["message"] for f in entries[f"modes/{B}.zarr"]["findings"])
     assert entries[f"scores/{B}.zarr"]["status"] == "changed-input"  # through the modes store it was made from
     # a weights file that is gone is a missing input
@@ -121,7 +123,7 @@ def test_a_replaced_image_flags_the_projections_and_their_figure(run: dict[str, 
     with tampered(target, replace):
         status, entries = audit(run["work"] / "results")
     assert status == 1
-    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4
+    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4 | CLAIMS
     messages = [f["message"] for f in entries[f"projections/{A}/photos.zarr"]["findings"]]
     assert any("1 changed (photo03.png)" in m for m in messages), messages
     # an image added to the folder changes the set that was projected
@@ -131,7 +133,7 @@ def test_a_replaced_image_flags_the_projections_and_their_figure(run: dict[str, 
         _, entries = audit(run["work"] / "results")
     finally:
         extra.unlink()
-    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4
+    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4 | CLAIMS
     assert any("1 added (photo99.png)" in f["message"] for f in entries[f"projections/{A}/photos.zarr"]["findings"])
 
 
@@ -159,7 +161,7 @@ def test_a_config_change_flags_the_artefacts_of_that_section(run: dict[str, Path
 
     with tampered(run["config"], reorder):
         status, entries = audit(run["work"] / "results")
-    assert status == 1 and not_ok(entries) == FIG3
+    assert status == 1 and not_ok(entries) == FIG3 | CLAIMS
     msg = entries[next(iter(FIG3))]["findings"][0]["message"]
     assert msg.startswith("config figures/fig3 changed") and '["tiny-b", "tiny-a"]' in msg
 
@@ -225,10 +227,15 @@ def test_figure_provenance_page_and_ro_crate(run: dict[str, Path]) -> None:
     assert graph["ro-crate-metadata.json"]["conformsTo"]["@id"] == "https://w3id.org/ro/crate/1.1"
     root = graph["./"]
     parts = {p["@id"] for p in root["hasPart"]}
-    assert {f"modes/{A}.zarr/", f"projections/{A}/photos.zarr/", "figures/s4_anisotropy.png"} <= parts
+    assert {
+        f"modes/{A}.zarr/",
+        f"projections/{A}/photos.zarr/",
+        "figures/s4_anisotropy.png",
+        "claims/claims.json",
+    } <= parts
     assert all(p in graph for p in parts)
     actions = [graph[m["@id"]] for m in root["mentions"]]
-    assert len(actions) == 10 and all(a["@type"] == "CreateAction" for a in actions)
+    assert len(actions) == 11 and all(a["@type"] == "CreateAction" for a in actions)  # 10 + the claims page
     made = {r["@id"]: a for a in actions for r in a["result"]}
     proj_inputs = {o["@id"] for o in made[f"projections/{A}/photos.zarr/"]["object"]}
     assert f"modes/{A}.zarr/" in proj_inputs and any(i.startswith("#images-") for i in proj_inputs)

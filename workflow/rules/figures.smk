@@ -79,6 +79,8 @@ for _key, _fig in FIGURES.items():
             "../envs/qkdissect.yaml"
         log:
             f"results/logs/figures/{_fig['output']}.log",
+        benchmark:
+            f"results/benchmarks/figures/{_fig['output']}.tsv"
         shell:
             papermill_command()
 

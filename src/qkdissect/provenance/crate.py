@@ -50,8 +50,11 @@ def write_crate(results: str | Path) -> Path:
     for a in arts:
         if a.kind == "figure":
             made = []
-            for ext in (".png", ".pdf"):
-                f = a.path.with_name(a.path.name.replace(".provenance.json", ext))
+            names = a.record.get("outputs") or {
+                a.path.name.replace(".provenance.json", ext): None for ext in (".png", ".pdf")
+            }  # a figure's PNG and PDF, the claims page's JSON and HTML: what the sidecar records it wrote
+            for name in names:
+                f = a.path.with_name(name)
                 if f.exists():
                     made.append(
                         add(

@@ -243,11 +243,13 @@ _RESAMPLE = {
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize (shorter side to ``resize``, or to exactly ``crop`` when ``resize`` is None), centre-crop to
-    ``crop`` (height, width), scale to [0, 1] and normalise by ``mean``/``std``."""
+    """Resize, centre-crop to ``crop`` (height, width), scale to [0, 1] and normalise by ``mean``/``std``. The
+    resize: the shorter side to ``resize`` (an int: torchvision, timm, CLIP), exactly to ``resize`` = (height,
+    width) (a pair: a Hugging Face processor whose ``size`` is a height and width, e.g. DeiT's 256 x 256 before
+    its 224 crop), or exactly to ``crop`` (None: a Hugging Face processor without a crop, e.g. ViT's 224 x 224)."""
 
     crop: tuple[int, int]
-    resize: int | None
+    resize: int | tuple[int, int] | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
@@ -258,9 +260,11 @@ class Preprocess:
         ch, cw = self.crop
         if self.resize is None:
             return (cw, ch), (0, 0, cw, ch)
+        if isinstance(self.resize, tuple):
+            rh, rw = self.resize
         # the shorter side becomes ``resize``, the longer int(resize * long / short): as torchvision and the
         # Hugging Face processors compute it
-        if width <= height:
+        elif width <= height:
             rw, rh = self.resize, int(self.resize * height / width)
         else:
             rw, rh = int(self.resize * width / height), self.resize
@@ -291,7 +295,7 @@ class Preprocess:
     def describe(self) -> dict[str, Any]:
         return {
             "crop": list(self.crop),
-            "resize": self.resize,
+            "resize": list(self.resize) if isinstance(self.resize, tuple) else self.resize,
             "mean": list(self.mean),
             "std": list(self.std),
             "interpolation": self.interpolation,

@@ -32,22 +32,31 @@ def _timm_preprocess(model: Any) -> Preprocess:
 
 
 def _hf_preprocess(proc: Any) -> Preprocess:
+    """The geometry and normalisation of a Hugging Face image processor: ``size`` as a shortest edge (resize the
+    shorter side) or as a height and width (resize to exactly that), then the ``crop_size`` centre crop when
+    ``do_center_crop`` is set (CLIP: 224 from a shorter side of 224; DeiT: 224 x 224 from 256 x 256)."""
     d = proc.to_dict() if hasattr(proc, "to_dict") else dict(proc)
     size = d.get("size") or {}
     crop = d.get("crop_size") or {}
     resample = d.get("resample", 3)
     names = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
     interp = names.get(int(resample), "bicubic") if isinstance(resample, int) else "bicubic"
+    resize: int | tuple[int, int] | None
     if "shortest_edge" in size:
-        short = int(size["shortest_edge"])
-        cc = (int(crop.get("height", short)), int(crop.get("width", short))) if d.get("do_center_crop") else None
-        pp = Preprocess(cc or (short, short), short, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interp)
+        resize = int(size["shortest_edge"])
+        full = (resize, resize)
     else:
-        h, w = int(size.get("height", 224)), int(size.get("width", 224))
-        pp = Preprocess((h, w), None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interp)
+        full = (int(size.get("height", 224)), int(size.get("width", 224)))
+        resize = None
+    if d.get("do_center_crop") and crop:
+        cropped = (int(crop.get("height", full[0])), int(crop.get("width", full[1])))
+        if resize is None and cropped != full:
+            resize = full
+    else:
+        cropped = full
     mean = tuple(float(v) for v in d.get("image_mean", (0.5, 0.5, 0.5)))
     std = tuple(float(v) for v in d.get("image_std", (0.5, 0.5, 0.5)))
-    return Preprocess(pp.crop, pp.resize, mean, std, interp, origin=f"Hugging Face {type(proc).__name__}")  # type: ignore[arg-type]
+    return Preprocess(cropped, resize, mean, std, interp, origin=f"Hugging Face {type(proc).__name__}")  # type: ignore[arg-type]
 
 
 def preprocess_for(loaded: LoadedModel) -> Preprocess:

@@ -1,0 +1,2 @@
+"""Rehearsals of the paper's run without its downloads: stand-ins for the paper's weights (:mod:`rehearsal.hub`,
+described by :mod:`rehearsal.hub_repos`) that hold exactly what the real files hold, with made-up tensor values."""

@@ -35,6 +35,7 @@ Only tensor values are made up. Not reproduced: the TensorFlow / Flax weights (`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 SAFETENSORS = "model.safetensors"
@@ -70,6 +71,7 @@ class HubRepo:
         return self.repo_id.split("/", 1)[1]
 
 
+@cache
 def _imagenet_labels() -> dict[str, Any]:
     """``id2label`` / ``label2id`` of the 1000 ImageNet classes, as the converted repositories write them (the
     names of huggingface/label-files ``imagenet-1k-id2label.json``; timm bundles the same WordNet lemmas)."""

@@ -153,6 +153,24 @@ def test_cache_has_the_hub_layout(offline: dict[str, Path]) -> None:
         )  # DINO was saved without its pooler, the in21k ViT-H with it
 
 
+def test_rebuild_is_deterministic_and_replaces_the_repository(tmp_path: Path) -> None:
+    """The same build gives the same files and revision; another depth replaces the repository whole; a bad
+    name or depth is refused before anything is written."""
+    repo_dir = tmp_path / "hub" / "models--facebook--deit-tiny-distilled-patch16-224"
+    revisions = []
+    for depth in (1, 1, 2):
+        build_hub_cache(tmp_path, depth=depth, repos=["deit-tiny-distilled-patch16-224"])
+        revisions.append((repo_dir / "refs" / "main").read_text())
+        assert [p.name for p in (repo_dir / "snapshots").iterdir()] == [revisions[-1]]
+    assert revisions[0] == revisions[1] != revisions[2]
+    assert sorted(p.name for p in tmp_path.joinpath("hub").iterdir()) == [repo_dir.name]  # no leftovers
+    with pytest.raises(ValueError, match="not one of the paper's hub repositories"):
+        build_hub_cache(tmp_path / "bad", repos=["google/vit-tiny"])
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        build_hub_cache(tmp_path / "bad", depth=0, repos=["deit-tiny-distilled-patch16-224"])
+    assert not (tmp_path / "bad" / "hub" / repo_dir.name).exists()
+
+
 def test_local_checkpoints_have_the_upstream_layout(offline: dict[str, Path]) -> None:
     """SimMIM: the state dict under "model" (pretrain: encoder.* with a shared relative position bias, the mask
     token and the pixel decoder; finetune: per-block tables, fc_norm, a 1000-class head); I-JEPA: encoder,

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +77,15 @@ def hub_repo(key: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """The stand-ins, built once per session: HF_HOME with the 13 hub repositories, QKDISSECT_DATA with the
-    SimMIM and I-JEPA checkpoints, and two small photographs."""
+    SimMIM and I-JEPA checkpoints, and two small photographs (2.4 GB, removed at the end of the session)."""
     base = tmp_path_factory.mktemp("rehearsal")
     hf_home = build_hub_cache(base / "hf", depth=DEPTH)
     build_local_checkpoints(base / "data" / "weights", depth=DEPTH)
     write_photos(base / "photos", n=2)
-    return {"hf_home": hf_home, "data": base / "data", "photos": base / "photos"}
+    yield {"hf_home": hf_home, "data": base / "data", "photos": base / "photos"}
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -353,6 +353,8 @@ def build_local_checkpoints(weights_dir: str | Path, depth: int | None = None, s
     """Write the SimMIM pretrain / finetune ``.pth`` files and the I-JEPA ``.pth.tar`` (encoder, predictor,
     target_encoder) under ``weights_dir`` with their released names (the catalogue's specs read
     ``$QKDISSECT_DATA/weights/<name>``); returns {catalogue key: file}, the I-JEPA predictor included."""
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be at least 1, not {depth}")
     writers = _checkpoint_writers(depth, seed)
     out: dict[str, Path] = {}
     for c in LOCAL_CHECKPOINTS.values():

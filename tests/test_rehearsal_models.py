@@ -172,6 +172,8 @@ def test_rebuild_is_deterministic_and_replaces_the_repository(tmp_path: Path) ->
     with pytest.raises(ValueError, match="depth must be at least 1"):
         build_hub_cache(tmp_path / "bad", depth=0, repos=["deit-tiny-distilled-patch16-224"])
     assert not (tmp_path / "bad" / "hub" / repo_dir.name).exists()
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        build_local_checkpoints(tmp_path / "bad" / "weights", depth=0)
 
 
 def test_local_checkpoints_have_the_upstream_layout(offline: dict[str, Path]) -> None:

@@ -50,7 +50,7 @@ class QKWeights:
     layers: list[AttentionLayer]
     layout: TokenLayout
     notes: list[str] = field(default_factory=list)
-    model: nn.Module | None = None
+    model: nn.Module | None = None  # the module holding the layers, which the passes run (a CLIP image tower)
 
     @property
     def n_layers(self) -> int:

@@ -91,7 +91,10 @@ def load(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest
     name = model_key or str(loaded.spec)
     manifest, deps = weights_checked(loaded, name, manifest)
     dev = resolve_device(device)
-    return Loaded(loaded.model.to(dev).eval(), qk, loaded, name, dev, manifest, deps)
+    # the module the adapter found the layers in: the image tower of a CLIPModel (whose own forward wants text
+    # too), the encoder inside a task wrapper, or the model itself
+    runner = qk.model if qk.model is not None else loaded.model
+    return Loaded(runner.to(dev).eval(), qk, loaded, name, dev, manifest, deps)
 
 
 def load_image_model(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest = None) -> ImageModel:

@@ -145,8 +145,11 @@ def load_checkpoint_into(
     path: Path | str,
     arch: str,
     ignore_prefixes: tuple[str, ...] = ("head.",),
+    assign: bool = False,
 ) -> None:
-    """Strict load, except for classifier keys; mismatches raise :class:`CheckpointMismatchError`."""
+    """Strict load, except for classifier keys; mismatches raise :class:`CheckpointMismatchError`. ``assign``: the
+    model was built on the meta device (no random initialisation to overwrite) and takes the checkpoint's tensors;
+    every parameter and buffer must then come from the checkpoint."""
     own = model.state_dict()
     keep = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     want = {k for k in own if not k.startswith(ignore_prefixes)}
@@ -159,7 +162,10 @@ def load_checkpoint_into(
     )
     if missing or unexpected or shapes:
         raise CheckpointMismatchError(str(path), arch, missing, unexpected, shapes)
-    model.load_state_dict(keep, strict=False)
+    model.load_state_dict(keep, strict=False, assign=assign)
+    unset = sorted(n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta)
+    if unset:
+        raise CheckpointMismatchError(str(path), arch, unset, [])
 
 
 def hub_offline() -> bool:

@@ -6,6 +6,7 @@ token (fixed sin-cos position embedding); the predictor is ``predictor_embed`` -
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,8 +55,9 @@ class IJEPAPredictor(nn.Module):
         from timm.models.vision_transformer import Block
 
         self.predictor_embed = nn.Linear(d_in, d)
+        norm = partial(nn.LayerNorm, eps=1e-6)  # upstream vit_predictor's norm_layer
         self.blocks = nn.ModuleList(
-            [Block(d, n_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]
+            [Block(d, n_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)]  # type: ignore[arg-type]
         )
         self.predictor_norm = nn.LayerNorm(d, eps=1e-6)
         self.num_prefix_tokens = 0
@@ -129,8 +131,9 @@ def load_ijepa(spec: ModelSpec) -> LoadedModel:
     except (OSError, RuntimeError, EOFError) as e:
         raise CheckpointReadError(path, e) from e
     part = spec.part or "encoder"
-    model, sd = ijepa_part(ckpt, part, spec.kwargs.get("heads"))
-    load_checkpoint_into(model, sd, path, f"ijepa#{part}")
+    with torch.device("meta"):  # no random initialisation of a model the checkpoint fills (ViT-H: 630M values)
+        model, sd = ijepa_part(ckpt, part, spec.kwargs.get("heads"))
+    load_checkpoint_into(model, sd, path, f"ijepa#{part}", assign=True)
     return LoadedModel(spec, model.eval(), path, sha256_file(path), origin=f"local I-JEPA checkpoint ({part})")
 
 

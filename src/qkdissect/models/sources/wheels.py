@@ -78,5 +78,5 @@ def state_dict_digest(sd: dict[str, torch.Tensor] | dict[str, np.ndarray]) -> st
         v = sd[k]
         a = np.ascontiguousarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v)
         h.update(f"{k}|{a.dtype.str}|{a.shape}\n".encode())
-        h.update(a.tobytes())
+        h.update(a.data)  # the raw bytes, without copying them
     return h.hexdigest()

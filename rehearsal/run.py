@@ -9,8 +9,8 @@ The world it builds under ``OUT`` (once; a second run reuses what is there):
   ImageNet photographs of the offline assets (:mod:`rehearsal.datasets`);
 - ``data/weights``: the SimMIM and I-JEPA checkpoints in their upstream layouts (``QKDISSECT_DATA=OUT/data``);
 - ``O3``, ``ADEChallengeData2016``: the O3 and ADE20K layouts from real photographs with masks;
-- ``overlay.yaml``: the only lines laid over ``config/paper.yaml``: where O3 and ADE20K are (and, for a
-  shallow rehearsal, how many of their images to use).
+- ``overlay.yaml``: the only lines laid over ``config/paper.yaml``: where O3 and ADE20K are; a shallow rehearsal
+  also says how many of their images to use and moves the paper's hand-picked modes into its 2 blocks.
 
 Then it runs ``snakemake --configfile config/paper.yaml OUT/overlay.yaml`` in ``OUT/run`` with
 ``HF_HUB_OFFLINE=1``, the report, and writes ``OUT/cost.json`` and ``OUT/cost.md``: every job's time and peak
@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -67,8 +66,34 @@ def paper_classes(config: Path = PAPER) -> list[str]:
     rehearsal ImageNet holds them."""
     from qkdissect.data.labels import imagenet_classes, parse_class_ref
 
-    refs = sorted(set(re.findall(r"class:[^\"'\s,}#]+", config.read_text())))
-    return [imagenet_classes().wnids[parse_class_ref(r)[0]] for r in refs]
+    def strings(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            return [s for v in node.values() for s in strings(v)]
+        if isinstance(node, list):
+            return [s for v in node for s in strings(v)]
+        return [node] if isinstance(node, str) else []
+
+    refs = sorted({s for s in strings(yaml.safe_load(config.read_text())) if s.startswith("class:")})
+    return list(dict.fromkeys(imagenet_classes().wnids[parse_class_ref(r)[0]] for r in refs))
+
+
+def shallow_figures(figures: dict[str, Any], depth: int) -> dict[str, Any]:
+    """The paper's hand-picked modes and gallery layer ranges moved into ``depth`` blocks (layer l -> min(l, depth
+    - 1)): the one change a shallow rehearsal makes to the figures, since L8 H7 M2 does not exist in 2 blocks."""
+
+    def row(r: dict[str, Any]) -> dict[str, Any]:
+        out = dict(r)
+        if isinstance(r.get("modes"), list):
+            out["modes"] = [[min(m[0], depth - 1), *m[1:]] for m in r["modes"]]
+        if "layers" in r:
+            out["layers"] = [min(x, depth - 1) for x in r["layers"]]
+        return out
+
+    return {
+        "fig1": [row(r) for r in figures["fig1"]],
+        "fig4": [row(r) for r in figures["fig4"]],
+        "galleries": {name: [row(r) for r in rows] for name, rows in figures["galleries"].items()},
+    }
 
 
 def build_world(out: Path, scale: Scale) -> dict[str, str]:
@@ -85,6 +110,8 @@ def build_world(out: Path, scale: Scale) -> dict[str, str]:
         "mask_datasets": {"o3": {"source": f"o3:{o3}", **limit(scale.o3)},
                           "ade20k": {"source": f"ade20k:{ade}", **limit(scale.ade20k)}},
     }  # fmt: skip
+    if scale.depth is not None:
+        overlay["figures"] = shallow_figures(yaml.safe_load(PAPER.read_text())["figures"], scale.depth)
     (out / "overlay.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
     return {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "QKDISSECT_DATA": str(data)}
 

@@ -4,6 +4,7 @@ inputs."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import mimetypes
 from pathlib import Path
@@ -24,6 +25,11 @@ def _entity_id(path: Path, results: Path) -> str:
     return rel + ("/" if path.is_dir() else "")
 
 
+def _modified(path: Path) -> str:
+    """When a file was last written (a weights manifest records no time: its content depends on its files only)."""
+    return _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC).isoformat(timespec="seconds")
+
+
 def write_crate(results: str | Path) -> Path:
     """Write ``ro-crate-metadata.json`` into ``results``: every figure, store and manifest (with its sha256), the
     inputs recorded in their provenance, and one CreateAction per artefact linking its inputs to it."""
@@ -31,7 +37,7 @@ def write_crate(results: str | Path) -> Path:
     from .audit import dependencies, find_artefacts
 
     results = Path(results)
-    arts, _ = find_artefacts(results)
+    arts = [a for a in find_artefacts(results)[0] if not a.findings]  # not a figure whose provenance is gone
     base = results.resolve().parent
     software = {
         "@id": "#qkdissect",
@@ -119,7 +125,7 @@ def write_crate(results: str | Path) -> Path:
                 "instrument": {"@id": software["@id"]},
                 "object": objects,
                 "result": made,
-                "endTime": a.record.get("finished") or a.record.get("resolved"),
+                "endTime": a.record.get("finished") or a.record.get("resolved") or _modified(a.path),
                 "description": json.dumps(
                     {"parameters": a.record.get("parameters"), "code": a.record.get("code")}, default=str
                 ),

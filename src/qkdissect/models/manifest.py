@@ -3,9 +3,7 @@ and write a small JSON manifest that later steps check against.
 
 The workflow's ``weights`` rule calls :func:`resolve_weights` on the machine that has the network (on a cluster:
 the login node, see the SLURM profile), so compute jobs never download. A manifest records, per file, the path,
-size and sha256, plus the hub revision where there is one. Its content depends on the files (and the code and
-config) only, not on when it was written: resolving the same files again gives the same manifest, so the workflow
-reruns nothing made from it (Snakemake compares small inputs by checksum).
+size and sha256, plus the hub revision where there is one.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QKDissectError
-from ..provenance.records import code_record, config_record
+from ..provenance.records import code_record, config_record, utc_now
 from .loading import parse_spec
 from .sources import REGISTRY
 from .sources.base import hub_offline
@@ -37,6 +35,7 @@ def resolve_weights(spec: str | ModelSpec, name: str | None = None) -> dict[str,
         "revision": revision,
         "hub_offline": hub_offline(),
         "files": files,
+        "resolved": utc_now(),
         "code": code_record(),
         **({"config": cfg} if (cfg := config_record()) is not None else {}),
     }
@@ -68,7 +67,7 @@ def check_manifest(manifest: dict[str, Any], sha256: str | None, where: str, pat
         resolved = next((f["path"] for f in manifest.get("files", []) if f.get("role") == "weights"), "?")
         raise QKDissectError(
             f"{where}: the weights loaded now ({path or 'file'}, sha256 {sha256[:12]}…) are not the ones resolved "
-            f"in the manifest ({resolved}, sha256 {expected[:12]}…): the file changed "
+            f"in the manifest ({resolved}, sha256 {expected[:12]}…, {manifest.get('resolved')}): the file changed "
             "since, or $QKDISSECT_DATA points elsewhere now. Delete the manifest (results/weights/<model>.json) and "
             "run again."
         )

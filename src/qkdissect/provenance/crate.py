@@ -4,7 +4,6 @@ inputs."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import mimetypes
 from pathlib import Path
@@ -23,11 +22,6 @@ def _entity_id(path: Path, results: Path) -> str:
     except ValueError:
         return path.resolve().as_uri()
     return rel + ("/" if path.is_dir() else "")
-
-
-def _modified(path: Path) -> str:
-    """When a file was last written (a weights manifest records no time: its content depends on its files only)."""
-    return _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC).isoformat(timespec="seconds")
 
 
 def write_crate(results: str | Path) -> Path:
@@ -125,7 +119,7 @@ def write_crate(results: str | Path) -> Path:
                 "instrument": {"@id": software["@id"]},
                 "object": objects,
                 "result": made,
-                "endTime": a.record.get("finished") or a.record.get("resolved") or _modified(a.path),
+                "endTime": a.record.get("finished") or a.record.get("resolved"),
                 "description": json.dumps(
                     {"parameters": a.record.get("parameters"), "code": a.record.get("code")}, default=str
                 ),

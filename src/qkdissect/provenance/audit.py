@@ -129,7 +129,7 @@ def _files(here: Path, names: list[str], leftovers: list[Path]) -> list[Artefact
             "missing-input",
             f"no provenance: its sidecar {sidecar} is gone, and with it the record of what "
             f"{' and '.join(p.name for p in files)} {'were' if len(files) > 1 else 'was'} made from; "
-            "draw it again (`snakemake` redraws it once the file is deleted)",
+            "draw it again (`snakemake` does)",
         )
         found.append(art)
     return found
@@ -319,7 +319,7 @@ def _content(art: Artefact, hashes: _Hashes) -> None:
 def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool) -> None:
     if art.findings:  # found without a record (a figure whose sidecar is gone): nothing to re-check
         return
-    if art.content is not None or art.kind not in ("figure", "weights manifest"):
+    if art.path.is_dir():  # a store
         _content(art, hashes)
     if not art.record:
         art.add("missing-input", "no provenance recorded")

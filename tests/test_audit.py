@@ -1,5 +1,7 @@
 """`qkdissect audit` after a real workflow run: tamper with each kind of input (a weight byte, an image, a
-notebook, the config) and the audit names exactly the artefacts made from it, and nothing else."""
+notebook, the config) and the audit names exactly the artefacts made from it, and nothing else; a figure whose
+provenance is gone, a store whose chunks changed or are gone, results behind a link; and the workflow reruns
+exactly what the audit flags."""
 
 from __future__ import annotations
 
@@ -161,8 +163,8 @@ def test_a_config_change_flags_the_artefacts_of_that_section(run: dict[str, Path
 
     with tampered(run["config"], reorder):
         status, entries = audit(run["work"] / "results")
-    assert status == 1 and not_ok(entries) == FIG3 | CLAIMS
-    msg = entries[next(iter(FIG3))]["findings"][0]["message"]
+    assert status == 1 and not_ok(entries) == FIG3 | CLAIMS  # the claims record figures.fig3 too
+    msg = entries[sorted(FIG3)[0]]["findings"][0]["message"]
     assert msg.startswith("config figures/fig3 changed") and '["tiny-b", "tiny-a"]' in msg
 
     def unrelated(p: Path) -> None:  # a comment or another section: the file's digest changes, no artefact does
@@ -242,3 +244,131 @@ def test_figure_provenance_page_and_ro_crate(run: dict[str, Path]) -> None:
     assert graph[f"modes/{A}.zarr/"]["sha256"] == tree_sha256(results / f"modes/{A}.zarr")
     for a in actions:
         assert all(o["@id"] in graph for o in a["object"]) and a["instrument"] == {"@id": "#qkdissect"}
+
+
+# ----------------------------------------------------------------------------------------- blind spots (issue 13)
+@contextmanager
+def moved_away(path: Path) -> Iterator[None]:
+    """Move a file or folder aside for the duration of the block (as if deleted), then put it back."""
+    aside = path.with_name(path.name + ".aside")
+    path.rename(aside)
+    try:
+        yield
+    finally:
+        aside.rename(path)
+
+
+def test_a_figure_or_claims_page_without_its_provenance_is_reported(run: dict[str, Path]) -> None:
+    """Deleting a figure's sidecar made the figure vanish from the audit ("ok", exit 0)."""
+    figures, claims = run["work"] / "results/figures", run["work"] / "results/claims"
+    with moved_away(figures / "s4_anisotropy.provenance.json"), moved_away(claims / "claims.provenance.json"):
+        status, entries = audit(run["work"] / "results")
+        rerun = planned(run)
+    assert status == 1 and not_ok(entries) == {"figures/s4_anisotropy.png", "claims/claims.json"}
+    for name, kind in (("figures/s4_anisotropy.png", "figure"), ("claims/claims.json", "claims")):
+        (finding,) = entries[name]["findings"]
+        assert entries[name]["kind"] == kind and finding["status"] == "missing-input"
+        assert (
+            finding["message"].startswith("no provenance: its sidecar")
+            and ".provenance.json is gone" in finding["message"]
+        )
+    assert "s4_anisotropy.pdf" in entries["figures/s4_anisotropy.png"]["findings"][0]["message"]
+    assert artefacts(rerun) == {"results/" + p for p in S4 | CLAIMS}  # the workflow draws them again
+
+
+def _chunk(store: Path) -> Path:
+    return sorted((store / "U/c").rglob("*"), key=str)[-1]
+
+
+def test_a_changed_or_missing_chunk_of_a_store_is_named(run: dict[str, Path]) -> None:
+    """Overwriting a chunk of a modes store flagged its dependants but not the store; deleting one went unseen."""
+    store = run["work"] / f"results/modes/{A}.zarr"
+    chunk = _chunk(store)
+    name = chunk.relative_to(store).as_posix()
+    made_from_a = {f"scores/{A}.zarr", f"projections/{A}/photos.zarr"} | FIG3 | S4 | CLAIMS
+    with tampered(chunk, lambda p: p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1]))):
+        status, entries = audit(run["work"] / "results")
+    assert status == 1 and not_ok(entries) == {f"modes/{A}.zarr"} | made_from_a
+    assert entries[f"modes/{A}.zarr"]["status"] == "modified"
+    assert {"status": "modified", "message": f"chunk {name} changed after the store was written"} in entries[
+        f"modes/{A}.zarr"
+    ]["findings"]
+    with moved_away(chunk):
+        status, entries = audit(run["work"] / "results")
+        r = subprocess.run(
+            [sys.executable, "-m", "qkdissect", "scores", str(store), "-o", str(run["work"] / "s.zarr")],
+            capture_output=True,
+            text=True,
+        )
+    assert (
+        entries[f"modes/{A}.zarr"]["status"] == "missing-input" and not_ok(entries) == {f"modes/{A}.zarr"} | made_from_a
+    )
+    assert any(f"chunk {name} gone" in f["message"] for f in entries[f"modes/{A}.zarr"]["findings"])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"is damaged: its chunk {name} is gone. Delete the store and make it again" in r.stderr
+    assert not (run["work"] / "s.zarr").exists()
+
+
+def test_results_behind_a_link_and_an_empty_folder(run: dict[str, Path], tmp_path: Path) -> None:
+    """results/ a link to a folder of another name elsewhere: relative records are read from the folder holding
+    the link, not from the target's parent (which gave false missing inputs)."""
+    results = run["work"] / "results"
+    elsewhere = tmp_path / "scratch" / "run-1"
+    elsewhere.parent.mkdir()
+    results.rename(elsewhere)
+    results.symlink_to(elsewhere, target_is_directory=True)
+    try:
+        status, entries = audit(results)
+    finally:
+        results.unlink()
+        elsewhere.rename(results)
+    assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
+    assert len(entries) == 11
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder in (empty, tmp_path / "nowhere"):
+        r = subprocess.run([sys.executable, "-m", "qkdissect", "audit", str(folder)], capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert str(folder) in r.stderr and ("no artefacts under" in r.stderr or "no results folder" in r.stderr)
+
+
+# ----------------------------------------------------------------------------------------- the workflow agrees
+def planned(run: dict[str, Path], config: Path | None = None) -> set[str]:
+    """The outputs of the jobs `snakemake -n` would run now (paths as the rules name them)."""
+    r = snakemake(run["work"], "-n", config=config or run["config"], snakefile=run["repo"] / "Snakefile")
+    out = r.stdout + r.stderr
+    if "Nothing to be done" in out:
+        return set()
+    return {p.strip() for line in out.splitlines() if line.startswith("    output: ") for p in line[12:].split(",")}
+
+
+def artefacts(outputs: set[str]) -> set[str]:
+    """The outputs the audit lists: stores, weights manifests and provenance sidecars."""
+    return {o for o in outputs if o.endswith((".zarr", ".provenance.json")) or o.startswith("results/weights/")}
+
+
+def test_the_workflow_reruns_what_the_audit_flags(run: dict[str, Path], tmp_path: Path) -> None:
+    """A changed weights file and a deleted intermediate store left Snakemake with "Nothing to be done" while the
+    audit was red; a byte-identical config at another path reran every job."""
+    assert planned(run) == set()
+    same = tmp_path / "elsewhere" / "config.yaml"
+    same.parent.mkdir()
+    shutil.copy2(run["config"], same)
+    assert planned(run, same) == set()  # the config's path is no part of a job
+
+    def flip(p: Path) -> None:
+        data = bytearray(p.read_bytes())
+        data[-100] ^= 0xFF
+        p.write_bytes(bytes(data))
+
+    with tampered(run["weights_b"], flip):
+        _, entries = audit(run["work"] / "results")
+        rerun = planned(run)
+    assert artefacts(rerun) == {"results/" + p for p in not_ok(entries)}
+    assert f"results/modes/{B}.zarr" in rerun and f"results/modes/{A}.zarr" not in rerun
+
+    with moved_away(run["work"] / f"results/scores/{A}.zarr"):
+        _, entries = audit(run["work"] / "results")
+        rerun = planned(run)
+    assert not_ok(entries) == FIG3 | S4 | CLAIMS  # made from the store that is gone
+    assert artefacts(rerun) == {f"results/scores/{A}.zarr"} | {"results/" + p for p in FIG3 | S4 | CLAIMS}

@@ -109,3 +109,38 @@ def test_overwrite_is_atomic_replacement(tmp_path: Path, modes_ds: xr.Dataset, m
     with pytest.raises(OSError):
         store.write_store(modes_ds, target)
     assert store.open_store(target).attrs["model_id"] == "second"  # the old store survives a failed rewrite
+
+
+def test_a_store_records_its_content_and_refuses_to_open_with_a_chunk_gone(
+    tmp_path: Path, modes_ds: xr.Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13: a modes store with a chunk deleted opened, and `scores` printed +nan for that layer."""
+    from qkdissect.cli import main
+    from qkdissect.errors import DamagedStoreError
+    from qkdissect.stores.content import CONTENT_ATTR, content_digests
+
+    out = store.write_store(modes_ds, tmp_path / "m.zarr")
+    recorded = store.open_store(out).attrs[CONTENT_ATTR]
+    assert recorded == content_digests(out) and "U/c/1/0/0/0" in recorded and "zarr.json" not in recorded
+    every = {f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file()}
+    assert set(recorded) == every - {"zarr.json"}  # every chunk and array's metadata: all but the root's
+    (out / "U/c/1/0/0/0").unlink()
+    with pytest.raises(DamagedStoreError, match=r"m.zarr is damaged: its chunk U/c/1/0/0/0 is gone"):
+        store.open_store(out)
+    assert main(["scores", str(out), "-q", "-o", str(tmp_path / "s.zarr")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Delete the store and make it again" in err, err
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_streamed_store_records_its_content(tmp_path: Path) -> None:
+    from qkdissect.stores.content import CONTENT_ATTR, content_digests
+
+    with store.StreamingStore(tmp_path / "p.zarr") as st:
+        st.create("q", (5, 2), ("image", "mode"), (2, 2), "float32")
+        for start in (0, 2, 4):
+            st.write("q", start, np.full((min(2, 5 - start), 2), start, np.float32))
+        st.finish(xr.Dataset({"top": ("mode", np.arange(2))}, attrs={"qkdissect_schema": "projections/v1"}))
+    back = store.open_store(tmp_path / "p.zarr")
+    assert back.attrs[CONTENT_ATTR] == content_digests(tmp_path / "p.zarr")
+    assert {"q/c/0/0", "q/c/1/0", "q/c/2/0", "top/c/0"} <= back.attrs[CONTENT_ATTR].keys()

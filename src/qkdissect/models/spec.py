@@ -6,12 +6,14 @@ folder they are taken from (:func:`local_path`, :func:`data_path`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..data.files import inside
+from ..locations import data_dir
+
+__all__ = ["ModelSpec", "data_dir", "data_path", "local_path", "parse_options"]
 
 
 @dataclass(frozen=True)
@@ -58,14 +60,6 @@ def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
                 continue
         out.append((key, val))
     return tuple(out)
-
-
-def data_dir() -> Path:
-    """Where downloaded/converted weights live: ``$QKDISSECT_DATA`` or ``~/.cache/qkdissect``."""
-    env = os.environ.get("QKDISSECT_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qkdissect"
 
 
 def local_path(p: str, what: str) -> Path:

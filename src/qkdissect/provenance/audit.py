@@ -10,8 +10,12 @@ source). The audit re-hashes all of them and reports, per artefact, the worst of
 - ``dirty-tree``: made from a checkout with uncommitted changes (the commit alone does not reproduce it)
 - ``different-code``: the package source differs from the code running the audit
 - ``changed-input``: an input's content differs from what was recorded, or an artefact it was made from did
-- ``modified``: the artefact itself (a figure's PNG/PDF) was changed after it was made
-- ``missing-input``: an input is gone
+- ``modified``: the artefact itself (a figure's PNG/PDF, a chunk of a store) was changed after it was made
+- ``missing-input``: an input is gone, a chunk of the store itself is gone, or the artefact has no provenance (a
+  figure whose sidecar was deleted)
+
+A store records the sha256 of each of its files when it is written (:mod:`qkdissect.stores.content`); the audit
+names every chunk that changed, is gone or was added since.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import config_values, items_sha256, source_sha256, store_attrs, tree_sha256
+from ..errors import QKDissectError
+from ..stores.content import differences, recorded
+from .records import config_values, items_sha256, source_sha256, store_attrs, tree_digests
 
 STATUSES = ("ok", "dirty-tree", "different-code", "changed-input", "modified", "missing-input")
 #: statuses that make the artefacts made from this one out of date too
@@ -40,9 +46,11 @@ class Finding:
 @dataclass
 class Artefact:
     path: Path  # as found under the results folder
-    kind: str  # "weights manifest", a store schema ("modes/v1", ...), or "figure"
+    kind: str  # "weights manifest", a store schema ("modes/v1", ...), "figure" or "claims"
     record: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
+    #: a store's record of its own content ({file inside it: sha256}); None for a store written without one
+    content: dict[str, str] | None = None
 
     @property
     def status(self) -> str:
@@ -65,13 +73,23 @@ def _is_partial(name: str) -> bool:
     return ".tmp-" in name or ".old-" in name
 
 
+#: what a figure or the claims page is made of beside its ``<stem>.provenance.json`` sidecar
+_DRAWN = (".png", ".pdf")
+
+
 def find_artefacts(results: Path) -> tuple[list[Artefact], list[Path]]:
-    """Every store, weights manifest and figure under ``results`` (sorted by path), and leftovers of
-    interrupted writes (``*.tmp-*`` / ``*.old-*``), which are never read as results."""
+    """Every store, weights manifest and figure under ``results`` (sorted by path; linked folders followed), and
+    leftovers of interrupted writes (``*.tmp-*`` / ``*.old-*``), which are never read as results. A figure or
+    claims page whose provenance sidecar is gone is an artefact too, with no record."""
     found: list[Artefact] = []
     leftovers: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(results):
+    seen: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(results, followlinks=True):
         here = Path(dirpath)
+        if here.resolve() in seen:  # a link back into the tree
+            dirnames.clear()
+            continue
+        seen.add(here.resolve())
         for d in list(dirnames):
             if _is_partial(d):
                 leftovers.append(here / d)
@@ -79,20 +97,49 @@ def find_artefacts(results: Path) -> tuple[list[Artefact], list[Path]]:
         if "zarr.json" in filenames and here != results:
             attrs = store_attrs(here)
             if attrs.get("qkdissect_schema"):
-                found.append(Artefact(here, str(attrs["qkdissect_schema"]), dict(attrs.get("provenance", {}))))
+                prov = dict(attrs.get("provenance", {}))
+                found.append(Artefact(here, str(attrs["qkdissect_schema"]), prov, content=recorded(attrs)))
             dirnames.clear()  # a store's arrays are not artefacts
             continue
-        for name in filenames:
-            f = here / name
-            if _is_partial(name):
-                leftovers.append(f)
-            elif name.endswith(".provenance.json"):
-                found.append(Artefact(f, "figure", _read_json(f)))
-            elif name.endswith(".json"):
-                data = _read_json(f)
-                if data.get("qkdissect_manifest"):
-                    found.append(Artefact(f, "weights manifest", data))
+        found += _files(here, filenames, leftovers)
     return sorted(found, key=lambda a: str(a.path)), sorted(leftovers)
+
+
+def _files(here: Path, names: list[str], leftovers: list[Path]) -> list[Artefact]:
+    """The manifests and figures of one folder (and its leftovers, added to ``leftovers``)."""
+    found: list[Artefact] = []
+    orphans: dict[str, list[Path]] = {}  # sidecar name -> the drawn files that have none
+    for name in sorted(names):
+        f = here / name
+        if _is_partial(name):
+            leftovers.append(f)
+        elif name.endswith(".provenance.json"):
+            found.append(Artefact(f, "figure", _read_json(f)))
+        elif name.endswith(".provenance.html"):
+            continue
+        elif f.suffix in _DRAWN or (f.suffix in (".json", ".html") and _is_claims(f)):
+            if not (side := f.with_name(f.stem + ".provenance.json")).exists():
+                orphans.setdefault(side.name, []).append(f)
+        elif name.endswith(".json") and (data := _read_json(f)).get("qkdissect_manifest"):
+            found.append(Artefact(f, "weights manifest", data))
+    for sidecar, files in orphans.items():
+        shown = min(files, key=lambda p: (p.suffix not in (".png", ".json"), p.name))
+        art = Artefact(shown, "claims" if _is_claims(shown) else "figure", {})
+        art.add(
+            "missing-input",
+            f"no provenance: its sidecar {sidecar} is gone, and with it the record of what "
+            f"{' and '.join(p.name for p in files)} {'were' if len(files) > 1 else 'was'} made from; "
+            "draw it again (`snakemake` does)",
+        )
+        found.append(art)
+    return found
+
+
+def _is_claims(path: Path) -> bool:
+    """The claims page (JSON, and the HTML written beside it): ``{"claims": [...]}``."""
+    if path.suffix == ".html":
+        path = path.with_suffix(".json")
+    return path.suffix == ".json" and isinstance(_read_json(path).get("claims"), list)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -109,13 +156,20 @@ class _Hashes:
     weights file, a modes store or an image set is an input of many artefacts)."""
 
     def __init__(self) -> None:
-        self._cache: dict[Path, str] = {}
+        self._cache: dict[Path, tuple[str, dict[str, str]]] = {}
         self._items: dict[tuple[str, str, int | None], list[tuple[str, str | None]] | Exception] = {}
 
     def __call__(self, path: Path) -> str:
+        return self._tree(path)[0]
+
+    def files(self, path: Path) -> dict[str, str]:
+        """sha256 of every file of a tree (a store), by path inside it; read with its tree digest."""
+        return self._tree(path)[1]
+
+    def _tree(self, path: Path) -> tuple[str, dict[str, str]]:
         key = path.resolve()
         if key not in self._cache:
-            self._cache[key] = tree_sha256(key)
+            self._cache[key] = tree_digests(key)
         return self._cache[key]
 
     def items(self, role: str, spec: str, limit: int | None) -> list[tuple[str, str | None]]:
@@ -242,7 +296,31 @@ def _outputs(art: Artefact, hashes: _Hashes) -> None:
             art.add("modified", f"{out} was changed after it was made")
 
 
+def _listed(names: list[str], what: str) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"{'chunks' if len(names) > 1 else 'chunk'} {shown} {what}"
+
+
+def _content(art: Artefact, hashes: _Hashes) -> None:
+    """A store's files against the digests it recorded when it was written."""
+    if art.content is None:
+        art.add("missing-input", "no content digest recorded (made before qkdissect recorded one): make it again")
+        return
+    now = {k: v for k, v in hashes.files(art.path).items() if k != "zarr.json"}
+    diff = differences(now, art.content)
+    if diff["changed"]:
+        art.add("modified", _listed(diff["changed"], "changed after the store was written"))
+    if diff["added"]:
+        art.add("modified", _listed(diff["added"], "added after the store was written"))
+    if diff["gone"]:
+        art.add("missing-input", _listed(diff["gone"], "gone: the store does not open"))
+
+
 def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool) -> None:
+    if art.findings:  # found without a record (a figure whose sidecar is gone): nothing to re-check
+        return
+    if art.path.is_dir():  # a store
+        _content(art, hashes)
     if not art.record:
         art.add("missing-input", "no provenance recorded")
         return
@@ -287,12 +365,19 @@ def _inside(root: Path) -> Iterator[None]:
 def audit(results: str | Path, *, allow_dirty: bool = False, root: str | Path | None = None) -> list[Artefact]:
     """Check every artefact under ``results``; relative paths in the records are taken from ``root`` (default:
     the folder holding ``results``, the workflow's working directory)."""
-    results = Path(results).resolve()
+    given = Path(results).absolute()
+    results = given.resolve()
     if not results.is_dir():
-        raise FileNotFoundError(f"no results folder at {results}")
+        raise QKDissectError(f"no results folder at {given}: give the folder the workflow wrote (default: results)")
     arts, leftovers = find_artefacts(results)
+    if not arts:
+        raise QKDissectError(
+            f"no artefacts under {given}: no store, weights manifest or figure (is this the results folder? "
+            "run the workflow first)"
+        )
     hashes = _Hashes()
-    with _inside(Path(root).resolve() if root else results.parent):
+    # the folder holding results/ as it was given (a link to results elsewhere leads there from the working dir)
+    with _inside(Path(root).resolve() if root else given.parent):
         for a in arts:
             _check(a, hashes, allow_dirty)
         _propagate(arts)

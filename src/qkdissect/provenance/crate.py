@@ -31,7 +31,7 @@ def write_crate(results: str | Path) -> Path:
     from .audit import dependencies, find_artefacts
 
     results = Path(results)
-    arts, _ = find_artefacts(results)
+    arts = [a for a in find_artefacts(results)[0] if not a.findings]  # not a figure whose provenance is gone
     base = results.resolve().parent
     software = {
         "@id": "#qkdissect",

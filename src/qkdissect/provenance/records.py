@@ -154,23 +154,37 @@ def items_sha256(digests: Iterable[tuple[str, str | None]]) -> str:
     return h.hexdigest()
 
 
-#: files inside a store that are not its content: Snakemake's timestamp marker of a directory() output
+#: files inside a store that are not its content: Snakemake's timestamp marker of a directory() output (the same
+#: as :data:`qkdissect.stores.content.NOT_CONTENT`, repeated so that this module does not import xarray)
 NOT_CONTENT = frozenset({".snakemake_timestamp"})
 
 
 def tree_sha256(path: str | Path) -> str:
     """sha256 of a file, or of a directory tree (relative paths and contents, in sorted order; workflow markers
     such as ``.snakemake_timestamp`` excluded, so a store's digest depends on its content only)."""
+    return tree_digests(path)[0]
+
+
+def tree_digests(path: str | Path) -> tuple[str, dict[str, str]]:
+    """:func:`tree_sha256` of a file or tree and, for a tree, the sha256 of each of its files (relative path ->
+    digest; empty for a file), reading every file once."""
     p = Path(path)
+    tree = not p.is_file()
     h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.name not in NOT_CONTENT)
+    each: dict[str, str] = {}
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name not in NOT_CONTENT) if tree else [p]
     for f in files:
-        if p.is_dir():
+        one = hashlib.sha256() if tree else None
+        if tree:
             h.update(f.relative_to(p).as_posix().encode() + b"\0")
         with f.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-    return h.hexdigest()
+                if one is not None:
+                    one.update(block)
+        if one is not None:
+            each[f.relative_to(p).as_posix()] = one.hexdigest()
+    return h.hexdigest(), each
 
 
 def store_attrs(path: str | Path) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A store is written to ``NAME.tmp-XXXX`` beside the target and renamed into place only when complete: a crash
 (SIGKILL included) leaves either the old store or none, never a half-written one under the final name. The next
 write of the same store removes what an interrupted one left (``NAME.tmp-*``, ``NAME.old-*``). Every store has
-``attrs["qkdissect_schema"]`` (its kind and version, see :mod:`.schema`) and ``attrs["provenance"]``.
+``attrs["qkdissect_schema"]`` (its kind and version, see :mod:`.schema`), ``attrs["provenance"]`` and the digest of
+its own content (``attrs["qkdissect_content"]``, see :mod:`.content`): a store with a chunk gone refuses to open.
 
 :func:`failpoint` marks the steps of a write for the fault-injection tests (``$QKDISSECT_FAILPOINT``).
 """
@@ -24,6 +25,9 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from ..errors import DamagedStoreError
+from .content import gone, record_content
 
 
 def _compressor() -> Any:
@@ -118,6 +122,7 @@ def write_store(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` as a Zarr v3 store at ``path`` (atomically, replacing an existing store)."""
     with atomic_path(path) as tmp:
         ds.to_zarr(tmp, mode="w-", zarr_format=3, encoding=_encoding(ds), consolidated=False)
+        record_content(tmp)
         failpoint("store:written")
     return Path(path)
 
@@ -136,6 +141,13 @@ def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:
         raise ValueError(f"{p} is not a qkdissect store (no qkdissect_schema attribute)")
     if kind is not None and not schema.startswith(kind + "/"):
         raise ValueError(f"{p} is a {schema} store, expected a {kind} store")
+    missing = gone(p, ds.attrs)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DamagedStoreError(
+            f"store {p} is damaged: its chunk {missing[0]}{more} is gone. Delete the store and make it again "
+            "(`snakemake` remakes it and what was made from it; `qkdissect audit` lists what it affects)"
+        )
     return ds
 
 
@@ -189,6 +201,7 @@ class StreamingStore:
         enc = {n: {"compressors": (_compressor(),)} for n in ds.data_vars}
         failpoint("stream:finish")
         ds.to_zarr(self.tmp, mode="a", zarr_format=3, consolidated=False, encoding=enc)
+        record_content(self.tmp)
 
     def __exit__(self, *exc: Any) -> bool | None:
         return self._ctx.__exit__(*exc)

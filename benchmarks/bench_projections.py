@@ -58,7 +58,7 @@ def bench_model(name: str, arch: str, batch: int, repeats: int, warmup: int, dev
     m = qk_modes(qk.w_q, qk.w_k, dtype="float64")
     u, _, v = m.numpy()
     proj = Projector(qk, u, v, device=dev)
-    top = StreamingTopK((qk.n_layers, qk.n_heads, u.shape[-1], 2), 8, device=dev)
+    top = StreamingTopK((qk.n_layers, qk.n_heads, u.shape[-1], 2), 8, device=dev, n_payload=1)
     x = torch.randn(batch, 3, 224, 224, device=dev)
     idx = torch.arange(batch)
 
@@ -69,7 +69,7 @@ def bench_model(name: str, arch: str, batch: int, repeats: int, warmup: int, dev
 
     def projection() -> None:
         stats = proj(model, x)
-        top.update(stats.scores(), idx)
+        top.update(stats.scores(), idx, [stats.both_negative()])  # as the pass: with the both-negative flags
         for t in (stats.q_max, stats.q_min, stats.k_max, stats.k_min):
             t.cpu().numpy()
         _sync(dev)

@@ -1,5 +1,6 @@
 """Masked datasets and attention preference: masks follow the image transform, synthetic scenes have exact
-masks, the three measures of each query token sum to 1, a hand-built model whose heads attend within objects or
+masks, the query token is a maximum of its mask as deep inside the object as the grid allows, the three measures of
+each query token sum to 1, a hand-built model whose heads attend within objects or
 to the background gives the known answers, and the real DINOv2 gives a Fig. 2-style curve on VOC samples."""
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from qkdissect.core.preference import grouped, preference_table, query_tokens
@@ -83,13 +87,78 @@ def test_hand_built_heads_give_the_known_preferences() -> None:
     token_masks = np.stack([(cls == c).ravel().astype(float) for c in range(3)])[None]  # (1, region, T)
     model = _one_hot_model()
     qk = extract_qk(model, "one-hot")
-    rows = query_tokens(token_masks[:, :2])
+    rows = query_tokens(token_masks[:, :2], (8, 8))
     probs = attention_rows(model, qk, x, torch.as_tensor(rows)).numpy()
     table = preference_table(probs, token_masks)  # (1, 1, 2 heads, 2 sources, 3 regions)
     np.testing.assert_allclose(table.sum(axis=-1), 1.0, atol=1e-9)
     g = grouped(table, rows >= 0)
     assert g["same"][0, 0, 0] > 0.99 and g["background"][0, 0, 1] > 0.99
     assert g["different"][0, 0, 0] < 0.01 and g["same"][0, 0, 1] < 0.01
+
+
+def _farthest_maxima(mask: np.ndarray) -> tuple[set[int], float]:
+    """Brute force: the maximal tokens of a (g_h, g_w) mask, and the largest of their distances to the nearest
+    token outside that set or off the grid."""
+    gh, gw = mask.shape
+    top = mask >= mask.max() - 1e-9
+    outside = [(i, j) for i in range(-1, gh + 1) for j in range(-1, gw + 1)
+               if not (0 <= i < gh and 0 <= j < gw) or not top[i, j]]  # fmt: skip
+    depth = {i * gw + j: min(np.hypot(i - a, j - b) for a, b in outside) for i, j in zip(*np.nonzero(top), strict=True)}
+    best = max(depth.values())
+    return {t for t, d in depth.items() if d == best}, best
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    hnp.arrays(np.float64, st.tuples(st.integers(1, 9), st.integers(1, 9)), elements=st.sampled_from([0, 0.25, 0.5, 1]))
+)
+def test_query_token_is_the_deepest_maximum(mask: np.ndarray) -> None:
+    """Against brute force on random masks: the chosen token has maximal coverage, no other maximal token is
+    farther from the tokens outside the maximum, and ties go to the first in row-major order."""
+    got = int(query_tokens(mask.reshape(1, 1, -1), mask.shape)[0, 0])
+    if mask.max() == 0:
+        assert got == -1
+        return
+    deepest, _ = _farthest_maxima(mask)
+    assert mask.ravel()[got] == mask.max() and got == min(deepest)
+
+
+def test_query_token_sits_inside_the_object_where_edge_and_interior_attend_differently() -> None:
+    """A head that attends to each token's 3 x 3 neighbourhood: from an interior token of a 5 x 5 object all its
+    attention stays on the object, from an edge token a third falls on the background. The first maximal token
+    (a plain argmax) is the object's corner; the query token is its centre."""
+    g = 9
+    target = np.zeros((g, g))
+    target[2:7, 3:8] = 1.0
+    distractor = np.zeros((g, g))
+    distractor[7:9, 0:2] = 1.0
+    masks = np.stack([target, distractor, 1 - target - distractor]).reshape(1, 3, -1)
+    rows = query_tokens(masks[:, :2], (g, g))
+    assert divmod(int(rows[0, 0]), g) == (4, 5) and int(np.argmax(masks[0, 0])) == 2 * g + 3
+    ii, jj = np.divmod(np.arange(g * g), g)
+    local = (np.abs(ii[:, None] - ii[None]) <= 1) & (np.abs(jj[:, None] - jj[None]) <= 1)
+    attn = local / local.sum(axis=1, keepdims=True)  # (query, key)
+    for row, same in ((rows[0], 1.0), (np.array([2 * g + 3, 8 * g]), 4 / 9)):
+        probs = attn[row][None, None, None]  # (image, layer, head, source, key)
+        table = preference_table(probs, masks)
+        assert table[0, 0, 0, 0, 0] == pytest.approx(same)  # target -> target
+
+
+def test_query_tokens_of_the_synthetic_scenes_are_interior() -> None:
+    """On the offline default's scenes through its DINOv2's geometry (518 px, 37 x 37 tokens of 14 px): every
+    query token is fully covered and so are its 8 neighbours, for the target disc and the distractors alike
+    (the first maximal token, a plain argmax, is on the disc's top edge)."""
+    pre = Preprocess((518, 518), 518, (0.5,) * 3, (0.5,) * 3, "bicubic")
+    g = 37
+    for seed in range(6):
+        _, masks = synthetic_scene(seed, size=224)
+        tm = np.stack([mask_to_tokens(masks[r], pre, (g, g)).ravel() for r in ("target", "distractor")])[None]
+        for src, tok in enumerate(query_tokens(tm, (g, g))[0]):
+            m = tm[0, src].reshape(g, g)
+            i, j = divmod(int(tok), g)
+            assert np.all(m[i - 1 : i + 2, j - 1 : j + 2] >= 1 - 1e-9), (seed, src)
+            a, b = divmod(int(np.argmax(m)), g)
+            assert m[a - 1, b] < 1  # the old choice: the row above it leaves the disc
 
 
 def test_missing_object_is_left_out_not_zero() -> None:
@@ -182,3 +251,37 @@ def test_same_object_known_answers_with_real_tokens(dinov2_file: Path, tmp_path:
         np.testing.assert_allclose(s.layer_p.values, expected)
         # every synthetic scene has the same objects, so the chance level is 1 / n_objects everywhere
         np.testing.assert_allclose(s.layer_chance.values, 1 / s.n_objects.values[0])
+
+
+def test_same_object_ranks_by_the_projections_score(tmp_path: Path) -> None:
+    """Fig. 6 ranks a mode's top images with the projection pass's score, and takes the same option: the
+    same-object store's top images are the top images of the projections of the same scenes (saved losslessly),
+    ranked by the same rule, among the images with two or more objects."""
+    import timm
+    from safetensors.torch import save_file
+
+    from conftest import randomise_
+    from qkdissect.passes.projections import compute_projections
+    from qkdissect.passes.same_object import compute_same_object
+    from qkdissect.passes.weights import compute_modes
+
+    geometry = dict(img_size=224, patch_size=32, embed_dim=64, num_heads=4, depth=2)  # 7 x 7 tokens: discs count
+    m = randomise_(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **geometry), seed=3)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    spec = f"timm:vit_tiny_patch16_224@{tmp_path / 'w.safetensors'}?" + "&".join(
+        f"{k}={v}" for k, v in geometry.items()
+    )
+    compute_modes(spec, tmp_path / "m.zarr", device="cpu")
+    (tmp_path / "scenes").mkdir()
+    for i in range(5):
+        synthetic_scene(i, 224)[0].save(tmp_path / "scenes" / f"s{i}.png")
+    tops = {}
+    for rule in ("released", "clipped"):
+        so = compute_same_object(spec, tmp_path / "m.zarr", "synthetic:5", device="cpu", score=rule, progress=False)
+        assert so.attrs["image_score"] == rule and int(so.n_objects.min()) >= 2
+        proj = compute_projections(spec, tmp_path / "m.zarr", f"folder:{tmp_path / 'scenes'}", top_k=5, device="cpu",
+                                   workers=0, score=rule, progress=False)  # fmt: skip
+        assert proj.attrs["image_score"] == rule
+        np.testing.assert_array_equal(so.top_image.values, proj.top_image.values, err_msg=rule)
+        tops[rule] = so.top_image.values
+    assert np.any(tops["released"] != tops["clipped"])  # the two rules rank some mode's images differently

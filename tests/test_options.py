@@ -12,7 +12,16 @@ import yaml
 from conftest import REPO
 from qkdissect import api
 from qkdissect.cli import build_parser, main
-from qkdissect.options import DEVICE_PATTERN, DTYPES, FOLDINGS, OPTIONS, TOKEN_SOURCES, Option
+from qkdissect.options import (
+    DEDUPE_DISTANCE,
+    DEVICE_PATTERN,
+    DTYPES,
+    FOLDINGS,
+    IMAGE_SCORES,
+    OPTIONS,
+    TOKEN_SOURCES,
+    Option,
+)
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -21,6 +30,7 @@ SCHEMA_OPTIONS = {
     ("projections", "tokens"): "tokens",
     ("projections", "batch_size"): "batch_size",
     ("projections", "top_k"): "top_k",
+    ("projections", "score"): "score",
     ("projections", "workers"): "workers",
     ("projections", "logits_batch_size"): "logits_batch_size",
     ("projections", "text_batch_size"): "text_batch_size",
@@ -30,6 +40,7 @@ SCHEMA_OPTIONS = {
     ("analysis", "block_rtol"): "block_rtol",
     ("analysis", "null_level"): "null_level",
     ("figures", "null_lines"): "null_lines",
+    ("analysis", "null_rtol"): "null_rtol",
 }
 
 
@@ -61,17 +72,38 @@ def test_same_object_top_and_the_vocabularies() -> None:
     )
     assert OPTIONS["tokens"].choices == TOKEN_SOURCES and OPTIONS["folding"].choices == FOLDINGS
     assert OPTIONS["dtype"].choices == DTYPES and OPTIONS["device"].pattern == DEVICE_PATTERN
+    assert OPTIONS["score"].choices == IMAGE_SCORES
+
+
+def test_an_image_sets_dedupe_takes_its_range_from_the_option() -> None:
+    entry = SCHEMA["properties"]["images"]["additionalProperties"]["properties"]["dedupe"]
+    bits = next(alt for alt in entry["oneOf"] if alt.get("type") == "integer")
+    assert (bits["minimum"], bits["maximum"]) == (OPTIONS["dedupe"].minimum, OPTIONS["dedupe"].maximum)
+    assert entry["default"] is False and OPTIONS["dedupe"].default is None  # off, in both
+    assert f"{DEDUPE_DISTANCE} bits" in entry["description"]
 
 
 #: command -> {flag dest: option name}
 CLI = {
     "modes": {"device": "device", "dtype": "dtype", "block_rtol": "block_rtol", "folding": "folding"},
-    "project": {"tokens": "tokens", "batch_size": "batch_size", "top_k": "top_k", "workers": "workers"},
+    "project": {
+        "tokens": "tokens",
+        "batch_size": "batch_size",
+        "top_k": "top_k",
+        "workers": "workers",
+        "score": "score",
+        "dedupe": "dedupe",
+    },
     "project-text": {"tokens": "tokens", "batch_size": "text_batch_size", "max_tokens": "max_tokens"},
-    "logits": {"batch_size": "logits_batch_size"},
+    "logits": {"batch_size": "logits_batch_size", "dedupe": "dedupe"},
     "preference": {"batch_size": "preference_batch_size"},
-    "same-object": {"batch_size": "same_object_batch_size", "top": "same_object_top", "tokens": "tokens"},
-    "scores": {"level": "null_level"},
+    "same-object": {
+        "batch_size": "same_object_batch_size",
+        "top": "same_object_top",
+        "tokens": "tokens",
+        "score": "score",
+    },
+    "scores": {"level": "null_level", "null_rtol": "null_rtol"},
 }
 
 
@@ -92,7 +124,8 @@ def test_cli_choices_and_defaults_are_the_options(command: str) -> None:
 
 def test_api_defaults_are_the_options() -> None:
     for fn, names in ((api.modes, ("device", "dtype", "block_rtol", "folding")),
-                      (api.project, ("tokens", "batch_size", "top_k", "device"))):  # fmt: skip
+                      (api.project, ("tokens", "batch_size", "top_k", "device", "score", "dedupe")),
+                      (api.scores, ("null_rtol",))):  # fmt: skip
         params = inspect.signature(fn).parameters
         assert all(params[n].default == OPTIONS[n].default for n in names), fn.__name__
     assert inspect.signature(api.scores).parameters["level"].default == OPTIONS["null_level"].default
@@ -109,6 +142,9 @@ def test_api_defaults_are_the_options() -> None:
         (["--batch-size", "two"], "--batch-size must be an integer, not 'two'"),
         (["--device", "gpu"], "--device 'gpu' is not valid"),
         (["--tokens", "prenorm"], "invalid choice: 'prenorm'"),
+        (["--score", "clip"], "invalid choice: 'clip'"),
+        (["--dedupe", "65"], "--dedupe must be <= 64, not '65'"),
+        (["--dedupe", "few"], "--dedupe must be an integer, not 'few'"),
     ],
 )
 def test_numbers_and_choices_are_checked_where_they_are_read(

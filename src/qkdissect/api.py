@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .options import DType, Folding, TokenSource, default
+from .options import DType, Folding, ImageScore, TokenSource, dedupe_distance, default
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -50,13 +50,15 @@ def scores(
     *,
     released_code: bool = False,
     level: float = default("null_level"),
+    null_rtol: float = default("null_rtol"),
     output: str | Path | None = None,
 ) -> xr.Dataset:
     """Per-mode cosines, per-head and per-layer (weighted) averages and the null interval of a modes Dataset (or
-    of the modes store at a path)."""
+    of the modes store at a path); the plain mean leaves out modes below ``null_rtol`` of their head's largest
+    singular value (``layer_mean_all`` keeps every mode)."""
     from .passes.weights import compute_scores
 
-    return compute_scores(modes, output, released_code=released_code, level=level)
+    return compute_scores(modes, output, released_code=released_code, level=level, null_rtol=null_rtol)
 
 
 def project(
@@ -71,18 +73,21 @@ def project(
     device: str = default("device"),
     limit: int | None = None,
     workers: int | None = 0,
+    score: ImageScore = default("score"),
+    dedupe: bool | int | None = default("dedupe"),
     progress: bool = True,
 ) -> xr.Dataset:
     """Project every image of ``images`` (``skimage``, ``folder:/path``, ``imagenet-val:/path``,
-    ``imagenet-hf[:/hub-cache][@revision]``) onto all modes:
-    per-image maxima and minima of the query and key maps, the top-k images per (layer, head, mode, sign), the
-    anisotropy sums. Streamed to the store ``output`` (and opened from it); without ``output`` the result is
-    loaded into memory (fine for thousands of images; give ``output`` for ImageNet)."""
+    ``imagenet-hf[:/hub-cache][@revision]``) onto all modes: per-image maxima and minima of the query and key maps,
+    the top-k images per (layer, head, mode, sign) by the image ``score`` (``released`` or ``clipped``), the
+    anisotropy sums. ``dedupe``: drop exact and near-duplicate images first (True: within the default distance of
+    the perceptual hash, or that many bits). Streamed to the store ``output`` (and opened from it); without
+    ``output`` the result is loaded into memory (fine for thousands of images; give ``output`` for ImageNet)."""
     from .passes.projections import compute_projections
 
     return compute_projections(
         model, modes, images, output, tokens=tokens, batch_size=batch_size, top_k=top_k, device=device,
-        limit=limit, workers=workers, progress=progress,
+        limit=limit, workers=workers, score=score, dedupe=dedupe_distance(dedupe), progress=progress,
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import QKDissectError
-from .options import add_option
+from .options import DEDUPE_DISTANCE, add_option
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -89,12 +89,13 @@ def _cmd_modes(args: argparse.Namespace) -> int:
 def _cmd_scores(args: argparse.Namespace) -> int:
     from .passes.weights import compute_scores
 
-    ds = compute_scores(args.modes, args.output, released_code=args.released_code, level=args.level)
+    ds = compute_scores(
+        args.modes, args.output, released_code=args.released_code, level=args.level, null_rtol=args.null_rtol
+    )
     if not args.quiet:
-        for layer, (d, w, m) in enumerate(
-            zip(ds.depth.values, ds.layer_weighted.values, ds.layer_mean.values, strict=True)
-        ):
-            print(f"layer {layer:2d}  depth {d:.2f}  weighted cosine {w:+.3f}  mean cosine {m:+.3f}")
+        per_layer = (ds.depth.values, ds.layer_weighted.values, ds.layer_mean.values, ds.n_null.sum("head").values)
+        for layer, (d, w, m, n) in enumerate(zip(*per_layer, strict=True)):
+            print(f"layer {layer:2d}  depth {d:.2f}  weighted cosine {w:+.3f}  mean cosine {m:+.3f} ({n} null modes)")
         print(
             f"null {ds.attrs['null_level']:.0%} interval: [{ds.attrs['null_low']:+.4f}, "
             f"{ds.attrs['null_high']:+.4f}] -> {args.output}"
@@ -154,12 +155,16 @@ def _cmd_project(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         limit=args.limit,
+        score=args.score,
+        dedupe=args.dedupe,
         model_key=args.name,
         manifest=args.manifest,
         progress=not args.quiet,
     )
     if not args.quiet:
         im = ds.attrs["images"]
+        for d in (im.get("dedupe") or {}).get("dropped", []):
+            print(f"  dropped {d['id']}: within {d['distance']} bits of {d['duplicate_of']}")
         t = ds.attrs["provenance"]["timings_s"]
         print(
             f"{im['valid']} of {im['count']} images projected ({im['skipped']} skipped), "
@@ -182,6 +187,7 @@ def _cmd_logits(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         limit=args.limit,
+        dedupe=args.dedupe,
         model_key=args.name,
         manifest=args.manifest,
         progress=not args.quiet,
@@ -264,6 +270,7 @@ def _cmd_same_object(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         limit=args.limit,
+        score=args.score,
         model_key=args.name,
         manifest=args.manifest,
         progress=not args.quiet,
@@ -359,6 +366,11 @@ def _pass_options(p: argparse.ArgumentParser, batch: str, *extra: str) -> None:
     _model_options(p)
 
 
+def _dedupe_option(p: argparse.ArgumentParser) -> None:
+    """--dedupe [T] of the passes over an image set (given without T: the default distance)."""
+    add_option(p, "dedupe", nargs="?", const=DEDUPE_DISTANCE, metavar="T")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qkdissect", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -386,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="skimage | folder:/path (or a path) | imagenet-val:/path | imagenet-hf[:/hub-cache][@rev]",
     )
     pj.add_argument("-o", "--output", required=True, help="projections store (.zarr)")
-    _pass_options(pj, "batch_size", "tokens", "top_k", "workers")
+    _pass_options(pj, "batch_size", "tokens", "top_k", "workers", "score")
+    _dedupe_option(pj)
     pj.set_defaults(func=_cmd_project)
 
     pt = sub.add_parser(
@@ -411,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lg.add_argument("-o", "--output", required=True, help="logits store (.zarr)")
     _pass_options(lg, "logits_batch_size", "workers")
+    _dedupe_option(lg)
     lg.set_defaults(func=_cmd_logits)
 
     pf = sub.add_parser(
@@ -431,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--dataset", required=True, help="ade20k:/path | voc:/path | synthetic[:N] (object masks)")
     so.add_argument("-o", "--output", required=True)
     add_option(so, "top", option="same_object_top")
-    _pass_options(so, "same_object_batch_size", "tokens")
+    _pass_options(so, "same_object_batch_size", "tokens", "score")
     so.set_defaults(func=_cmd_same_object)
 
     mp = sub.add_parser(
@@ -478,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="divide the weighted average by d_head as the released notebook does (bug B1)",
     )
     add_option(s, "level", option="null_level")
+    add_option(s, "null_rtol")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=_cmd_scores)
 

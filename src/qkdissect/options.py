@@ -26,6 +26,12 @@ Sign = Literal["+", "-"]
 SIGNS: tuple[Sign, ...] = ("+", "-")
 #: a mode as figures and configs name it: (layer, head, mode, sign), 0-based
 Mode = tuple[int, int, int, str]
+#: the image score of a mode: the released code's product of extremes, or its clipped form (see passes.projections)
+ImageScore = Literal["released", "clipped"]
+IMAGE_SCORES: tuple[ImageScore, ...] = ("released", "clipped")
+#: ``dedupe`` given without a distance: bits of the 64-bit perceptual hash (scikit-image's stereo pair differs in
+#: 6; no two of 1000 ImageNet photographs are within 10, resized or re-encoded copies within 4)
+DEDUPE_DISTANCE = 6
 #: auto (CUDA when there is one), cpu, cuda or cuda:N
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
@@ -104,6 +110,28 @@ OPTIONS: dict[str, Option] = {
         "notebook's baseline as published, bug B3) or both",
         choices=NULL_LINES,
     ),
+    "null_rtol": Option(
+        1e-4,
+        "modes with s_n / s_0 below this (s_0: the head's largest) are numerically null: left out of the plain "
+        "mean (head_mean, layer_mean); layer_mean_all keeps every mode, as the released code (0: every mode)",
+        float,
+        minimum=0,
+        maximum=1,
+    ),
+    "score": Option(
+        "released",
+        "image score of a mode: released = max q * max k (sign +) and min q * min k (sign -), as the released code "
+        "(two negative extremes give a positive score); clipped = [max q]_+ [max k]_+ and [-min q]_+ [-min k]_+",
+        choices=IMAGE_SCORES,
+    ),
+    "dedupe": Option(
+        None,
+        "drop exact and near-duplicate images: those whose 64-bit perceptual hash is within T bits of an image kept "
+        f"before them in sorted id order (given without T: {DEDUPE_DISTANCE}; default: keep every image)",
+        int,
+        minimum=0,
+        maximum=64,
+    ),
     "sign": Option("+", "+: the mode (u, v); -: the opposite sign (-u, -v)", choices=SIGNS),
     "top_k": _count(8, "images (or passages) kept per (layer, head, mode, sign)"),
     "batch_size": _count(16, "images per batch of the projection pass"),
@@ -122,6 +150,16 @@ def mode_label(m: Any) -> str:
     """The paper's mode code, 0-based: "L8 H9 M2" (with " (-)" for the opposite sign)."""
     layer, head, mode = (int(v) for v in m[:3])
     return f"L{layer} H{head} M{mode}" + (" (-)" if len(m) > 3 and m[3] == "-" else "")
+
+
+def dedupe_distance(value: bool | int | None) -> int | None:
+    """The ``dedupe`` of an image set as the passes take it: None (off) for None or False, :data:`DEDUPE_DISTANCE`
+    for True, else the distance, range-checked."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEDUPE_DISTANCE
+    return int(OPTIONS["dedupe"].check(value, "dedupe"))
 
 
 def default(name: str) -> Any:

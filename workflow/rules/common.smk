@@ -294,6 +294,14 @@ def limit_option(section, name):
     return f"--limit {limit}" if limit else ""
 
 
+def dedupe_option(images):
+    """`--dedupe T` for an image set whose dedupe is on (true: the default distance), else nothing."""
+    dedupe = config["images"][images].get("dedupe", False)
+    if dedupe is False or dedupe is None:
+        return ""
+    return "--dedupe" if dedupe is True else f"--dedupe {int(dedupe)}"
+
+
 def text_store(model):
     return f"results/text_projections/{model}/{config['projections']['texts']}.zarr"
 

@@ -8,10 +8,12 @@ rule project:
     output:
         directory("results/projections/{model}/{images}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], ["projections", "tokens"], ["projections", "top_k"]),
+        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], ["projections", "tokens"], ["projections", "top_k"], ["projections", "score"]),
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: limit_option("images", w.images),
+        dedupe=lambda w: dedupe_option(w.images),
+        score=config["projections"]["score"],
         tokens=config["projections"]["tokens"],
         batch_size=config["projections"]["batch_size"],
         top_k=config["projections"]["top_k"],
@@ -31,7 +33,8 @@ rule project:
     shell:
         qkdissect(
             "project {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --images {params.source:q} {params.limit} --tokens {params.tokens:q} "
+            "--modes {input.modes:q} --images {params.source:q} {params.limit} {params.dedupe} "
+            "--tokens {params.tokens:q} --score {params.score:q} "
             "--batch-size {params.batch_size:q} --top-k {params.top_k:q} {params.workers} "
             "--device {params.device:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
@@ -80,12 +83,13 @@ rule same_object:
     output:
         directory("results/same_object/{model}/{dataset}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], ["figures", "fig6", "top"], ["projections", "tokens"]),
+        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], ["figures", "fig6", "top"], ["projections", "tokens"], ["projections", "score"]),
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
         limit=lambda w: limit_option("mask_datasets", w.dataset),
         top=lambda w: config["figures"]["fig6"]["top"],
         tokens=config["projections"]["tokens"],
+        score=config["projections"]["score"],
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -102,7 +106,8 @@ rule same_object:
         qkdissect(
             "same-object {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
             "--modes {input.modes:q} --dataset {params.source:q} {params.limit} --top {params.top:q} "
-            "--tokens {params.tokens:q} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
+            "--tokens {params.tokens:q} --score {params.score:q} --device {params.device:q} -q -o {output:q} "
+            "> {log:q} 2>&1",
             threads=True,
         )
 
@@ -120,6 +125,7 @@ rule logits:
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: logits_limit(w.images),
+        dedupe=lambda w: dedupe_option(w.images),
         batch_size=config["projections"]["logits_batch_size"],
         workers=workers_option(),
         device=config["analysis"]["device"],
@@ -137,7 +143,8 @@ rule logits:
     shell:
         qkdissect(
             "logits {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --images {params.source:q} {params.limit} --batch-size {params.batch_size:q} "
+            "--modes {input.modes:q} --images {params.source:q} {params.limit} {params.dedupe} "
+            "--batch-size {params.batch_size:q} "
             "{params.workers} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )

@@ -1,5 +1,5 @@
-"""Reducers over a stream of images: the top-k images per mode (memory independent of the stream) and the
-anisotropy of the centre tokens (mean pairwise cosine from a sum of unit vectors)."""
+"""Reducers over a stream of images: the image score of a mode, the top-k images per mode (memory independent of
+the stream) and the anisotropy of the centre tokens (mean pairwise cosine from a sum of unit vectors)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,27 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+
+def image_scores(
+    q_max: torch.Tensor, q_min: torch.Tensor, k_max: torch.Tensor, k_min: torch.Tensor, rule: str = "released"
+) -> torch.Tensor:
+    """(..., sign) image scores of a mode from the extremes of its query and key maps over the image's tokens.
+    ``released`` (the released code, paper 1.6): score+ = max q * max k, score- = min q * min k, where two
+    negative maxima (or two positive minima) give a positive score; ``clipped``: score+ = [max q]_+ [max k]_+,
+    score- = [-min q]_+ [-min k]_+ (the same for the mode (-u, -v)), 0 where either side never reaches the
+    sign."""
+    if rule == "released":
+        return torch.stack([q_max * k_max, q_min * k_min], dim=-1)
+    if rule == "clipped":
+        return torch.stack([q_max.clamp(min=0) * k_max.clamp(min=0), q_min.clamp(max=0) * k_min.clamp(max=0)], dim=-1)
+    raise ValueError(f"image score rule must be released or clipped, not {rule!r}")
+
+
+def both_wrong_side(q_max: torch.Tensor, q_min: torch.Tensor, k_max: torch.Tensor, k_min: torch.Tensor) -> torch.Tensor:
+    """(..., sign) bool: both extremes on the wrong side of 0 (max q < 0 and max k < 0 for sign +; min q > 0 and
+    min k > 0 for sign -), where the released score is a product of two negatives."""
+    return torch.stack([(q_max < 0) & (k_max < 0), (q_min > 0) & (k_min > 0)], dim=-1)
 
 
 class StreamingTopK:

@@ -28,6 +28,7 @@ def compute_logit_stats(
     device: str = default("device"),
     workers: int | None = default("workers"),
     limit: int | None = None,
+    dedupe: int | None = default("dedupe"),
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
@@ -38,7 +39,7 @@ def compute_logit_stats(
     started = utc_now()
     im = load_image_model(spec, device, model_key, manifest)
     modes_ds, deps = modes_of(modes, im)
-    stream = ImageStream.open(images, limit, im.preprocess)
+    stream = ImageStream.open(images, limit, im.preprocess, dedupe)
     qk, dev = im.qk, im.device
     ks = default_ks(qk.d_head)
     stats = [LogitStats(qk.n_heads, ks) for _ in range(qk.n_layers)]
@@ -63,7 +64,7 @@ def compute_logit_stats(
     cos = (modes_ds.U * modes_ds.V).sum("dim").values
     sv = modes_ds.S.values
     sigma_pos = (sv * (cos > 0)).sum(-1) / sv.sum(-1)
-    parameters = {"batch_size": batch_size, "device_requested": device, "limit": limit}
+    parameters = {"batch_size": batch_size, "device_requested": device, "limit": limit, "dedupe": dedupe}
     record = pass_record("logits", parameters, im, [*deps, stream.dependency()], device, started,
                          timings_s=stream.rate())  # fmt: skip
     attrs = {

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..core.device import device_record, resolve_device
+from ..data.duplicates import Dedupe, deduplicate
 from ..data.images import ImageDataset, ImageSource, Preprocess, collate, default_workers, image_source
 from ..data.masks import MaskDataset, MaskedItem
 from ..errors import QKDissectError
@@ -180,7 +181,8 @@ def depth(n_layers: int) -> np.ndarray:
 @dataclass
 class ImageStream:
     """One pass over an image set: batches of decoded, preprocessed images in id order, each image's sha256 as
-    read, and the images that could not be decoded (skipped: counted on the progress bar, named in the store)."""
+    read, and the images that could not be decoded (skipped: counted on the progress bar, named in the store);
+    ``dedupe``: the duplicates left out of the set (named in the store's ``images`` attrs and its provenance)."""
 
     spec: str
     limit: int | None
@@ -191,10 +193,19 @@ class ImageStream:
     valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     seconds: float = 0.0
 
+    dedupe: Dedupe | None = None
+
     @classmethod
-    def open(cls, spec: str, limit: int | None, preprocess: Preprocess) -> ImageStream:
+    def open(cls, spec: str, limit: int | None, preprocess: Preprocess, dedupe: int | None = None) -> ImageStream:
+        """The image set ``spec`` (its first ``limit`` ids), without its duplicates when ``dedupe`` (a Hamming
+        distance, :mod:`qkdissect.data.duplicates`) is given: every pass over a set sees the same ids."""
         source = image_source(spec, limit=limit)
-        return cls(spec, limit, source, preprocess, [None] * len(source), [], np.zeros(len(source), bool))
+        found = None
+        if dedupe is not None:
+            found = deduplicate(source, dedupe)
+            source = ImageSource(source.kind, source.root, found.kept, source.outside)
+        n = len(source)
+        return cls(spec, limit, source, preprocess, [None] * n, [], np.zeros(n, bool), dedupe=found)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -230,13 +241,20 @@ class ImageStream:
         return int(self.valid.sum())
 
     def dependency(self) -> dict[str, Any]:
-        """The image set as an input: its spec and limit (to list it again) and one digest of its images as read."""
+        """The image set as an input: its spec and limit (to list it again) and one digest of its images as read
+        (every image listed, the duplicates dropped too: what listing the set again gives), and the dedupe."""
         pairs = [(it.id, d) for it, d in zip(self.source.items, self.digests, strict=True)]
-        return {"role": "images", "spec": self.spec, "limit": self.limit, "count": len(pairs),
-                "sha256": items_sha256(pairs)}  # fmt: skip
+        if self.dedupe is not None:
+            read = dict(pairs)
+            pairs = [(it.id, read.get(it.id, d)) for it, d in zip(self.dedupe.listed, self.dedupe.digests, strict=True)]
+        dep = {"role": "images", "spec": self.spec, "limit": self.limit, "count": len(pairs),
+               "sha256": items_sha256(pairs)}  # fmt: skip
+        return {**dep, "dedupe": self.dedupe.describe()} if self.dedupe is not None else dep
 
     def describe(self) -> dict[str, Any]:
-        return {**self.source.describe(), "spec": self.spec, "valid": self.n_valid, "skipped": len(self.skipped)}
+        out = {**self.source.describe(), "spec": self.spec, "valid": self.n_valid, "skipped": len(self.skipped)}
+        out["dedupe"] = self.dedupe.describe() if self.dedupe is not None else None
+        return out
 
     def coords(self) -> dict[str, Any]:
         """The image dim's coordinates: stable ids and each image's sha256 as read."""

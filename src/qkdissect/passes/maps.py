@@ -50,6 +50,7 @@ from ..core.selection import (
     spread_modes,
     text_modes,
 )
+from ..core.topk import image_scores as score_rule
 from ..data.images import decode, image_source
 from ..data.labels import is_class_ref
 from ..errors import QKDissectError
@@ -118,9 +119,16 @@ def top_images(proj: xr.Dataset, m: Mode, k: int, exclude: str | None = None) ->
 
 
 def image_scores(proj: xr.Dataset, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(layer, head, mode) score+ (max q * max k) and score- (min q * min k) of every mode on one image."""
+    """(layer, head, mode) score+ and score- of every mode on one image, by the store's image score rule
+    (max q * max k and min q * min k as released, or clipped)."""
     hits = np.flatnonzero(proj.image_id.values == image_id)
     if hits.size == 0:
+        dropped = {d["id"]: d for d in (proj.attrs["images"].get("dedupe") or {}).get("dropped", [])}
+        if image_id in dropped:
+            raise QKDissectError(
+                f"image {image_id!r} was dropped from {proj.attrs['images']['spec']} as a near duplicate of "
+                f"{dropped[image_id]['duplicate_of']!r}: choose that one (or turn the image set's dedupe off)"
+            )
         raise QKDissectError(
             f"image {image_id!r} is not in the projected image set ({proj.attrs['images']['spec']}); "
             f"its ids look like {', '.join(map(str, proj.image_id.values[:3]))}"
@@ -128,7 +136,9 @@ def image_scores(proj: xr.Dataset, image_id: str) -> tuple[np.ndarray, np.ndarra
     p = proj.isel(image=int(hits[0]))
     if not bool(p.valid):
         raise QKDissectError(f"image {image_id!r} could not be decoded when the set was projected: choose another")
-    return (p.q_max * p.k_max).values, (p.q_min * p.k_min).values
+    q_max, q_min, k_max, k_min = (torch.as_tensor(p[v].values) for v in ("q_max", "q_min", "k_max", "k_min"))
+    sc = score_rule(q_max, q_min, k_max, k_min, proj.attrs.get("image_score", "released")).numpy()
+    return sc[..., 0], sc[..., 1]
 
 
 def _focus(request: dict[str, Any], proj: xr.Dataset) -> str:

@@ -1,7 +1,9 @@
 """Attention preference on images with target, distractor and background masks (paper 4.1, Fig. 2).
 
 Per (image, layer, head): the model's attention probabilities from the target token and from the distractor token
-(the token where the down-scaled mask is largest, first index on ties), over the patch keys (prefix keys dropped,
+(a maximum of the mask down-scaled to the token grid: among its maximal tokens, the one farthest from the tokens
+outside them and from the grid's edge, so that the query sits inside the object, not on its edge against the
+background; :func:`qkdissect.core.preference.query_tokens`), over the patch keys (prefix keys dropped,
 renormalised to sum to 1), and their inner products with the three area-fraction masks. That gives a (source,
 region) 2 x 3 table whose rows each sum to 1. Grouped as the paper does: same = mean(target->target,
 distractor->distractor), different = mean(target->distractor, distractor->target), background =
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core.preference import REGIONS, SOURCES, grouped, preference_table, query_tokens
+from ..core.preference import QUERY_TOKEN_RULE, REGIONS, SOURCES, grouped, preference_table, query_tokens
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..errors import QKDissectError
 from ..models import ModelLike, QKWeights
@@ -97,7 +99,7 @@ def compute_preference(
             tms.append(tm / np.maximum(tm.sum(axis=0, keepdims=True), 1e-12))  # area fractions summing to 1
             xs.append(pre.tensor(img))
         tm_b = np.stack(tms)
-        rows = query_tokens(tm_b[:, :2])
+        rows = query_tokens(tm_b[:, :2], grid)
         x_b, rows_b = torch.stack(xs).to(im.device), torch.as_tensor(rows, device=im.device)
         probs = run(partial(_rows_of, im.model, im.qk, x_b, rows_b), torch.arange(len(xs), device=im.device))
         tables.append(preference_table(probs.cpu().numpy(), tm_b))
@@ -114,6 +116,7 @@ def compute_preference(
         "grid": list(grid),
         "preprocess": pre.describe(),
         "example": example,
+        "query_token_rule": QUERY_TOKEN_RULE,
         "notes": im.qk.notes,
         "provenance": record,
     }

@@ -8,8 +8,15 @@ layer: no Python loop over heads or modes) and keeps only max/min over tokens, s
 number of images.
 
 Image score of a mode (paper section 1.6): ``score+ = max_t(x_t.u) * max_t(x_t.v)`` and, for the opposite sign
-(-u, -v), ``score- = min_t(x_t.u) * min_t(x_t.v)``. Ranking images per mode does not depend on sigma_n, so the
-sigma-weighted variant ``s_n * score`` has the same images; it matters when modes are compared with each other.
+(-u, -v), ``score- = min_t(x_t.u) * min_t(x_t.v)``, as the released code (``score="released"``, the default);
+where both maxima are negative their product is positive too, so ``score="clipped"`` offers
+``[max q]_+ [max k]_+`` and ``[-min q]_+ [-min k]_+`` (:func:`qkdissect.core.topk.image_scores`). The store counts,
+per mode and sign, the top images whose two extremes are both on the wrong side (``top_both_negative``). Ranking
+images per mode does not depend on sigma_n, so the sigma-weighted variant ``s_n * score`` has the same images; it
+matters when modes are compared with each other.
+
+``dedupe`` (a Hamming distance) drops the exact and near duplicates of the image set before the pass
+(:mod:`qkdissect.data.duplicates`); the store names them (``attrs["images"]["dedupe"]``).
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core.topk import StreamingTopK, anisotropy
+from ..core.topk import StreamingTopK, anisotropy, both_wrong_side, image_scores
 from ..models import ModelLike, QKWeights
-from ..options import TokenSource, default
+from ..options import ImageScore, TokenSource, default
 from ..provenance.records import utc_now
 from ..stores.io import StreamingStore
 from ..stores.schema import PROJECTION_STATS, projections_dataset
@@ -49,9 +56,13 @@ class BatchStats:
     k_min: torch.Tensor
     centre: torch.Tensor
 
-    def scores(self) -> torch.Tensor:
-        """(batch, layer, head, mode, sign): score+ = max q * max k, score- = min q * min k."""
-        return torch.stack([self.q_max * self.k_max, self.q_min * self.k_min], dim=-1)
+    def scores(self, rule: ImageScore = "released") -> torch.Tensor:
+        """(batch, layer, head, mode, sign): the image scores (:func:`qkdissect.core.topk.image_scores`)."""
+        return image_scores(self.q_max, self.q_min, self.k_max, self.k_min, rule)
+
+    def both_negative(self) -> torch.Tensor:
+        """(batch, layer, head, mode, sign) 1 where both extremes are on the wrong side of 0, else 0."""
+        return both_wrong_side(self.q_max, self.q_min, self.k_max, self.k_min).long()
 
 
 class Projector:
@@ -114,22 +125,25 @@ def compute_projections(
     device: str = default("device"),
     workers: int | None = default("workers"),
     limit: int | None = None,
+    score: ImageScore = default("score"),
+    dedupe: int | None = default("dedupe"),
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
 ) -> xr.Dataset:
     """Project every image of ``images`` onto all modes and stream the per-image statistics, the top-k images per
-    mode and the anisotropy sums into a projections store at ``output`` (a temporary one, loaded into memory,
-    when not given). A batch that does not fit in memory is split (and the smaller size kept); the results do
-    not depend on the batch size."""
+    mode (by the image score ``score``) and the anisotropy sums into a projections store at ``output`` (a
+    temporary one, loaded into memory, when not given); ``dedupe``: drop duplicates within that many bits of the
+    perceptual hash first. A batch that does not fit in memory is split (and the smaller size kept); the results
+    do not depend on the batch size."""
     started, t0 = utc_now(), time.perf_counter()
     im = load_image_model(spec, device, model_key, manifest)
     modes_ds, deps = modes_of(modes, im)
-    stream = ImageStream.open(images, limit, im.preprocess)
+    stream = ImageStream.open(images, limit, im.preprocess, dedupe)
     proj = Projector(im.qk, modes_ds.U.values, modes_ds.V.values, source=tokens, device=im.device)
     n_layers, n_heads, n_modes = proj.shape
     n = len(stream)
-    topk = StreamingTopK((n_layers, n_heads, n_modes, 2), top_k, device=im.device)
+    topk = StreamingTopK((n_layers, n_heads, n_modes, 2), top_k, device=im.device, n_payload=1)
     unit_sum = torch.zeros(n_layers, im.qk.d_model, dtype=torch.float64, device=im.device)
     run = AdaptiveBatch(f"project {im.name}")
     t_load = time.perf_counter() - t0
@@ -147,7 +161,7 @@ def compute_projections(
                     rows = np.asarray(ok) - start
                     for var in PROJECTION_STATS:
                         block[var][rows] = getattr(stats, var).float().cpu().numpy()
-                    topk.update(stats.scores(), torch.as_tensor(ok))
+                    topk.update(stats.scores(score), torch.as_tensor(ok), [stats.both_negative()])
                     c = stats.centre.double()
                     unit_sum += (c / c.norm(dim=-1, keepdim=True)).sum(dim=0)
                 for var, arr in block.items():
@@ -157,9 +171,10 @@ def compute_projections(
             top_image = np.full((*shape, 2, top_k), -1, np.int64)
             top_score[..., :have] = topk.score.float().cpu().numpy()
             top_image[..., :have] = topk.index.cpu().numpy()
+            both_negative = (topk.payload[0] == 1).sum(dim=-1).cpu().numpy()
             us = unit_sum.cpu().numpy()
             parameters = {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "device_requested": device,
-                          "limit": limit}  # fmt: skip
+                          "limit": limit, "score": score, "dedupe": dedupe}  # fmt: skip
             timings = {"load": round(t_load, 3), **stream.rate()}
             record = pass_record("projections", parameters, im, [*deps, stream.dependency()], device, started,
                                  batch=run.record(), timings_s=timings)  # fmt: skip
@@ -175,11 +190,12 @@ def compute_projections(
                 "images": stream.describe(),
                 "skipped": stream.skipped[:1000],
                 "top_k": top_k,
+                "image_score": score,
                 "weights_sha256": im.loaded.weights_sha256,
                 "provenance": record,
             }
             s = np.asarray(modes_ds.S.values, dtype=np.float32)
-            small = projections_dataset(stream.valid, top_score, top_image, s, us, anisotropy(us, stream.n_valid),
-                                        stream.coords(), attrs)  # fmt: skip
+            small = projections_dataset(stream.valid, top_score, top_image, both_negative, s, us,
+                                        anisotropy(us, stream.n_valid), stream.coords(), attrs)  # fmt: skip
             st.finish(small)
         return streamed(target, output)

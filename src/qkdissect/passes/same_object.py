@@ -2,11 +2,11 @@
 images that excite the mode most?
 
 For every (layer, head, mode, sign): the top images by the mode's image score (section 1.6, as in the
-projections); in each, the object with the largest mean query projection and the one with the largest mean key
-projection (means weighted by each token's area fraction of the object; objects smaller than one token are left
-out); p = the fraction of top images in which the two coincide. Per head, P = sum_n s_n p_n / sum_n s_n over modes
-and both signs; per layer, the mean over heads. Images with fewer than two objects cannot separate the two sides
-and are never counted among the top images.
+projections, with the same ``score`` option: released or clipped); in each, the object with the largest mean
+query projection and the one with the largest mean key projection (means weighted by each token's area fraction
+of the object; objects smaller than one token are left out); p = the fraction of top images in which the two
+coincide. Per head, P = sum_n s_n p_n / sum_n s_n over modes and both signs; per layer, the mean over heads.
+Images with fewer than two objects cannot separate the two sides and are never counted among the top images.
 
 Chance level (what Fig. 6 draws dotted): the same sigma-weighted average with, in place of "the two sides pick the
 same object", 1 / (the number of objects of the image), i.e. the expected P if in each top image the query and
@@ -22,10 +22,11 @@ import torch
 import xarray as xr
 
 from ..core.same_object import chance_of_same, optimal_objects, top_fraction, top_order, weighted_by_sigma
+from ..core.topk import image_scores
 from ..data.images import Preprocess
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..models import ModelLike
-from ..options import TokenSource, default
+from ..options import ImageScore, TokenSource, default
 from ..provenance.records import utc_now
 from ..stores.schema import same_object_dataset
 from .batching import AdaptiveBatch
@@ -87,6 +88,7 @@ def compute_same_object(
     batch_size: int = default("same_object_batch_size"),
     device: str = default("device"),
     limit: int | None = None,
+    score: ImageScore = default("score"),
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
@@ -117,14 +119,14 @@ def compute_same_object(
             means = torch.einsum("ot,ltk->olk", torch.as_tensor(w, dtype=torch.float32, device=im.device), pj)
             same[b + j] = optimal_objects(means[..., :hm], means[..., hm:]).cpu().numpy()
             q, k = pj[..., :hm], pj[..., hm:]
-            scores[b + j] = torch.stack([q.amax(1) * k.amax(1), q.amin(1) * k.amin(1)], dim=-1).cpu().numpy()
+            scores[b + j] = image_scores(q.amax(1), q.amin(1), k.amax(1), k.amin(1), score).cpu().numpy()
     shape = (n_layers, n_heads, n_modes, 2)
     ranked = top_order(scores, top)
     p = top_fraction(scores, same, top, ranked).reshape(shape)
     chance = chance_of_same(scores, n_objects, top, ranked).reshape(shape)
     order = np.moveaxis(ranked, 0, -1).reshape(*shape, -1)
     s = np.asarray(modes_ds.S.values, dtype=np.float64)
-    parameters = {"top": top, "tokens": tokens, "batch_size": batch_size, "limit": limit}
+    parameters = {"top": top, "tokens": tokens, "batch_size": batch_size, "limit": limit, "score": score}
     record = pass_record("same_object", parameters, im, [*deps, mask_dataset_dependency(data, dataset, limit)],
                          device, started, batch=run.record())  # fmt: skip
     attrs = {
@@ -133,6 +135,7 @@ def compute_same_object(
         "dataset": {**data.describe(), "spec": dataset, "limit": limit},
         "top": top,
         "token_source": tokens,
+        "image_score": score,
         "eligible_images": int((n_objects >= 2).sum()),
         "provenance": record,
     }

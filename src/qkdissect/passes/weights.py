@@ -79,13 +79,15 @@ def compute_scores(
     *,
     released_code: bool = False,
     level: float = default("null_level"),
+    null_rtol: float = default("null_rtol"),
 ) -> xr.Dataset:
     """All section-1.3 scores of a modes store (or Dataset), with the exact null interval in attrs (written to
-    ``output`` when given)."""
+    ``output`` when given); the plain mean leaves out the modes below ``null_rtol`` of their head's largest
+    singular value (``layer_mean_all`` keeps them)."""
     ds, deps = store_input(modes, "modes", "modes store")
     u, s, v = (np.asarray(ds[n].values, dtype=np.float64) for n in ("U", "S", "V"))
-    r = sc.score_modes(u, s, v, released_code=released_code, level=level)
-    record = base_record("scores", {"released_code": released_code, "null_level": level})
+    r = sc.score_modes(u, s, v, released_code=released_code, level=level, null_rtol=null_rtol)
+    record = base_record("scores", {"released_code": released_code, "null_level": level, "null_rtol": null_rtol})
     record.update(
         {
             "inputs": {"modes": {"model_id": ds.attrs.get("model_id"), **{d["role"]: d for d in deps}}},
@@ -100,6 +102,10 @@ def compute_scores(
         "d_model": int(u.shape[-2]),
         "d_head": ds.attrs.get("d_head"),
         "released_code": released_code,
+        "null_rtol": null_rtol,
+        "null_rtol_definition": "modes with s_n / s_0 < null_rtol (s_0: the head's largest singular value) are "
+        "numerically null: left out of head_mean and layer_mean, kept in head_mean_all and layer_mean_all "
+        "(the released code's plain mean); n_null counts them per head",
         "null_level": level,
         "null_low": r.null_low,
         "null_high": r.null_high,

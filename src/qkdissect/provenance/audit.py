@@ -245,7 +245,9 @@ def _item_changes(art: Artefact, now: list[tuple[str, str | None]]) -> str:
         text = "passage_id" in ds.coords
         ids, digests = (ds.passage_id, ds.passage_sha256) if text else (ds.image_id, ds.image_sha256)
         before = dict(zip(map(str, ids.values), map(str, digests.values), strict=True))
-    except (OSError, ValueError, KeyError, AttributeError):
+        dropped = ((ds.attrs.get("images") or {}).get("dedupe") or {}).get("dropped", [])
+        before.update({str(d["id"]): d.get("sha256") or "" for d in dropped})  # read too, left out as duplicates
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return ""
     after = {i: d or "" for i, d in now}
     changed = sorted(i for i in before.keys() & after.keys() if before[i] != after[i])

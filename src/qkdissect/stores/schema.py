@@ -5,10 +5,12 @@ are named, integer indices 0-based; every store has ``attrs["qkdissect_schema"]`
 ==================  ==========================================================================================
 modes               ``U``, ``V`` (layer, head, dim, mode), ``S`` (layer, head, mode), ``block`` (ids of blocks of
                     near-equal singular values)
-scores              ``cosine`` (layer, head, mode), ``head_mean``/``head_weighted`` (layer, head),
-                    ``layer_mean``/``layer_weighted`` (layer), ``depth`` = l / (L - 1); the null interval in attrs
+scores              ``cosine``, ``null_mode`` (layer, head, mode), ``head_mean``/``head_weighted`` (layer, head),
+                    ``layer_mean``/``layer_weighted`` (layer), ``depth`` = l / (L - 1); the plain means without
+                    null modes (``n_null`` per head), and with them (``*_mean_all``); the null interval in attrs
 projections         per image ``q_max``, ``q_min``, ``k_max``, ``k_min`` (image, layer, head, mode; streamed),
-                    ``top_image``/``top_score`` (layer, head, mode, sign, rank), anisotropy sums
+                    ``top_image``/``top_score`` (layer, head, mode, sign, rank), ``top_both_negative``,
+                    anisotropy sums; the duplicates dropped from the image set in attrs
 logits              variance shares of the logit terms, top-k modes explained, who wins the softmax
 preference          attention of the target/distractor tokens on each region, grouped; an example crop
 same_object         per mode the fraction of top images whose query and key sides pick the same object, and its
@@ -87,11 +89,24 @@ def scores_dataset(r: Any, coords: Mapping[str, Any], released_code: bool, attrs
     weighted = "singular-value-weighted mean of per-mode cosines" + (
         " / d_head (released code, bug B1)" if released_code else ""
     )
+    kept = f"mean of per-mode cosines over the modes with s_n / s_0 >= {r.null_rtol:g} (see null_mode)"
     variables: dict[str, Var] = {
         "cosine": (MODE_DIMS, r.cosine, "u_n . v_n"),
-        "head_mean": (("layer", "head"), r.head_mean, "mean of per-mode cosines"),
+        "null_mode": (
+            MODE_DIMS,
+            r.null_mode,
+            "numerically null: s_n / s_0 < attrs.null_rtol (s_0: the head's largest)",
+        ),
+        "n_null": (("layer", "head"), r.null_mode.sum(axis=-1).astype(np.int64), "modes left out of head_mean"),
+        "head_mean": (("layer", "head"), r.head_mean, kept),
+        "head_mean_all": (
+            ("layer", "head"),
+            r.head_mean_all,
+            "mean of per-mode cosines over every mode (released code)",
+        ),
         "head_weighted": (("layer", "head"), r.head_weighted, weighted),
         "layer_mean": (("layer",), r.layer_mean, "mean over heads of head_mean"),
+        "layer_mean_all": (("layer",), r.layer_mean_all, "mean over heads of head_mean_all (released code)"),
         "layer_weighted": (("layer",), r.layer_weighted, "mean over heads of head_weighted"),
     }
     return dataset("scores", variables, {**coords, "depth": ("layer", r.depth)}, attrs)
@@ -101,16 +116,26 @@ def scores_dataset(r: Any, coords: Mapping[str, Any], released_code: bool, attrs
 PROJECTION_STATS = {"q_max": "max_t x_t.u", "q_min": "min_t x_t.u", "k_max": "max_t x_t.v", "k_min": "min_t x_t.v"}
 
 
+#: the image scores of a projections store by attrs["image_score"] (stores without it: released)
+IMAGE_SCORE_DEFINITIONS = {
+    "released": "score+ = max q * max k, score- = min q * min k (released code)",
+    "clipped": "score+ = [max q]_+ [max k]_+, score- = [-min q]_+ [-min k]_+",
+}
+
+
 def projections_dataset(
-    valid: np.ndarray, top_score: np.ndarray, top_image: np.ndarray, s: np.ndarray, unit_sum: np.ndarray,
-    anisotropy: np.ndarray, coords: Mapping[str, Any], attrs: Mapping[str, Any],
+    valid: np.ndarray, top_score: np.ndarray, top_image: np.ndarray, both_negative: np.ndarray, s: np.ndarray,
+    unit_sum: np.ndarray, anisotropy: np.ndarray, coords: Mapping[str, Any], attrs: Mapping[str, Any],
 ) -> xr.Dataset:  # fmt: skip
     """The small variables of a projections store (its per-image statistics are streamed beside them)."""
     n_layers, n_heads, n_modes = s.shape
+    rule = IMAGE_SCORE_DEFINITIONS[attrs.get("image_score", "released")]
     variables: dict[str, Var] = {
         "valid": (("image",), valid, "the image was decoded and projected"),
-        "top_score": (TOP_DIMS, top_score,
-                      "score+ = max q * max k, score- = min q * min k, of the top images, descending"),
+        "top_score": (TOP_DIMS, top_score, f"{rule}, of the top images, descending"),
+        "top_both_negative": (("layer", "head", "mode", "sign"), both_negative.astype(np.int64),
+                              "top images whose two extremes are on the wrong side of 0 (sign +: max q < 0 and "
+                              "max k < 0; sign -: min q > 0 and min k > 0)"),
         "top_image": (TOP_DIMS, top_image, "index (image dim) of the top images; -1 where fewer images"),
         "top_score_weighted": (TOP_DIMS, top_score * s[..., None, None],
                                "s_n * top_score (same images: the ranking per mode does not depend on s_n)"),

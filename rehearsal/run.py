@@ -220,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     env = build_world(args.out.resolve(), scale)
     print(f"stand-ins built in {time.perf_counter() - t0:.0f} s under {args.out}", flush=True)
     t1 = time.perf_counter()
+    if args.shallow:  # small jobs, mostly imports and loading: one thread each, as many at once as there are cores
+        extra = ["--max-threads", "1", *extra]
     r = snakemake(args.out.resolve(), env, *extra, cores=args.cores)
     wall = time.perf_counter() - t1
     (args.out / "snakemake.log").write_text(r.stdout + r.stderr)

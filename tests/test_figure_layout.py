@@ -166,10 +166,15 @@ def test_s1_shares_its_scale_and_s2_prints_no_tiny_text(paper_scores: list[xr.Da
     assert len({ax.get_ylim() for ax in visible}) == 1 and len(visible) == 12
     plt.close(fig)
     rng = np.random.default_rng(2)
-    modes = random_modes("vit-base-patch16-224", 4, 64, rng)
+    u, v = (np.linalg.qr(rng.normal(size=(12, 12, 96, 16)))[0] for _ in range(2))  # ViT-B's 12 x 12 heads
+    s = np.sort(rng.uniform(0.1, 2.0, (12, 12, 16)))[..., ::-1]
+    modes = modes_dataset(u, s, v, np.broadcast_to(np.arange(16), s.shape).copy(), {"model_id": "m", "d_head": 16})
     fig = spectrum_grid_figure(modes, compute_scores(modes))
     fig.savefig(tmp_path / "s2.png", dpi=60)
-    assert min(t.get_fontsize() for t in texts(fig)) >= MIN_FONT
+    assert min(t.get_fontsize() for t in texts(fig)) >= MIN_FONT and fig.get_size_inches()[0] <= PAGE
+    grid = np.array([ax for ax in fig.axes if ax.get_ylim() == (-1.0, 1.0)]).reshape(12, 12)
+    assert [ax.get_title() for ax in grid[0]] == [f"H{h}" for h in range(12)]  # every column and row labelled
+    assert [ax.get_ylabel() for ax in grid[:, 0]] == [f"L{layer}" for layer in range(12)]
     plt.close(fig)
 
 

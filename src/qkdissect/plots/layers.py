@@ -208,52 +208,52 @@ def spectrum_grid_figure(
     heads: Sequence[int] | None = None,
     null_lines: NullLines = "exact",
 ) -> plt.Figure:
-    """Fig. S2: rows = layers, columns = heads; per panel the singular values (blue x, right axis, scaled to the
-    layer's largest) and the per-mode cosine (red dots, left axis, [-1, 1]) with the null interval dotted."""
+    """Fig. S2: rows = layers, columns = heads, at page width (12 x 12 heads of a ViT-B fit one page); per panel
+    the singular values (blue x, right axis, one scale per layer: the layer's largest) and the per-mode cosine (red
+    dots, left axis, [-1, 1]) with the null interval dotted. Rows are labelled by layer at the left, columns by
+    head at the top; tick labels sit on the outer panels only."""
     layers = list(range(modes.sizes["layer"])) if layers is None else list(layers)
     heads = list(range(modes.sizes["head"])) if heads is None else list(heads)
-    s = modes.S.values
-    cos = scores.cosine.values
+    s, cos = modes.S.values, scores.cosine.values
     lo, hi = float(scores.attrs["null_low"]), float(scores.attrs["null_high"])
     nrows, ncols = len(layers), len(heads)
+    panel = (PAGE_WIDTH - 1.0) / ncols  # inches per panel, wide
     fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(1.55 * ncols + 0.9, 1.1 * nrows + 0.9),
-        sharex=True,
-        sharey=True,
-        squeeze=False,
-        layout=ConstrainedLayoutEngine(w_pad=0.01, h_pad=0.01, hspace=0.02, wspace=0.02),
-    )
+        nrows, ncols, figsize=(PAGE_WIDTH, 0.7 * panel * nrows + 1.0), sharex=True, sharey=True, squeeze=False,
+        layout=ConstrainedLayoutEngine(w_pad=0.01, h_pad=0.01, hspace=0.0, wspace=0.0),
+    )  # fmt: skip
     x = np.arange(s.shape[-1])
-    ticks = {"labelsize": MIN_FONT, "pad": 1, "length": 2}
+    ticks = {"labelsize": MIN_FONT, "pad": 1, "length": 1.5}
     for i, layer in enumerate(layers):
         smax = float(s[layer].max()) or 1.0
         for j, head in enumerate(heads):
             ax = axes[i, j]
-            ax.plot(x, cos[layer, head], ".", color="firebrick", ms=1.5)
+            ax.plot(x, cos[layer, head], ".", color="firebrick", ms=1.0)
             if null_lines != "released":
                 for y in (lo, hi):
-                    ax.axhline(y, color="0.3", lw=0.6, ls=":")
+                    ax.axhline(y, color="0.3", lw=0.4, ls=":")
             if null_lines != "exact":
-                released_lines(ax, [scores], lw=0.6)
+                released_lines(ax, [scores], lw=0.4)
             ax.set_ylim(-1, 1)
             ax.set_yticks([-1, 0, 1])
-            ax.xaxis.set_major_locator(MaxNLocator(3, integer=True))
-            ax.tick_params(**ticks)
+            ax.xaxis.set_major_locator(MaxNLocator(2, integer=True))
+            ax.tick_params(**ticks, labelleft=j == 0, labelbottom=i == nrows - 1)
             tw = ax.twinx()
-            tw.plot(x, s[layer, head], "x", color="royalblue", ms=1.5, mew=0.5)
+            tw.plot(x, s[layer, head], "x", color="royalblue", ms=1.0, mew=0.4)
             tw.set_ylim(0, 1.1 * smax)  # one scale per layer (row): the right column labels it
-            tw.yaxis.set_major_locator(MaxNLocator(2))
+            tw.yaxis.set_major_locator(MaxNLocator(1))
             tw.tick_params(**ticks, labelright=j == ncols - 1)
-            ax.set_title(f"L{layer} H{head}", fontsize=7, pad=1.5)
+            if i == 0:
+                ax.set_title(f"H{head}", fontsize=MIN_FONT + 1, pad=1.5)
+            if j == 0:
+                ax.set_ylabel(f"L{layer}", fontsize=MIN_FONT + 1, rotation=0, ha="right", va="center", labelpad=6)
     _label_grid(
         fig,
-        f"{modes.attrs.get('model_id', '')}: per-mode cosine (red, left axis) and singular value (blue, right "
-        f"axis, one scale per layer); {_null_note(scores, null_lines, 'dotted')}",
+        f"{modes.attrs.get('model_id', '')}: per-mode cosine (red, left axes) and singular value (blue, right "
+        f"axes, one scale per layer)\n{_null_note(scores, null_lines, 'dotted')}",
         "Mode",
-        "Cosine similarity (red)  |  singular value (blue, right axes)",
-        fontsize=8,
+        "Layer (rows) x head (columns)",
+        fontsize=MIN_FONT + 1,
     )
     return fig
 

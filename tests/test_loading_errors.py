@@ -48,3 +48,29 @@ def test_checkpoint_of_wrong_architecture(dinov2_file: Path) -> None:
     assert "unexpected keys" in msg and "ls1.gamma" in msg
     assert "patch_embed.proj.weight: checkpoint (384, 3, 14, 14) vs model (384, 3, 16, 16)" in msg
     assert "blocks.0.ls1.gamma" in e.value.unexpected
+
+
+class TrainingConfig(dict):  # stands for the yacs CfgNode SimMIM's save_checkpoint stores beside the weights
+    pass
+
+
+def test_a_checkpoint_with_python_objects_says_how_to_keep_its_weights(tmp_path: Path) -> None:
+    """Never unpickled (that could run code): one line naming the object and the one-time fix."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from conftest import make_tiny_vit
+
+    spec = make_tiny_vit(tmp_path / "w")
+    from safetensors.torch import load_file
+
+    state = load_file(spec.split("@", 1)[1].split("?")[0])
+    path = tmp_path / "simmim_pretrain__vit_base__img224__800ep.pth"
+    torch.save({"model": state, "config": TrainingConfig(lr=1e-3), "epoch": 799}, path)
+    r = subprocess.run([sys.executable, "-m", "qkdissect", "modes", f"simmim:{path}", "-o", str(tmp_path / "m.zarr")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "holds Python objects besides tensors" in r.stderr and "TrainingConfig" in r.stderr
+    assert "weights_only=False" in r.stderr and not (tmp_path / "m.zarr").exists()

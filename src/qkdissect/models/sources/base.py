@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +123,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise QKDissectError(
+            f"checkpoint {path} holds Python objects besides tensors ({found.group(1) if found else 'unknown'}), which "
+            "qkdissect never unpickles (that could run code). If you trust the file, keep its weights once: "
+            f"python -c \"import torch; c = torch.load('{path}', weights_only=False); torch.save(c.get('model', c), "
+            "'weights.pth')\" and point the spec at weights.pth"
+        ) from e
     except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as e:
         raise CheckpointReadError(path, e) from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -129,6 +139,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     return obj
+
+
+def _torch_load(path: Path) -> Any:
+    """A torch checkpoint as weights only, memory-mapped when its format allows (a 10 GB I-JEPA file whose one
+    part a job needs is then not read whole); the legacy (pre-zip) format is read plainly."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 class CheckpointReadError(QKDissectError, ValueError):

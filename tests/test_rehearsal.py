@@ -78,7 +78,10 @@ def test_the_passes_ran_as_the_released_code(rehearsal: Path) -> None:
 
 
 @pytest.mark.parametrize("figure", ["fig5_image_modes", *(f"s17_{n}" for n in PAPER["figures"]["s17"])])
-def test_fig5_and_s17_show_an_image_of_the_class_the_config_names(rehearsal: Path, figure: str) -> None:
+def test_fig5_and_s17_show_an_image_of_the_class_the_config_names(
+    rehearsal: Path, figure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(rehearsal / "hf"))  # where the rehearsal's ImageNet is
     results = rehearsal / "run/results"
     store = open_store(next((results / "maps" / figure).glob("0-*.zarr")), "maps")
     entry = PAPER["figures"]["fig5"] if figure == "fig5_image_modes" else PAPER["figures"]["s17"][figure[4:]]

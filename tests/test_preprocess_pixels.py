@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rehearsal.hub_repos import HUB_REPOS
 
 from qkdissect.data.images import ImageItem, Preprocess, decode
 from qkdissect.data.masks import mask_to_tokens
@@ -22,44 +23,17 @@ from qkdissect.models.preprocessing import _hf_preprocess, _timm_preprocess, loa
 
 pytestmark = pytest.mark.assets
 
-IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
-#: preprocessor_config.json of the paper's hub repositories, as published (legacy forms kept: the processor itself
-#: must turn them into sizes)
-HF_CONFIGS: dict[str, dict[str, Any]] = {
-    # google/vit-base-patch16-224 (and the other google/vit-*-224): ViTFeatureExtractor, size 224 = 224x224 squash
-    "vit": {
-        "feature_extractor_type": "ViTFeatureExtractor",
-        "do_normalize": True,
-        "do_resize": True,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-        "resample": 2,
-        "size": 224,
-    },
-    # openai/clip-vit-base-patch32 (likewise -patch16, -large-patch14): size 224 = shortest edge, centre crop 224
-    "clip": {
-        "feature_extractor_type": "CLIPFeatureExtractor",
-        "crop_size": 224,
-        "do_center_crop": True,
-        "do_normalize": True,
-        "do_resize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "resample": 3,
-        "size": 224,
-    },
-    # facebook/deit-base-distilled-patch16-224 (likewise tiny/small): size 256 = 256x256 squash, centre crop 224
-    "deit": {
-        "feature_extractor_type": "DeiTFeatureExtractor",
-        "crop_size": 224,
-        "do_center_crop": True,
-        "do_normalize": True,
-        "do_resize": True,
-        **IMAGENET,
-        "resample": 3,
-        "size": 256,
-    },
+#: the paper's hub repositories whose processors the pixels are checked against, one of each kind (ViT: a square
+#: resize; DINO: the same with ImageNet mean and std; CLIP: shorter side, then a crop; DeiT: a square 256 resize,
+#: then a 224 crop); their preprocessor_config.json as the repositories write it, with sources, is in
+#: rehearsal/hub_repos.py (legacy forms kept: the processor itself must turn them into sizes)
+HF_REPOS = {
+    "vit": "google/vit-base-patch16-224",
+    "dino": "facebook/dino-vitb16",
+    "clip": "openai/clip-vit-base-patch16",
+    "deit": "facebook/deit-base-distilled-patch16-224",
 }
+HF_CONFIGS: dict[str, dict[str, Any]] = {kind: HUB_REPOS[repo].preprocessor for kind, repo in HF_REPOS.items()}
 #: timm models whose pretrained config makes the crop matter (crop_pct 0.9) and the offline default's (518 px)
 TIMM_MODELS = ("vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_small_patch14_dinov2.lvd142m")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import QKDissectError
 from ..stores import atomic_path
+from .manifest import read_tagged_json
 
 LOCK_SCHEMA = "weights-lock/v1"
 
@@ -58,13 +59,7 @@ def _exclusive(path: Path) -> Iterator[None]:
 def _read(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {"qkdissect_lock": LOCK_SCHEMA, "models": {}}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise QKDissectError(f"cannot read the weights lock {path}: {e}") from e
-    if data.get("qkdissect_lock") != LOCK_SCHEMA:
-        raise QKDissectError(f"{path} is not a qkdissect weights lock ({LOCK_SCHEMA})")
-    return dict(data)
+    return read_tagged_json(path, "qkdissect_lock", LOCK_SCHEMA, "weights lock")
 
 
 def check_lock(manifest: dict[str, Any], lock: str | Path, *, update: bool = False) -> str:

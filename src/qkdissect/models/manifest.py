@@ -49,15 +49,21 @@ def weights_sha256(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
+def read_tagged_json(path: str | Path, tag: str, schema: str, what: str) -> dict[str, Any]:
+    """A JSON file of ours: its content, refused in one line when it cannot be read or its ``tag`` is not
+    ``schema`` (``what`` names it in the message)."""
     p = Path(path)
     try:
-        m = json.loads(p.read_text())
+        data = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise QKDissectError(f"cannot read the weights manifest {p}: {e}") from e
-    if m.get("qkdissect_manifest") != MANIFEST_SCHEMA:
-        raise QKDissectError(f"{p} is not a qkdissect weights manifest ({MANIFEST_SCHEMA})")
-    return dict(m)
+        raise QKDissectError(f"cannot read the {what} {p}: {e}") from e
+    if not isinstance(data, dict) or data.get(tag) != schema:
+        raise QKDissectError(f"{p} is not a qkdissect {what} ({schema})")
+    return data
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    return read_tagged_json(path, "qkdissect_manifest", MANIFEST_SCHEMA, "weights manifest")
 
 
 def check_manifest(manifest: dict[str, Any], sha256: str | None, where: str, path: str | Path | None = None) -> None:

@@ -145,51 +145,75 @@ def _num(text: str) -> float | None:
         return None
 
 
-def pass_rates(results: Path) -> dict[str, dict[str, Any]]:
-    """Per image pass store (projections, preference, same-object): model, items, seconds of the pass itself."""
+#: the image passes: rule (its benchmark folder) -> (store folder, images in the paper's run)
+PASSES = {
+    "project": ("projections", COUNTS["imagenet"]),
+    "preference": ("preference", COUNTS["o3"]),
+    "same_object": ("same_object", COUNTS["ade20k"]),
+}
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    from datetime import datetime
+
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def pass_rates(results: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """model -> rule -> {items, per_image s}: each image pass's seconds per image, from its store's own record
+    (the projection pass times itself; the others: started to finished, less the model's load time)."""
     from qkdissect.stores import open_store
 
-    out: dict[str, dict[str, Any]] = {}
-    for kind in ("projections", "preference", "same_object"):
-        for store in sorted((results / kind).glob("*/*.zarr")):
+    load: dict[str, float] = {}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for rule, (folder, _) in PASSES.items():
+        for store in sorted((results / folder).glob("*/*.zarr")):
             attrs = open_store(store).attrs
-            prov = attrs.get("provenance", {})
+            prov, model = attrs.get("provenance", {}), str(attrs.get("model_id"))
             timings = prov.get("timings_s") or {}
-            n = (attrs.get("images") or attrs.get("dataset") or {}).get("count")
-            out[f"{kind}/{store.parent.name}"] = {"kind": kind, "model": attrs.get("model_id"), "items": n,
-                                                  "started": prov.get("started"), "finished": prov.get("finished"),
-                                                  "pass_s": timings.get("pass")}  # fmt: skip
+            n = int(((attrs.get("images") or attrs.get("dataset") or {}).get("count")) or 0)
+            if rule == "project":
+                load[model] = float(timings.get("load") or 0.0)
+                seconds = float(timings.get("pass") or 0.0)
+            else:
+                seconds = max((_seconds(prov.get("started"), prov.get("finished")) or 0.0) - load.get(model, 0.0), 0.0)
+            out.setdefault(model, {})[rule] = {"items": n, "per_image": seconds / max(n, 1)}
     return out
 
 
-def estimate(jobs: list[dict[str, Any]], scale: Scale) -> dict[str, Any]:
-    """What the real run costs, from this one: each image pass's seconds minus its fixed cost (a job's time at
-    zero images is taken as the model's modes job: loading and imports), per image, times the real counts."""
-    modes = {r["job"]: r["s"] for r in jobs if r["rule"] == "modes"}
-    real = {"project": COUNTS["imagenet"], "preference": COUNTS["o3"], "same_object": COUNTS["ade20k"]}
-    here = {"project": scale.imagenet, "preference": scale.o3, "same_object": scale.ade20k}
-    per_model: dict[str, dict[str, float]] = {}
+def estimate(jobs: list[dict[str, Any]], rates: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """What the paper's run costs, one job at a time on this machine: every job as it ran here, each image pass
+    with the images it did not see here added at its own rate (50,000 ImageNet, 2001 O3, 2000 ADE20K images)."""
+    per_model: dict[str, float] = {}
+    total = 0.0
     for r in jobs:
-        if r["rule"] in real:
-            model = r["job"].split("/")[0]
-            fixed = modes.get(model, 0.0)
-            per_image = max(r["s"] - fixed, 0.0) / max(here[r["rule"]], 1)
-            per_model.setdefault(model, {})[r["rule"]] = fixed + per_image * real[r["rule"]]
-    other = sum(r["s"] for r in jobs if r["rule"] not in real)
-    total = sum(sum(v.values()) for v in per_model.values()) + other
-    return {"per_model_s": per_model, "other_jobs_s": other, "total_cpu_job_s": total, "counts": real}
+        model = r["job"].split("/")[0]
+        seconds = r["s"]
+        if r["rule"] in PASSES and model in rates and r["rule"] in rates[model]:
+            rate = rates[model][r["rule"]]
+            seconds += rate["per_image"] * max(PASSES[r["rule"]][1] - rate["items"], 0)
+        if r["rule"] in (*PASSES, "weights", "modes", "scores"):
+            per_model[model] = per_model.get(model, 0.0) + seconds
+        total += seconds
+    counts = {rule: n for rule, (_, n) in PASSES.items()}
+    return {"per_model_s": per_model, "total_job_s": total, "counts": counts, "rates": rates}
 
 
 def write_cost(out: Path, scale: Scale, wall_s: float) -> dict[str, Any]:
     results = out / "run" / "results"
     jobs = job_table(results)
-    cost = {"scale": vars(scale), "wall_s": round(wall_s, 1), "jobs": jobs, "estimate": estimate(jobs, scale)}
+    cost = {"scale": vars(scale), "wall_s": round(wall_s, 1), "jobs": jobs,
+            "estimate": estimate(jobs, pass_rates(results))}  # fmt: skip
     (out / "cost.json").write_text(json.dumps(cost, indent=1) + "\n")
     (out / "cost.md").write_text(cost_markdown(cost))
     return cost
 
 
 def cost_markdown(cost: dict[str, Any]) -> str:
+    """Two tables: per rule (this run's jobs), per model (load, seconds per image of each pass, peak memory, the
+    paper's run); and the total."""
     by_rule: dict[str, list[dict[str, Any]]] = {}
     for r in cost["jobs"]:
         by_rule.setdefault(r["rule"], []).append(r)
@@ -200,8 +224,16 @@ def cost_markdown(cost: dict[str, Any]) -> str:
         lines.append(f"| {rule} | {len(rows)} | {sum(r['s'] for r in rows):.0f} | {worst['job']} | "
                      f"{worst['s']:.0f} | {rss:.0f} |")  # fmt: skip
     est = cost["estimate"]
-    lines += ["", f"Wall time here: {cost['wall_s']:.0f} s. Estimated job time of the real run (one job at a time, "
-              f"{est['counts']}): {est['total_cpu_job_s'] / 3600:.1f} h.", ""]  # fmt: skip
+    lines += ["", "| model | modes job s | projection s/image | preference s/image | same-object s/image | "
+              "peak RSS GB | the paper's run, h |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for model, seconds in sorted(est["per_model_s"].items(), key=lambda kv: kv[1]):
+        rates = est["rates"].get(model, {})
+        modes = next((r["s"] for r in cost["jobs"] if r["rule"] == "modes" and r["job"] == model), float("nan"))
+        rss = max((r["max_rss_mb"] or 0.0) for r in cost["jobs"] if r["job"].split("/")[0] == model) / 1024
+        cells = " | ".join(f"{rates[r]['per_image']:.2f}" if r in rates else "-" for r in PASSES)
+        lines.append(f"| {model} | {modes:.0f} | {cells} | {rss:.1f} | {seconds / 3600:.1f} |")
+    lines += ["", f"Wall time here: {cost['wall_s']:.0f} s. The paper's run ({est['counts']} images), one job at a "
+              f"time on this machine: {est['total_job_s'] / 3600:.1f} h of jobs.", ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -213,9 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imagenet", type=int, help="ImageNet images (default: shallow 12, full 1000)")
     p.add_argument("--o3", type=int, help="O3 images (default: shallow 4, full 2001)")
     p.add_argument("--ade20k", type=int, help="ADE20K images (default: shallow 4, full 2000)")
+    p.add_argument("--cost-only", action="store_true", help="only (re)write the cost table of a finished run")
     args, extra = p.parse_known_args(argv)
     base = SHALLOW if args.shallow else FULL
     scale = Scale(base.depth, args.imagenet or base.imagenet, args.o3 or base.o3, args.ade20k or base.ade20k)
+    if args.cost_only:
+        previous = json.loads((args.out / "cost.json").read_text())
+        print(cost_markdown(write_cost(args.out, scale, previous["wall_s"])))
+        return 0
     t0 = time.perf_counter()
     env = build_world(args.out.resolve(), scale)
     print(f"stand-ins built in {time.perf_counter() - t0:.0f} s under {args.out}", flush=True)

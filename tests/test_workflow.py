@@ -333,8 +333,9 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
     # figures, 2 manifests, 6 DINOv2 stores, 3 MiniLM stores (modes, scores, text), folded modes and scores (2 x 2
-    # each), 6 maps stores (Fig. 1, 4, 5, the gallery, S17, MiniLM's text modes)
-    n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8 + 6
+    # each), 6 maps stores (Fig. 1, 4, 5, the gallery, S17, MiniLM's text modes), the claims page
+    n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8 + 6 + 1
+    assert re.search(r"^ok +claims/claims\.provenance\.json", r.stdout, re.M), r.stdout[-3000:]
     assert r.stdout.strip().endswith(f"{n} ok")
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n

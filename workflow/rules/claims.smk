@@ -21,7 +21,7 @@ rule claims:
     params:
         config_keys=config_keys(["figures", "fig3"], ["figures", "s4"], ["figures", "fig2"], ["figures", "fig6"],
                                 ["figures", "s3"]),
-        stores=json.dumps(CLAIMS_STORES, separators=(",", ":")),
+        stores=lambda wildcards, input: json.dumps(stores_of(CLAIMS_STORES, input), separators=(",", ":")),
     conda:
         "../envs/qkdissect.yaml"
     log:

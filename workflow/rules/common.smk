@@ -1,12 +1,14 @@
 # Helpers only: config validation, model lookup, output lists, papermill command lines. No rules here.
 import difflib
 import json
+import os
 import re
 import shlex
 from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.sourcecache import LocalSourceFile
 from snakemake.utils import validate
 
 from qkdissect.provenance.records import export_config_files
@@ -19,19 +21,37 @@ from qkdissect.options import FOLDINGS
 # The schema fills in every default before any rule runs; a config that fails it stops here.
 validate(config, "../schemas/config.schema.yaml")
 
-#: the repository (notebooks are read from here, whatever the working directory is)
-REPO = Path(workflow.current_basedir).resolve().parents[1]
+#: this file's folder (workflow/rules/): a local checkout's, or a remote source's when another workflow imports this
+#: one as a module from e.g. github(...); the workflow's own files are found from here, never from the working
+#: directory or the importing workflow's folder
+_RULES_DIR = workflow.current_basedir
+#: the repository of a local checkout (None for a remote source, whose files come through Snakemake's source cache)
+REPO = Path(_RULES_DIR.get_path_or_uri(secret_free=True)).resolve().parents[1] if isinstance(
+    _RULES_DIR, LocalSourceFile
+) else None
+
+
+def own_file(rel):
+    """A file of this workflow, `rel` relative to workflow/rules/: its path in the checkout, or its copy in
+    Snakemake's source cache when the workflow is imported from a remote source."""
+    if REPO is not None:
+        return str(Path(_RULES_DIR.get_path_or_uri(secret_free=True), rel).resolve())
+    return workflow.source_path(rel)
+
+
 MODELS = list(config["models"])
 #: how rules call the package: this checkout's code, also inside a conda environment made by
-#: `--software-deployment-method conda` from workflow/envs/qkdissect.yaml (which holds the dependencies only)
+#: `--software-deployment-method conda` from workflow/envs/qkdissect.yaml (which holds the dependencies only);
+#: from a remote source, the installed qkdissect (which this file imports too)
 #: (shell-command templates: the doubled braces are the shell's own, after Snakemake formats the command)
-PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"
+PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}" if REPO else ""
 
 
 #: the config file(s) in force, recorded (with the sections each output depends on) in every output's provenance.
 #: They reach the rules' commands through the environment (here and in every cluster job, which reads this file
-#: again), never through the command text: the same config at another path is the same job.
-export_config_files(workflow.configfiles)
+#: again), never through the command text: the same config at another path is the same job. Imported as a module
+#: with `config:`, the config is the importing workflow's mapping, not a file of ours: none is recorded.
+export_config_files([] if workflow.modifier.skip_configfile else workflow.configfiles)
 
 
 def config_keys(*keys):
@@ -307,7 +327,7 @@ def text_store(model):
 
 
 def notebook(name):
-    return str(REPO / "notebooks" / name)
+    return own_file(f"../../notebooks/{name}")
 
 
 def papermill_command():
@@ -335,7 +355,7 @@ def figure_outputs(stem):
 
 # ----------------------------------------------------------------------------------------- the figure table
 #: workflow/figures.yaml: one row per kind of figure (figures.smk makes a rule of each)
-FIGURES = yaml.safe_load((Path(workflow.current_basedir).parent / "figures.yaml").read_text())
+FIGURES = yaml.safe_load(Path(own_file("../figures.yaml")).read_text())
 
 
 def _models_rows(key):
@@ -446,16 +466,25 @@ def _table_value(value, wildcards):
     return value.format(**wildcards) if isinstance(value, str) else value
 
 
+def stores_of(roles, input):
+    """role -> the paths of the job's `input:` under that role (a list, or one path where `roles` has one): the
+    stores a command or notebook reads, as Snakemake resolved them (under a module's prefix, too)."""
+    return {
+        role: str(getattr(input, role)) if isinstance(paths, str) else [str(p) for p in getattr(input, role)]
+        for role, paths in roles.items()
+    }
+
+
 def figure_parameters(key):
     """The `params:` function of a figure rule: its notebook's parameters `stores` and `options` as YAML."""
 
-    def parameters(wildcards):
+    def parameters(wildcards, input):
         w = dict(wildcards.items())
         fig = FIGURES[key]
         options = {k: _table_value(v, w) for k, v in (fig.get("options") or {}).items()}
         models = [r["model"] for r in figure_rows(key, w)]
         options["styles"] = model_styles(dict.fromkeys(models))
-        params = {"stores": figure_stores(key, w), "options": options}
+        params = {"stores": stores_of(figure_stores(key, w), input), "options": options}
         return yaml.safe_dump(params, default_flow_style=True, width=1 << 16).strip()
 
     return parameters

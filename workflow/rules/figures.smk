@@ -96,9 +96,10 @@ rule crate:
         "results/ro-crate-metadata.json",
     params:
         config_keys=config_keys(),
+        results=lambda wildcards, output: os.path.dirname(output[0]),
     conda:
         "../envs/qkdissect.yaml"
     log:
         "results/logs/crate.log",
     shell:
-        qkdissect("crate results > {log:q} 2>&1")
+        qkdissect("crate {params.results:q} > {log:q} 2>&1")

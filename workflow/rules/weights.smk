@@ -3,12 +3,10 @@
 # revision); the modes rule checks the weights it loads against it. With `lock: {path: FILE}` in the config the
 # first resolve of each model pins its revision and digests in FILE, and a later one that finds others fails
 # (`--config lock='{update: true}'` accepts them). A local rule: on a cluster it runs where the
-# network is (the login node), so compute jobs never download.
-localrules:
-    weights,
-
-
+# network is (the login node), so compute jobs never download. (`localrule: True`, not a `localrules:` list, whose
+# names a workflow importing this one as a module with `use rule * from qk as qk_*` would not rename.)
 rule weights:
+    localrule: True
     input:
         weights_inputs,
     output:

@@ -4,7 +4,6 @@ the catalog's `.test` configuration plans the weights-only figures."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -112,7 +111,7 @@ def test_consumer_dry_run_keeps_local_rules_local_and_paths_prefixed(tmp_path: P
     assert {"qk_weights", "qk_fig3", "qk_claims", "qk_crate"} <= local
     assert not [r for r in local if not r.startswith("qk_")], f"local rules without the prefix: {local}"
     assert not {"qk_modes", "qk_scores", "qk_project"} & local  # the compute rules still go to the cluster
-    assert job_counts(out) == {"qk_weights": 1, "qk_modes": 1, "qk_scores": 1, "qk_fig3": 2, "qk_claims": 1, "qk_crate": 1}
+    assert job_counts(out) == dict(qk_weights=1, qk_modes=1, qk_scores=1, qk_fig3=2, qk_claims=1, qk_crate=1)
     assert f"qkdissect crate {PREFIX}/results >" in out
     assert f'"scores":["{PREFIX}/results/scores/tiny.zarr"]' in out
     assert f"stores: {{scores: [{PREFIX}/results/scores/tiny.zarr]}}" in out
@@ -121,13 +120,8 @@ def test_consumer_dry_run_keeps_local_rules_local_and_paths_prefixed(tmp_path: P
 
 def test_catalog_test_config_plans_the_weights_only_figures(tmp_path: Path) -> None:
     """The catalog's .test configuration is valid and needs no model hub: the offline model, Fig. 3, S1, S2."""
-    env = {"QKDISSECT_DATA": os.environ.get("QKDISSECT_DATA", str(REPO / "data"))}
-    r = snakemake(
-        tmp_path, "-n", "--forceall", config=REPO / ".test/config/config.yaml", snakefile=REPO / "workflow/Snakefile",
-        env_extra=env,
-    )
-    counts = job_counts(r.stdout)
-    assert {k: counts.get(k) for k in ("weights", "modes", "scores", "fig3", "s1_histograms", "s2_spectrum")} == {
-        "weights": 1, "modes": 1, "scores": 1, "fig3": 2, "s1_histograms": 1, "s2_spectrum": 1,
-    }
+    test_config, snakefile = REPO / ".test/config/config.yaml", REPO / "workflow/Snakefile"
+    counts = job_counts(snakemake(tmp_path, "-n", "--forceall", config=test_config, snakefile=snakefile).stdout)
+    wanted = dict(weights=1, modes=1, scores=1, fig3=2, s1_histograms=1, s2_spectrum=1)
+    assert {k: counts.get(k) for k in wanted} == wanted
     assert not {"project", "preference", "same_object", "maps", "text_project"} & counts.keys()

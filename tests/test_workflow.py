@@ -126,7 +126,9 @@ def papermill_commands(dry_run_output: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- static checks
-@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml", "config/beyond.yaml"])
+@pytest.mark.parametrize(
+    "config", ["config/config.yaml", "config/paper.yaml", "config/beyond.yaml", ".test/config/config.yaml"]
+)
 def test_lint_is_clean(tmp_path: Path, config: str) -> None:
     r = snakemake(tmp_path, "--lint", config=REPO / config)
     out = r.stdout + r.stderr

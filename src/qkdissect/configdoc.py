@@ -98,7 +98,9 @@ def render(schema: Schema) -> str:
         parts.append(f"Takes {values}" + (f"; default `{default}`." if default else ".") + "\n")
         if rows[1:]:
             parts.append("| key | values | default | description |\n|---|---|---|---|")
-            parts.extend(f"| `{k}` | {_cell(v)} | {f'`{_cell(d)}`' if d else ''} | {_cell(t)} |" for k, v, d, t in rows[1:])
+            parts.extend(
+                f"| `{k}` | {_cell(v)} | {f'`{_cell(d)}`' if d else ''} | {_cell(t)} |" for k, v, d, t in rows[1:]
+            )
             parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 
@@ -109,7 +111,9 @@ def load(path: Path) -> Schema:
     try:
         return dict(yaml.safe_load(path.read_text()))
     except OSError as e:
-        raise QKDissectError(f"cannot read the config schema {path} ({e.strerror}): run from the repository root or pass --schema") from None
+        raise QKDissectError(
+            f"cannot read the config schema {path} ({e.strerror}): run from the repository root or pass --schema"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
-"""``qkdissect`` command line: the known models, their weights, the passes that write stores (modes, scores,
-projections of images or text, logits, preference, same-object, maps), figures, and the audit, crate and claims
-of a results folder. `qkdissect COMMAND -h` says more; --debug shows the traceback of an error.
+"""qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
+store: modes, scores, project, project-text, logits, preference, same-object, maps. A figure: plot-layers. A
+results folder: audit, crate, claims. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
 
 Nothing heavy (torch, timm, transformers) is imported before a command runs, and a model name is checked against
 the catalogue first: --help, --version and an unknown model answer at once."""
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import traceback
@@ -578,21 +579,28 @@ def _check_models(args: argparse.Namespace) -> None:
             raise UnknownModelError(name, list(KNOWN_MODELS), NOT_A_SPEC)
 
 
+HF_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"
+
+
 @contextmanager
 def _progress_lines(quiet: bool) -> Iterator[None]:
     """The package's log lines (the model being loaded, skipped files) on stderr while a command runs; with -q
-    only its warnings."""
+    only its warnings, and no progress bars of Hugging Face's either (read when huggingface_hub is imported)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("qkdissect")
-    level = log.level
+    level, hf_bars = log.level, os.environ.get(HF_BARS)
     log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if quiet and hf_bars is None:
+        os.environ[HF_BARS] = "1"
     try:
         yield
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
+        if hf_bars is None:
+            os.environ.pop(HF_BARS, None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from qkdissect.provenance.records import export_config_files
+from qkdissect.provenance.records import export_config_files, export_workflow_checkout
 from qkdissect.catalogue import KNOWN_MODELS
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
@@ -32,6 +32,9 @@ PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYT
 #: They reach the rules' commands through the environment (here and in every cluster job, which reads this file
 #: again), never through the command text: the same config at another path is the same job.
 export_config_files(workflow.configfiles)
+#: and the checkout the rules run the package from: its commit is the code every output records (not that of a
+#: repository the package may be installed in)
+export_workflow_checkout(REPO)
 
 
 def config_keys(*keys):

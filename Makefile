@@ -13,11 +13,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: figures test lint bench rehearsal clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/lock.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qkdissect needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[workflow,test]'
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[workflow,test]'
 	touch $@
 
 figures: $(VENV)/.installed
@@ -26,8 +26,8 @@ figures: $(VENV)/.installed
 	@echo "figures in results/figures/, executed notebooks in results/notebooks/, report: results/report.html"
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests benchmarks rehearsal
-	$(PY) -m ruff format --check src tests benchmarks rehearsal
+	$(PY) -m ruff check src tests benchmarks rehearsal requirements
+	$(PY) -m ruff format --check src tests benchmarks rehearsal requirements
 	$(PY) -m mypy src rehearsal
 	$(VENV)/bin/lint-imports
 

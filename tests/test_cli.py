@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qkdissect.cli import main
+import qkdissect
+from qkdissect.cli import build_parser, main
 from qkdissect.stores import open_store
 
 
@@ -97,3 +100,84 @@ def test_several_models_into_a_directory(tmp_path: Path, capsys: pytest.CaptureF
     ds = [open_store(s, "modes") for s in stores]
     assert all(x.attrs["dtype"] == "float32" and x.U.dtype == np.float32 for x in ds)
     np.testing.assert_allclose(ds[0].S.values, ds[1].S.values)
+
+
+# ---------------------------------------------------------------------------------------- a CLI that behaves
+def _timed(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "qkdissect", *args], capture_output=True, text=True, timeout=60)
+    return r, time.perf_counter() - t0
+
+
+def test_version_and_unknown_model_answer_at_once(tmp_path: Path) -> None:
+    """Nothing heavy is imported before the model name is checked: both answer well under a second (1.5 s here,
+    for a loaded machine; torch alone takes seconds)."""
+    r, seconds = _timed("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"qkdissect {qkdissect.__version__}", r
+    assert seconds < 1.5
+    r, seconds = _timed("modes", "no-such-model", "-o", str(tmp_path / "x.zarr"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown model 'no-such-model'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.zarr").exists()
+    assert seconds < 1.5
+    check = "import sys; from qkdissect.cli import main; main(['modes', 'nope', '-o', 'x.zarr']); print(sorted("
+    check += "m for m in ('torch', 'timm', 'transformers', 'xarray') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.stdout.strip() == "[]", r
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--debug", "modes", "nope"], ["modes", "nope", "--debug"]):
+        assert main([*argv, "-o", str(tmp_path / "x.zarr")]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "UnknownModelError" in err
+        assert err.strip().splitlines()[-1].startswith("qkdissect modes: error: unknown model 'nope'")
+
+
+def test_sources_are_the_registered_ones() -> None:
+    """The catalogue's list of sources (checked before torch is imported) is the registry's."""
+    from qkdissect.catalogue import SOURCES, spec_source
+    from qkdissect.models.sources import REGISTRY
+
+    assert set(SOURCES) == set(REGISTRY)
+    assert [spec_source(s) for s in ("dino-vitb16", "timm:x", "org/name", "./a/b", "nope", "bogus:x")] == [
+        "hf", "timm", "hf", None, None, None,
+    ]  # fmt: skip
+
+
+def test_help_lists_every_command() -> None:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    r, seconds = _timed("--help")
+    assert r.returncode == 0 and seconds < 1.5
+    listed = {line.split()[0] for line in r.stdout.splitlines() if line.startswith("    ") and line.strip()}
+    assert set(sub.choices) <= listed, set(sub.choices) - listed
+    docs = parser.description or ""
+    missing = [c for c in sub.choices if f" {c}," not in docs.replace(".", ",").replace("\n", " ")]
+    assert not missing, f"the top-level description does not name {missing}"
+
+
+def test_progress_counts_images_with_the_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    from qkdissect.data.images import Preprocess
+    from qkdissect.passes.loop import ImageStream
+
+    stream = ImageStream.open("skimage", 5, Preprocess((16, 16), 16, (0.5,) * 3, (0.5,) * 3))
+    assert len(list(stream.batches(2, 0, "project tiny-model", progress=True))) == 3
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert bar.startswith("project tiny-model: 100%") and "5/5 [" in bar and "image/s" in bar, bar
+
+
+def test_quiet_keeps_the_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """-q: no progress, no per-layer lines, no loading line, but the one summary line naming the output."""
+    d = _tiny_hf_dir(tmp_path)
+    modes = tmp_path / "m.zarr"
+    assert main(["modes", f"hf:{d}", "-o", str(modes), "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines() == [f"hf:{d}: 2 layers x 4 heads x 16 modes (d=64) -> {modes}"]
+    assert "loading" not in err
+    assert main(["scores", str(modes), "-o", str(tmp_path / "s.zarr"), "-q"]) == 0
+    quiet = capsys.readouterr().out.strip().splitlines()
+    assert len(quiet) == 1 and quiet[0].endswith(f"-> {tmp_path / 's.zarr'}")
+    assert main(["scores", str(modes), "-o", str(tmp_path / "s2.zarr")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3  # two layers, then the summary
+    assert main(["modes", f"hf:{d}", "-o", str(tmp_path / "m2.zarr"), "--name", "tiny"]) == 0
+    assert f"loading tiny (hf:{d}) …" in capsys.readouterr().err

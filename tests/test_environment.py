@@ -46,3 +46,22 @@ def test_workflow_conda_env_has_what_the_rules_run() -> None:
     )
     conda, _ = _conda("workflow/envs/qkdissect.yaml")
     assert conda == wanted
+
+
+def _lock() -> dict[str, str]:
+    lines = [ln for ln in (REPO / "requirements/lock.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    pins = dict(ln.split("==") for ln in lines)
+    assert all(re.fullmatch(r"[a-z0-9\-]+", n) and re.fullmatch(r"[0-9][0-9A-Za-z.+]*", v) for n, v in pins.items())
+    return pins
+
+
+def test_bounds_are_the_tested_versions() -> None:
+    """Every requirement of pyproject (and so of environment.yml) is pinned in requirements/lock.txt, the
+    environment the tests pass in, and its lower bound is that version: no bound claims an untested release."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = pyproject["optional-dependencies"]
+    lock = _lock()
+    for req in pyproject["dependencies"] + extras["test"] + extras["workflow"]:
+        name, bound = _req(req)
+        assert name in lock, f"{name} is required but not in requirements/lock.txt: run python requirements/lock.py"
+        assert bound == f">={lock[name]}", f"{name}{bound} in pyproject.toml, but the tests ran with {lock[name]}"

@@ -129,3 +129,21 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in _MODELS}
 
 
 PAPER_MODELS: list[str] = [m.key for m in _MODELS if m.paper]
+
+#: the weights sources a spec ``SOURCE:REST`` may name (one module each under :mod:`qkdissect.models.sources`,
+#: which registers under this name; tests/test_cli.py checks the two agree). Listed here so that a model name can
+#: be checked before torch is imported.
+SOURCES: tuple[str, ...] = ("hf", "ijepa", "imgfocus", "minilm", "simmim", "timm")
+#: why :func:`spec_source` refused a name (the reason :class:`qkdissect.errors.UnknownModelError` gives)
+NOT_A_SPEC = "not a known short name and not SOURCE:NAME"
+
+
+def spec_source(spec: str) -> str | None:
+    """The source a model name goes to: its catalogue entry's, the SOURCE of ``SOURCE:REST``, ``hf`` for a bare
+    ``ORG/NAME`` hub id; None when it is none of these (an unknown model). Cheap: nothing is imported or read."""
+    if spec in KNOWN_MODELS:
+        return KNOWN_MODELS[spec].spec.partition(":")[0]
+    source, sep, _ = spec.partition(":")
+    if sep:
+        return source if source in SOURCES else None
+    return "hf" if "/" in spec and not spec.startswith(("/", ".")) else None

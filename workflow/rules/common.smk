@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.sourcecache import LocalSourceFile
 from snakemake.utils import validate
 
-from qkdissect.provenance.records import export_config_files
+from qkdissect.provenance.records import export_config_files, export_workflow_checkout
 from qkdissect.catalogue import KNOWN_MODELS
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
@@ -52,6 +52,9 @@ PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYT
 #: again), never through the command text: the same config at another path is the same job. Imported as a module
 #: with `config:`, the config is the importing workflow's mapping, not a file of ours: none is recorded.
 export_config_files([] if workflow.modifier.skip_configfile else workflow.configfiles)
+#: and the checkout the rules run the package from: its commit is the code every output records (not that of a
+#: repository the package may be installed in)
+export_workflow_checkout(REPO)
 
 
 def config_keys(*keys):

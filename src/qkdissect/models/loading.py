@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from ..catalogue import KNOWN_MODELS
+from ..catalogue import KNOWN_MODELS, NOT_A_SPEC, spec_source
 from ..errors import UnknownModelError
 from .adapters import extract_qk
 from .qk import QKWeights
@@ -20,11 +20,11 @@ def parse_spec(spec: str | ModelSpec) -> ModelSpec:
         return spec
     if spec in KNOWN_MODELS:
         return parse_spec(KNOWN_MODELS[spec].spec)
+    if spec_source(spec) is None:
+        raise UnknownModelError(spec, list(KNOWN_MODELS), NOT_A_SPEC)
     source, sep, rest = spec.partition(":")
-    if not sep or source not in REGISTRY:
-        if "/" in spec and not spec.startswith(("/", ".")) and ":" not in spec:
-            return ModelSpec("hf", spec)  # bare ORG/NAME hub id
-        raise UnknownModelError(spec, list(KNOWN_MODELS), "not a known short name and not SOURCE:NAME")
+    if not sep:
+        return ModelSpec("hf", spec)  # bare ORG/NAME hub id
     rest, _, query = rest.partition("?")
     rest, _, part = rest.partition("#")
     return REGISTRY[source].parse(rest, part, parse_options(query))

@@ -9,6 +9,7 @@ store there (atomically) and returns the store opened.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,8 @@ from ..models import (
 )
 from ..provenance.records import base_record, dependency, items_sha256, utc_now
 from ..stores import open_store, write_store
+
+log = logging.getLogger("qkdissect")
 
 #: a weights manifest as the passes take it: the dict, or the path of its JSON file (then recorded as an input)
 Manifest = dict[str, Any] | str | Path | None
@@ -88,6 +91,7 @@ def weights_checked(
 
 def load(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest) -> Loaded:
     """Load a model (or take one in memory) onto ``device`` and check its weights."""
+    log.info("loading %s%s …", model_key or spec, "" if model_key in (None, spec) else f" ({spec})")
     qk, loaded = load_qk(spec)
     name = model_key or str(loaded.spec)
     manifest, deps = weights_checked(loaded, name, manifest)
@@ -173,6 +177,12 @@ def streamed(path: Path, output: str | Path | None) -> xr.Dataset:
 
 
 # ----------------------------------------------------------------------------------------- the batch loop
+def image_bar(total: int, desc: str, progress: bool, unit: str = "image") -> tqdm:
+    """The progress bar of a pass: items (not batches) done of ``total``, with the rate, labelled ``desc`` (the
+    pass and the model's name); a batch's items count once the batch is done."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
+
+
 def depth(n_layers: int) -> np.ndarray:
     """Normalised depth l / (L - 1) of every layer (a single layer sits at 0)."""
     return np.arange(n_layers) / max(1, n_layers - 1)
@@ -222,15 +232,16 @@ class ImageStream:
             collate_fn=collate,
         )
         t0 = time.perf_counter()
-        bar = tqdm(loader, total=len(loader), desc=desc, unit="batch", disable=not progress)
         n = len(self.source)
-        for start, (ok, x, bad, digests) in zip(range(0, n, batch_size), bar, strict=True):
-            for i, d in digests:
-                self.digests[i] = d
-            self.skipped += [{"id": self.source.items[i].id, "error": err} for i, err in bad]
-            self.valid[ok] = True
-            yield start, min(batch_size, n - start), ok, x
-            bar.set_postfix(skipped=len(self.skipped))
+        with image_bar(n, desc, progress) as bar:
+            for start, (ok, x, bad, digests) in zip(range(0, n, batch_size), loader, strict=True):
+                for i, d in digests:
+                    self.digests[i] = d
+                self.skipped += [{"id": self.source.items[i].id, "error": err} for i, err in bad]
+                self.valid[ok] = True
+                yield start, min(batch_size, n - start), ok, x
+                bar.update(min(batch_size, n - start))
+                bar.set_postfix(skipped=len(self.skipped), refresh=False)
         self.seconds = time.perf_counter() - t0
         if not self.valid.any():
             first = self.skipped[0]["error"] if self.skipped else "no images"
@@ -272,8 +283,11 @@ def mask_batches(
     data: MaskDataset, batch_size: int, desc: str, progress: bool = True
 ) -> Iterator[tuple[int, list[tuple[MaskedItem, Any, dict[str, np.ndarray]]]]]:
     """(start, [(item, image, masks), ...]) per batch of a mask dataset, in its order."""
-    for b in tqdm(range(0, len(data), batch_size), desc=desc, unit="batch", disable=not progress):
-        yield b, [(it, *it.load()) for it in data.items[b : b + batch_size]]
+    with image_bar(len(data), desc, progress) as bar:
+        for b in range(0, len(data), batch_size):
+            items = data.items[b : b + batch_size]
+            yield b, [(it, *it.load()) for it in items]
+            bar.update(len(items))
 
 
 def mask_dataset_dependency(data: MaskDataset, spec: str, limit: int | None) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from tqdm import tqdm
 
 from ..core.pairs import pair_scores
 from ..core.topk import StreamingTopK
@@ -41,7 +40,7 @@ from ..options import TokenSource, default
 from ..provenance.records import items_sha256, utc_now
 from ..stores.schema import TokenMaps, text_projections_dataset
 from .hooks import layer_token_hooks, modes_uv
-from .loop import Manifest, StoreLike, finish, load, modes_of, pass_record
+from .loop import Manifest, StoreLike, finish, image_bar, load, modes_of, pass_record
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
@@ -136,11 +135,13 @@ def project_corpus(
 
     topk = StreamingTopK((*proj.shape, 2), top_k, device=proj.device, n_payload=2)
     n_tokens = np.zeros(len(passages), dtype=np.int32)
-    for rows in tqdm(list(_batches(len(passages), batch_size)), desc=desc, unit="batch", disable=not progress):
-        enc = encode(tokenizer, [passages[i].text for i in rows], max_tokens)
-        n_tokens[rows.start : rows.stop] = enc["attention_mask"].sum(dim=1).numpy()
-        out = proj(model, enc)
-        topk.update(out.score, torch.arange(rows.start, rows.stop), (out.query_token, out.key_token))
+    with image_bar(len(passages), desc, progress, unit="passage") as bar:
+        for rows in _batches(len(passages), batch_size):
+            enc = encode(tokenizer, [passages[i].text for i in rows], max_tokens)
+            n_tokens[rows.start : rows.stop] = enc["attention_mask"].sum(dim=1).numpy()
+            out = proj(model, enc)
+            topk.update(out.score, torch.arange(rows.start, rows.stop), (out.query_token, out.key_token))
+            bar.update(len(rows))
     return topk, n_tokens
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import subprocess
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,24 +35,62 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def git_state(path: str | Path | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the git checkout holding ``path`` (default: this package's source)."""
-    where = Path(path) if path is not None else PACKAGE_ROOT
+#: set by the workflow (workflow/rules/common.smk, :func:`export_workflow_checkout`) for its jobs: the checkout it
+#: runs from, whose commit every artefact it makes records as the code that ran
+WORKFLOW_CHECKOUT_ENV = "QKDISSECT_WORKFLOW_CHECKOUT"
+
+
+def export_workflow_checkout(path: str | Path) -> None:
+    """Tell the commands this process starts (the workflow's jobs) which checkout the workflow runs from."""
+    os.environ[WORKFLOW_CHECKOUT_ENV] = str(Path(path).resolve())
+
+
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def _is_qkdissect_checkout(top: Path) -> bool:
+    """Whether ``top`` is the top of a git checkout of qkdissect itself (its pyproject names the project), not a
+    repository the package happens to be installed in (a venv inside a user's analysis repository)."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
+        name = tomllib.loads((top / "pyproject.toml").read_text())["project"]["name"]
+        return bool(name == "qkdissect" and Path(_git(top, "rev-parse", "--show-toplevel")).resolve() == top)
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError, subprocess.SubprocessError):
+        return False
+
+
+def code_checkout(package_root: Path | None = None) -> tuple[Path | None, str]:
+    """The git checkout whose commit names the code that runs, and what it is: the workflow's checkout when run
+    from the workflow; else the package's own when it is imported from a checkout of qkdissect (src/qkdissect);
+    else none (an installed package: its version says what ran)."""
+    workflow = os.environ.get(WORKFLOW_CHECKOUT_ENV)
+    if workflow:
+        return Path(workflow), "workflow checkout"
+    top = (package_root or PACKAGE_ROOT).parents[1]
+    return (top, "package checkout") if _is_qkdissect_checkout(top) else (None, "installed package")
+
+
+def git_state(path: str | Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the git checkout holding ``path``; by default of the code that runs
+    (:func:`code_checkout`), or the installed version where that is no checkout of qkdissect."""
+    where, what = (Path(path), "path") if path is not None else code_checkout()
+    if where is None:
+        return {"commit": None, "dirty": None, "checkout": what, "version": _version()}
+    try:
+        commit = _git(where, "rev-parse", "HEAD")
+        status = _git(where, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None, "note": "not a git checkout (installed package)"}
-    return {"commit": commit, "dirty": bool(status.strip())}
+        return {"commit": None, "dirty": None, "checkout": what, "version": _version(), "note": "not a git checkout"}
+    return {"commit": commit, "dirty": bool(status), "checkout": what}
+
+
+def _version() -> str:
+    try:
+        return md.version("qkdissect")
+    except md.PackageNotFoundError:
+        return "not installed"
 
 
 @functools.cache

@@ -53,8 +53,9 @@ PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYT
 #: with `config:`, the config is the importing workflow's mapping, not a file of ours: none is recorded.
 export_config_files([] if workflow.modifier.skip_configfile else workflow.configfiles)
 #: and the checkout the rules run the package from: its commit is the code every output records (not that of a
-#: repository the package may be installed in)
-export_workflow_checkout(REPO)
+#: repository the package may be installed in); a remote source has no checkout: the installed version is recorded
+if REPO is not None:
+    export_workflow_checkout(REPO)
 
 
 def config_keys(*keys):

@@ -339,6 +339,11 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     assert r.stdout.strip().endswith(f"{n} ok")
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n
+    # roc-validator (ro-crate-1.1, process-run-crate; offline): no REQUIRED or RECOMMENDED issue, no machine path
+    from qkdissect.provenance.crate_check import validate_crate
+
+    assert (issues := validate_crate(work / "results")) == [], "\n".join(map(str, issues))
+    assert str(tmp_path) not in json.dumps(crate) and "file://" not in json.dumps(crate)
 
 
 def pixels(folder: Path) -> dict[str, np.ndarray]:

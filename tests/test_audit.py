@@ -6,6 +6,7 @@ exactly what the audit flags."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -279,6 +280,27 @@ def test_ro_crate_validates_offline_with_no_path_of_the_machine(run: dict[str, P
     params = {graph[o]["name"] for o in ids(s4["object"]) if graph[o]["@type"] == "PropertyValue"}
     assert "config figures/s4" in params
     assert graph["./"]["license"] == {"@id": "https://spdx.org/licenses/MIT"} and "author" in graph["./"]
+
+
+def test_report_in_the_paper_order_each_figure_linked_to_its_provenance(run: dict[str, Path], tmp_path: Path) -> None:
+    """The Snakemake report lists the categories as the paper does (numbered: the report sorts them by name), each
+    figure's provenance page in the figure's own category and linked from its caption; the landing page shows the
+    analysis settings as text, not as a Python dict."""
+    report = tmp_path / "report.html"
+    snakemake(run["work"], "--report", str(report), config=run["config"], snakefile=run["repo"] / "Snakefile")
+    text = report.read_text()
+    found = re.search(r"var categories = (\{.*?\});", text)
+    assert found, "no categories in the report"
+    categories = json.loads(found.group(1))
+    assert list(categories) == ["03 Fig. 3 layer cosine", "10 Fig. S4 anisotropy", "13 The paper's claims"]
+    assert sorted(categories["10 Fig. S4 anisotropy"]["Other"]) == [
+        "results/figures/s4_anisotropy.png",
+        "results/figures/s4_anisotropy.provenance.html",
+    ]
+    for stem in ("fig3_weighted_cosine", "fig3_unweighted_cosine", "s4_anisotropy"):
+        assert f"showResultInfo('results/figures/{stem}.provenance.html')" in text  # the caption's link
+    assert "Analysis settings: block_rtol = 0.001; device = cpu;" in text and "{'device'" not in text
+    assert "showCategory('03%20Fig.%203%20layer%20cosine')" in text  # the landing page lists them in order
 
 
 # ----------------------------------------------------------------------------------------- blind spots (issue 13)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QKDissectError
-from .records import CONFIG_FILES_ENV, tree_sha256
+from .records import CONFIG_FILES_ENV, package_versions, tree_sha256
 
 if TYPE_CHECKING:
     from .audit import Artefact
@@ -132,9 +132,7 @@ def _agent(c: _Crate) -> dict[str, str]:
 
 
 def _version(code: dict[str, Any]) -> str:
-    from .. import __version__
-
-    return str((code.get("packages") or {}).get("qkdissect") or __version__)
+    return str((code.get("packages") or {}).get("qkdissect") or package_versions()["qkdissect"])
 
 
 def _instrument(c: _Crate, code: dict[str, Any]) -> dict[str, str]:

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, make_tiny_vit, write_photos
+from qkdissect.provenance.crate import write_crate
 from qkdissect.provenance.records import git_state, tree_sha256
 from test_workflow import snakemake, write_config
 
@@ -376,11 +377,15 @@ def test_results_behind_a_link_and_an_empty_folder(run: dict[str, Path], tmp_pat
     results.symlink_to(elsewhere, target_is_directory=True)
     try:
         status, entries = audit(results)
+        crate = write_crate(results, [run["config"]], run["repo"] / "workflow").read_text()
     finally:
         results.unlink()
         elsewhere.rename(results)
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
     assert len(entries) == 11
+    parts = ids(next(e for e in json.loads(crate)["@graph"] if e["@id"] == "./")["hasPart"])
+    assert f"modes/{A}.zarr/" in parts and all((results / p).exists() for p in parts)  # ids inside the crate
+    assert str(tmp_path) not in crate and str(run["work"]) not in crate
     empty = tmp_path / "empty"
     empty.mkdir()
     for folder in (empty, tmp_path / "nowhere"):

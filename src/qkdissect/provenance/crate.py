@@ -84,7 +84,8 @@ class _Crate:
         from rocrate.rocrate import ROCrate
 
         self.results = results
-        self.base = results.resolve().parent
+        #: where relative paths in the records start: the folder holding the results folder (or its link)
+        self.base = Path(os.path.abspath(results)).parent
         self.crate = ROCrate(version="1.1")
         self.ids: set[str] = set()
 
@@ -95,11 +96,14 @@ class _Crate:
 
     def inside(self, path: Path) -> str | None:
         """The crate-relative id of a file or folder inside the results folder, else None."""
-        try:
-            rel = path.resolve().relative_to(self.results.resolve()).as_posix()
-        except ValueError:
-            return None
-        return rel + ("/" if path.is_dir() else "")
+        here = Path(os.path.abspath(self.results))
+        for p, top in ((Path(os.path.abspath(path)), here), (path.resolve(), here.resolve())):
+            try:  # as found under the results folder (through a link, maybe), else where it really is
+                rel = p.relative_to(top).as_posix()
+            except ValueError:
+                continue
+            return rel + ("/" if path.is_dir() else "")
+        return None
 
     def part(self, path: Path, props: dict[str, Any]) -> dict[str, str]:
         """A file or folder of the crate (listed in the root's hasPart), described once."""

@@ -235,9 +235,12 @@ def _action(c: _Crate, art: Artefact, agent: dict[str, str]) -> None:
 
 
 def _copy_run(results: Path, config_files: Sequence[Path], workflow: Path | None) -> None:
-    """Copy the config files in force and the workflow into ``results/run`` (replacing what a former run left)."""
+    """Copy the config files in force and the workflow into ``results/run``, replacing what a former run left
+    (given neither, what is there stays: rewriting the crate by hand keeps the run's config and workflow)."""
     from ..stores import atomic_path
 
+    if not config_files and workflow is None:
+        return
     for f in (*config_files, *([workflow] if workflow else [])):
         if not f.exists():
             raise QKDissectError(f"{f} does not exist: name the config files and workflow folder of the run")

@@ -6,6 +6,7 @@ exactly what the audit flags."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, make_tiny_vit, write_photos
+from qkdissect.provenance.crate import write_crate
 from qkdissect.provenance.records import git_state, tree_sha256
 from test_workflow import snakemake, write_config
 
@@ -213,6 +215,11 @@ def test_a_leftover_of_a_killed_write_is_reported_but_not_a_result(run: dict[str
     assert status == 0 and entries[f"modes/{A}.zarr.tmp-deadbeef"]["kind"] == "partial write"
 
 
+def ids(value: Any) -> set[str]:
+    """The ids of a JSON-LD reference or list of references (RO-Crate writes a single one without a list)."""
+    return {r["@id"] for r in (value if isinstance(value, list) else [value])}
+
+
 def test_figure_provenance_page_and_ro_crate(run: dict[str, Path]) -> None:
     """The reader's record: per figure an HTML page (in the Snakemake report) with models, data, parameters and
     code; the results folder as an RO-Crate whose actions link every artefact to its inputs."""
@@ -228,7 +235,7 @@ def test_figure_provenance_page_and_ro_crate(run: dict[str, Path]) -> None:
     assert graph["ro-crate-metadata.json"]["about"] == {"@id": "./"}
     assert graph["ro-crate-metadata.json"]["conformsTo"]["@id"] == "https://w3id.org/ro/crate/1.1"
     root = graph["./"]
-    parts = {p["@id"] for p in root["hasPart"]}
+    parts = ids(root["hasPart"])
     assert {
         f"modes/{A}.zarr/",
         f"projections/{A}/photos.zarr/",
@@ -236,14 +243,65 @@ def test_figure_provenance_page_and_ro_crate(run: dict[str, Path]) -> None:
         "claims/claims.json",
     } <= parts
     assert all(p in graph for p in parts)
-    actions = [graph[m["@id"]] for m in root["mentions"]]
+    actions = [graph[m] for m in ids(root["mentions"])]
     assert len(actions) == 11 and all(a["@type"] == "CreateAction" for a in actions)  # 10 + the claims page
-    made = {r["@id"]: a for a in actions for r in a["result"]}
-    proj_inputs = {o["@id"] for o in made[f"projections/{A}/photos.zarr/"]["object"]}
+    made = {r: a for a in actions for r in ids(a["result"])}
+    proj_inputs = ids(made[f"projections/{A}/photos.zarr/"]["object"])
     assert f"modes/{A}.zarr/" in proj_inputs and any(i.startswith("#images-") for i in proj_inputs)
     assert graph[f"modes/{A}.zarr/"]["sha256"] == tree_sha256(results / f"modes/{A}.zarr")
     for a in actions:
-        assert all(o["@id"] in graph for o in a["object"]) and a["instrument"] == {"@id": "#qkdissect"}
+        assert ids(a["object"]) <= set(graph) and a["agent"]["@id"] in graph
+        assert graph[a["instrument"]["@id"]]["@type"] == "SoftwareApplication" and a["description"]
+
+
+def test_ro_crate_validates_offline_with_no_path_of_the_machine(run: dict[str, Path]) -> None:
+    """roc-validator (ro-crate-1.1 and process-run-crate, offline) finds no REQUIRED or RECOMMENDED issue; every id
+    is inside the crate, the weights and source notebooks outside it are contextual entities with their sha256 and
+    role; the executed notebooks, the config and the workflow are in the crate; parameters are PropertyValues."""
+    from qkdissect.provenance.crate_check import validate_crate
+
+    results = run["work"] / "results"
+    issues = validate_crate(results)
+    assert issues == [], "\n".join(map(str, issues))
+    text = (results / "ro-crate-metadata.json").read_text()
+    for machine in ("file://", str(run["work"].parent), str(REPO), str(Path.home())):
+        assert machine not in text, machine
+    graph = {e["@id"]: e for e in json.loads(text)["@graph"]}
+    parts = ids(graph["./"]["hasPart"])
+    for part in parts:
+        assert not part.startswith(("/", "#")) and (results / part).exists(), part
+    assert {"notebooks/s4_anisotropy.ipynb", "run/workflow/", "run/config/config.yaml"} <= parts
+    assert (results / "run/config/config.yaml").read_bytes() == run["config"].read_bytes()
+    weights = tree_sha256(run["weights_b"])
+    (outside,) = [e for e in graph.values() if e.get("sha256") == weights]
+    assert outside["@id"].startswith("#") and outside["roleName"] == "weights" and outside["@id"] not in parts
+    notebooks = [e for e in graph.values() if e.get("roleName") == "notebook"]
+    assert notebooks and all(e["name"].endswith(".ipynb") and len(e["sha256"]) == 64 for e in notebooks)
+    s4 = graph["#make-figures/s4_anisotropy.provenance.json"]
+    params = {graph[o]["name"] for o in ids(s4["object"]) if graph[o]["@type"] == "PropertyValue"}
+    assert "config figures/s4" in params
+    assert graph["./"]["license"] == {"@id": "https://spdx.org/licenses/MIT"} and "author" in graph["./"]
+
+
+def test_report_in_the_paper_order_each_figure_linked_to_its_provenance(run: dict[str, Path], tmp_path: Path) -> None:
+    """The Snakemake report lists the categories as the paper does (numbered: the report sorts them by name), each
+    figure's provenance page in the figure's own category and linked from its caption; the landing page shows the
+    analysis settings as text, not as a Python dict."""
+    report = tmp_path / "report.html"
+    snakemake(run["work"], "--report", str(report), config=run["config"], snakefile=run["repo"] / "Snakefile")
+    text = report.read_text()
+    found = re.search(r"var categories = (\{.*?\});", text)
+    assert found, "no categories in the report"
+    categories = json.loads(found.group(1))
+    assert list(categories) == ["03 Fig. 3 layer cosine", "10 Fig. S4 anisotropy", "13 The paper's claims"]
+    assert sorted(categories["10 Fig. S4 anisotropy"]["Other"]) == [
+        "results/figures/s4_anisotropy.png",
+        "results/figures/s4_anisotropy.provenance.html",
+    ]
+    for stem in ("fig3_weighted_cosine", "fig3_unweighted_cosine", "s4_anisotropy"):
+        assert f"showResultInfo('results/figures/{stem}.provenance.html')" in text  # the caption's link
+    assert "Analysis settings: block_rtol = 0.001; device = cpu;" in text and "{'device'" not in text
+    assert "showCategory('03%20Fig.%203%20layer%20cosine')" in text  # the landing page lists them in order
 
 
 # ----------------------------------------------------------------------------------------- blind spots (issue 13)
@@ -319,11 +377,15 @@ def test_results_behind_a_link_and_an_empty_folder(run: dict[str, Path], tmp_pat
     results.symlink_to(elsewhere, target_is_directory=True)
     try:
         status, entries = audit(results)
+        crate = write_crate(results, [run["config"]], run["repo"] / "workflow").read_text()
     finally:
         results.unlink()
         elsewhere.rename(results)
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
     assert len(entries) == 11
+    parts = ids(next(e for e in json.loads(crate)["@graph"] if e["@id"] == "./")["hasPart"])
+    assert f"modes/{A}.zarr/" in parts and all((results / p).exists() for p in parts)  # ids inside the crate
+    assert str(tmp_path) not in crate and str(run["work"]) not in crate
     empty = tmp_path / "empty"
     empty.mkdir()
     for folder in (empty, tmp_path / "nowhere"):

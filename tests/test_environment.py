@@ -25,6 +25,8 @@ def _conda(path: str) -> tuple[dict[str, str], dict]:
         if isinstance(dep, str) and not dep.startswith(("python", "pip")):
             name, bound = _req(dep)
             conda[CONDA_NAMES.get(name, name)] = bound
+        elif isinstance(dep, dict):  # installed by pip from PyPI (the package itself aside)
+            conda.update(_req(d.split("#")[0]) for d in dep.get("pip", []) if not d.startswith("-e"))
     return conda, env
 
 

@@ -341,6 +341,34 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     assert r.stdout.strip().endswith(f"{n} ok")
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n
+    # roc-validator (ro-crate-1.1, process-run-crate; offline): no REQUIRED or RECOMMENDED issue, no machine path
+    from qkdissect.provenance.crate_check import validate_crate
+
+    assert (issues := validate_crate(work / "results")) == [], "\n".join(map(str, issues))
+    assert str(tmp_path) not in json.dumps(crate) and "file://" not in json.dumps(crate)
+
+
+def test_report_categories_follow_the_paper() -> None:
+    """The figure table's report categories, numbered so that the report's alphabetical order is the paper's:
+    Fig. 1..6, then the supplementary S1..S19, then the claims page, then what is beyond the paper."""
+    from qkdissect.provenance.pages import BEYOND_THE_PAPER, report_categories
+
+    table = yaml.safe_load((REPO / "workflow/figures.yaml").read_text())
+    named = report_categories([row["category"] for row in table.values()] + ["The paper's claims"])
+    listed = [named[c] for c in sorted(named, key=named.__getitem__)]
+    assert listed == sorted(named.values()) and listed[-1] == f"{len(named):02d} {BEYOND_THE_PAPER}"
+    main = [c for c in listed if re.match(r"\d\d Fig\. \d", c)]
+    supplementary = [c for c in listed if re.match(r"\d\d (Fig\. )?S\d", c)]
+    assert [int(re.search(r"Fig\. (\d)", c).group(1)) for c in main] == [1, 2, 3, 4, 5, 6]
+    numbers = [int(re.search(r"S(\d+)", c).group(1)) for c in supplementary]
+    assert numbers == sorted(numbers) and numbers[0] == 1 and numbers[-1] >= 17
+    assert listed.index(main[-1]) < listed.index(supplementary[0]) < listed.index(named["The paper's claims"])
+    assert report_categories(["Fig. S2 b", "Fig. 10 a", "Fig. 9 c", "x"]) == {
+        "Fig. 9 c": "01 Fig. 9 c",
+        "Fig. 10 a": "02 Fig. 10 a",
+        "Fig. S2 b": "03 Fig. S2 b",
+        "x": "04 x",
+    }
 
 
 def pixels(folder: Path) -> dict[str, np.ndarray]:

@@ -326,11 +326,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_crate(args: argparse.Namespace) -> int:
-    from .provenance.crate import write_crate
+    from .provenance.crate import config_files_in_force, write_crate
 
-    out = write_crate(args.results)
-    print(f"RO-Crate metadata -> {out}")
-    return 0
+    if not args.check_only:
+        out = write_crate(args.results, args.config or config_files_in_force(), args.workflow or None, args.root)
+        print(f"RO-Crate metadata -> {out}")
+    if not (args.validate or args.check_only):
+        return 0
+    from .provenance.crate_check import validate_crate
+
+    issues = validate_crate(args.results)
+    for issue in issues:
+        print(issue)
+    print(f"roc-validator (ro-crate-1.1, process-run-crate): {len(issues)} REQUIRED or RECOMMENDED issues")
+    return 1 if issues else 0
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
@@ -542,6 +551,21 @@ def build_parser() -> argparse.ArgumentParser:
         "their inputs and the action that made each",
     )
     cr.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    cr.add_argument(
+        "--config",
+        nargs="+",
+        metavar="FILE",
+        help="the run's config files, copied into the crate (default: those the workflow says are in force)",
+    )
+    cr.add_argument("--workflow", metavar="DIR", help="the workflow folder that ran, copied into the crate")
+    cr.add_argument("--root", help="where relative paths in the records start (default: the results folder's parent)")
+    cr.add_argument(
+        "--validate",
+        action="store_true",
+        help="then validate it with roc-validator (ro-crate-1.1, process-run-crate; offline): exit 1 on any "
+        "REQUIRED or RECOMMENDED issue",
+    )
+    cr.add_argument("--check-only", action="store_true", help="validate the crate already written, write nothing")
     cr.add_argument("-q", "--quiet", action="store_true", help=QUIET)
     cr.set_defaults(func=_cmd_crate)
 

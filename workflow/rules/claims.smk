@@ -14,7 +14,7 @@ rule claims:
         html=report(
             "results/claims/claims.html",
             caption="../report/claims.rst",
-            category="The paper's claims",
+            category=REPORT_CATEGORIES[CLAIMS_CATEGORY],
             labels={"page": "claims"},
         ),
         provenance="results/claims/claims.provenance.json",

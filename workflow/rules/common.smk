@@ -17,6 +17,7 @@ from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
 from qkdissect.locations import weights_files
 from qkdissect.options import FOLDINGS
+from qkdissect.provenance.pages import report_categories
 
 # The schema fills in every default before any rule runs; a config that fails it stops here.
 validate(config, "../schemas/config.schema.yaml")
@@ -360,6 +361,10 @@ def figure_outputs(stem):
 # ----------------------------------------------------------------------------------------- the figure table
 #: workflow/figures.yaml: one row per kind of figure (figures.smk makes a rule of each)
 FIGURES = yaml.safe_load(Path(own_file("../figures.yaml")).read_text())
+CLAIMS_CATEGORY = "The paper's claims"
+#: the report's categories numbered in the paper's order (Fig. 1..6, S1..S19, the claims, then beyond the paper):
+#: the report lists categories alphabetically
+REPORT_CATEGORIES = report_categories([f["category"] for f in FIGURES.values()] + [CLAIMS_CATEGORY])
 
 
 def _models_rows(key):

@@ -58,16 +58,17 @@ for _key, _fig in FIGURES.items():
             png=report(
                 f"{_stem}.png",
                 caption=f"../report/{_fig['caption']}",
-                category=_fig["category"],
-                labels={"figure": _fig["label"]},
+                category=REPORT_CATEGORIES[_fig["category"]],
+                labels={"figure": _fig["label"], "page": "figure"},
             ),
             pdf=f"{_stem}.pdf",
             provenance=f"{_stem}.provenance.json",
+            # beside its figure (same category; its caption links to it)
             provenance_html=report(
                 f"{_stem}.provenance.html",
                 caption="../report/provenance.rst",
-                category="Provenance",
-                labels={"figure": _fig["label"]},
+                category=REPORT_CATEGORIES[_fig["category"]],
+                labels={"figure": _fig["label"], "page": "provenance"},
             ),
             notebook=f"results/notebooks/{_fig['output']}.ipynb",
         params:
@@ -85,21 +86,26 @@ for _key, _fig in FIGURES.items():
             papermill_command()
 
 
-# The results folder as an RO-Crate (RO-Crate 1.1, Process Run Crate profile): every figure, store and weights
-# manifest with its sha256, the inputs recorded in their provenance, and the action that made each.
+# The results folder as an RO-Crate (RO-Crate 1.1, Process Run Crate profile, built with ro-crate-py): every
+# figure, store, weights manifest and executed notebook with its sha256, the config files in force and this
+# workflow (copied into results/run/), the inputs recorded in their provenance, and the action that made each.
+# `qkdissect crate results --check-only` validates it offline with roc-validator.
 rule crate:
     localrule: True
     input:
         all_figures(),
         "results/claims/claims.json",
     output:
-        "results/ro-crate-metadata.json",
+        metadata="results/ro-crate-metadata.json",
+        run=directory("results/run"),
     params:
         config_keys=config_keys(),
         results=lambda wildcards, output: os.path.dirname(output[0]),
+        # the workflow's own folder, copied into the crate (none for a remote source: "")
+        workflow=str(REPO / "workflow") if REPO is not None else "",
     conda:
         "../envs/qkdissect.yaml"
     log:
         "results/logs/crate.log",
     shell:
-        qkdissect("crate {params.results:q} > {log:q} 2>&1")
+        qkdissect("crate {params.results:q} --root . --workflow {params.workflow:q} > {log:q} 2>&1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 
@@ -111,3 +112,28 @@ def provenance_html(record: dict[str, Any]) -> str:
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{style}</style></head>'
         f"<body>{''.join(parts)}</body></html>\n"
     )
+
+
+# ----------------------------------------------------------------------------------------- the report's order
+#: the report category of what the paper does not show; listed last
+BEYOND_THE_PAPER = "Beyond the paper"
+_MAIN = re.compile(r"Fig\. (\d+)\b")
+_SUPPLEMENTARY = re.compile(r"(?:Fig\. )?S(\d+)\b")
+
+
+def _paper_position(category: str, given: int) -> tuple[int, int]:
+    """Where a category comes in the paper: Fig. 1..6, then S1..S19, then any other page (in the order given),
+    then what is beyond the paper."""
+    if m := _MAIN.match(category):
+        return (0, int(m.group(1)))
+    if m := _SUPPLEMENTARY.match(category):
+        return (1, int(m.group(1)))
+    return (3, given) if category == BEYOND_THE_PAPER else (2, given)
+
+
+def report_categories(categories: list[str]) -> dict[str, str]:
+    """Each report category named with its two-digit place in the paper's order ("03 Fig. 3 layer cosine"): the
+    Snakemake report lists categories alphabetically, so the numbers make it list them as the paper does."""
+    unique = list(dict.fromkeys(categories))
+    order = sorted(unique, key=lambda c: _paper_position(c, unique.index(c)))
+    return {c: f"{i:02d} {c}" for i, c in enumerate(order, 1)}

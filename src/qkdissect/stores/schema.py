@@ -46,15 +46,16 @@ TOP_DIMS = ("layer", "head", "mode", "sign", "rank")
 #: a Dataset variable: (dims, values, its description or its attributes)
 Var = tuple[tuple[str, ...], Any, str | dict[str, Any]]
 
-#: ``long_name`` and ``units`` (CF conventions: "1" for a dimensionless number, a count or a position; "" for
-#: text) of every variable and coordinate of every kind of store, so that ``.plot()`` labels its axes. A name
-#: means the same in every store that has it; ``description`` (where there is one) says more.
+#: ``long_name`` and ``units`` of every variable and coordinate of every kind of store, so that ``.plot()`` labels
+#: its axes. Units: "1" for a dimensionless quantity or a count (CF conventions), "" for what is no quantity: an
+#: index or position (layer, head, mode, token, top image), a flag, text. A name means the same in every store that
+#: has it; ``description`` (where there is one) says more.
 VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     # coordinates
-    "layer": ("layer", "1"),
-    "head": ("head", "1"),
-    "mode": ("mode (descending singular value)", "1"),
-    "dim": ("residual-stream dimension", "1"),
+    "layer": ("layer", ""),
+    "head": ("head", ""),
+    "mode": ("mode (descending singular value)", ""),
+    "dim": ("residual-stream dimension", ""),
     "depth": ("normalised depth l / (L - 1)", "1"),
     "sign": ("sign of the projections", ""),
     "image_id": ("image id", ""),
@@ -66,7 +67,7 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "text": ("passage text", ""),
     "scope": ("scope of the variance share", ""),
     "term": ("term of the attention logit", ""),
-    "k": ("modes kept", "1"),
+    "k": ("modes kept", ""),
     "source": ("query source token", ""),
     "region": ("attended region", ""),
     # modes
@@ -74,12 +75,12 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "V": ("key-side singular vector v_n", "1"),
     "S": ("singular value s_n of W_q^T W_k", "1"),
     "singular_value": ("singular value s_n of W_q^T W_k", "1"),
-    "block": ("block of near-equal singular values", "1"),
-    "block_first": ("first mode of the degenerate block", "1"),
-    "block_last": ("last mode of the degenerate block", "1"),
+    "block": ("block of near-equal singular values", ""),
+    "block_first": ("first mode of the degenerate block", ""),
+    "block_last": ("last mode of the degenerate block", ""),
     # scores
     "cosine": ("cos(u_n, v_n)", "1"),
-    "null_mode": ("numerically null mode", "1"),
+    "null_mode": ("numerically null mode", ""),
     "n_null": ("null modes of the head", "1"),
     "head_mean": ("mean cos(u_n, v_n) of the head", "1"),
     "head_mean_all": ("mean cos(u_n, v_n) of the head, every mode", "1"),
@@ -92,16 +93,16 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "q_min": ("min over tokens of x_t . u_n", "1"),
     "k_max": ("max over tokens of x_t . v_n", "1"),
     "k_min": ("min over tokens of x_t . v_n", "1"),
-    "valid": ("image decoded and projected", "1"),
+    "valid": ("image decoded and projected", ""),
     "top_score": ("score of the top image or passage", "1"),
     "top_score_weighted": ("s_n x score of the top image or passage", "1"),
     "top_both_negative": ("top images with both extremes on the wrong side of 0", "1"),
-    "top_image": ("top image (position on the image dim)", "1"),
+    "top_image": ("top image (position on the image dim)", ""),
     "centre_unit_sum": ("sum of the unit centre-token vectors", "1"),
     "anisotropy": ("mean cosine between centre tokens of different images", "1"),
-    "top_passage": ("top passage (position on the passage dim)", "1"),
-    "top_query_token": ("query token position of the best pair", "1"),
-    "top_key_token": ("key token position of the best pair", "1"),
+    "top_passage": ("top passage (position on the passage dim)", ""),
+    "top_query_token": ("query token position of the best pair", ""),
+    "top_key_token": ("key token position of the best pair", ""),
     "n_tokens": ("tokens of the passage", "1"),
     # logits
     "share": ("share of the logit variance", "1"),
@@ -110,8 +111,8 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "sigma_positive": ("share of the singular values in modes with cos(u, v) > 0", "1"),
     # preference
     "table": ("attention on the region", "1"),
-    "query_token": ("query token position", "1"),
-    "key_token": ("key token position", "1"),
+    "query_token": ("query token position", ""),
+    "key_token": ("key token position", ""),
     "token_masks": ("area fraction of the region in the token", "1"),
     "example_crop": ("example image as the model saw it (8-bit RGB)", "1"),
     "same": ("attention on the same object", "1"),
@@ -131,13 +132,13 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     # maps
     "q_map": ("query map x_t . u_n", "1"),
     "k_map": ("key map x_t . v_n", "1"),
-    "slot_image": ("image of the slot (position on the image dim)", "1"),
-    "slot_passage": ("passage of the slot (position in the text store)", "1"),
+    "slot_image": ("image of the slot (position on the image dim)", ""),
+    "slot_passage": ("passage of the slot (position in the text store)", ""),
     "slot_score": ("score of the slot", "1"),
     "crop": ("image as the model saw it (8-bit RGB)", "1"),
     "piece": ("token as it reads in the passage", ""),
-    "spaced": ("a space precedes the token", "1"),
-    "scored": ("the token counts in the passage score", "1"),
+    "spaced": ("a space precedes the token", ""),
+    "scored": ("the token counts in the passage score", ""),
 }
 
 

@@ -5,6 +5,8 @@ A store is written to ``NAME.tmp-XXXX`` beside the target and renamed into place
 write of the same store removes what an interrupted one left (``NAME.tmp-*``, ``NAME.old-*``). Every store has
 ``attrs["qkdissect_schema"]`` (its kind and version, see :mod:`.schema`), ``attrs["provenance"]`` and the digest of
 its own content (``attrs["qkdissect_content"]``, see :mod:`.content`): a store with a chunk gone refuses to open.
+Every store has consolidated metadata too (what a plain ``xr.open_zarr`` reads first); :func:`open_store` reads each
+array's own metadata, which the content record covers.
 
 :func:`failpoint` marks the steps of a write for the fault-injection tests (``$QKDISSECT_FAILPOINT``).
 """

@@ -1,6 +1,7 @@
 """What each kind of store holds: one builder per kind, arrays and attributes in, an xarray Dataset out. All dims
-are named, integer indices 0-based; every store has ``attrs["qkdissect_schema"]`` (``KIND/vN``), its
-``model_id`` and ``attrs["provenance"]``.
+are named, integer indices 0-based; every variable and coordinate has ``long_name`` and ``units``
+(:data:`VARIABLE_ATTRS`); every store has ``attrs["qkdissect_schema"]`` (``KIND/vN``), its ``model_id`` and
+``attrs["provenance"]``.
 
 ==================  ==========================================================================================
 modes               ``U``, ``V`` (layer, head, dim, mode), ``S`` (layer, head, mode), ``block`` (ids of blocks of
@@ -9,13 +10,15 @@ scores              ``cosine``, ``null_mode`` (layer, head, mode), ``head_mean``
                     ``layer_mean``/``layer_weighted`` (layer), ``depth`` = l / (L - 1); the plain means without
                     null modes (``n_null`` per head), and with them (``*_mean_all``); the null interval in attrs
 projections         per image ``q_max``, ``q_min``, ``k_max``, ``k_min`` (image, layer, head, mode; streamed),
-                    ``top_image``/``top_score`` (layer, head, mode, sign, rank), ``top_both_negative``,
-                    anisotropy sums; the duplicates dropped from the image set in attrs
+                    ``top_image``/``top_score`` (layer, head, mode, sign, rank; the ids of the top images in the
+                    coordinate ``top_image_id``), ``top_both_negative``, anisotropy sums; the duplicates dropped
+                    from the image set in attrs
 logits              variance shares of the logit terms, top-k modes explained, who wins the softmax
 preference          attention of the target/distractor tokens on each region, grouped; an example crop
 same_object         per mode the fraction of top images whose query and key sides pick the same object, and its
-                    chance level
-text_projections    top passages per (layer, head, mode, sign) with the best pair's positions; the passages
+                    chance level; the top images (``top_image``, ``top_image_id``)
+text_projections    top passages per (layer, head, mode, sign) with the best pair's positions (``top_passage_id``:
+                    their ids); the passages
 maps                per row (a mode drawn) and slot (an image or passage drawn for it): the maps and scores;
                     image crops or token pieces (:mod:`qkdissect.passes.maps`)
 ==================  ==========================================================================================

@@ -4,7 +4,8 @@ pixels. For restructurings that must not change a number ("numbers do not drift 
     python benchmarks/compare_results.py BEFORE/results AFTER/results [--only-common]
 
 Stores are matched by their path under the results folder; a store or figure on one side only is listed.
-Provenance (timestamps, code digests) is not compared. Exit status 1 when anything differs.
+Provenance (timestamps, code digests) and a store's digest of its own files are not compared. Exit status 1
+when anything differs.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def compare_arrays(a: xr.Dataset, b: xr.Dataset) -> list[str]:
                 problems.append(f"{n}: max |diff| {diff:.3g}")
         elif not np.array_equal(x, y):
             problems.append(f"{n}: {int(np.sum(x != y))} entries differ")
-    keep = [k for k in set(a.attrs) | set(b.attrs) if k != "provenance"]
+    keep = [k for k in set(a.attrs) | set(b.attrs) if k not in ("provenance", "qkdissect_content")]
     for k in sorted(keep):
         if a.attrs.get(k) != b.attrs.get(k):
             problems.append(f"attrs.{k}: {str(a.attrs.get(k))[:80]} vs {str(b.attrs.get(k))[:80]}")

@@ -6,6 +6,7 @@ exactly what the audit flags."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -94,6 +95,12 @@ def test_a_fresh_run_audits_clean(run: dict[str, Path]) -> None:
     assert {"weights manifest", "modes/v1", "scores/v1", "projections/v1", "figure"} <= kinds
     assert len(entries) == 2 + 2 + 2 + 1 + 3 + 1  # manifests, modes, scores, projections, figures, the claims page
     assert entries[next(iter(CLAIMS))]["status"] == "ok"
+    # a store holds its own files only (the workflow removed Snakemake's markers) and opens as xarray users open it
+    stores = sorted((run["work"] / "results").glob("**/*.zarr"))
+    assert len(stores) == 5 and not [f for s in stores for f in s.rglob(".snakemake_timestamp")]
+    code = "import sys, xarray as xr\nfor p in sys.argv[1:]: xr.open_zarr(p)"
+    r = subprocess.run([sys.executable, "-W", "error", "-c", code, *map(str, stores)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_an_edited_weight_byte_flags_that_model_and_what_was_made_from_it(run: dict[str, Path]) -> None:
@@ -365,6 +372,45 @@ def test_a_changed_or_missing_chunk_of_a_store_is_named(run: dict[str, Path]) ->
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"is damaged: its chunk {name} is gone. Delete the store and make it again" in r.stderr
     assert not (run["work"] / "s.zarr").exists()
+
+
+def test_files_foreign_to_a_store_and_stale_consolidated_metadata(run: dict[str, Path]) -> None:
+    """Snakemake's empty marker at a store's root is not content (a run of the workflow as a module keeps it); the
+    same name deeper in the store, or with something in it, is; the consolidated copy of the arrays' metadata that a
+    plain xr.open_zarr reads must be their own metadata."""
+    store = run["work"] / f"results/scores/{A}.zarr"
+    was = store.stat()
+    try:
+        _foreign_files_and_stale_metadata(run, store)
+    finally:  # the folder's time is the store's time for Snakemake: as it was, for the tests that follow
+        os.utime(store, ns=(was.st_atime_ns, was.st_mtime_ns))
+
+
+def _foreign_files_and_stale_metadata(run: dict[str, Path], store: Path) -> None:
+    marker, deep = store / ".snakemake_timestamp", store / "cosine/.snakemake_timestamp"
+    for path, text, flagged in ((marker, "", False), (marker, "x", True), (deep, "", True)):
+        path.write_text(text)
+        try:
+            status, entries = audit(run["work"] / "results")
+        finally:
+            path.unlink()
+        assert (entries[f"scores/{A}.zarr"]["status"] == "modified") == flagged, (path, text)
+        if flagged:
+            name = path.relative_to(store).as_posix()
+            assert (
+                entries[f"scores/{A}.zarr"]["findings"][0]["message"]
+                == f"chunk {name} added after the store was written"
+            )
+
+    def relabel(p: Path) -> None:
+        meta = json.loads(p.read_text())
+        meta["consolidated_metadata"]["metadata"]["cosine"]["attributes"]["units"] = "m"
+        p.write_text(json.dumps(meta))
+
+    with tampered(store / "zarr.json", relabel):
+        status, entries = audit(run["work"] / "results")
+    assert status == 1 and entries[f"scores/{A}.zarr"]["status"] == "modified"
+    assert "consolidated metadata (root zarr.json) of cosine is not the array's own" in str(entries[f"scores/{A}.zarr"])
 
 
 def test_results_behind_a_link_and_an_empty_folder(run: dict[str, Path], tmp_path: Path) -> None:

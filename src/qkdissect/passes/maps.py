@@ -206,13 +206,13 @@ def _row_vars(rows: Sequence[Row], modes: xr.Dataset, scores: xr.Dataset) -> dic
     r_dims = ("row",)
     return {
         "cosine": (r_dims, np.array([scores.cosine.values[m[0], m[1], m[2]] for m in (r.mode for r in rows)]),
-                   {"long_name": "cos(u_n, v_n)", "units": "1"}),
+                   "cos(u_n, v_n)"),
         "singular_value": (r_dims, np.array([modes.S.values[m[0], m[1], m[2]] for m in (r.mode for r in rows)]),
-                           {"long_name": "singular value s_n of W_q^T W_k", "units": "1"}),
+                           "singular value s_n of W_q^T W_k"),
         "block_first": (r_dims, np.array([b[0] if b else -1 for b in blocks], np.int64),
-                        {"long_name": "first mode of the degenerate block holding the mode (-1: none)"}),
+                        "first mode of the degenerate block holding the mode (-1: none)"),
         "block_last": (r_dims, np.array([b[1] if b else -1 for b in blocks], np.int64),
-                       {"long_name": "last mode of the degenerate block holding the mode (-1: none)"}),
+                       "last mode of the degenerate block holding the mode (-1: none)"),
     }  # fmt: skip
 
 
@@ -261,14 +261,14 @@ def image_maps(
     slot = ("row", "slot")
     return (
         {
-            "q_map": ((*slot, "gy", "gx"), q, {"long_name": "query map x_t . u_n over the patch grid", "units": "1"}),
-            "k_map": ((*slot, "gy", "gx"), k, {"long_name": "key map x_t . v_n over the patch grid", "units": "1"}),
-            "slot_image": (slot, slot_image, {"long_name": "index (image dim) of the slot's image; -1: empty"}),
-            "slot_score": (slot, slot_score, {"long_name": "the slot's score (image score, or contribution)"}),
+            "q_map": ((*slot, "gy", "gx"), q, "query map x_t . u_n over the patch grid"),
+            "k_map": ((*slot, "gy", "gx"), k, "key map x_t . v_n over the patch grid"),
+            "slot_image": (slot, slot_image, "index (image dim) of the slot's image; -1: empty"),
+            "slot_score": (slot, slot_score, "the slot's score (image score, or contribution)"),
             "crop": (
                 ("image", "y", "x", "channel"),
                 crops.astype(np.uint8),
-                {"long_name": "the image as the model saw it (resized, centre-cropped)", "units": "8-bit RGB"},
+                "the image as the model saw it (resized, centre-cropped)",
             ),
             **_row_vars(rows, modes, scores),
         },
@@ -345,14 +345,14 @@ def text_maps(
         "q_map": "query map x_t . u_n",
         "k_map": "key map x_t . v_n",
     }
-    data: dict[str, Var] = {n: (tok, a, {"long_name": desc[n]}) for n, a in arrays.items()}
+    data: dict[str, Var] = {n: (tok, a, desc[n]) for n, a in arrays.items()}
     data.update(
         {
-            "slot_passage": (slot, per_slot["passage"], {"long_name": "passage index in the text store; -1: empty"}),
-            "query_token": (slot, per_slot["query_token"], {"long_name": "query position i of the best pair"}),
-            "key_token": (slot, per_slot["key_token"], {"long_name": "key position j of the best pair"}),
-            "n_tokens": (slot, per_slot["n_tokens"], {"long_name": "tokens of the passage after truncation"}),
-            "slot_score": (slot, slot_score, {"long_name": "passage score max [q_i]_+ [k_j]_+"}),
+            "slot_passage": (slot, per_slot["passage"], "passage index in the text store; -1: empty"),
+            "query_token": (slot, per_slot["query_token"], "query position i of the best pair"),
+            "key_token": (slot, per_slot["key_token"], "key position j of the best pair"),
+            "n_tokens": (slot, per_slot["n_tokens"], "tokens of the passage after truncation"),
+            "slot_score": (slot, slot_score, "passage score max [q_i]_+ [k_j]_+"),
             **_row_vars(rows, modes, scores),
         }
     )

@@ -35,7 +35,7 @@ from ..models import ModelLike, QKWeights
 from ..options import ImageScore, TokenSource, default
 from ..provenance.records import utc_now
 from ..stores.io import StreamingStore
-from ..stores.schema import PROJECTION_STATS, projections_dataset
+from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, modes_uv
 from .loop import ImageStream, Manifest, StoreLike, load_image_model, modes_of, pass_record, stream_target, streamed
@@ -152,8 +152,9 @@ def compute_projections(
         with StreamingStore(target) as st:
             chunk = batch_size * max(1, round(256 / batch_size))
             for var, what in PROJECTION_STATS.items():
-                st.create(var, (n, *shape), ("image", "layer", "head", "mode"), (chunk, *shape), "float32",
-                          description=f"{what} over the image's patch tokens (NaN: image skipped)")  # fmt: skip
+                desc = f"{what} over the image's patch tokens (NaN: image skipped)"
+                dims = ("image", "layer", "head", "mode")
+                st.create(var, (n, *shape), dims, (chunk, *shape), "float32", description=desc, **labels(var))
             for start, size, ok, x in stream.batches(batch_size, workers, f"project {im.name}", progress):
                 block = {v: np.full((size, *shape), np.nan, np.float32) for v in PROJECTION_STATS}
                 if ok:

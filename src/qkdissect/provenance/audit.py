@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QKDissectError
-from ..stores.content import differences, recorded
+from ..stores.content import differences, recorded, stale_metadata
 from .records import config_values, items_sha256, source_sha256, store_attrs, tree_digests
 
 STATUSES = ("ok", "dirty-tree", "different-code", "changed-input", "modified", "missing-input")
@@ -316,6 +316,10 @@ def _content(art: Artefact, hashes: _Hashes) -> None:
         art.add("modified", _listed(diff["added"], "added after the store was written"))
     if diff["gone"]:
         art.add("missing-input", _listed(diff["gone"], "gone: the store does not open"))
+    stale = stale_metadata(art.path)
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        art.add("modified", f"the consolidated metadata (root zarr.json) of {shown} is not the array's own")
 
 
 def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool) -> None:

@@ -193,15 +193,41 @@ def items_sha256(digests: Iterable[tuple[str, str | None]]) -> str:
     return h.hexdigest()
 
 
-#: files inside a store that are not its content: Snakemake's timestamp marker of a directory() output (the same
-#: as :data:`qkdissect.stores.content.NOT_CONTENT`, repeated so that this module does not import xarray)
+#: files inside a store (paths relative to it) that are not its content: Snakemake's timestamp marker of a
+#: directory() output, empty, at the store's root only (the same as :data:`qkdissect.stores.content.NOT_CONTENT`,
+#: repeated so that this module does not import xarray)
 NOT_CONTENT = frozenset({".snakemake_timestamp"})
 
 
 def tree_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of a directory tree (relative paths and contents, in sorted order; workflow markers
-    such as ``.snakemake_timestamp`` excluded, so a store's digest depends on its content only)."""
+    """sha256 of a file, or of a directory tree (relative paths and contents, in sorted order; the workflow's
+    marker at the root, ``.snakemake_timestamp``, excluded, so a store's digest depends on its content only)."""
     return tree_digests(path)[0]
+
+
+def _is_marker(tree: Path, f: Path) -> bool:
+    """Snakemake's marker: empty, at the root of the tree."""
+    return f.relative_to(tree).as_posix() in NOT_CONTENT and f.stat().st_size == 0
+
+
+def drop_workflow_markers(results: str | Path) -> list[Path]:
+    """Remove the ``.snakemake_timestamp`` that Snakemake leaves at the root of every directory() output from the
+    stores under ``results`` (a store holds its own files only). The marker's time passes to the store's folder,
+    where Snakemake reads a directory's time when it has no marker: the workflow sees the same times as before.
+    Returns what was removed."""
+    removed: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(results):
+        if "zarr.json" not in filenames:
+            continue
+        dirnames.clear()  # a store's arrays hold no marker of Snakemake's
+        for name in NOT_CONTENT & set(filenames):
+            marker = Path(dirpath) / name
+            if _is_marker(marker.parent, marker):  # nothing written by anyone else
+                stamp = marker.stat()
+                marker.unlink()
+                os.utime(dirpath, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # the store's time, as Snakemake saw it
+                removed.append(marker)
+    return sorted(removed)
 
 
 def tree_digests(path: str | Path) -> tuple[str, dict[str, str]]:
@@ -211,7 +237,7 @@ def tree_digests(path: str | Path) -> tuple[str, dict[str, str]]:
     tree = not p.is_file()
     h = hashlib.sha256()
     each: dict[str, str] = {}
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name not in NOT_CONTENT) if tree else [p]
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not _is_marker(p, f)) if tree else [p]
     for f in files:
         one = hashlib.sha256() if tree else None
         if tree:

@@ -4,6 +4,10 @@ Every file of a store but its root ``zarr.json`` (the arrays' metadata and every
 in ``attrs["qkdissect_content"]`` (path inside the store -> sha256) once the store is complete. :func:`gone`
 checks cheaply (one ``stat`` per file, no read) that every recorded chunk is still there; the audit re-hashes them
 (:func:`differences`) and names each chunk that changed, is gone or was added.
+
+The root ``zarr.json`` also holds the consolidated copy of every array's metadata (written with the store, before
+the record; the record leaves it as it is): the audit checks that it is the arrays' own metadata
+(:func:`stale_metadata`), so what a plain ``xr.open_zarr`` reads is what the record covers.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Any
 
 #: the root attribute holding {path inside the store: sha256} of every content file
 CONTENT_ATTR = "qkdissect_content"
-#: files inside a store that are not its content: the root metadata (which holds the record itself) and
-#: Snakemake's timestamp marker of a directory() output
+#: files inside a store (paths relative to it) that are not its content: Snakemake's timestamp marker of a
+#: directory() output, empty, at the root only (the workflow removes it when it ends); the root metadata is not content
+#: either: it holds the record itself, and the consolidated copy of the arrays' metadata (see :func:`stale_metadata`)
 NOT_CONTENT = frozenset({".snakemake_timestamp"})
 ROOT_META = "zarr.json"
 
@@ -34,7 +39,9 @@ def content_files(store: Path) -> list[str]:
     return sorted(
         rel
         for f in store.rglob("*")
-        if f.is_file() and f.name not in NOT_CONTENT and (rel := f.relative_to(store).as_posix()) != ROOT_META
+        if f.is_file()
+        and (rel := f.relative_to(store).as_posix()) != ROOT_META
+        and not (rel in NOT_CONTENT and f.stat().st_size == 0)
     )
 
 
@@ -60,6 +67,22 @@ def recorded(attrs: dict[str, Any]) -> dict[str, str] | None:
 def gone(store: Path, attrs: dict[str, Any]) -> list[str]:
     """Recorded content files that are not there any more (a stat each, nothing read)."""
     return [rel for rel in recorded(attrs) or {} if not (store / rel).is_file()]
+
+
+def stale_metadata(store: Path) -> list[str]:
+    """The arrays whose metadata in the root's consolidated copy (what a plain ``xr.open_zarr`` reads) is not
+    their own ``zarr.json`` (which the record covers): changed, missing from the copy, or listed there but gone.
+    Empty for a store without a consolidated copy."""
+    meta = json.loads((store / ROOT_META).read_text())
+    copy = (meta.get("consolidated_metadata") or {}).get("metadata")
+    if copy is None:
+        return []
+    own = {
+        f.parent.relative_to(store).as_posix(): json.loads(f.read_text())
+        for f in store.rglob(ROOT_META)
+        if f.parent != store
+    }
+    return sorted(n for n in own.keys() | copy.keys() if own.get(n) != copy.get(n))
 
 
 def differences(now: dict[str, str], before: dict[str, str]) -> dict[str, list[str]]:

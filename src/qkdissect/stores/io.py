@@ -5,6 +5,8 @@ A store is written to ``NAME.tmp-XXXX`` beside the target and renamed into place
 write of the same store removes what an interrupted one left (``NAME.tmp-*``, ``NAME.old-*``). Every store has
 ``attrs["qkdissect_schema"]`` (its kind and version, see :mod:`.schema`), ``attrs["provenance"]`` and the digest of
 its own content (``attrs["qkdissect_content"]``, see :mod:`.content`): a store with a chunk gone refuses to open.
+Every store has consolidated metadata too (what a plain ``xr.open_zarr`` reads first); :func:`open_store` reads each
+array's own metadata, which the content record covers.
 
 :func:`failpoint` marks the steps of a write for the fault-injection tests (``$QKDISSECT_FAILPOINT``).
 """
@@ -39,6 +41,15 @@ def _compressor() -> Any:
 def jsonable(obj: Any) -> Any:
     """attrs must survive JSON: numpy scalars/arrays and paths become plain values."""
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+@contextmanager
+def _consolidating() -> Iterator[None]:
+    """Write consolidated metadata (what a plain ``xr.open_zarr`` reads first) without zarr's warning that Zarr v3
+    has no consolidated metadata in its specification yet (zarr-python and xarray read it; so do we not)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
 
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
@@ -121,7 +132,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_store(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` as a Zarr v3 store at ``path`` (atomically, replacing an existing store)."""
     with atomic_path(path) as tmp:
-        ds.to_zarr(tmp, mode="w-", zarr_format=3, encoding=_encoding(ds), consolidated=False)
+        with _consolidating():
+            ds.to_zarr(tmp, mode="w-", zarr_format=3, encoding=_encoding(ds), consolidated=True)
         record_content(tmp)
         failpoint("store:written")
     return Path(path)
@@ -200,7 +212,8 @@ class StreamingStore:
         ds.attrs = jsonable(ds.attrs)
         enc = {n: {"compressors": (_compressor(),)} for n in ds.data_vars}
         failpoint("stream:finish")
-        ds.to_zarr(self.tmp, mode="a", zarr_format=3, consolidated=False, encoding=enc)
+        with _consolidating():
+            ds.to_zarr(self.tmp, mode="a", zarr_format=3, consolidated=True, encoding=enc)
         record_content(self.tmp)
 
     def __exit__(self, *exc: Any) -> bool | None:

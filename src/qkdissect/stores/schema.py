@@ -1,6 +1,7 @@
 """What each kind of store holds: one builder per kind, arrays and attributes in, an xarray Dataset out. All dims
-are named, integer indices 0-based; every store has ``attrs["qkdissect_schema"]`` (``KIND/vN``), its
-``model_id`` and ``attrs["provenance"]``.
+are named, integer indices 0-based; every variable and coordinate has ``long_name`` and ``units``
+(:data:`VARIABLE_ATTRS`); every store has ``attrs["qkdissect_schema"]`` (``KIND/vN``), its ``model_id`` and
+``attrs["provenance"]``.
 
 ==================  ==========================================================================================
 modes               ``U``, ``V`` (layer, head, dim, mode), ``S`` (layer, head, mode), ``block`` (ids of blocks of
@@ -9,13 +10,15 @@ scores              ``cosine``, ``null_mode`` (layer, head, mode), ``head_mean``
                     ``layer_mean``/``layer_weighted`` (layer), ``depth`` = l / (L - 1); the plain means without
                     null modes (``n_null`` per head), and with them (``*_mean_all``); the null interval in attrs
 projections         per image ``q_max``, ``q_min``, ``k_max``, ``k_min`` (image, layer, head, mode; streamed),
-                    ``top_image``/``top_score`` (layer, head, mode, sign, rank), ``top_both_negative``,
-                    anisotropy sums; the duplicates dropped from the image set in attrs
+                    ``top_image``/``top_score`` (layer, head, mode, sign, rank; the ids of the top images in the
+                    coordinate ``top_image_id``), ``top_both_negative``, anisotropy sums; the duplicates dropped
+                    from the image set in attrs
 logits              variance shares of the logit terms, top-k modes explained, who wins the softmax
 preference          attention of the target/distractor tokens on each region, grouped; an example crop
 same_object         per mode the fraction of top images whose query and key sides pick the same object, and its
-                    chance level
-text_projections    top passages per (layer, head, mode, sign) with the best pair's positions; the passages
+                    chance level; the top images (``top_image``, ``top_image_id``)
+text_projections    top passages per (layer, head, mode, sign) with the best pair's positions (``top_passage_id``:
+                    their ids); the passages
 maps                per row (a mode drawn) and slot (an image or passage drawn for it): the maps and scores;
                     image crops or token pieces (:mod:`qkdissect.passes.maps`)
 ==================  ==========================================================================================
@@ -46,16 +49,132 @@ TOP_DIMS = ("layer", "head", "mode", "sign", "rank")
 #: a Dataset variable: (dims, values, its description or its attributes)
 Var = tuple[tuple[str, ...], Any, str | dict[str, Any]]
 
+#: ``long_name`` and ``units`` of every variable and coordinate of every kind of store, so that ``.plot()`` labels
+#: its axes. Units: "1" for a dimensionless quantity or a count (CF conventions), "" for what is no quantity: an
+#: index or position (layer, head, mode, token, top image), a flag, text. A name means the same in every store that
+#: has it; ``description`` (where there is one) says more.
+VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
+    # coordinates
+    "layer": ("layer", ""),
+    "head": ("head", ""),
+    "mode": ("mode (descending singular value)", ""),
+    "dim": ("residual-stream dimension", ""),
+    "depth": ("normalised depth l / (L - 1)", "1"),
+    "sign": ("sign of the projections", ""),
+    "image_id": ("image id", ""),
+    "image_sha256": ("sha256 of the image file", ""),
+    "top_image_id": ("image id of the top image", ""),
+    "passage_id": ("passage id", ""),
+    "passage_sha256": ("sha256 of the passage", ""),
+    "top_passage_id": ("passage id of the top passage", ""),
+    "text": ("passage text", ""),
+    "scope": ("scope of the variance share", ""),
+    "term": ("term of the attention logit", ""),
+    "k": ("modes kept", ""),
+    "source": ("query source token", ""),
+    "region": ("attended region", ""),
+    # modes
+    "U": ("query-side singular vector u_n", "1"),
+    "V": ("key-side singular vector v_n", "1"),
+    "S": ("singular value s_n of W_q^T W_k", "1"),
+    "singular_value": ("singular value s_n of W_q^T W_k", "1"),
+    "block": ("block of near-equal singular values", ""),
+    "block_first": ("first mode of the degenerate block", ""),
+    "block_last": ("last mode of the degenerate block", ""),
+    # scores
+    "cosine": ("cos(u_n, v_n)", "1"),
+    "null_mode": ("numerically null mode", ""),
+    "n_null": ("null modes of the head", "1"),
+    "head_mean": ("mean cos(u_n, v_n) of the head", "1"),
+    "head_mean_all": ("mean cos(u_n, v_n) of the head, every mode", "1"),
+    "head_weighted": ("s-weighted mean cos(u_n, v_n) of the head", "1"),
+    "layer_mean": ("mean cos(u_n, v_n)", "1"),
+    "layer_mean_all": ("mean cos(u_n, v_n), every mode", "1"),
+    "layer_weighted": ("s-weighted mean cos(u_n, v_n)", "1"),
+    # projections, text projections
+    "q_max": ("max over tokens of x_t . u_n", "1"),
+    "q_min": ("min over tokens of x_t . u_n", "1"),
+    "k_max": ("max over tokens of x_t . v_n", "1"),
+    "k_min": ("min over tokens of x_t . v_n", "1"),
+    "valid": ("image decoded and projected", ""),
+    "top_score": ("score of the top image or passage", "1"),
+    "top_score_weighted": ("s_n x score of the top image or passage", "1"),
+    "top_both_negative": ("top images with both extremes on the wrong side of 0", "1"),
+    "top_image": ("top image (position on the image dim)", ""),
+    "centre_unit_sum": ("sum of the unit centre-token vectors", "1"),
+    "anisotropy": ("mean cosine between centre tokens of different images", "1"),
+    "top_passage": ("top passage (position on the passage dim)", ""),
+    "top_query_token": ("query token position of the best pair", ""),
+    "top_key_token": ("key token position of the best pair", ""),
+    "n_tokens": ("tokens of the passage", "1"),
+    # logits
+    "share": ("share of the logit variance", "1"),
+    "explained": ("token-token term explained by the top k modes", "1"),
+    "winning_positive": ("share of the winning margin from modes with cos(u, v) > 0", "1"),
+    "sigma_positive": ("share of the singular values in modes with cos(u, v) > 0", "1"),
+    # preference
+    "table": ("attention on the region", "1"),
+    "query_token": ("query token position", ""),
+    "key_token": ("key token position", ""),
+    "token_masks": ("area fraction of the region in the token", "1"),
+    "example_crop": ("example image as the model saw it (8-bit RGB)", "1"),
+    "same": ("attention on the same object", "1"),
+    "different": ("attention on the other object", "1"),
+    "background": ("attention on the background", "1"),
+    "layer_same": ("attention on the same object", "1"),
+    "layer_different": ("attention on the other object", "1"),
+    "layer_background": ("attention on the background", "1"),
+    # same object
+    "p": ("fraction of top images with the same object on both sides", "1"),
+    "head_p": ("s-weighted same-object fraction of the head", "1"),
+    "layer_p": ("same-object fraction", "1"),
+    "chance": ("chance level of the same-object fraction", "1"),
+    "head_chance": ("s-weighted chance level of the head", "1"),
+    "layer_chance": ("chance level of the same-object fraction", "1"),
+    "n_objects": ("objects in the image", "1"),
+    # maps
+    "q_map": ("query map x_t . u_n", "1"),
+    "k_map": ("key map x_t . v_n", "1"),
+    "slot_image": ("image of the slot (position on the image dim)", ""),
+    "slot_passage": ("passage of the slot (position in the text store)", ""),
+    "slot_score": ("score of the slot", "1"),
+    "crop": ("image as the model saw it (8-bit RGB)", "1"),
+    "piece": ("token as it reads in the passage", ""),
+    "spaced": ("a space precedes the token", ""),
+    "scored": ("the token counts in the passage score", ""),
+}
+
+
+def labels(name: str) -> dict[str, str]:
+    """``long_name`` and ``units`` of a store variable (a name missing from :data:`VARIABLE_ATTRS` is a bug)."""
+    if name not in VARIABLE_ATTRS:
+        raise KeyError(f"store variable {name!r} has no long_name and units in qkdissect.stores.schema.VARIABLE_ATTRS")
+    long_name, units = VARIABLE_ATTRS[name]
+    return {"long_name": long_name, "units": units}
+
 
 def dataset(kind: str, variables: Mapping[str, Var], coords: Mapping[str, Any], attrs: Mapping[str, Any]) -> xr.Dataset:
-    """A store's Dataset: every variable with its description, the schema tag first among the attributes."""
+    """A store's Dataset: every variable with its description, every variable and coordinate with its
+    ``long_name`` and ``units`` (:data:`VARIABLE_ATTRS`), the schema tag first among the attributes."""
     data = {
         name: (dims, values, desc if isinstance(desc, dict) else {"description": desc})
         for name, (dims, values, desc) in variables.items()
     }
-    return xr.Dataset(
+    ds = xr.Dataset(
         data, coords=dict(coords), attrs=jsonable({"qkdissect_schema": f"{kind}/v{SCHEMA_VERSION}", **attrs})
     )
+    for name, var in ds.variables.items():
+        var.attrs.update(labels(str(name)))
+    return ds
+
+
+def ids_at(ids: Any, positions: np.ndarray) -> np.ndarray:
+    """The ids at ``positions`` along an id coordinate ("" where a position is -1: fewer items than ranks)."""
+    ids = np.asarray(ids, dtype=object)
+    out = np.full(positions.shape, "", dtype=object)
+    ok = positions >= 0
+    out[ok] = ids[positions[ok]]
+    return out
 
 
 def layer_coords(n_layers: int) -> dict[str, Any]:
@@ -143,7 +262,12 @@ def projections_dataset(
         "anisotropy": (("layer",), anisotropy, "mean cosine between centre tokens of different images (Fig. S4 A)"),
     }  # fmt: skip
     axes = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "mode": np.arange(n_modes)}
-    return dataset("projections", variables, {**coords, **sign_coord(), **axes}, attrs)
+    return dataset("projections", variables, {**coords, **sign_coord(), **axes, **top_ids(coords, top_image)}, attrs)
+
+
+def top_ids(coords: Mapping[str, Any], top_image: np.ndarray) -> dict[str, Any]:
+    """``top_image_id``: the ids of the top images (a coordinate beside ``top_image``, their positions)."""
+    return {"top_image_id": (TOP_DIMS, ids_at(coords["image_id"][1], top_image))}
 
 
 def logits_dataset(
@@ -214,7 +338,8 @@ def same_object_dataset(
         "layer_chance": (("layer",), np.nanmean(values["head_chance"], axis=1), "mean over heads of head_chance"),
         "n_objects": (("image",), n_objects, "objects covering at least one token"),
     }  # fmt: skip
-    return dataset("same_object", variables, {**coords, **sign_coord(), **layer_coords(p.shape[0])}, attrs)
+    axes = {**sign_coord(), **layer_coords(p.shape[0]), **top_ids(coords, top_image)}
+    return dataset("same_object", variables, {**coords, **axes}, attrs)
 
 
 def text_projections_dataset(
@@ -235,6 +360,7 @@ def text_projections_dataset(
         "passage_id": (("passage",), np.array([p.id for p in passages], dtype=object)),
         "passage_sha256": (("passage",), np.array([p.sha256() for p in passages], dtype=object)),
         "text": (("passage",), np.array([p.text for p in passages], dtype=object)),
+        "top_passage_id": (TOP_DIMS, ids_at([p.id for p in passages], top["passage"])),
     }
     return dataset("text_projections", variables, coords, attrs)
 

@@ -3,6 +3,7 @@ never the commit of a repository the package merely sits in (a venv inside a use
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -75,4 +76,4 @@ def test_the_workflow_records_its_own_checkout(tmp_path: Path, monkeypatch: pyte
     assert git_state() == {"commit": workflow_commit, "dirty": False, "checkout": "workflow checkout"}
     assert records.code_record()["git"]["commit"] == workflow_commit
     smk = (Path(__file__).parents[1] / "workflow/rules/common.smk").read_text()
-    assert "\nexport_workflow_checkout(REPO)\n" in smk
+    assert re.search(r"^\s*export_workflow_checkout\(REPO\)$", smk, re.M)

@@ -112,7 +112,7 @@ def test_consumer_dry_run_keeps_local_rules_local_and_paths_prefixed(tmp_path: P
     assert not [r for r in local if not r.startswith("qk_")], f"local rules without the prefix: {local}"
     assert not {"qk_modes", "qk_scores", "qk_project"} & local  # the compute rules still go to the cluster
     assert job_counts(out) == dict(qk_weights=1, qk_modes=1, qk_scores=1, qk_fig3=2, qk_claims=1, qk_crate=1)
-    assert f"qkdissect crate {PREFIX}/results >" in out
+    assert f"qkdissect crate {PREFIX}/results --root . --workflow " in out  # records resolved from the run folder
     assert f'"scores":["{PREFIX}/results/scores/tiny.zarr"]' in out
     assert f"stores: {{scores: [{PREFIX}/results/scores/tiny.zarr]}}" in out
     assert str(REPO / "notebooks" / "fig3_layer_cosine.ipynb") in out  # our notebook, not the consumer's folder

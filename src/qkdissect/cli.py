@@ -553,8 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .stores.lifeline import tie_to_parent
+    from .stores.locks import writer_lock
+
     try:
-        return int(args.func(args))
+        tie_to_parent()  # the job's shell killed: this process stops, its output never appears
+        with writer_lock(getattr(args, "output", None)):  # a second writer of the same output is refused
+            return int(args.func(args))
     except (QKDissectError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"qkdissect {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 # Helpers only: config validation, model lookup, output lists, papermill command lines. No rules here.
 import difflib
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -32,6 +33,10 @@ PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYT
 #: They reach the rules' commands through the environment (here and in every cluster job, which reads this file
 #: again), never through the command text: the same config at another path is the same job.
 export_config_files(workflow.configfiles)
+
+#: a job's command stops when its shell is killed, its store never appears (also under `nohup snakemake`, whose
+#: jobs would otherwise be free to outlive it; see qkdissect.stores.lifeline)
+os.environ.setdefault("QKDISSECT_TIE_TO_PARENT", "1")
 
 
 def config_keys(*keys):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import QKDissectError
-from .options import DEDUPE_DISTANCE, add_option
+from .options import DEDUPE_DISTANCE, OneLineParser, add_option
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -372,7 +372,7 @@ def _dedupe_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qkdissect", description=__doc__)
+    p = OneLineParser(prog="qkdissect", description=__doc__)  # its errors are one line, without the usage
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("models", help="the known models, their family, and whether their weights are here")

@@ -12,6 +12,7 @@ from snakemake.utils import validate
 
 from qkdissect.provenance.records import export_config_files
 from qkdissect.catalogue import KNOWN_MODELS
+from qkdissect.config_check import config_problems
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
 from qkdissect.locations import weights_files
@@ -146,6 +147,16 @@ def _check_config():
             f"sets under images: {list(config['images'])}"
         )
     _check_images(fig)
+    problems = config_problems(config, known_shape)
+    if problems:
+        raise WorkflowError(
+            f"config: {len(problems)} entries do not fit their models (0-based): " + "; ".join(problems)
+        )
+
+
+def known_shape(name):
+    """(layers, heads, d_head) of a catalogue model configured without a spec of its own; None otherwise."""
+    return None if _model_entry(name).get("spec") or name not in KNOWN_MODELS else KNOWN_MODELS[name].shape
 
 
 def _check_images(fig):

@@ -50,11 +50,11 @@ def _check(where: str, model: str, entry: dict[str, Any], shape: Shape) -> list[
     layers, heads, modes = shape
     size = f"({model}: layers 0-{layers - 1}, heads 0-{heads - 1}, modes 0-{modes - 1})"
     found = []
-    for i, m in enumerate(entry.get("modes") if isinstance(entry.get("modes"), list) else []):
+    for i, m in enumerate(_listed(entry, "modes")):
         bad = _outside(("layer", "head", "mode"), m[:3], (layers, heads, modes))
         if bad:
             found.append(f"{where}.modes[{i}] {list(m)}: {bad} {size}")
-    for i, lh in enumerate(entry.get("layer_heads") if isinstance(entry.get("layer_heads"), list) else []):
+    for i, lh in enumerate(_listed(entry, "layer_heads")):
         bad = _outside(("layer", "head"), lh, (layers, heads))
         if bad:
             found.append(f"{where}.layer_heads[{i}] {list(lh)}: {bad} {size}")
@@ -64,6 +64,11 @@ def _check(where: str, model: str, entry: dict[str, Any], shape: Shape) -> list[
         if bad or span[0] > span[1]:
             found.append(f"{where}.layers {list(span)}: {bad or 'the first is after the last'} {size}")
     return found
+
+
+def _listed(entry: dict[str, Any], key: str) -> list[Any]:
+    value = entry.get(key)
+    return value if isinstance(value, list) else []  # "auto" or absent: chosen by the pass, within range
 
 
 def _outside(names: tuple[str, ...], values: list[int], sizes: tuple[int, ...]) -> str:

@@ -221,6 +221,14 @@ def test_schema_rejects_a_bad_config_before_any_rule(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
+def test_a_config_typo_says_did_you_mean_instead_of_the_schema(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"models": {"dinov2-vits14-imgfocus": None}, "figures": {"fig33": "all"}})
+    r = snakemake(tmp_path, "-n", config=cfg, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "config.figures: unknown key 'fig33'; did you mean fig3" in out
+    assert len(out.splitlines()) < 15, out  # not the 60-100 lines of the schema
+
+
 def test_unknown_model_without_spec_names_close_matches(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, {"models": {"dino-vitb61": None}})
     r = snakemake(tmp_path, "-n", config=cfg, check=False)

@@ -1,6 +1,7 @@
 """The figure entries of a workflow config checked against the models before any job runs: every mode
 ``[layer, head, mode]``, layer range and ``[layer, head]`` within its model's shape, every colour one matplotlib
-draws. All bad entries are named at once, each with its valid range.
+draws. All bad entries are named at once, each with its valid range. Keys the schema does not know are named
+with the closest known ones (:func:`unknown_keys`), before the schema's own check.
 
 A model's shape (layers, heads, d_head: a head has d_head modes) is known without loading it for the models of
 the catalogue (:data:`qkdissect.catalogue.KNOWN_MODELS`); the entries of other models (a custom spec) are checked
@@ -9,6 +10,7 @@ by the pass that reads them.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,3 +85,40 @@ def _colours(config: dict[str, Any]) -> list[str]:
         for name, entry in (config.get("models") or {}).items()
         if entry and "color" in entry and not is_color_like(entry["color"])
     ]
+
+
+def unknown_keys(config: Any, schema: dict[str, Any]) -> list[str]:
+    """Every key of ``config`` that its schema does not allow (an object with ``additionalProperties: false``),
+    one line each with the closest allowed names: what a typo gets instead of the whole schema."""
+    return list(_unknown(config, schema, schema, "config"))
+
+
+def _unknown(value: Any, node: dict[str, Any], root: dict[str, Any], where: str) -> Iterator[str]:
+    node = _resolve(node, root)
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, v in enumerate(value):
+            yield from _unknown(v, node["items"], root, f"{where}[{i}]")
+    if not isinstance(value, dict):
+        return
+    known = node.get("properties") or {}
+    extra = node.get("additionalProperties", True)
+    for key, v in value.items():
+        if key in known:
+            yield from _unknown(v, known[key], root, f"{where}.{key}")
+        elif isinstance(extra, dict):
+            yield from _unknown(v, extra, root, f"{where}.{key}")
+        elif extra is False:
+            close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"allowed: {', '.join(known)}"
+            yield f"{where}: unknown key {key!r}; {hint}"
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its ``$ref`` followed, and of ``oneOf``/``anyOf`` the alternative that is an object."""
+    while "$ref" in node:
+        node = root["$defs"][node["$ref"].rpartition("/")[2]]
+    for alt in node.get("oneOf") or node.get("anyOf") or []:
+        alt = _resolve(alt, root)
+        if "properties" in alt or isinstance(alt.get("items"), dict):
+            return alt
+    return node

@@ -12,13 +12,19 @@ from snakemake.utils import validate
 
 from qkdissect.provenance.records import export_config_files
 from qkdissect.catalogue import KNOWN_MODELS
-from qkdissect.config_check import config_problems
+from qkdissect.config_check import config_problems, unknown_keys
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
 from qkdissect.locations import weights_files
 from qkdissect.options import FOLDINGS
 
-# The schema fills in every default before any rule runs; a config that fails it stops here.
+# The schema fills in every default before any rule runs; a config that fails it stops here. A key it does not
+# know (a typo) is named first, with the closest known ones, instead of the whole schema.
+_typos = unknown_keys(
+    config, yaml.safe_load((Path(workflow.current_basedir).parent / "schemas/config.schema.yaml").read_text())
+)
+if _typos:
+    raise WorkflowError("; ".join(_typos))
 validate(config, "../schemas/config.schema.yaml")
 
 #: the repository (notebooks are read from here, whatever the working directory is)

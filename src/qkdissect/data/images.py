@@ -39,6 +39,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,7 +315,14 @@ def decode(item: ImageItem, target: int | None = None, raw: Raw | None = None) -
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(f"{item.where}: cannot decode ({type(e).__name__}: {e})") from e
+        raise decode_error(item, e) from e
+
+
+def decode_error(item: ImageItem, e: Exception) -> ImageDecodeError:
+    """``e`` of decoding ``item`` as one line naming the image (PIL names an image read from memory by the
+    object's address: the image's id instead)."""
+    said = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", repr(item.id), str(e))
+    return ImageDecodeError(f"{item.where}: cannot decode ({type(e).__name__}: {said})")
 
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import DamagedStoreError
+from ..errors import DamagedStoreError, output_error
 from .content import gone, record_content
 from .lifeline import check_parent
 from .locks import writer_lock
@@ -103,21 +103,26 @@ def remove_leftovers(path: str | Path) -> list[Path]:
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces ``path``, on any error it is removed (and what an
-    earlier, killed write left is removed first). The output's lock (:mod:`.locks`) is held throughout: a second
-    writer is refused before it touches anything; the rename happens only while this process's job is alive
-    (:mod:`.lifeline`)."""
+    earlier, killed write left is removed first; a full disk or a forbidden folder is one error line). The
+    output's lock (:mod:`.locks`) is held throughout: a second writer is refused before it touches anything; the
+    rename happens only while this process's job is alive (:mod:`.lifeline`)."""
     final = Path(path)
-    with writer_lock(final):
-        final.parent.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(final)
-        tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            yield tmp
-            failpoint("store:before-rename")
-            _publish(tmp, final)
-        except BaseException:
-            _remove(tmp)
+    try:
+        with writer_lock(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(final)
+            tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+            try:
+                yield tmp
+                failpoint("store:before-rename")
+                _publish(tmp, final)
+            except BaseException:
+                _remove(tmp)
+                raise
+    except OSError as e:  # a full disk, a folder we may not write: one line naming the output
+        if (err := output_error(e, final)) is None:
             raise
+        raise err from e
 
 
 def _publish(tmp: Path, final: Path) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import QKDissectError
+from ..errors import QKDissectError, output_error
 
 _held: dict[tuple[int, str], list[int]] = {}  # (thread, lock path) -> [fd, depth]
 
@@ -47,7 +47,12 @@ def writer_lock(target: str | Path | None) -> Iterator[None]:
         finally:
             _held[key][1] -= 1
         return
-    fd = _acquire(lock, target)
+    try:
+        fd = _acquire(lock, target)
+    except OSError as e:
+        if (err := output_error(e, target)) is None:
+            raise
+        raise err from e
     _held[key] = [fd, 1]
     try:
         yield

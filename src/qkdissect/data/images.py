@@ -334,9 +334,10 @@ def decode(item: ImageItem, target: int | None = None, raw: Raw | None = None) -
             raw = read_raw(item)
         with Image.open(io.BytesIO(raw) if isinstance(raw, bytes) else item.path) as im:
             size = f"{im.width}x{im.height}"
-            huge = bool(target) and im.width * im.height > DRAFT_PIXELS
+            side = 2 * target if target else 0  # the least a reduced image keeps a side
+            huge = side > 0 and im.width * im.height > DRAFT_PIXELS
             if huge and im.format == "JPEG":
-                im.draft("RGB", (2 * target, 2 * target))  # decode at 1/2..1/8 scale, never below 2x target
+                im.draft("RGB", (side, side))  # decode at 1/2..1/8 scale, never below 2x target
             if im.width * im.height > limit:
                 raise ImageDecodeError(
                     f"{item.where}: {size} would be decoded at {im.width * im.height} pixels, over the limit of "
@@ -344,7 +345,7 @@ def decode(item: ImageItem, target: int | None = None, raw: Raw | None = None) -
                 )
             im.load()
             if huge and im.format != "JPEG":
-                return _to_rgb(_reduced(im, target or 0))
+                return _to_rgb(_reduced(im, side))
             upright: Image.Image = ImageOps.exif_transpose(im) or im
             return _to_rgb(upright)
     except ImageDecodeError:
@@ -353,11 +354,11 @@ def decode(item: ImageItem, target: int | None = None, raw: Raw | None = None) -
         raise decode_error(item, e) from e
 
 
-def _reduced(im: Image.Image, target: int) -> Image.Image:
-    """A decoded image box-averaged by an integer factor to no less than ``2 * target`` a side, and made upright,
+def _reduced(im: Image.Image, side: int) -> Image.Image:
+    """A decoded image box-averaged by an integer factor to no less than ``side`` pixels a side, and made upright,
     without any full-size copy of it (what a JPEG's draft does while it is decoded)."""
     turn = _UPRIGHT.get(im.getexif().get(0x0112, 1))
-    k = min(im.width, im.height) // (2 * target)
+    k = min(im.width, im.height) // side
     small = im if k < 2 else (im.convert(_WIDEN[im.mode]) if im.mode in _WIDEN else im).reduce(k)
     return small.transpose(turn) if turn is not None else small
 

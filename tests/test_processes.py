@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_tiny_vit
+from qkdissect import lifeline
 from qkdissect.cli import main
 from qkdissect.errors import QKDissectError
-from qkdissect.stores import atomic_path, lifeline, open_store
+from qkdissect.locks import lock_path
+from qkdissect.stores import atomic_path, open_store
 from qkdissect.stores.io import FAILPOINT_ENV
-from qkdissect.stores.locks import lock_path
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,7 @@ def test_a_lock_dies_with_its_holder_not_with_the_children_it_forked(spec: str, 
 
 HOLDER = """
 import os, sys, time
-from qkdissect.stores.locks import writer_lock
+from qkdissect.locks import writer_lock
 with writer_lock(sys.argv[1]):
     if os.fork() == 0:
         time.sleep(20)

@@ -553,8 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .stores.lifeline import tie_to_parent
-    from .stores.locks import writer_lock
+    from .lifeline import tie_to_parent
+    from .locks import writer_lock
 
     try:
         tie_to_parent()  # the job's shell killed: this process stops, its output never appears

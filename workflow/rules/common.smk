@@ -42,7 +42,7 @@ PYTHONPATH = f"PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYT
 export_config_files(workflow.configfiles)
 
 #: a job's command stops when its shell is killed, its store never appears (also under `nohup snakemake`, whose
-#: jobs would otherwise be free to outlive it; see qkdissect.stores.lifeline)
+#: jobs would otherwise be free to outlive it; see qkdissect.lifeline)
 os.environ.setdefault("QKDISSECT_TIE_TO_PARENT", "1")
 
 

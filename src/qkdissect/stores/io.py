@@ -27,9 +27,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DamagedStoreError, output_error
+from ..lifeline import check_parent
+from ..locks import writer_lock
 from .content import gone, record_content
-from .lifeline import check_parent
-from .locks import writer_lock
 
 
 def _compressor() -> Any:
@@ -104,8 +104,8 @@ def remove_leftovers(path: str | Path) -> list[Path]:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces ``path``, on any error it is removed (and what an
     earlier, killed write left is removed first; a full disk or a forbidden folder is one error line). The
-    output's lock (:mod:`.locks`) is held throughout: a second writer is refused before it touches anything; the
-    rename happens only while this process's job is alive (:mod:`.lifeline`)."""
+    output's lock (:mod:`qkdissect.locks`) is held throughout: a second writer is refused before it touches
+    anything; the rename happens only while this process's job is alive (:mod:`qkdissect.lifeline`)."""
     final = Path(path)
     try:
         with writer_lock(final):

@@ -153,7 +153,9 @@ def test_numbers_and_choices_are_checked_where_they_are_read(
     base = ["project", "timm:vit_tiny_patch16_224", "--modes", "m.zarr", "--images", "skimage", "-o", "p.zarr"]
     with pytest.raises(SystemExit) as e:
         main([*base, *args])
-    assert e.value.code == 2 and message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1  # one line: no usage block before it
     assert not list(tmp_path.iterdir())
 
 

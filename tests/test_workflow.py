@@ -223,12 +223,33 @@ def test_schema_rejects_a_bad_config_before_any_rule(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
+def test_a_config_typo_says_did_you_mean_instead_of_the_schema(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"models": {"dinov2-vits14-imgfocus": None}, "figures": {"fig33": "all"}})
+    r = snakemake(tmp_path, "-n", config=cfg, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "config.figures: unknown key 'fig33'; did you mean fig3" in out
+    assert len(out.splitlines()) < 15, out  # not the 60-100 lines of the schema
+
+
 def test_unknown_model_without_spec_names_close_matches(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, {"models": {"dino-vitb61": None}})
     r = snakemake(tmp_path, "-n", config=cfg, check=False)
     assert r.returncode != 0
     out = r.stdout + r.stderr
     assert "'dino-vitb61' is not a known model" in out and "dino-vitb16" in out
+
+
+def test_modes_and_colours_out_of_range_are_all_named_before_any_rule(tmp_path: Path) -> None:
+    model = "dinov2-vits14-imgfocus"
+    figures = {"fig4": [{"model": model, "modes": [[50, 3, 0], [1, 9, 70]]}], "s17": {"dog": {"model": model,
+               "modes": [[12, 0, 0]]}}}  # fmt: skip
+    cfg = write_config(tmp_path, {"models": {model: {"color": "tab:orang"}}, "figures": figures})
+    r = snakemake(tmp_path, "-n", config=cfg, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "config: 4 entries do not fit their models" in out, out[-2000:]
+    for bad in ("layer 50 is not in 0-11", "mode 70 is not in 0-63", "s17.dog.modes[0] [12, 0, 0]", "'tab:orang'"):
+        assert bad in out
+    assert not (tmp_path / "results").exists()
 
 
 def test_class_references_of_figure_images_are_checked_before_any_rule(tmp_path: Path) -> None:

@@ -23,30 +23,35 @@ class KnownModel:
     marker: str | None = None
     paper: bool = True
     modality: str = "image"  # image | text (text models: modes and scores, text projections; no image figures)
+    #: (layers, heads, d_head) of the attention analysed: a head has d_head modes. The config's modes are checked
+    #: against it before any job runs (published architectures; the test checks the offline default's weights)
+    shape: tuple[int, int, int] | None = None
 
     @property
     def label(self) -> str:
         return self.key
 
 
-def _hf(key: str, org: str, family: str, color: str, ls: str, marker: str | None = None) -> KnownModel:
-    return KnownModel(key, f"hf:{org}/{key}", family, f"Hugging Face hub: {org}/{key}", color, ls, marker)
+def _hf(
+    key: str, org: str, family: str, color: str, ls: str, shape: tuple[int, int, int], marker: str | None = None
+) -> KnownModel:
+    return KnownModel(key, f"hf:{org}/{key}", family, f"Hugging Face hub: {org}/{key}", color, ls, marker, shape=shape)
 
 
 _MODELS = [
-    _hf("vit-base-patch16-224", "google", "ViT", "b", "-"),
-    _hf("vit-base-patch32-384", "google", "ViT", "b", "--"),
-    _hf("vit-large-patch16-224", "google", "ViT", "b", "-."),
-    _hf("vit-large-patch32-384", "google", "ViT", "b", ":"),
-    _hf("vit-huge-patch14-224-in21k", "google", "ViT", "b", "-", "o"),
-    _hf("dino-vits16", "facebook", "DINO", "r", "-"),
-    _hf("dino-vitb16", "facebook", "DINO", "r", "--"),
-    _hf("clip-vit-base-patch16", "openai", "CLIP", "c", "-"),
-    _hf("clip-vit-base-patch32", "openai", "CLIP", "c", "--"),
-    _hf("clip-vit-large-patch14", "openai", "CLIP", "c", "-."),
-    _hf("deit-tiny-distilled-patch16-224", "facebook", "DeiT", "m", "-"),
-    _hf("deit-small-distilled-patch16-224", "facebook", "DeiT", "m", "--"),
-    _hf("deit-base-distilled-patch16-224", "facebook", "DeiT", "m", "-."),
+    _hf("vit-base-patch16-224", "google", "ViT", "b", "-", (12, 12, 64)),
+    _hf("vit-base-patch32-384", "google", "ViT", "b", "--", (12, 12, 64)),
+    _hf("vit-large-patch16-224", "google", "ViT", "b", "-.", (24, 16, 64)),
+    _hf("vit-large-patch32-384", "google", "ViT", "b", ":", (24, 16, 64)),
+    _hf("vit-huge-patch14-224-in21k", "google", "ViT", "b", "-", (32, 16, 80), "o"),
+    _hf("dino-vits16", "facebook", "DINO", "r", "-", (12, 6, 64)),
+    _hf("dino-vitb16", "facebook", "DINO", "r", "--", (12, 12, 64)),
+    _hf("clip-vit-base-patch16", "openai", "CLIP", "c", "-", (12, 12, 64)),
+    _hf("clip-vit-base-patch32", "openai", "CLIP", "c", "--", (12, 12, 64)),
+    _hf("clip-vit-large-patch14", "openai", "CLIP", "c", "-.", (24, 16, 64)),
+    _hf("deit-tiny-distilled-patch16-224", "facebook", "DeiT", "m", "-", (12, 3, 64)),
+    _hf("deit-small-distilled-patch16-224", "facebook", "DeiT", "m", "--", (12, 6, 64)),
+    _hf("deit-base-distilled-patch16-224", "facebook", "DeiT", "m", "-.", (12, 12, 64)),
     KnownModel(
         "simmim-vit-b16-pretrain",
         "simmim:weights/simmim_pretrain__vit_base__img224__800ep.pth",
@@ -54,6 +59,7 @@ _MODELS = [
         "github.com/microsoft/SimMIM: simmim_pretrain__vit_base__img224__800ep.pth (Google Drive)",
         "g",
         "-",
+        shape=(12, 12, 64),
     ),
     KnownModel(
         "simmim-vit-b16-finetune",
@@ -62,6 +68,7 @@ _MODELS = [
         "github.com/microsoft/SimMIM: simmim_finetune__vit_base__img224__800ep.pth (Google Drive)",
         "g",
         "--",
+        shape=(12, 12, 64),
     ),
     KnownModel(
         "ijepa-vith14-encoder",
@@ -70,6 +77,7 @@ _MODELS = [
         "github.com/facebookresearch/ijepa: IN1K-vit.h.14-300e.pth.tar (dl.fbaipublicfiles.com)",
         "y",
         "-",
+        shape=(32, 16, 80),
     ),
     KnownModel(
         "ijepa-vith14-predictor",
@@ -79,6 +87,7 @@ _MODELS = [
         "y",
         "--",
         paper=False,  # Fig. S3 only, not one of the 16 models of Fig. 3
+        shape=(12, 16, 24),  # predictor: 12 blocks of width 384 with the encoder's 16 heads
     ),
     KnownModel(
         "dinov2-vits14-imgfocus",
@@ -88,6 +97,7 @@ _MODELS = [
         "tab:orange",
         "-",
         paper=False,
+        shape=(12, 6, 64),
     ),
     # language transformers (beyond the paper: its stated future work)
     KnownModel(
@@ -101,6 +111,7 @@ _MODELS = [
         "s",
         paper=False,
         modality="text",
+        shape=(6, 12, 32),
     ),
     KnownModel(
         "bert-base-uncased",
@@ -111,6 +122,7 @@ _MODELS = [
         "-",
         paper=False,
         modality="text",
+        shape=(12, 12, 64),
     ),
     KnownModel(
         "gpt2",
@@ -121,6 +133,7 @@ _MODELS = [
         "-",
         paper=False,
         modality="text",
+        shape=(12, 12, 64),
     ),
 ]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .catalogue import KNOWN_MODELS, NOT_A_SPEC, spec_source
 from .errors import QKDissectError, UnknownModelError
-from .options import DEDUPE_DISTANCE, add_option
+from .options import DEDUPE_DISTANCE, OneLineParser, add_option
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -395,7 +395,7 @@ def _dedupe_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(  # its errors are one line, without the usage
         prog="qkdissect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--version", action="version", version=f"qkdissect {__version__}")
@@ -629,9 +629,13 @@ def _progress_lines(quiet: bool) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .lifeline import tie_to_parent
+    from .locks import writer_lock
+
     try:
         _check_models(args)
-        with _progress_lines(getattr(args, "quiet", False)):
+        tie_to_parent()  # the job's shell killed: this process stops, its output never appears
+        with _progress_lines(getattr(args, "quiet", False)), writer_lock(getattr(args, "output", None)):
             return int(args.func(args))
     except (QKDissectError, FileNotFoundError, ValueError, RuntimeError) as e:
         if args.debug:

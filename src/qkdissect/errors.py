@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
 
 
@@ -69,3 +71,35 @@ class CheckpointMismatchError(QKDissectError, ValueError):
 
 class UnsupportedModelError(QKDissectError, TypeError):
     """A model whose attention is not (bias +) W_q^T W_k between token pairs, or an unknown family."""
+
+
+class OutputWriteError(QKDissectError):
+    """An output that cannot be written: a full disk, a quota, a read-only or forbidden folder."""
+
+
+#: errors of writing that are the disk's, whatever file they name: (what happened, the fix)
+_DISK = {
+    errno.ENOSPC: ("the disk is full", "free space there or give an output on another disk"),
+    errno.EDQUOT: ("the disk quota is used up", "free space there or give an output on another disk"),
+    errno.EFBIG: ("over a file size limit", "raise the limit (ulimit -f) or give an output on another disk"),
+}
+#: errors that are about the output's folder when they name the output, its temporary name, lock or folder
+_FORBIDDEN = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def output_error(e: OSError, target: str | os.PathLike[str]) -> OutputWriteError | None:
+    """``e`` as one line naming the output and the fix, when it is a failure to write ``target`` (a full disk,
+    or no permission on the output, its temporary name, lock or folder); None for any other error."""
+    out = os.path.abspath(target)
+    names = [os.path.abspath(n) for n in (e.filename, e.filename2) if isinstance(n, (str, os.PathLike))]
+    if e.errno in _DISK:
+        what, fix = _DISK[e.errno]
+        return OutputWriteError(
+            f"cannot write {target}: {e.strerror} ({what}): {fix}, and run again; nothing half-written is left"
+        )
+    if e.errno in _FORBIDDEN and any(n.startswith(out) or out.startswith(n + os.sep) for n in names):
+        return OutputWriteError(
+            f"cannot write {target}: {e.strerror} ({names[0]}): give an output in a folder you can write to, "
+            "or change its permissions"
+        )
+    return None

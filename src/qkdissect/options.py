@@ -180,6 +180,14 @@ def option_type(name: str, option: Option) -> Callable[[str], Any]:
     return convert
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the bad option and its allowed values), without the usage
+    block that argparse prints before them."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def add_option(
     parser: argparse.ArgumentParser, name: str, *, flag: str | None = None, option: str | None = None, **kw: Any
 ) -> None:

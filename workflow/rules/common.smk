@@ -13,13 +13,20 @@ from snakemake.utils import validate
 
 from qkdissect.provenance.records import export_config_files, export_workflow_checkout
 from qkdissect.catalogue import KNOWN_MODELS
+from qkdissect.config_check import config_problems, unknown_keys
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
 from qkdissect.locations import weights_files
 from qkdissect.options import FOLDINGS
 from qkdissect.provenance.pages import report_categories
 
-# The schema fills in every default before any rule runs; a config that fails it stops here.
+# The schema fills in every default before any rule runs; a config that fails it stops here. A key it does not
+# know (a typo) is named first, with the closest known ones, instead of the whole schema.
+_typos = unknown_keys(
+    config, yaml.safe_load((Path(workflow.current_basedir).parent / "schemas/config.schema.yaml").read_text())
+)
+if _typos:
+    raise WorkflowError("; ".join(_typos))
 validate(config, "../schemas/config.schema.yaml")
 
 #: this file's folder (workflow/rules/): a local checkout's, or a remote source's when another workflow imports this
@@ -57,6 +64,10 @@ export_config_files([] if workflow.modifier.skip_configfile else workflow.config
 #: repository the package may be installed in); a remote source has no checkout: the installed version is recorded
 if REPO is not None:
     export_workflow_checkout(REPO)
+
+#: a job's command stops when its shell is killed, its store never appears (also under `nohup snakemake`, whose
+#: jobs would otherwise be free to outlive it; see qkdissect.lifeline)
+os.environ.setdefault("QKDISSECT_TIE_TO_PARENT", "1")
 
 
 def config_keys(*keys):
@@ -166,6 +177,16 @@ def _check_config():
             f"sets under images: {list(config['images'])}"
         )
     _check_images(fig)
+    problems = config_problems(config, known_shape)
+    if problems:
+        raise WorkflowError(
+            f"config: {len(problems)} entries do not fit their models (0-based): " + "; ".join(problems)
+        )
+
+
+def known_shape(name):
+    """(layers, heads, d_head) of a catalogue model configured without a spec of its own; None otherwise."""
+    return None if _model_entry(name).get("spec") or name not in KNOWN_MODELS else KNOWN_MODELS[name].shape
 
 
 def _check_images(fig):

@@ -24,7 +24,17 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy.fft import dctn
 
-from .images import ImageDecodeError, ImageItem, ImageSource, Raw, _to_rgb, decode, item_sha256, read_raw
+from .images import (
+    ImageDecodeError,
+    ImageItem,
+    ImageSource,
+    Raw,
+    _to_rgb,
+    decode,
+    decode_error,
+    item_sha256,
+    read_raw,
+)
 
 #: side of the greyscale thumbnail the hash is computed from
 THUMB_SIDE = 32
@@ -53,7 +63,7 @@ def thumbnail(item: ImageItem, raw: Raw | None = None) -> np.ndarray:
                 im.load()
                 img = _to_rgb(ImageOps.exif_transpose(im) or im)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ImageDecodeError(f"{item.path}: cannot decode ({type(e).__name__}: {e})") from e
+            raise decode_error(item, e) from e
     grey = img.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
     return np.asarray(grey, dtype=np.float64)
 

@@ -44,6 +44,11 @@ class ModelSpec:
         return dict(self.options)
 
 
+#: model options that count something (pixels, heads, blocks): positive integers (with an example each)
+_EXAMPLE = {"img_size": 224, "patch_size": 16, "heads": 12, "num_heads": 12, "depth": 12, "embed_dim": 768}
+COUNT_OPTIONS = frozenset(_EXAMPLE)
+
+
 def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
     """``img_size=224&heads=16`` -> (("img_size", 224), ("heads", 16)); integers and floats are converted."""
     out: list[tuple[str, Any]] = []
@@ -58,6 +63,8 @@ def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
                 break
             except ValueError:
                 continue
+        if key in COUNT_OPTIONS and (not isinstance(val, int) or val < 1):
+            raise ValueError(f"model option {key}={value!r} must be a positive integer, e.g. ?{key}={_EXAMPLE[key]}")
         out.append((key, val))
     return tuple(out)
 

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import DamagedStoreError
+from ..errors import DamagedStoreError, output_error
+from ..lifeline import check_parent
+from ..locks import writer_lock
 from .content import gone, record_content
 
 
@@ -70,18 +72,22 @@ _hits: dict[str, int] = {}
 def failpoint(name: str) -> None:
     """A named step of a write, for fault injection. ``$QKDISSECT_FAILPOINT=NAME[@N][:ACTION]`` makes the N-th
     (default first) arrival here ``kill`` the process with SIGKILL (the default: what a scheduler's time limit
-    or the OOM killer does) or ``hang`` (so that a test can kill the whole process group from outside)."""
+    or the OOM killer does), ``hang`` (so that a test can kill the whole process group from outside) or ``pause``
+    for 5 s and go on (so that a test can kill its parent meanwhile)."""
     want = os.environ.get(FAILPOINT_ENV)
     if not want:
         return
     point, _, action = want.rpartition(":")
-    if action not in ("kill", "hang"):  # no action given: the whole value names the point
+    if action not in ("kill", "hang", "pause"):  # no action given: the whole value names the point
         point, action = want, "kill"
     point, _, nth = point.partition("@")
     if point != name:
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] != int(nth or 1):
+        return
+    if action == "pause":
+        time.sleep(5)
         return
     if action == "hang":
         while True:
@@ -108,14 +114,34 @@ def remove_leftovers(path: str | Path) -> list[Path]:
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces ``path``, on any error it is removed (and what an
-    earlier, killed write left is removed first)."""
+    earlier, killed write left is removed first; a full disk or a forbidden folder is one error line). The
+    output's lock (:mod:`qkdissect.locks`) is held throughout: a second writer is refused before it touches
+    anything; the rename happens only while this process's job is alive (:mod:`qkdissect.lifeline`)."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(final)
-    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        yield tmp
-        failpoint("store:before-rename")
+        with writer_lock(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(final)
+            tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+            try:
+                yield tmp
+                failpoint("store:before-rename")
+                _publish(tmp, final)
+            except BaseException:
+                _remove(tmp)
+                raise
+    except OSError as e:  # a full disk, a folder we may not write: one line naming the output
+        if (err := output_error(e, final)) is None:
+            raise
+        raise err from e
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final`` (replacing it) while the job that started this process is alive; SIGTERM
+    waits until both renames are done."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        check_parent(final)
         if final.exists():
             old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
@@ -124,9 +150,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             _remove(old)
         else:
             os.replace(tmp, final)
-    except BaseException:
-        _remove(tmp)
-        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def write_store(ds: xr.Dataset, path: str | Path) -> Path:

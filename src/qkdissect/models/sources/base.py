@@ -132,8 +132,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"python -c \"import torch; c = torch.load('{path}', weights_only=False); torch.save(c.get('model', c), "
             "'weights.pth')\" and point the spec at weights.pth"
         ) from e
-    except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as e:
-        raise CheckpointReadError(path, e) from e
+    except (OSError, RuntimeError, ValueError, EOFError, KeyError, IndexError, TypeError, SafetensorError) as e:
+        raise CheckpointReadError(path, e) from e  # (a text file renamed .pth fails inside the unpickler)
+    if not isinstance(obj, dict):
+        raise CheckpointReadError(path, TypeError(f"it holds a Python {type(obj).__name__}, not a dict of tensors"))
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):

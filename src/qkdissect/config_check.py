@@ -1,0 +1,124 @@
+"""The figure entries of a workflow config checked against the models before any job runs: every mode
+``[layer, head, mode]``, layer range and ``[layer, head]`` within its model's shape, every colour one matplotlib
+draws. All bad entries are named at once, each with its valid range. Keys the schema does not know are named
+with the closest known ones (:func:`unknown_keys`), before the schema's own check.
+
+A model's shape (layers, heads, d_head: a head has d_head modes) is known without loading it for the models of
+the catalogue (:data:`qkdissect.catalogue.KNOWN_MODELS`); the entries of other models (a custom spec) are checked
+by the pass that reads them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+Shape = tuple[int, int, int]
+
+
+def config_problems(config: dict[str, Any], shape_of: Callable[[str], Shape | None]) -> list[str]:
+    """Every bad figure entry and model colour of ``config`` (already completed by the schema), one line each."""
+    problems = [
+        p
+        for where, model, entry in _entries(config)
+        if (shape := shape_of(model))
+        for p in _check(where, model, entry, shape)
+    ]
+    problems += _colours(config)
+    return problems
+
+
+def _entries(config: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(where, model, entry) of every figure entry that names modes, layers or heads."""
+    fig = config.get("figures") or {}
+    for key in ("fig1", "fig4"):
+        for i, row in enumerate(fig.get(key) or []):
+            yield f"figures.{key}[{i}]", row["model"], row
+    for name, rows in (fig.get("galleries") or {}).items():
+        for i, row in enumerate(rows):
+            yield f"figures.galleries.{name}[{i}]", row["model"], row
+    for name, entry in (fig.get("s17") or {}).items():
+        yield f"figures.s17.{name}", entry["model"], entry
+    if fig.get("fig5"):
+        yield "figures.fig5", fig["fig5"]["model"], fig["fig5"]
+    text = fig.get("text_modes")
+    for i, row in enumerate(text if isinstance(text, list) else []):
+        if isinstance(row, dict):
+            yield f"figures.text_modes[{i}]", row["model"], row
+
+
+def _check(where: str, model: str, entry: dict[str, Any], shape: Shape) -> list[str]:
+    layers, heads, modes = shape
+    size = f"({model}: layers 0-{layers - 1}, heads 0-{heads - 1}, modes 0-{modes - 1})"
+    found = []
+    for i, m in enumerate(_listed(entry, "modes")):
+        bad = _outside(("layer", "head", "mode"), m[:3], (layers, heads, modes))
+        if bad:
+            found.append(f"{where}.modes[{i}] {list(m)}: {bad} {size}")
+    for i, lh in enumerate(_listed(entry, "layer_heads")):
+        bad = _outside(("layer", "head"), lh, (layers, heads))
+        if bad:
+            found.append(f"{where}.layer_heads[{i}] {list(lh)}: {bad} {size}")
+    span = entry.get("layers")
+    if isinstance(span, list):
+        bad = _outside(("first layer", "last layer"), span, (layers, layers))
+        if bad or span[0] > span[1]:
+            found.append(f"{where}.layers {list(span)}: {bad or 'the first is after the last'} {size}")
+    return found
+
+
+def _listed(entry: dict[str, Any], key: str) -> list[Any]:
+    value = entry.get(key)
+    return value if isinstance(value, list) else []  # "auto" or absent: chosen by the pass, within range
+
+
+def _outside(names: tuple[str, ...], values: list[int], sizes: tuple[int, ...]) -> str:
+    return ", ".join(f"{n} {v} is not in 0-{s - 1}" for n, v, s in zip(names, values, sizes, strict=False) if v >= s)
+
+
+def _colours(config: dict[str, Any]) -> list[str]:
+    from matplotlib.colors import is_color_like
+
+    return [
+        f"models.{name}.color {entry['color']!r} is not a colour matplotlib knows (e.g. 'tab:blue', 'C3', '#1f77b4')"
+        for name, entry in (config.get("models") or {}).items()
+        if entry and "color" in entry and not is_color_like(entry["color"])
+    ]
+
+
+def unknown_keys(config: Any, schema: dict[str, Any]) -> list[str]:
+    """Every key of ``config`` that its schema does not allow (an object with ``additionalProperties: false``),
+    one line each with the closest allowed names: what a typo gets instead of the whole schema."""
+    return list(_unknown(config, schema, schema, "config"))
+
+
+def _unknown(value: Any, node: dict[str, Any], root: dict[str, Any], where: str) -> Iterator[str]:
+    node = _resolve(node, root)
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, v in enumerate(value):
+            yield from _unknown(v, node["items"], root, f"{where}[{i}]")
+    if not isinstance(value, dict):
+        return
+    known = node.get("properties") or {}
+    extra = node.get("additionalProperties", True)
+    for key, v in value.items():
+        if key in known:
+            yield from _unknown(v, known[key], root, f"{where}.{key}")
+        elif isinstance(extra, dict):
+            yield from _unknown(v, extra, root, f"{where}.{key}")
+        elif extra is False:
+            close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"allowed: {', '.join(known)}"
+            yield f"{where}: unknown key {key!r}; {hint}"
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its ``$ref`` followed, and of ``oneOf``/``anyOf`` the alternative that is an object."""
+    while "$ref" in node:
+        node = root["$defs"][node["$ref"].rpartition("/")[2]]
+    for alt in node.get("oneOf") or node.get("anyOf") or []:
+        alt = _resolve(alt, root)
+        if "properties" in alt or isinstance(alt.get("items"), dict):
+            return alt
+    return node

@@ -72,7 +72,8 @@ def same_object_store(name: str, n_layers: int, rng: np.random.Generator, n_imag
     p, chance = top_fraction(scores, same, 5, order), chance_of_same(scores, n_objects, 5, order)
     values = {"p": p, "head_p": weighted_by_sigma(p, s), "chance": chance, "head_chance": weighted_by_sigma(chance, s)}
     attrs = {"model_id": name, "top": 5, "dataset": {"kind": "synthetic"}, "eligible_images": n_images}
-    return same_object_dataset(values, np.moveaxis(order, 0, -1), n_objects, {}, attrs)
+    ids = {"image_id": (("image",), np.array([f"img{i:02d}" for i in range(n_images)], dtype=object))}
+    return same_object_dataset(values, np.moveaxis(order, 0, -1), n_objects, ids, attrs)
 
 
 def preference_store(name: str, n_layers: int, rng: np.random.Generator, n_images: int = 3) -> xr.Dataset:

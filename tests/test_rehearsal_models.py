@@ -206,7 +206,8 @@ def test_cli_finds_the_stand_ins_through_the_environment(rehearsal: dict[str, Pa
     )
     done = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    available = {r["key"]: r["available"] for r in json.loads(done.stdout)}
+    listing, _ = json.JSONDecoder().raw_decode(done.stdout)  # the modes summary line follows the JSON
+    available = {r["key"]: r["available"] for r in listing}
     assert {k: available[k] for k in MODELS} == {k: "hub cache" if hub_repo(k) else "local file" for k in MODELS}
     from qkdissect.stores import open_store
 

@@ -80,3 +80,13 @@ def test_output_names() -> None:
     assert gpu_check.output_path(Path("/o"), cuda, False, "NVIDIA H200") == Path("/o/results_gpu_nvidia-h200.json")
     assert gpu_check.output_path(Path("/o/x.json"), cpu, True, "EPYC") == Path("/o/x.json")
     assert gpu_check.output_path(None, cpu, True, "EPYC").name == "results_check_cpu_tiny.json"
+
+
+def test_a_failing_model_is_recorded_and_fails_the_check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def broken(name: str, *_: object) -> dict[str, object]:
+        raise RuntimeError(f"{name} broke")
+
+    monkeypatch.setattr(gpu_check, "check_model", broken)
+    args = gpu_check.parse(["--tiny"])
+    (row,) = gpu_check.check_projections({"X": "x"}, torch.device("cpu"), args, tmp_path)
+    assert row["error"] == "RuntimeError: X broke" and row["check"]["ok"] is False

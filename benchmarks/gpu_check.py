@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = TINY_SHAPES if args.tiny else PAPER_MODELS
     print(f"\n(a) modes, device vs CPU, median of {args.repeats} after 1 warm-up (CPU: one run):")
     modes = check_modes(shapes, device, args.repeats, args.seed)
+    modes_wall = time.perf_counter() - t_start
     folder = args.images if args.images is not None else default_images()
     print(f"\n(b) projections at batch {args.batch} (random 224 px input), {args.check_images} images vs CPU:")
     projections = check_projections(TINY_MODELS if args.tiny else FULL_MODELS, device, args, folder)
@@ -361,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         "projections": projections,
         "checks_ok": ok,
         "wall_s": wall,
+        "modes_wall_s": modes_wall,
+        "projections_wall_s": wall - modes_wall,
     }
     path = output_path(args.out, device, args.tiny, str(info["device_name"]))
     write_json(path, out)

@@ -35,6 +35,7 @@ import torch
 
 from qkdissect.core.device import resolve_device
 from qkdissect.core.modes import Modes, qk_modes
+from qkdissect.options import DType
 
 Shape = tuple[int, int, int, int]  # (layers, heads, d_model, d_head)
 
@@ -147,21 +148,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ours(w_q: torch.Tensor, w_k: torch.Tensor, device: torch.device, repeats: int) -> tuple[list[float], Modes]:
+def time_ours(
+    w_q: torch.Tensor, w_k: torch.Tensor, device: torch.device, repeats: int, dtype: DType = "float64"
+) -> tuple[list[float], Modes]:
     """One warm-up then ``repeats`` timed runs; returns (times, modes of the last run)."""
-    modes = qk_modes(w_q, w_k, dtype="float64", device=device)
+    modes = qk_modes(w_q, w_k, dtype=dtype, device=device)
     _sync(device)
     times: list[float] = []
     for _ in range(repeats):
         del modes
         t0 = time.perf_counter()
-        modes = qk_modes(w_q, w_k, dtype="float64", device=device)
+        modes = qk_modes(w_q, w_k, dtype=dtype, device=device)
         _sync(device)
         times.append(time.perf_counter() - t0)
     return times, modes
 
 
-def check_against_baseline(modes: Modes, base: BaselineResult, heads: int) -> Check:
+def check_against_baseline(
+    modes: Modes,
+    base: BaselineResult,
+    heads: int,
+    s_rtol: float = S_RTOL,
+    gap_rtol: float = GAP_RTOL,
+    cos_atol: float = COS_ATOL,
+) -> Check:
     u_all, s_all, v_all = modes.numpy()
     max_s = 0.0
     max_cos = 0.0
@@ -175,12 +185,12 @@ def check_against_baseline(modes: Modes, base: BaselineResult, heads: int) -> Ch
         # Gap of each mode to its neighbours (mode d_head borders the zero singular values of M).
         padded = np.concatenate([[np.inf], s_b, [0.0]])
         gap = np.minimum(padded[:-2] - padded[1:-1], padded[1:-1] - padded[2:]) / s_max
-        sep = gap > GAP_RTOL
+        sep = gap > gap_rtol
         compared += int(sep.sum())
         skipped += int((~sep).sum())
         if sep.any():
             max_cos = max(max_cos, float(np.max(np.abs(cos_o[sep] - cos_b[sep]))))
-    ok = max_s <= S_RTOL and max_cos <= COS_ATOL
+    ok = max_s <= s_rtol and max_cos <= cos_atol
     return Check(len(base.s), max_s, compared, skipped, max_cos, ok)
 
 

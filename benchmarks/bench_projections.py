@@ -33,12 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from qkdissect.core.device import resolve_device
 from qkdissect.core.modes import qk_modes
 from qkdissect.core.topk import StreamingTopK
-from qkdissect.models import extract_qk
+from qkdissect.models import QKWeights, extract_qk
 from qkdissect.passes.projections import Projector
 
 MODELS = {"ViT-S/14 (DINOv2 geometry)": "vit_small_patch14_dinov2", "ViT-B/16": "vit_base_patch16_224"}
@@ -49,14 +50,33 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_model(name: str, arch: str, batch: int, repeats: int, warmup: int, dev: torch.device) -> dict[str, Any]:
+def random_model(arch: str, dev: torch.device) -> tuple[torch.nn.Module, QKWeights, np.ndarray, np.ndarray]:
+    """A timm model of that architecture with seeded random weights at 224 px on ``dev``, its query-key weights
+    and the U, V of its modes (float64, computed on the CPU)."""
     import timm
 
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=0, img_size=224).eval().to(dev)
     qk = extract_qk(model, arch)
-    m = qk_modes(qk.w_q, qk.w_k, dtype="float64")
-    u, _, v = m.numpy()
+    u, _, v = qk_modes(qk.w_q, qk.w_k, dtype="float64", device="cpu").numpy()
+    return model, qk, u, v
+
+
+def bench_model(name: str, arch: str, batch: int, repeats: int, warmup: int, dev: torch.device) -> dict[str, Any]:
+    return time_pass(name, arch, random_model(arch, dev), batch, repeats, warmup, dev)
+
+
+def time_pass(
+    name: str,
+    arch: str,
+    built: tuple[torch.nn.Module, QKWeights, np.ndarray, np.ndarray],
+    batch: int,
+    repeats: int,
+    warmup: int,
+    dev: torch.device,
+) -> dict[str, Any]:
+    """Bare forward vs projection pass of a model from :func:`random_model` (moved to ``dev``) on random batches."""
+    model, qk, u, v = built
     proj = Projector(qk, u, v, device=dev)
     top = StreamingTopK((qk.n_layers, qk.n_heads, u.shape[-1], 2), 8, device=dev, n_payload=1)
     x = torch.randn(batch, 3, 224, 224, device=dev)

@@ -11,7 +11,7 @@ export QKDISSECT_DATA ?= $(CURDIR)/data
 # the rules call qkdissect and papermill: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: figures test lint bench rehearsal clean
+.PHONY: figures test test-rehearsal lint bench rehearsal clean
 
 $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qkdissect needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -33,6 +33,10 @@ lint: $(VENV)/.installed
 
 test: lint
 	$(PY) -m pytest
+
+# the paper's run through Snakemake on stand-ins (tests/test_rehearsal.py, 145 jobs, about 10 min on 2 cores)
+test-rehearsal: $(VENV)/.installed
+	QKDISSECT_REHEARSAL=1 $(PY) -m pytest tests/test_rehearsal.py
 
 # the paper's own run (config/paper.yaml, unchanged) offline, on stand-ins of its 13 hub models, its SimMIM and
 # I-JEPA checkpoints and its datasets built from the real photographs of ../shared/assets (README "Rehearsal");

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from conftest import make_tiny_vit
 from qkdissect.core.claims import CONCAVE, NOT_CONCAVE, RISE, Curve, Inputs, evaluate, late_rise
-from qkdissect.passes.weights import compute_modes, compute_scores
+from qkdissect.passes.scores import compute_scores
+from qkdissect.passes.weights import compute_modes
 from qkdissect.provenance.claims import write_claims
 
 

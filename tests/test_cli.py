@@ -125,6 +125,25 @@ def test_version_and_unknown_model_answer_at_once(tmp_path: Path) -> None:
     assert r.stdout.strip() == "[]", r
 
 
+def test_a_scores_job_never_imports_torch(tmp_path: Path) -> None:
+    """The scores pass reads a modes store and writes a scores store with numpy and xarray alone: its job does not
+    pay torch's import (seconds per job, 17 scores jobs in the paper's run)."""
+    from qkdissect.stores import write_store
+    from qkdissect.stores.schema import modes_dataset
+
+    rng = np.random.default_rng(0)
+    u, v = (np.linalg.qr(rng.normal(size=(2, 3, 12, 4)))[0] for _ in range(2))
+    s = np.sort(rng.uniform(0.1, 2.0, (2, 3, 4)))[..., ::-1]
+    block = np.broadcast_to(np.arange(4), s.shape).copy()
+    write_store(modes_dataset(u, s, v, block, {"model_id": "r", "d_head": 4}), tmp_path / "modes.zarr")
+    check = "import sys; from qkdissect.cli import main; rc = main(['scores', sys.argv[1], '-o', sys.argv[2], '-q']); "
+    check += "print(rc, sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules))"
+    args = [str(tmp_path / "modes.zarr"), str(tmp_path / "scores.zarr")]
+    r = subprocess.run([sys.executable, "-c", check, *args], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
+    assert open_store(tmp_path / "scores.zarr", "scores").layer_weighted.sizes["layer"] == 2
+
+
 def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--debug", "modes", "nope"], ["modes", "nope", "--debug"]):
         assert main([*argv, "-o", str(tmp_path / "x.zarr")]) == 2

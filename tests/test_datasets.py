@@ -222,7 +222,8 @@ def test_both_layouts_give_the_same_store_and_a_maps_request_takes_a_class_refer
 ) -> None:
     from qkdissect.passes.maps import compute_maps
     from qkdissect.passes.projections import compute_projections
-    from qkdissect.passes.weights import compute_modes, compute_scores
+    from qkdissect.passes.scores import compute_scores
+    from qkdissect.passes.weights import compute_modes
     from qkdissect.stores import open_store
 
     spec = make_tiny_vit(tmp_path / "w", depth=2)

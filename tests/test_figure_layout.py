@@ -19,7 +19,7 @@ from qkdissect.catalogue import PAPER_MODELS
 from qkdissect.core.preference import REGIONS, SOURCES, grouped, preference_table
 from qkdissect.core.same_object import chance_of_same, top_fraction, top_order, weighted_by_sigma
 from qkdissect.errors import QKDissectError
-from qkdissect.passes.weights import compute_scores
+from qkdissect.passes.scores import compute_scores
 from qkdissect.plots.images import gallery_figure, image_and_top_figure, image_modes_figure
 from qkdissect.plots.layers import cosine_histogram_figure, layer_cosine_figure, spectrum_grid_figure
 from qkdissect.plots.masks import preference_figure, same_object_figure

@@ -18,7 +18,8 @@ from qkdissect.models import load_qk, preprocess_for
 from qkdissect.passes.hooks import layer_token_hooks
 from qkdissect.passes.maps import compute_maps
 from qkdissect.passes.projections import compute_projections
-from qkdissect.passes.weights import compute_modes, compute_scores
+from qkdissect.passes.scores import compute_scores
+from qkdissect.passes.weights import compute_modes
 from qkdissect.plots.images import gallery_figure, image_and_top_figure, image_modes_figure
 from qkdissect.plots.text import text_modes_figure
 from qkdissect.stores import open_store, write_store

@@ -21,7 +21,7 @@ from qkdissect.data.images import image_source
 from qkdissect.data.labels import imagenet_classes, parse_class_ref
 from qkdissect.stores import open_store
 
-pytestmark = pytest.mark.assets
+pytestmark = [pytest.mark.assets, pytest.mark.rehearsal]
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
 ALL17 = [*PAPER_MODELS, "ijepa-vith14-predictor"]
 

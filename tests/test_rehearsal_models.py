@@ -32,7 +32,8 @@ from qkdissect.passes.maps import compute_maps
 from qkdissect.passes.preference import compute_preference
 from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.same_object import compute_same_object
-from qkdissect.passes.weights import compute_modes, compute_scores
+from qkdissect.passes.scores import compute_scores
+from qkdissect.passes.weights import compute_modes
 
 DEPTH = 2
 MODELS = [*PAPER_MODELS, "ijepa-vith14-predictor"]

@@ -93,7 +93,8 @@ def test_plain_mean_does_not_depend_on_the_svd_routine(dinov2_file: Path) -> Non
     but not float32 numpy, the null modes' cosines being arbitrary."""
     from safetensors.numpy import load_file
 
-    from qkdissect.passes.weights import compute_modes, compute_scores
+    from qkdissect.passes.scores import compute_scores
+    from qkdissect.passes.weights import compute_modes
 
     ours = compute_scores(compute_modes(f"timm:vit_small_patch14_dinov2@{dinov2_file}", device="cpu"))
     assert ours.attrs["null_rtol"] == 1e-4 and ours.n_null.sum("head").values[:3].tolist() == [49, 0, 3]

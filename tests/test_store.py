@@ -10,7 +10,8 @@ import pytest
 import xarray as xr
 
 from conftest import TINY, randomise_
-from qkdissect.passes.weights import compute_modes, compute_scores
+from qkdissect.passes.scores import compute_scores
+from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import io as store
 
 

@@ -31,8 +31,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from qkdissect.passes.preference import compute_preference
     from qkdissect.passes.projections import compute_projections
     from qkdissect.passes.same_object import compute_same_object
+    from qkdissect.passes.scores import compute_scores
     from qkdissect.passes.text import compute_text_projections
-    from qkdissect.passes.weights import compute_modes, compute_scores
+    from qkdissect.passes.weights import compute_modes
 
     base = tmp_path_factory.mktemp("kinds")
     spec = make_tiny_vit(base / "w", depth=2)

@@ -20,8 +20,9 @@ from qkdissect.data.corpora import CorpusError, corpus
 from qkdissect.models import load_qk
 from qkdissect.models.tokenizer import tokenizer_for
 from qkdissect.passes.attention import capture_logits, max_relative_error
+from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.text import compute_text_projections, encode, token_maps
-from qkdissect.passes.weights import compute_modes, compute_scores
+from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store, write_store
 from test_layernorm import folded_logit_error
 

@@ -56,7 +56,7 @@ def scores(
     """Per-mode cosines, per-head and per-layer (weighted) averages and the null interval of a modes Dataset (or
     of the modes store at a path); the plain mean leaves out modes below ``null_rtol`` of their head's largest
     singular value (``layer_mean_all`` keeps every mode)."""
-    from .passes.weights import compute_scores
+    from .passes.scores import compute_scores
 
     return compute_scores(modes, output, released_code=released_code, level=level, null_rtol=null_rtol)
 

@@ -97,7 +97,7 @@ def _cmd_modes(args: argparse.Namespace) -> int:
 
 
 def _cmd_scores(args: argparse.Namespace) -> int:
-    from .passes.weights import compute_scores
+    from .passes.scores import compute_scores
 
     ds = compute_scores(
         args.modes, args.output, released_code=args.released_code, level=args.level, null_rtol=args.null_rtol

@@ -15,7 +15,8 @@ from ..options import default
 from ..provenance.records import utc_now
 from ..stores.schema import logits_dataset
 from .hooks import layer_token_hooks
-from .loop import ImageStream, Manifest, StoreLike, finish, load_image_model, modes_of, pass_record
+from .io import StoreLike, finish
+from .loop import ImageStream, Manifest, load_image_model, modes_of, pass_record
 
 
 def compute_logit_stats(

@@ -40,14 +40,14 @@ from ..models import (
     read_manifest,
 )
 from ..provenance.records import base_record, dependency, items_sha256, utc_now
-from ..stores import open_store, write_store
+from ..stores import open_store
+from .io import StoreLike, store_input
 
 log = logging.getLogger("qkdissect")
 
 #: a weights manifest as the passes take it: the dict, or the path of its JSON file (then recorded as an input)
 Manifest = dict[str, Any] | str | Path | None
 #: a store a pass reads: its path (recorded with its digest), or the Dataset itself, in memory
-StoreLike = str | Path | xr.Dataset
 
 
 @dataclass
@@ -110,13 +110,6 @@ def load_image_model(spec: ModelLike, device: str, model_key: str | None, manife
     return ImageModel(**vars(m), preprocess=preprocess_for(m.loaded), grid=m.qk.layout.grid)
 
 
-def store_input(store: StoreLike, kind: str, role: str) -> tuple[xr.Dataset, list[dict[str, Any]]]:
-    """A store a pass reads, and its dependency (none for a Dataset in memory)."""
-    if isinstance(store, xr.Dataset):
-        return store, []
-    return open_store(store, kind), [dependency(role, store)]
-
-
 def modes_of(modes: StoreLike, m: Loaded) -> tuple[xr.Dataset, list[dict[str, Any]]]:
     """The modes of a model, refused when they were computed from other weights than the ones loaded."""
     ds, deps = store_input(modes, "modes", "modes store")
@@ -151,13 +144,6 @@ def pass_record(
         }
     )
     return record
-
-
-def finish(ds: xr.Dataset, output: str | Path | None) -> xr.Dataset:
-    """A pass's result: written to ``output`` and opened from there, or the Dataset in memory."""
-    if output is None:
-        return ds
-    return open_store(write_store(ds, output))
 
 
 @contextmanager

@@ -60,18 +60,8 @@ from ..options import default
 from ..provenance.records import utc_now
 from ..stores.schema import Var, maps_dataset
 from .hooks import layer_tokens, mode_maps
-from .loop import (
-    ImageModel,
-    Loaded,
-    Manifest,
-    StoreLike,
-    finish,
-    load,
-    load_image_model,
-    modes_of,
-    pass_record,
-    store_input,
-)
+from .io import StoreLike, finish, store_input
+from .loop import ImageModel, Loaded, Manifest, load, load_image_model, modes_of, pass_record
 from .text import token_maps
 
 KINDS = ("top", "image-modes", "image-top", "text-top")

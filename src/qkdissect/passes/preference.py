@@ -34,7 +34,8 @@ from ..provenance.records import utc_now
 from ..stores.schema import preference_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks
-from .loop import Manifest, finish, load_image_model, mask_batches, mask_coords, mask_dataset_dependency, pass_record
+from .io import finish
+from .loop import Manifest, load_image_model, mask_batches, mask_coords, mask_dataset_dependency, pass_record
 
 
 @torch.inference_mode()

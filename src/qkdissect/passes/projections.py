@@ -38,7 +38,8 @@ from ..stores.io import StreamingStore
 from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, modes_uv
-from .loop import ImageStream, Manifest, StoreLike, load_image_model, modes_of, pass_record, stream_target, streamed
+from .io import StoreLike
+from .loop import ImageStream, Manifest, load_image_model, modes_of, pass_record, stream_target, streamed
 
 
 def centre_index(grid: tuple[int, int]) -> int:

@@ -31,11 +31,10 @@ from ..provenance.records import utc_now
 from ..stores.schema import same_object_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, stacked_uv
+from .io import StoreLike, finish
 from .loop import (
     ImageModel,
     Manifest,
-    StoreLike,
-    finish,
     load_image_model,
     mask_batches,
     mask_coords,

@@ -40,7 +40,8 @@ from ..options import TokenSource, default
 from ..provenance.records import items_sha256, utc_now
 from ..stores.schema import TokenMaps, text_projections_dataset
 from .hooks import layer_token_hooks, modes_uv
-from .loop import Manifest, StoreLike, finish, image_bar, load, modes_of, pass_record
+from .io import StoreLike, finish
+from .loop import Manifest, image_bar, load, modes_of, pass_record
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:

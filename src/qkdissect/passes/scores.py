@@ -1,0 +1,62 @@
+"""The scores of a modes store (paper 1.3): per-mode cosines, per-head and per-layer averages, the exact null
+interval. It reads a store and writes one, without torch: a scores job starts in about a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..core import scores as sc
+from ..options import default
+from ..provenance.records import base_record, utc_now
+from ..stores.schema import scores_dataset
+from .io import StoreLike, finish, store_input
+
+
+def compute_scores(
+    modes: StoreLike,
+    output: str | Path | None = None,
+    *,
+    released_code: bool = False,
+    level: float = default("null_level"),
+    null_rtol: float = default("null_rtol"),
+) -> xr.Dataset:
+    """All section-1.3 scores of a modes store (or Dataset), with the exact null interval in attrs (written to
+    ``output`` when given); the plain mean leaves out the modes below ``null_rtol`` of their head's largest
+    singular value (``layer_mean_all`` keeps them)."""
+    ds, deps = store_input(modes, "modes", "modes store")
+    u, s, v = (np.asarray(ds[n].values, dtype=np.float64) for n in ("U", "S", "V"))
+    r = sc.score_modes(u, s, v, released_code=released_code, level=level, null_rtol=null_rtol)
+    record = base_record("scores", {"released_code": released_code, "null_level": level, "null_rtol": null_rtol})
+    record.update(
+        {
+            "inputs": {"modes": {"model_id": ds.attrs.get("model_id"), **{d["role"]: d for d in deps}}},
+            "weights": ds.attrs.get("provenance", {}).get("weights"),
+            "dependencies": deps,
+            "finished": utc_now(),
+        }
+    )
+    attrs = {
+        "model_id": ds.attrs.get("model_id"),
+        "folding": ds.attrs.get("folding", "raw"),
+        "d_model": int(u.shape[-2]),
+        "d_head": ds.attrs.get("d_head"),
+        "released_code": released_code,
+        "null_rtol": null_rtol,
+        "null_rtol_definition": "modes with s_n / s_0 < null_rtol (s_0: the head's largest singular value) are "
+        "numerically null: left out of head_mean and layer_mean, kept in head_mean_all and layer_mean_all "
+        "(the released code's plain mean); n_null counts them per head",
+        "null_level": level,
+        "null_low": r.null_low,
+        "null_high": r.null_high,
+        "null_definition": "central interval of the cosine of two independent isotropic vectors in "
+        "R^d_model: (t+1)/2 ~ Beta((d-1)/2, (d-1)/2), exact quantiles",
+        "null_released": sc.released_null(int(u.shape[-2])),
+        "null_released_definition": "the released notebook's baseline, drawn at +-value (paper 1.4, bug B3): "
+        "99th percentile of 1/|a2| over 10,000 uniform positive vectors a2 in R^d_model, np.random.seed(0)",
+        "provenance": record,
+    }
+    coords = {k: ds.coords[k].values for k in ("layer", "head", "mode")}
+    return finish(scores_dataset(r, coords, released_code, attrs), output)

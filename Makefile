@@ -40,7 +40,7 @@ test-rehearsal: $(VENV)/.installed
 
 # the paper's own run (config/paper.yaml, unchanged) offline, on stand-ins of its 13 hub models, its SimMIM and
 # I-JEPA checkpoints and its datasets built from the real photographs of ../shared/assets (README "Rehearsal");
-# REHEARSAL_ARGS=--shallow for the 2-block version make test runs
+# REHEARSAL_ARGS=--shallow for the 2-block version (make test-rehearsal runs it through tests/test_rehearsal.py)
 REHEARSAL_DIR ?= rehearsal-run
 rehearsal: $(VENV)/.installed
 	$(PY) -m rehearsal.run $(REHEARSAL_DIR) $(REHEARSAL_ARGS)

@@ -17,7 +17,7 @@ Then it runs ``snakemake --configfile config/paper.yaml OUT/overlay.yaml`` in ``
 memory (Snakemake's benchmark files) and, from the passes' own throughput, what the real run would cost.
 
     python -m rehearsal.run OUT                 # full: the real architectures (every block), real dataset counts
-    python -m rehearsal.run OUT --shallow       # 2 blocks per model, a few images per set (what `make test` runs)
+    python -m rehearsal.run OUT --shallow       # 2 blocks per model, a few images per set (make test-rehearsal)
 """
 
 from __future__ import annotations

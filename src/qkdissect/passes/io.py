@@ -11,6 +11,7 @@ import xarray as xr
 from ..provenance.records import dependency
 from ..stores import open_store, write_store
 
+#: a store a pass reads: its path (recorded with its digest), or the Dataset itself, in memory
 StoreLike = str | Path | xr.Dataset
 
 

@@ -47,7 +47,6 @@ log = logging.getLogger("qkdissect")
 
 #: a weights manifest as the passes take it: the dict, or the path of its JSON file (then recorded as an input)
 Manifest = dict[str, Any] | str | Path | None
-#: a store a pass reads: its path (recorded with its digest), or the Dataset itself, in memory
 
 
 @dataclass

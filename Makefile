@@ -6,7 +6,8 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-SNAKEMAKE := $(VENV)/bin/snakemake
+# Snakemake with its --configfile files checked first (a YAML error names its file and line)
+QKDISSECT := $(VENV)/bin/qkdissect
 export QKDISSECT_DATA ?= $(CURDIR)/data
 # the rules call qkdissect and papermill: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -21,8 +22,8 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	touch $@
 
 figures: $(VENV)/.installed
-	$(SNAKEMAKE) --workflow-profile workflow/profiles/default $(SNAKEMAKE_ARGS)
-	$(SNAKEMAKE) --report results/report.html $(SNAKEMAKE_ARGS)
+	$(QKDISSECT) run --workflow-profile workflow/profiles/default $(SNAKEMAKE_ARGS)
+	$(QKDISSECT) run --report results/report.html $(SNAKEMAKE_ARGS)
 	@echo "figures in results/figures/, executed notebooks in results/notebooks/, report: results/report.html"
 
 lint: $(VENV)/.installed

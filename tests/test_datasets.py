@@ -21,7 +21,8 @@ from PIL import Image
 
 from conftest import REPO, make_tiny_vit
 from qkdissect.data import parquet
-from qkdissect.data.images import ImageDataset, Preprocess, collate, decode, image_source, source_digests
+from qkdissect.data.dataset import ImageDataset, collate
+from qkdissect.data.images import Preprocess, decode, image_source, source_digests
 from qkdissect.data.labels import ClassRefError, imagenet_classes, parse_class_ref, pick
 from qkdissect.data.masks import MaskDatasetError, ade20k_dataset, mask_dataset, o3_dataset
 from qkdissect.data.parquet import ParquetSourceError

@@ -242,13 +242,16 @@ def test_unknown_model_without_spec_names_close_matches(tmp_path: Path) -> None:
 def test_modes_and_colours_out_of_range_are_all_named_before_any_rule(tmp_path: Path) -> None:
     model = "dinov2-vits14-imgfocus"
     figures = {"fig4": [{"model": model, "modes": [[50, 3, 0], [1, 9, 70]]}], "s17": {"dog": {"model": model,
-               "modes": [[12, 0, 0]]}}}  # fmt: skip
+               "modes": [[12, 0, 0]], "image": "skimage:chelsae"}}}  # fmt: skip
     cfg = write_config(tmp_path, {"models": {model: {"color": "tab:orang"}}, "figures": figures})
     r = snakemake(tmp_path, "-n", config=cfg, check=False)
     out = r.stdout + r.stderr
-    assert r.returncode != 0 and "config: 4 entries do not fit their models" in out, out[-2000:]
+    assert r.returncode != 0 and "config: 5 entries do not fit their models or image set" in out, out[-2000:]
     for bad in ("layer 50 is not in 0-11", "mode 70 is not in 0-63", "s17.dog.modes[0] [12, 0, 0]", "'tab:orang'"):
         assert bad in out
+    # an image id that is not in the projected set, with the closest ids (the set is listed, not decoded)
+    assert "figures.s17.dog.image 'skimage:chelsae' is not an image of the set 'skimage'" in out
+    assert "did you mean 'skimage:chelsea'?" in out
     assert not (tmp_path / "results").exists()
 
 

@@ -583,6 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("-q", "--quiet", action="store_true", help=QUIET)
     cl.set_defaults(func=_cmd_claims)
 
+    sub.add_parser(
+        "run",
+        help="Snakemake with the same arguments (e.g. --workflow-profile workflow/profiles/default --configfile "
+        "F), its config files checked first: a YAML error names its file and line",
+    )
     f = sub.add_parser(
         "fetch",
         help="download (or convert, or extract) a model's weights into $QKDISSECT_DATA and print their files "
@@ -628,6 +633,11 @@ def _progress_lines(quiet: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # Snakemake's own options follow: not ours to parse
+        from .launch import run
+
+        return run(argv[1:])
     args = build_parser().parse_args(argv)
     from .lifeline import tie_to_parent
     from .locks import writer_lock

@@ -11,10 +11,40 @@ by the pass that reads them.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 Shape = tuple[int, int, int]
+
+
+def yaml_problem(path: str | Path) -> str | None:
+    """None when ``path`` is a YAML (or JSON) mapping; else one line naming the file, the line and the column
+    (Snakemake's own message names neither)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return f"config file {path}: cannot be read ({e.__class__.__name__}: {e})"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+        where = f", {_at(mark)}" if mark is not None else ""
+        what = str(getattr(e, "problem", None) or e)
+        if context is not None and getattr(e, "context", None):
+            what += f" ({e.context} at {_at(context)})"  # type: ignore[attr-defined]
+        tabs = " (a tab in the indentation? YAML indents with spaces only)" if "\t" in text else ""
+        return f"config file {path}{where}: not valid YAML: {what}{tabs}"
+    if data is not None and not isinstance(data, dict):
+        return f"config file {path}: holds a {type(data).__name__}, not a mapping of keys (models:, images:, ...)"
+    return None
+
+
+def _at(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 def config_problems(config: dict[str, Any], shape_of: Callable[[str], Shape | None]) -> list[str]:
@@ -75,6 +105,41 @@ def _listed(entry: dict[str, Any], key: str) -> list[Any]:
 
 def _outside(names: tuple[str, ...], values: list[int], sizes: tuple[int, ...]) -> str:
     return ", ".join(f"{n} {v} is not in 0-{s - 1}" for n, v, s in zip(names, values, sizes, strict=False) if v >= s)
+
+
+def image_problems(images: list[tuple[str, str]], set_name: str, spec: str, limit: int | None) -> list[str]:
+    """Every image id of ``images`` ((where, ref) pairs: ``auto`` and ``class:`` references are left to the pass)
+    that is not an image of the projected set ``set_name`` (source ``spec``, first ``limit``), one line each with
+    the closest ids. The set is listed only when an id is given: listing needs no torch and decodes nothing."""
+    from .data.images import image_source
+    from .data.labels import is_class_ref
+
+    given = [(where, ref) for where, ref in images if ref != "auto" and not is_class_ref(ref)]
+    if not given:
+        return []
+    from .errors import QKDissectError
+
+    try:
+        ids = [it.id for it in image_source(spec, limit).items]
+    except QKDissectError as e:
+        return [f"{where}.image {ref!r}: the image set {set_name!r} cannot be listed: {e}" for where, ref in given]
+    known = set(ids)
+    return [
+        f"{where}.image {ref!r} is not an image of the set {set_name!r} ({spec}, {len(ids)} images); "
+        + _closest(ref, ids)
+        for where, ref in given
+        if ref not in known
+    ]
+
+
+def _closest(ref: str, ids: list[str]) -> str:
+    prefix = os.path.commonprefix(ids)  # noqa: RUF071 (characters, not path parts: "skimage:")
+    common = prefix if ref.startswith(prefix) else ""  # compared without it, "cell" is not close to "chelsae"
+    names = {i[len(common) :]: i for i in ids}
+    close = [names[c] for c in difflib.get_close_matches(ref[len(common) :], list(names), n=3, cutoff=0.75)]
+    if close:
+        return f"did you mean {' or '.join(repr(c) for c in close)}?"
+    return f"its ids look like {', '.join(repr(i) for i in ids[:3])}"
 
 
 def _colours(config: dict[str, Any]) -> list[str]:

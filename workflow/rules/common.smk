@@ -13,7 +13,7 @@ from snakemake.utils import validate
 
 from qkdissect.provenance.records import export_config_files, export_workflow_checkout
 from qkdissect.catalogue import KNOWN_MODELS
-from qkdissect.config_check import config_problems, unknown_keys
+from qkdissect.config_check import config_problems, image_problems, unknown_keys
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
 from qkdissect.locations import weights_files
@@ -176,11 +176,10 @@ def _check_config():
             f"config: projections.images is {config['projections']['images']!r}, which is not one of the image "
             f"sets under images: {list(config['images'])}"
         )
-    _check_images(fig)
-    problems = config_problems(config, known_shape)
+    problems = _check_images(fig) + config_problems(config, known_shape)
     if problems:
         raise WorkflowError(
-            f"config: {len(problems)} entries do not fit their models (0-based): " + "; ".join(problems)
+            f"config: {len(problems)} entries do not fit their models or image set (0-based): " + "; ".join(problems)
         )
 
 
@@ -191,11 +190,13 @@ def known_shape(name):
 
 def _check_images(fig):
     """The one image of fig5 and each s17 entry: `auto`, an image id, or a class reference (`class:n02085620`,
-    `class:207`, `class:golden retriever`, optionally `#k`), checked here against the 1000 ImageNet classes and
-    against an image set that can have labels; the pass picks the image among the projected ones."""
+    `class:207`, `class:golden retriever`, optionally `#k`). A class is checked here against the 1000 ImageNet
+    classes and against an image set that can have labels (raises); the pass picks the image among the projected
+    ones. Returns the ids that are not images of the projected set, one line each."""
     images = [("fig5", fig["fig5"].get("image", "auto"))] if fig["fig5"] else []
     images += [(f"s17.{n}", e.get("image", "auto")) for n, e in fig["s17"].items()]
-    source = config["images"].get(config["projections"]["images"], {}).get("source", "")
+    set_name = config["projections"]["images"]
+    source = config["images"].get(set_name, {}).get("source", "")
     for key, image in images:
         if not is_class_ref(image):
             continue
@@ -214,6 +215,9 @@ def _check_images(fig):
         unknown = [s3[k] for k in ("encoder", "predictor") if s3[k] not in MODELS]
         if unknown:
             raise WorkflowError(f"config: figures.s3 names {unknown}, which are not under models: {MODELS}")
+    # an image given by its id: one of the projected set (listed, never decoded: no torch, no model)
+    refs = [(f"figures.{key}", image) for key, image in images]
+    return image_problems(refs, set_name, source, config["images"][set_name]["limit"]) if source else []
 
 
 def mask_figure_models(key):

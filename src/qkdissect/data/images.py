@@ -27,8 +27,8 @@
 - **Decoding** (:func:`decode`): greyscale, palette, RGBA/LA (composited on white), CMYK, 16-bit and float
   images, EXIF rotation, tiny and huge images (over :data:`DRAFT_PIXELS` they are reduced while or right
   after they are decoded; all others in full, as the models' own libraries decode them; over
-  :func:`max_pixels`, skipped). A file that cannot be decoded raises
-  :class:`ImageDecodeError`; :class:`ImageDataset` turns that into a skipped item, counted and logged.
+  :func:`max_pixels`, skipped). A file that cannot be decoded raises :class:`ImageDecodeError`;
+  :class:`~qkdissect.data.dataset.ImageDataset` turns that into a skipped item, counted and logged.
 - **Preprocessing** (:class:`Preprocess`): a model's own transform (resize, centre crop or pad, scale,
   normalisation), pixel-identical to timm's eval transform or to the Hugging Face *PIL* (slow) image processor,
   read by :func:`qkdissect.models.preprocess_for`. The geometry is explicit (:meth:`Preprocess.geometry`,
@@ -41,19 +41,20 @@ import io
 import logging
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps
 
 from ..errors import QKDissectError
 from . import parquet
 from .files import list_files
 from .labels import find_loc_solution, folder_labels, imagenet_classes, pick, read_loc_solution
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -471,6 +472,8 @@ class Preprocess:
         """(3, h, w) float32 of an (h, w, 3) uint8 model-input image: ``x * scale`` in float64 rounded to float32 once
         (as Hugging Face's ``rescale``; the same float32 as torchvision's ``x / 255``), then ``(x - mean) / std``
         in float32."""
+        import torch  # here, not at the top: listing and decoding images needs no torch (the config check)
+
         x = (np.asarray(img, dtype=np.float64) * self.scale).astype(np.float32)
         mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
         std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
@@ -489,46 +492,6 @@ class Preprocess:
             "interpolation": self.interpolation,
             "origin": self.origin,
         }
-
-
-@dataclass
-class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """(index, tensor, error, sha256) per image; a file that fails to decode yields (index, None, error, sha256)
-    and is logged. The digest is of the file as read, for the store's provenance."""
-
-    source: ImageSource
-    preprocess: Preprocess
-    skipped: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str, str | None]:
-        item = self.source.items[i]
-        try:
-            raw: Raw | None = read_raw(item)
-        except (OSError, ValueError):
-            raw = None  # decode tries again and raises ImageDecodeError naming the file
-        digest = item_sha256(item, raw)
-        try:
-            img = decode(item, target=max(self.preprocess.crop), raw=raw)
-        except ImageDecodeError as e:
-            log.warning("skipping %s", e)
-            return i, None, str(e), digest
-        return i, self.preprocess.tensor(img), "", digest
-
-
-Batch = tuple[list[int], torch.Tensor | None, list[tuple[int, str]], list[tuple[int, str | None]]]
-
-
-def collate(batch: Sequence[tuple[int, torch.Tensor | None, str, str | None]]) -> Batch:
-    """Stack the decoded images; report the indices and errors of those that were not, and every digest."""
-    ok = [(i, x) for i, x, _, _ in batch if x is not None]
-    bad = [(i, err) for i, x, err, _ in batch if x is None]
-    digests = [(i, d) for i, _, _, d in batch]
-    if not ok:
-        return [], None, bad, digests
-    return [i for i, _ in ok], torch.stack([x for _, x in ok]), bad, digests
 
 
 def default_workers() -> int:

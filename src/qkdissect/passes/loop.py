@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..core.device import device_record, resolve_device
+from ..data.dataset import ImageDataset, collate
 from ..data.duplicates import Dedupe, deduplicate
-from ..data.images import ImageDataset, ImageSource, Preprocess, collate, default_workers, image_source
+from ..data.images import ImageSource, Preprocess, default_workers, image_source
 from ..data.masks import MaskDataset, MaskedItem
 from ..errors import QKDissectError
 from ..models import (

@@ -176,6 +176,13 @@ def test_s1_shares_its_scale_and_s2_prints_no_tiny_text(paper_scores: list[xr.Da
     grid = np.array([ax for ax in fig.axes if ax.get_ylim() == (-1.0, 1.0)]).reshape(12, 12)
     assert [ax.get_title() for ax in grid[0]] == [f"H{h}" for h in range(12)]  # every column and row labelled
     assert [ax.get_ylabel() for ax in grid[:, 0]] == [f"L{layer}" for layer in range(12)]
+    # drawn fast at any size: one axes per panel, none shared or twinned (a ViT-H/14 has 512 panels), the
+    # singular values on the right column's secondary axes, one scale per layer
+    assert len(fig.axes) == 144 and all(len(ax.get_shared_x_axes().get_siblings(ax)) == 1 for ax in fig.axes)
+    right = [ax.child_axes[0] for ax in grid[:, -1]]
+    assert all(not ax.child_axes for ax in grid[:, :-1].flat) and len(right) == 12
+    smax = modes.S.max(("head", "mode")).values
+    np.testing.assert_allclose([r.get_ylim()[1] for r in right], 1.1 * smax)  # the top of each row's scale
     plt.close(fig)
 
 

@@ -14,7 +14,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
-from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.ticker import MaxNLocator
 
 from ..options import NullLines
@@ -200,6 +199,12 @@ def cosine_histogram_figure(
     return fig
 
 
+#: S2's margins in inches: row labels and the cosine ticks (left), the singular-value ticks (right), the title
+#: and head labels (top), the mode ticks and axis label (bottom)
+S2_MARGINS = {"left": 0.62, "right": 0.36, "top": 0.62, "bottom": 0.36}
+S2_TICKS: dict[str, Any] = {"labelsize": MIN_FONT, "pad": 1, "length": 1.5}
+
+
 def spectrum_grid_figure(
     modes: xr.Dataset,
     scores: xr.Dataset,
@@ -211,42 +216,29 @@ def spectrum_grid_figure(
     """Fig. S2: rows = layers, columns = heads, at page width (12 x 12 heads of a ViT-B fit one page); per panel
     the singular values (blue x, right axis, one scale per layer: the layer's largest) and the per-mode cosine (red
     dots, left axis, [-1, 1]) with the null interval dotted. Rows are labelled by layer at the left, columns by
-    head at the top; tick labels sit on the outer panels only."""
+    head at the top; tick labels sit on the outer panels only.
+
+    Drawn for speed at any size (a ViT-H/14 has 512 panels): axes neither shared nor twinned (matplotlib relays
+    every limit between shared axes, quadratic in their number), fixed limits and margins (no layout engine); the
+    singular values are drawn on the cosine axes scaled per layer, and the right column's secondary axis reads
+    them in their own units."""
     layers = list(range(modes.sizes["layer"])) if layers is None else list(layers)
     heads = list(range(modes.sizes["head"])) if heads is None else list(heads)
     s, cos = modes.S.values, scores.cosine.values
-    lo, hi = float(scores.attrs["null_low"]), float(scores.attrs["null_high"])
     nrows, ncols = len(layers), len(heads)
-    panel = (PAGE_WIDTH - 1.0) / ncols  # inches per panel, wide
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(PAGE_WIDTH, 0.7 * panel * nrows + 1.0), sharex=True, sharey=True, squeeze=False,
-        layout=ConstrainedLayoutEngine(w_pad=0.01, h_pad=0.01, hspace=0.0, wspace=0.0),
-    )  # fmt: skip
+    fig, axes = _panel_grid(nrows, ncols, n_modes=s.shape[-1])
     x = np.arange(s.shape[-1])
-    ticks = {"labelsize": MIN_FONT, "pad": 1, "length": 1.5}
     for i, layer in enumerate(layers):
-        smax = float(s[layer].max()) or 1.0
+        top = 1.1 * (float(s[layer].max()) or 1.0)  # one scale per layer (row): the right column labels it
         for j, head in enumerate(heads):
             ax = axes[i, j]
             ax.plot(x, cos[layer, head], ".", color="firebrick", ms=1.0)
-            if null_lines != "released":
-                for y in (lo, hi):
-                    ax.axhline(y, color="0.3", lw=0.4, ls=":")
-            if null_lines != "exact":
-                released_lines(ax, [scores], lw=0.4)
-            ax.set_ylim(-1, 1)
-            ax.set_yticks([-1, 0, 1])
-            ax.xaxis.set_major_locator(MaxNLocator(2, integer=True))
-            ax.tick_params(**ticks, labelleft=j == 0, labelbottom=i == nrows - 1)
-            tw = ax.twinx()
-            tw.plot(x, s[layer, head], "x", color="royalblue", ms=1.0, mew=0.4)
-            tw.set_ylim(0, 1.1 * smax)  # one scale per layer (row): the right column labels it
-            tw.yaxis.set_major_locator(MaxNLocator(1))
-            tw.tick_params(**ticks, labelright=j == ncols - 1)
-            if i == 0:
-                ax.set_title(f"H{head}", fontsize=MIN_FONT + 1, pad=1.5)
-            if j == 0:
-                ax.set_ylabel(f"L{layer}", fontsize=MIN_FONT + 1, rotation=0, ha="right", va="center", labelpad=6)
+            ax.plot(x, 2.0 * s[layer, head] / top - 1.0, "x", color="royalblue", ms=1.0, mew=0.4)
+            _null_marks(ax, scores, null_lines)
+        _singular_value_axis(axes[i, -1], top)
+        axes[i, 0].set_ylabel(f"L{layer}", fontsize=MIN_FONT + 1, rotation=0, ha="right", va="center", labelpad=6)
+    for j, head in enumerate(heads):
+        axes[0, j].set_title(f"H{head}", fontsize=MIN_FONT + 1, pad=1.5)
     _label_grid(
         fig,
         f"{modes.attrs.get('model_id', '')}: per-mode cosine (red, left axes) and singular value (blue, right "
@@ -256,6 +248,49 @@ def spectrum_grid_figure(
         fontsize=MIN_FONT + 1,
     )
     return fig
+
+
+def _panel_grid(nrows: int, ncols: int, n_modes: int) -> tuple[plt.Figure, np.ndarray]:
+    """S2's figure and its (nrows, ncols) panels: cosine limits [-1, 1], the modes' range, tick labels on the
+    outer panels only, fixed margins (:data:`S2_MARGINS`)."""
+    panel = (PAGE_WIDTH - 1.0) / ncols  # inches per panel, wide
+    width, height = PAGE_WIDTH, 0.7 * panel * nrows + 1.0
+    m = S2_MARGINS
+    fig = plt.figure(figsize=(width, height))
+    grid = fig.add_gridspec(
+        nrows, ncols, left=m["left"] / width, right=1 - m["right"] / width, top=1 - m["top"] / height,
+        bottom=m["bottom"] / height, wspace=0.08, hspace=0.12,
+    )  # fmt: skip
+    axes = grid.subplots(sharex=False, sharey=False, squeeze=False)
+    pad = 0.05 * max(1, n_modes - 1)
+    for (i, j), ax in np.ndenumerate(axes):
+        ax.set_autoscale_on(False)
+        ax.set(xlim=(-pad, n_modes - 1 + pad), ylim=(-1, 1), yticks=[-1, 0, 1])
+        ax.xaxis.set_major_locator(MaxNLocator(2, integer=True))
+        ax.tick_params(**S2_TICKS, labelleft=j == 0, labelbottom=i == nrows - 1)
+    return fig, axes
+
+
+def _null_marks(ax: plt.Axes, scores: xr.Dataset, null_lines: NullLines) -> None:
+    if null_lines != "released":
+        ax.hlines([float(scores.attrs["null_low"]), float(scores.attrs["null_high"])], 0, 1,
+                  transform=ax.get_yaxis_transform(), color="0.3", lw=0.4, ls=":")  # fmt: skip
+    if null_lines != "exact":
+        released_lines(ax, [scores], lw=0.4)
+
+
+def _singular_value_axis(ax: plt.Axes, top: float) -> None:
+    """The right-hand axis of a row's last panel, in singular-value units: 0 at the bottom, ``top`` at the top."""
+
+    def to_value(y: Any) -> Any:
+        return (np.asarray(y) + 1.0) * top / 2.0
+
+    def to_cosine(v: Any) -> Any:
+        return 2.0 * np.asarray(v) / top - 1.0
+
+    sec = ax.secondary_yaxis("right", functions=(to_value, to_cosine))
+    sec.yaxis.set_major_locator(MaxNLocator(1))
+    sec.tick_params(**S2_TICKS)
 
 
 def encoder_predictor_figure(encoder: xr.Dataset, predictor: xr.Dataset) -> plt.Figure:

@@ -1,5 +1,10 @@
 """Reducers over a stream of images: the image score of a mode, the top-k images per mode (memory independent of
-the stream) and the anisotropy of the centre tokens (mean pairwise cosine from a sum of unit vectors)."""
+the stream) and the anisotropy of the centre tokens (mean pairwise cosine from a sum of unit vectors).
+
+Both reducers merge exactly, so that a pass split into shards gives the store one job gives
+(:mod:`qkdissect.passes.shards`): the top-k of a union is the top-k of the shards' top-k lists in the same total
+order (:func:`merge_top`, the rule of :class:`StreamingTopK`), and the unit vectors are summed in fixed point
+(:func:`fixed_point`: integers, whose sum does not depend on the order or grouping of the images)."""
 
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ class StreamingTopK:
         same shape as ``scores``, one per ``n_payload``."""
         if scores.shape[0] == 0:
             return
-        s = torch.cat([self.score, scores.movedim(0, -1).to(self.score)], dim=-1)
+        # + 0.0 makes -0.0 a +0.0: a sort that tells the two apart (a radix sort on a GPU) then ranks as this one
+        s = torch.cat([self.score, scores.movedim(0, -1).to(self.score) + 0.0], dim=-1)
         idx = torch.cat([self.index, indices.to(self.index.device).expand(*s.shape[:-1], -1)], dim=-1)
         extra = [
             torch.cat([old, new.movedim(0, -1).to(old)], dim=-1) for old, new in zip(self.payload, payload, strict=True)
@@ -58,6 +64,45 @@ class StreamingTopK:
         top = torch.argsort(s, dim=-1, descending=True, stable=True)[..., : self.k]
         self.score, self.index = s.gather(-1, top), idx.gather(-1, top)
         self.payload = [e.gather(-1, order).gather(-1, top) for e in extra]
+
+
+def merge_top(
+    score: np.ndarray, index: np.ndarray, k: int, payload: Sequence[np.ndarray] = ()
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The top ``k`` along the last axis of candidates (e.g. several top-k lists side by side, with global
+    indices) in :class:`StreamingTopK`'s order: score descending with NaN first (as torch sorts), ties by the
+    smaller index; candidates with index < 0 (padding) last. Returns score, index and each payload at those k
+    places (padding: -inf and -1 where there are fewer than k candidates)."""
+    if score.shape[-1] < k:
+        pad = [(0, 0)] * (score.ndim - 1) + [(0, k - score.shape[-1])]
+        score = np.pad(score, pad, constant_values=-np.inf)
+        index = np.pad(index, pad, constant_values=-1)
+        payload = [np.pad(p, pad, constant_values=0) for p in payload]
+    nan = np.isnan(score)
+    key = np.where(nan, 0.0, -score)  # ascending key = descending score; -0.0 and 0.0 compare equal
+    order = np.lexsort((index, key, ~nan, index < 0), axis=-1)[..., :k]
+    top = [np.take_along_axis(a, order, -1) for a in (score, index, *payload)]
+    return top[0], top[1], top[2:]
+
+
+#: bits of each of the two int64 limbs of :func:`fixed_point` (resolution 2^-62; n images sum without overflow
+#: while n < 2^32)
+FIXED_BITS = 31
+
+
+def fixed_point(x: torch.Tensor) -> torch.Tensor:
+    """(2, ...) int64 limbs of values |x| <= 1 in fixed point, x ~ (hi + lo 2^-31) 2^-31 to within 2^-63: sums of
+    them are exact, so any split of a stream sums to the same bits (:func:`from_fixed_point` reads them back)."""
+    a = x.double() * 2.0**FIXED_BITS
+    hi = torch.round(a)
+    lo = torch.round((a - hi) * 2.0**FIXED_BITS)
+    return torch.stack([hi, lo]).long()
+
+
+def from_fixed_point(limbs: np.ndarray) -> np.ndarray:
+    """float64 values of (2, ...) fixed-point limbs (:func:`fixed_point`), sums of them included."""
+    hi, lo = limbs.astype(np.float64)
+    return (hi + lo * 2.0**-FIXED_BITS) * 2.0**-FIXED_BITS
 
 
 def anisotropy(unit_sum: np.ndarray, count: int) -> np.ndarray:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
+
+from .merging import FIXED_BITS, anisotropy, from_fixed_point, merge_top
+
+__all__ = ["FIXED_BITS", "StreamingTopK", "anisotropy", "both_wrong_side", "fixed_point", "from_fixed_point",
+           "image_scores", "merge_top"]  # fmt: skip
 
 
 def image_scores(
@@ -66,30 +70,6 @@ class StreamingTopK:
         self.payload = [e.gather(-1, order).gather(-1, top) for e in extra]
 
 
-def merge_top(
-    score: np.ndarray, index: np.ndarray, k: int, payload: Sequence[np.ndarray] = ()
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """The top ``k`` along the last axis of candidates (e.g. several top-k lists side by side, with global
-    indices) in :class:`StreamingTopK`'s order: score descending with NaN first (as torch sorts), ties by the
-    smaller index; candidates with index < 0 (padding) last. Returns score, index and each payload at those k
-    places (padding: -inf and -1 where there are fewer than k candidates)."""
-    if score.shape[-1] < k:
-        pad = [(0, 0)] * (score.ndim - 1) + [(0, k - score.shape[-1])]
-        score = np.pad(score, pad, constant_values=-np.inf)
-        index = np.pad(index, pad, constant_values=-1)
-        payload = [np.pad(p, pad, constant_values=0) for p in payload]
-    nan = np.isnan(score)
-    key = np.where(nan, 0.0, -score)  # ascending key = descending score; -0.0 and 0.0 compare equal
-    order = np.lexsort((index, key, ~nan, index < 0), axis=-1)[..., :k]
-    top = [np.take_along_axis(a, order, -1) for a in (score, index, *payload)]
-    return top[0], top[1], top[2:]
-
-
-#: bits of each of the two int64 limbs of :func:`fixed_point` (resolution 2^-62; n images sum without overflow
-#: while n < 2^32)
-FIXED_BITS = 31
-
-
 def fixed_point(x: torch.Tensor) -> torch.Tensor:
     """(2, ...) int64 limbs of values |x| <= 1 in fixed point, x ~ (hi + lo 2^-31) 2^-31 to within 2^-63: sums of
     them are exact, so any split of a stream sums to the same bits (:func:`from_fixed_point` reads them back)."""
@@ -97,17 +77,3 @@ def fixed_point(x: torch.Tensor) -> torch.Tensor:
     hi = torch.round(a)
     lo = torch.round((a - hi) * 2.0**FIXED_BITS)
     return torch.stack([hi, lo]).long()
-
-
-def from_fixed_point(limbs: np.ndarray) -> np.ndarray:
-    """float64 values of (2, ...) fixed-point limbs (:func:`fixed_point`), sums of them included."""
-    hi, lo = limbs.astype(np.float64)
-    return (hi + lo * 2.0**-FIXED_BITS) * 2.0**-FIXED_BITS
-
-
-def anisotropy(unit_sum: np.ndarray, count: int) -> np.ndarray:
-    """Mean cosine over pairs of different images i != j from the sum of unit vectors S and their number n:
-    sum_{i != j} cos = ||S||^2 - n, over n (n - 1) pairs. ``unit_sum`` (layer, d) -> (layer,)."""
-    if count < 2:
-        return np.full(unit_sum.shape[0], np.nan)
-    return (np.sum(unit_sum.astype(np.float64) ** 2, axis=-1) - count) / (count * (count - 1))

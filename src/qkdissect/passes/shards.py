@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..core.topk import anisotropy, from_fixed_point, merge_top
+from ..core.merging import anisotropy, from_fixed_point, merge_top
 from ..errors import QKDissectError
 from ..provenance.records import dependency, items_sha256, utc_now
 from ..stores import open_store
@@ -135,8 +135,8 @@ def _top(stores: Sequence[xr.Dataset]) -> tuple[np.ndarray, np.ndarray, np.ndarr
         scores.append(ds.top_score.values)
         flags.append(ds.top_both_negative_flag.values)
     k = int(stores[0].attrs["top_k"])
-    score, idx, (flag,) = merge_top(*(np.concatenate(a, axis=-1) for a in (scores, index)), k,
-                                    [np.concatenate(flags, axis=-1)])  # fmt: skip
+    both = [np.concatenate(flags, axis=-1)]
+    score, idx, (flag,) = merge_top(np.concatenate(scores, axis=-1), np.concatenate(index, axis=-1), k, both)
     return score.astype(np.float32), idx.astype(np.int64), flag
 
 
@@ -182,8 +182,8 @@ def _copy_rows(st: StreamingStore, stores: Sequence[xr.Dataset], n: int, chunk: 
     shape = stores[0].q_max.shape[1:]
     for var, what in PROJECTION_STATS.items():
         desc = f"{what} over the image's patch tokens (NaN: image skipped)"
-        st.create(var, (n, *shape), stores[0][var].dims, (chunk, *shape), "float32", description=desc,
-                  **labels(var))  # fmt: skip
+        dims = ("image", "layer", "head", "mode")
+        st.create(var, (n, *shape), dims, (chunk, *shape), "float32", description=desc, **labels(var))
     for ds in stores:
         start, size = ds.attrs["shard"]["start"], ds.sizes["image"]
         for a in range(0, size, chunk):

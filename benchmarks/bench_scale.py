@@ -11,7 +11,8 @@ child process, as one shard would:
    after the model is loaded gives the bytes per image a shard holds in memory (ids, digests, the listing).
 2. **Listing.** Every shard lists the whole set before it takes its share: the memory of the listing per image.
 3. **Merge.** A set of ``--merge-images`` images is split into N shards (``--merge-shards``) and merged with
-   :func:`qkdissect.passes.shards.merge_projections`; the time as a function of N and of the images (rows copied).
+   :func:`qkdissect.passes.shards.merge_projections`; the time as a function of N and of the images (rows copied);
+   rows of ViT-B/16 and ViT-H/14 size written and read back as a pass and the merge do (MB/s, stored size).
 4. **Extrapolation** to 14 M images with N shards, for the tiny model (measured rates) and for ViT-B/16 and
    ViT-H/14: the per-image rows on disk (images x layers x heads x modes x 4 float32), and the compute from the
    CPU figures of ``results_projections_cpu_2core.json`` (measured) and a GPU throughput (assumed, named as such).
@@ -106,7 +107,9 @@ def run_shard(spec: str, modes: Path, n: int, out: Path, batch: int, period: flo
 
 
 def fit_line(x: list[float], y: list[float]) -> dict[str, float]:
-    """Least squares y = a + b x, and the largest relative residual."""
+    """Least squares y = a + b x, and the largest relative residual (one point: the line through 0)."""
+    if len(x) == 1:
+        return {"intercept": 0.0, "slope": y[0] / x[0], "max_rel_residual": 0.0}
     b, a = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
     pred = a + b * np.asarray(x, float)
     return {"intercept": float(a), "slope": float(b),
@@ -159,6 +162,36 @@ def merge_costs(
     return rows
 
 
+def row_copy(layers: int, heads: int, modes: int, images: int, work: Path) -> dict[str, float]:
+    """Write ``images`` rows of a model's per-image statistics (random float32, the 4 stats side by side) as a pass
+    does, read them back as the merge does: MB/s of each, and the stored size over the raw size."""
+    import xarray as xr
+    import zarr
+
+    from qkdissect.stores.io import StreamingStore
+
+    shape = (layers, heads, 4 * modes)
+    rows = np.random.default_rng(0).normal(size=(images, *shape)).astype(np.float32)
+    path, chunk = work / f"rows_{layers}x{heads}x{modes}.zarr", 256
+    t0 = time.perf_counter()
+    with StreamingStore(path) as st:
+        st.create("rows", rows.shape, ("image", "layer", "head", "mode"), (chunk, *shape), "float32")
+        for a in range(0, images, chunk):
+            st.write("rows", a, rows[a : a + chunk])
+        st.finish(xr.Dataset(attrs={"qkdissect_schema": "bench/v1"}))
+    write_s = time.perf_counter() - t0
+    arr = zarr.open_group(path, mode="r")["rows"]
+    t0 = time.perf_counter()
+    total = sum(float(arr[a : a + chunk][0, 0, 0, 0]) for a in range(0, images, chunk))
+    read_s = time.perf_counter() - t0
+    stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    mb = rows.nbytes / 2**20
+    assert np.isfinite(total)
+    return {"write_mb_per_s": round(mb / write_s, 1), "read_mb_per_s": round(mb / read_s, 1),
+            "copy_mb_per_s": round(mb / (write_s + read_s), 1),
+            "stored_over_raw": round(stored / rows.nbytes, 3)}  # fmt: skip
+
+
 def row_bytes(layers: int, heads: int, modes: int) -> int:
     """Bytes of one image's per-image rows: q_max, q_min, k_max, k_min float32 per (layer, head, mode)."""
     return layers * heads * modes * 4 * 4
@@ -191,7 +224,8 @@ def extrapolate(out: dict[str, Any], shard_counts: list[int]) -> dict[str, Any]:
             "layers_heads_modes": [layers, heads, modes],
             "row_bytes_per_image": rb,
             "rows_tb": round(rb * TARGET_IMAGES / 1e12, 2),
-            "merge_copy_hours": round(rb * TARGET_IMAGES / out["merge_fit"]["copy_bytes_per_s"] / 3600, 1),
+            "stored_tb": round(rb * TARGET_IMAGES * out["row_copy"][name]["stored_over_raw"] / 1e12, 2),
+            "merge_copy_hours": round(rb * TARGET_IMAGES / (out["row_copy"][name]["copy_mb_per_s"] * 2**20) / 3600, 1),
             "cpu_2core_images_per_s": round(cpu_h[name], 3) if cpu_h[name] else None,
             "cpu_2core_hours": round(TARGET_IMAGES / cpu_h[name] / 3600) if cpu_h[name] else None,
             "cpu_figure": "measured" if name == "ViT-B/16" else "ViT-B/16 measured x FLOP ratio 17.6/167",
@@ -201,7 +235,9 @@ def extrapolate(out: dict[str, Any], shard_counts: list[int]) -> dict[str, Any]:
     return {"images": TARGET_IMAGES, "per_shard_count": per_n, "models": models}
 
 
-def run(sizes: list[int], merge_images: int, shard_counts: list[int], batch: int, plan: list[int]) -> dict[str, Any]:
+def run(
+    sizes: list[int], merge_images: int, shard_counts: list[int], batch: int, plan: list[int], copy_images: int = 512
+) -> dict[str, Any]:
     from qkdissect.passes.weights import compute_modes
 
     out: dict[str, Any] = {"benchmark": "scale", "model": f"tiny random ViT {TINY}", "batch_size": batch,
@@ -220,6 +256,7 @@ def run(sizes: list[int], merge_images: int, shard_counts: list[int], batch: int
         out["merge"] = merge_costs(spec, work / "modes.zarr", merge_images, shard_counts, batch, work)
         big = merge_costs(spec, work / "modes.zarr", merge_images * 4, [shard_counts[0]], batch, work)
         out["merge"] += big
+        out["row_copy"] = {name: row_copy(*lhm, copy_images, work) for name, lhm in MODELS.items()}
     out["merge_fit"] = merge_fit(out["merge"], row_bytes(TINY["depth"], TINY["num_heads"], 16))
     out["cpu_projection_rates"] = json.loads((HERE / "results_projections_cpu_2core.json").read_text())["rows"]
     out["extrapolation"] = extrapolate(out, plan)
@@ -244,12 +281,13 @@ def main() -> int:
     ap.add_argument("--merge-shards", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--plan", type=int, nargs="+", default=[16, 64, 256, 1024], help="shard counts to plan for")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--copy-images", type=int, default=512, help="rows of ViT-B/16 and ViT-H/14 size copied")
     ap.add_argument("--tiny", action="store_true", help="small sizes, seconds (the test)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.tiny:
-        args.sizes, args.merge_images, args.merge_shards = [64, 128, 256], 64, [2, 4]
-    out = run(args.sizes, args.merge_images, args.merge_shards, args.batch_size, args.plan)
+        args.sizes, args.merge_images, args.merge_shards, args.copy_images = [64, 128, 256], 64, [2, 4], 16
+    out = run(args.sizes, args.merge_images, args.merge_shards, args.batch_size, args.plan, args.copy_images)
     report(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
@@ -272,8 +310,9 @@ def report(out: dict[str, Any]) -> None:
         print(f"14M / {r['shards']:>4} shards: {r['images_per_shard']:>8} images/shard, tiny "
               f"{r['tiny_shard_hours']} h, RSS {r['shard_rss_gb']} GB, merge {r['tiny_merge_hours']} h")  # fmt: skip
     for name, r in out["extrapolation"]["models"].items():
-        print(f"{name}: rows {r['row_bytes_per_image'] / 1024:.0f} KiB/image = {r['rows_tb']} TB; CPU 2 cores "
-              f"{r['cpu_2core_hours']} h ({r['cpu_figure']}); GPU {r['gpu_hours_assumed']} h (assumed)")  # fmt: skip
+        print(f"{name}: rows {r['row_bytes_per_image'] / 1024:.0f} KiB/image = {r['rows_tb']} TB ({r['stored_tb']} TB "
+              f"stored), merge copy {r['merge_copy_hours']} h; CPU 2 cores {r['cpu_2core_hours']} h "
+              f"({r['cpu_figure']}); GPU {r['gpu_hours_assumed']} h (assumed)")  # fmt: skip
 
 
 if __name__ == "__main__":

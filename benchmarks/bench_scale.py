@@ -252,6 +252,7 @@ def run(
         out["rss"] = rss_growth(biggest["rss_series"], biggest["images"], biggest["pass_s"], biggest["wall_s"])
         for r in out["shards"][:-1]:
             r.pop("rss_series")
+        biggest["rss_series"] = biggest["rss_series"][:: max(1, len(biggest["rss_series"]) // 100)]  # ~100 kept
         out["listing_bytes_per_image"] = round(listing_bytes_per_image(max(sizes) * 4), 1)
         out["merge"] = merge_costs(spec, work / "modes.zarr", merge_images, shard_counts, batch, work)
         big = merge_costs(spec, work / "modes.zarr", merge_images * 4, [shard_counts[0]], batch, work)

@@ -112,3 +112,18 @@ def test_preprocessing_follows_the_model() -> None:
     assert (clip.crop, clip.resize) == ((224, 224), 224) and clip.mean[0] == pytest.approx(0.4815, abs=1e-4)
     size, box = clip.geometry(448, 300)  # shorter side to 224, then the centre 224 x 224
     assert size == (334, 224) and box == (55, 0, 279, 224)
+
+
+def test_synthetic_source_generates_the_same_images_every_time() -> None:
+    """``synthetic:N``: N noise images, no files, ids in order, each the same pixels (and digest) on every read."""
+    from qkdissect.data.images import decode, image_source, item_sha256
+    from qkdissect.errors import QKDissectError
+
+    src = image_source("synthetic:3")
+    assert [it.id for it in src.items] == ["synthetic:000000000", "synthetic:000000001", "synthetic:000000002"]
+    a, b = (decode(it) for it in src.items[:2])
+    assert a.size == (64, 64) and a.tobytes() != b.tobytes() and decode(src.items[0]).tobytes() == a.tobytes()
+    assert item_sha256(src.items[0]) == item_sha256(image_source("synthetic:5").items[0])
+    for bad in ("synthetic:0", "synthetic:x"):
+        with pytest.raises(QKDissectError, match="synthetic:N"):
+            image_source(bad)

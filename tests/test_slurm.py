@@ -73,7 +73,7 @@ def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, assets:
                 "models": {"my-dinov2": {"spec": f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224"}},
                 "figures": {"fig3": "all", "s1": [], "s2": ["my-dinov2"], "s4": ["my-dinov2"]},
                 "images": {"few": {"source": f"folder:{assets / 'images/imagenet_sample_1000'}", "limit": 6}},
-                "projections": {"images": "few", "batch_size": 3},
+                "projections": {"images": "few", "batch_size": 1, "shards": 4},  # 1 + 2 + 1 + 2 images
                 "analysis": {"device": "cpu"},
                 "resources": {
                     "modes": {"threads": 1, "mem_mb": 3000, "runtime": 10},
@@ -95,9 +95,11 @@ def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, assets:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=700)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
-    submitted = dict(re.findall(r"rule_(\w+)/[^/]+/(\d+)\.log", out))
-    assert set(submitted) == {"modes", "scores", "project"}, out[-3000:]  # weights and figures are local rules
-    for rule, job_id in submitted.items():
+    submitted = sorted(set(re.findall(r"rule_(\w+)/[^/]+/(\d+)\.log", out)))
+    counts = {rule: [r for r, _ in submitted].count(rule) for rule, _ in submitted}
+    # weights and figures are local rules; the pass runs as 4 shard jobs and a merge job
+    assert counts == {"modes": 1, "scores": 1, "project": 4, "merge_shards": 1}, out[-3000:]
+    for rule, job_id in submitted:
         assert _job_state(job_id, slurm_cluster) == "COMPLETED", (rule, job_id)
     assert "localrule weights" in out and "localrule fig3" in out
     for stem in ("fig3_weighted_cosine", "fig3_unweighted_cosine", "s2_spectrum_grid_my-dinov2", "s4_anisotropy"):
@@ -106,3 +108,25 @@ def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, assets:
     from qkdissect.stores import open_store
 
     assert open_store(work / "results/scores/my-dinov2.zarr", "scores").sizes["layer"] == 12
+    _check_merged(work / "results/projections/my-dinov2")
+
+
+def _check_merged(folder: Path) -> None:
+    """The 4 shard stores hold 1, 2, 1 and 2 of the 6 images; the merged store holds all 6, lists the shards as
+    its inputs, and its top images are the top-k of its per-image scores (ties: the smaller index)."""
+    import numpy as np
+
+    from qkdissect.passes.shards import shard_paths
+    from qkdissect.stores import open_store
+
+    shards = shard_paths(folder / "few.shards", 4)
+    assert [open_store(p).sizes["image"] for p in shards] == [1, 2, 1, 2]
+    ds = open_store(folder / "few.zarr", "projections")
+    assert ds.sizes["image"] == 6 and ds.valid.values.all() and "shard" not in ds.attrs
+    deps = [d for d in ds.attrs["provenance"]["dependencies"] if d["role"].startswith("shard ")]
+    assert [Path(d["path"]).name for d in deps] == [p.name for p in shards]
+    plus = np.moveaxis((ds.q_max * ds.k_max).values, 0, -1)  # (layer, head, mode, image)
+    k = min(ds.sizes["rank"], 6)
+    top = ds.top_image.sel(sign="+").values
+    np.testing.assert_array_equal(top[..., :k], np.argsort(-plus, -1, kind="stable")[..., :k])
+    assert (top[..., k:] == -1).all()

@@ -1,6 +1,7 @@
 """qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
-store: modes, scores, project, project-text, logits, preference, same-object, maps. A figure: plot-layers. A
-results folder: audit, crate, claims. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
+store: modes, scores, project, merge-shards, project-text, logits, preference, same-object, maps. A figure:
+plot-layers. A results folder: audit, crate, claims. `qkdissect COMMAND -h` says more; --debug shows an error's
+traceback.
 
 Nothing heavy (torch, timm, transformers) is imported before a command runs, and a model name is checked against
 the catalogue first: --help, --version and an unknown model answer at once."""
@@ -151,6 +152,7 @@ def _cmd_project_text(args: argparse.Namespace) -> int:
 
 def _cmd_project(args: argparse.Namespace) -> int:
     from .passes.projections import compute_projections
+    from .passes.shards import Shard
 
     ds = compute_projections(
         args.model,
@@ -168,6 +170,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
         model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
+        shard=Shard.parse(args.shard) if args.shard else None,
     )
     im = ds.attrs["images"]
     if not args.quiet:
@@ -176,10 +179,23 @@ def _cmd_project(args: argparse.Namespace) -> int:
         for s in ds.attrs["skipped"][:20]:
             print(f"  skipped {s['error']}")
     t = ds.attrs["provenance"]["timings_s"]
+    where = ""
+    if "shard" in ds.attrs:
+        s = ds.attrs["shard"]
+        where = f" (shard {s['number']} of {s['count']}: images {s['start']}-{s['stop']} of {s['images']})"
     print(
-        f"{im['valid']} of {im['count']} images projected ({im['skipped']} skipped), "
+        f"{im['valid']} of {im['count']} images projected{where} ({im['skipped']} skipped), "
         f"{t['images_per_s']} images/s -> {args.output}"
     )
+    return 0
+
+
+def _cmd_merge_shards(args: argparse.Namespace) -> int:
+    from .passes.shards import merge_projections
+
+    ds = merge_projections(args.shards, args.output)
+    im = ds.attrs["images"]
+    print(f"{len(args.shards)} shards merged: {im['valid']} of {im['count']} images projected -> {args.output}")
     return 0
 
 
@@ -427,7 +443,20 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("-o", "--output", required=True, help="projections store (.zarr)")
     _pass_options(pj, "batch_size", "tokens", "top_k", "workers", "score")
     _dedupe_option(pj)
+    pj.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="only shard K of N of the image set (whole batches; the same --batch-size for every shard), into a "
+        "shard store that `qkdissect merge-shards` merges into the store one job writes",
+    )
     pj.set_defaults(func=_cmd_project)
+
+    ms = sub.add_parser(
+        "merge-shards", help="merge the shard stores of a projection pass into the store one job writes"
+    )
+    ms.add_argument("shards", nargs="+", help="the N shard stores (`project --shard K/N`), in order")
+    ms.add_argument("-o", "--output", required=True, help="projections store (.zarr)")
+    ms.set_defaults(func=_cmd_merge_shards)
 
     pt = sub.add_parser(
         "project-text",

@@ -1,18 +1,29 @@
 # Project every image of the configured set onto all modes of a model: per-image max/min of the query and key maps,
 # the top-k images per (layer, head, mode, sign), and the anisotropy sums. Streams to disk (memory does not grow
 # with the number of images); a corrupt image is skipped, counted and named in the store and the log.
+# With projections.shards N > 1: N jobs, each over its share of the set's batches, write shard stores
+# ({images}.shards/K-of-N.zarr; a failed one reruns alone), and merge_shards merges them into the very store one job
+# writes (qkdissect.passes.shards).
+SHARDS = config["projections"]["shards"]
+SHARD_PART = f".shards/{{shard}}-of-{SHARDS}" if SHARDS > 1 else ""
+PROJECT_KEYS = (["projections", "tokens"], ["projections", "top_k"], ["projections", "score"])
+
+
 rule project:
     input:
         manifest="results/weights/{model}.json",
         modes="results/modes/{model}.zarr",
     output:
-        directory("results/projections/{model}/{images}.zarr"),
+        directory(f"results/projections/{{model}}/{{images}}{SHARD_PART}.zarr"),
+    wildcard_constraints:
+        shard=r"\d+",
     params:
-        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], ["projections", "tokens"], ["projections", "top_k"], ["projections", "score"]),
+        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], *PROJECT_KEYS),
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: limit_option("images", w.images),
         dedupe=lambda w: dedupe_option(w.images),
+        shard=lambda w: f"--shard {w.shard}/{SHARDS}" if SHARDS > 1 else "",
         score=config["projections"]["score"],
         tokens=config["projections"]["tokens"],
         batch_size=config["projections"]["batch_size"],
@@ -27,18 +38,41 @@ rule project:
     conda:
         "../envs/qkdissect.yaml"
     log:
-        "results/logs/project/{model}/{images}.log",
+        f"results/logs/project/{{model}}/{{images}}{SHARD_PART}.log",
     benchmark:
-        "results/benchmarks/project/{model}/{images}.tsv"
+        f"results/benchmarks/project/{{model}}/{{images}}{SHARD_PART}.tsv"
     shell:
         qkdissect(
             "project {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --images {params.source:q} {params.limit} {params.dedupe} "
+            "--modes {input.modes:q} --images {params.source:q} {params.limit} {params.dedupe} {params.shard} "
             "--tokens {params.tokens:q} --score {params.score:q} "
             "--batch-size {params.batch_size:q} --top-k {params.top_k:q} {params.workers} "
             "--device {params.device:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
+
+
+if SHARDS > 1:
+
+    rule merge_shards:
+        input:
+            shards=lambda w: [f"results/projections/{w.model}/{w.images}.shards/{k}-of-{SHARDS}.zarr"
+                              for k in range(1, SHARDS + 1)],
+        output:
+            directory("results/projections/{model}/{images}.zarr"),
+        params:
+            config_keys=config_keys(["models", "{model}"], ["images", "{images}"], *PROJECT_KEYS),
+        resources:
+            mem_mb=config["resources"]["scores"]["mem_mb"],
+            runtime=project_resources("runtime"),
+        conda:
+            "../envs/qkdissect.yaml"
+        log:
+            "results/logs/merge_shards/{model}/{images}.log",
+        benchmark:
+            "results/benchmarks/merge_shards/{model}/{images}.tsv"
+        shell:
+            qkdissect("merge-shards {input.shards:q} -o {output:q} > {log:q} 2>&1")
 
 
 # Attention preference (paper 4.1, Fig. 2) of a model on a mask dataset: per image, layer and head the attention of

@@ -1,13 +1,22 @@
 """Reducers over a stream of images: the image score of a mode, the top-k images per mode (memory independent of
-the stream) and the anisotropy of the centre tokens (mean pairwise cosine from a sum of unit vectors)."""
+the stream) and the anisotropy of the centre tokens (mean pairwise cosine from a sum of unit vectors).
+
+Both reducers merge exactly, so that a pass split into shards gives the store one job gives
+(:mod:`qkdissect.passes.shards`): the top-k of a union is the top-k of the shards' top-k lists in the same total
+order (:func:`merge_top`, the rule of :class:`StreamingTopK`), and the unit vectors are summed in fixed point
+(:func:`fixed_point`: integers, whose sum does not depend on the order or grouping of the images)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
+
+from .merging import FIXED_BITS, anisotropy, from_fixed_point, merge_top
+
+__all__ = ["FIXED_BITS", "StreamingTopK", "anisotropy", "both_wrong_side", "fixed_point", "from_fixed_point",
+           "image_scores", "merge_top"]  # fmt: skip
 
 
 def image_scores(
@@ -47,7 +56,8 @@ class StreamingTopK:
         same shape as ``scores``, one per ``n_payload``."""
         if scores.shape[0] == 0:
             return
-        s = torch.cat([self.score, scores.movedim(0, -1).to(self.score)], dim=-1)
+        # + 0.0 makes -0.0 a +0.0: a sort that tells the two apart (a radix sort on a GPU) then ranks as this one
+        s = torch.cat([self.score, scores.movedim(0, -1).to(self.score) + 0.0], dim=-1)
         idx = torch.cat([self.index, indices.to(self.index.device).expand(*s.shape[:-1], -1)], dim=-1)
         extra = [
             torch.cat([old, new.movedim(0, -1).to(old)], dim=-1) for old, new in zip(self.payload, payload, strict=True)
@@ -60,9 +70,10 @@ class StreamingTopK:
         self.payload = [e.gather(-1, order).gather(-1, top) for e in extra]
 
 
-def anisotropy(unit_sum: np.ndarray, count: int) -> np.ndarray:
-    """Mean cosine over pairs of different images i != j from the sum of unit vectors S and their number n:
-    sum_{i != j} cos = ||S||^2 - n, over n (n - 1) pairs. ``unit_sum`` (layer, d) -> (layer,)."""
-    if count < 2:
-        return np.full(unit_sum.shape[0], np.nan)
-    return (np.sum(unit_sum.astype(np.float64) ** 2, axis=-1) - count) / (count * (count - 1))
+def fixed_point(x: torch.Tensor) -> torch.Tensor:
+    """(2, ...) int64 limbs of values |x| <= 1 in fixed point, x ~ (hi + lo 2^-31) 2^-31 to within 2^-63: sums of
+    them are exact, so any split of a stream sums to the same bits (:func:`from_fixed_point` reads them back)."""
+    a = x.double() * 2.0**FIXED_BITS
+    hi = torch.round(a)
+    lo = torch.round((a - hi) * 2.0**FIXED_BITS)
+    return torch.stack([hi, lo]).long()

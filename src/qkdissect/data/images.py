@@ -11,6 +11,8 @@
   ``imagenet-val:/path``              the file stem (``ILSVRC2012_val_00000001``), flat or in class folders
   ``imagenet-hf[:/cache][@rev]``      the stem of the row's ``image.path`` without the wnid the hub appends
                                       (``ILSVRC2012_val_00000001_n01751748.JPEG`` -> ``ILSVRC2012_val_00000001``)
+  ``synthetic:N``                     ``synthetic:000000012``: N generated noise images (64 x 64, seeded by
+                                      their number; no files), to try a set-up or time a pass at any scale
   ==================================  =====================================================================
 
   so the ImageNet validation images have the same ids, order and indices in both layouts. ``imagenet-hf`` reads
@@ -211,8 +213,8 @@ def _hf_source(rest: str) -> ImageSource:
 
 
 def image_source(spec: str, limit: int | None = None) -> ImageSource:
-    """An image source from a spec: ``skimage`` (bundled photographs), ``folder:/path`` (or a bare path),
-    ``imagenet-val:/path`` (the ILSVRC2012 validation folder, flat or one folder per class),
+    """An image source from a spec: ``skimage`` (bundled photographs), ``synthetic:N`` (generated), ``folder:/path``
+    (or a bare path), ``imagenet-val:/path`` (the ILSVRC2012 validation folder, flat or one folder per class),
     ``imagenet-hf[:/path][@revision]`` (the Hugging Face ``ILSVRC/imagenet-1k`` validation parquet files in a hub
     cache). ``limit`` keeps the first N ids in sorted order (the same N in every run)."""
     if spec == "imagenet-hf" or spec.startswith(("imagenet-hf:", "imagenet-hf@")):
@@ -220,9 +222,14 @@ def image_source(spec: str, limit: int | None = None) -> ImageSource:
     kind, sep, rest = spec.partition(":")
     if spec == "skimage":
         kind = "skimage"
-    elif not sep or kind not in ("folder", "imagenet-val", "skimage"):
+    elif not sep or kind not in ("folder", "imagenet-val", "skimage", "synthetic"):
         kind, rest = "folder", spec
-    if kind == "skimage":
+    if kind == "synthetic":
+        if not rest.isdigit() or not 0 < int(rest) < 10**SYNTHETIC_DIGITS:
+            raise QKDissectError(f"image source {spec!r}: give synthetic:N, N images (1 to {10**SYNTHETIC_DIGITS - 1})")
+        items = [ImageItem(f"synthetic:{i:0{SYNTHETIC_DIGITS}d}", None) for i in range(int(rest))]
+        src = ImageSource("synthetic", f"{rest} generated noise images", items)
+    elif kind == "skimage":
         items = [ImageItem(f"skimage:{name}", None) for name in SKIMAGE_PHOTOS]
         src = ImageSource("skimage", "scikit-image bundled photographs", items)
     elif kind in ("folder", "imagenet-val"):
@@ -257,6 +264,18 @@ def _limited(src: ImageSource, limit: int | None) -> ImageSource:
             f"no images in {src.root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, recursively)"
         )
     return src
+
+
+#: digits of a synthetic image's number in its id; its side in pixels
+SYNTHETIC_DIGITS, SYNTHETIC_SIDE = 9, 64
+
+
+def _bundled_array(item_id: str) -> np.ndarray:
+    """The pixels of an image without a file: a bundled photograph, or a generated one (seeded by its number)."""
+    kind, name = item_id.split(":", 1)
+    if kind == "synthetic":
+        return np.random.default_rng(int(name)).integers(0, 256, (SYNTHETIC_SIDE, SYNTHETIC_SIDE, 3), np.uint8)
+    return _skimage_array(name)
 
 
 def _skimage_array(name: str) -> np.ndarray:
@@ -303,7 +322,7 @@ def read_raw(item: ImageItem) -> Raw:
     """The image as read, before decoding (raises OSError/ValueError when it cannot be read)."""
     if item.row is not None and item.path is not None:
         return parquet.read_bytes(item.path, *item.row)
-    return item.path.read_bytes() if item.path is not None else _skimage_array(item.id.split(":", 1)[1])
+    return item.path.read_bytes() if item.path is not None else _bundled_array(item.id)
 
 
 def item_sha256(item: ImageItem, raw: Raw | None = None) -> str | None:
@@ -328,7 +347,7 @@ def decode(item: ImageItem, target: int | None = None, raw: Raw | None = None) -
     scale, never below twice ``target`` on either side. ``raw``: the image already read (:func:`read_raw`), so that
     it is not read twice. Raises ImageDecodeError naming the file."""
     if item.path is None:
-        return _array_to_image(raw if isinstance(raw, np.ndarray) else _skimage_array(item.id.split(":", 1)[1]))
+        return _array_to_image(raw if isinstance(raw, np.ndarray) else _bundled_array(item.id))
     limit = max_pixels()
     try:
         if raw is None and item.row is not None:

@@ -9,6 +9,7 @@ store there (atomically) and returns the store opened.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -43,6 +44,7 @@ from ..models import (
 from ..provenance.records import base_record, dependency, items_sha256, utc_now
 from ..stores import open_store
 from .io import StoreLike, store_input
+from .shards import Shard
 
 log = logging.getLogger("qkdissect")
 
@@ -178,7 +180,8 @@ def depth(n_layers: int) -> np.ndarray:
 class ImageStream:
     """One pass over an image set: batches of decoded, preprocessed images in id order, each image's sha256 as
     read, and the images that could not be decoded (skipped: counted on the progress bar, named in the store);
-    ``dedupe``: the duplicates left out of the set (named in the store's ``images`` attrs and its provenance)."""
+    ``dedupe``: the duplicates left out of the set (named in the store's ``images`` attrs and its provenance);
+    ``shard``: only that shard's share of the set (:mod:`.shards`), which starts at ``offset``."""
 
     spec: str
     limit: int | None
@@ -190,18 +193,30 @@ class ImageStream:
     seconds: float = 0.0
 
     dedupe: Dedupe | None = None
+    shard: Shard | None = None
+    offset: int = 0
+    total: int = 0  # images in the whole set (after the dedupe)
 
     @classmethod
-    def open(cls, spec: str, limit: int | None, preprocess: Preprocess, dedupe: int | None = None) -> ImageStream:
+    def open(
+        cls, spec: str, limit: int | None, preprocess: Preprocess, dedupe: int | None = None,
+        shard: Shard | None = None, batch_size: int = 1,
+    ) -> ImageStream:  # fmt: skip
         """The image set ``spec`` (its first ``limit`` ids), without its duplicates when ``dedupe`` (a Hamming
-        distance, :mod:`qkdissect.data.duplicates`) is given: every pass over a set sees the same ids."""
+        distance, :mod:`qkdissect.data.duplicates`) is given: every pass over a set sees the same ids. A
+        ``shard`` keeps its share of the de-duplicated set, whole batches of ``batch_size``."""
         source = image_source(spec, limit=limit)
         found = None
         if dedupe is not None:
             found = deduplicate(source, dedupe)
-            source = ImageSource(source.kind, source.root, found.kept, source.outside)
+            source = dataclasses.replace(source, items=found.kept)
+        total, (start, stop) = len(source), (0, len(source))
+        if shard is not None:
+            start, stop = shard.span(total, batch_size)
+            source = dataclasses.replace(source, items=source.items[start:stop])
         n = len(source)
-        return cls(spec, limit, source, preprocess, [None] * n, [], np.zeros(n, bool), dedupe=found)
+        return cls(spec, limit, source, preprocess, [None] * n, [], np.zeros(n, bool), dedupe=found, shard=shard,
+                   offset=start, total=total)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.source)
@@ -229,7 +244,7 @@ class ImageStream:
                 bar.update(min(batch_size, n - start))
                 bar.set_postfix(skipped=len(self.skipped), refresh=False)
         self.seconds = time.perf_counter() - t0
-        if not self.valid.any():
+        if not self.valid.any() and self.shard is None:  # a shard may hold none: the merge checks the whole set
             first = self.skipped[0]["error"] if self.skipped else "no images"
             raise QKDissectError(f"none of the {n} images in {self.source.root} could be decoded (first: {first})")
 
@@ -241,12 +256,28 @@ class ImageStream:
         """The image set as an input: its spec and limit (to list it again) and one digest of its images as read
         (every image listed, the duplicates dropped too: what listing the set again gives), and the dedupe."""
         pairs = [(it.id, d) for it, d in zip(self.source.items, self.digests, strict=True)]
+        if self.shard is not None:  # its own images (the merge joins the shards' into the set's)
+            dep = {"role": "images", "spec": self.spec, "limit": self.limit, "count": len(pairs),
+                   "sha256": items_sha256(pairs), "shard": self.shard_record()}  # fmt: skip
+            return {**dep, "dedupe": self.dedupe.describe()} if self.dedupe is not None else dep
         if self.dedupe is not None:
             read = dict(pairs)
             pairs = [(it.id, read.get(it.id, d)) for it, d in zip(self.dedupe.listed, self.dedupe.digests, strict=True)]
         dep = {"role": "images", "spec": self.spec, "limit": self.limit, "count": len(pairs),
                "sha256": items_sha256(pairs)}  # fmt: skip
         return {**dep, "dedupe": self.dedupe.describe()} if self.dedupe is not None else dep
+
+    def shard_record(self) -> dict[str, Any]:
+        """Where a shard's images lie in the whole set: its number of how many, its first image and the one after
+        its last (positions in the de-duplicated set of ``images`` images), and, with a dedupe, the positions in
+        the listed set of the images it dropped (so that the merge can list the set again in its order)."""
+        assert self.shard is not None
+        dropped_at = None
+        if self.dedupe is not None:
+            kept = {it.id for it in self.dedupe.kept}
+            dropped_at = [i for i, it in enumerate(self.dedupe.listed) if it.id not in kept]
+        return {**self.shard.describe(), "start": self.offset, "stop": self.offset + len(self), "images": self.total,
+                "dropped_at": dropped_at}  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         out = {**self.source.describe(), "spec": self.spec, "valid": self.n_valid, "skipped": len(self.skipped)}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core.topk import StreamingTopK, anisotropy, both_wrong_side, image_scores
+from ..core.topk import StreamingTopK, anisotropy, both_wrong_side, fixed_point, from_fixed_point, image_scores
 from ..models import ModelLike, QKWeights
 from ..options import ImageScore, TokenSource, default
 from ..provenance.records import utc_now
@@ -40,6 +40,7 @@ from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, modes_uv
 from .io import StoreLike
 from .loop import ImageStream, Manifest, load_image_model, modes_of, pass_record, stream_target, streamed
+from .shards import Shard
 
 
 def centre_index(grid: tuple[int, int]) -> int:
@@ -114,6 +115,24 @@ class Projector:
         return BatchStats(mx[:, :, 0], mn[:, :, 0], mx[:, :, 1], mn[:, :, 1], torch.stack(out["centre"], dim=1))
 
 
+def shard_extras(
+    ds: xr.Dataset, flag: np.ndarray, limbs: np.ndarray, s: np.ndarray, where: dict[str, Any]
+) -> xr.Dataset:
+    """A shard's store: the store of its images, plus what the merge needs (:mod:`.shards`): the both-negative
+    flag of each top image, the fixed-point sum of the unit centre tokens, the singular values, and where the
+    shard lies in the whole set (``attrs["shard"]``)."""
+    top = ("layer", "head", "mode", "sign", "rank")
+    extra = {
+        "top_both_negative_flag": (top, flag, "1: both extremes of the top image on the wrong side of 0"),
+        "centre_unit_sum_fixed": (("limb", "layer", "dim"), limbs,
+                                  "centre_unit_sum in fixed point: (hi + lo 2^-31) 2^-31 (exact sums)"),
+        "singular_value": (("layer", "head", "mode"), s, "s_n of the modes"),
+    }  # fmt: skip
+    out = ds.assign({k: (dims, v, {"description": d, **labels(k)}) for k, (dims, v, d) in extra.items()})
+    out.attrs["shard"] = where
+    return out
+
+
 def compute_projections(
     spec: ModelLike,
     modes: StoreLike,
@@ -131,21 +150,23 @@ def compute_projections(
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> xr.Dataset:
     """Project every image of ``images`` onto all modes and stream the per-image statistics, the top-k images per
     mode (by the image score ``score``) and the anisotropy sums into a projections store at ``output`` (a
     temporary one, loaded into memory, when not given); ``dedupe``: drop duplicates within that many bits of the
     perceptual hash first. A batch that does not fit in memory is split (and the smaller size kept); the results
-    do not depend on the batch size."""
+    do not depend on the batch size. ``shard``: only that shard of the set, into a shard store that
+    :func:`qkdissect.passes.shards.merge_projections` merges with the others into this very store."""
     started, t0 = utc_now(), time.perf_counter()
     im = load_image_model(spec, device, model_key, manifest)
     modes_ds, deps = modes_of(modes, im)
-    stream = ImageStream.open(images, limit, im.preprocess, dedupe)
+    stream = ImageStream.open(images, limit, im.preprocess, dedupe, shard, batch_size)
     proj = Projector(im.qk, modes_ds.U.values, modes_ds.V.values, source=tokens, device=im.device)
     n_layers, n_heads, n_modes = proj.shape
     n = len(stream)
     topk = StreamingTopK((n_layers, n_heads, n_modes, 2), top_k, device=im.device, n_payload=1)
-    unit_sum = torch.zeros(n_layers, im.qk.d_model, dtype=torch.float64, device=im.device)
+    unit_sum = torch.zeros(2, n_layers, im.qk.d_model, dtype=torch.int64, device=im.device)  # fixed point
     run = AdaptiveBatch(f"project {im.name}")
     t_load = time.perf_counter() - t0
     shape = (n_layers, n_heads, n_modes)
@@ -165,7 +186,7 @@ def compute_projections(
                         block[var][rows] = getattr(stats, var).float().cpu().numpy()
                     topk.update(stats.scores(score), torch.as_tensor(ok), [stats.both_negative()])
                     c = stats.centre.double()
-                    unit_sum += (c / c.norm(dim=-1, keepdim=True)).sum(dim=0)
+                    unit_sum += fixed_point(c / c.norm(dim=-1, keepdim=True)).sum(dim=1)
                 for var, arr in block.items():
                     st.write(var, start, arr)
             have = topk.score.shape[-1]
@@ -173,8 +194,11 @@ def compute_projections(
             top_image = np.full((*shape, 2, top_k), -1, np.int64)
             top_score[..., :have] = topk.score.float().cpu().numpy()
             top_image[..., :have] = topk.index.cpu().numpy()
-            both_negative = (topk.payload[0] == 1).sum(dim=-1).cpu().numpy()
-            us = unit_sum.cpu().numpy()
+            flag = np.zeros((*shape, 2, top_k), np.int8)
+            flag[..., :have] = topk.payload[0].cpu().numpy()
+            both_negative = (flag == 1).sum(axis=-1)
+            limbs = unit_sum.cpu().numpy()
+            us = from_fixed_point(limbs)
             parameters = {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "device_requested": device,
                           "limit": limit, "score": score, "dedupe": dedupe}  # fmt: skip
             timings = {"load": round(t_load, 3), **stream.rate()}
@@ -199,5 +223,7 @@ def compute_projections(
             s = np.asarray(modes_ds.S.values, dtype=np.float32)
             small = projections_dataset(stream.valid, top_score, top_image, both_negative, s, us,
                                         anisotropy(us, stream.n_valid), stream.coords(), attrs)  # fmt: skip
+            if shard is not None:
+                small = shard_extras(small, flag, limbs, s, stream.shard_record())
             st.finish(small)
         return streamed(target, output)

@@ -100,6 +100,8 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "top_score": ("score of the top image or passage", "1"),
     "top_score_weighted": ("s_n x score of the top image or passage", "1"),
     "top_both_negative": ("top images with both extremes on the wrong side of 0", "1"),
+    "top_both_negative_flag": ("top image with both extremes on the wrong side of 0", ""),
+    "centre_unit_sum_fixed": ("sum of the unit centre-token vectors, fixed point", "1"),
     "top_image": ("top image (position on the image dim)", ""),
     "centre_unit_sum": ("sum of the unit centre-token vectors", "1"),
     "anisotropy": ("mean cosine between centre tokens of different images", "1"),

@@ -1,0 +1,226 @@
+"""A pass over an image set split into shards (``projections: {shards: N}``, ``qkdissect project --shard K/N``) and
+the merge of the shards' stores into the store one job writes, without torch.
+
+A shard is a contiguous share of the set (after its dedupe, decided on the whole set by every shard alike) made of
+whole batches: shard K of N holds batches ``floor((K-1) B / N)`` to ``floor(K B / N)`` of the set's B batches, so
+every batch, and so every number computed from it, is the one a single job computes (a shard may hold no image
+when there are fewer batches than shards). A shard writes an ordinary store of its images (its top images indexed
+on its own image dim) plus what the merge needs and the store omits: the both-negative flag of each top image, the
+centre unit vectors' sum in fixed point and the singular values (:data:`SHARD_EXTRAS`), and ``attrs["shard"]``.
+
+:func:`merge_projections` checks that the shards are the N of one pass (same model, weights, modes, parameters,
+image set and dedupe; positions that tile the set), and writes the merged store: per-image rows and image ids
+concatenated, the top-k of the shards' top-k lists with global indices in the single job's order
+(:func:`qkdissect.core.topk.merge_top`), the fixed-point sums added, the image set's digest computed over every
+image listed again in order; its provenance is the shards' (timings of each kept under ``shards``) and lists the
+shard stores as inputs, so that `qkdissect audit` follows the chain.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..core.merging import anisotropy, from_fixed_point, merge_top
+from ..errors import QKDissectError
+from ..provenance.records import dependency, items_sha256, utc_now
+from ..stores import open_store
+from ..stores.io import StreamingStore
+from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
+
+#: variables a shard's projections store adds for the merge
+SHARD_EXTRAS = ("top_both_negative_flag", "centre_unit_sum_fixed", "singular_value")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``number`` (1-based) of ``count``."""
+
+    number: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``K/N`` (or ``K-of-N``), 1 <= K <= N."""
+        m = re.fullmatch(r"\s*(\d+)\s*(?:/|-of-)\s*(\d+)\s*", text)
+        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+            raise QKDissectError(f"shard {text!r}: give K/N with 1 <= K <= N, e.g. --shard 2/4")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    @property
+    def name(self) -> str:
+        """``K-of-N``: the shard store's name (without .zarr)."""
+        return f"{self.number}-of-{self.count}"
+
+    def span(self, n_images: int, batch_size: int) -> tuple[int, int]:
+        """(first image, the one after the last) of this shard of ``n_images``, in whole batches."""
+        batches = -(-n_images // batch_size)
+        first, end = ((k * batches) // self.count for k in (self.number - 1, self.number))
+        return min(n_images, first * batch_size), min(n_images, end * batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {"number": self.number, "count": self.count}
+
+
+def shard_paths(folder: str | Path, count: int) -> list[Path]:
+    """The stores of the ``count`` shards of a pass, by the workflow's layout: ``FOLDER/K-of-N.zarr``."""
+    return [Path(folder) / f"{Shard(k, count).name}.zarr" for k in range(1, count + 1)]
+
+
+# ----------------------------------------------------------------------------------------- checks
+#: store attributes every shard of one pass has alike
+_SAME_ATTRS = ("qkdissect_schema", "model_id", "spec", "token_source", "n_prefix_tokens", "grid", "centre_token",
+               "preprocess", "top_k", "image_score", "weights_sha256")  # fmt: skip
+#: provenance fields every shard of one pass has alike
+_SAME_RECORD = ("kind", "parameters", "model", "weights")
+
+
+def _not_images(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [d for d in record.get("dependencies", []) if d.get("role") != "images"]
+
+
+def _images_dep(record: dict[str, Any]) -> dict[str, Any]:
+    return next(d for d in record["dependencies"] if d.get("role") == "images")
+
+
+def check_shards(stores: Sequence[xr.Dataset], paths: Sequence[Path]) -> None:
+    """Refuse shards that are not the N shards of one pass, in order (one line naming the first difference)."""
+    if not stores:
+        raise QKDissectError("no shard stores to merge")
+    first = stores[0]
+    count = int((first.attrs.get("shard") or {}).get("count", len(stores)))
+    ref = first.attrs["provenance"]
+    for ds, path in zip(stores, paths, strict=True):
+        shard = ds.attrs.get("shard")
+        if not shard:
+            raise QKDissectError(f"{path} is no shard store (written without --shard)")
+        rec = ds.attrs["provenance"]
+        diff = [k for k in _SAME_ATTRS if ds.attrs.get(k) != first.attrs.get(k)]
+        diff += [f"provenance {k}" for k in _SAME_RECORD if rec.get(k) != ref.get(k)]
+        diff += ["inputs"] if _not_images(rec) != _not_images(ref) else []
+        mine, theirs = _images_dep(rec), _images_dep(ref)
+        diff += [f"image set {k}" for k in ("spec", "limit", "dedupe") if mine.get(k) != theirs.get(k)]
+        diff += ["code"] if rec["code"].get("source_sha256") != ref["code"].get("source_sha256") else []
+        if diff:
+            raise QKDissectError(f"{path} is not a shard of the same pass as {paths[0]}: its {diff[0]} differs")
+    expect_start = 0
+    for k, (ds, path) in enumerate(zip(stores, paths, strict=True), start=1):
+        s = ds.attrs["shard"]
+        if (s["number"], s["count"]) != (k, count) or s["start"] != expect_start:
+            raise QKDissectError(
+                f"{path} is shard {s['number']} of {s['count']} (images {s['start']}-{s['stop']}), expected shard "
+                f"{k} of {count} from image {expect_start}: give all {count} shards of the pass, in order"
+            )
+        expect_start = s["stop"]
+    if len(stores) != count:
+        raise QKDissectError(f"shard {len(stores) + 1} of {count} is missing: give all {count} shards, in order")
+    if expect_start != first.attrs["shard"]["images"]:
+        raise QKDissectError(f"the shards hold {expect_start} of the set's {first.attrs['shard']['images']} images")
+
+
+# ----------------------------------------------------------------------------------------- merge
+def _top(stores: Sequence[xr.Dataset]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top-k of the shards' top-k lists (global image indices), and each top image's both-negative flag."""
+    scores, index, flags = [], [], []
+    for ds in stores:
+        local = ds.top_image.values
+        index.append(np.where(local >= 0, local + ds.attrs["shard"]["start"], -1))
+        scores.append(ds.top_score.values)
+        flags.append(ds.top_both_negative_flag.values)
+    k = int(stores[0].attrs["top_k"])
+    both = [np.concatenate(flags, axis=-1)]
+    score, idx, (flag,) = merge_top(np.concatenate(scores, axis=-1), np.concatenate(index, axis=-1), k, both)
+    return score.astype(np.float32), idx.astype(np.int64), flag
+
+
+def listed_digest(stores: Sequence[xr.Dataset]) -> tuple[int, str]:
+    """Count and digest of the image set as listed (:meth:`ImageStream.dependency`): every image in the set's
+    order with its sha256 as read, the duplicates the dedupe dropped put back where they were listed."""
+    pairs: list[tuple[str, str | None]] = [
+        (str(i), str(d)) for ds in stores for i, d in zip(ds.image_id.values, ds.image_sha256.values, strict=True)
+    ]
+    dedupe = _images_dep(stores[0].attrs["provenance"]).get("dedupe")
+    at = stores[0].attrs["shard"].get("dropped_at")
+    if dedupe is not None and at is not None:
+        for pos, d in zip(at, dedupe["dropped"], strict=True):
+            pairs.insert(pos, (d["id"], d.get("sha256")))
+    return len(pairs), items_sha256(pairs)
+
+
+def _record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float) -> dict[str, Any]:
+    """The merged store's provenance: the first shard's, with the whole image set as input, the shard stores as
+    inputs too, the earliest start, and each shard's timings, device and batches under ``shards``."""
+    recs = [ds.attrs["provenance"] for ds in stores]
+    record = dict(recs[0])
+    images = {k: v for k, v in _images_dep(record).items() if k != "shard"}
+    images["count"], images["sha256"] = listed_digest(stores)
+    inputs = {k: v for k, v in record["inputs"].items() if k != "images"}
+    record["inputs"] = {**inputs, "images": {k: v for k, v in images.items() if k != "role"}}
+    others = [d if d.get("role") != "images" else images for d in record["dependencies"]]
+    record["dependencies"] = [*others, *(dependency(f"shard {p.stem}", p) for p in paths)]
+    batches = [r["batch"] for r in recs]  # as one job's: the largest batch, the smallest after out of memory
+    requested = max(b["requested"] for b in batches)
+    after_oom = [b["used"] for b in batches if b["oom_retries"]]
+    record["batch"] = {"requested": requested, "used": min(after_oom, default=requested),
+                       "oom_retries": sum(b["oom_retries"] for b in batches)}  # fmt: skip
+    record["started"], record["finished"] = min(r["started"] for r in recs), utc_now()
+    record["timings_s"] = {"merge": round(seconds, 3)}
+    record["shards"] = [{"path": str(p), **{k: r.get(k) for k in ("started", "finished", "device", "batch", "timings_s",
+                         "host")}} for p, r in zip(paths, recs, strict=True)]  # fmt: skip
+    return record
+
+
+def _copy_rows(st: StreamingStore, stores: Sequence[xr.Dataset], n: int, chunk: int) -> None:
+    """The per-image rows of every shard, at its place in the whole set, ``chunk`` images at a time."""
+    shape = stores[0].q_max.shape[1:]
+    for var, what in PROJECTION_STATS.items():
+        desc = f"{what} over the image's patch tokens (NaN: image skipped)"
+        dims = ("image", "layer", "head", "mode")
+        st.create(var, (n, *shape), dims, (chunk, *shape), "float32", description=desc, **labels(var))
+    for ds in stores:
+        start, size = ds.attrs["shard"]["start"], ds.sizes["image"]
+        for a in range(0, size, chunk):
+            for var in PROJECTION_STATS:
+                st.write(var, start + a, ds[var][a : a + chunk].values)
+
+
+def merge_projections(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
+    """Merge the stores of the N shards of a projection pass (in order) into the store one job writes, at
+    ``output`` (atomically); returns it opened."""
+    t0 = time.perf_counter()
+    paths = [Path(p) for p in shards]
+    stores = [open_store(p, "projections") for p in paths]
+    check_shards(stores, paths)
+    first = stores[0]
+    n = first.attrs["shard"]["images"]
+    valid = np.concatenate([ds.valid.values for ds in stores])
+    if not valid.any():
+        raise QKDissectError(f"none of the {n} images of {first.attrs['images']['root']} could be decoded")
+    top_score, top_image, flag = _top(stores)
+    both_negative = ((flag == 1) & (top_image >= 0)).sum(axis=-1)
+    limbs = np.sum([ds.centre_unit_sum_fixed.values for ds in stores], axis=0)
+    unit_sum = from_fixed_point(limbs)
+    # (an empty shard's id arrays read back as float: no strings to store)
+    coords = {c: (("image",), np.concatenate([ds[c].values.astype(object) for ds in stores]))
+              for c in ("image_id", "image_sha256")}  # fmt: skip
+    batch = int(first.attrs["provenance"]["parameters"]["batch_size"])
+    chunk = batch * max(1, round(256 / batch))  # as the single job chunks its rows
+    with StreamingStore(output) as st:
+        _copy_rows(st, stores, n, chunk)
+        attrs = {k: v for k, v in first.attrs.items() if k not in ("shard", "qkdissect_schema", "qkdissect_content")}
+        attrs["images"] = {**first.attrs["images"], "count": n, "valid": int(valid.sum()),
+                           "skipped": sum(ds.attrs["images"]["skipped"] for ds in stores)}  # fmt: skip
+        attrs["skipped"] = [s for ds in stores for s in ds.attrs["skipped"]][:1000]
+        attrs["provenance"] = _record(stores, paths, time.perf_counter() - t0)
+        s = first.singular_value.values.astype(np.float32)
+        small = projections_dataset(valid, top_score, top_image, both_negative, s, unit_sum,
+                                    anisotropy(unit_sum, int(valid.sum())), coords, attrs)  # fmt: skip
+        st.finish(small)
+    return open_store(output)

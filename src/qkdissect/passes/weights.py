@@ -8,6 +8,7 @@ transformers. Any other model, a model in memory, and the GPU build the model an
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -27,6 +28,8 @@ from .io import finish, model_record, weights_checked
 if TYPE_CHECKING:
     from ..models import ModelLike
     from .loop import Manifest
+
+log = logging.getLogger("qkdissect")
 
 #: device nodes of a GPU torch could use (NVIDIA, AMD ROCm, WSL): without any, ``auto`` is the CPU
 _GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
@@ -77,6 +80,7 @@ def _modes_of_file(
 ) -> xr.Dataset:  # fmt: skip
     """The modes of weights read from their file, with numpy."""
     name = model_key or str(fq.spec)
+    log.info("loading %s%s … (W_q, W_k from %s)", name, "" if name == str(fq.spec) else f" ({fq.spec})", fq.path)
     checked, deps = weights_checked(fq.path, fq.sha256, name, manifest)
     t1 = time.perf_counter()
     w_q, w_k = fold_factors_np(fq.w_q, fq.w_k, fq.gamma, folding)  # (gamma: read where folding needs it)

@@ -99,7 +99,8 @@ def test_several_models_into_a_directory(tmp_path: Path, capsys: pytest.CaptureF
     assert len(stores) == 2
     ds = [open_store(s, "modes") for s in stores]
     assert all(x.attrs["dtype"] == "float32" and x.U.dtype == np.float32 for x in ds)
-    np.testing.assert_allclose(ds[0].S.values, ds[1].S.values)
+    # the spec with an option builds the model (torch), the plain one is read from its file (numpy): float32 rounding
+    np.testing.assert_allclose(ds[0].S.values, ds[1].S.values, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------- a CLI that behaves

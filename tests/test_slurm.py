@@ -91,14 +91,16 @@ def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, assets:
         *(sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work)),
         *("--profile", str(REPO / "workflow/profiles/slurm"), "--configfile", str(cfg)),
         *("--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "3"),
+        *("--cores", "2"),  # the test node's cores: a group job runs its parallel jobs in layers that fit
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=700)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
-    submitted = sorted(set(re.findall(r"rule_(\w+)/[^/]+/(\d+)\.log", out)))
+    submitted = sorted(set(re.findall(r"(?:rule|group)_([\w-]+)/(?:[^/]+/)?(\d+)\.log", out)))
     counts = {rule: [r for r, _ in submitted].count(rule) for rule, _ in submitted}
-    # weights and figures are local rules; the pass runs as 4 shard jobs and a merge job
-    assert counts == {"modes": 1, "scores": 1, "project": 4, "merge_shards": 1}, out[-3000:]
+    # weights and figures are local rules; a model's modes (raw and folded) and scores are one group job; the
+    # pass runs as 4 shard jobs and a merge job
+    assert counts == {"weights-my-dinov2_modes_scores": 1, "project": 4, "merge_shards": 1}, out[-3000:]
     for rule, job_id in submitted:
         assert _job_state(job_id, slurm_cluster) == "COMPLETED", (rule, job_id)
     assert "localrule weights" in out and "localrule fig3" in out

@@ -37,6 +37,7 @@ import torch
 
 from ..options import DType
 from .device import resolve_device
+from .modes_np import degenerate_blocks as _blocks
 
 _TORCH_DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
 
@@ -219,16 +220,5 @@ def reconstruct(modes: Modes) -> torch.Tensor:
 
 
 def degenerate_blocks(s: np.ndarray | torch.Tensor, rtol: float = 1e-3) -> np.ndarray:
-    """Label blocks of near-equal singular values along the last axis.
-
-    Consecutive (descending) singular values s_n, s_{n+1} are in the same block when
-    ``s_n - s_{n+1} <= rtol * s_0`` (the head's largest singular value). Returns integer block ids with the
-    shape of ``s``, starting at 0 for each head. Inside a block the individual singular vectors are an
-    arbitrary rotation (only the block's sum is identifiable).
-    """
-    arr = np.asarray(s.cpu() if isinstance(s, torch.Tensor) else s, dtype=np.float64)
-    gaps = -np.diff(arr, axis=-1)
-    scale = np.maximum(arr[..., :1], np.finfo(np.float64).tiny)
-    new_block = gaps > rtol * scale
-    ids = np.concatenate([np.zeros((*arr.shape[:-1], 1), dtype=np.int64), np.cumsum(new_block, axis=-1)], -1)
-    return ids
+    """:func:`qkdissect.core.modes_np.degenerate_blocks` of singular values on any device."""
+    return _blocks(s.cpu().numpy() if isinstance(s, torch.Tensor) else s, rtol)

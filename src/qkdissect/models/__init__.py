@@ -27,15 +27,44 @@ Text transformers (beyond the paper) use the same adapters: BERT-style encoders 
 projections (post-LayerNorm: the norm feeding layer i's attention is layer i-1's output LayerNorm, or the
 embeddings' LayerNorm for layer 0) and GPT-2-style decoders whose fused ``c_attn`` (a ``Conv1D``, ``x W + b``)
 holds W_q, W_k, W_v side by side. Their layout has no patch grid, and ``causal`` marks decoders.
+
+Importing this package imports nothing heavy: each name below is imported from its module when first used, so that
+:mod:`.weightfile` (a modes job reading W_q and W_k straight from a safetensors file) runs without torch.
 """
 
-from .adapters import extract_qk
-from .loading import ModelLike, availability, describe_loaded, in_memory, load_model, load_qk, parse_spec
-from .manifest import check_manifest, read_manifest, resolve_weights, weights_sha256
-from .preprocessing import preprocess_for
-from .qk import AttentionLayer, QKWeights, TokenLayout
-from .sources.base import LoadedModel, hub_offline, sha256_file
-from .spec import ModelSpec, data_dir
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .adapters import extract_qk
+    from .digest import sha256_file
+    from .layout import TokenLayout
+    from .loading import ModelLike, availability, describe_loaded, in_memory, load_model, load_qk, parse_spec
+    from .manifest import check_manifest, read_manifest, resolve_weights, weights_sha256
+    from .preprocessing import preprocess_for
+    from .qk import AttentionLayer, QKWeights
+    from .sources.base import LoadedModel, hub_offline
+    from .spec import ModelSpec, data_dir
+
+#: each public name and the module it comes from (imported on first use)
+_WHERE = {
+    "extract_qk": "adapters",
+    "sha256_file": "digest",
+    "TokenLayout": "layout",
+    **dict.fromkeys(
+        ("ModelLike", "availability", "describe_loaded", "in_memory", "load_model", "load_qk", "parse_spec"), "loading"
+    ),
+    **dict.fromkeys(("check_manifest", "read_manifest", "resolve_weights", "weights_sha256"), "manifest"),
+    "preprocess_for": "preprocessing",
+    "AttentionLayer": "qk",
+    "QKWeights": "qk",
+    "LoadedModel": "sources.base",
+    "hub_offline": "sources.base",
+    "ModelSpec": "spec",
+    "data_dir": "spec",
+}
 
 __all__ = [
     "AttentionLayer",
@@ -60,3 +89,11 @@ __all__ = [
     "sha256_file",
     "weights_sha256",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

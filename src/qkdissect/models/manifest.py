@@ -14,9 +14,6 @@ from typing import Any
 
 from ..errors import QKDissectError
 from ..provenance.records import code_record, config_record, utc_now
-from .loading import parse_spec
-from .sources import REGISTRY
-from .sources.base import hub_offline
 from .spec import ModelSpec
 
 MANIFEST_SCHEMA = "weights/v1"
@@ -24,6 +21,10 @@ MANIFEST_SCHEMA = "weights/v1"
 
 def resolve_weights(spec: str | ModelSpec, name: str | None = None) -> dict[str, Any]:
     """Find (download or convert where needed) and hash the weights of a model; return its manifest."""
+    from .loading import parse_spec  # (reading and checking a manifest, below, needs neither torch nor the sources)
+    from .sources import REGISTRY
+    from .sources.base import hub_offline
+
     s = parse_spec(spec)
     name = name or str(s)
     files, revision, origin = REGISTRY[s.source].resolve(s, name)

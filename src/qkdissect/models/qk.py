@@ -10,22 +10,9 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
+from .layout import TokenLayout, as_pair, describe_qk
 
-
-@dataclass(frozen=True)
-class TokenLayout:
-    """Where the patch tokens sit in the sequence: ``n_prefix`` leading tokens (CLS, distillation,
-    registers), then ``grid[0] * grid[1]`` patches in row-major order. Text models have no grid; ``causal``
-    marks decoders, whose query i attends to keys j <= i only."""
-
-    n_prefix: int
-    grid: tuple[int, int] | None
-    patch_size: tuple[int, int] | None = None
-    causal: bool = False
-
-    @property
-    def modality(self) -> str:
-        return "image" if self.grid is not None else "text"
+__all__ = ["AttentionLayer", "QKWeights", "TokenLayout", "as_pair", "head_bias", "is_identity", "split_heads"]
 
 
 @dataclass
@@ -89,20 +76,8 @@ class QKWeights:
         return self.stacked("b_k")
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "model_id": self.model_id,
-            "adapter": self.adapter,
-            "n_layers": self.n_layers,
-            "n_heads": self.n_heads,
-            "d_head": self.d_head,
-            "d_model": self.d_model,
-            "n_prefix_tokens": self.layout.n_prefix,
-            "grid": list(self.layout.grid) if self.layout.grid else None,
-            "patch_size": list(self.layout.patch_size) if self.layout.patch_size else None,
-            "modality": self.layout.modality,
-            "causal": self.layout.causal,
-            "notes": list(self.notes),
-        }
+        shape = (self.n_layers, self.n_heads, self.d_head, self.d_model)
+        return describe_qk(self.model_id, self.adapter, shape, self.layout, self.notes)
 
 
 def split_heads(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -121,11 +96,3 @@ def head_bias(b: torch.Tensor | None, n_heads: int, d_head: int, like: torch.Ten
 
 def is_identity(m: nn.Module | None) -> bool:
     return m is None or isinstance(m, nn.Identity)
-
-
-def as_pair(x: Any) -> tuple[int, int] | None:
-    if x is None:
-        return None
-    if isinstance(x, int):
-        return (x, x)
-    return (int(x[0]), int(x[1]))

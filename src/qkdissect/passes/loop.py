@@ -35,15 +35,13 @@ from ..models import (
     LoadedModel,
     ModelLike,
     QKWeights,
-    check_manifest,
     describe_loaded,
     load_qk,
     preprocess_for,
-    read_manifest,
 )
-from ..provenance.records import base_record, dependency, items_sha256, utc_now
+from ..provenance.records import items_sha256
 from ..stores import open_store
-from .io import StoreLike, store_input
+from .io import StoreLike, model_record, store_input, weights_checked
 from .shards import Shard
 
 log = logging.getLogger("qkdissect")
@@ -75,28 +73,12 @@ class ImageModel(Loaded):
     grid: tuple[int, int] = (0, 0)
 
 
-def weights_checked(
-    loaded: LoadedModel, name: str, manifest: Manifest
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The manifest (read when given as a path, then recorded as an input), checked against the weights loaded,
-    and the inputs it and the weights file add to an artefact's ``dependencies``."""
-    deps = []
-    if isinstance(manifest, str | Path):
-        deps.append(dependency("weights manifest", manifest))
-        manifest = read_manifest(manifest)
-    if loaded.weights_path is not None:
-        deps.append(dependency("weights", loaded.weights_path.resolve(), loaded.weights_sha256))
-    if manifest is not None:
-        check_manifest(manifest, loaded.weights_sha256, name, loaded.weights_path)
-    return manifest, deps
-
-
 def load(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest) -> Loaded:
     """Load a model (or take one in memory) onto ``device`` and check its weights."""
     log.info("loading %s%s …", model_key or spec, "" if model_key in (None, spec) else f" ({spec})")
     qk, loaded = load_qk(spec)
     name = model_key or str(loaded.spec)
-    manifest, deps = weights_checked(loaded, name, manifest)
+    manifest, deps = weights_checked(loaded.weights_path, loaded.weights_sha256, name, manifest)
     dev = resolve_device(device)
     # the module the adapter found the layers in: the image tower of a CLIPModel (whose own forward wants text
     # too), the encoder inside a task wrapper, or the model itself
@@ -132,20 +114,10 @@ def pass_record(
 ) -> dict[str, Any]:  # fmt: skip
     """The provenance of a pass's store: what made it (kind, parameters, code, config), from which model and
     weights (with its manifest), from which inputs, on which device, when; ``extra`` adds fields (batch, timings)."""
-    record = base_record(kind, parameters)
-    record.update(
-        {
-            "inputs": {d["role"]: {k: v for k, v in d.items() if k != "role"} for d in dependencies},
-            "model": {"key": m.name, **m.qk.describe()},
-            "weights": {**describe_loaded(m.loaded), "manifest": m.manifest},
-            "dependencies": [*m.dependencies, *dependencies],
-            "device": device_record(device, m.device),
-            "started": started,
-            "finished": utc_now(),
-            **extra,
-        }
-    )
-    return record
+    model = {"key": m.name, **m.qk.describe()}
+    weights = {**describe_loaded(m.loaded), "manifest": m.manifest}
+    inputs = (m.dependencies, list(dependencies))
+    return model_record(kind, parameters, model, weights, inputs, device_record(device, m.device), started, **extra)
 
 
 @contextmanager

@@ -1,22 +1,38 @@
 """The pass over a model's weights alone (no data): the modes of every head's W_q^T W_k (their scores:
-:mod:`.scores`)."""
+:mod:`.scores`).
+
+On the CPU, a model whose W_q and W_k its safetensors file gives (:mod:`qkdissect.models.weightfile`: the converted
+DINOv2-S/14, Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP / BERT / GPT-2 files) is read straight from the file
+and its modes computed with numpy (:mod:`qkdissect.core.modes_np`): the job never imports torch, timm or
+transformers. Any other model, a model in memory, and the GPU build the model and run the torch path."""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
 import xarray as xr
 
-from ..core.modes import degenerate_blocks, qk_modes
-from ..models import ModelLike
-from ..models.layernorm import folded_factors
+from ..core.modes_np import degenerate_blocks, fold_factors_np, qk_modes_np
+from ..models.spec import ModelSpec
+from ..models.weightfile import FileQK, read_qk_file
 from ..options import DType, Folding, default
 from ..provenance.records import utc_now
 from ..stores.schema import modes_dataset
-from .io import finish
-from .loop import Manifest, load, pass_record
+from .io import finish, model_record, weights_checked
+
+if TYPE_CHECKING:
+    from ..models import ModelLike
+    from .loop import Manifest
+
+log = logging.getLogger("qkdissect")
+
+#: device nodes of a GPU torch could use (NVIDIA, AMD ROCm, WSL): without any, ``auto`` is the CPU
+_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
 def compute_modes(
@@ -34,9 +50,64 @@ def compute_modes(
     provenance (written to ``output`` when given).
 
     ``manifest`` (from :func:`qkdissect.models.resolve_weights`, or its JSON file) is checked against the weights
-    actually loaded and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
+    actually read and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
     LayerNorm-aware interaction ``(P) diag(gamma) W_q^T W_k diag(gamma) (P)`` instead of the paper's raw one
     (:mod:`qkdissect.core.layernorm`)."""
+    args = (output, device, dtype, block_rtol, folding, model_key, manifest)
+    started, t0 = utc_now(), time.perf_counter()
+    fq = read_qk_file(spec, folding) if isinstance(spec, str | ModelSpec) and on_cpu(device) else None
+    if fq is None:
+        return _modes_of_model(spec, *args)
+    return _modes_of_file(fq, time.perf_counter() - t0, started, *args)
+
+
+def on_cpu(device: str) -> bool:
+    """Whether the modes run on the CPU, known without importing torch: ``cpu``, or ``auto`` where torch (if it is
+    imported already) sees no CUDA device, or the machine has no GPU device node (torch would find none either)."""
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    torch = sys.modules.get("torch")
+    if torch is not None:  # imported already: it says
+        return not torch.cuda.is_available()
+    return sys.platform in ("linux", "darwin") and not any(os.path.exists(p) for p in _GPU_NODES)
+
+
+def _modes_of_file(
+    fq: FileQK, t_read: float, started: str, output: str | Path | None, device: str, dtype: DType,
+    block_rtol: float, folding: Folding, model_key: str | None, manifest: Manifest,
+) -> xr.Dataset:  # fmt: skip
+    """The modes of weights read from their file, with numpy."""
+    name = model_key or str(fq.spec)
+    log.info("loading %s%s … (W_q, W_k from %s)", name, "" if name == str(fq.spec) else f" ({fq.spec})", fq.path)
+    checked, deps = weights_checked(fq.path, fq.sha256, name, manifest)
+    t1 = time.perf_counter()
+    w_q, w_k = fold_factors_np(fq.w_q, fq.w_k, fq.gamma, folding)  # (gamma: read where folding needs it)
+    u, s, v = qk_modes_np(w_q, w_k, dtype=dtype)
+    t_svd = time.perf_counter() - t1
+    timings = {"load": round(t_read, 4), "svd": round(t_svd, 6)}
+    device_rec = {"requested": str(device), "used": "cpu", "fallback": None}
+    record = model_record("modes", _parameters(dtype, device, block_rtol, folding), {"key": name, **fq.describe()},
+                          {**fq.weights(), "manifest": checked}, (deps, []), device_rec, started,
+                          timings_s=timings)  # fmt: skip
+    n_layers, n_heads, d_head, d_model = fq.shape
+    shape = {"d_model": d_model, "d_head": d_head, "n_layers": n_layers, "n_heads": n_heads}
+    return _finish(u, s, v, output, name, fq.spec, fq.adapter, shape, fq.layout, fq.sha256, fq.revision,
+                   "cpu", dtype, block_rtol, folding, fq.notes, record)  # fmt: skip
+
+
+def _modes_of_model(
+    spec: ModelLike, output: str | Path | None, device: str, dtype: DType, block_rtol: float, folding: Folding,
+    model_key: str | None, manifest: Manifest,
+) -> xr.Dataset:  # fmt: skip
+    """The modes of a model built (or in memory), with torch."""
+    import torch
+
+    from ..core.modes import qk_modes
+    from ..models.layernorm import folded_factors
+    from .loop import load, pass_record
+
     started, t0 = utc_now(), time.perf_counter()
     m = load(spec, device, model_key, manifest)
     t_load = time.perf_counter() - t0
@@ -47,27 +118,39 @@ def compute_modes(
         torch.cuda.synchronize()
     t_svd = time.perf_counter() - t1
     u, s, v = modes.numpy()
-    parameters = {"dtype": dtype, "device_requested": device, "block_rtol": block_rtol, "weights_processing": folding}
     timings = {"load": round(t_load, 4), "svd": round(t_svd, 6)}
-    record = pass_record("modes", parameters, m, [], device, started, timings_s=timings)
+    record = pass_record("modes", _parameters(dtype, device, block_rtol, folding), m, [], device, started,
+                         timings_s=timings)  # fmt: skip
     qk = m.qk
+    shape = {"d_model": qk.d_model, "d_head": qk.d_head, "n_layers": qk.n_layers, "n_heads": qk.n_heads}
+    return _finish(u, s, v, output, m.name, m.loaded.spec, qk.adapter, shape, qk.layout, m.loaded.weights_sha256,
+                   m.loaded.revision, str(m.device), dtype, block_rtol, folding, qk.notes, record)  # fmt: skip
+
+
+def _parameters(dtype: DType, device: str, block_rtol: float, folding: Folding) -> dict[str, Any]:
+    return {"dtype": dtype, "device_requested": device, "block_rtol": block_rtol, "weights_processing": folding}
+
+
+def _finish(
+    u: Any, s: Any, v: Any, output: str | Path | None, name: str, spec: Any, adapter: str, shape: dict[str, int],
+    layout: Any, sha256: str | None, revision: str | None, device: str, dtype: DType, block_rtol: float,
+    folding: Folding, notes: list[str], record: dict[str, Any],
+) -> xr.Dataset:  # fmt: skip
+    """The modes store (written to ``output`` when given): the modes, their degenerate blocks, and the attrs."""
     attrs = {
-        "model_id": m.name,
-        "spec": str(m.loaded.spec),
-        "adapter": qk.adapter,
-        "d_model": qk.d_model,
-        "d_head": qk.d_head,
-        "n_layers": qk.n_layers,
-        "n_heads": qk.n_heads,
-        "n_prefix_tokens": qk.layout.n_prefix,
-        "grid": list(qk.layout.grid) if qk.layout.grid else None,
-        "weights_sha256": m.loaded.weights_sha256,
-        "weights_revision": m.loaded.revision,
+        "model_id": name,
+        "spec": str(spec),
+        "adapter": adapter,
+        **shape,
+        "n_prefix_tokens": layout.n_prefix,
+        "grid": list(layout.grid) if layout.grid else None,
+        "weights_sha256": sha256,
+        "weights_revision": revision,
         "dtype": dtype,
-        "device": str(m.device),
+        "device": device,
         "block_rtol": block_rtol,
         "folding": folding,
-        "notes": qk.notes,
+        "notes": notes,
         "provenance": record,
     }
     return finish(modes_dataset(u, s, v, degenerate_blocks(s, rtol=block_rtol), attrs), output)

@@ -9,7 +9,6 @@ machine. Adding a source is one new file and its name in ``sources/__init__.py``
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointMismatchError, QKDissectError, WeightsUnavailableError
+from ..digest import sha256_file
 from ..spec import ModelSpec, data_dir
 
 #: (files, hub revision, origin) of a weights manifest: every file as {role, path, bytes, sha256}
@@ -83,14 +83,6 @@ class LoadedModel:
     weights_sha256: str | None = None
     revision: str | None = None
     origin: str = ""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 #: what a weights file's name ends with (a checkpoint of any other name is refused before it is read or hashed)

@@ -10,15 +10,13 @@ from torch import nn
 
 from ...errors import QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
-from ..spec import ModelSpec, local_path
+from ..spec import ModelSpec
+from ..weightfile import hf_spec, snapshot_revision
 from .base import LoadedModel, Resolved, Source, file_record, hub_offline, register, sha256_file
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
-    if rest.startswith(("/", ".", "~")):
-        p = local_path(rest, "Hugging Face model directory")
-        return ModelSpec("hf", p.name, p, options=options)
-    return ModelSpec("hf", rest, options=options)
+    return hf_spec(rest, options)
 
 
 WEIGHT_FILES = HF_WEIGHT_FILES
@@ -85,12 +83,6 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
         revision=revision,
         origin="local directory" if spec.weights is not None else "hugging face hub cache",
     )
-
-
-def snapshot_revision(path: str | Path | None) -> str | None:
-    """The commit hash in a hub-cache path ``.../snapshots/<commit>/file`` (None elsewhere)."""
-    parts = Path(path).parts if path is not None else ()
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 def _hf_weights_file(model: nn.Module, target: str) -> Path | None:

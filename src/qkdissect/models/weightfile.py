@@ -1,0 +1,330 @@
+"""A model's query and key weights read straight from its safetensors file (memory-mapped), without building the
+model and without torch: what a modes job needs, in a fraction of the time of importing torch and timm or
+transformers and loading the whole model.
+
+It reads the files the adapters' models are loaded from, by a key map per family: the converted DINOv2-S/14
+(``imgfocus:``, timm names: ``blocks.{i}.attn.qkv`` split in thirds), Hugging Face ``save_pretrained`` files
+(``hf:`` hub cache or directory, ``minilm:``) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower), BERT-style and
+GPT-2-style models (its ``config.json`` gives the heads, the layers and the image geometry). Heads are split as the
+adapters split them, so W_q and W_k are the adapters' bit for bit (tests/test_weightfile.py). The weights are
+checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
+
+Anything else returns None, and the caller builds the model as before: another source (timm, SimMIM, I-JEPA),
+options in the spec (they change the model), a ``pytorch_model.bin`` or sharded checkpoint, a configuration without
+the values the key map needs, a family not listed, a missing tensor, a dtype numpy cannot hold (bfloat16), files not
+converted or extracted yet, or a hub model not in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..catalogue import KNOWN_MODELS
+from ..locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, MINILM_NAME, data_dir
+from .digest import sha256_file, state_dict_digest
+from .layout import TokenLayout, as_pair, describe_qk
+from .pins import (
+    IMGFOCUS_ARCH,
+    IMGFOCUS_DIGEST,
+    IMGFOCUS_ORIGIN,
+    IMGFOCUS_REVISION,
+    MINILM_ORIGIN,
+    MINILM_REVISION,
+    changed_imgfocus,
+    verified_minilm,
+)
+from .spec import ModelSpec, local_path
+
+#: the converted DINOv2-S/14 (timm ``vit_small_patch14_dinov2``, built at its default 518 px): heads and layout
+IMGFOCUS_HEADS = 6
+IMGFOCUS_LAYOUT = TokenLayout(n_prefix=1, grid=(37, 37), patch_size=(14, 14))
+
+
+@dataclass
+class FileQK:
+    """Query-key weights read from a file: (layer, head, d_head, d_model) W_q and W_k in the file's dtype, the
+    gamma (layer, d_model) of the LayerNorms feeding them (None where the key map does not know them), the token
+    layout, and what identifies the weights (as :class:`~qkdissect.models.sources.base.LoadedModel` does)."""
+
+    spec: ModelSpec
+    adapter: str
+    w_q: np.ndarray
+    w_k: np.ndarray
+    gamma: np.ndarray | None
+    layout: TokenLayout
+    path: Path
+    sha256: str
+    revision: str | None
+    origin: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        n_layers, n_heads, d_head, d_model = self.w_q.shape
+        return int(n_layers), int(n_heads), int(d_head), int(d_model)
+
+    def describe(self) -> dict[str, Any]:
+        """The provenance's ``model`` (less its key), as :meth:`~qkdissect.models.qk.QKWeights.describe`."""
+        return describe_qk(str(self.spec), self.adapter, self.shape, self.layout, self.notes)
+
+    def weights(self) -> dict[str, Any]:
+        """The provenance's ``weights``, as :func:`~qkdissect.models.loading.describe_loaded`."""
+        return {"spec": str(self.spec), "origin": self.origin, "path": str(self.path), "sha256": self.sha256,
+                "revision": self.revision, "model_class": None, "read": READ}  # fmt: skip
+
+
+READ = "W_q, W_k and the norms' gamma read from the safetensors file (no model built)"
+
+
+def read_qk_file(spec: str | ModelSpec, folding: str = "raw") -> FileQK | None:
+    """The query-key weights of ``spec`` read from its safetensors file, or None where only building the model
+    gives them (see the module's docstring); ``folding`` other than "raw" needs the norms' gamma too."""
+    s = light_spec(spec)
+    if s is None or s.options or s.part or s.source not in ("imgfocus", "minilm", "hf"):
+        return None
+    got = _imgfocus(s) if s.source == "imgfocus" else _hf_source(s)
+    if got is None or (folding != "raw" and got.gamma is None):
+        return None
+    return got
+
+
+def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
+    """A spec of a source this module reads (imgfocus, minilm, hf), parsed as its source parses it; else None."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    if spec in KNOWN_MODELS:
+        spec = KNOWN_MODELS[spec].spec
+    source, sep, rest = spec.partition(":")
+    if not sep:
+        return hf_spec(spec, ()) if "/" in spec and not spec.startswith(("/", ".")) else None
+    if source not in ("imgfocus", "minilm", "hf") or "#" in rest or "?" in rest:
+        return None
+    return hf_spec(rest, ()) if source == "hf" else ModelSpec(source, rest)
+
+
+def hf_spec(rest: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
+    """``hf:REST``: a local ``save_pretrained`` directory (a path) or a hub id."""
+    if rest.startswith(("/", ".", "~")):
+        p = local_path(rest, "Hugging Face model directory")
+        return ModelSpec("hf", p.name, p, options=options)
+    return ModelSpec("hf", rest, options=options)
+
+
+def snapshot_revision(path: str | Path | None) -> str | None:
+    """The commit hash in a hub-cache path ``.../snapshots/<commit>/file`` (None elsewhere)."""
+    parts = Path(path).parts if path is not None else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
+# ------------------------------------------------------------------------------------------ reading tensors
+class _Missing(Exception):
+    """A tensor or value the key map needs is not in the file: the model is built instead."""
+
+
+class _Tensors:
+    """The tensors of one safetensors file, read on demand (memory-mapped), as numpy arrays."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        self.file = safe_open(str(path), framework="numpy")
+        self.keys = set(self.file.keys())
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self.keys:
+            raise _Missing(name)
+        try:
+            return self.file.get_tensor(name)
+        except (TypeError, ValueError) as e:  # bfloat16 and other dtypes numpy lacks
+            raise _Missing(f"{name}: {e}") from e
+
+    def all(self) -> dict[str, np.ndarray]:
+        return {k: self(k) for k in self.keys}
+
+
+def _heads(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """(heads * d_head, d_model) -> (head, d_head, d_model), as :func:`~qkdissect.models.qk.split_heads`."""
+    out, d = w.shape
+    if out % n_heads:
+        raise _Missing(f"{out} outputs do not split into {n_heads} heads")
+    return w.reshape(n_heads, out // n_heads, d)
+
+
+def _stack(read: list[tuple[np.ndarray, np.ndarray]], n_heads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer (W_q, W_k) rows -> two (layer, head, d_head, d_model) arrays."""
+    return np.stack([_heads(q, n_heads) for q, _ in read]), np.stack([_heads(k, n_heads) for _, k in read])
+
+
+# --------------------------------------------------------------------------------------- converted DINOv2-S/14
+def _imgfocus(s: ModelSpec) -> FileQK | None:
+    path = data_dir() / IMGFOCUS_CHECKPOINT
+    if s.name not in ("dinov2_vits14", IMGFOCUS_ARCH) or not path.is_file():
+        return None  # (an unknown name is the loading path's error; a missing file it converts)
+    t = _Tensors(path)
+    digest = state_dict_digest(t.all())  # every tensor, as every load checks it
+    if digest != IMGFOCUS_DIGEST:
+        raise changed_imgfocus(path, digest)
+    try:
+        w_q, w_k, gamma = _timm_blocks(t)
+    except _Missing:
+        return None
+    return FileQK(s, "timm-vit", w_q, w_k, gamma, IMGFOCUS_LAYOUT, path, sha256_file(path), IMGFOCUS_REVISION,
+                  IMGFOCUS_ORIGIN)  # fmt: skip
+
+
+def _timm_blocks(t: _Tensors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """timm ``blocks.{i}``: the fused qkv's first and second thirds (no q_bias / qk_norm variants here)."""
+    n_layers = len({k.split(".")[1] for k in t.keys if k.startswith("blocks.")})
+    if any(".attn.q_norm." in k or ".attn.q_bias" in k for k in t.keys):
+        raise _Missing("q_norm / q_bias: the adapter's path")
+    rows = []
+    for i in range(n_layers):
+        w = t(f"blocks.{i}.attn.qkv.weight")
+        a = w.shape[0] // 3
+        rows.append((w[:a], w[a : 2 * a]))
+    w_q, w_k = _stack(rows, IMGFOCUS_HEADS)
+    gamma = np.stack([t(f"blocks.{i}.norm1.weight") for i in range(n_layers)])
+    return w_q, w_k, gamma
+
+
+# ------------------------------------------------------------------------------------------- Hugging Face
+@dataclass(frozen=True)
+class _Family:
+    """Where a Hugging Face family keeps layer i's query and key projections (``{i}`` in the names) and the
+    LayerNorm feeding them; ``prefix``: the base model's name in the checkpoints of its task wrappers."""
+
+    layer: str
+    q: str
+    k: str
+    norm: str | None  # None: post-LayerNorm (BERT): the embeddings' LayerNorm, then layer i-1's output LayerNorm
+    prefix: str
+
+
+_VIT = "encoder.layer.{i}."
+_FAMILIES = {
+    "vit": _Family(_VIT + "attention.attention.", "query", "key", _VIT + "layernorm_before", "vit."),
+    "deit": _Family(_VIT + "attention.attention.", "query", "key", _VIT + "layernorm_before", "deit."),
+    "beit": _Family(_VIT + "attention.attention.", "query", "key", _VIT + "layernorm_before", "beit."),
+    "dinov2": _Family(_VIT + "attention.attention.", "query", "key", _VIT + "norm1", "dinov2."),
+    "clip_vision_model": _Family(
+        "encoder.layers.{i}.self_attn.", "q_proj", "k_proj", "encoder.layers.{i}.layer_norm1", "vision_model."
+    ),
+    "bert": _Family(_VIT + "attention.self.", "query", "key", None, "bert."),
+}
+#: multi-tower models whose image tower the adapter takes: model_type -> (its config key, the tower's model_type)
+_TOWERS = {"clip": ("vision_config", "clip_vision_model")}
+_PREFIX_TOKENS = ("cls_token", "class_embedding", "distillation_token")
+
+
+def _hf_source(s: ModelSpec) -> FileQK | None:
+    """``hf:`` (a directory or the hub cache) and ``minilm:`` (the extracted directory, every file checked)."""
+    revision, origin = None, "local directory"
+    if s.source == "minilm":
+        folder = data_dir() / MINILM_DIR
+        if s.name != MINILM_NAME or not (folder / "model.safetensors").is_file():
+            return None
+        verified_minilm(folder)
+        files: tuple[Path | None, Path | None] = (folder / "config.json", folder / "model.safetensors")
+        revision, origin = MINILM_REVISION, MINILM_ORIGIN
+    elif s.weights is not None:
+        files = (s.weights / "config.json", s.weights / "model.safetensors")
+    else:
+        files, origin = _cached(s.name), "hugging face hub cache"
+    config, path = files
+    if config is None or path is None or not config.is_file() or not path.is_file():
+        return None
+    try:
+        got = _hf_file(s, json.loads(config.read_text()), _Tensors(path))
+    except (_Missing, KeyError, TypeError, ValueError):
+        return None
+    adapter, w_q, w_k, gamma, layout = got
+    return FileQK(s, adapter, w_q, w_k, gamma, layout, path, sha256_file(path), revision or snapshot_revision(path),
+                  origin)  # fmt: skip
+
+
+def _cached(repo_id: str) -> tuple[Path | None, Path | None]:
+    """config.json and model.safetensors of a hub model from the cache (never downloads)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hits = [try_to_load_from_cache(repo_id, f) for f in ("config.json", "model.safetensors")]
+    config, weights = (Path(h) if isinstance(h, str) else None for h in hits)
+    return config, weights
+
+
+def _hf_file(s: ModelSpec, cfg: dict[str, Any], t: _Tensors) -> tuple[str, np.ndarray, np.ndarray, Any, TokenLayout]:
+    """(adapter, W_q, W_k, gamma or None, layout) of a ``save_pretrained`` checkpoint, as the HF adapter reads
+    the model ``AutoModel`` builds from it."""
+    model_type = cfg["model_type"]
+    if model_type in _TOWERS:
+        key, model_type = _TOWERS[model_type]
+        cfg = cfg[key]
+    if model_type == "gpt2":
+        return _gpt2(cfg, t)
+    fam = _FAMILIES.get(model_type)
+    if fam is None:
+        raise _Missing(f"family {model_type}")
+    n_layers, n_heads = int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
+    p = _prefix(t, [fam.prefix], fam.layer.format(i=0) + fam.q + ".weight")
+    _check_depth(t, p + fam.layer, fam.q + ".weight", n_layers)
+    rows = [tuple(t(p + fam.layer.format(i=i) + n + ".weight") for n in (fam.q, fam.k)) for i in range(n_layers)]
+    w_q, w_k = _stack(rows, n_heads)  # type: ignore[arg-type]
+    norms = [fam.norm.format(i=i) for i in range(n_layers)] if fam.norm else _post_ln(n_layers)
+    gamma = _gamma(t, [p + n for n in norms])
+    is_text = cfg.get("image_size") is None and cfg.get("vocab_size") is not None
+    layout = TokenLayout(0, None, None, bool(cfg.get("is_decoder", False))) if is_text else _image_layout(cfg, t, p)
+    return f"hf-{model_type}", w_q, w_k, gamma, layout
+
+
+def _gpt2(cfg: dict[str, Any], t: _Tensors) -> tuple[str, np.ndarray, np.ndarray, Any, TokenLayout]:
+    """GPT-2: ``h.{i}.attn.c_attn`` is a Conv1D (``x W + b``, W (d, 3d)) holding W_q | W_k | W_v."""
+    if cfg.get("add_cross_attention"):
+        raise _Missing("cross-attention")
+    d, n_heads, n_layers = int(cfg["n_embd"]), int(cfg["n_head"]), int(cfg["n_layer"])
+    p = _prefix(t, ["transformer."], "h.0.attn.c_attn.weight")
+    _check_depth(t, p + "h.{i}.", "attn.c_attn.weight", n_layers)
+    rows = [(w[:d], w[d : 2 * d]) for w in (t(f"{p}h.{i}.attn.c_attn.weight").T for i in range(n_layers))]
+    w_q, w_k = _stack(rows, n_heads)
+    gamma = _gamma(t, [f"{p}h.{i}.ln_1" for i in range(n_layers)])
+    return "hf-gpt2", w_q, w_k, gamma, TokenLayout(0, None, None, causal=True)
+
+
+def _prefix(t: _Tensors, wrappers: list[str], first: str) -> str:
+    """The prefix of the base model's keys: none (a base model's checkpoint) or a task wrapper's."""
+    found = [p for p in ["", *wrappers] if p + first in t.keys]
+    if len(found) != 1:
+        raise _Missing(f"{first} under {len(found)} prefixes")
+    return found[0]
+
+
+def _check_depth(t: _Tensors, layer: str, name: str, n_layers: int) -> None:
+    """The file holds exactly the configuration's layers."""
+    if (layer.format(i=n_layers - 1) + name) not in t.keys or (layer.format(i=n_layers) + name) in t.keys:
+        raise _Missing(f"not {n_layers} layers")
+
+
+def _post_ln(n_layers: int) -> list[str]:
+    return ["embeddings.LayerNorm", *(f"encoder.layer.{i}.output.LayerNorm" for i in range(n_layers - 1))]
+
+
+def _gamma(t: _Tensors, norms: list[str]) -> np.ndarray | None:
+    """The LayerNorms' weights (layer, d); None when one is not in the file (folding then builds the model)."""
+    try:
+        return np.stack([t(n + ".weight") for n in norms])
+    except _Missing:
+        return None
+
+
+def _image_layout(cfg: dict[str, Any], t: _Tensors, p: str) -> TokenLayout:
+    """Prefix tokens (CLS, distillation, registers) from the embeddings' tensors; the grid from the config."""
+    emb = p + "embeddings."
+    n_prefix = sum(emb + n in t.keys for n in _PREFIX_TOKENS)
+    if emb + "register_tokens" in t.keys:
+        n_prefix += int(t(emb + "register_tokens").shape[1])
+    img, patch = as_pair(cfg["image_size"]), as_pair(cfg["patch_size"])
+    assert img is not None and patch is not None
+    return TokenLayout(n_prefix, (img[0] // patch[0], img[1] // patch[1]), patch)

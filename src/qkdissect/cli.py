@@ -1,7 +1,7 @@
 """qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
 store: modes, scores, project, merge-shards, project-text, logits, preference, same-object, maps. A figure:
-plot-layers. A results folder: audit, crate, claims. `qkdissect COMMAND -h` says more; --debug shows an error's
-traceback.
+plot-layers. A results folder: audit, crate, claims. The workflow: run, Snakemake with its config files checked.
+`qkdissect COMMAND -h` says more; --debug shows an error's traceback.
 
 Nothing heavy (torch, timm, transformers) is imported before a command runs, and a model name is checked against
 the catalogue first: --help, --version and an unknown model answer at once."""

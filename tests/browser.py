@@ -22,10 +22,10 @@ from qkdissect.stores import open_store
 CHROMIUM = os.environ.get("QKDISSECT_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("QKDISSECT_CHROMEDRIVER", "/usr/bin/chromedriver")
 #: no network, no first-run work, a fresh profile (added per session)
-FLAGS = (
-    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
-    "--disable-component-update --disable-sync --window-size=1400,1000"
-).split()
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+]  # fmt: skip
 
 
 def _need_browser() -> None:
@@ -84,8 +84,12 @@ def check_atlas(index: Path, screenshots: Path | None = None) -> dict[str, Any]:
         model = driver.execute_script("return QKAtlas.shown()[0]")
         stores = driver.execute_script("return QKAtlas.summary(arguments[0]).stores", model)
         scores, maps = open_store(stores["scores"], "scores"), open_store(stores["maps"], "atlas")
-        layer, head = (int(i) for i in np.unravel_index(np.nanargmax(scores.head_weighted.values), scores.head_weighted.shape))
-        cell = driver.find_element(By.CSS_SELECTOR, f'.cell[data-model="{model}"][data-layer="{layer}"][data-head="{head}"]')
+        layer, head = (
+            int(i) for i in np.unravel_index(np.nanargmax(scores.head_weighted.values), scores.head_weighted.shape)
+        )
+        cell = driver.find_element(
+            By.CSS_SELECTOR, f'.cell[data-model="{model}"][data-layer="{layer}"][data-head="{head}"]'
+        )
         assert float(cell.get_attribute("data-weighted")) == float(scores.head_weighted.values[layer, head])
         if screenshots:
             driver.save_screenshot(str(screenshots / "atlas_grid.png"))
@@ -94,15 +98,23 @@ def check_atlas(index: Path, screenshots: Path | None = None) -> dict[str, Any]:
         row = driver.find_element(By.CSS_SELECTOR, "table.modes tbody tr")
         mode = int(row.get_attribute("data-mode"))
         if screenshots:
-            WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-                "return [...document.querySelectorAll('table.modes canvas')].every(c => c.width > 0)"))
+            WebDriverWait(driver, 30).until(
+                lambda d: d.execute_script(
+                    "return [...document.querySelectorAll('table.modes canvas')].every(c => c.width > 0)"
+                )
+            )
             driver.save_screenshot(str(screenshots / "atlas_head.png"))
         row.find_element(By.CSS_SELECTOR, "td a").click()
         _wait_view(driver, "mode")
         k = int(np.sum(maps.slot_image.values[layer, head, mode, 0] >= 0))
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-            "return [...document.querySelectorAll('#cards img.photo')].every(i => i.complete)"))
-        widths = driver.execute_script("return [...document.querySelectorAll('#cards img.photo')].map(i => i.naturalWidth)")
+        WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#cards img.photo')].every(i => i.complete)"
+            )
+        )
+        widths = driver.execute_script(
+            "return [...document.querySelectorAll('#cards img.photo')].map(i => i.naturalWidth)"
+        )
         assert len(widths) == k and all(w > 0 for w in widths), widths
         drawn = driver.execute_script("return [...document.querySelectorAll('#cards canvas')].map(c => c.width)")
         assert drawn == widths  # every overlay drawn, at the thumbnail's size
@@ -117,7 +129,8 @@ def check_atlas(index: Path, screenshots: Path | None = None) -> dict[str, Any]:
         if screenshots:
             driver.save_screenshot(str(screenshots / "atlas_mode.png"))
         loaded = driver.execute_script(
-            "return [...document.querySelectorAll('script, img, link')].map(e => e.src || e.href)")
+            "return [...document.querySelectorAll('script, img, link')].map(e => e.src || e.href)"
+        )
         assert len(loaded) > k and all(u.startswith("file://") for u in loaded), loaded  # no server, no network
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors

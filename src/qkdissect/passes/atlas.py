@@ -1,4 +1,4 @@
-"""The atlas pass: the query and key maps of every mode's top images, for the mode atlas (:mod:`qkdissect.atlas`).
+"""The atlas pass: the query and key maps of every mode's top images, for the mode atlas (:mod:`qkdissect.website`).
 
 A projections store ranks the images of a set per (layer, head, mode, sign) but keeps only the extremes of their
 maps. This pass runs the model once over the union of those top images (each image once, however many modes it
@@ -51,6 +51,18 @@ def pooled_size(grid: tuple[int, int], most: int) -> tuple[int, int]:
     return min(grid[0], most), min(grid[1], most)
 
 
+def pooled_tokens(x: torch.Tensor, qk: QKWeights, out_grid: tuple[int, int]) -> torch.Tensor:
+    """A layer's patch tokens (batch, cell, d), averaged over the patch grid down to ``out_grid``: projecting
+    them onto u and v gives the averaged maps (the average is linear), at a fraction of the cost."""
+    grid = qk.layout.grid
+    assert grid is not None
+    patches = x[:, qk.layout.n_prefix :]
+    if tuple(grid) == tuple(out_grid):
+        return patches
+    image = patches.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)  # (batch, d, gy, gx)
+    return torch.nn.functional.adaptive_avg_pool2d(image, out_grid).flatten(2).transpose(1, 2)
+
+
 def quantise(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(n, cells) maps -> uint8 codes, the value of code 0 (the map's minimum) and of one step (range / 255)."""
     lo, hi = torch.aminmax(maps, dim=1)
@@ -99,16 +111,13 @@ class SlotMaps:
         chosen = torch.nonzero((img >= self.start) & (img < self.start + x.shape[0])).flatten()
         if chosen.numel() == 0:
             return
-        n_prefix, grid = self.qk.layout.n_prefix, self.qk.layout.grid
-        assert grid is not None
-        p = (x.to(self.uv.dtype) @ self.uv[layer])[:, n_prefix:]  # (batch, token, 2 * head * mode): one GEMM
+        p = pooled_tokens(x, self.qk, self.out_grid).to(self.uv.dtype) @ self.uv[layer]  # (batch, cell, 2HM)
         dev = p.device
         b, col = (img[chosen] - self.start).to(dev), self._column[chosen].to(dev)
         sign = self._sign[chosen].to(dev)[:, None]
         half = self.shape[1] * self.shape[2]
-        for side, maps in (("q", p[b, :, col] * sign), ("k", p[b, :, col + half] * sign)):  # (slots, token)
-            pooled = torch.nn.functional.adaptive_avg_pool2d(maps.reshape(-1, 1, *grid), self.out_grid).flatten(1)
-            code, lo, step = quantise(pooled)
+        for side, maps in (("q", p[b, :, col] * sign), ("k", p[b, :, col + half] * sign)):  # (slot, cell)
+            code, lo, step = quantise(maps)
             idx = chosen.numpy()
             self.codes[f"{side}_code"][layer, idx] = code.cpu().numpy().reshape(-1, *self.out_grid)
             self.codes[f"{side}_lo"][layer, idx] = lo.float().cpu().numpy()
@@ -190,8 +199,8 @@ def compute_atlas_maps(
     t_load = time.perf_counter() - t0
     with image_bar(len(items), f"atlas {im.name}", progress) as bar:
         for start in range(0, len(items), batch_size):
-            read = [_read(im, it, d, thumbnail) for it, d in zip(items[start : start + batch_size],
-                                                                  digests[start : start + batch_size], strict=True)]  # fmt: skip
+            batch = zip(items[start : start + batch_size], digests[start : start + batch_size], strict=True)
+            read = [_read(im, it, d, thumbnail) for it, d in batch]
             collect(im.model, torch.stack([x for x, _ in read]), start)
             thumbs += [t for _, t in read]
             bar.update(len(read))

@@ -1,4 +1,4 @@
-"""The mode atlas's place in a results folder (:mod:`qkdissect.atlas`): its page, its data folder and its
+"""The mode atlas's place in a results folder (:mod:`qkdissect.website`): its page, its data folder and its
 provenance sidecar, whose record lists both under ``outputs`` (``qkdissect audit`` re-hashes them; an atlas whose
 sidecar is gone is reported)."""
 

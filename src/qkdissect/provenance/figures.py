@@ -5,6 +5,7 @@ the record in their metadata, a ``.provenance.json`` sidecar, a ``.provenance.ht
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def input_record(path: str | Path) -> dict[str, Any]:
 def figure_record(
     name: str,
     parameters: dict[str, Any],
-    inputs: list[str | Path],
+    inputs: Sequence[str | Path],
     notebook: str | Path | None = None,
     kind: str = "figure",
 ) -> dict[str, Any]:

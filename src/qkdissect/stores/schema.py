@@ -424,4 +424,9 @@ def atlas_dataset(
     n_layers, n_heads, n_modes = top_score.shape[:3]
     axes = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "mode": np.arange(n_modes)}
     ids = coords["image_id"][1]
-    return dataset("atlas", variables, {**coords, **sign_coord(), **axes, "top_image_id": (TOP_DIMS, ids_at(ids, slot_image))}, attrs)
+    return dataset(
+        "atlas",
+        variables,
+        {**coords, **sign_coord(), **axes, "top_image_id": (TOP_DIMS, ids_at(ids, slot_image))},
+        attrs,
+    )

@@ -270,9 +270,9 @@ const QKAtlas = (() => {
       l > 0 ? el("a", { href: `#/${m.key}/L${l - 1}/H${h}`, text: "layer above ▲" }) : null,
       l + 1 < m.layers ? el("a", { href: `#/${m.key}/L${l + 1}/H${h}`, text: "layer below ▼" }) : null);
     $("match-count").textContent = `${n} of ${m.modes} modes match`;
-    view.replaceChildren(crumbs(m, l, h), el("h2", { id: "head-title", text: `${m.label} L${l} H${h}` }),
+    view.replaceChildren(...[crumbs(m, l, h), el("h2", { id: "head-title", text: `${m.label} L${l} H${h}` }),
       el("p", { text: `weighted cosine ${fmt(wc, 3)}, depth ${m.depth[l].toFixed(2)}; ${n} of ${m.modes} modes match the filters. † a block of near-equal singular values: only the block's sum is identifiable. Click a mode or a top image.` }),
-      nav, sameDepth(m, l), key(m), table);
+      nav, sameDepth(m, l), key(m), table].filter(Boolean));
   }
 
   function pythonLine(m, l, h, n, s) {
@@ -310,7 +310,8 @@ const QKAtlas = (() => {
       n > 0 ? link("‹ previous mode", `#/${m.key}/L${l}/H${h}/M${n - 1}${s}`) : null,
       n + 1 < m.modes ? link("next mode ›", `#/${m.key}/L${l}/H${h}/M${n + 1}${s}`) : null);
     const toggle = el("label", {}, el("input", { type: "checkbox", id: "show-photos", onchange: (e) => cards.classList.toggle("photos", e.target.checked) }), " photographs without the maps");
-    const python = el("input", { class: "python", id: "python-line", readonly: "", value: pythonLine(m, l, h, n, s), onfocus: (e) => e.target.select() });
+    const python = el("textarea", { class: "python", id: "python-line", readonly: "", rows: "2", onfocus: (e) => e.target.select() });
+    python.value = pythonLine(m, l, h, n, s);
     $("match-count").textContent = "";
     view.replaceChildren(crumbs(m, l, h, n, s), el("h2", { id: "mode-title", text: `${m.label} ${modeCode(l, h, n, s)}` }),
       stats, nav, key(m), toggle, cards,

@@ -58,9 +58,7 @@ def _model_files(folder: Path, m: ModelData, label: str | None) -> dict[str, Any
     return summary
 
 
-def write_atlas(
-    models: Sequence[AtlasStores], output: str | Path, labels: Mapping[str, str] | None = None
-) -> Path:
+def write_atlas(models: Sequence[AtlasStores], output: str | Path, labels: Mapping[str, str] | None = None) -> Path:
     """Write the atlas of ``models`` (each: its modes, scores and atlas maps stores) into the folder ``output``
     (replacing it, atomically), with its provenance; returns its ``index.html``."""
     if not models:
@@ -68,14 +66,16 @@ def write_atlas(
     data = [open_model(s) for s in models]
     keys = [m.key for m in data]
     if len(set(keys)) < len(keys):
-        raise QKDissectError(f"the atlas shows each model once; given twice: {sorted({k for k in keys if keys.count(k) > 1})}")
+        raise QKDissectError(
+            f"the atlas shows each model once; given twice: {sorted({k for k in keys if keys.count(k) > 1})}"
+        )
     inputs = [p for s in models for p in s.paths()]
     record = figure_record("mode atlas", {"models": keys, "thumbnail_quality": QUALITY}, inputs, kind="atlas")
     out = Path(output)
     with atomic_path(out) as tmp:
         (tmp / DATA).mkdir(parents=True)
         for name, target in STATIC.items():
-            (tmp / target).write_text(resources.files("qkdissect.atlas").joinpath("static", name).read_text())
+            (tmp / target).write_text(resources.files("qkdissect.website").joinpath("static", name).read_text())
         summaries = [_model_files(tmp / DATA / m.key, m, (labels or {}).get(m.key)) for m in data]
         index = {"models": [{k: s[k] for k in ("key", "label", "layers", "heads", "modes")} for s in summaries]}
         (tmp / DATA / "index.js").write_text(_script("index", index))

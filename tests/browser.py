@@ -71,10 +71,13 @@ def _wait_view(driver: Any, view: str, timeout: float = 30) -> None:
     )
 
 
-def check_atlas(index: Path, screenshots: Path | None = None) -> dict[str, Any]:
-    """Open the atlas at ``index`` and click from the grid to the strongest head of the first model to its first
-    mode; assert that the mode's top images load and that its cosine and scores are the stores'. ``screenshots``:
-    a folder for one PNG of each level (grid, head, mode). Returns what was clicked."""
+def check_atlas(
+    index: Path, screenshots: Path | None = None, at: tuple[int, int] | None = None, mode_at: int | None = None
+) -> dict[str, Any]:
+    """Open the atlas at ``index`` and click from the grid to a head ``at`` (layer, head) of the first model
+    (default: its strongest by weighted cosine) to a mode (default: the first listed); assert that the mode's top
+    images load and that its cosine and scores are the stores'. ``screenshots``: a folder for one PNG of each level
+    (grid, head, mode). Returns what was clicked."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -84,9 +87,8 @@ def check_atlas(index: Path, screenshots: Path | None = None) -> dict[str, Any]:
         model = driver.execute_script("return QKAtlas.shown()[0]")
         stores = driver.execute_script("return QKAtlas.summary(arguments[0]).stores", model)
         scores, maps = open_store(stores["scores"], "scores"), open_store(stores["maps"], "atlas")
-        layer, head = (
-            int(i) for i in np.unravel_index(np.nanargmax(scores.head_weighted.values), scores.head_weighted.shape)
-        )
+        weighted = scores.head_weighted.values
+        layer, head = at or tuple(int(i) for i in np.unravel_index(np.nanargmax(weighted), weighted.shape))
         cell = driver.find_element(
             By.CSS_SELECTOR, f'.cell[data-model="{model}"][data-layer="{layer}"][data-head="{head}"]'
         )
@@ -95,7 +97,8 @@ def check_atlas(index: Path, screenshots: Path | None = None) -> dict[str, Any]:
             driver.save_screenshot(str(screenshots / "atlas_grid.png"))
         cell.click()
         _wait_view(driver, "head")
-        row = driver.find_element(By.CSS_SELECTOR, "table.modes tbody tr")
+        which = "" if mode_at is None else f'[data-mode="{mode_at}"]'
+        row = driver.find_element(By.CSS_SELECTOR, f"table.modes tbody tr{which}")
         mode = int(row.get_attribute("data-mode"))
         if screenshots:
             WebDriverWait(driver, 30).until(

@@ -36,7 +36,7 @@ from qkdissect.stores import open_store
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A results folder as the workflow lays it out: a tiny random ViT's modes, scores and projections on seven
-    photographs (top 4 images per mode)."""
+    photographs, top 8 images per mode: each mode has an empty slot."""
     base = tmp_path_factory.mktemp("atlas")
     spec = make_tiny_vit(base / "w")
     write_photos(base / "photos", n=7)
@@ -46,7 +46,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     compute_scores(modes, results / "scores/tiny.zarr")
     images = f"folder:{base / 'photos'}"
     proj = results / "projections/tiny/photos.zarr"
-    compute_projections(spec, modes, images, proj, batch_size=3, top_k=4, workers=0, device="cpu", progress=False,
+    compute_projections(spec, modes, images, proj, batch_size=3, top_k=8, workers=0, device="cpu", progress=False,
                         model_key="tiny")  # fmt: skip
     return {"spec": spec, "modes": modes, "proj": proj, "images": images, "results": results, "base": base}
 
@@ -150,7 +150,7 @@ def atlas_page(tiny: dict) -> Path:
 def test_the_atlas_opens_in_a_browser_from_file(atlas_page: Path) -> None:
     """Grid -> the strongest head -> its first mode: the top images load, the cosine and scores are the stores'."""
     clicked = check_atlas(atlas_page)
-    assert clicked["model"] == "tiny" and clicked["images"] == 4
+    assert clicked["model"] == "tiny" and clicked["images"] == 7  # 7 photographs for 8 places
     data = atlas_page.parent / "data/tiny"
     heads = sorted(p.name for p in (data / "heads").iterdir())
     assert len(heads) == 3 * 4 and "L2-H3.js" in heads  # one file per head, loaded on its own

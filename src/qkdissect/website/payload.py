@@ -69,11 +69,12 @@ def open_model(stores: AtlasStores) -> ModelData:
 
 
 def _floats(a: Any, digits: int | None = None) -> list[float | None]:
-    """A flat list of floats (None for NaN), rounded to ``digits`` significant digits when given."""
+    """A flat list of floats (None for NaN and infinities: an empty slot's score), rounded to ``digits``
+    significant digits when given."""
     values = np.asarray(a, dtype=np.float64).ravel()
     if digits is not None:
         values = np.array([float(f"{v:.{digits}g}") for v in values])
-    return [None if np.isnan(v) else float(v) for v in values]
+    return [float(v) if np.isfinite(v) else None for v in values]
 
 
 def model_summary(m: ModelData, label: str | None = None) -> dict[str, Any]:

@@ -138,3 +138,30 @@ def check_atlas(
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
         return {"model": model, "layer": layer, "head": head, "mode": mode, "images": k}
+
+
+def check_search_and_filters(index: Path, negative: int, total: int, mode: tuple[int, int, int]) -> None:
+    """The cosine-sign filter leaves ``negative`` of ``total`` modes on the grid; the search box goes to a mode
+    ``(layer, head, mode)`` of the opposite sign, and names the model's range for one it does not have."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    with chromium() as driver:
+        driver.get(index.resolve().as_uri())
+        _wait_view(driver, "grid")
+        assert driver.find_element(By.ID, "match-count").text == f"{total} of {total} modes match"
+        Select(driver.find_element(By.ID, "f-sign")).select_by_value("neg")
+        _wait_view(driver, "grid")
+        assert driver.find_element(By.ID, "match-count").text == f"{negative} of {total} modes match"
+        layer, head, n = mode
+        box = driver.find_element(By.ID, "search-box")
+        box.send_keys(f"L{layer} H{head} M{n} -")
+        driver.find_element(By.CSS_SELECTOR, "#search button").click()
+        _wait_view(driver, "mode")
+        assert driver.find_element(By.ID, "mode-title").text.endswith(f"L{layer} H{head} M{n} (-)")
+        model = driver.execute_script("return QKAtlas.shown()[0]")
+        assert driver.current_url.endswith(f"#/{model}/L{layer}/H{head}/M{n}-")
+        box.clear()
+        box.send_keys("L99 H0")
+        driver.find_element(By.CSS_SELECTOR, "#search button").click()
+        assert "has layers 0-" in driver.find_element(By.ID, "search-message").text

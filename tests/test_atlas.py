@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from browser import check_atlas
+from browser import check_atlas, check_search_and_filters
 from conftest import make_tiny_vit, write_photos
 from qkdissect import api
 from qkdissect.data.images import decode, image_source
@@ -154,9 +154,12 @@ def test_the_atlas_opens_in_a_browser_from_file(atlas_page: Path) -> None:
     data = atlas_page.parent / "data/tiny"
     heads = sorted(p.name for p in (data / "heads").iterdir())
     assert len(heads) == 3 * 4 and "L2-H3.js" in heads  # one file per head, loaded on its own
+    results = atlas_page.parents[1]
     assert len(list((data / "thumbs").glob("*.jpg"))) == len(
-        open_store(data.parents[2] / "atlas_maps/tiny/photos.zarr").image_id
+        open_store(results / "atlas_maps/tiny/photos.zarr").image_id
     )
+    cosine = open_store(results / "scores/tiny.zarr", "scores").cosine.values
+    check_search_and_filters(atlas_page, int((cosine < 0).sum()), cosine.size, (1, 2, 3))
 
 
 def test_the_audit_and_the_crate_cover_the_atlas(tiny: dict, atlas_page: Path) -> None:

@@ -17,7 +17,7 @@ atlas opens as fast as a ViT-S one. The whole folder is written beside its place
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,9 @@ def _script(call: str, *args: Any) -> str:
     return f"QKAtlas.{call}({', '.join(json.dumps(a, allow_nan=False, separators=(',', ':')) for a in args)});\n"
 
 
-def _model_files(folder: Path, m: ModelData, label: str | None) -> dict[str, Any]:
+def _model_files(folder: Path, m: ModelData) -> dict[str, Any]:
     """A model's summary, head files and thumbnails under ``folder``; returns its summary."""
-    summary = model_summary(m, label)
+    summary = model_summary(m)
     (folder / "heads").mkdir(parents=True)
     (folder / "thumbs").mkdir()
     (folder / "model.js").write_text(_script("model", summary))
@@ -58,7 +58,7 @@ def _model_files(folder: Path, m: ModelData, label: str | None) -> dict[str, Any
     return summary
 
 
-def write_atlas(models: Sequence[AtlasStores], output: str | Path, labels: Mapping[str, str] | None = None) -> Path:
+def write_atlas(models: Sequence[AtlasStores], output: str | Path) -> Path:
     """Write the atlas of ``models`` (each: its modes, scores and atlas maps stores) into the folder ``output``
     (replacing it, atomically), with its provenance; returns its ``index.html``."""
     if not models:
@@ -76,7 +76,7 @@ def write_atlas(models: Sequence[AtlasStores], output: str | Path, labels: Mappi
         (tmp / DATA).mkdir(parents=True)
         for name, target in STATIC.items():
             (tmp / target).write_text(resources.files("qkdissect.website").joinpath("static", name).read_text())
-        summaries = [_model_files(tmp / DATA / m.key, m, (labels or {}).get(m.key)) for m in data]
+        summaries = [_model_files(tmp / DATA / m.key, m) for m in data]
         index = {"models": [{k: s[k] for k in ("key", "label", "layers", "heads", "modes")} for s in summaries]}
         (tmp / DATA / "index.js").write_text(_script("index", index))
         write_sidecar(tmp / SIDECAR, record, [tmp / INDEX, tmp / DATA], atomic=False)

@@ -86,7 +86,9 @@ def check_atlas(
         _wait_view(driver, "grid")
         model = driver.execute_script("return QKAtlas.shown()[0]")
         stores = driver.execute_script("return QKAtlas.summary(arguments[0]).stores", model)
-        scores, maps = open_store(stores["scores"], "scores"), open_store(stores["maps"], "atlas")
+        # paths as the atlas names them: from the folder holding the results folder (the workflow's), or absolute
+        base = index.resolve().parents[2]
+        scores, maps = (open_store(base / stores[k], kind) for k, kind in (("scores", "scores"), ("maps", "atlas")))
         weighted = scores.head_weighted.values
         layer, head = at or tuple(int(i) for i in np.unravel_index(np.nanargmax(weighted), weighted.shape))
         cell = driver.find_element(

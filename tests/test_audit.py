@@ -86,18 +86,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 FIG3 = {f"figures/fig3_{v}_cosine.provenance.json" for v in ("weighted", "unweighted")}
 S4 = {"figures/s4_anisotropy.provenance.json"}
 CLAIMS = {"claims/claims.provenance.json"}  # evaluated on the Fig. 3 scores and the S4 projections
+ATLAS_PAGE = {"atlas/atlas.provenance.json"}  # the mode atlas of tiny-a (the projected model)
+ATLAS = {f"atlas_maps/{A}/photos.zarr"} | ATLAS_PAGE  # made from its modes and projections
 
 
 def test_a_fresh_run_audits_clean(run: dict[str, Path]) -> None:
     status, entries = audit(run["work"] / "results")
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
     kinds = {e["kind"] for e in entries.values()}
-    assert {"weights manifest", "modes/v1", "scores/v1", "projections/v1", "figure"} <= kinds
-    assert len(entries) == 2 + 2 + 2 + 1 + 3 + 1  # manifests, modes, scores, projections, figures, the claims page
+    assert {"weights manifest", "modes/v1", "scores/v1", "projections/v1", "figure", "atlas/v1", "atlas"} <= kinds
+    # manifests, modes, scores, projections, figures, the claims page, the atlas maps store, the mode atlas
+    assert len(entries) == 2 + 2 + 2 + 1 + 3 + 1 + 2
     assert entries[next(iter(CLAIMS))]["status"] == "ok"
     # a store holds its own files only (the workflow removed Snakemake's markers) and opens as xarray users open it
     stores = sorted((run["work"] / "results").glob("**/*.zarr"))
-    assert len(stores) == 5 and not [f for s in stores for f in s.rglob(".snakemake_timestamp")]
+    assert len(stores) == 6 and not [f for s in stores for f in s.rglob(".snakemake_timestamp")]
     code = "import sys, xarray as xr\nfor p in sys.argv[1:]: xr.open_zarr(p)"
     r = subprocess.run([sys.executable, "-W", "error", "-c", code, *map(str, stores)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -134,7 +137,7 @@ def test_a_replaced_image_flags_the_projections_and_their_figure(run: dict[str, 
     with tampered(target, replace):
         status, entries = audit(run["work"] / "results")
     assert status == 1
-    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4 | CLAIMS
+    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4 | CLAIMS | ATLAS
     messages = [f["message"] for f in entries[f"projections/{A}/photos.zarr"]["findings"]]
     assert any("1 changed (photo03.png)" in m for m in messages), messages
     # an image added to the folder changes the set that was projected
@@ -144,7 +147,7 @@ def test_a_replaced_image_flags_the_projections_and_their_figure(run: dict[str, 
         _, entries = audit(run["work"] / "results")
     finally:
         extra.unlink()
-    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4 | CLAIMS
+    assert not_ok(entries) == {f"projections/{A}/photos.zarr"} | S4 | CLAIMS | ATLAS
     assert any("1 added (photo99.png)" in f["message"] for f in entries[f"projections/{A}/photos.zarr"]["findings"])
 
 
@@ -251,7 +254,8 @@ def test_figure_provenance_page_and_ro_crate(run: dict[str, Path]) -> None:
     } <= parts
     assert all(p in graph for p in parts)
     actions = [graph[m] for m in ids(root["mentions"])]
-    assert len(actions) == 11 and all(a["@type"] == "CreateAction" for a in actions)  # 10 + the claims page
+    # 10 + the claims page, the atlas maps store and the mode atlas
+    assert len(actions) == 13 and all(a["@type"] == "CreateAction" for a in actions)
     made = {r: a for a in actions for r in ids(a["result"])}
     proj_inputs = ids(made[f"projections/{A}/photos.zarr/"]["object"])
     assert f"modes/{A}.zarr/" in proj_inputs and any(i.startswith("#images-") for i in proj_inputs)
@@ -300,7 +304,9 @@ def test_report_in_the_paper_order_each_figure_linked_to_its_provenance(run: dic
     found = re.search(r"var categories = (\{.*?\});", text)
     assert found, "no categories in the report"
     categories = json.loads(found.group(1))
-    assert list(categories) == ["03 Fig. 3 layer cosine", "10 Fig. S4 anisotropy", "13 The paper's claims"]
+    assert list(categories) == [
+        "03 Fig. 3 layer cosine", "10 Fig. S4 anisotropy", "13 The paper's claims", "14 The mode atlas",
+    ]  # fmt: skip
     assert sorted(categories["10 Fig. S4 anisotropy"]["Other"]) == [
         "results/figures/s4_anisotropy.png",
         "results/figures/s4_anisotropy.provenance.html",
@@ -350,7 +356,7 @@ def test_a_changed_or_missing_chunk_of_a_store_is_named(run: dict[str, Path]) ->
     store = run["work"] / f"results/modes/{A}.zarr"
     chunk = _chunk(store)
     name = chunk.relative_to(store).as_posix()
-    made_from_a = {f"scores/{A}.zarr", f"projections/{A}/photos.zarr"} | FIG3 | S4 | CLAIMS
+    made_from_a = {f"scores/{A}.zarr", f"projections/{A}/photos.zarr"} | FIG3 | S4 | CLAIMS | ATLAS
     with tampered(chunk, lambda p: p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1]))):
         status, entries = audit(run["work"] / "results")
     assert status == 1 and not_ok(entries) == {f"modes/{A}.zarr"} | made_from_a
@@ -428,7 +434,7 @@ def test_results_behind_a_link_and_an_empty_folder(run: dict[str, Path], tmp_pat
         results.unlink()
         elsewhere.rename(results)
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
-    assert len(entries) == 11
+    assert len(entries) == 13
     parts = ids(next(e for e in json.loads(crate)["@graph"] if e["@id"] == "./")["hasPart"])
     assert f"modes/{A}.zarr/" in parts and all((results / p).exists() for p in parts)  # ids inside the crate
     assert str(tmp_path) not in crate and str(run["work"]) not in crate
@@ -478,5 +484,5 @@ def test_the_workflow_reruns_what_the_audit_flags(run: dict[str, Path], tmp_path
     with moved_away(run["work"] / f"results/scores/{A}.zarr"):
         _, entries = audit(run["work"] / "results")
         rerun = planned(run)
-    assert not_ok(entries) == FIG3 | S4 | CLAIMS  # made from the store that is gone
-    assert artefacts(rerun) == {f"results/scores/{A}.zarr"} | {"results/" + p for p in FIG3 | S4 | CLAIMS}
+    assert not_ok(entries) == FIG3 | S4 | CLAIMS | ATLAS_PAGE  # made from the store that is gone
+    assert artefacts(rerun) == {f"results/scores/{A}.zarr"} | {"results/" + p for p in FIG3 | S4 | CLAIMS | ATLAS_PAGE}

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from browser import check_atlas
 from conftest import REPO, make_ijepa_checkpoint, make_tiny_vit, workflow_path, write_photos
 from qkdissect.catalogue import PAPER_MODELS
 from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
@@ -43,6 +44,8 @@ PAPER_RULE_COUNTS = {
     "s4": 1,
     "claims": 1,
     "maps": 20,  # one per row of the image figures: Fig. 1 (2), 4, 5, 13 gallery rows, 3 S17-S19
+    "atlas_maps": 16,  # the mode atlas: every projected model
+    "atlas": 1,
     "modes_folded": None,  # beyond the paper: config/beyond.yaml
     "logits": None,
     "text_project": None,
@@ -353,15 +356,22 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     snakemake(work, "--report", "results/report.html")
     html = (work / "results/report.html").read_text()
     assert "Fig. 3 (weighted)" in html and "Provenance of results/figures/fig3_weighted_cosine.png" in html
+    assert "The mode atlas" in html and re.search(r'href=\\?"atlas/index\.html', html)  # linked from the report
+    # the mode atlas opens in a real browser from file://: grid -> head -> mode, its images and numbers the stores'
+    atlas = open_store(work / f"results/atlas_maps/{model}/skimage.zarr", "atlas")
+    assert atlas.attrs["map_grid"] == [16, 16] and 8 <= atlas.sizes["image"] <= proj.attrs["images"]["valid"]
+    assert check_atlas(work / "results/atlas/index.html")["images"] == 8
     # the whole chain audits clean (weights re-hashed, skimage photographs re-read, config sections compared)
     audit = [sys.executable, "-m", "qkdissect", "audit", "results"]
     audit += ["--allow-dirty"] if git_state().get("dirty") else []
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
     # figures, 2 manifests, 6 DINOv2 stores, 3 MiniLM stores (modes, scores, text), folded modes and scores (2 x 2
-    # each), 6 maps stores (Fig. 1, 4, 5, the gallery, S17, MiniLM's text modes), the claims page
-    n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8 + 6 + 1
+    # each), 6 maps stores (Fig. 1, 4, 5, the gallery, S17, MiniLM's text modes), the claims page, the mode atlas
+    # and its atlas maps store
+    n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8 + 6 + 1 + 2
     assert re.search(r"^ok +claims/claims\.provenance\.json", r.stdout, re.M), r.stdout[-3000:]
+    assert re.search(r"^ok +atlas/atlas\.provenance\.json +\[atlas\]", r.stdout, re.M), r.stdout[-3000:]
     assert r.stdout.strip().endswith(f"{n} ok")
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n

@@ -1,9 +1,10 @@
 """qkdissect: the query-key interaction of vision (and language) transformers, dissected mode by mode.
 
 The Python API (:mod:`qkdissect.api`): :func:`modes`, :func:`scores`, :func:`project`, :func:`open_store`,
-:func:`preprocess`. The package, by stage: ``models`` (specs, weights sources, adapters), ``core`` (the math),
-``data`` (images, masks, text), ``passes`` (running models over weights and data), ``stores`` (Zarr I/O and
-schemas), ``provenance`` (records, audit, RO-Crate), ``plots`` (figures from stores), ``cli``.
+:func:`preprocess`, :func:`atlas` (the mode atlas of a results folder; its pass: :func:`atlas_maps`). The package,
+by stage: ``models`` (specs, weights sources, adapters), ``core`` (the math), ``data`` (images, masks, text),
+``passes`` (running models over weights and data), ``stores`` (Zarr I/O and schemas), ``provenance`` (records,
+audit, RO-Crate), ``plots`` (figures from stores), ``website`` (the mode atlas from stores), ``cli``.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,6 +14,6 @@ try:
 except PackageNotFoundError:  # a source checkout on PYTHONPATH, not installed
     __version__ = "0.1.0+source"
 
-from .api import modes, open_store, preprocess, project, scores
+from .api import atlas, atlas_maps, modes, open_store, preprocess, project, scores
 
-__all__ = ["__version__", "modes", "open_store", "preprocess", "project", "scores"]
+__all__ = ["__version__", "atlas", "atlas_maps", "modes", "open_store", "preprocess", "project", "scores"]

@@ -6,6 +6,7 @@
 >>> s.layer_weighted.plot()
 >>> p = qk.project(model, m, "folder:photos")                                         # top images per mode
 >>> x = qk.preprocess(model)("photo.jpg")                                             # the exact model input
+>>> qk.atlas("results")                                  # every mode of a results folder, in a web page
 
 ``model`` is everywhere a spec string (``qkdissect models`` lists the known names) or a timm / Hugging Face
 model object already in memory. Heavy libraries (torch, timm, transformers) are imported on first use, so
@@ -89,6 +90,59 @@ def project(
         model, modes, images, output, tokens=tokens, batch_size=batch_size, top_k=top_k, device=device,
         limit=limit, workers=workers, score=score, dedupe=dedupe_distance(dedupe), progress=progress,
     )  # fmt: skip
+
+
+def atlas_maps(
+    model: str | nn.Module,
+    modes: xr.Dataset | str | Path,
+    projections: xr.Dataset | str | Path,
+    *,
+    output: str | Path | None = None,
+    grid: int = default("atlas_grid"),
+    thumbnail: int = default("thumbnail"),
+    batch_size: int = default("atlas_batch_size"),
+    device: str = default("device"),
+    name: str | None = None,
+    progress: bool = True,
+) -> xr.Dataset:
+    """The atlas pass: the query and key maps of every mode's top images in ``projections`` (quantised to 8 bits,
+    at most ``grid`` cells a side) and each of those images once as a thumbnail, for :func:`atlas`."""
+    from .passes.atlas import compute_atlas_maps
+
+    return compute_atlas_maps(
+        model, modes, projections, output, grid=grid, thumbnail=thumbnail, batch_size=batch_size, device=device,
+        model_key=name, progress=progress,
+    )  # fmt: skip
+
+
+def atlas(
+    results: str | Path = "results",
+    *,
+    models: list[str] | None = None,
+    images: str | None = None,
+    output: str | Path | None = None,
+    compute: bool = True,
+    device: str = default("device"),
+    progress: bool = True,
+) -> Path:
+    """The mode atlas of a results folder (``RESULTS/atlas/index.html``, opens from ``file://``): every mode of
+    every projected image model (or of ``models``). An atlas maps store that is missing, or older than its
+    projections store, is made first (the model is loaded; ``compute=False`` refuses instead). Returns the page."""
+    from .errors import QKDissectError
+    from .website import write_atlas
+    from .website.results import find_models
+
+    found = find_models(results, models, images)
+    for f in found:
+        if f.maps_current():
+            continue
+        if not compute:
+            raise QKDissectError(f"{f.stores.maps} is missing or older than {f.projections}: make it first")
+        from .passes.atlas import compute_atlas_maps
+
+        compute_atlas_maps(f.spec, f.stores.modes, f.projections, f.stores.maps, device=device, model_key=f.key,
+                           manifest=f.manifest, progress=progress)  # fmt: skip
+    return write_atlas([f.stores for f in found], output or Path(results) / "atlas")
 
 
 def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:

@@ -1,7 +1,7 @@
 """qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
-store: modes, scores, project, merge-shards, project-text, logits, preference, same-object, maps. A figure:
-plot-layers. A results folder: audit, crate, claims. The workflow: run, Snakemake with its config files checked.
-`qkdissect COMMAND -h` says more; --debug shows an error's traceback.
+store: modes, scores, project, merge-shards, project-text, logits, preference, same-object, maps, atlas-maps. A
+figure: plot-layers. A results folder: atlas, audit, crate, claims. The workflow: run, Snakemake with its config
+files checked. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
 
 Nothing heavy (torch, timm, transformers) is imported before a command runs, and a model name is checked against
 the catalogue first: --help, --version and an unknown model answer at once."""
@@ -249,6 +249,38 @@ def _cmd_maps(args: argparse.Namespace) -> int:
         manifest=args.manifest,
     )
     print(f"{ds.sizes['row']} modes, {ds.sizes['slot']} slots each ({ds.attrs['kind']}) -> {args.output}")
+    return 0
+
+
+def _cmd_atlas_maps(args: argparse.Namespace) -> int:
+    from .passes.atlas import compute_atlas_maps
+
+    ds = compute_atlas_maps(
+        args.model,
+        args.modes,
+        args.projections,
+        args.output,
+        grid=args.grid,
+        thumbnail=args.thumbnail,
+        batch_size=args.batch_size,
+        device=args.device,
+        model_key=args.name or args.model,
+        manifest=args.manifest,
+        progress=not args.quiet,
+    )
+    gy, gx = ds.attrs["map_grid"]
+    print(f"{ds.sizes['image']} top images, maps {gx} x {gy} of every mode and sign -> {args.output}")
+    return 0
+
+
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from .api import atlas
+
+    out = args.output or Path(args.results) / "atlas"
+    page = atlas(args.results, models=args.models, images=args.images, output=out, compute=not args.no_compute,
+                 device=args.device, progress=not args.quiet)  # fmt: skip
+    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    print(f"mode atlas ({size / 1e6:.1f} MB) -> {page}: open it in a browser (no server needed)")
     return 0
 
 
@@ -523,6 +555,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(mp, "device")
     _model_options(mp)
     mp.set_defaults(func=_cmd_maps)
+
+    am = sub.add_parser(
+        "atlas-maps",
+        help="the atlas pass: the query and key maps of every mode's top images (8-bit) and their thumbnails",
+    )
+    am.add_argument("model", help="the model the stores were computed from")
+    am.add_argument("--modes", required=True, help="modes store of that model")
+    am.add_argument("--projections", required=True, help="its projections store (the top images per mode)")
+    am.add_argument("-o", "--output", required=True, help="atlas maps store (.zarr)")
+    add_option(am, "batch_size", option="atlas_batch_size")
+    add_option(am, "grid", option="atlas_grid")
+    add_option(am, "thumbnail")
+    add_option(am, "device")
+    _model_options(am)
+    am.set_defaults(func=_cmd_atlas_maps)
+
+    at = sub.add_parser(
+        "atlas",
+        help="the mode atlas of a results folder: every mode of every projected image model in a web page that "
+        "opens from file:// (RESULTS/atlas/index.html)",
+    )
+    at.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    at.add_argument("--models", nargs="+", metavar="MODEL", help="these models only (default: every projected one)")
+    at.add_argument("--images", help="the image set, where a model is projected on several")
+    at.add_argument("-o", "--output", help="the atlas folder (default: RESULTS/atlas)")
+    at.add_argument(
+        "--no-compute",
+        action="store_true",
+        help="never load a model: refuse when an atlas maps store is missing (default: make it with the atlas pass)",
+    )
+    add_option(at, "device")
+    at.add_argument("-q", "--quiet", action="store_true", help=QUIET)
+    at.set_defaults(func=_cmd_atlas)
 
     r = sub.add_parser(
         "resolve", help="find, download or convert a model's weights, hash them, and write a JSON manifest"

@@ -142,6 +142,13 @@ OPTIONS: dict[str, Option] = {
     "max_tokens": Option(128, "passages are truncated to this many tokens", int, minimum=2),
     "same_object_top": _count(5, "top images per mode in the same-object probability (paper: 5)"),
     "limit": _count(None, "only the first N items, in sorted id order"),
+    "atlas_grid": _count(
+        16,
+        "the mode atlas keeps each query and key map at most this many cells a side: a larger patch grid is "
+        "averaged down to it (DINOv2 at 518 px: 37 x 37 -> 16 x 16)",
+    ),
+    "thumbnail": _count(224, "the mode atlas's thumbnails are at most this many pixels a side"),
+    "atlas_batch_size": _count(8, "images per batch of the atlas pass"),
     "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0),
 }
 

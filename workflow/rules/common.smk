@@ -171,7 +171,10 @@ def _check_config():
                     f"config: figures.{key} names mask datasets {bad} not under mask_datasets "
                     f"({list(config['mask_datasets'])})"
                 )
-    if PROJECTION_MODELS and config["projections"]["images"] not in config["images"]:
+    bad = [m for m in ATLAS_MODELS if m not in IMAGE_MODELS]
+    if bad:
+        raise WorkflowError(f"config: atlas names {bad}, which are not image models under models: {IMAGE_MODELS}")
+    if (PROJECTION_MODELS or ATLAS_MODELS) and config["projections"]["images"] not in config["images"]:
         raise WorkflowError(
             f"config: projections.images is {config['projections']['images']!r}, which is not one of the image "
             f"sets under images: {list(config['images'])}"
@@ -239,7 +242,35 @@ def _projection_models():
 
 #: the models whose tokens are projected on the image set (those of the projection figures)
 PROJECTION_MODELS = _projection_models()
+
+
+def _atlas_models():
+    wanted = config["atlas"]
+    if wanted == "all":
+        return PROJECTION_MODELS
+    return list(dict.fromkeys(wanted or []))
+
+
+#: the image models of the mode atlas (projected for it when no figure projects them)
+ATLAS_MODELS = _atlas_models()
 _check_config()
+
+
+def atlas_maps_store(model):
+    return f"results/atlas_maps/{model}/{config['projections']['images']}.zarr"
+
+
+#: what `all` and the crate take from the atlas (rules/atlas.smk): its page, data and provenance
+ATLAS_OUTPUTS = (
+    [
+        "results/atlas/index.html",
+        "results/atlas/data",
+        "results/atlas/atlas.provenance.json",
+        "results/atlas/atlas.provenance.html",
+    ]
+    if ATLAS_MODELS
+    else []
+)
 
 
 def model_pattern():
@@ -387,9 +418,12 @@ def figure_outputs(stem):
 #: workflow/figures.yaml: one row per kind of figure (figures.smk makes a rule of each)
 FIGURES = yaml.safe_load(Path(own_file("../figures.yaml")).read_text())
 CLAIMS_CATEGORY = "The paper's claims"
+ATLAS_CATEGORY = "The mode atlas"
 #: the report's categories numbered in the paper's order (Fig. 1..6, S1..S19, the claims, then beyond the paper):
 #: the report lists categories alphabetically
-REPORT_CATEGORIES = report_categories([f["category"] for f in FIGURES.values()] + [CLAIMS_CATEGORY])
+REPORT_CATEGORIES = report_categories(
+    [f["category"] for f in FIGURES.values()] + [CLAIMS_CATEGORY, ATLAS_CATEGORY]
+)
 
 
 def _models_rows(key):

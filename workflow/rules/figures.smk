@@ -87,7 +87,7 @@ for _key, _fig in FIGURES.items():
 
 
 # The results folder as an RO-Crate (RO-Crate 1.1, Process Run Crate profile, built with ro-crate-py): every
-# figure, store, weights manifest and executed notebook with its sha256, the config files in force and this
+# figure, store, weights manifest and executed notebook (and the mode atlas) with its sha256, the config files in force and this
 # workflow (copied into results/run/), the inputs recorded in their provenance, and the action that made each.
 # `qkdissect crate results --check-only` validates it offline with roc-validator.
 rule crate:
@@ -95,6 +95,7 @@ rule crate:
     input:
         all_figures(),
         "results/claims/claims.json",
+        ATLAS_OUTPUTS,
     output:
         metadata="results/ro-crate-metadata.json",
         run=directory("results/run"),

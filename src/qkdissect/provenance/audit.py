@@ -10,9 +10,10 @@ source). The audit re-hashes all of them and reports, per artefact, the worst of
 - ``dirty-tree``: made from a checkout with uncommitted changes (the commit alone does not reproduce it)
 - ``different-code``: the package source differs from the code running the audit
 - ``changed-input``: an input's content differs from what was recorded, or an artefact it was made from did
-- ``modified``: the artefact itself (a figure's PNG/PDF, a chunk of a store) was changed after it was made
+- ``modified``: the artefact itself (a figure's PNG/PDF, the mode atlas's page or data, a chunk of a store) was
+  changed after it was made
 - ``missing-input``: an input is gone, a chunk of the store itself is gone, or the artefact has no provenance (a
-  figure whose sidecar was deleted)
+  figure or the mode atlas whose sidecar was deleted)
 
 A store records the sha256 of each of its files when it is written (:mod:`qkdissect.stores.content`); the audit
 names every chunk that changed, is gone or was added since.
@@ -30,6 +31,7 @@ from typing import Any
 
 from ..errors import QKDissectError
 from ..stores.content import differences, recorded, stale_metadata
+from .atlas import INDEX, SIDECAR, is_atlas
 from .records import config_values, items_sha256, source_sha256, store_attrs, tree_digests
 
 STATUSES = ("ok", "dirty-tree", "different-code", "changed-input", "modified", "missing-input")
@@ -46,7 +48,7 @@ class Finding:
 @dataclass
 class Artefact:
     path: Path  # as found under the results folder
-    kind: str  # "weights manifest", a store schema ("modes/v1", ...), "figure" or "claims"
+    kind: str  # "weights manifest", a store schema ("modes/v1", ...), "figure", "claims" or "atlas"
     record: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
     #: a store's record of its own content ({file inside it: sha256}); None for a store written without one
@@ -114,7 +116,8 @@ def _files(here: Path, names: list[str], leftovers: list[Path]) -> list[Artefact
         if _is_partial(name):
             leftovers.append(f)
         elif name.endswith(".provenance.json"):
-            found.append(Artefact(f, "figure", _read_json(f)))
+            record = _read_json(f)
+            found.append(Artefact(f, "atlas" if record.get("kind") == "atlas" else "figure", record))
         elif name.endswith(".provenance.html"):
             continue
         elif f.suffix in _DRAWN or (f.suffix in (".json", ".html") and _is_claims(f)):
@@ -122,9 +125,12 @@ def _files(here: Path, names: list[str], leftovers: list[Path]) -> list[Artefact
                 orphans.setdefault(side.name, []).append(f)
         elif name.endswith(".json") and (data := _read_json(f)).get("qkdissect_manifest"):
             found.append(Artefact(f, "weights manifest", data))
+    if INDEX in names and is_atlas(here) and not (here / SIDECAR).exists():
+        orphans[SIDECAR] = [here / INDEX]
     for sidecar, files in orphans.items():
         shown = min(files, key=lambda p: (p.suffix not in (".png", ".json"), p.name))
-        art = Artefact(shown, "claims" if _is_claims(shown) else "figure", {})
+        kind = "atlas" if sidecar == SIDECAR and is_atlas(here) else "claims" if _is_claims(shown) else "figure"
+        art = Artefact(shown, kind, {})
         art.add(
             "missing-input",
             f"no provenance: its sidecar {sidecar} is gone, and with it the record of what "
@@ -307,7 +313,7 @@ def _outputs(art: Artefact, hashes: _Hashes) -> None:
     for name, digest in (art.record.get("outputs") or {}).items():
         out = art.path.with_name(name)
         if not out.exists():
-            art.add("missing-input", f"{out} (the figure itself) is gone")
+            art.add("missing-input", f"{out} (the {art.kind} itself) is gone")
         elif hashes(out) != digest:
             art.add("modified", f"{out} was changed after it was made")
 
@@ -350,7 +356,7 @@ def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool) -> None:
         art.add("missing-input", "no dependencies recorded (made before qkdissect recorded them)")
     for dep in dependencies(art):
         _dependency(art, dep, hashes)
-    if art.kind == "figure":
+    if art.kind in ("figure", "atlas"):
         _outputs(art, hashes)
 
 

@@ -196,9 +196,10 @@ def _parameters(c: _Crate, record: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _made(c: _Crate, art: Artefact) -> list[dict[str, str]]:
-    """The files of the crate an artefact is: a figure's PNG/PDF (or the claims page's JSON/HTML), its provenance
-    sidecar and page and its executed notebook; a store or manifest itself."""
-    if art.kind != "figure":
+    """The files of the crate an artefact is: a figure's PNG/PDF (or the claims page's JSON/HTML, or the mode
+    atlas's page and data folder), its provenance sidecar and page and its executed notebook; a store or manifest
+    itself."""
+    if art.kind not in ("figure", "atlas"):
         return [c.part(art.path, {"name": art.path.name, "description": art.kind, "sha256": tree_sha256(art.path)})]
     title = art.record.get("figure", art.path.name)
     stem = art.path.name.removesuffix(".provenance.json")

@@ -5,6 +5,7 @@ the record in their metadata, a ``.provenance.json`` sidecar, a ``.provenance.ht
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,13 @@ def input_record(path: str | Path) -> dict[str, Any]:
 def figure_record(
     name: str,
     parameters: dict[str, Any],
-    inputs: list[str | Path],
+    inputs: Sequence[str | Path],
     notebook: str | Path | None = None,
+    kind: str = "figure",
 ) -> dict[str, Any]:
-    """The provenance of a figure: the notebook that drew it, its parameters and its inputs (with digests)."""
-    rec = base_record("figure", parameters)
+    """The provenance of a figure (or of another page made from stores, ``kind``: the claims page, the mode atlas):
+    the notebook that drew it, its parameters and its inputs (with digests)."""
+    rec = base_record(kind, parameters)
     rec["figure"] = name
     rec["inputs"] = [input_record(p) for p in inputs]
     rec["dependencies"] = [dependency("store", i["path"], i["sha256"]) for i in rec["inputs"]]
@@ -85,13 +88,25 @@ def save_figure(
             fig.savefig(tmp, format=ext.lstrip("."), dpi=dpi, metadata=fmt_meta)
     if provenance is not None:
         # the sidecar also records the digests of the files just written: `qkdissect audit` notices an edited figure
-        outputs = {t.name: tree_sha256(t) for t in (out.with_suffix(e) for e in (out.suffix or ".png", ".pdf"))}
-        with atomic_path(provenance_path(out)) as tmp:
-            tmp.write_text(json.dumps({**provenance, "outputs": outputs}, indent=2, sort_keys=True) + "\n")
-        with atomic_path(provenance_path(out).with_suffix(".html")) as tmp:
-            tmp.write_text(provenance_html(provenance))
+        write_sidecar(provenance_path(out), provenance, [out.with_suffix(e) for e in (out.suffix or ".png", ".pdf")])
     plt.close(fig)
     return out
+
+
+def write_sidecar(sidecar: Path, record: dict[str, Any], outputs: list[Path], atomic: bool = True) -> None:
+    """``<name>.provenance.json`` (the record plus the sha256 of each output beside it, files or folders, under
+    ``outputs``) and the readable ``<name>.provenance.html``; each written atomically unless ``atomic`` is False
+    (inside a folder that is itself renamed into place)."""
+    digests = {t.name: tree_sha256(t) for t in outputs}
+    for path, text in (
+        (sidecar, json.dumps({**record, "outputs": digests}, indent=2, sort_keys=True) + "\n"),
+        (sidecar.with_suffix(".html"), provenance_html(record)),
+    ):
+        if not atomic:
+            path.write_text(text)
+            continue
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
 
 
 def provenance_path(figure: str | Path) -> Path:

@@ -70,7 +70,9 @@ def provenance_html(record: dict[str, Any]) -> str:
     parts = [
         f"<h1>{html.escape(str(record.get('figure', 'figure')))}</h1>",
         f"<p>Drawn {html.escape(str(record.get('finished', '?')))} by notebook "
-        f"<code>{html.escape(str(nb.get('path', '?')))}</code> (sha256 {_short(nb.get('sha256'))}).</p>",
+        f"<code>{html.escape(str(nb.get('path', '?')))}</code> (sha256 {_short(nb.get('sha256'))}).</p>"
+        if nb
+        else f"<p>Written {html.escape(str(record.get('finished', '?')))} from the stores below.</p>",
         "<h2>Models</h2>",
         _table(["model", "weights spec", "weights sha256", "hub revision", "origin"], figure_models(record)),
         "<h2>Data</h2>",

@@ -21,6 +21,9 @@ text_projections    top passages per (layer, head, mode, sign) with the best pai
                     their ids); the passages
 maps                per row (a mode drawn) and slot (an image or passage drawn for it): the maps and scores;
                     image crops or token pieces (:mod:`qkdissect.passes.maps`)
+atlas               every mode's top images (``top_score``, ``slot_image``; layer, head, mode, sign, rank) with
+                    their query and key maps, 8-bit with a per-map offset and step (``q_code``, ``q_lo``,
+                    ``q_step``; ``k_*``), and one thumbnail per image (:mod:`qkdissect.passes.atlas`)
 ==================  ==========================================================================================
 """
 
@@ -144,6 +147,14 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "piece": ("token as it reads in the passage", ""),
     "spaced": ("a space precedes the token", ""),
     "scored": ("the token counts in the passage score", ""),
+    # atlas
+    "q_code": ("query map x_t . u_n, 8-bit code", ""),
+    "k_code": ("key map x_t . v_n, 8-bit code", ""),
+    "q_lo": ("query map value of code 0", "1"),
+    "k_lo": ("key map value of code 0", "1"),
+    "q_step": ("query map value per code step", "1"),
+    "k_step": ("key map value per code step", "1"),
+    "thumbnail": ("image as the model saw it, downscaled (8-bit RGB)", "1"),
 }
 
 
@@ -391,4 +402,33 @@ def slot_maps(store: xr.Dataset, row: int, slot: int) -> TokenMaps:
         store.q_map.values[row, slot, :n],
         store.k_map.values[row, slot, :n],
         store.scored.values[row, slot, :n],
+    )
+
+
+def atlas_dataset(
+    codes: Mapping[str, np.ndarray], top_score: np.ndarray, slot_image: np.ndarray, thumbnails: np.ndarray,
+    coords: Mapping[str, Any], attrs: Mapping[str, Any],
+) -> xr.Dataset:  # fmt: skip
+    """``codes``: ``q_code``/``k_code`` (layer, head, mode, sign, rank, gy, gx) uint8 and ``q_lo``, ``q_step``,
+    ``k_lo``, ``k_step`` (layer, head, mode, sign, rank): a map is ``lo + step * code``."""
+    maps = (*TOP_DIMS, "gy", "gx")
+    variables: dict[str, Var] = {
+        "top_score": (TOP_DIMS, top_score, "the projections store's top_score of the slot's image"),
+        "slot_image": (TOP_DIMS, slot_image, "index (image dim) of the slot's image; -1: empty"),
+        "thumbnail": (("image", "y", "x", "channel"), thumbnails,
+                      "the image as the model saw it (resized, centre-cropped), then downscaled"),
+    }  # fmt: skip
+    for side, what in (("q", "query map x_t . u_n"), ("k", "key map x_t . v_n")):
+        variables[f"{side}_code"] = (maps, codes[f"{side}_code"], f"{what} (the mode's sign applied), averaged "
+                                     "over the patch grid down to (gy, gx), as lo + step * code")  # fmt: skip
+        variables[f"{side}_lo"] = (TOP_DIMS, codes[f"{side}_lo"], "the map's minimum: code 0")
+        variables[f"{side}_step"] = (TOP_DIMS, codes[f"{side}_step"], "(max - min) / 255: the error is <= step / 2")
+    n_layers, n_heads, n_modes = top_score.shape[:3]
+    axes = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "mode": np.arange(n_modes)}
+    ids = coords["image_id"][1]
+    return dataset(
+        "atlas",
+        variables,
+        {**coords, **sign_coord(), **axes, "top_image_id": (TOP_DIMS, ids_at(ids, slot_image))},
+        attrs,
     )

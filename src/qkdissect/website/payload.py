@@ -1,0 +1,124 @@
+"""What the atlas's pages load, from the stores alone: per model a summary of every mode (singular value, cosine,
+degenerate block, null flag; the heads' weighted cosines), per head its slots (top images, scores, the query and
+key maps). Plain JSON-able values; the maps as text of one character per value (:data:`ALPHABET`: 64 levels, the
+top 6 bits of the store's 8-bit codes), so that a head's page loads as one script."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import QKDissectError
+from ..stores import open_store
+
+#: one character per map value: value v (0-63) is ALPHABET[v]
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_LETTERS = np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)
+#: a model's name names its folder in the atlas (as the workflow's config names models)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class AtlasStores:
+    """The stores one model's part of the atlas is made from: its modes, scores and atlas maps."""
+
+    modes: Path
+    scores: Path
+    maps: Path
+
+    def paths(self) -> list[Path]:
+        return [self.modes, self.scores, self.maps]
+
+
+@dataclass
+class ModelData:
+    """One model's stores, opened and checked to belong together."""
+
+    key: str
+    stores: AtlasStores
+    modes: xr.Dataset
+    scores: xr.Dataset
+    maps: xr.Dataset
+
+
+def open_model(stores: AtlasStores) -> ModelData:
+    """Open a model's stores; refuse a name that cannot name a folder and stores of different models or shapes."""
+    maps = open_store(stores.maps, "atlas")
+    modes, scores = open_store(stores.modes, "modes"), open_store(stores.scores, "scores")
+    key = str(maps.attrs["model_id"])
+    if not NAME.fullmatch(key):
+        raise QKDissectError(
+            f"model name {key!r} (of {stores.maps}) cannot name a folder of the atlas: make its stores with a name "
+            "(--name) of letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
+    shape = maps.top_score.shape[:3]
+    weights = maps.attrs.get("weights_sha256")
+    for what, ds, got in (("modes", modes, modes.S.shape), ("scores", scores, scores.cosine.shape)):
+        other = ds.attrs.get("weights_sha256")
+        if got != shape or (weights and other and other != weights):
+            raise QKDissectError(
+                f"{stores.maps} holds {key} (layer, head, mode {shape}, weights {str(weights)[:12]}…), its {what} "
+                f"store {getattr(stores, what)} {got} of weights {str(other)[:12]}…: give the stores of one model"
+            )
+    return ModelData(key, stores, modes, scores, maps)
+
+
+def _floats(a: Any, digits: int | None = None) -> list[float | None]:
+    """A flat list of floats (None for NaN and infinities: an empty slot's score), rounded to ``digits``
+    significant digits when given."""
+    values = np.asarray(a, dtype=np.float64).ravel()
+    if digits is not None:
+        values = np.array([float(f"{v:.{digits}g}") for v in values])
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def model_summary(m: ModelData) -> dict[str, Any]:
+    """What the grid and the head pages show of every mode of a model (flat arrays in (layer, head, mode) order)."""
+    n_layers, n_heads, n_modes = m.modes.S.shape
+    maps = m.maps
+    return {
+        "key": m.key,
+        "label": m.key,
+        "layers": n_layers,
+        "heads": n_heads,
+        "modes": n_modes,
+        "top_k": int(maps.sizes["rank"]),
+        "grid": list(maps.attrs["grid"]),
+        "map_grid": list(maps.attrs["map_grid"]),
+        "token_source": maps.attrs.get("token_source"),
+        "image_set": (maps.attrs.get("images") or {}).get("spec"),
+        "image_score": maps.attrs.get("image_score"),
+        "images": [str(i) for i in maps.image_id.values],
+        "S": _floats(m.modes.S.values, 6),
+        "cosine": _floats(m.scores.cosine.values),
+        "block": np.asarray(m.modes.block.values, dtype=np.int64).ravel().tolist(),
+        "null": np.asarray(m.scores.null_mode.values, dtype=bool).ravel().astype(int).tolist(),
+        "head_weighted": _floats(m.scores.head_weighted.values),
+        "layer_weighted": _floats(m.scores.layer_weighted.values),
+        "depth": _floats(m.scores.depth.values),
+        "stores": {k: str(p) for k, p in vars(m.stores).items()},
+    }
+
+
+def map_text(codes: np.ndarray) -> str:
+    """8-bit codes -> one character of :data:`ALPHABET` per value (their top 6 bits)."""
+    return _LETTERS[np.asarray(codes, dtype=np.uint8).ravel() >> 2].tobytes().decode("ascii")
+
+
+def head_payload(layer_maps: xr.Dataset, layer: int, head: int) -> dict[str, Any]:
+    """One head's slots, in (mode, sign, rank) order: each slot's image (-1: empty), score and maps
+    (``layer_maps``: the atlas store's variables of that layer, loaded)."""
+    one = layer_maps.isel(head=head)
+    return {
+        "layer": layer,
+        "head": head,
+        "image": np.asarray(one.slot_image.values, dtype=np.int64).ravel().tolist(),
+        "score": _floats(one.top_score.values, 5),
+        "q": map_text(one.q_code.values),
+        "k": map_text(one.k_code.values),
+    }

@@ -1,0 +1,218 @@
+"""The mode atlas: the atlas pass stores every mode's top images with their query and key maps (equal, within the
+8-bit quantisation, to the tokens' projections computed by hand, mode by mode); the page written from the stores
+opens in a real headless Chromium from file://; the audit and the RO-Crate cover it; a bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from browser import check_atlas, check_search_and_filters
+from conftest import make_tiny_vit, write_photos
+from qkdissect import api
+from qkdissect.data.images import decode, image_source
+from qkdissect.models import load_qk, preprocess_for
+from qkdissect.passes.atlas import dequantise, quantise
+from qkdissect.passes.hooks import layer_token_hooks
+from qkdissect.passes.projections import compute_projections
+from qkdissect.passes.scores import compute_scores
+from qkdissect.passes.weights import compute_modes
+from qkdissect.provenance.audit import audit
+from qkdissect.provenance.records import git_state
+from qkdissect.stores import open_store
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A results folder as the workflow lays it out: a tiny random ViT's modes, scores and projections on seven
+    photographs, top 8 images per mode: each mode has an empty slot."""
+    base = tmp_path_factory.mktemp("atlas")
+    spec = make_tiny_vit(base / "w")
+    write_photos(base / "photos", n=7)
+    results = base / "results"
+    modes = results / "modes/tiny.zarr"
+    compute_modes(spec, modes, device="cpu", model_key="tiny")
+    compute_scores(modes, results / "scores/tiny.zarr")
+    images = f"folder:{base / 'photos'}"
+    proj = results / "projections/tiny/photos.zarr"
+    compute_projections(spec, modes, images, proj, batch_size=3, top_k=8, workers=0, device="cpu", progress=False,
+                        model_key="tiny")  # fmt: skip
+    return {"spec": spec, "modes": modes, "proj": proj, "images": images, "results": results, "base": base}
+
+
+def hand_tokens(tiny: dict, image_ids: list[str]) -> dict[int, np.ndarray]:
+    """Per layer, the patch tokens W_q/W_k see of each image (image, token, d), float64, by hand."""
+    qk, loaded = load_qk(tiny["spec"])
+    pre = preprocess_for(loaded)
+    items = {it.id: it for it in image_source(tiny["images"]).items}
+    x = torch.stack([pre.tensor(decode(items[i], target=max(pre.crop))) for i in image_ids])
+    got: dict[int, np.ndarray] = {}
+    keep = lambda i, t: got.__setitem__(i, t.detach().double().numpy())  # noqa: E731
+    with layer_token_hooks(qk, "post-norm", keep), torch.no_grad():
+        loaded.model(x)
+    return {layer: t[:, qk.layout.n_prefix :] for layer, t in got.items()}
+
+
+def brute_force_maps(tiny: dict, atlas: object, pool: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Every slot's query and key maps, mode by mode: the slot image's tokens onto the mode's u and v (times the
+    sign), averaged over pool x pool patches; (layer, head, mode, sign, rank, gy, gx), NaN for empty slots."""
+    ds = atlas  # an atlas dataset
+    modes = open_store(tiny["modes"], "modes")
+    tokens = hand_tokens(tiny, [str(i) for i in ds.image_id.values])  # type: ignore[attr-defined]
+    slot = ds.slot_image.values  # type: ignore[attr-defined]
+    gy, gx = ds.attrs["grid"]  # type: ignore[attr-defined]
+    q = np.full((*slot.shape, gy // pool, gx // pool), np.nan)
+    k = np.full_like(q, np.nan)
+    for index in np.ndindex(*slot.shape):
+        layer, head, mode, sign, _ = index
+        if slot[index] < 0:
+            continue
+        s = 1.0 if sign == 0 else -1.0
+        t = tokens[layer][slot[index]]
+        for out, vec in ((q, modes.U.values), (k, modes.V.values)):
+            m = (t @ (s * vec[layer, head, :, mode])).reshape(gy, gx)
+            out[index] = m.reshape(gy // pool, pool, gx // pool, pool).mean(axis=(1, 3))
+    return q, k
+
+
+def test_the_maps_are_each_modes_projection_within_the_quantisation(tiny: dict) -> None:
+    ds = api.atlas_maps(tiny["spec"], tiny["modes"], tiny["proj"], device="cpu", name="tiny", progress=False)
+    proj = open_store(tiny["proj"], "projections")
+    # every slot is the projections store's: the same images (each stored once) and scores
+    np.testing.assert_array_equal(ds.top_image_id.values, proj.top_image_id.values)
+    np.testing.assert_array_equal(ds.top_score.values, proj.top_score.values)
+    assert sorted(ds.image_id.values) == sorted(set(proj.top_image_id.values.ravel()) - {""})
+    q, k = brute_force_maps(tiny, ds)
+    for side, want in (("q", q), ("k", k)):
+        code, lo, step = (ds[f"{side}_{v}"].values for v in ("code", "lo", "step"))
+        got = dequantise(code, lo, step)
+        filled = ~np.isnan(want)
+        assert filled.any() and np.isnan(lo).sum() == (~filled).sum() // np.prod(want.shape[-2:])
+        err = np.abs(got - want)[filled]
+        bound = step[..., None, None] / 2 + 1e-5 * (np.abs(lo) + 255 * step)[..., None, None]
+        assert np.all(err <= np.broadcast_to(bound, want.shape)[filled]), err.max()
+        np.testing.assert_allclose(got[filled], want[filled], atol=np.nanmax(step))
+    # the thumbnails are the model-input crops (32 px: already smaller than the thumbnail size)
+    items = {it.id: it for it in image_source(tiny["images"]).items}
+    _, loaded = load_qk(tiny["spec"])
+    pre = preprocess_for(loaded)
+    for i, image_id in enumerate(ds.image_id.values):
+        crop = np.asarray(pre.image(decode(items[str(image_id)], target=max(pre.crop))))
+        np.testing.assert_array_equal(ds.thumbnail.values[i], crop)
+
+
+def test_larger_grids_are_averaged_down(tiny: dict) -> None:
+    ds = api.atlas_maps(tiny["spec"], tiny["modes"], tiny["proj"], grid=2, thumbnail=16, device="cpu",
+                        name="tiny", progress=False)  # fmt: skip
+    assert ds.attrs["map_grid"] == [2, 2] and ds.sizes["gy"] == ds.sizes["gx"] == 2
+    assert ds.thumbnail.shape[1:] == (16, 16, 3)
+    q, k = brute_force_maps(tiny, ds, pool=2)
+    for side, want in (("q", q), ("k", k)):
+        got = dequantise(*(ds[f"{side}_{v}"].values for v in ("code", "lo", "step")))
+        filled = ~np.isnan(want)
+        np.testing.assert_allclose(got[filled], want[filled], atol=np.nanmax(ds[f"{side}_step"].values) / 2 + 1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(1, 40)),
+              elements=st.floats(-1e4, 1e4, width=32)))  # fmt: skip
+def test_quantisation_error_is_at_most_half_a_step(maps: np.ndarray) -> None:
+    code, lo, step = quantise(torch.from_numpy(maps))
+    assert code.dtype == torch.uint8
+    back = lo.numpy()[:, None] + step.numpy()[:, None] * code.numpy().astype(np.float64)
+    assert np.all(np.abs(back - maps) <= step.numpy()[:, None] / 2 * (1 + 1e-4) + 1e-3)
+    assert np.all(code.numpy().min(axis=1) == 0) and np.all((code.numpy().max(axis=1) == 255) | (step.numpy() == 0))
+
+
+@pytest.fixture(scope="module")
+def atlas_page(tiny: dict) -> Path:
+    """`qkdissect atlas RESULTS`: the atlas pass for the model (its store was missing), then the page."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "qkdissect", "atlas", str(tiny["results"]), "--device", "cpu", "-q"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().endswith("open it in a browser (no server needed)"), r.stdout
+    tiny["seconds"] = time.perf_counter() - t0
+    return tiny["results"] / "atlas/index.html"
+
+
+def test_the_atlas_opens_in_a_browser_from_file(atlas_page: Path) -> None:
+    """Grid -> the strongest head -> its first mode: the top images load, the cosine and scores are the stores'."""
+    clicked = check_atlas(atlas_page)
+    assert clicked["model"] == "tiny" and clicked["images"] == 7  # 7 photographs for 8 places
+    data = atlas_page.parent / "data/tiny"
+    heads = sorted(p.name for p in (data / "heads").iterdir())
+    assert len(heads) == 3 * 4 and "L2-H3.js" in heads  # one file per head, loaded on its own
+    results = atlas_page.parents[1]
+    assert len(list((data / "thumbs").glob("*.jpg"))) == len(
+        open_store(results / "atlas_maps/tiny/photos.zarr").image_id
+    )
+    cosine = open_store(results / "scores/tiny.zarr", "scores").cosine.values
+    check_search_and_filters(atlas_page, int((cosine < 0).sum()), cosine.size, (1, 2, 3))
+
+
+def test_the_audit_and_the_crate_cover_the_atlas(tiny: dict, atlas_page: Path) -> None:
+    results = tiny["results"]
+    allow = bool(git_state().get("dirty"))
+    arts = {str(a.path.relative_to(results)): a for a in audit(results, allow_dirty=allow)}
+    atlas = arts["atlas/atlas.provenance.json"]
+    assert atlas.kind == "atlas" and atlas.status == "ok", atlas.findings
+    assert arts["atlas_maps/tiny/photos.zarr"].status == "ok"
+    record = json.loads((results / "atlas/atlas.provenance.json").read_text())
+    assert set(record["outputs"]) == {"index.html", "data"}
+    assert {Path(i["path"]).name for i in record["inputs"]} == {"tiny.zarr", "photos.zarr"}
+    # a thumbnail edited after the atlas was written; the atlas maps store it was made from changed
+    thumb = next((results / "atlas/data/tiny/thumbs").glob("*.jpg"))
+    original = thumb.read_bytes()
+    thumb.write_bytes(original + b"\0")
+    try:
+        found = {str(a.path.relative_to(results)): a for a in audit(results, allow_dirty=allow)}
+    finally:
+        thumb.write_bytes(original)
+    assert found["atlas/atlas.provenance.json"].status == "modified"
+    assert "atlas/data was changed after it was made" in found["atlas/atlas.provenance.json"].findings[0].message
+    # the crate lists the atlas with the action that made it
+    from qkdissect.provenance.crate import write_crate
+
+    crate = json.loads(write_crate(results).read_text())
+    graph = {e["@id"]: e for e in crate["@graph"]}
+    action = graph["#make-atlas/atlas.provenance.json"]
+    assert {r["@id"] for r in action["result"]} >= {"atlas/index.html", "atlas/data/", "atlas/atlas.provenance.json"}
+    assert "atlas_maps/tiny/photos.zarr/" in {o["@id"] for o in action["object"]}
+    # the sidecar gone: the atlas is reported without provenance
+    side = results / "atlas/atlas.provenance.json"
+    side.rename(side.with_suffix(".moved"))
+    try:
+        found = {str(a.path.relative_to(results)): a for a in audit(results, allow_dirty=allow)}
+    finally:
+        side.with_suffix(".moved").rename(side)
+    assert found["atlas/index.html"].kind == "atlas" and found["atlas/index.html"].status == "missing-input"
+
+
+def test_bad_inputs_are_one_line_and_leave_no_atlas(tiny: dict, tmp_path: Path) -> None:
+    def atlas(*args: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "qkdissect", "atlas", *args], capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return r.stderr
+
+    assert "no image model is projected under" in atlas(str(tmp_path))
+    assert "no projections store of nope" in atlas(str(tiny["results"]), "--models", "nope")
+    # a model whose name cannot name a folder: its stores are refused before anything is written
+    bad = tmp_path / "results"
+    shutil.copytree(tiny["results"], bad, ignore=shutil.ignore_patterns("atlas", "atlas_maps"))
+    (bad / "projections/tiny").rename(bad / "projections/ti ny")
+    assert "'ti ny'" in atlas(str(bad), "--no-compute")
+    (bad / "projections/ti ny").rename(bad / "projections/tiny")
+    assert "is missing or older than" in atlas(str(bad), "--no-compute")
+    assert not (bad / "atlas").exists() and not list(bad.glob("atlas.*"))

@@ -1,0 +1,70 @@
+# The mode atlas: every mode of every atlas model (config `atlas`) with its top images, in a web page that opens
+# from file:// (results/atlas/index.html). The atlas pass runs each model once over its top images (on
+# projections.images) and stores their query and key maps (8-bit) and thumbnails; the page is then written from the
+# stores alone, with its provenance (audited like a figure's) and a page in the report.
+
+
+rule atlas_maps:
+    input:
+        manifest="results/weights/{model}.json",
+        modes="results/modes/{model}.zarr",
+        projections="results/projections/{model}/{images}.zarr",
+    output:
+        directory("results/atlas_maps/{model}/{images}.zarr"),
+    params:
+        config_keys=config_keys(["models", "{model}"], ["atlas"]),
+        spec=model_spec,
+        device=config["analysis"]["device"],
+    threads: project_resources("threads")
+    resources:
+        mem_mb=project_resources("mem_mb"),
+        runtime=project_resources("runtime"),
+        gpu=1 if uses_gpu() else 0,
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/atlas_maps/{model}/{images}.log",
+    benchmark:
+        "results/benchmarks/atlas_maps/{model}/{images}.tsv"
+    shell:
+        qkdissect(
+            "atlas-maps {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
+            "--modes {input.modes:q} --projections {input.projections:q} --device {params.device:q} -q "
+            "-o {output:q} > {log:q} 2>&1",
+            threads=True,
+        )
+
+
+rule atlas:
+    localrule: True
+    input:
+        maps=[atlas_maps_store(m) for m in ATLAS_MODELS],
+        modes=[f"results/modes/{m}.zarr" for m in ATLAS_MODELS],
+        scores=[f"results/scores/{m}.zarr" for m in ATLAS_MODELS],
+    output:
+        index="results/atlas/index.html",
+        data=directory("results/atlas/data"),
+        provenance="results/atlas/atlas.provenance.json",
+        page=report(
+            "results/atlas/atlas.provenance.html",
+            caption="../report/atlas.rst",
+            category=REPORT_CATEGORIES[ATLAS_CATEGORY],
+            labels={"page": "mode atlas"},
+        ),
+    params:
+        config_keys=config_keys(["atlas"], ["projections", "images"]),
+        # the results folder (its name carries a module's prefix)
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.index)),
+        models=ATLAS_MODELS,
+        images=config["projections"]["images"],
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/atlas.log",
+    benchmark:
+        "results/benchmarks/atlas.tsv"
+    shell:
+        qkdissect(
+            "atlas {params.results:q} --models {params.models:q} --images {params.images:q} --no-compute -q "
+            "> {log:q} 2>&1"
+        )

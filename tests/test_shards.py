@@ -16,11 +16,14 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import qkdissect as qk
 from conftest import make_tiny_vit, write_photos
+from qkdissect.cli import main as cli
 from qkdissect.core.topk import StreamingTopK, fixed_point, from_fixed_point, merge_top
 from qkdissect.errors import QKDissectError
+from qkdissect.passes.atlas import compute_atlas_maps
 from qkdissect.passes.projections import compute_projections
-from qkdissect.passes.shards import Shard, merge_projections, shard_paths
+from qkdissect.passes.shards import Shard, merge_atlas, merge_projections, shard_paths
 from qkdissect.passes.weights import compute_modes
 from qkdissect.provenance.audit import audit
 from qkdissect.stores import open_store
@@ -80,7 +83,7 @@ def test_three_uneven_shards_merge_into_the_single_jobs_store(tiny: dict[str, An
         _run(tiny, path, Shard.parse(path.stem), score=score)
     sizes = [open_store(p).sizes["image"] for p in shard_paths(folder, 3)]
     assert sizes == [2, 2, 4]
-    merged = merge_projections(shard_paths(folder, 3), tmp_path / "merged.zarr")
+    merged = qk.merge_shards(shard_paths(folder, 3), tmp_path / "merged.zarr")  # by the kind of the stores
     assert_same_store(merged, single)
     # the set is what it should be: the copy dropped, the broken file skipped, and ties ranked alike
     assert single.attrs["images"]["dedupe"]["dropped"][0]["id"] == "photo02_copy.png"
@@ -131,6 +134,40 @@ def test_audit_follows_the_merged_store_to_its_shards(tiny: dict[str, Any], tmp_
         write_photos(photos, n=7)
     assert status == {"1-of-2.zarr": status["1-of-2.zarr"], "2-of-2.zarr": "changed-input", "set.zarr": "changed-input"}
     assert status["1-of-2.zarr"] in ("ok", "different-code")
+
+
+def test_atlas_shards_merge_into_the_single_jobs_atlas_store(tiny: dict[str, Any], tmp_path: Path) -> None:
+    """The atlas pass over 7 top images in batches of 2, as 3 shards (2 + 2 + 3 images) and as one job: the
+    merged store (by `qkdissect merge-shards`) is the single job's, bit for bit; the audit follows it to its
+    shards; a shard of another pass or a missing shard is refused."""
+    results = tmp_path / "results"
+    proj = _run(tiny, results / "projections/tiny/set.zarr", top_k=3)
+    args: dict[str, Any] = dict(device="cpu", batch_size=2, progress=False, grid=3)
+    single = compute_atlas_maps(tiny["spec"], tiny["modes"], results / "projections/tiny/set.zarr",
+                                tmp_path / "single.zarr", **args)  # fmt: skip
+    paths = shard_paths(results / "atlas_maps/tiny/set.shards", 3)
+    shards = [compute_atlas_maps(tiny["spec"], tiny["modes"], results / "projections/tiny/set.zarr", path,
+                                 shard=Shard.parse(path.stem), **args) for path in paths]  # fmt: skip
+    held = [ds.sizes["image"] for ds in shards]
+    assert sum(held) == single.sizes["image"] >= 5 and held[:2] == [2, 2]
+    assert all((ds.slot_image.values >= 0).sum() < (single.slot_image.values >= 0).sum() for ds in shards)
+    merged_path = results / "atlas_maps/tiny/set.zarr"
+    assert cli(["merge-shards", *map(str, paths), "-o", str(merged_path)]) == 0
+    merged = open_store(merged_path)
+    assert_same_store(merged, single)
+    assert (merged.slot_image.values >= 0).all() and np.isfinite(merged.q_lo.values).all()
+    roles = [d["role"] for d in merged.attrs["provenance"]["dependencies"]]
+    assert roles[-3:] == [f"shard {k}-of-3" for k in (1, 2, 3)]
+    arts = audit(results, allow_dirty=True)
+    assert len(arts) == 5 and {a.status for a in arts} <= {"ok", "different-code"}, [a.as_dict() for a in arts]
+    with pytest.raises(QKDissectError, match="shard 3 of 3 is missing"):
+        merge_atlas(paths[:2], tmp_path / "bad.zarr")
+    other = compute_atlas_maps(tiny["spec"], tiny["modes"], proj, tmp_path / "other.zarr", shard=Shard(2, 3),
+                               **{**args, "grid": 2})  # fmt: skip
+    assert other.attrs["shard"]["start"] == 2
+    with pytest.raises(QKDissectError, match="map_grid differs"):
+        merge_atlas([paths[0], tmp_path / "other.zarr", paths[2]], tmp_path / "bad.zarr")
+    assert not (tmp_path / "bad.zarr").exists()
 
 
 @settings(max_examples=40, deadline=None)

@@ -158,6 +158,22 @@ def test_paper_dry_run_needs_no_weights(tmp_path: Path, monkeypatch: pytest.Monk
     assert made - targets == set() and len(made) > 250
 
 
+def test_shards_split_the_projection_and_atlas_passes(tmp_path: Path) -> None:
+    """``projections: {shards: 3}`` on the offline default: 3 project and 3 atlas_maps jobs per model, each with
+    its --shard, and one merge of each; the figures and the atlas read the merged stores (as without shards)."""
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    cfg["projections"]["shards"] = 3
+    r = snakemake(tmp_path / "run", "-n", "-p", "--forceall", config=write_config(tmp_path, cfg))
+    counts = job_counts(r.stdout)
+    models = counts["atlas"] and len(set(re.findall(r"results/atlas_maps/([\w.-]+)/", r.stdout)))
+    assert models >= 1 and counts["project"] == 3 * counts["merge_shards"] >= 3
+    assert (counts["atlas_maps"], counts["merge_atlas_shards"]) == (3 * models, models)
+    for k in (1, 2, 3):
+        assert re.search(rf"qkdissect atlas-maps .* --shard {k}/3 .*\.shards/{k}-of-3\.zarr", r.stdout)
+    merged = [cmd for cmd in r.stdout.splitlines() if "qkdissect merge-shards" in cmd and "atlas_maps" in cmd]
+    assert len(merged) == models and all(cmd.count(".shards/") == 3 for cmd in merged)
+
+
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml"])
 def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config: str) -> None:
     r = snakemake(tmp_path, "-n", "-p", "--forceall", config=REPO / config)

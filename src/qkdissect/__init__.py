@@ -1,7 +1,8 @@
 """qkdissect: the query-key interaction of vision (and language) transformers, dissected mode by mode.
 
 The Python API (:mod:`qkdissect.api`): :func:`modes`, :func:`scores`, :func:`project`, :func:`open_store`,
-:func:`preprocess`, :func:`atlas` (the mode atlas of a results folder; its pass: :func:`atlas_maps`). The package,
+:func:`preprocess`, :func:`atlas` (the mode atlas of a results folder; its pass: :func:`atlas_maps`),
+:func:`merge_shards` (a sharded pass's stores into one). The package,
 by stage: ``models`` (specs, weights sources, adapters), ``core`` (the math), ``data`` (images, masks, text),
 ``passes`` (running models over weights and data), ``stores`` (Zarr I/O and schemas), ``provenance`` (records,
 audit, RO-Crate), ``plots`` (figures from stores), ``website`` (the mode atlas from stores), ``cli``.
@@ -14,6 +15,8 @@ try:
 except PackageNotFoundError:  # a source checkout on PYTHONPATH, not installed
     __version__ = "0.1.0+source"
 
-from .api import atlas, atlas_maps, modes, open_store, preprocess, project, scores
+from .api import atlas, atlas_maps, merge_shards, modes, open_store, preprocess, project, scores
 
-__all__ = ["__version__", "atlas", "atlas_maps", "modes", "open_store", "preprocess", "project", "scores"]
+__all__ = [
+    "__version__", "atlas", "atlas_maps", "merge_shards", "modes", "open_store", "preprocess", "project", "scores",
+]  # fmt: skip

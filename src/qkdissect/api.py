@@ -77,19 +77,32 @@ def project(
     score: ImageScore = default("score"),
     dedupe: bool | int | None = default("dedupe"),
     progress: bool = True,
+    shard: str | None = None,
 ) -> xr.Dataset:
     """Project every image of ``images`` (``skimage``, ``folder:/path``, ``imagenet-val:/path``,
     ``imagenet-hf[:/hub-cache][@revision]``) onto all modes: per-image maxima and minima of the query and key maps,
     the top-k images per (layer, head, mode, sign) by the image ``score`` (``released`` or ``clipped``), the
     anisotropy sums. ``dedupe``: drop exact and near-duplicate images first (True: within the default distance of
     the perceptual hash, or that many bits). Streamed to the store ``output`` (and opened from it); without
-    ``output`` the result is loaded into memory (fine for thousands of images; give ``output`` for ImageNet)."""
+    ``output`` the result is loaded into memory (fine for thousands of images; give ``output`` for ImageNet).
+    ``shard="K/N"``: only shard K of N of the set (whole batches), a store that :func:`merge_shards` merges with
+    the other N - 1 into the one this call without ``shard`` writes."""
     from .passes.projections import compute_projections
+    from .passes.shards import Shard
 
     return compute_projections(
         model, modes, images, output, tokens=tokens, batch_size=batch_size, top_k=top_k, device=device,
         limit=limit, workers=workers, score=score, dedupe=dedupe_distance(dedupe), progress=progress,
+        shard=Shard.parse(shard) if shard else None,
     )  # fmt: skip
+
+
+def merge_shards(shards: list[str | Path], output: str | Path) -> xr.Dataset:
+    """The N shard stores of a projection or an atlas pass (``shard="K/N"``), in order, merged into the store one
+    job writes (at ``output``)."""
+    from .passes.shards import merge_shards as merge
+
+    return merge(shards, output)
 
 
 def atlas_maps(
@@ -104,14 +117,17 @@ def atlas_maps(
     device: str = default("device"),
     name: str | None = None,
     progress: bool = True,
+    shard: str | None = None,
 ) -> xr.Dataset:
     """The atlas pass: the query and key maps of every mode's top images in ``projections`` (quantised to 8 bits,
-    at most ``grid`` cells a side) and each of those images once as a thumbnail, for :func:`atlas`."""
+    at most ``grid`` cells a side) and each of those images once as a thumbnail, for :func:`atlas`. ``shard``:
+    ``"K/N"`` of the top images, merged by :func:`merge_shards`."""
     from .passes.atlas import compute_atlas_maps
+    from .passes.shards import Shard
 
     return compute_atlas_maps(
         model, modes, projections, output, grid=grid, thumbnail=thumbnail, batch_size=batch_size, device=device,
-        model_key=name, progress=progress,
+        model_key=name, progress=progress, shard=Shard.parse(shard) if shard else None,
     )  # fmt: skip
 
 

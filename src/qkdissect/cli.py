@@ -191,11 +191,14 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge_shards(args: argparse.Namespace) -> int:
-    from .passes.shards import merge_projections
+    from .passes.shards import merge_shards
 
-    ds = merge_projections(args.shards, args.output)
-    im = ds.attrs["images"]
-    print(f"{len(args.shards)} shards merged: {im['valid']} of {im['count']} images projected -> {args.output}")
+    ds = merge_shards(args.shards, args.output)
+    if "top_image" in ds:
+        im = ds.attrs["images"]
+        print(f"{len(args.shards)} shards merged: {im['valid']} of {im['count']} images projected -> {args.output}")
+    else:
+        print(f"{len(args.shards)} shards merged: the maps of {ds.sizes['image']} top images -> {args.output}")
     return 0
 
 
@@ -254,6 +257,7 @@ def _cmd_maps(args: argparse.Namespace) -> int:
 
 def _cmd_atlas_maps(args: argparse.Namespace) -> int:
     from .passes.atlas import compute_atlas_maps
+    from .passes.shards import Shard
 
     ds = compute_atlas_maps(
         args.model,
@@ -267,9 +271,14 @@ def _cmd_atlas_maps(args: argparse.Namespace) -> int:
         model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
+        shard=Shard.parse(args.shard) if args.shard else None,
     )
     gy, gx = ds.attrs["map_grid"]
-    print(f"{ds.sizes['image']} top images, maps {gx} x {gy} of every mode and sign -> {args.output}")
+    where = ""
+    if "shard" in ds.attrs:
+        s = ds.attrs["shard"]
+        where = f" (shard {s['number']} of {s['count']}: top images {s['start']}-{s['stop']} of {s['images']})"
+    print(f"{ds.sizes['image']} top images{where}, maps {gx} x {gy} of every mode and sign -> {args.output}")
     return 0
 
 
@@ -437,6 +446,15 @@ def _pass_options(p: argparse.ArgumentParser, batch: str, *extra: str) -> None:
     _model_options(p)
 
 
+def _shard_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help=f"only shard K of N of {what} (whole batches; the same --batch-size for every shard), into a shard "
+        "store that `qkdissect merge-shards` merges with the others into the store one job writes",
+    )
+
+
 def _dedupe_option(p: argparse.ArgumentParser) -> None:
     """--dedupe [T] of the passes over an image set (given without T: the default distance)."""
     add_option(p, "dedupe", nargs="?", const=DEDUPE_DISTANCE, metavar="T")
@@ -475,19 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("-o", "--output", required=True, help="projections store (.zarr)")
     _pass_options(pj, "batch_size", "tokens", "top_k", "workers", "score")
     _dedupe_option(pj)
-    pj.add_argument(
-        "--shard",
-        metavar="K/N",
-        help="only shard K of N of the image set (whole batches; the same --batch-size for every shard), into a "
-        "shard store that `qkdissect merge-shards` merges into the store one job writes",
-    )
+    _shard_option(pj, "the image set")
     pj.set_defaults(func=_cmd_project)
 
     ms = sub.add_parser(
-        "merge-shards", help="merge the shard stores of a projection pass into the store one job writes"
+        "merge-shards", help="merge the shard stores of a projection or atlas pass into the store one job writes"
     )
-    ms.add_argument("shards", nargs="+", help="the N shard stores (`project --shard K/N`), in order")
-    ms.add_argument("-o", "--output", required=True, help="projections store (.zarr)")
+    ms.add_argument("shards", nargs="+", help="the N shard stores (`project` or `atlas-maps --shard K/N`), in order")
+    ms.add_argument("-o", "--output", required=True, help="projections or atlas maps store (.zarr)")
     ms.set_defaults(func=_cmd_merge_shards)
 
     pt = sub.add_parser(
@@ -568,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(am, "grid", option="atlas_grid")
     add_option(am, "thumbnail")
     add_option(am, "device")
+    _shard_option(am, "the top images")
     _model_options(am)
     am.set_defaults(func=_cmd_atlas_maps)
 

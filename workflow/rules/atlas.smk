@@ -1,7 +1,9 @@
 # The mode atlas: every mode of every atlas model (config `atlas`) with its top images, in a web page that opens
 # from file:// (results/atlas/index.html). The atlas pass runs each model once over its top images (on
 # projections.images) and stores their query and key maps (8-bit) and thumbnails; the page is then written from the
-# stores alone, with its provenance (audited like a figure's) and a page in the report.
+# stores alone, with its provenance (audited like a figure's) and a page in the report. With projections.shards
+# N > 1 the atlas pass is sharded too: N atlas_maps jobs over the top images ({images}.shards/K-of-N.zarr) and
+# merge_atlas_shards, which writes the very store one job writes (SHARDS, SHARD_PART: projections.smk).
 
 
 rule atlas_maps:
@@ -10,10 +12,13 @@ rule atlas_maps:
         modes="results/modes/{model}.zarr",
         projections="results/projections/{model}/{images}.zarr",
     output:
-        directory("results/atlas_maps/{model}/{images}.zarr"),
+        directory(f"results/atlas_maps/{{model}}/{{images}}{SHARD_PART}.zarr"),
+    wildcard_constraints:
+        shard=r"\d+",
     params:
         config_keys=config_keys(["models", "{model}"], ["atlas"]),
         spec=model_spec,
+        shard=lambda w: f"--shard {w.shard}/{SHARDS}" if SHARDS > 1 else "",
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -23,16 +28,39 @@ rule atlas_maps:
     conda:
         "../envs/qkdissect.yaml"
     log:
-        "results/logs/atlas_maps/{model}/{images}.log",
+        f"results/logs/atlas_maps/{{model}}/{{images}}{SHARD_PART}.log",
     benchmark:
-        "results/benchmarks/atlas_maps/{model}/{images}.tsv"
+        f"results/benchmarks/atlas_maps/{{model}}/{{images}}{SHARD_PART}.tsv"
     shell:
         qkdissect(
             "atlas-maps {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --projections {input.projections:q} --device {params.device:q} -q "
-            "-o {output:q} > {log:q} 2>&1",
+            "--modes {input.modes:q} --projections {input.projections:q} {params.shard} --device {params.device:q} "
+            "-q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
+
+
+if SHARDS > 1:
+
+    rule merge_atlas_shards:
+        input:
+            shards=lambda w: [f"results/atlas_maps/{w.model}/{w.images}.shards/{k}-of-{SHARDS}.zarr"
+                              for k in range(1, SHARDS + 1)],
+        output:
+            directory("results/atlas_maps/{model}/{images}.zarr"),
+        params:
+            config_keys=config_keys(["models", "{model}"], ["atlas"]),
+        resources:
+            mem_mb=project_resources("mem_mb"),
+            runtime=project_resources("runtime"),
+        conda:
+            "../envs/qkdissect.yaml"
+        log:
+            "results/logs/merge_atlas_shards/{model}/{images}.log",
+        benchmark:
+            "results/benchmarks/merge_atlas_shards/{model}/{images}.tsv"
+        shell:
+            qkdissect("merge-shards {input.shards:q} -o {output:q} > {log:q} 2>&1")
 
 
 rule atlas:

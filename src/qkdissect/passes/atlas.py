@@ -10,6 +10,10 @@ modes: the slots of a layer are gathered from its projection at once.
 Size: a map is averaged over the patch grid down to at most ``grid`` cells a side (DINOv2 at 518 px: 37 x 37 ->
 16 x 16), then stored as 8 bits with its own offset and step (``lo + step * code``, error <= step / 2). Each image
 is stored once, as a thumbnail (at most ``thumbnail`` pixels a side) of the model-input crop.
+
+Sharded (``--shard K/N``, as the projection pass): shard K runs over its share of the top images, in whole
+batches, and keeps the slots whose image it holds (the others empty; ``attrs["shard"]`` says where its images lie);
+:func:`qkdissect.passes.shards.merge_atlas` puts the N shard stores together into the store one job writes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..stores.schema import atlas_dataset
 from .hooks import layer_token_hooks, modes_uv
 from .io import StoreLike, finish, store_input
 from .loop import ImageModel, Manifest, image_bar, load_image_model, modes_of, pass_record
+from .shards import Shard
 
 #: 8 bits per map value
 LEVELS = 255
@@ -175,10 +180,12 @@ def compute_atlas_maps(
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> xr.Dataset:
     """The query and key maps of every (layer, head, mode, sign)'s top images in ``projections`` (made from
     ``modes``), quantised, and each of those images once as a thumbnail -> an atlas dataset (written to
-    ``output`` when given)."""
+    ``output`` when given). ``shard``: only that shard of the top images, into a shard store that
+    :func:`qkdissect.passes.shards.merge_atlas` merges with the others into this very store."""
     started, t0 = utc_now(), time.perf_counter()
     proj, pdeps = store_input(projections, "projections", "projections store")
     im = load_image_model(spec, device, model_key, manifest)
@@ -189,6 +196,10 @@ def compute_atlas_maps(
             f"{modes_ds.S.shape}: give the modes the projections were made from"
         )
     used, slot_image = top_slots(proj.top_image.values)
+    n_used = len(used)
+    first, stop = (0, n_used) if shard is None else shard.span(n_used, batch_size)
+    used = used[first:stop]
+    slot_image = np.where((slot_image >= first) & (slot_image < stop), slot_image - first, -1)
     items = _items(proj, used)
     digests = [str(d) for d in proj.image_sha256.values[used]]
     uv, shape = modes_uv(im.qk, modes_ds.U.values, modes_ds.V.values)
@@ -228,4 +239,6 @@ def compute_atlas_maps(
     thumbnails = np.stack(thumbs) if thumbs else np.zeros((0, 1, 1, 3), np.uint8)
     top_score = proj.top_score.values.astype(np.float32)
     ds = atlas_dataset(collect.arrays(), top_score, slot_image, thumbnails, coords, attrs)
+    if shard is not None:
+        ds.attrs["shard"] = {**shard.describe(), "start": first, "stop": stop, "images": n_used}
     return finish(ds, output)

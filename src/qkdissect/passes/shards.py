@@ -14,6 +14,10 @@ concatenated, the top-k of the shards' top-k lists with global indices in the si
 (:func:`qkdissect.core.topk.merge_top`), the fixed-point sums added, the image set's digest computed over every
 image listed again in order; its provenance is the shards' (timings of each kept under ``shards``) and lists the
 shard stores as inputs, so that `qkdissect audit` follows the chain.
+
+The atlas pass shards the same way over its top images (:func:`merge_atlas`): each slot's maps come from the one
+shard that holds its image, the thumbnails and image ids are concatenated. :func:`merge_shards` merges the shards
+of either pass, by the kind of their stores.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from ..errors import QKDissectError
 from ..provenance.records import dependency, items_sha256, utc_now
 from ..stores import open_store
 from ..stores.io import StreamingStore
-from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
+from ..stores.schema import PROJECTION_STATS, atlas_dataset, labels, projections_dataset
+from .io import finish
 
 #: variables a shard's projections store adds for the merge
 SHARD_EXTRAS = ("top_both_negative_flag", "centre_unit_sum_fixed", "singular_value")
@@ -90,12 +95,27 @@ def _images_dep(record: dict[str, Any]) -> dict[str, Any]:
     return next(d for d in record["dependencies"] if d.get("role") == "images")
 
 
+def _check_tiling(shards: Sequence[dict[str, Any]], paths: Sequence[Path]) -> None:
+    """The shards are 1..N of N, in order, and together hold every one of the set's images."""
+    count, expect_start = int(shards[0]["count"]), 0
+    for k, (s, path) in enumerate(zip(shards, paths, strict=True), start=1):
+        if (s["number"], s["count"]) != (k, count) or s["start"] != expect_start:
+            raise QKDissectError(
+                f"{path} is shard {s['number']} of {s['count']} (images {s['start']}-{s['stop']}), expected shard "
+                f"{k} of {count} from image {expect_start}: give all {count} shards of the pass, in order"
+            )
+        expect_start = s["stop"]
+    if len(shards) != count:
+        raise QKDissectError(f"shard {len(shards) + 1} of {count} is missing: give all {count} shards, in order")
+    if expect_start != shards[0]["images"]:
+        raise QKDissectError(f"the shards hold {expect_start} of the set's {shards[0]['images']} images")
+
+
 def check_shards(stores: Sequence[xr.Dataset], paths: Sequence[Path]) -> None:
     """Refuse shards that are not the N shards of one pass, in order (one line naming the first difference)."""
     if not stores:
         raise QKDissectError("no shard stores to merge")
     first = stores[0]
-    count = int((first.attrs.get("shard") or {}).get("count", len(stores)))
     ref = first.attrs["provenance"]
     for ds, path in zip(stores, paths, strict=True):
         shard = ds.attrs.get("shard")
@@ -110,19 +130,7 @@ def check_shards(stores: Sequence[xr.Dataset], paths: Sequence[Path]) -> None:
         diff += ["code"] if rec["code"].get("source_sha256") != ref["code"].get("source_sha256") else []
         if diff:
             raise QKDissectError(f"{path} is not a shard of the same pass as {paths[0]}: its {diff[0]} differs")
-    expect_start = 0
-    for k, (ds, path) in enumerate(zip(stores, paths, strict=True), start=1):
-        s = ds.attrs["shard"]
-        if (s["number"], s["count"]) != (k, count) or s["start"] != expect_start:
-            raise QKDissectError(
-                f"{path} is shard {s['number']} of {s['count']} (images {s['start']}-{s['stop']}), expected shard "
-                f"{k} of {count} from image {expect_start}: give all {count} shards of the pass, in order"
-            )
-        expect_start = s["stop"]
-    if len(stores) != count:
-        raise QKDissectError(f"shard {len(stores) + 1} of {count} is missing: give all {count} shards, in order")
-    if expect_start != first.attrs["shard"]["images"]:
-        raise QKDissectError(f"the shards hold {expect_start} of the set's {first.attrs['shard']['images']} images")
+    _check_tiling([ds.attrs["shard"] for ds in stores], paths)
 
 
 # ----------------------------------------------------------------------------------------- merge
@@ -224,3 +232,79 @@ def merge_projections(shards: Sequence[str | Path], output: str | Path) -> xr.Da
                                     anisotropy(unit_sum, int(valid.sum())), coords, attrs)  # fmt: skip
         st.finish(small)
     return open_store(output)
+
+
+# ----------------------------------------------------------------------------------------- the atlas pass
+#: an atlas store's arrays of maps, per slot, with the value of an empty slot
+_ATLAS_CODES = {"q_code": 0, "k_code": 0, "q_lo": np.nan, "q_step": np.nan, "k_lo": np.nan, "k_step": np.nan}
+#: store attributes every shard of one atlas pass has alike
+_SAME_ATLAS = ("qkdissect_schema", "model_id", "spec", "token_source", "grid", "map_grid", "thumbnail", "images",
+               "image_score", "top_k", "preprocess", "weights_sha256")  # fmt: skip
+
+
+def check_atlas_shards(stores: Sequence[xr.Dataset], paths: Sequence[Path]) -> None:
+    """Refuse atlas shards that are not the N shards of one atlas pass, in order (one line: the first difference)."""
+    first, ref = stores[0], stores[0].attrs["provenance"]
+    for ds, path in zip(stores, paths, strict=True):
+        if not ds.attrs.get("shard"):
+            raise QKDissectError(f"{path} is no shard store (written without --shard)")
+        rec = ds.attrs["provenance"]
+        diff = [k for k in _SAME_ATLAS if ds.attrs.get(k) != first.attrs.get(k)]
+        diff += [f"provenance {k}" for k in ("kind", "parameters", "model", "weights") if rec.get(k) != ref.get(k)]
+        diff += ["inputs"] if rec["dependencies"] != ref["dependencies"] else []
+        diff += ["code"] if rec["code"].get("source_sha256") != ref["code"].get("source_sha256") else []
+        diff += ["top_score"] if not np.array_equal(ds.top_score.values, first.top_score.values, equal_nan=True) else []
+        if diff:
+            raise QKDissectError(f"{path} is not a shard of the same pass as {paths[0]}: its {diff[0]} differs")
+    _check_tiling([ds.attrs["shard"] for ds in stores], paths)
+
+
+def _atlas_record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float) -> dict[str, Any]:
+    """The merged atlas store's provenance: the first shard's, the shard stores added as inputs, the earliest
+    start, and each shard's timings and device under ``shards``."""
+    recs = [ds.attrs["provenance"] for ds in stores]
+    record = dict(recs[0])
+    record["dependencies"] = [*record["dependencies"], *(dependency(f"shard {p.stem}", p) for p in paths)]
+    record["started"], record["finished"] = min(r["started"] for r in recs), utc_now()
+    record["timings_s"] = {"merge": round(seconds, 3)}
+    record["shards"] = [{"path": str(p), **{k: r.get(k) for k in ("started", "finished", "device", "timings_s",
+                         "host")}} for p, r in zip(paths, recs, strict=True)]  # fmt: skip
+    return record
+
+
+def merge_atlas(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
+    """Merge the stores of the N shards of an atlas pass (in order) into the store one job writes, at ``output``
+    (atomically): each slot from the shard that holds its image; returns it opened."""
+    t0 = time.perf_counter()
+    paths = [Path(p) for p in shards]
+    if not paths:
+        raise QKDissectError("no shard stores to merge")
+    stores = [open_store(p, "atlas") for p in paths]
+    check_atlas_shards(stores, paths)
+    first = stores[0]
+    slot_image = np.full(first.slot_image.shape, -1, np.int64)
+    codes = {k: np.full(first[k].shape, fill, first[k].dtype) for k, fill in _ATLAS_CODES.items()}
+    for ds in stores:
+        local = ds.slot_image.values
+        own = local >= 0
+        slot_image[own] = local[own] + ds.attrs["shard"]["start"]
+        for k, arr in codes.items():
+            arr[own] = ds[k].values[own]
+    held = [ds for ds in stores if ds.sizes["image"]] or [first]
+    thumbnails = np.concatenate([ds.thumbnail.values for ds in held])
+    coords = {c: (("image",), np.concatenate([ds[c].values.astype(object) for ds in held]))
+              for c in ("image_id", "image_sha256")}  # fmt: skip
+    attrs = {k: v for k, v in first.attrs.items() if k not in ("shard", "qkdissect_schema", "qkdissect_content")}
+    attrs["provenance"] = _atlas_record(stores, paths, time.perf_counter() - t0)
+    top_score = first.top_score.values
+    return finish(atlas_dataset(codes, top_score, slot_image, thumbnails, coords, attrs), output)
+
+
+def merge_shards(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
+    """Merge the N shard stores of a projection or an atlas pass (by their kind) into the store one job writes."""
+    if not shards:
+        raise QKDissectError("no shard stores to merge")
+    kind = open_store(shards[0]).attrs.get("qkdissect_schema", "")
+    if str(kind).startswith("atlas"):
+        return merge_atlas(shards, output)
+    return merge_projections(shards, output)

@@ -119,9 +119,8 @@ def test_an_image_id_must_be_one_of_the_projected_set(tmp_path: Path) -> None:
         f"f.image 'sub/c.jpg' is not an image of the set 'mine' ({folder}, 2 images); "
         "its ids look like 'a.jpg', 'b.png'"
     ]  # the set's limit applies
-    gone = image_problems([("f", "x.jpg")], "gone", "folder:/nonexistent", None)
-    assert "cannot be listed: image folder /nonexistent does not exist" in gone[0]
-    assert image_problems([("f", "auto")], "gone", "folder:/nonexistent", None) == []  # not listed at all
+    # a set that cannot be listed is left to the job that reads it (figures redraw from stores without images)
+    assert image_problems([("f", "x.jpg")], "gone", "folder:/nonexistent", None) == []
 
 
 def test_the_config_check_imports_no_torch() -> None:

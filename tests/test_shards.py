@@ -22,7 +22,9 @@ from qkdissect.cli import main as cli
 from qkdissect.core.topk import StreamingTopK, fixed_point, from_fixed_point, merge_top
 from qkdissect.errors import QKDissectError
 from qkdissect.passes.atlas import compute_atlas_maps
+from qkdissect.passes.preference import compute_preference
 from qkdissect.passes.projections import compute_projections
+from qkdissect.passes.same_object import compute_same_object
 from qkdissect.passes.shards import Shard, merge_atlas, merge_projections, shard_paths
 from qkdissect.passes.weights import compute_modes
 from qkdissect.provenance.audit import audit
@@ -167,6 +169,49 @@ def test_atlas_shards_merge_into_the_single_jobs_atlas_store(tiny: dict[str, Any
     assert other.attrs["shard"]["start"] == 2
     with pytest.raises(QKDissectError, match="map_grid differs"):
         merge_atlas([paths[0], tmp_path / "other.zarr", paths[2]], tmp_path / "bad.zarr")
+    assert not (tmp_path / "bad.zarr").exists()
+
+
+def _mask_pass(kind: str, tiny: dict[str, Any], voc: str, out: Path, shard: Shard | None = None) -> xr.Dataset:
+    """The preference (example image 5) or same-object pass over the 14 VOC photographs, in batches of 2."""
+    args: dict[str, Any] = dict(batch_size=2, device="cpu", progress=False, shard=shard)
+    if kind == "preference":
+        return compute_preference(tiny["spec"], voc, out, example=5, **args)
+    return compute_same_object(tiny["spec"], tiny["modes"], voc, out, top=3, **args)
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize("kind", ["preference", "same_object"])
+def test_mask_dataset_shards_merge_into_the_single_jobs_store(
+    kind: str, tiny: dict[str, Any], assets: Path, tmp_path: Path
+) -> None:
+    """The preference and same-object passes over VOC photographs as 3 shards (4 + 4 + 6 images) merged by
+    `qkdissect merge-shards`: the single job's store bit for bit (the groups from the float64 tables, the example
+    crop from shard 2; the top images, p and chance from every image's scores); a missing shard, or one of other
+    parameters, is refused."""
+    voc = f"voc:{assets / 'images/voc2012_seg_samples'}"
+    single = _mask_pass(kind, tiny, voc, tmp_path / "single.zarr")
+    paths = shard_paths(tmp_path / "set.shards", 3)
+    held = [_mask_pass(kind, tiny, voc, path, Shard.parse(path.stem)).sizes["image"] for path in paths]
+    assert held == [4, 4, 6]
+    assert cli(["merge-shards", *map(str, paths), "-o", str(tmp_path / "merged.zarr")]) == 0
+    assert_same_store(open_store(tmp_path / "merged.zarr"), single)
+    if kind == "preference":
+        assert single.example_crop.size > 0 and np.isfinite(single.layer_same.values).all()
+    else:
+        assert single.attrs["eligible_images"] >= 3 and np.isfinite(single.p.values).all()
+        assert len(np.unique(single.top_image.values[..., 0])) > 1  # the top images differ between modes
+    with pytest.raises(QKDissectError, match="shard 3 of 3 is missing"):
+        qk.merge_shards(paths[:2], tmp_path / "bad.zarr")
+    other = tmp_path / "other.zarr"
+    if kind == "preference":
+        compute_preference(tiny["spec"], voc, other, example=4, batch_size=2, device="cpu", progress=False,
+                           shard=Shard(2, 3))  # fmt: skip
+    else:
+        compute_same_object(tiny["spec"], tiny["modes"], voc, other, top=2, batch_size=2, device="cpu",
+                            progress=False, shard=Shard(2, 3))  # fmt: skip
+    with pytest.raises(QKDissectError, match="is not a shard of the same pass"):
+        qk.merge_shards([paths[0], other, paths[2]], tmp_path / "bad.zarr")
     assert not (tmp_path / "bad.zarr").exists()
 
 

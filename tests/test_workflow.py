@@ -158,11 +158,13 @@ def test_paper_dry_run_needs_no_weights(tmp_path: Path, monkeypatch: pytest.Monk
     assert made - targets == set() and len(made) > 250
 
 
-def test_shards_split_the_projection_and_atlas_passes(tmp_path: Path) -> None:
-    """``projections: {shards: 3}`` on the offline default: 3 project and 3 atlas_maps jobs per model, each with
-    its --shard, and one merge of each; the figures and the atlas read the merged stores (as without shards)."""
+def test_shards_split_the_image_passes(tmp_path: Path) -> None:
+    """``projections: {shards: 3}`` and ``mask_datasets.synthetic.shards: 2`` on the offline default: 3 project and
+    3 atlas_maps jobs per model, 2 preference and 2 same-object jobs, each with its --shard, and one merge of each;
+    the figures and the atlas read the merged stores (as without shards)."""
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     cfg["projections"]["shards"] = 3
+    cfg["mask_datasets"]["synthetic"]["shards"] = 2
     r = snakemake(tmp_path / "run", "-n", "-p", "--forceall", config=write_config(tmp_path, cfg))
     counts = job_counts(r.stdout)
     models = counts["atlas"] and len(set(re.findall(r"results/atlas_maps/([\w.-]+)/", r.stdout)))
@@ -172,6 +174,12 @@ def test_shards_split_the_projection_and_atlas_passes(tmp_path: Path) -> None:
         assert re.search(rf"qkdissect atlas-maps .* --shard {k}/3 .*\.shards/{k}-of-3\.zarr", r.stdout)
     merged = [cmd for cmd in r.stdout.splitlines() if "qkdissect merge-shards" in cmd and "atlas_maps" in cmd]
     assert len(merged) == models and all(cmd.count(".shards/") == 3 for cmd in merged)
+    mask_models = counts["preference_shard"] // 2
+    assert mask_models >= 1 and "preference" not in counts and "same_object" not in counts
+    assert (counts["same_object_shard"], counts["merge_mask_shards"]) == (2 * mask_models, 2 * mask_models)
+    for cmd in ("preference", "same-object"):
+        for k in (1, 2):
+            assert re.search(rf"qkdissect {cmd} .* --shard {k}/2 .*synthetic\.shards/{k}-of-2\.zarr", r.stdout), cmd
 
 
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml"])

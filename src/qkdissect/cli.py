@@ -18,11 +18,15 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .catalogue import KNOWN_MODELS, NOT_A_SPEC, spec_source
 from .errors import QKDissectError, UnknownModelError
 from .options import DEDUPE_DISTANCE, OneLineParser, add_option
+
+if TYPE_CHECKING:
+    from .passes.shards import Shard
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -152,7 +156,6 @@ def _cmd_project_text(args: argparse.Namespace) -> int:
 
 def _cmd_project(args: argparse.Namespace) -> int:
     from .passes.projections import compute_projections
-    from .passes.shards import Shard
 
     ds = compute_projections(
         args.model,
@@ -170,7 +173,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
         model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
-        shard=Shard.parse(args.shard) if args.shard else None,
+        shard=_shard(args),
     )
     im = ds.attrs["images"]
     if not args.quiet:
@@ -179,26 +182,32 @@ def _cmd_project(args: argparse.Namespace) -> int:
         for s in ds.attrs["skipped"][:20]:
             print(f"  skipped {s['error']}")
     t = ds.attrs["provenance"]["timings_s"]
-    where = ""
-    if "shard" in ds.attrs:
-        s = ds.attrs["shard"]
-        where = f" (shard {s['number']} of {s['count']}: images {s['start']}-{s['stop']} of {s['images']})"
     print(
-        f"{im['valid']} of {im['count']} images projected{where} ({im['skipped']} skipped), "
+        f"{im['valid']} of {im['count']} images projected{_where(ds)} ({im['skipped']} skipped), "
         f"{t['images_per_s']} images/s -> {args.output}"
     )
     return 0
+
+
+def _shard(args: argparse.Namespace) -> Shard | None:
+    """The pass's ``--shard K/N``, parsed (None without one)."""
+    from .passes.shards import Shard
+
+    return Shard.parse(args.shard) if args.shard else None
+
+
+def _where(ds: Any) -> str:
+    """Where a shard store's images lie in the whole set (nothing for a store of one job)."""
+    s = ds.attrs.get("shard")
+    return f" (shard {s['number']} of {s['count']}: images {s['start']}-{s['stop']} of {s['images']})" if s else ""
 
 
 def _cmd_merge_shards(args: argparse.Namespace) -> int:
     from .passes.shards import merge_shards
 
     ds = merge_shards(args.shards, args.output)
-    if "top_image" in ds:
-        im = ds.attrs["images"]
-        print(f"{len(args.shards)} shards merged: {im['valid']} of {im['count']} images projected -> {args.output}")
-    else:
-        print(f"{len(args.shards)} shards merged: the maps of {ds.sizes['image']} top images -> {args.output}")
+    kind = ds.attrs["qkdissect_schema"].split("/")[0]
+    print(f"{len(args.shards)} shards of a {kind} pass merged: {ds.sizes['image']} images -> {args.output}")
     return 0
 
 
@@ -257,7 +266,6 @@ def _cmd_maps(args: argparse.Namespace) -> int:
 
 def _cmd_atlas_maps(args: argparse.Namespace) -> int:
     from .passes.atlas import compute_atlas_maps
-    from .passes.shards import Shard
 
     ds = compute_atlas_maps(
         args.model,
@@ -271,14 +279,10 @@ def _cmd_atlas_maps(args: argparse.Namespace) -> int:
         model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
-        shard=Shard.parse(args.shard) if args.shard else None,
+        shard=_shard(args),
     )
     gy, gx = ds.attrs["map_grid"]
-    where = ""
-    if "shard" in ds.attrs:
-        s = ds.attrs["shard"]
-        where = f" (shard {s['number']} of {s['count']}: top images {s['start']}-{s['stop']} of {s['images']})"
-    print(f"{ds.sizes['image']} top images{where}, maps {gx} x {gy} of every mode and sign -> {args.output}")
+    print(f"{ds.sizes['image']} top images{_where(ds)}, maps {gx} x {gy} of every mode and sign -> {args.output}")
     return 0
 
 
@@ -307,6 +311,7 @@ def _cmd_preference(args: argparse.Namespace) -> int:
         model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
+        shard=_shard(args),
     )
     if not args.quiet:
         for layer, (d, s, f, b) in enumerate(
@@ -319,7 +324,7 @@ def _cmd_preference(args: argparse.Namespace) -> int:
             )
         ):
             print(f"layer {layer:2d}  depth {d:.2f}  same {s:.3f}  different {f:.3f}  background {b:.3f}")
-    print(f"{ds.sizes['image']} images, {ds.sizes['layer']} layers -> {args.output}")
+    print(f"{ds.sizes['image']} images{_where(ds)}, {ds.sizes['layer']} layers -> {args.output}")
     return 0
 
 
@@ -340,11 +345,12 @@ def _cmd_same_object(args: argparse.Namespace) -> int:
         model_key=args.name or args.model,
         manifest=args.manifest,
         progress=not args.quiet,
+        shard=_shard(args),
     )
     if not args.quiet:
         for layer, (d, pl) in enumerate(zip(ds.depth.values, ds.layer_p.values, strict=True)):
             print(f"layer {layer:2d}  depth {d:.2f}  same-object probability {pl:.3f}")
-    print(f"{ds.attrs['eligible_images']} images with two or more objects -> {args.output}")
+    print(f"{ds.attrs['eligible_images']} images with two or more objects{_where(ds)} -> {args.output}")
     return 0
 
 
@@ -497,10 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
     pj.set_defaults(func=_cmd_project)
 
     ms = sub.add_parser(
-        "merge-shards", help="merge the shard stores of a projection or atlas pass into the store one job writes"
+        "merge-shards",
+        help="merge the shard stores of a projection, atlas, preference or same-object pass into the store one job "
+        "writes",
     )
-    ms.add_argument("shards", nargs="+", help="the N shard stores (`project` or `atlas-maps --shard K/N`), in order")
-    ms.add_argument("-o", "--output", required=True, help="projections or atlas maps store (.zarr)")
+    ms.add_argument(
+        "shards",
+        nargs="+",
+        help="the N shard stores (project, atlas-maps, preference, same-object --shard K/N), in order",
+    )
+    ms.add_argument("-o", "--output", required=True, help="the merged store (.zarr)")
     ms.set_defaults(func=_cmd_merge_shards)
 
     pt = sub.add_parser(
@@ -536,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("-o", "--output", required=True, help="preference store (.zarr)")
     pf.add_argument("--example", type=int, default=0, help="the image whose crop the store keeps (Fig. 2, panel A)")
     _pass_options(pf, "preference_batch_size")
+    _shard_option(pf, "the dataset")
     pf.set_defaults(func=_cmd_preference)
 
     so = sub.add_parser(
@@ -547,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("-o", "--output", required=True)
     add_option(so, "top", option="same_object_top")
     _pass_options(so, "same_object_batch_size", "tokens", "score")
+    _shard_option(so, "the dataset")
     so.set_defaults(func=_cmd_same_object)
 
     mp = sub.add_parser(

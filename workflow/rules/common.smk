@@ -353,6 +353,11 @@ def projections_store(model):
     return f"results/projections/{model}/{config['projections']['images']}.zarr"
 
 
+def names_pattern(names):
+    """A wildcard pattern matching exactly these names (none: a pattern that matches nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 def project_resources(key):
     return config["resources"]["project"][key]
 

@@ -75,6 +75,16 @@ if SHARDS > 1:
             qkdissect("merge-shards {input.shards:q} -o {output:q} > {log:q} 2>&1")
 
 
+# A mask dataset with `shards: N` (N > 1) runs its preference and same-object passes as N jobs each
+# ({dataset}.shards/K-of-N.zarr, whole batches) and one merge_mask_shards job per pass that writes the store one job
+# writes; the other datasets run in one job.
+MASK_SHARDS = {name: entry.get("shards", 1) for name, entry in config["mask_datasets"].items()}
+
+
+WHOLE_MASKS = names_pattern([n for n, k in MASK_SHARDS.items() if k == 1])
+SHARDED_MASKS = names_pattern([n for n, k in MASK_SHARDS.items() if k > 1])
+
+
 # Attention preference (paper 4.1, Fig. 2) of a model on a mask dataset: per image, layer and head the attention of
 # the target and distractor tokens on the target, distractor and background regions.
 rule preference:
@@ -82,7 +92,10 @@ rule preference:
         manifest="results/weights/{model}.json",
     output:
         directory("results/preference/{model}/{dataset}.zarr"),
+    wildcard_constraints:
+        dataset=WHOLE_MASKS,
     params:
+        shard="",
         config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], ["figures", "fig2", "example"]),
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
@@ -103,8 +116,8 @@ rule preference:
     shell:
         qkdissect(
             "preference {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--dataset {params.source:q} {params.limit} --example {params.example} --device {params.device:q} -q "
-            "-o {output:q} > {log:q} 2>&1",
+            "--dataset {params.source:q} {params.limit} {params.shard} --example {params.example} "
+            "--device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 
@@ -116,7 +129,10 @@ rule same_object:
         modes="results/modes/{model}.zarr",
     output:
         directory("results/same_object/{model}/{dataset}.zarr"),
+    wildcard_constraints:
+        dataset=WHOLE_MASKS,
     params:
+        shard="",
         config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], ["figures", "fig6", "top"], ["projections", "tokens"], ["projections", "score"]),
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
@@ -139,11 +155,68 @@ rule same_object:
     shell:
         qkdissect(
             "same-object {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --dataset {params.source:q} {params.limit} --top {params.top:q} "
+            "--modes {input.modes:q} --dataset {params.source:q} {params.limit} {params.shard} --top {params.top:q} "
             "--tokens {params.tokens:q} --score {params.score:q} --device {params.device:q} -q -o {output:q} "
             "> {log:q} 2>&1",
             threads=True,
         )
+
+
+MASK_SHARD_PART = "{dataset}.shards/{shard}-of-{shards}"
+
+
+use rule preference as preference_shard with:
+    output:
+        directory(f"results/preference/{{model}}/{MASK_SHARD_PART}.zarr"),
+    wildcard_constraints:
+        dataset=SHARDED_MASKS,
+        shard=r"\d+",
+        shards=r"\d+",
+    params:
+        shard=lambda w: f"--shard {w.shard}/{w.shards}",
+    log:
+        f"results/logs/preference/{{model}}/{MASK_SHARD_PART}.log",
+    benchmark:
+        f"results/benchmarks/preference/{{model}}/{MASK_SHARD_PART}.tsv"
+
+
+use rule same_object as same_object_shard with:
+    output:
+        directory(f"results/same_object/{{model}}/{MASK_SHARD_PART}.zarr"),
+    wildcard_constraints:
+        dataset=SHARDED_MASKS,
+        shard=r"\d+",
+        shards=r"\d+",
+    params:
+        shard=lambda w: f"--shard {w.shard}/{w.shards}",
+    log:
+        f"results/logs/same_object/{{model}}/{MASK_SHARD_PART}.log",
+    benchmark:
+        f"results/benchmarks/same_object/{{model}}/{MASK_SHARD_PART}.tsv"
+
+
+rule merge_mask_shards:
+    input:
+        shards=lambda w: [f"results/{w.mask_pass}/{w.model}/{w.dataset}.shards/{k}-of-{MASK_SHARDS[w.dataset]}.zarr"
+                          for k in range(1, MASK_SHARDS[w.dataset] + 1)],
+    output:
+        directory("results/{mask_pass}/{model}/{dataset}.zarr"),
+    wildcard_constraints:
+        mask_pass="preference|same_object",
+        dataset=SHARDED_MASKS,
+    params:
+        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"]),
+    resources:
+        mem_mb=project_resources("mem_mb"),
+        runtime=project_resources("runtime"),
+    conda:
+        "../envs/qkdissect.yaml"
+    log:
+        "results/logs/merge_mask_shards/{mask_pass}/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/merge_mask_shards/{mask_pass}/{model}/{dataset}.tsv"
+    shell:
+        qkdissect("merge-shards {input.shards:q} -o {output:q} > {log:q} 2>&1")
 
 
 # Beyond the paper: the model's real attention logits on the image set, split into the token-token term (the

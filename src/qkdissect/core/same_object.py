@@ -15,13 +15,19 @@ independently of each other.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the aggregates below are numpy: the merge of a sharded pass needs no torch
+    import torch
 
 
 def optimal_objects(q_means: torch.Tensor, k_means: torch.Tensor) -> torch.Tensor:
     """Whether the query and key sides pick the same object: q_means, k_means (object, ...) mean projections ->
     (..., sign) bool, sign + comparing argmax, sign - (the mode with -u, -v) comparing argmin."""
+    import torch
+
     plus = q_means.argmax(dim=0) == k_means.argmax(dim=0)
     minus = q_means.argmin(dim=0) == k_means.argmin(dim=0)
     return torch.stack([plus, minus], dim=-1)
@@ -64,3 +70,21 @@ def weighted_by_sigma(p: np.ndarray, s: np.ndarray) -> np.ndarray:
     w = np.repeat(s[..., None], p.shape[-1], axis=-1)
     ok = np.isfinite(p)
     return np.sum(np.where(ok, p * w, 0), axis=(2, 3)) / np.sum(np.where(ok, w, 0), axis=(2, 3))
+
+
+def same_object_values(
+    scores: np.ndarray, same: np.ndarray, n_objects: np.ndarray, s: np.ndarray, top: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The pass's results from its per-image arrays: scores and same (image, layer, head, mode, sign), n_objects
+    (image,), s (layer, head, mode) -> p, chance (layer, head, mode, sign), head_p, head_chance (layer, head),
+    and the top images (layer, head, mode, sign, rank). One job and the merge of its shards both call this."""
+    flat = scores.reshape(scores.shape[0], scores.shape[1], -1, scores.shape[-1])  # (image, layer, head*mode, sign)
+    same_flat = same.reshape(flat.shape)
+    shape = scores.shape[1:]
+    ranked = top_order(flat, top)
+    p = top_fraction(flat, same_flat, top, ranked).reshape(shape)
+    chance = chance_of_same(flat, n_objects, top, ranked).reshape(shape)
+    order = np.moveaxis(ranked, 0, -1).reshape(*shape, -1)
+    s = np.asarray(s, dtype=np.float64)
+    values = {"p": p, "head_p": weighted_by_sigma(p, s), "chance": chance, "head_chance": weighted_by_sigma(chance, s)}
+    return values, order

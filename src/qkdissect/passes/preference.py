@@ -31,11 +31,12 @@ from ..errors import QKDissectError
 from ..models import ModelLike, QKWeights
 from ..options import default
 from ..provenance.records import utc_now
-from ..stores.schema import preference_dataset
+from ..stores.schema import labels, preference_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks
 from .io import finish
 from .loop import Manifest, load_image_model, mask_batches, mask_coords, mask_dataset_dependency, pass_record
+from .shards import Shard, shard_of_dataset
 
 
 @torch.inference_mode()
@@ -79,22 +80,25 @@ def compute_preference(
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> xr.Dataset:
     """Attention preference (paper 4.1) of a model on a mask dataset -> a preference dataset (written to
-    ``output`` when given), with the model-input crop of image ``example`` (the one Fig. 2 shows in panel A)."""
+    ``output`` when given), with the model-input crop of image ``example`` (the one Fig. 2 shows in panel A).
+    ``shard``: only that shard of the dataset (whole batches), a store :func:`.shards.merge_preference` merges."""
     started = utc_now()
-    data = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
+    whole = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
+    data, where = shard_of_dataset(whole, shard, batch_size)
     im = load_image_model(spec, device, model_key, manifest)
     pre, grid = im.preprocess, im.grid
-    if not 0 <= example < len(data):
-        raise QKDissectError(f"example image {example} is not in {dataset} ({len(data)} images: 0-{len(data) - 1})")
+    if not 0 <= example < len(whole):
+        raise QKDissectError(f"example image {example} is not in {dataset} ({len(whole)} images: 0-{len(whole) - 1})")
     example_crop = np.zeros((0, 0, 3), np.uint8)
     tables, token_masks, rows_all = [], [], []
     run = AdaptiveBatch(f"preference {im.name}")
     for b, batch in mask_batches(data, batch_size, f"preference {im.name}", progress):
         xs, tms = [], []
         for j, (_, img, masks) in enumerate(batch):
-            if b + j == example:
+            if where["start"] + b + j == example:
                 example_crop = np.asarray(pre.image(img), dtype=np.uint8)
             tm = np.stack([mask_to_tokens(masks[r], pre, grid).ravel() for r in REGIONS])
             tms.append(tm / np.maximum(tm.sum(axis=0, keepdims=True), 1e-12))  # area fractions summing to 1
@@ -106,14 +110,17 @@ def compute_preference(
         tables.append(preference_table(probs.cpu().numpy(), tm_b))
         token_masks.append(tm_b)
         rows_all.append(rows)
-    table, rows = np.concatenate(tables), np.concatenate(rows_all)
+    n_layers, n_heads = im.qk.n_layers, im.qk.n_heads
+    table = np.concatenate(tables) if tables else np.zeros((0, n_layers, n_heads, len(SOURCES), len(REGIONS)))
+    rows = np.concatenate(rows_all) if rows_all else np.zeros((0, 2), np.int64)
+    masks_all = np.concatenate(token_masks) if token_masks else np.zeros((0, len(REGIONS), grid[0] * grid[1]))
     parameters = {"batch_size": batch_size, "device_requested": device, "limit": limit, "example": example}
-    record = pass_record("preference", parameters, im, [mask_dataset_dependency(data, dataset, limit)], device,
+    record = pass_record("preference", parameters, im, [mask_dataset_dependency(whole, dataset, limit)], device,
                          started, batch=run.record())  # fmt: skip
     attrs = {
         "model_id": im.name,
         "spec": str(im.loaded.spec),
-        "dataset": {**data.describe(), "spec": dataset, "limit": limit},
+        "dataset": {**whole.describe(), "spec": dataset, "limit": limit},
         "grid": list(grid),
         "preprocess": pre.describe(),
         "example": example,
@@ -121,6 +128,11 @@ def compute_preference(
         "notes": im.qk.notes,
         "provenance": record,
     }
-    out = preference_dataset(table, rows, np.concatenate(token_masks), grouped(table, rows >= 0), example_crop,
-                             SOURCES, REGIONS, mask_coords(data), attrs)  # fmt: skip
+    out = preference_dataset(table, rows, masks_all, grouped(table, rows >= 0), example_crop, SOURCES, REGIONS,
+                             mask_coords(data), attrs)  # fmt: skip
+    if shard is not None:  # the float64 table the groups are computed from, for the merge
+        desc = "table in float64 (what the groups are computed from)"
+        dims = ("image", "layer", "head", "source", "region")
+        out = out.assign(table_fp64=(dims, table.astype(np.float64), {"description": desc, **labels("table")}))
+        out.attrs["shard"] = where
     return finish(out, output)

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core.same_object import chance_of_same, optimal_objects, top_fraction, top_order, weighted_by_sigma
+from ..core.same_object import optimal_objects, same_object_values
 from ..core.topk import image_scores
 from ..data.images import Preprocess
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..models import ModelLike
 from ..options import ImageScore, TokenSource, default
 from ..provenance.records import utc_now
-from ..stores.schema import same_object_dataset
+from ..stores.schema import labels, same_object_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, stacked_uv
 from .io import StoreLike, finish
@@ -42,6 +42,7 @@ from .loop import (
     modes_of,
     pass_record,
 )
+from .shards import Shard, shard_of_dataset
 
 
 def object_weights(
@@ -91,11 +92,14 @@ def compute_same_object(
     model_key: str | None = None,
     manifest: Manifest = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> xr.Dataset:
     """Same-object probability (paper 4.2, Fig. 6) of every mode on a dataset with object masks (written to
-    ``output`` when given)."""
+    ``output`` when given). ``shard``: only that shard of the dataset (whole batches), with its per-image scores
+    and same-object flags, which :func:`.shards.merge_same_object` merges into this very store."""
     started = utc_now()
-    data = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
+    whole = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
+    data, where = shard_of_dataset(whole, shard, batch_size)
     im = load_image_model(spec, device, model_key, manifest)
     modes_ds, deps = modes_of(modes, im)
     run = AdaptiveBatch(f"same-object {im.name}")
@@ -119,29 +123,32 @@ def compute_same_object(
             same[b + j] = optimal_objects(means[..., :hm], means[..., hm:]).cpu().numpy()
             q, k = pj[..., :hm], pj[..., hm:]
             scores[b + j] = image_scores(q.amax(1), q.amin(1), k.amax(1), k.amin(1), score).cpu().numpy()
-    shape = (n_layers, n_heads, n_modes, 2)
-    ranked = top_order(scores, top)
-    p = top_fraction(scores, same, top, ranked).reshape(shape)
-    chance = chance_of_same(scores, n_objects, top, ranked).reshape(shape)
-    order = np.moveaxis(ranked, 0, -1).reshape(*shape, -1)
-    s = np.asarray(modes_ds.S.values, dtype=np.float64)
+    shape = (n_img, n_layers, n_heads, n_modes, 2)
+    scores, same = scores.reshape(shape), same.reshape(shape)
+    variables, order = same_object_values(scores, same, n_objects, modes_ds.S.values, top)
     parameters = {"top": top, "tokens": tokens, "batch_size": batch_size, "limit": limit, "score": score}
-    record = pass_record("same_object", parameters, im, [*deps, mask_dataset_dependency(data, dataset, limit)],
+    record = pass_record("same_object", parameters, im, [*deps, mask_dataset_dependency(whole, dataset, limit)],
                          device, started, batch=run.record())  # fmt: skip
     attrs = {
         "model_id": im.name,
         "spec": str(im.loaded.spec),
-        "dataset": {**data.describe(), "spec": dataset, "limit": limit},
+        "dataset": {**whole.describe(), "spec": dataset, "limit": limit},
         "top": top,
         "token_source": tokens,
         "image_score": score,
         "eligible_images": int((n_objects >= 2).sum()),
         "provenance": record,
     }
-    variables = {
-        "p": p,
-        "head_p": weighted_by_sigma(p, s),
-        "chance": chance,
-        "head_chance": weighted_by_sigma(chance, s),
-    }
-    return finish(same_object_dataset(variables, order, n_objects, mask_coords(data), attrs), output)
+    out = same_object_dataset(variables, order, n_objects, mask_coords(data), attrs)
+    if shard is not None:  # what the merge needs: every image's scores and same-object flags
+        dims = ("image", "layer", "head", "mode", "sign")
+        out = out.assign(
+            per_image_score=(dims, scores, {"description": "the mode's image score (-inf: fewer than 2 objects)",
+                                            **labels("per_image_score")}),
+            per_image_same=(dims, same, {"description": "the query and key sides pick the same object",
+                                         **labels("per_image_same")}),
+            singular_value=(("layer", "head", "mode"), modes_ds.S.values,
+                            {"description": "s_n of the modes", **labels("singular_value")}),
+        )  # fmt: skip
+        out.attrs["shard"] = where
+    return finish(out, output)

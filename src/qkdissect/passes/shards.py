@@ -16,18 +16,22 @@ image listed again in order; its provenance is the shards' (timings of each kept
 shard stores as inputs, so that `qkdissect audit` follows the chain.
 
 The atlas pass shards the same way over its top images (:func:`merge_atlas`): each slot's maps come from the one
-shard that holds its image, the thumbnails and image ids are concatenated. :func:`merge_shards` merges the shards
-of either pass, by the kind of their stores.
+shard that holds its image, the thumbnails and image ids are concatenated. The mask-dataset passes shard their
+dataset (:func:`merge_preference`, :func:`merge_same_object`): each shard keeps the per-image arrays the single
+job's results are computed from (the preference table in float64; the same-object image scores and flags), and
+the merge computes them with the single job's own functions. :func:`merge_shards` merges the shards of any of
+these passes, by the kind of their stores.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -39,6 +43,9 @@ from ..stores import open_store
 from ..stores.io import StreamingStore
 from ..stores.schema import PROJECTION_STATS, atlas_dataset, labels, projections_dataset
 from .io import finish
+
+if TYPE_CHECKING:
+    from ..data.masks import MaskDataset
 
 #: variables a shard's projections store adds for the merge
 SHARD_EXTRAS = ("top_both_negative_flag", "centre_unit_sum_fixed", "singular_value")
@@ -72,6 +79,16 @@ class Shard:
 
     def describe(self) -> dict[str, Any]:
         return {"number": self.number, "count": self.count}
+
+
+def shard_of_dataset(data: MaskDataset, shard: Shard | None, batch_size: int) -> tuple[MaskDataset, dict[str, Any]]:
+    """A mask dataset's share for ``shard`` (whole batches; the whole of it without one), and where it lies
+    (``attrs["shard"]`` of the shard's store; ``{"start": 0}`` without one)."""
+    if shard is None:
+        return data, {"start": 0}
+    start, stop = shard.span(len(data), batch_size)
+    where = {**shard.describe(), "start": start, "stop": stop, "images": len(data)}
+    return dataclasses.replace(data, items=data.items[start:stop]), where
 
 
 def shard_paths(folder: str | Path, count: int) -> list[Path]:
@@ -173,11 +190,7 @@ def _record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float)
     record["inputs"] = {**inputs, "images": {k: v for k, v in images.items() if k != "role"}}
     others = [d if d.get("role") != "images" else images for d in record["dependencies"]]
     record["dependencies"] = [*others, *(dependency(f"shard {p.stem}", p) for p in paths)]
-    batches = [r["batch"] for r in recs]  # as one job's: the largest batch, the smallest after out of memory
-    requested = max(b["requested"] for b in batches)
-    after_oom = [b["used"] for b in batches if b["oom_retries"]]
-    record["batch"] = {"requested": requested, "used": min(after_oom, default=requested),
-                       "oom_retries": sum(b["oom_retries"] for b in batches)}  # fmt: skip
+    record["batch"] = merged_batches([r["batch"] for r in recs])
     record["started"], record["finished"] = min(r["started"] for r in recs), utc_now()
     record["timings_s"] = {"merge": round(seconds, 3)}
     record["shards"] = [{"path": str(p), **{k: r.get(k) for k in ("started", "finished", "device", "batch", "timings_s",
@@ -237,50 +250,84 @@ def merge_projections(shards: Sequence[str | Path], output: str | Path) -> xr.Da
 # ----------------------------------------------------------------------------------------- the atlas pass
 #: an atlas store's arrays of maps, per slot, with the value of an empty slot
 _ATLAS_CODES = {"q_code": 0, "k_code": 0, "q_lo": np.nan, "q_step": np.nan, "k_lo": np.nan, "k_step": np.nan}
-#: store attributes every shard of one atlas pass has alike
-_SAME_ATLAS = ("qkdissect_schema", "model_id", "spec", "token_source", "grid", "map_grid", "thumbnail", "images",
-               "image_score", "top_k", "preprocess", "weights_sha256")  # fmt: skip
+
+#: attributes that differ between the shards of one pass (the shard, its provenance, what its images hold)
+_OWN_ATTRS = ("shard", "provenance", "qkdissect_content", "eligible_images")
 
 
-def check_atlas_shards(stores: Sequence[xr.Dataset], paths: Sequence[Path]) -> None:
-    """Refuse atlas shards that are not the N shards of one atlas pass, in order (one line: the first difference)."""
+def check_pass_shards(stores: Sequence[xr.Dataset], paths: Sequence[Path], same_vars: Sequence[str] = ()) -> None:
+    """Refuse shards that are not the N shards of one pass of the atlas or a mask dataset, in order (one line: the
+    first difference): the same attributes, model, parameters, inputs and code, the same ``same_vars``."""
     first, ref = stores[0], stores[0].attrs["provenance"]
     for ds, path in zip(stores, paths, strict=True):
         if not ds.attrs.get("shard"):
             raise QKDissectError(f"{path} is no shard store (written without --shard)")
         rec = ds.attrs["provenance"]
-        diff = [k for k in _SAME_ATLAS if ds.attrs.get(k) != first.attrs.get(k)]
+        keys = sorted(set(ds.attrs) | set(first.attrs))
+        diff = [k for k in keys if k not in _OWN_ATTRS and ds.attrs.get(k) != first.attrs.get(k)]
         diff += [f"provenance {k}" for k in ("kind", "parameters", "model", "weights") if rec.get(k) != ref.get(k)]
         diff += ["inputs"] if rec["dependencies"] != ref["dependencies"] else []
         diff += ["code"] if rec["code"].get("source_sha256") != ref["code"].get("source_sha256") else []
-        diff += ["top_score"] if not np.array_equal(ds.top_score.values, first.top_score.values, equal_nan=True) else []
+        diff += [v for v in same_vars if not np.array_equal(ds[v].values, first[v].values, equal_nan=True)]
         if diff:
             raise QKDissectError(f"{path} is not a shard of the same pass as {paths[0]}: its {diff[0]} differs")
     _check_tiling([ds.attrs["shard"] for ds in stores], paths)
 
 
-def _atlas_record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float) -> dict[str, Any]:
-    """The merged atlas store's provenance: the first shard's, the shard stores added as inputs, the earliest
-    start, and each shard's timings and device under ``shards``."""
+def _open_shards(shards: Sequence[str | Path], kind: str, same_vars: Sequence[str] = ()) -> list[xr.Dataset]:
+    if not shards:
+        raise QKDissectError("no shard stores to merge")
+    paths = [Path(p) for p in shards]
+    stores = [open_store(p, kind) for p in paths]
+    check_pass_shards(stores, paths, same_vars)
+    return stores
+
+
+def _held(stores: Sequence[xr.Dataset]) -> list[xr.Dataset]:
+    """The shards that hold images (an empty one's arrays read back without their dtype), or the first."""
+    return [ds for ds in stores if ds.sizes["image"]] or [stores[0]]
+
+
+def _image_coords(stores: Sequence[xr.Dataset]) -> dict[str, Any]:
+    return {c: (("image",), np.concatenate([ds[c].values.astype(object) for ds in _held(stores)]))
+            for c in ("image_id", "image_sha256")}  # fmt: skip
+
+
+def _merged_attrs(stores: Sequence[xr.Dataset], shards: Sequence[str | Path], t0: float) -> dict[str, Any]:
+    """The first shard's attributes without its shard, with the merged provenance."""
+    attrs = {k: v for k, v in stores[0].attrs.items() if k not in ("shard", "qkdissect_schema", "qkdissect_content")}
+    attrs["provenance"] = _merged_record(stores, [Path(p) for p in shards], time.perf_counter() - t0)
+    return attrs
+
+
+def _merged_record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float) -> dict[str, Any]:
+    """A merged store's provenance: the first shard's, the shard stores added as inputs, the earliest start, the
+    batches as one job's, and each shard's timings and device under ``shards``."""
     recs = [ds.attrs["provenance"] for ds in stores]
     record = dict(recs[0])
     record["dependencies"] = [*record["dependencies"], *(dependency(f"shard {p.stem}", p) for p in paths)]
     record["started"], record["finished"] = min(r["started"] for r in recs), utc_now()
+    if "batch" in record:
+        record["batch"] = merged_batches([r["batch"] for r in recs])
     record["timings_s"] = {"merge": round(seconds, 3)}
-    record["shards"] = [{"path": str(p), **{k: r.get(k) for k in ("started", "finished", "device", "timings_s",
-                         "host")}} for p, r in zip(paths, recs, strict=True)]  # fmt: skip
+    record["shards"] = [{"path": str(p), **{k: r.get(k) for k in ("started", "finished", "device", "batch",
+                         "timings_s", "host")}} for p, r in zip(paths, recs, strict=True)]  # fmt: skip
     return record
+
+
+def merged_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The batches of N shards as one job's: the largest requested, the smallest used after out of memory."""
+    requested = max(b["requested"] for b in batches)
+    after_oom = [b["used"] for b in batches if b["oom_retries"]]
+    return {"requested": requested, "used": min(after_oom, default=requested),
+            "oom_retries": sum(b["oom_retries"] for b in batches)}  # fmt: skip
 
 
 def merge_atlas(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
     """Merge the stores of the N shards of an atlas pass (in order) into the store one job writes, at ``output``
     (atomically): each slot from the shard that holds its image; returns it opened."""
     t0 = time.perf_counter()
-    paths = [Path(p) for p in shards]
-    if not paths:
-        raise QKDissectError("no shard stores to merge")
-    stores = [open_store(p, "atlas") for p in paths]
-    check_atlas_shards(stores, paths)
+    stores = _open_shards(shards, "atlas", ["top_score"])
     first = stores[0]
     slot_image = np.full(first.slot_image.shape, -1, np.int64)
     codes = {k: np.full(first[k].shape, fill, first[k].dtype) for k, fill in _ATLAS_CODES.items()}
@@ -290,21 +337,56 @@ def merge_atlas(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
         slot_image[own] = local[own] + ds.attrs["shard"]["start"]
         for k, arr in codes.items():
             arr[own] = ds[k].values[own]
-    held = [ds for ds in stores if ds.sizes["image"]] or [first]
-    thumbnails = np.concatenate([ds.thumbnail.values for ds in held])
-    coords = {c: (("image",), np.concatenate([ds[c].values.astype(object) for ds in held]))
-              for c in ("image_id", "image_sha256")}  # fmt: skip
-    attrs = {k: v for k, v in first.attrs.items() if k not in ("shard", "qkdissect_schema", "qkdissect_content")}
-    attrs["provenance"] = _atlas_record(stores, paths, time.perf_counter() - t0)
-    top_score = first.top_score.values
-    return finish(atlas_dataset(codes, top_score, slot_image, thumbnails, coords, attrs), output)
+    thumbnails = np.concatenate([ds.thumbnail.values for ds in _held(stores)])
+    attrs = _merged_attrs(stores, shards, t0)
+    ds = atlas_dataset(codes, first.top_score.values, slot_image, thumbnails, _image_coords(stores), attrs)
+    return finish(ds, output)
+
+
+def _joined(stores: Sequence[xr.Dataset], name: str) -> np.ndarray:
+    return np.concatenate([ds[name].values for ds in _held(stores)])
+
+
+def merge_preference(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
+    """Merge the N shards of a preference pass into the store one job writes (the groups computed from the
+    float64 tables, the example crop from the shard that holds the example)."""
+    from ..core.preference import REGIONS, SOURCES, grouped
+    from ..stores.schema import preference_dataset
+
+    t0 = time.perf_counter()
+    stores = _open_shards(shards, "preference")
+    table, rows = _joined(stores, "table_fp64"), _joined(stores, "query_token")
+    example = int(stores[0].attrs["example"])
+    crop = next(
+        ds.example_crop.values for ds in stores if ds.attrs["shard"]["start"] <= example < ds.attrs["shard"]["stop"]
+    )
+    attrs = _merged_attrs(stores, shards, t0)
+    out = preference_dataset(table, rows, _joined(stores, "token_masks"), grouped(table, rows >= 0), crop, SOURCES,
+                             REGIONS, _image_coords(stores), attrs)  # fmt: skip
+    return finish(out, output)
+
+
+def merge_same_object(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
+    """Merge the N shards of a same-object pass into the store one job writes (its top images, p and chance
+    computed from every image's scores and flags, as the single job computes them)."""
+    from ..core.same_object import same_object_values
+    from ..stores.schema import same_object_dataset
+
+    t0 = time.perf_counter()
+    stores = _open_shards(shards, "same_object", ["singular_value"])
+    scores, same = _joined(stores, "per_image_score"), _joined(stores, "per_image_same")
+    n_objects, s = _joined(stores, "n_objects"), stores[0].singular_value.values
+    values, order = same_object_values(scores, same, n_objects, s, int(stores[0].attrs["top"]))
+    attrs = _merged_attrs(stores, shards, t0)
+    attrs["eligible_images"] = int((n_objects >= 2).sum())
+    return finish(same_object_dataset(values, order, n_objects, _image_coords(stores), attrs), output)
 
 
 def merge_shards(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
-    """Merge the N shard stores of a projection or an atlas pass (by their kind) into the store one job writes."""
+    """Merge the N shard stores of a projection, atlas, preference or same-object pass (by their kind) into the
+    store one job writes."""
     if not shards:
         raise QKDissectError("no shard stores to merge")
-    kind = open_store(shards[0]).attrs.get("qkdissect_schema", "")
-    if str(kind).startswith("atlas"):
-        return merge_atlas(shards, output)
-    return merge_projections(shards, output)
+    kind = str(open_store(shards[0]).attrs.get("qkdissect_schema", "")).split("/")[0]
+    merge = {"atlas": merge_atlas, "preference": merge_preference, "same_object": merge_same_object}
+    return merge.get(kind, merge_projections)(shards, output)

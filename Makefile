@@ -44,7 +44,7 @@ browser:
 test: lint browser
 	$(PY) -m pytest
 
-# the paper's run through Snakemake on stand-ins (tests/test_rehearsal.py, 145 jobs, about 10 min on 2 cores)
+# the paper's run through Snakemake on stand-ins (tests/test_rehearsal.py, 162 jobs with the mode atlas, about 16 min on 2 cores)
 test-rehearsal: $(VENV)/.installed
 	QKDISSECT_REHEARSAL=1 $(PY) -m pytest tests/test_rehearsal.py
 

@@ -93,10 +93,22 @@ def test_fig5_and_s17_show_an_image_of_the_class_the_config_names(
         assert all(str(ids[i]) != store.attrs["image"] for i in store.slot_image.values[:, 1:].ravel() if i >= 0)
 
 
+def test_the_mode_atlas_holds_every_paper_model(rehearsal: Path) -> None:
+    """The paper's configuration publishes every mode of its 16 image models: one atlas maps store each (on the
+    projected set, every slot filled) and one page with a data folder per model."""
+    results = rehearsal / "run/results"
+    for model in PAPER_MODELS:
+        atlas = open_store(results / f"atlas_maps/{model}/imagenet-val.zarr", "atlas")
+        assert (atlas.slot_image.values >= 0).all() and atlas.sizes["image"] >= 1, model
+        assert (results / "atlas/data" / model).is_dir(), model
+    assert (results / "atlas/index.html").stat().st_size > 1000
+
+
 def test_the_cost_table_has_every_job(rehearsal: Path) -> None:
     cost = json.loads((rehearsal / "cost.json").read_text())
     rules = {r["rule"] for r in cost["jobs"]}
     assert {"weights", "modes", "scores", "project", "preference", "same_object", "maps", "figures"} <= rules
+    assert {"atlas_maps", "atlas"} <= rules
     table = (rehearsal / "cost.md").read_text()
     assert "| figures |" in table
     hours = re.search(r"one job at a time on this machine: ([0-9.]+) h of jobs", table)

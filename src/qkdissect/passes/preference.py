@@ -31,12 +31,12 @@ from ..errors import QKDissectError
 from ..models import ModelLike, QKWeights
 from ..options import default
 from ..provenance.records import utc_now
-from ..stores.schema import labels, preference_dataset
+from ..stores.schema import preference_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks
 from .io import finish
 from .loop import Manifest, load_image_model, mask_batches, mask_coords, mask_dataset_dependency, pass_record
-from .shards import Shard, shard_of_dataset
+from .shards import Shard, shard_of_dataset, shard_store
 
 
 @torch.inference_mode()
@@ -131,8 +131,7 @@ def compute_preference(
     out = preference_dataset(table, rows, masks_all, grouped(table, rows >= 0), example_crop, SOURCES, REGIONS,
                              mask_coords(data), attrs)  # fmt: skip
     if shard is not None:  # the float64 table the groups are computed from, for the merge
-        desc = "table in float64 (what the groups are computed from)"
         dims = ("image", "layer", "head", "source", "region")
-        out = out.assign(table_fp64=(dims, table.astype(np.float64), {"description": desc, **labels("table")}))
-        out.attrs["shard"] = where
+        desc = "table in float64 (what the groups are computed from)"
+        out = shard_store(out, {"table_fp64": (dims, table.astype(np.float64), desc)}, where)
     return finish(out, output)

@@ -40,7 +40,7 @@ from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, modes_uv
 from .io import StoreLike
 from .loop import ImageStream, Manifest, load_image_model, modes_of, pass_record, stream_target, streamed
-from .shards import Shard
+from .shards import Shard, shard_store
 
 
 def centre_index(grid: tuple[int, int]) -> int:
@@ -128,9 +128,7 @@ def shard_extras(
                                   "centre_unit_sum in fixed point: (hi + lo 2^-31) 2^-31 (exact sums)"),
         "singular_value": (("layer", "head", "mode"), s, "s_n of the modes"),
     }  # fmt: skip
-    out = ds.assign({k: (dims, v, {"description": d, **labels(k)}) for k, (dims, v, d) in extra.items()})
-    out.attrs["shard"] = where
-    return out
+    return shard_store(ds, extra, where)
 
 
 def compute_projections(

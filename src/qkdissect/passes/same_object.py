@@ -28,7 +28,7 @@ from ..data.masks import mask_dataset, mask_to_tokens
 from ..models import ModelLike
 from ..options import ImageScore, TokenSource, default
 from ..provenance.records import utc_now
-from ..stores.schema import labels, same_object_dataset
+from ..stores.schema import same_object_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, stacked_uv
 from .io import StoreLike, finish
@@ -42,7 +42,7 @@ from .loop import (
     modes_of,
     pass_record,
 )
-from .shards import Shard, shard_of_dataset
+from .shards import Shard, shard_of_dataset, shard_store
 
 
 def object_weights(
@@ -140,15 +140,12 @@ def compute_same_object(
         "provenance": record,
     }
     out = same_object_dataset(variables, order, n_objects, mask_coords(data), attrs)
-    if shard is not None:  # what the merge needs: every image's scores and same-object flags
+    if shard is not None:  # what the merge needs: every image's scores and same-object flags, and s
         dims = ("image", "layer", "head", "mode", "sign")
-        out = out.assign(
-            per_image_score=(dims, scores, {"description": "the mode's image score (-inf: fewer than 2 objects)",
-                                            **labels("per_image_score")}),
-            per_image_same=(dims, same, {"description": "the query and key sides pick the same object",
-                                         **labels("per_image_same")}),
-            singular_value=(("layer", "head", "mode"), modes_ds.S.values,
-                            {"description": "s_n of the modes", **labels("singular_value")}),
-        )  # fmt: skip
-        out.attrs["shard"] = where
+        extras = {
+            "per_image_score": (dims, scores, "the mode's image score (-inf: fewer than 2 objects)"),
+            "per_image_same": (dims, same, "the query and key sides pick the same object"),
+            "singular_value": (("layer", "head", "mode"), modes_ds.S.values, "s_n of the modes"),
+        }
+        out = shard_store(out, extras, where)
     return finish(out, output)

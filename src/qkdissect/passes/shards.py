@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,12 +91,24 @@ def shard_of_dataset(data: MaskDataset, shard: Shard | None, batch_size: int) ->
     return dataclasses.replace(data, items=data.items[start:stop]), where
 
 
+def shard_store(
+    ds: xr.Dataset, extras: dict[str, tuple[tuple[str, ...], Any, str]], where: dict[str, Any]
+) -> xr.Dataset:
+    """A shard's store: the store of its images plus what the merge needs (``extras``: name -> (dims, values,
+    description), each labelled as every store variable is) and where the shard lies (``attrs["shard"]``)."""
+    out = ds.assign({k: (dims, v, {"description": d, **labels(k)}) for k, (dims, v, d) in extras.items()})
+    out.attrs["shard"] = where
+    return out
+
+
 def shard_paths(folder: str | Path, count: int) -> list[Path]:
     """The stores of the ``count`` shards of a pass, by the workflow's layout: ``FOLDER/K-of-N.zarr``."""
     return [Path(folder) / f"{Shard(k, count).name}.zarr" for k in range(1, count + 1)]
 
 
 # ----------------------------------------------------------------------------------------- checks
+#: how a merge writes its store's provenance: (shard stores, their paths, seconds) -> record
+RecordFn = Callable[[Sequence[xr.Dataset], Sequence[Path], float], dict[str, Any]]
 #: store attributes every shard of one pass has alike
 _SAME_ATTRS = ("qkdissect_schema", "model_id", "spec", "token_source", "n_prefix_tokens", "grid", "centre_token",
                "preprocess", "top_k", "image_score", "weights_sha256")  # fmt: skip
@@ -179,23 +191,57 @@ def listed_digest(stores: Sequence[xr.Dataset]) -> tuple[int, str]:
     return len(pairs), items_sha256(pairs)
 
 
-def _record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float) -> dict[str, Any]:
-    """The merged store's provenance: the first shard's, with the whole image set as input, the shard stores as
-    inputs too, the earliest start, and each shard's timings, device and batches under ``shards``."""
+def _held(stores: Sequence[xr.Dataset]) -> list[xr.Dataset]:
+    """The shards that hold images (an empty one's arrays read back without their dtype), or the first."""
+    return [ds for ds in stores if ds.sizes["image"]] or [stores[0]]
+
+
+def _image_coords(stores: Sequence[xr.Dataset]) -> dict[str, Any]:
+    return {c: (("image",), np.concatenate([ds[c].values.astype(object) for ds in _held(stores)]))
+            for c in ("image_id", "image_sha256")}  # fmt: skip
+
+
+def _merged_record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float) -> dict[str, Any]:
+    """A merged store's provenance: the first shard's, the shard stores added as inputs, the earliest start, the
+    batches as one job's, and each shard's timings and device under ``shards``."""
     recs = [ds.attrs["provenance"] for ds in stores]
     record = dict(recs[0])
+    record["dependencies"] = [*record["dependencies"], *(dependency(f"shard {p.stem}", p) for p in paths)]
+    record["started"], record["finished"] = min(r["started"] for r in recs), utc_now()
+    if "batch" in record:
+        record["batch"] = merged_batches([r["batch"] for r in recs])
+    record["timings_s"] = {"merge": round(seconds, 3)}
+    record["shards"] = [{"path": str(p), **{k: r.get(k) for k in ("started", "finished", "device", "batch",
+                         "timings_s", "host")}} for p, r in zip(paths, recs, strict=True)]  # fmt: skip
+    return record
+
+
+def merged_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The batches of N shards as one job's: the largest requested, the smallest used after out of memory."""
+    requested = max(b["requested"] for b in batches)
+    after_oom = [b["used"] for b in batches if b["oom_retries"]]
+    return {"requested": requested, "used": min(after_oom, default=requested),
+            "oom_retries": sum(b["oom_retries"] for b in batches)}  # fmt: skip
+
+
+def _record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float) -> dict[str, Any]:
+    """The merged projections store's provenance (:func:`_merged_record`), with the whole image set as its images
+    input: every image listed again, in order (:func:`listed_digest`)."""
+    record = _merged_record(stores, paths, seconds)
     images = {k: v for k, v in _images_dep(record).items() if k != "shard"}
     images["count"], images["sha256"] = listed_digest(stores)
-    inputs = {k: v for k, v in record["inputs"].items() if k != "images"}
-    record["inputs"] = {**inputs, "images": {k: v for k, v in images.items() if k != "role"}}
-    others = [d if d.get("role") != "images" else images for d in record["dependencies"]]
-    record["dependencies"] = [*others, *(dependency(f"shard {p.stem}", p) for p in paths)]
-    record["batch"] = merged_batches([r["batch"] for r in recs])
-    record["started"], record["finished"] = min(r["started"] for r in recs), utc_now()
-    record["timings_s"] = {"merge": round(seconds, 3)}
-    record["shards"] = [{"path": str(p), **{k: r.get(k) for k in ("started", "finished", "device", "batch", "timings_s",
-                         "host")}} for p, r in zip(paths, recs, strict=True)]  # fmt: skip
+    record["inputs"] = {**record["inputs"], "images": {k: v for k, v in images.items() if k != "role"}}
+    record["dependencies"] = [d if d.get("role") != "images" else images for d in record["dependencies"]]
     return record
+
+
+def _merged_attrs(
+    stores: Sequence[xr.Dataset], shards: Sequence[str | Path], t0: float, record: RecordFn = _merged_record
+) -> dict[str, Any]:
+    """The first shard's attributes without its shard, with the merged provenance (made by ``record``)."""
+    attrs = {k: v for k, v in stores[0].attrs.items() if k not in ("shard", "qkdissect_schema", "qkdissect_content")}
+    attrs["provenance"] = record(stores, [Path(p) for p in shards], time.perf_counter() - t0)
+    return attrs
 
 
 def _copy_rows(st: StreamingStore, stores: Sequence[xr.Dataset], n: int, chunk: int) -> None:
@@ -228,21 +274,17 @@ def merge_projections(shards: Sequence[str | Path], output: str | Path) -> xr.Da
     both_negative = ((flag == 1) & (top_image >= 0)).sum(axis=-1)
     limbs = np.sum([ds.centre_unit_sum_fixed.values for ds in stores], axis=0)
     unit_sum = from_fixed_point(limbs)
-    # (an empty shard's id arrays read back as float: no strings to store)
-    coords = {c: (("image",), np.concatenate([ds[c].values.astype(object) for ds in stores]))
-              for c in ("image_id", "image_sha256")}  # fmt: skip
     batch = int(first.attrs["provenance"]["parameters"]["batch_size"])
     chunk = batch * max(1, round(256 / batch))  # as the single job chunks its rows
     with StreamingStore(output) as st:
         _copy_rows(st, stores, n, chunk)
-        attrs = {k: v for k, v in first.attrs.items() if k not in ("shard", "qkdissect_schema", "qkdissect_content")}
+        attrs = _merged_attrs(stores, paths, t0, _record)
         attrs["images"] = {**first.attrs["images"], "count": n, "valid": int(valid.sum()),
                            "skipped": sum(ds.attrs["images"]["skipped"] for ds in stores)}  # fmt: skip
         attrs["skipped"] = [s for ds in stores for s in ds.attrs["skipped"]][:1000]
-        attrs["provenance"] = _record(stores, paths, time.perf_counter() - t0)
         s = first.singular_value.values.astype(np.float32)
         small = projections_dataset(valid, top_score, top_image, both_negative, s, unit_sum,
-                                    anisotropy(unit_sum, int(valid.sum())), coords, attrs)  # fmt: skip
+                                    anisotropy(unit_sum, int(valid.sum())), _image_coords(stores), attrs)  # fmt: skip
         st.finish(small)
     return open_store(output)
 
@@ -281,46 +323,6 @@ def _open_shards(shards: Sequence[str | Path], kind: str, same_vars: Sequence[st
     stores = [open_store(p, kind) for p in paths]
     check_pass_shards(stores, paths, same_vars)
     return stores
-
-
-def _held(stores: Sequence[xr.Dataset]) -> list[xr.Dataset]:
-    """The shards that hold images (an empty one's arrays read back without their dtype), or the first."""
-    return [ds for ds in stores if ds.sizes["image"]] or [stores[0]]
-
-
-def _image_coords(stores: Sequence[xr.Dataset]) -> dict[str, Any]:
-    return {c: (("image",), np.concatenate([ds[c].values.astype(object) for ds in _held(stores)]))
-            for c in ("image_id", "image_sha256")}  # fmt: skip
-
-
-def _merged_attrs(stores: Sequence[xr.Dataset], shards: Sequence[str | Path], t0: float) -> dict[str, Any]:
-    """The first shard's attributes without its shard, with the merged provenance."""
-    attrs = {k: v for k, v in stores[0].attrs.items() if k not in ("shard", "qkdissect_schema", "qkdissect_content")}
-    attrs["provenance"] = _merged_record(stores, [Path(p) for p in shards], time.perf_counter() - t0)
-    return attrs
-
-
-def _merged_record(stores: Sequence[xr.Dataset], paths: Sequence[Path], seconds: float) -> dict[str, Any]:
-    """A merged store's provenance: the first shard's, the shard stores added as inputs, the earliest start, the
-    batches as one job's, and each shard's timings and device under ``shards``."""
-    recs = [ds.attrs["provenance"] for ds in stores]
-    record = dict(recs[0])
-    record["dependencies"] = [*record["dependencies"], *(dependency(f"shard {p.stem}", p) for p in paths)]
-    record["started"], record["finished"] = min(r["started"] for r in recs), utc_now()
-    if "batch" in record:
-        record["batch"] = merged_batches([r["batch"] for r in recs])
-    record["timings_s"] = {"merge": round(seconds, 3)}
-    record["shards"] = [{"path": str(p), **{k: r.get(k) for k in ("started", "finished", "device", "batch",
-                         "timings_s", "host")}} for p, r in zip(paths, recs, strict=True)]  # fmt: skip
-    return record
-
-
-def merged_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The batches of N shards as one job's: the largest requested, the smallest used after out of memory."""
-    requested = max(b["requested"] for b in batches)
-    after_oom = [b["used"] for b in batches if b["oom_retries"]]
-    return {"requested": requested, "used": min(after_oom, default=requested),
-            "oom_retries": sum(b["oom_retries"] for b in batches)}  # fmt: skip
 
 
 def merge_atlas(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:

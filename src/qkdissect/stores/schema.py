@@ -119,6 +119,7 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "sigma_positive": ("share of the singular values in modes with cos(u, v) > 0", "1"),
     # preference
     "table": ("attention on the region", "1"),
+    "table_fp64": ("attention on the region", "1"),
     "per_image_score": ("image score of the mode", "1"),
     "per_image_same": ("query and key pick the same object", ""),
     "query_token": ("query token position", ""),

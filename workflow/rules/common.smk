@@ -275,7 +275,7 @@ ATLAS_OUTPUTS = (
 
 def model_pattern():
     """The model wildcard matches configured names only (names may contain '-', '.' and '_')."""
-    return "|".join(re.escape(m) for m in MODELS)
+    return names_pattern(MODELS)
 
 
 def spec_of(model):

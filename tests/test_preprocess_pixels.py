@@ -34,7 +34,7 @@ HF_REPOS = {
     "deit": "facebook/deit-base-distilled-patch16-224",
 }
 HF_CONFIGS: dict[str, dict[str, Any]] = {kind: HUB_REPOS[repo].preprocessor for kind, repo in HF_REPOS.items()}
-#: timm models whose pretrained config makes the crop matter (crop_pct 0.9) and the offline default's (518 px)
+#: timm models whose pretrained config makes the crop matter (crop_pct 0.9) and DINOv2-S/14's (518 px)
 TIMM_MODELS = ("vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_small_patch14_dinov2.lvd142m")
 
 Reference = tuple[Preprocess, Callable[[list[Image.Image]], list[np.ndarray]], Callable[[np.ndarray], torch.Tensor]]

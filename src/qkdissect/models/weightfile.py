@@ -32,17 +32,24 @@ from .pins import (
     IMGFOCUS_ARCH,
     IMGFOCUS_DIGEST,
     IMGFOCUS_ORIGIN,
+    IMGFOCUS_PATCH,
     IMGFOCUS_REVISION,
     MINILM_ORIGIN,
     MINILM_REVISION,
     changed_imgfocus,
+    imgfocus_img_size,
     verified_minilm,
 )
-from .spec import ModelSpec, local_path
+from .spec import ModelSpec, local_path, parse_options
 
-#: the converted DINOv2-S/14 (timm ``vit_small_patch14_dinov2``, built at its default 518 px): heads and layout
+#: the converted DINOv2-S/14 (timm ``vit_small_patch14_dinov2``): heads; its layout follows the spec's img_size
 IMGFOCUS_HEADS = 6
-IMGFOCUS_LAYOUT = TokenLayout(n_prefix=1, grid=(37, 37), patch_size=(14, 14))
+
+
+def imgfocus_layout(s: ModelSpec) -> TokenLayout:
+    """The class token and the patch grid at the spec's input size (224 px, 16 x 16, unless img_size says)."""
+    side = imgfocus_img_size(s.options) // IMGFOCUS_PATCH
+    return TokenLayout(n_prefix=1, grid=(side, side), patch_size=(IMGFOCUS_PATCH, IMGFOCUS_PATCH))
 
 
 @dataclass
@@ -85,7 +92,7 @@ def read_qk_file(spec: str | ModelSpec, folding: str = "raw") -> FileQK | None:
     """The query-key weights of ``spec`` read from its safetensors file, or None where only building the model
     gives them (see the module's docstring); ``folding`` other than "raw" needs the norms' gamma too."""
     s = light_spec(spec)
-    if s is None or s.options or s.part or s.source not in ("imgfocus", "minilm", "hf"):
+    if s is None or (s.options and s.source != "imgfocus") or s.part or s.source not in ("imgfocus", "minilm", "hf"):
         return None
     got = _imgfocus(s) if s.source == "imgfocus" else _hf_source(s)
     if got is None or (folding != "raw" and got.gamma is None):
@@ -102,6 +109,9 @@ def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
     source, sep, rest = spec.partition(":")
     if not sep:
         return hf_spec(spec, ()) if "/" in spec and not spec.startswith(("/", ".")) else None
+    if source == "imgfocus" and "?" in rest and "#" not in rest:  # img_size: the layout's grid
+        name, _, query = rest.partition("?")
+        return ModelSpec(source, name, options=parse_options(query))
     if source not in ("imgfocus", "minilm", "hf") or "#" in rest or "?" in rest:
         return None
     return hf_spec(rest, ()) if source == "hf" else ModelSpec(source, rest)
@@ -173,7 +183,7 @@ def _imgfocus(s: ModelSpec) -> FileQK | None:
         w_q, w_k, gamma = _timm_blocks(t)
     except _Missing:
         return None
-    return FileQK(s, "timm-vit", w_q, w_k, gamma, IMGFOCUS_LAYOUT, path, sha256_file(path), IMGFOCUS_REVISION,
+    return FileQK(s, "timm-vit", w_q, w_k, gamma, imgfocus_layout(s), path, sha256_file(path), IMGFOCUS_REVISION,
                   IMGFOCUS_ORIGIN)  # fmt: skip
 
 

@@ -8,7 +8,8 @@ slot's image, the mode's sign applied (``-``: ``-u``, ``-v``, as the maps pass).
 modes: the slots of a layer are gathered from its projection at once.
 
 Size: a map is averaged over the patch grid down to at most ``grid`` cells a side (DINOv2 at 518 px: 37 x 37 ->
-16 x 16), then stored as 8 bits with its own offset and step (``lo + step * code``, error <= step / 2). Each image
+16 x 16; the offline default's 224 px give 16 x 16 already), then stored as 8 bits with its own offset and step
+(``lo + step * code``, error <= step / 2). Each image
 is stored once, as a thumbnail (at most ``thumbnail`` pixels a side) of the model-input crop.
 
 Sharded (``--shard K/N``, as the projection pass): shard K runs over its share of the top images, in whole

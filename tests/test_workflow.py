@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -161,11 +162,16 @@ def test_paper_dry_run_needs_no_weights(tmp_path: Path, monkeypatch: pytest.Monk
 def test_shards_split_the_image_passes(tmp_path: Path) -> None:
     """``projections: {shards: 3}`` and ``mask_datasets.synthetic.shards: 2`` on the offline default: 3 project and
     3 atlas_maps jobs per model, 2 preference and 2 same-object jobs, each with its --shard, and one merge of each;
-    the figures and the atlas read the merged stores (as without shards)."""
+    the figures and the atlas read the merged stores (as without shards). A model's `label` reaches the atlas's
+    command line quoted, as one argument."""
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     cfg["projections"]["shards"] = 3
     cfg["mask_datasets"]["synthetic"]["shards"] = 2
+    label = "DINOv2's $(touch pwned) `id` S/14"
+    cfg["models"][OFFLINE_MODEL] = {"label": label}
     r = snakemake(tmp_path / "run", "-n", "-p", "--forceall", config=write_config(tmp_path, cfg))
+    (atlas_cmd,) = [line for line in r.stdout.splitlines() if "qkdissect atlas results" in line]
+    assert shlex.split(atlas_cmd.split(" python -m qkdissect ", 1)[1])[6:8] == ["--label", f"{OFFLINE_MODEL}={label}"]
     counts = job_counts(r.stdout)
     models = counts["atlas"] and len(set(re.findall(r"results/atlas_maps/([\w.-]+)/", r.stdout)))
     assert models >= 1 and counts["project"] == 3 * counts["merge_shards"] >= 3

@@ -140,10 +140,12 @@ def atlas(
     compute: bool = True,
     device: str = default("device"),
     progress: bool = True,
+    labels: dict[str, str] | None = None,
 ) -> Path:
     """The mode atlas of a results folder (``RESULTS/atlas/index.html``, opens from ``file://``): every mode of
     every projected image model (or of ``models``). An atlas maps store that is missing, or older than its
-    projections store, is made first (the model is loaded; ``compute=False`` refuses instead). Returns the page."""
+    projections store, is made first (the model is loaded; ``compute=False`` refuses instead). ``labels``: the
+    name the page shows for a model, by its key (default: the key). Returns the page."""
     from .errors import QKDissectError
     from .website import write_atlas
     from .website.results import find_models
@@ -158,7 +160,7 @@ def atlas(
 
         compute_atlas_maps(f.spec, f.stores.modes, f.projections, f.stores.maps, device=device, model_key=f.key,
                            manifest=f.manifest, progress=progress)  # fmt: skip
-    return write_atlas([f.stores for f in found], output or Path(results) / "atlas")
+    return write_atlas([f.stores for f in found], output or Path(results) / "atlas", labels)
 
 
 def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:

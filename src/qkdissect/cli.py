@@ -290,8 +290,14 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
     from .api import atlas
 
     out = args.output or Path(args.results) / "atlas"
+    labels = {}
+    for item in args.label or []:
+        key, eq, label = item.partition("=")
+        if not (eq and key and label):
+            raise QKDissectError(f"--label {item!r}: expected MODEL=LABEL, e.g. --label dino-vitb16='DINO ViT-B/16'")
+        labels[key] = label
     page = atlas(args.results, models=args.models, images=args.images, output=out, compute=not args.no_compute,
-                 device=args.device, progress=not args.quiet)  # fmt: skip
+                 device=args.device, progress=not args.quiet, labels=labels)  # fmt: skip
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     print(f"mode atlas ({size / 1e6:.1f} MB) -> {page}: open it in a browser (no server needed)")
     return 0
@@ -607,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
     at.add_argument("--models", nargs="+", metavar="MODEL", help="these models only (default: every projected one)")
     at.add_argument("--images", help="the image set, where a model is projected on several")
+    at.add_argument("--label", action="append", metavar="MODEL=LABEL", help="the name shown for MODEL (repeatable)")
     at.add_argument("-o", "--output", help="the atlas folder (default: RESULTS/atlas)")
     at.add_argument(
         "--no-compute",

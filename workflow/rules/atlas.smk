@@ -85,6 +85,7 @@ rule atlas:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.index)),
         models=ATLAS_MODELS,
         images=config["projections"]["images"],
+        labels=atlas_labels,
     conda:
         "../envs/qkdissect.yaml"
     log:
@@ -93,6 +94,6 @@ rule atlas:
         "results/benchmarks/atlas.tsv"
     shell:
         qkdissect(
-            "atlas {params.results:q} --models {params.models:q} --images {params.images:q} --no-compute -q "
+            "atlas {params.results:q} --models {params.models:q} --images {params.images:q} {params.labels} --no-compute -q "
             "> {log:q} 2>&1"
         )

@@ -256,6 +256,12 @@ ATLAS_MODELS = _atlas_models()
 _check_config()
 
 
+def atlas_labels(wildcards):
+    """`--label MODEL=LABEL` (quoted) for every atlas model with a `label` in the config: the name the page shows."""
+    labelled = [(m, _model_entry(m)["label"]) for m in ATLAS_MODELS if "label" in _model_entry(m)]
+    return " ".join(f"--label {shlex.quote(f'{m}={label}')}" for m, label in labelled)
+
+
 def atlas_maps_store(model):
     return f"results/atlas_maps/{model}/{config['projections']['images']}.zarr"
 

@@ -77,13 +77,14 @@ def _floats(a: Any, digits: int | None = None) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values]
 
 
-def model_summary(m: ModelData) -> dict[str, Any]:
-    """What the grid and the head pages show of every mode of a model (flat arrays in (layer, head, mode) order)."""
+def model_summary(m: ModelData, label: str | None = None) -> dict[str, Any]:
+    """What the grid and the head pages show of every mode of a model (flat arrays in (layer, head, mode) order);
+    ``label``: the name the page shows (default: the model's key)."""
     n_layers, n_heads, n_modes = m.modes.S.shape
     maps = m.maps
     return {
         "key": m.key,
-        "label": m.key,
+        "label": label or m.key,
         "layers": n_layers,
         "heads": n_heads,
         "modes": n_modes,

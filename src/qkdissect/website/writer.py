@@ -17,7 +17,7 @@ atlas opens as fast as a ViT-S one. The whole folder is written beside its place
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,9 @@ def _script(call: str, *args: Any) -> str:
     return f"QKAtlas.{call}({', '.join(json.dumps(a, allow_nan=False, separators=(',', ':')) for a in args)});\n"
 
 
-def _model_files(folder: Path, m: ModelData) -> dict[str, Any]:
+def _model_files(folder: Path, m: ModelData, label: str | None) -> dict[str, Any]:
     """A model's summary, head files and thumbnails under ``folder``; returns its summary."""
-    summary = model_summary(m)
+    summary = model_summary(m, label)
     (folder / "heads").mkdir(parents=True)
     (folder / "thumbs").mkdir()
     (folder / "model.js").write_text(_script("model", summary))
@@ -58,9 +58,10 @@ def _model_files(folder: Path, m: ModelData) -> dict[str, Any]:
     return summary
 
 
-def write_atlas(models: Sequence[AtlasStores], output: str | Path) -> Path:
+def write_atlas(models: Sequence[AtlasStores], output: str | Path, labels: Mapping[str, str] | None = None) -> Path:
     """Write the atlas of ``models`` (each: its modes, scores and atlas maps stores) into the folder ``output``
-    (replacing it, atomically), with its provenance; returns its ``index.html``."""
+    (replacing it, atomically), with its provenance; returns its ``index.html``. ``labels``: the name shown for a
+    model (by its key; the config's ``label``), else its key."""
     if not models:
         raise QKDissectError("the atlas needs at least one model's stores (modes, scores and atlas maps)")
     data = [open_model(s) for s in models]
@@ -69,14 +70,22 @@ def write_atlas(models: Sequence[AtlasStores], output: str | Path) -> Path:
         raise QKDissectError(
             f"the atlas shows each model once; given twice: {sorted({k for k in keys if keys.count(k) > 1})}"
         )
+    labels = dict(labels or {})
+    unknown = sorted(set(labels) - set(keys))
+    if unknown:
+        shown = ", ".join(keys)
+        raise QKDissectError(f"atlas labels for models it does not show: {', '.join(unknown)} (it shows {shown})")
     inputs = [p for s in models for p in s.paths()]
-    record = figure_record("mode atlas", {"models": keys, "thumbnail_quality": QUALITY}, inputs, kind="atlas")
+    params: dict[str, Any] = {"models": keys, "thumbnail_quality": QUALITY}
+    if labels:
+        params["labels"] = labels
+    record = figure_record("mode atlas", params, inputs, kind="atlas")
     out = Path(output)
     with atomic_path(out) as tmp:
         (tmp / DATA).mkdir(parents=True)
         for name, target in STATIC.items():
             (tmp / target).write_text(resources.files("qkdissect.website").joinpath("static", name).read_text())
-        summaries = [_model_files(tmp / DATA / m.key, m) for m in data]
+        summaries = [_model_files(tmp / DATA / m.key, m, labels.get(m.key)) for m in data]
         index = {"models": [{k: s[k] for k in ("key", "label", "layers", "heads", "modes")} for s in summaries]}
         (tmp / DATA / "index.js").write_text(_script("index", index))
         write_sidecar(tmp / SIDECAR, record, [tmp / INDEX, tmp / DATA], atomic=False)

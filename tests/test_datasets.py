@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -186,6 +187,24 @@ def test_labels_come_from_class_folders_or_the_kaggle_solution(layouts: dict[str
     assert {it.label for it in image_source(f"folder:{tmp_path / 'classes'}").items} == {
         it.label for it in labelled.items
     }
+
+
+def test_the_classes_are_timms_and_reading_them_imports_no_torch() -> None:
+    """The 1000 classes equal timm.data.ImageNetInfo's (wnids in order, lemmas), and the workflow's check of a class
+    reference (parse_class_ref when Snakemake starts) imports neither timm nor torch."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo("imagenet-1k")
+    classes = imagenet_classes()
+    assert classes.wnids == tuple(info.label_names()) and len(classes.wnids) == 1000
+    assert classes.lemmas == tuple(info.index_to_description(i) for i in range(1000))
+    code = (
+        "import sys; from qkdissect.data.labels import parse_class_ref; "
+        "assert parse_class_ref('class:golden retriever') == (207, 0); "
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
 def test_class_references_pick_by_wnid_index_or_lemma(layouts: dict[str, Path]) -> None:

@@ -454,6 +454,7 @@ def test_figures_redraw_from_stores_alone(tmp_path: Path, monkeypatch: pytest.Mo
             "images": {"photos": {"source": f"folder:{tmp_path / 'photos'}"}},
             "projections": {"images": "photos", "batch_size": 4},
             "analysis": {"device": "cpu"},
+            "atlas": False,  # the page is written from stores by design (--no-compute); test_atlas covers it
             "figures": {
                 "fig3": ["tiny"],
                 "s1": [],

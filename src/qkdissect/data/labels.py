@@ -2,7 +2,7 @@
 
 **Classes.** The 1000 ILSVRC-2012 classes in the standard order (index 0-999 = the wnids sorted, as torchvision,
 timm and the Hugging Face ``imagenet-1k`` dataset number them) with their lemmas, as timm ships them
-(:class:`timm.data.ImageNetInfo`): nothing is bundled here.
+(:class:`timm.data.ImageNetInfo`'s files, read without importing timm): nothing is bundled here.
 
 **Where labels come from** (see :mod:`qkdissect.data.images`): the ``label`` column of the Hugging Face parquet
 files; the class sub-folder (a wnid) of an image in an ImageNet folder; for a flat ILSVRC validation folder, the
@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import difflib
 import functools
+import importlib.util
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -61,14 +62,23 @@ def _positions(wnids: tuple[str, ...]) -> dict[str, int]:
     return {w: i for i, w in enumerate(wnids)}
 
 
+def _timm_info_file(name: str) -> str:
+    """A text file of timm's ImageNet info (``timm/data/_info/``), read without importing timm (and torch): the
+    workflow checks class references when Snakemake starts."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise QKDissectError("ImageNet class names come from timm, which is not installed: pip install timm")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / name
+    return path.read_text(encoding="utf-8")
+
+
 @functools.cache
 def imagenet_classes() -> ImageNetClasses:
-    """The 1000 ImageNet-1k classes in sorted-wnid order, with their lemmas (from timm)."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo("imagenet-1k")
-    wnids = tuple(info.label_names())
-    return ImageNetClasses(wnids, tuple(info.index_to_description(i) for i in range(len(wnids))))
+    """The 1000 ImageNet-1k classes in sorted-wnid order, with their lemmas, as :class:`timm.data.ImageNetInfo`
+    gives them (``imagenet-1k``: its synset list and lemma table, read from timm's files)."""
+    wnids = tuple(_timm_info_file("imagenet_synsets.txt").splitlines())
+    lemmas = dict(csv.reader(_timm_info_file("imagenet_synset_to_lemma.txt").splitlines(), delimiter="\t"))
+    return ImageNetClasses(wnids, tuple(lemmas[w] for w in wnids))
 
 
 def wnid_label(wnid: str) -> int | None:

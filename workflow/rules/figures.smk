@@ -74,6 +74,7 @@ for _key, _fig in FIGURES.items():
         params:
             config_keys=figure_config_keys(_key),
             notebook=figure_parameters(_key),
+            options=figure_options(_key),  # the rerun trigger of a restyle (notebook depends on the input)
         wildcard_constraints:
             **figure_wildcards(_key),
         conda:

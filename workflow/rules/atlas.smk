@@ -94,6 +94,6 @@ rule atlas:
         "results/benchmarks/atlas.tsv"
     shell:
         qkdissect(
-            "atlas {params.results:q} --models {params.models:q} --images {params.images:q} {params.labels} --no-compute -q "
-            "> {log:q} 2>&1"
+            "atlas {params.results:q} --models {params.models:q} --images {params.images:q} {params.labels} "
+            "--no-compute -q > {log:q} 2>&1"
         )

@@ -16,7 +16,7 @@ import re
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -436,6 +436,11 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what --force does, on every command that has -o
+FORCE = (
+    "replace an output of another kind (a store of another kind, a damaged store, a file of another format); "
+    "an input of the command, or a folder holding other things, is never replaced"
+)
 #: what -q does, on every command that has it
 QUIET = "no progress bars and no per-layer lines: only the final summary line (and errors)"
 
@@ -726,6 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_cmd_fetch)
     for cmd in sub.choices.values():  # --debug after the command too (SUPPRESS: it never unsets the top-level one)
         cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if any("--output" in a.option_strings for a in cmd._actions):
+            cmd.add_argument("--force", action="store_true", help=FORCE)
     return p
 
 
@@ -735,6 +742,69 @@ def _check_models(args: argparse.Namespace) -> None:
     for name in [given] if isinstance(given, str) else given or []:
         if spec_source(name) is None:
             raise UnknownModelError(name, list(KNOWN_MODELS), NOT_A_SPEC)
+
+
+#: what each command's -o writes, as :func:`qkdissect.ownership.kind_of` names it (merge-shards: what its
+#: shards are; modes: one store per model)
+WRITES = {
+    "modes": "a modes store",
+    "scores": "a scores store",
+    "project": "a projections store",
+    "project-text": "a text-projections store",
+    "logits": "a logits store",
+    "preference": "a preference store",
+    "same-object": "a same-object store",
+    "maps": "a maps store",
+    "atlas-maps": "an atlas store",
+    "atlas": "an atlas page",
+    "plot-layers": "a PNG file",
+    "resolve": "a JSON file",
+    "claims": "a JSON file",
+}
+#: the options that name a command's input stores, files or folders
+INPUT_OPTIONS = ("modes", "scores", "source", "projections", "results", "shards")
+#: a data source or model spec: its scheme, the model name before @, then the path (options and parts after)
+_SOURCE_PATH = re.compile(r"^(?:[a-z][a-z0-9-]*:)?(?:[^@?#]*@)?([^?#]+)")
+
+
+def _output(args: argparse.Namespace) -> Path | str | None:
+    """The output a command writes (the atlas's default inside its results folder); None for stdout or none."""
+    if args.command == "atlas":
+        return Path(args.output or Path(args.results) / "atlas")
+    out = getattr(args, "output", None)
+    return None if out in (None, "-") else out
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """Every path a command reads that exists: its stores, the folder of its images or masks, a model file."""
+    found: list[str] = []
+    for name in INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        found += value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    for name in ("images", "dataset", "model", "corpus"):
+        value = getattr(args, name, None)
+        for v in value if isinstance(value, list) else [value] if isinstance(value, str) else []:
+            found += [v, *(m.group(1) for m in [_SOURCE_PATH.match(v)] if m)]
+    if args.command == "claims":
+        with suppress(ValueError, AttributeError, TypeError):
+            found += [p for v in json.loads(args.stores).values() for p in (v if isinstance(v, list) else [v])]
+    return [f for f in found if isinstance(f, str) and f and (os.path.exists(f) or os.path.islink(f))]
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output the command would not own (:func:`qkdissect.ownership.check_output`):
+    one of its inputs or a folder holding one, a folder of other things, or (without --force) another kind."""
+    from .ownership import check_output, kind_of
+
+    out = _output(args)
+    writes = WRITES.get(args.command)
+    if out is None or (writes is None and args.command != "merge-shards"):
+        return
+    if args.command == "merge-shards":
+        writes = kind_of(args.shards[0]) or "a store"
+    outs = _outputs(args.model, Path(out)) if args.command == "modes" else [Path(out)]
+    for o in outs:
+        check_output(o, str(writes), _inputs(args), force=getattr(args, "force", False))
 
 
 HF_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"
@@ -770,17 +840,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .lifeline import tie_to_parent
     from .locks import writer_lock
+    from .ownership import forget_forced
 
     try:
         _check_models(args)
+        _check_outputs(args)
         tie_to_parent()  # the job's shell killed: this process stops, its output never appears
-        with _progress_lines(getattr(args, "quiet", False)), writer_lock(getattr(args, "output", None)):
+        with _progress_lines(getattr(args, "quiet", False)), writer_lock(_output(args)):
             return int(args.func(args))
     except (QKDissectError, FileNotFoundError, ValueError, RuntimeError) as e:
         if args.debug:
             traceback.print_exc()
         print(f"qkdissect {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        forget_forced()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,32 @@ from typing import Any
 Shape = tuple[int, int, int]
 
 
+#: the largest config file read (the paper's, config/paper.yaml, is 8 kB)
+MAX_CONFIG_BYTES = 1 << 20
+#: the most YAML nodes a config may stand for once its aliases are expanded (config/paper.yaml: 413)
+MAX_CONFIG_NODES = 100_000
+
+
 def yaml_problem(path: str | Path) -> str | None:
     """None when ``path`` is a YAML (or JSON) mapping; else one line naming the file, the line and the column
-    (Snakemake's own message names neither)."""
+    (Snakemake's own message names neither). A config is data: it must be a regular file of at most
+    :data:`MAX_CONFIG_BYTES`, not empty, and its aliases may not expand it past :data:`MAX_CONFIG_NODES` nodes
+    (a "billion laughs" file of a few kB would otherwise fill the memory of whatever walks it)."""
     import yaml
 
+    if (problem := _not_a_config_file(Path(path))) is not None:
+        return f"config file {path}: {problem}"
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         return f"config file {path}: cannot be read ({e.__class__.__name__}: {e})"
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and (size := expanded_size(node)) > MAX_CONFIG_NODES:
+            return (
+                f"config file {path}: its aliases (*name) expand it to over {MAX_CONFIG_NODES:,} values "
+                f"({size:,}): a config is data; write the values out, or use fewer nested aliases"
+            )
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
@@ -38,9 +55,49 @@ def yaml_problem(path: str | Path) -> str | None:
             what += f" ({e.context} at {_at(context)})"  # type: ignore[attr-defined]
         tabs = " (a tab in the indentation? YAML indents with spaces only)" if "\t" in text else ""
         return f"config file {path}{where}: not valid YAML: {what}{tabs}"
-    if data is not None and not isinstance(data, dict):
+    if data is None:
+        return f"config file {path} is empty: give at least the models (models: {{dinov2-vits14-imgfocus: null}})"
+    if not isinstance(data, dict):
         return f"config file {path}: holds a {type(data).__name__}, not a mapping of keys (models:, images:, ...)"
     return None
+
+
+def _not_a_config_file(path: Path) -> str | None:
+    """Why ``path`` cannot be a config file (missing, a folder, a device, too large), or None."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a folder, a device or a pipe): give a YAML file"
+    if st.st_size > MAX_CONFIG_BYTES:
+        return f"is {st.st_size:,} bytes, over the {MAX_CONFIG_BYTES:,} a config may have: is it the right file?"
+    return None
+
+
+def expanded_size(root: Any) -> int:
+    """How many nodes a composed YAML document stands for with every alias expanded, counted without expanding
+    (each node once, its size memoised: a shared node counts each time it is used)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    order: list[Any] = []
+    stack, seen = [root], set()
+    while stack:  # children before parents, without recursion (a deep document is fine)
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(x for pair in node.value for x in pair)
+    for node in reversed(order):
+        kids = node.value if isinstance(node, yaml.SequenceNode) else (
+            [x for pair in node.value for x in pair] if isinstance(node, yaml.MappingNode) else [])  # fmt: skip
+        sizes[id(node)] = min(1 + sum(sizes.get(id(k), 1) for k in kids), 1 << 62)
+    return sizes[id(root)]
 
 
 def _at(mark: Any) -> str:

@@ -6,7 +6,9 @@ lock (``lockf``): the kernel drops it when its holder dies (SIGKILL included), a
 (image-decoding workers, which may outlive it by seconds) do not inherit it, so a lock file left by a killed writer
 is simply taken over. The lock file is removed when the writer finishes. Threads of one process are told apart
 here (a POSIX lock is the process's): the thread that holds a lock may take it again (the command line locks its
-output, and the write of that output locks it once more); another thread is refused.
+output, and the write of that output locks it once more); another thread is refused. A lock path is never
+followed: a symbolic link, a folder, a special file, a file with hard links or one that holds anything but a lock's
+own line is refused in one line, and nothing is written through it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -95,7 +98,7 @@ def _busy(target: str | Path, lock: Path, holder: str) -> OutputBusyError:
 def _acquire(lock: Path, target: str | Path) -> int:
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd, created = _open(lock, target)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -108,13 +111,61 @@ def _acquire(lock: Path, target: str | Path) -> int:
                 raise
             raise _busy(target, lock, holder) from None
         try:  # a writer that just finished may have removed the file we opened: lock the one at the path
-            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+            if os.fstat(fd).st_ino == os.lstat(lock).st_ino:
                 break
         except FileNotFoundError:
             pass
         os.close(fd)
+    if not created and not _ours(fd):
+        os.close(fd)
+        raise _not_a_lock(lock, "a file that is not a qkdissect lock")
     prog = "qkdissect" if sys.argv[0].endswith(("__main__.py", "qkdissect")) else Path(sys.argv[0]).name
     command = " ".join([prog, *sys.argv[1:]])
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}: {command[:200]}".encode(), 0)
+    os.pwrite(fd, f"{HOLDER}{os.getpid()}: {command[:200]}".encode(), 0)
     return fd
+
+
+#: how a lock file begins (then the holder's pid and command)
+HOLDER = "pid "
+
+
+def _open(lock: Path, target: str | Path) -> tuple[int, bool]:
+    """The lock file, opened without following a link: created by this call (True), or one that was there (a
+    writer's that died, or another's that holds it). A link, a folder, a special file or a file with other names
+    (hard links) is refused: it is never written through."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        try:
+            return os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(lock, flags | os.O_NONBLOCK)
+        except FileNotFoundError:  # removed by its writer meanwhile: create it
+            continue
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise _not_a_lock(lock, "a symbolic link") from None
+            if e.errno == errno.EISDIR:
+                raise _not_a_lock(lock, "a folder") from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            what = "a special file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} names (hard links)"
+            raise _not_a_lock(lock, what)
+        return fd, False
+
+
+def _ours(fd: int) -> bool:
+    """Whether a lock file that was there holds what a lock of ours writes (or nothing)."""
+    text = os.pread(fd, len(HOLDER) + 1, 0)
+    return not text or text.startswith(HOLDER.encode())
+
+
+def _not_a_lock(lock: Path, what: str) -> QKDissectError:
+    return QKDissectError(
+        f"the lock {lock} is {what}: a lock is never opened through it, and nothing was written; remove it "
+        "(rm) if you know what it is, and run again"
+    )

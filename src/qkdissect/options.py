@@ -74,8 +74,14 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def _count(default: int | None, help: str) -> Option:
-    return Option(default, help, int, minimum=1)
+def _count(default: int | None, help: str, maximum: int) -> Option:
+    return Option(default, help, int, minimum=1, maximum=maximum)
+
+
+#: the largest top-k: the top-k arrays of a store are layer x head x mode x 2 x top_k, whatever the number of images
+MAX_TOP_K = 1000
+#: the largest batch of any pass (its memory grows with it: a batch that does not fit is split anyway)
+MAX_BATCH = 4096
 
 
 OPTIONS: dict[str, Option] = {
@@ -133,23 +139,24 @@ OPTIONS: dict[str, Option] = {
         maximum=64,
     ),
     "sign": Option("+", "+: the mode (u, v); -: the opposite sign (-u, -v)", choices=SIGNS),
-    "top_k": _count(8, "images (or passages) kept per (layer, head, mode, sign)"),
-    "batch_size": _count(16, "images per batch of the projection pass"),
-    "logits_batch_size": _count(4, "images per batch of the logits pass (its memory grows with tokens^2)"),
-    "preference_batch_size": _count(8, "images per batch of the preference pass"),
-    "same_object_batch_size": _count(4, "images per batch of the same-object pass"),
-    "text_batch_size": _count(16, "passages per batch of the text pass"),
-    "max_tokens": Option(128, "passages are truncated to this many tokens", int, minimum=2),
-    "same_object_top": _count(5, "top images per mode in the same-object probability (paper: 5)"),
-    "limit": _count(None, "only the first N items, in sorted id order"),
+    "top_k": _count(8, "images (or passages) kept per (layer, head, mode, sign)", MAX_TOP_K),
+    "batch_size": _count(16, "images per batch of the projection pass", MAX_BATCH),
+    "logits_batch_size": _count(4, "images per batch of the logits pass (its memory grows with tokens^2)", MAX_BATCH),
+    "preference_batch_size": _count(8, "images per batch of the preference pass", MAX_BATCH),
+    "same_object_batch_size": _count(4, "images per batch of the same-object pass", MAX_BATCH),
+    "text_batch_size": _count(16, "passages per batch of the text pass", MAX_BATCH),
+    "max_tokens": Option(128, "passages are truncated to this many tokens", int, minimum=2, maximum=8192),
+    "same_object_top": _count(5, "top images per mode in the same-object probability (paper: 5)", MAX_TOP_K),
+    "limit": _count(None, "only the first N items, in sorted id order", 10**9),
     "atlas_grid": _count(
         16,
         "the mode atlas keeps each query and key map at most this many cells a side: a larger patch grid is "
         "averaged down to it (DINOv2 at 518 px: 37 x 37 -> 16 x 16)",
+        128,
     ),
-    "thumbnail": _count(224, "the mode atlas's thumbnails are at most this many pixels a side"),
-    "atlas_batch_size": _count(8, "images per batch of the atlas pass"),
-    "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0),
+    "thumbnail": _count(224, "the mode atlas's thumbnails are at most this many pixels a side", 1024),
+    "atlas_batch_size": _count(8, "images per batch of the atlas pass", MAX_BATCH),
+    "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0, maximum=256),
 }
 
 
@@ -167,6 +174,18 @@ def dedupe_distance(value: bool | int | None) -> int | None:
     if value is True:
         return DEDUPE_DISTANCE
     return int(OPTIONS["dedupe"].check(value, "dedupe"))
+
+
+def top_k_within(top_k: int, n: int, what: str) -> int:
+    """``top_k`` when a set of ``n`` items (``what``: e.g. "images of folder:photos") can fill it, or up to the
+    default's ranks (those beyond ``n`` stay empty); else a ValueError naming the largest top-k that fits."""
+    OPTIONS["top_k"].check(top_k, "top-k")
+    most = max(n, int(default("top_k")))
+    if top_k > most:
+        raise ValueError(
+            f"top-k {top_k} is more than the {n} {what}: give at most {most} (--top-k; projections.top_k in the config)"
+        )
+    return top_k
 
 
 def default(name: str) -> Any:

@@ -32,7 +32,7 @@ import xarray as xr
 
 from ..core.topk import StreamingTopK, anisotropy, both_wrong_side, fixed_point, from_fixed_point, image_scores
 from ..models import ModelLike, QKWeights
-from ..options import ImageScore, TokenSource, default
+from ..options import ImageScore, TokenSource, default, top_k_within
 from ..provenance.records import utc_now
 from ..stores.io import StreamingStore
 from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
@@ -160,6 +160,7 @@ def compute_projections(
     im = load_image_model(spec, device, model_key, manifest)
     modes_ds, deps = modes_of(modes, im)
     stream = ImageStream.open(images, limit, im.preprocess, dedupe, shard, batch_size)
+    top_k_within(top_k, stream.total, f"images of {images}")
     proj = Projector(im.qk, modes_ds.U.values, modes_ds.V.values, source=tokens, device=im.device)
     n_layers, n_heads, n_modes = proj.shape
     n = len(stream)

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 SHARD_EXTRAS = ("top_both_negative_flag", "centre_unit_sum_fixed", "singular_value")
 
 
+#: the most shards a pass is split into (the workflow's ``shards``)
+MAX_SHARDS = 10000
+
+
 @dataclass(frozen=True)
 class Shard:
     """Shard ``number`` (1-based) of ``count``."""
@@ -62,8 +66,8 @@ class Shard:
     def parse(cls, text: str) -> Shard:
         """``K/N`` (or ``K-of-N``), 1 <= K <= N."""
         m = re.fullmatch(r"\s*(\d+)\s*(?:/|-of-)\s*(\d+)\s*", text)
-        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-            raise QKDissectError(f"shard {text!r}: give K/N with 1 <= K <= N, e.g. --shard 2/4")
+        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)) <= MAX_SHARDS:
+            raise QKDissectError(f"shard {text!r}: give K/N with 1 <= K <= N <= {MAX_SHARDS}, e.g. --shard 2/4")
         return cls(int(m.group(1)), int(m.group(2)))
 
     @property

@@ -36,7 +36,7 @@ from ..data.corpora import Corpus, Passage, corpus
 from ..errors import QKDissectError
 from ..models import ModelLike, QKWeights
 from ..models.tokenizer import tokenizer_for
-from ..options import TokenSource, default
+from ..options import TokenSource, default, top_k_within
 from ..provenance.records import items_sha256, utc_now
 from ..stores.schema import TokenMaps, text_projections_dataset
 from .hooks import layer_token_hooks, modes_uv
@@ -193,6 +193,7 @@ def compute_text_projections(
     modes_ds, deps = modes_of(modes, m)
     tok = tokenizer_for(m.loaded)
     c = corpus(corpus_spec, limit)
+    top_k_within(top_k, len(c.passages), f"passages of {corpus_spec}")
     proj = TextProjector(m.qk, modes_ds.U.values, modes_ds.V.values, source=tokens, device=m.device)
     t1 = time.perf_counter()
     topk, n_tokens = project_corpus(

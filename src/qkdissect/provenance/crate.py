@@ -248,13 +248,18 @@ def _copy_run(results: Path, config_files: Sequence[Path], workflow: Path | None
             raise QKDissectError(f"{f} does not exist: name the config files and workflow folder of the run")
     if len({f.name for f in config_files}) < len(config_files):
         raise QKDissectError(f"config files with the same name ({', '.join(map(str, config_files))}): rename one")
-    with atomic_path(results / RUN_FOLDER) as tmp:
+    with atomic_path(results / RUN_FOLDER, owned=_run_folder) as tmp:
         (tmp / "config").mkdir(parents=True)
         for f in config_files:
             shutil.copy2(f, tmp / "config" / f.name)
         if workflow:
             ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", ".test")
             shutil.copytree(workflow, tmp / "workflow", ignore=ignore)
+
+
+def _run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder a crate wrote (its config files and workflow, nothing else)."""
+    return folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= {"config", "workflow"}
 
 
 def _add_run(c: _Crate) -> None:

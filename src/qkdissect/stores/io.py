@@ -20,7 +20,7 @@ import signal
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import xarray as xr
 from ..errors import DamagedStoreError, output_error
 from ..lifeline import check_parent
 from ..locks import writer_lock
+from ..ownership import check_replace
 from .content import gone, record_content
 
 
@@ -102,6 +103,16 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _remove_all(tmp: Path, tries: int = 20) -> None:
+    """Remove a failed write's temporary output, again while writers that were still running (zarr writes chunks
+    from a thread pool) add files to it after the first removal."""
+    for _ in range(tries):
+        _remove(tmp)
+        if not (tmp.exists() or tmp.is_symlink()):
+            return
+        time.sleep(0.05)
+
+
 def remove_leftovers(path: str | Path) -> list[Path]:
     """Delete what interrupted writes of ``path`` left beside it (``NAME.tmp-*``, ``NAME.old-*``)."""
     final = Path(path)
@@ -112,11 +123,13 @@ def remove_leftovers(path: str | Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, owned: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces ``path``, on any error it is removed (and what an
     earlier, killed write left is removed first; a full disk or a forbidden folder is one error line). The
     output's lock (:mod:`qkdissect.locks`) is held throughout: a second writer is refused before it touches
-    anything; the rename happens only while this process's job is alive (:mod:`qkdissect.lifeline`)."""
+    anything; the rename happens only while this process's job is alive (:mod:`qkdissect.lifeline`). What is at
+    ``path`` is replaced only when it is of the same kind as what was written, or ``owned`` accepts it
+    (:func:`qkdissect.ownership.check_replace`): anything else is left as it is and the write fails."""
     final = Path(path)
     try:
         with writer_lock(final):
@@ -126,9 +139,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             try:
                 yield tmp
                 failpoint("store:before-rename")
+                check_replace(final, tmp, owned)
                 _publish(tmp, final)
             except BaseException:
-                _remove(tmp)
+                _remove_all(tmp)
                 raise
     except OSError as e:  # a full disk, a folder we may not write: one line naming the output
         if (err := output_error(e, final)) is None:

@@ -274,3 +274,40 @@ def test_the_schema_bounds_every_size(tmp_path: Path) -> None:
     # what is not a size: an image index, resources a scheduler bounds itself, modes' coordinates
     allowed = ("example", "mem_mb", "runtime", "threads", "notebook_timeout_s", "prefixItems", "items")
     assert [u for u in unbounded if not any(a in u for a in allowed)] == []
+
+
+def test_a_full_disk_leaves_no_lock_and_no_temporary_store(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disk so full that the lock's own line cannot be written (the empty lock file can: it takes no block)."""
+    import errno
+
+    from qkdissect import locks
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(locks.os, "pwrite", full)
+    line = refused(capsys, "scores", str(tiny["modes"]), "-q", "-o", str(tmp_path / "s.zarr"))
+    assert "No space left on device (the disk is full)" in line
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a 100 kB tmpfs (root)")
+def test_a_real_full_disk_leaves_nothing(tiny: dict, tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        with (disk / "fill").open("wb") as fh, pytest.raises(OSError):
+            fh.write(b"\0" * (200 << 10))
+            fh.flush()
+        for argv in (["scores", str(tiny["modes"])], ["modes", tiny["spec"]]):
+            r = subprocess.run([sys.executable, "-m", "qkdissect", *argv, "-q", "-o", str(disk / "x.zarr")],
+                               capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "PYTHONPATH": str(REPO / "src")})  # fmt: skip
+            assert r.returncode == 2 and "the disk is full" in r.stderr, r.stderr[-2000:]
+            assert sorted(p.name for p in disk.iterdir()) == ["fill"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

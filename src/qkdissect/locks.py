@@ -121,8 +121,13 @@ def _acquire(lock: Path, target: str | Path) -> int:
         raise _not_a_lock(lock, "a file that is not a qkdissect lock")
     prog = "qkdissect" if sys.argv[0].endswith(("__main__.py", "qkdissect")) else Path(sys.argv[0]).name
     command = " ".join([prog, *sys.argv[1:]])
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{HOLDER}{os.getpid()}: {command[:200]}".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{HOLDER}{os.getpid()}: {command[:200]}".encode(), 0)
+    except OSError:  # a full disk: the lock (ours, locked) goes, as the output would
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        raise
     return fd
 
 

@@ -36,14 +36,17 @@ def modes(
     folding: Folding = default("folding"),
     name: str | None = None,
     output: str | Path | None = None,
+    offset: int | None = None,
 ) -> xr.Dataset:
     """The singular modes (U, S, V) of every head's W_q^T W_k, as a modes Dataset with its provenance (also
-    written to the store ``output`` when given)."""
+    written to the store ``output`` when given). For a rotary (RoPE) model, ``offset`` d (the query's position
+    minus the key's) gives the modes of W_q^T R(-d) W_k, the interaction of tokens d apart (default: 0)."""
     from .passes.weights import compute_modes
 
     return compute_modes(
-        model, output, device=device, dtype=dtype, block_rtol=block_rtol, folding=folding, model_key=name
-    )
+        model, output, device=device, dtype=dtype, block_rtol=block_rtol, folding=folding, model_key=name,
+        offset=offset,
+    )  # fmt: skip
 
 
 def scores(

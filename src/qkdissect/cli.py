@@ -93,6 +93,7 @@ def _cmd_modes(args: argparse.Namespace) -> int:
             folding=args.folding,
             model_key=args.name or model,
             manifest=args.manifest,
+            offset=args.offset,
         )
         tqdm.write(
             f"{model}: {ds.sizes['layer']} layers x {ds.sizes['head']} heads x {ds.sizes['mode']} "
@@ -492,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo = sub.add_parser("modes", help="SVD of every head's W_q^T W_k -> Zarr store(s)")
     mo.add_argument("model", nargs="+", help="known model name or spec (see `qkdissect models`)")
     mo.add_argument("-o", "--output", required=True, help="OUT.zarr for one model, a directory for several")
-    for name in ("device", "dtype", "block_rtol", "folding"):
+    for name in ("device", "dtype", "block_rtol", "folding", "offset"):
         add_option(mo, name)
     _model_options(mo)
     mo.set_defaults(func=_cmd_modes)

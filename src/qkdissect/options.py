@@ -156,6 +156,14 @@ OPTIONS: dict[str, Option] = {
     ),
     "thumbnail": _count(224, "the mode atlas's thumbnails are at most this many pixels a side", 1024),
     "atlas_batch_size": _count(8, "images per batch of the atlas pass", MAX_BATCH),
+    "offset": Option(
+        None,
+        "rotary (RoPE) models: the modes of the interaction of a query and a key D tokens before it, W_q^T R(-D) "
+        "W_k (the query's position minus the key's; default: 0, two tokens at the same position)",
+        int,
+        minimum=-(10**6),
+        maximum=10**6,
+    ),
     "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0, maximum=256),
 }
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.rotary import Rotary
 from ..errors import UnsupportedModelError
 from .layout import TokenLayout, as_pair, describe_qk
 
@@ -38,6 +39,11 @@ class QKWeights:
     layout: TokenLayout
     notes: list[str] = field(default_factory=list)
     model: nn.Module | None = None  # the module holding the layers, which the passes run (a CLIP image tower)
+    #: grouped-query / multi-query attention: the key-value head of each query head (the model's own mapping);
+    #: ``w_k``, ``b_k`` hold each query head's key head already. None: one key head per query head
+    kv_heads: list[int] | None = None
+    #: rotary position embedding applied to q and k after their projections (None: none)
+    rotary: Rotary | None = None
 
     @property
     def n_layers(self) -> int:
@@ -77,7 +83,12 @@ class QKWeights:
 
     def describe(self) -> dict[str, Any]:
         shape = (self.n_layers, self.n_heads, self.d_head, self.d_model)
-        return describe_qk(self.model_id, self.adapter, shape, self.layout, self.notes)
+        out = describe_qk(self.model_id, self.adapter, shape, self.layout, self.notes)
+        if self.kv_heads is not None:
+            out["kv_heads"] = list(self.kv_heads)
+        if self.rotary is not None:
+            out["rotary"] = self.rotary.describe()
+        return out
 
 
 def split_heads(w: torch.Tensor, n_heads: int) -> torch.Tensor:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import xarray as xr
 
 from ..core.modes_np import degenerate_blocks, fold_factors_np, qk_modes_np
+from ..core.rotary import rotated_keys
+from ..errors import QKDissectError
 from ..models.spec import ModelSpec
 from ..models.weightfile import FileQK, read_qk_file
 from ..options import DType, Folding, default
@@ -45,9 +47,13 @@ def compute_modes(
     folding: Folding = default("folding"),
     model_key: str | None = None,
     manifest: Manifest = None,
+    offset: int | None = None,
 ) -> xr.Dataset:
     """Load a model (or take one in memory), extract its per-head W_q and W_k, and return the modes dataset with
-    provenance (written to ``output`` when given).
+    provenance (written to ``output`` when given). A rotary (RoPE) model's interaction depends on the offset d
+    between the query's and the key's positions (:mod:`qkdissect.core.rotary`): ``offset`` d gives the modes of
+    W_q^T R(-d) W_k; without it, those of offset 0 (the store records which). A grouped-query model pairs each
+    query head with its own key-value head (coordinate ``kv_head``).
 
     ``manifest`` (from :func:`qkdissect.models.resolve_weights`, or its JSON file) is checked against the weights
     actually read and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
@@ -55,9 +61,10 @@ def compute_modes(
     (:mod:`qkdissect.core.layernorm`)."""
     args = (output, device, dtype, block_rtol, folding, model_key, manifest)
     started, t0 = utc_now(), time.perf_counter()
-    fq = read_qk_file(spec, folding) if isinstance(spec, str | ModelSpec) and on_cpu(device) else None
+    light = isinstance(spec, str | ModelSpec) and on_cpu(device) and offset is None
+    fq = read_qk_file(spec, folding) if light else None  # type: ignore[arg-type]
     if fq is None:
-        return _modes_of_model(spec, *args)
+        return _modes_of_model(spec, *args, offset=offset)
     return _modes_of_file(fq, time.perf_counter() - t0, started, *args)
 
 
@@ -99,7 +106,7 @@ def _modes_of_file(
 
 def _modes_of_model(
     spec: ModelLike, output: str | Path | None, device: str, dtype: DType, block_rtol: float, folding: Folding,
-    model_key: str | None, manifest: Manifest,
+    model_key: str | None, manifest: Manifest, offset: int | None = None,
 ) -> xr.Dataset:  # fmt: skip
     """The modes of a model built (or in memory), with torch."""
     import torch
@@ -113,18 +120,35 @@ def _modes_of_model(
     t_load = time.perf_counter() - t0
     t1 = time.perf_counter()
     w_q, w_k = folded_factors(m.qk, folding)
+    extra = _rotary_attrs(m.qk, offset)
+    if m.qk.rotary is not None and offset:
+        w_k = torch.as_tensor(rotated_keys(w_k.cpu().numpy(), m.qk.rotary, offset))
     modes = qk_modes(w_q, w_k, dtype=dtype, device=m.device)
     if m.device.type == "cuda":
         torch.cuda.synchronize()
     t_svd = time.perf_counter() - t1
     u, s, v = modes.numpy()
     timings = {"load": round(t_load, 4), "svd": round(t_svd, 6)}
-    record = pass_record("modes", _parameters(dtype, device, block_rtol, folding), m, [], device, started,
-                         timings_s=timings)  # fmt: skip
+    params = {**_parameters(dtype, device, block_rtol, folding), **({"offset": offset} if offset is not None else {})}
+    record = pass_record("modes", params, m, [], device, started, timings_s=timings)
     qk = m.qk
     shape = {"d_model": qk.d_model, "d_head": qk.d_head, "n_layers": qk.n_layers, "n_heads": qk.n_heads}
     return _finish(u, s, v, output, m.name, m.loaded.spec, qk.adapter, shape, qk.layout, m.loaded.weights_sha256,
-                   m.loaded.revision, str(m.device), dtype, block_rtol, folding, qk.notes, record)  # fmt: skip
+                   m.loaded.revision, str(m.device), dtype, block_rtol, folding, qk.notes, record,
+                   extra=extra, kv_heads=qk.kv_heads)  # fmt: skip
+
+
+def _rotary_attrs(qk: Any, offset: int | None) -> dict[str, Any]:
+    """What a modes store says of a rotary model: the offset of its modes and the rotary layout; an offset for a
+    model without one is refused."""
+    if qk.rotary is None:
+        if offset:
+            raise QKDissectError(
+                f"{qk.model_id} has no rotary position embedding: its query-key interaction is the same at every "
+                "offset; leave --offset out"
+            )
+        return {}
+    return {"offset": int(offset or 0), "rotary": qk.rotary.describe()}
 
 
 def _parameters(dtype: DType, device: str, block_rtol: float, folding: Folding) -> dict[str, Any]:
@@ -134,9 +158,11 @@ def _parameters(dtype: DType, device: str, block_rtol: float, folding: Folding) 
 def _finish(
     u: Any, s: Any, v: Any, output: str | Path | None, name: str, spec: Any, adapter: str, shape: dict[str, int],
     layout: Any, sha256: str | None, revision: str | None, device: str, dtype: DType, block_rtol: float,
-    folding: Folding, notes: list[str], record: dict[str, Any],
+    folding: Folding, notes: list[str], record: dict[str, Any], extra: dict[str, Any] | None = None,
+    kv_heads: list[int] | None = None,
 ) -> xr.Dataset:  # fmt: skip
-    """The modes store (written to ``output`` when given): the modes, their degenerate blocks, and the attrs."""
+    """The modes store (written to ``output`` when given): the modes, their degenerate blocks, and the attrs
+    (``extra``: a rotary model's offset and layout); ``kv_heads``: each query head's key-value head."""
     attrs = {
         "model_id": name,
         "spec": str(spec),
@@ -151,6 +177,8 @@ def _finish(
         "block_rtol": block_rtol,
         "folding": folding,
         "notes": notes,
+        **(extra or {}),
         "provenance": record,
     }
-    return finish(modes_dataset(u, s, v, degenerate_blocks(s, rtol=block_rtol), attrs), output)
+    ds = modes_dataset(u, s, v, degenerate_blocks(s, rtol=block_rtol), attrs, kv_heads)
+    return finish(ds, output)

@@ -60,6 +60,7 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     # coordinates
     "layer": ("layer", ""),
     "head": ("head", ""),
+    "kv_head": ("key-value head of the query head (grouped-query attention)", ""),
     "mode": ("mode (descending singular value)", ""),
     "dim": ("residual-stream dimension", ""),
     "depth": ("normalised depth l / (L - 1)", "1"),
@@ -202,9 +203,21 @@ def sign_coord() -> dict[str, Any]:
     return {"sign": (("sign",), np.array(SIGNS, dtype=object))}
 
 
-def modes_dataset(u: np.ndarray, s: np.ndarray, v: np.ndarray, block: np.ndarray, attrs: dict[str, Any]) -> xr.Dataset:
+def modes_dataset(
+    u: np.ndarray,
+    s: np.ndarray,
+    v: np.ndarray,
+    block: np.ndarray,
+    attrs: dict[str, Any],
+    kv_heads: Sequence[int] | None = None,
+) -> xr.Dataset:
+    """``kv_heads``: the key-value head of each query head (grouped-query attention), a ``kv_head`` coordinate."""
     n_layers, n_heads, d, n_modes = u.shape
-    coords = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "dim": np.arange(d), "mode": np.arange(n_modes)}
+    coords: dict[str, Any] = {
+        "layer": np.arange(n_layers), "head": np.arange(n_heads), "dim": np.arange(d), "mode": np.arange(n_modes)
+    }  # fmt: skip
+    if kv_heads is not None:
+        coords["kv_head"] = ("head", np.asarray(kv_heads, dtype=np.int64))
     dims = ("layer", "head", "dim", "mode")
     variables: dict[str, Var] = {
         "U": (dims, u, "query-side singular vectors (unit)"),

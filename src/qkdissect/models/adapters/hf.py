@@ -1,15 +1,23 @@
 """Hugging Face ViT / DeiT / Dinov2 / CLIP vision (and other encoders with q/k projections), BERT-style text
 encoders (post-LayerNorm: the norm feeding layer i's attention is layer i-1's output LayerNorm, or the
-embeddings' LayerNorm for layer 0), and GPT-2-style decoders whose fused ``c_attn`` (a ``Conv1D``, ``x W + b``)
-holds W_q, W_k, W_v side by side."""
+embeddings' LayerNorm for layer 0), GPT-2-style decoders whose fused ``c_attn`` (a ``Conv1D``, ``x W + b``)
+holds W_q, W_k, W_v side by side, and Llama-style decoders (Llama, Mistral, Qwen2, SmolLM): rotary position
+embeddings (:mod:`qkdissect.core.rotary`) and grouped-query heads, each query head paired with its key-value head
+as the model's ``repeat_kv`` pairs them (query head h reads key head h // (heads / key heads)).
+
+A model whose attention these cannot write exactly as ``(W_q x_i + b_q)^T R (W_k x_j + b_k)`` is refused in one
+line: q and k normalised per head (QK-norm: Qwen3, Gemma 3, OLMo 2), rotary embeddings of other layouts or with
+a scaling of q and k (YaRN, LongRoPE) or one that changes with the sequence length (dynamic NTK)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+import torch
 from torch import nn
 
+from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
 from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, split_heads
 
@@ -19,7 +27,12 @@ _HF_Q = ("q_proj", "query")
 _HF_K = ("k_proj", "key")
 
 
-_HF_NORM = ("layernorm_before", "norm1", "layer_norm1")
+_HF_NORM = ("layernorm_before", "norm1", "layer_norm1", "input_layernorm")
+#: decoders whose rotary embedding is transformers' rotate-half RoPE of the whole head, checked against the model's
+#: own attention logits (tests): model_type -> the family's name
+ROTARY_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
+#: rope types whose inv_freq is fixed once built and whose cos/sin are not scaled
+_STATIC_ROPE = ("default", "linear", "llama3")
 
 
 def _hf_layers(model: nn.Module) -> nn.ModuleList:
@@ -51,25 +64,74 @@ def _find_child(module: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
     return None
 
 
-def _hf_layer(layer: nn.Module, n_heads: int) -> AttentionLayer:
+def _hf_layer(layer: nn.Module, n_heads: int, kv_heads: list[int]) -> AttentionLayer:
+    """One layer's per-head W_q, W_k (each query head with its key-value head's W_k) and biases."""
     attn = _hf_attention(layer)
     if attn is None:
         raise UnsupportedModelError(f"no query/key projections (q_proj/k_proj or query/key) in {type(layer).__name__}")
+    _refuse_qk_norm(attn)
     q = _find_child(attn, _HF_Q)
     k = _find_child(attn, _HF_K)
     assert isinstance(q, nn.Linear) and isinstance(k, nn.Linear)
-    w_q, w_k = split_heads(q.weight, n_heads), split_heads(k.weight, n_heads)
+    n_kv = max(kv_heads) + 1
+    w_q, w_k = split_heads(q.weight, n_heads), split_heads(k.weight, n_kv)
     d_head = w_q.shape[1]
+    if w_k.shape[1] != d_head:
+        raise UnsupportedModelError(
+            f"query heads of {d_head} dims but key heads of {w_k.shape[1]} in {type(attn).__name__}"
+        )
     scale = getattr(attn, "scaling", None) or getattr(attn, "scale", None) or d_head**-0.5
+    index = torch.as_tensor(kv_heads)
     return AttentionLayer(
         w_q=w_q,
-        w_k=w_k,
+        w_k=w_k[index],
         b_q=head_bias(q.bias, n_heads, d_head, w_q),
-        b_k=head_bias(k.bias, n_heads, d_head, w_q),
+        b_k=head_bias(k.bias, n_kv, d_head, w_q)[index],
         scale=float(scale),
         norm=_find_child(layer, _HF_NORM),
         attention=attn,
     )
+
+
+def _refuse_qk_norm(attn: nn.Module) -> None:
+    for name in ("q_norm", "k_norm", "q_layernorm", "k_layernorm"):
+        if getattr(attn, name, None) is not None:
+            raise UnsupportedModelError(
+                f"{type(attn).__name__} normalises q and k per head ({name}, QK-norm): the attention logit is "
+                "not (W_q x_i)^T (W_k x_j), and qkdissect does not decompose it yet; use a model without QK-norm"
+            )
+
+
+def _kv_heads(cfg: Any, n_heads: int) -> list[int]:
+    """The key-value head of each query head: h // (heads / key-value heads), as transformers' ``repeat_kv``."""
+    n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
+    if n_kv < 1 or n_heads % n_kv:
+        raise UnsupportedModelError(f"{n_heads} query heads cannot share {n_kv} key-value heads evenly")
+    return [h // (n_heads // n_kv) for h in range(n_heads)]
+
+
+def _rotary(model: nn.Module, cfg: Any, d_head: int) -> Rotary | None:
+    """The model's rotary embedding (its ``rotary_emb`` module's own frequencies), or None; refused (one line)
+    where it is not the rotate-half RoPE of a family checked against its own logits."""
+    found = [m for name, m in model.named_modules() if name.split(".")[-1] == "rotary_emb"]
+    if not found:
+        return None
+    family = ROTARY_FAMILIES.get(str(cfg.model_type))
+    if family is None:
+        raise UnsupportedModelError(
+            f"{cfg.model_type} rotates q and k by position (RoPE) in a way qkdissect has not checked against its "
+            f"own attention logits; supported rotary families: {', '.join(ROTARY_FAMILIES.values())}"
+        )
+    emb = found[0]
+    rope_type = str(getattr(emb, "rope_type", "default"))
+    scaling = float(getattr(emb, "attention_scaling", 1.0))
+    if rope_type not in _STATIC_ROPE or scaling != 1.0:
+        raise UnsupportedModelError(
+            f"{cfg.model_type}: rope_type {rope_type!r} (q and k scaled by {scaling}, or frequencies that change "
+            f"with the sequence length) is not supported; supported: {', '.join(_STATIC_ROPE)}"
+        )
+    inv_freq = emb.inv_freq.detach().double().cpu().numpy()
+    return Rotary(inv_freq, "rotate-half", 2 * len(inv_freq), d_head)
 
 
 def _hf_layout(model: Any) -> TokenLayout:
@@ -144,10 +206,35 @@ def adapt_hf(model: Any, model_id: str) -> QKWeights:
         gpt2 = [_gpt2_layer(b) for b in blocks]
         return QKWeights(model_id, f"hf-{cfg.model_type}", gpt2, _text_layout(causal=True), [], model)
     n_heads = int(cfg.num_attention_heads)
+    kv_heads = _kv_heads(cfg, n_heads)
     hf_layers = _hf_layers(model)
-    layers = [_hf_layer(layer, n_heads) for layer in hf_layers]
+    layers = [_hf_layer(layer, n_heads, kv_heads) for layer in hf_layers]
     norms = _post_ln_norms(model, hf_layers, [a.norm for a in layers])
     layers = [dataclasses.replace(a, norm=n) for a, n in zip(layers, norms, strict=True)]
     is_text = getattr(cfg, "image_size", None) is None and getattr(cfg, "vocab_size", None) is not None
-    layout = _text_layout(bool(getattr(cfg, "is_decoder", False))) if is_text else _hf_layout(model)
-    return QKWeights(model_id, f"hf-{cfg.model_type}", layers, layout, [], model)
+    layout = _text_layout(_causal(model, cfg)) if is_text else _hf_layout(model)
+    rotary = _rotary(model, cfg, int(layers[0].w_q.shape[1]))
+    grouped = kv_heads if len(set(kv_heads)) < n_heads else None
+    return QKWeights(model_id, f"hf-{cfg.model_type}", layers, layout, _notes(rotary, kv_heads), model, grouped, rotary)
+
+
+def _causal(model: nn.Module, cfg: Any) -> bool:
+    """A decoder: BERT-style configs say so (is_decoder), Llama-style models are decoders by their kind."""
+    decoder = cfg.to_dict().get("is_decoder", False)
+    return bool(decoder) or str(cfg.model_type) in ROTARY_FAMILIES or type(model).__name__.endswith("ForCausalLM")
+
+
+def _notes(rotary: Rotary | None, kv_heads: list[int]) -> list[str]:
+    notes = []
+    if rotary is not None:
+        notes.append(
+            "rotary position embedding (RoPE): q and k are rotated by position after their projections, so the "
+            "interaction depends on the offset d between query and key; these modes are its value at the offset "
+            "in attrs.offset (0 when not given: two tokens at the same position), W_q^T R(-d) W_k"
+        )
+    if len(set(kv_heads)) < len(kv_heads):
+        notes.append(
+            f"grouped-query attention: {len(kv_heads)} query heads share {len(set(kv_heads))} key-value heads; "
+            "each query head is paired with its own key head (coordinate kv_head)"
+        )
+    return notes

@@ -1,0 +1,242 @@
+"""Rotary position embeddings and grouped-query heads, exactly: the modes at each offset d (W_q^T R(-d) W_k, each
+query head with its own key-value head) reconstruct the model's own attention logits for every pair of tokens, on
+a real trained Llama-architecture model (stories260K: RoPE, 8 query heads sharing 4 key-value heads) and on
+stand-ins of Mistral and Qwen2 (their transformers classes and real configuration values, random weights; Qwen2
+with its q and k biases as their own terms). The rotation matrices against transformers' own apply_rotary_pos_emb,
+for random positions (hypothesis). QK-norm models and unchecked rotary families are refused in one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import qkdissect as qk
+from conftest import _need_assets
+from qkdissect.core.rotary import Rotary, rotated_keys
+from qkdissect.errors import UnsupportedModelError
+from qkdissect.models import extract_qk as adapt
+
+STORIES = "weights/stories260K/hf/model.safetensors"
+#: tokens of the test sentences: a few dozen, so that offsets up to 15 and below -15 are all seen
+T = 16
+
+
+@contextmanager
+def captured_qk(model: Any) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """The model's own q and k of every layer, as its attention gets them: after the projections, the biases and
+    the rotation (key heads not yet repeated), through an attention function registered with transformers."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    got: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def capture(module: Any, query: torch.Tensor, key: torch.Tensor, *args: Any, **kw: Any) -> Any:
+        got[int(module.layer_idx)] = (query.detach().clone(), key.detach().clone())
+        return sdpa_attention_forward(module, query, key, *args, **kw)
+
+    AttentionInterface.register("qkdissect_capture", capture)
+    before = model.config._attn_implementation
+    model.set_attn_implementation("qkdissect_capture")
+    try:
+        yield got
+    finally:
+        model.set_attn_implementation(before)
+
+
+def norm_outputs(model: Any, ids: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, tuple]]:
+    """The tokens W_q and W_k see in each layer (the output of its input norm), and the model's q and k."""
+    qkw = adapt(model)
+    xs: dict[int, torch.Tensor] = {}
+    hooks = [
+        layer.norm.register_forward_hook(lambda _m, _i, out, i=i: xs.__setitem__(i, out.detach()[0].double()))
+        for i, layer in enumerate(qkw.layers)
+        if layer.norm is not None
+    ]
+    try:
+        with captured_qk(model) as got, torch.no_grad():
+            model(input_ids=ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(xs) == len(got) == qkw.n_layers
+    return xs, got
+
+
+def model_logits(got: dict[int, tuple], kv_heads: list[int]) -> np.ndarray:
+    """(layer, head, query, key) q . k of the model's own rotated q and k, each query head with its key head."""
+    out = []
+    for layer in sorted(got):
+        q, k = (t[0].double() for t in got[layer])  # (heads, T, d_head), (kv heads, T, d_head)
+        out.append(torch.einsum("hid,hjd->hij", q, k[torch.as_tensor(kv_heads)]).numpy())
+    return np.stack(out)
+
+
+def reconstructed(model: Any, xs: dict[int, torch.Tensor], n: int) -> np.ndarray:
+    """(layer, head, query, key) logits from the modes at every offset d = i - j, plus the bias terms at that
+    offset (b_q^T R W_k x_j, x_i^T W_q^T R b_k, b_q^T R b_k), without the 1/sqrt(d_head) scale."""
+    qkw = adapt(model)
+    x = torch.stack([xs[i] for i in range(qkw.n_layers)]).numpy()  # (layer, T, d_model)
+    w_q, b_q, b_k = (getattr(qkw, name).double().numpy() for name in ("w_q", "b_q", "b_k"))
+    w_k = qkw.w_k.double().numpy()
+    out = np.zeros((qkw.n_layers, qkw.n_heads, n, n))
+    for d in range(-(n - 1), n):
+        ds = qk.modes(model, offset=d, device="cpu")
+        u, s, v = ds.U.values, ds.S.values, ds.V.values  # (layer, head, dim, mode)
+        qs = np.einsum("ltd,lhdm->lhtm", x, u) * s[:, :, None, :]
+        ks = np.einsum("ltd,lhdm->lhtm", x, v)
+        full = np.einsum("lhim,lhjm->lhij", qs, ks)
+        rk = rotated_keys(w_k, qkw.rotary, d) if qkw.rotary is not None else w_k  # (layer, head, d_head, d_model)
+        rbk = np.einsum("ij,lhj->lhi", qkw.rotary.key_rotation(d), b_k) if qkw.rotary is not None else b_k
+        key_bias = np.einsum("lhe,lhed,ltd->lht", b_q, rk, x)  # b_q^T R W_k x_j
+        query_bias = np.einsum("ltd,lhed,lhe->lht", x, w_q, rbk)  # x_i^T W_q^T R b_k
+        const = np.einsum("lhe,lhe->lh", b_q, rbk)
+        full = full + key_bias[:, :, None, :] + query_bias[:, :, :, None] + const[:, :, None, None]
+        i = np.arange(n)
+        j = i - d
+        ok = (j >= 0) & (j < n)
+        out[:, :, i[ok], j[ok]] = full[:, :, i[ok], j[ok]]
+    return out
+
+
+def assert_reconstructs(model: Any, ids: torch.Tensor) -> float:
+    """Every pair of tokens, every head and layer: the modes' logits equal the model's own; returns the worst
+    relative error (to the largest logit of its head)."""
+    model = model.double().eval()
+    xs, got = norm_outputs(model, ids)
+    qkw = adapt(model)
+    kv = qkw.kv_heads or list(range(qkw.n_heads))
+    want = model_logits(got, kv)
+    have = reconstructed(model, xs, ids.shape[1])
+    scale = np.abs(want).max(axis=(2, 3), keepdims=True)
+    err = float((np.abs(have - want) / scale).max())
+    assert err < 1e-5, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def stories() -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(_need_assets(STORIES) / Path(STORIES).parent)
+
+
+def test_stories260k_logits_are_the_modes_at_each_offset(stories: Any) -> None:
+    """A real trained model: 5 layers, 8 query heads on 4 key-value heads, RoPE (rotate-half, theta 1e4)."""
+    qkw = adapt(stories)
+    assert qkw.kv_heads == [0, 0, 1, 1, 2, 2, 3, 3] and qkw.rotary is not None and qkw.layout.causal
+    ids = torch.as_tensor([[1, *range(40, 40 + T - 1)]])
+    assert_reconstructs(stories, ids)
+
+
+def test_offset_zero_is_the_paper_matrix_and_the_store_says_what_it_holds(stories: Any, tmp_path: Path) -> None:
+    out = tmp_path / "m.zarr"
+    ds = qk.modes(stories, device="cpu", output=out)
+    assert ds.attrs["offset"] == 0 and ds.attrs["rotary"]["pairing"] == "rotate-half"
+    assert ds.attrs["rotary"]["rotary_dim"] == 8 and len(ds.attrs["rotary"]["inv_freq"]) == 4
+    assert list(ds.kv_head.values) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert any("offset" in n for n in ds.attrs["notes"]) and any("grouped-query" in n for n in ds.attrs["notes"])
+    # offset 0 is W_q^T W_k of each query head with its key head, by brute force
+    qkw = adapt(stories)
+    full = np.einsum("lhed,lhef->lhdf", qkw.w_q.double().numpy(), qkw.w_k.double().numpy())
+    u, s, v = ds.U.values, ds.S.values, ds.V.values
+    np.testing.assert_allclose(np.einsum("lhdm,lhm,lhfm->lhdf", u, s, v), full, atol=1e-12)
+    far = qk.modes(stories, device="cpu", offset=7)
+    assert far.attrs["offset"] == 7 and far.attrs["provenance"]["parameters"]["offset"] == 7
+    assert not np.allclose(far.S.values, ds.S.values)  # the interaction does depend on the offset
+
+
+def _stand_in(model_type: str, **cfg: Any) -> Any:
+    """A transformers model of the family's class with its real configuration's structure, small and random."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, vocab_size=97, num_hidden_layers=2, pad_token_id=0, **cfg)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for p in model.parameters():  # biases too: they are zeros at init
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("model_type", "cfg"),
+    [
+        # Mistral 7B's heads: 32 query on 8 key-value, theta 1e6 (scaled down: 8 on 2, d_head 16)
+        ("mistral", {"hidden_size": 128, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 16,
+                     "intermediate_size": 64, "rope_theta": 1e6}),
+        # Qwen2.5-0.5B: 14 query heads on 2 key-value heads, q and k biases (scaled: 6 on 2)
+        ("qwen2", {"hidden_size": 96, "num_attention_heads": 6, "num_key_value_heads": 2, "intermediate_size": 64,
+                   "rope_theta": 1e6}),
+        # multi-query: every query head reads one key head
+        ("llama", {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 1, "intermediate_size": 64}),
+    ],
+)  # fmt: skip
+def test_stand_ins_of_rotary_families_reconstruct_their_logits(model_type: str, cfg: dict[str, Any]) -> None:
+    model = _stand_in(model_type, **cfg)
+    qkw = adapt(model)
+    assert qkw.rotary is not None and qkw.kv_heads is not None
+    if model_type == "qwen2":
+        assert float(qkw.b_q.abs().max()) > 0 and float(qkw.b_k.abs().max()) > 0  # the bias terms are exercised
+    assert_reconstructs(model, torch.randint(0, 97, (1, T), generator=torch.Generator().manual_seed(1)))
+
+
+def test_qk_norm_and_unchecked_rotary_families_are_refused() -> None:
+    qwen3 = _stand_in("qwen3", hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
+    with pytest.raises(UnsupportedModelError, match="normalises q and k per head"):
+        adapt(qwen3)
+    phi3 = _stand_in("phi3", hidden_size=64, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64)
+    with pytest.raises(UnsupportedModelError):
+        adapt(phi3)  # fused qkv_proj: no q/k projections to read, or an unchecked rotary family
+
+
+def test_an_offset_for_a_model_without_rotary_embedding_is_refused(tmp_path: Path) -> None:
+    from conftest import make_tiny_vit
+
+    spec = make_tiny_vit(tmp_path / "w", depth=1)
+    with pytest.raises(Exception, match="has no rotary position embedding"):
+        qk.modes(spec, offset=3, device="cpu")
+    assert "offset" not in qk.modes(spec, device="cpu").attrs
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    i=st.integers(-300, 300),
+    j=st.integers(-300, 300),
+    half=st.integers(1, 8),
+    theta=st.sampled_from([1e4, 5e5, 1e6]),
+    seed=st.integers(0, 2**16),
+)
+def test_rotations_are_transformers_own_and_depend_on_the_offset_only(
+    i: int, j: int, half: int, theta: float, seed: int
+) -> None:
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    d = 2 * half
+    inv_freq = 1.0 / (theta ** (np.arange(0, d, 2) / d))
+    rot = Rotary(inv_freq, "rotate-half", d, d)
+    rng = np.random.default_rng(seed)
+    q, k = rng.normal(size=(2, d))
+    angles = np.array([i, j])[:, None] * inv_freq[None]
+    emb = np.concatenate([angles, angles], axis=-1)
+    cos, sin = (torch.as_tensor(f(emb))[None] for f in (np.cos, np.sin))  # (1, 2 positions, d)
+    qt = torch.as_tensor(np.stack([q, q]))[None, None]  # (1, 1 head, 2 positions, d)
+    kt = torch.as_tensor(np.stack([k, k]))[None, None]
+    q_rot, k_rot = apply_rotary_pos_emb(qt, kt, cos, sin)
+    np.testing.assert_allclose(q_rot[0, 0, 0].numpy(), rot.rotation(i) @ q, atol=1e-9)
+    np.testing.assert_allclose(k_rot[0, 0, 1].numpy(), rot.rotation(j) @ k, atol=1e-9)
+    logit = float(q_rot[0, 0, 0] @ k_rot[0, 0, 1])  # query at i, key at j: offset d = i - j
+    assert logit == pytest.approx(float(q @ rot.key_rotation(i - j) @ k), rel=1e-9, abs=1e-9)
+    # partial rotary: the dimensions past rotary_dim pass unchanged; interleaved pairs (2p, 2p + 1) too
+    part = Rotary(inv_freq[: max(1, half // 2)], "interleaved", 2 * max(1, half // 2), d)
+    r = part.rotation(i - j)
+    np.testing.assert_allclose(r.T @ r, np.eye(d), atol=1e-12)
+    np.testing.assert_allclose(r[part.rotary_dim :, part.rotary_dim :], np.eye(d - part.rotary_dim))
+    np.testing.assert_allclose(part.rotation(i).T @ part.rotation(j), part.rotation(j - i), atol=1e-9)

@@ -105,3 +105,45 @@ def test_a_config_typo_names_the_key_and_the_closest_ones() -> None:
     ]
     for name in ("config", "paper", "beyond"):
         assert unknown_keys(yaml.safe_load((REPO / f"config/{name}.yaml").read_text()), schema) == []
+
+
+def test_an_unknown_model_option_names_the_option_and_the_ones_accepted(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`?foo=bar` reached the model's constructor: a TypeError traceback (from a local file), or blamed on the
+    weights (timm's hub weights). Now one line, before any weights are looked for."""
+    from test_cli import _tiny_hf_dir
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))  # timm's weights are not here: the option comes first
+    hf_dir = _tiny_hf_dir(tmp_path)
+    capsys.readouterr()  # (saving it draws a progress bar)
+    for spec, cls in (
+        ("timm:vit_tiny_patch16_224?foo=bar", "VisionTransformer"),
+        (tiny["spec"] + "&foo=bar", "VisionTransformer"),
+        (f"hf:{hf_dir}?foo=bar", "DeiTModel"),
+    ):
+        assert main(["modes", spec, "-q", "-o", str(tmp_path / "m.zarr")]) == 2
+        line = one_line(capsys.readouterr().err)
+        name = spec.split("?")[0].split("@")[0]
+        assert f"model option foo=bar is not known to {name}: {cls} takes " in line, line
+        assert ("img_size, patch_size" if cls == "VisionTransformer" else "add_pooling_layer") in line
+        assert "remove it from the spec" in line and "not available" not in line
+    assert not (tmp_path / "m.zarr").exists()
+
+
+def test_size_options_are_bounded_and_a_model_too_big_to_build_names_its_options(
+    tiny: dict, tmp_path: Path, capsys
+) -> None:
+    """`?img_size=99999999` failed in the allocator with a message naming no option."""
+    out = str(tmp_path / "m.zarr")
+    for option, limit in (("img_size=99999999", "4096"), ("depth=100000", "256"), ("embed_dim=10000000", "16384")):
+        assert main(["modes", f"timm:vit_tiny_patch16_224?{option}", "-q", "-o", out]) == 2
+        key, value = option.split("=")
+        line = one_line(capsys.readouterr().err)
+        assert f"model option {key}={value} is over the limit of {limit}" in line, line
+    # options without a bound that still make the model too big to build: the options are named
+    assert main(["modes", tiny["spec"] + "&num_classes=1000000000000", "-q", "-o", out]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "cannot build timm:vit_tiny_patch16_224 with its options" in line and "num_classes=1000000000000" in line
+    assert not (tmp_path / "m.zarr").exists()

@@ -47,6 +47,12 @@ class ModelSpec:
 #: model options that count something (pixels, heads, blocks): positive integers (with an example each)
 _EXAMPLE = {"img_size": 224, "patch_size": 16, "heads": 12, "num_heads": 12, "depth": 12, "embed_dim": 768}
 COUNT_OPTIONS = frozenset(_EXAMPLE)
+#: the most each counting option may be (and what it counts), far above any published vision transformer: 4096 px a
+#: side (ViTs run at 224 to 1024; at 4096 px and 14 px patches one head's attention logits are 29 GB), 256 blocks
+#: (ViT-22B: 48), a width of 16384 (ViT-22B: 6144) and 1024 heads; a larger value is a typo, and would fail in the
+#: memory allocator with a message that names no option
+OPTION_LIMITS = {"img_size": (4096, "px"), "patch_size": (4096, "px"), "depth": (256, "blocks"),
+                 "embed_dim": (16384, "channels"), "heads": (1024, "heads"), "num_heads": (1024, "heads")}  # fmt: skip
 
 
 def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
@@ -65,6 +71,12 @@ def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
                 continue
         if key in COUNT_OPTIONS and (not isinstance(val, int) or val < 1):
             raise ValueError(f"model option {key}={value!r} must be a positive integer, e.g. ?{key}={_EXAMPLE[key]}")
+        if key in OPTION_LIMITS and val > OPTION_LIMITS[key][0]:
+            limit, unit = OPTION_LIMITS[key]
+            raise ValueError(
+                f"model option {key}={value} is over the limit of {limit} ({unit}): give at most {limit}, "
+                f"e.g. ?{key}={_EXAMPLE[key]}"
+            )
         out.append((key, val))
     return tuple(out)
 

@@ -12,7 +12,7 @@ from ...errors import QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
 from ..spec import ModelSpec
 from ..weightfile import hf_spec, snapshot_revision
-from .base import LoadedModel, Resolved, Source, file_record, hub_offline, register, sha256_file
+from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register, sha256_file
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
@@ -73,6 +73,11 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
             "($HF_HOME, default ~/.cache/huggingface) and copy the cache here, or save it with "
             "save_pretrained and pass hf:/path/to/dir."
         ) from e
+    except (TypeError, RuntimeError, MemoryError) as e:  # an option of the spec the model does not take, or too big
+        err = option_error(f"hf:{target}", spec.options, e, _transformers_class)
+        if err is None:
+            raise
+        raise err from e
     wpath = _hf_weights_file(model, target)
     revision = getattr(config, "_commit_hash", None) or snapshot_revision(wpath)
     return LoadedModel(
@@ -83,6 +88,16 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
         revision=revision,
         origin="local directory" if spec.weights is not None else "hugging face hub cache",
     )
+
+
+def _transformers_class(name: str) -> type | None:
+    import transformers
+
+    try:
+        found = getattr(transformers, name, None)
+    except Exception:  # (a class whose optional dependencies are missing)
+        return None
+    return found if isinstance(found, type) else None
 
 
 def _hf_weights_file(model: nn.Module, target: str) -> Path | None:

@@ -147,3 +147,20 @@ def test_size_options_are_bounded_and_a_model_too_big_to_build_names_its_options
     line = one_line(capsys.readouterr().err)
     assert "cannot build timm:vit_tiny_patch16_224 with its options" in line and "num_classes=1000000000000" in line
     assert not (tmp_path / "m.zarr").exists()
+
+
+def test_a_bad_pixel_limit_in_the_environment_is_one_line_before_the_model_loads(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`QKDISSECT_MAX_PIXELS=abc` was found by the data loader's worker: its traceback around the message."""
+    from conftest import write_photos
+
+    write_photos(tmp_path / "photos", n=2)
+    monkeypatch.setenv("QKDISSECT_MAX_PIXELS", "abc")
+    args = ["--modes", tiny["modes"], "--images", str(tmp_path / "photos"), "--workers", "1", "--device", "cpu"]
+    assert main(["project", tiny["spec"], *args, "-o", str(tmp_path / "p.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) == (
+        "qkdissect project: error: $QKDISSECT_MAX_PIXELS is 'abc': give a positive number of pixels, e.g. 100000000"
+    )  # and not the line that the model is loading: checked before
+    assert not (tmp_path / "p.zarr").exists()

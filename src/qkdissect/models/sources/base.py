@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import CheckpointMismatchError, QKDissectError, WeightsUnavailableError
+from ...errors import CheckpointMismatchError, CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ..digest import sha256_file
+from ..hubcache import download_again
 from ..spec import ModelSpec, data_dir
 
 #: (files, hub revision, origin) of a weights manifest: every file as {role, path, bytes, sha256}
@@ -126,7 +127,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "'weights.pth')\" and point the spec at weights.pth"
         ) from e
     except (OSError, RuntimeError, ValueError, EOFError, KeyError, IndexError, TypeError, SafetensorError) as e:
-        raise CheckpointReadError(path, e) from e  # (a text file renamed .pth fails inside the unpickler)
+        raise CheckpointReadError(path, e, download_again(path)) from e  # (a text file renamed .pth: the unpickler)
     if not isinstance(obj, dict):
         raise CheckpointReadError(path, TypeError(f"it holds a Python {type(obj).__name__}, not a dict of tensors"))
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -145,14 +146,6 @@ def _torch_load(path: Path) -> Any:
         if "mmap" not in str(e):
             raise
         return torch.load(str(path), map_location="cpu", weights_only=True)
-
-
-class CheckpointReadError(QKDissectError, ValueError):
-    def __init__(self, path: Path, err: Exception):
-        super().__init__(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {err}. The file may be truncated or not a "
-            "weights file; download it again and compare its sha256 with the published one."
-        )
 
 
 def load_checkpoint_into(

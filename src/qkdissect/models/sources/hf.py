@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ...errors import QKDissectError, WeightsUnavailableError
+from ...errors import CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
+from ..hubcache import download_again, read_config
 from ..spec import ModelSpec
 from ..weightfile import hf_spec, snapshot_revision
 from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register, sha256_file
@@ -56,15 +58,24 @@ def cached_hub_file(repo_id: str, filename: str) -> str | None:
 
 
 def load_hf(spec: ModelSpec) -> LoadedModel:
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel
 
     target = str(spec.weights) if spec.weights is not None else spec.name
     if spec.weights is not None and not spec.weights.exists():
         raise WeightsUnavailableError(f"local Hugging Face model directory {spec.weights} does not exist")
+    config_file = _here(spec, "config.json")
+    if config_file is not None:
+        read_config(config_file)  # not JSON: named, not blamed on the hub (transformers says it is not available)
     offline = hub_offline()
     try:
         config = AutoConfig.from_pretrained(target, local_files_only=offline)
         model = AutoModel.from_pretrained(target, config=config, local_files_only=offline, **spec.kwargs)
+    except StrictDataclassError as e:  # a setting of the wrong type (hidden_size: "abc")
+        raise _bad_setting(config_file or Path(target, "config.json"), e) from e
+    except SafetensorError as e:  # a weights file cut short or damaged
+        raise _damaged_weights(spec, e) from e
     except OSError as e:
         raise WeightsUnavailableError(
             f"Hugging Face model {target!r} is not available here"
@@ -88,6 +99,41 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
         revision=revision,
         origin="local directory" if spec.weights is not None else "hugging face hub cache",
     )
+
+
+def _here(spec: ModelSpec, filename: str) -> Path | None:
+    """A file of the model on this machine: in its local directory, or in the hub cache (never downloads)."""
+    if spec.weights is not None:
+        return spec.weights / filename if (spec.weights / filename).is_file() else None
+    hit = cached_hub_file(spec.name, filename)
+    return Path(hit) if hit else None
+
+
+def _bad_setting(config: Path, e: Exception) -> QKDissectError:
+    """huggingface_hub's validation of a configuration (``Validation error for field 'x':\n TypeError: Field 'x'
+    expected int, got str (value: 'abc')``) as one line naming the file and the setting."""
+    field = re.search(r"field '([^']+)'", str(e))
+    cause = str(e.__cause__ or e).strip()
+    if field:
+        cause = re.sub(rf"^Field '{re.escape(field.group(1))}'\s*", "", cause)
+    what = f"field '{field.group(1)}': " if field else ""
+    fix = download_again(config) or "save the model again (save_pretrained)"
+    return QKDissectError(f"{config}: {what}{' '.join(cause.split())}: correct it, or {fix}")
+
+
+def _damaged_weights(spec: ModelSpec, e: Exception) -> CheckpointReadError:
+    """The weights file that safetensors cannot read (transformers does not name it): the first of the model's
+    folder that fails to open."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = _here(spec, "model.safetensors") or _here(spec, "config.json")
+    folder = weights.parent if weights is not None else Path(str(spec.weights or spec.name))
+    for f in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            safe_open(str(f), framework="numpy")
+        except SafetensorError as err:
+            return CheckpointReadError(f, err, download_again(f))
+    return CheckpointReadError(folder, e, download_again(folder / "model.safetensors"))
 
 
 def _transformers_class(name: str) -> type | None:

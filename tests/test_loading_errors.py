@@ -175,3 +175,26 @@ def test_a_hub_config_that_is_not_json_is_not_blamed_on_offline_mode(hub: dict[s
         assert f"{hub['config']} is not valid JSON (" in msg and "line 1, column" in msg, msg
         assert f"delete {hub['config'].resolve()} and download it again" in msg and "OFFLINE" not in msg, msg
     assert not hub["out"].exists()
+
+
+def test_a_hub_blob_that_no_longer_matches_its_name_is_refused_when_resolved(hub: dict[str, Path], capsys) -> None:
+    """The hub cache names a file by its content (sha256, or git's blob id): a file changed since is refused by
+    resolve, which used to record its new content without a word."""
+    manifest = hub["out"].with_suffix(".json")
+    assert main_ok("resolve", "hf:someorg/tiny-deit", "-o", str(manifest))  # the cache as downloaded: fine
+    for f, offset in ((hub["weights"], -10), (hub["config"], 5)):  # one byte each: the size is unchanged
+        blob = f.resolve()
+        data = bytearray(blob.read_bytes())
+        data[offset] ^= 1
+        blob.write_bytes(bytes(data))
+        msg = _error(capsys, "resolve", "hf:someorg/tiny-deit", "-o", str(manifest))
+        assert f"hub cache file {f} does not hold the content its name {blob.name} says" in msg, msg
+        assert f"delete {blob} and download it again (`hf download someorg/tiny-deit`" in msg, msg
+        data[offset] ^= 1
+        blob.write_bytes(bytes(data))
+
+
+def main_ok(*argv: str) -> bool:
+    from qkdissect.cli import main
+
+    return main(list(argv)) == 0

@@ -11,7 +11,7 @@ from torch import nn
 
 from ...errors import CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
-from ..hubcache import download_again, read_config
+from ..hubcache import check_blob, download_again, read_config
 from ..spec import ModelSpec
 from ..weightfile import hf_spec, snapshot_revision
 from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register, sha256_file
@@ -191,12 +191,12 @@ def resolve_hub(repo_id: str, weight_files: tuple[str, ...], what: str) -> tuple
         for fname in EXTRA_FILES:
             got = _hub_file(repo_id, fname)
             if got:
-                files.append(file_record(Path(got), fname))
+                files.append(_cache_record(Path(got), fname))
                 revision = revision or snapshot_revision(got)
         for fname in weight_files:
             got = _hub_file(repo_id, fname)
             if got:
-                files.append(file_record(Path(got), "weights"))
+                files.append(_cache_record(Path(got), "weights"))
                 return files, revision or snapshot_revision(got)
     except QKDissectError:
         raise
@@ -210,6 +210,16 @@ def resolve_hub(repo_id: str, weight_files: tuple[str, ...], what: str) -> tuple
         + ("in the Hugging Face cache and HF_HUB_OFFLINE is set." if hub_offline() else "on the hub.")
         + _HUB_ADVICE.format(repo=repo_id)
     )
+
+
+def _cache_record(path: Path, role: str) -> dict[str, Any]:
+    """The manifest's entry of a hub cache file, whose content must be what the cache's name for it says (and a
+    config.json must be JSON)."""
+    rec = file_record(path, role)
+    check_blob(path, rec["sha256"])
+    if path.name == "config.json":
+        read_config(path)
+    return rec
 
 
 _HUB_ADVICE = (

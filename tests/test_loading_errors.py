@@ -163,6 +163,27 @@ def test_a_truncated_or_damaged_hub_checkpoint_says_so(hub: dict[str, Path], cap
     assert not hub["out"].exists()
 
 
+def test_a_truncated_timm_checkpoint_in_the_hub_cache_is_not_blamed_on_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """timm's own weights from the hub cache, cut short: was "pretrained weights ... are not available here"."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--timm--vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    weights = repo / "snapshots" / COMMIT / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00" + b'{"pos_embed": {"dtype": "F32", "shape": [1, 197')
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    msg = _error(capsys, "modes", "timm:vit_tiny_patch16_224", "-q", "-o", str(tmp_path / "m.zarr"))
+    assert f"cannot read checkpoint {weights}: SafetensorError: " in msg and "may be truncated" in msg, msg
+    assert f"delete {weights} and download it again (`hf download timm/vit_tiny_patch16_224" in msg, msg
+    assert "not available" not in msg and not (tmp_path / "m.zarr").exists()
+
+
 def test_a_hub_config_that_is_not_json_is_not_blamed_on_offline_mode(hub: dict[str, Path], capsys) -> None:
     """A corrupt config.json was reported as the model not being available offline."""
     from qkdissect.models import load_model

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from ...errors import QKDissectError, UnknownModelError, WeightsUnavailableError
+from ...errors import CheckpointReadError, QKDissectError, UnknownModelError, WeightsUnavailableError
+from ..hubcache import download_again
 from ..spec import ModelSpec, local_path
 from .base import (
     LoadedModel,
@@ -90,6 +91,9 @@ def load_timm(spec: ModelSpec) -> LoadedModel:
     except Exception as e:  # hub errors differ between versions; keep the cause
         if isinstance(e, QKDissectError):
             raise
+        damaged = _damaged_cache_file(spec.name, e)
+        if damaged is not None:
+            raise damaged from e
         raise WeightsUnavailableError(
             f"pretrained weights for timm:{spec.name} are not available here ({type(e).__name__}: {e}). "
             "On a machine with internet they download into the Hugging Face cache ($HF_HOME, default "
@@ -140,6 +144,21 @@ def _timm_class(arch: str, name: str) -> type | None:
     modules = [sys.modules.get(own), *(m for k, m in list(sys.modules.items()) if k.startswith("timm.models"))]
     found = [getattr(m, name, None) for m in modules if m is not None]
     return next((c for c in found if isinstance(c, type)), None)
+
+
+def _damaged_cache_file(arch: str, e: Exception) -> CheckpointReadError | None:
+    """A weights file in the hub cache that safetensors cannot read (cut short, its header damaged), named: it is
+    there, only damaged (not "not available")."""
+    from safetensors import SafetensorError
+
+    if not isinstance(e, SafetensorError):
+        return None
+    try:
+        hub_id = _hub_id(arch, arch)
+    except QKDissectError:
+        return None
+    path = next((p for f in HUB_FILES if f.endswith(".safetensors") and (p := cached_hub_file(hub_id, f))), None)
+    return CheckpointReadError(path, e, download_again(path)) if path else None
 
 
 def _resample_pos_embed_if_needed(model: Any, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

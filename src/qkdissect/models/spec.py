@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data.files import inside
+from ..errors import QKDissectError
 from ..locations import data_dir
 
-__all__ = ["ModelSpec", "data_dir", "data_path", "local_path", "parse_options"]
+__all__ = ["ModelSpec", "data_dir", "data_path", "known_options", "local_path", "parse_options"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,17 @@ def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
             )
         out.append((key, val))
     return tuple(out)
+
+
+def known_options(what: str, options: tuple[tuple[str, Any], ...], takes: dict[str, Any], why: str = "") -> None:
+    """Refuse an option that the source ``what`` would ignore (``takes``: the ones it reads, with an example
+    value each; ``why``: why it reads no more)."""
+    other = [f"{k}={v}" for k, v in options if k not in takes]
+    if other:
+        reads = ", ".join(f"?{k}={v}" for k, v in takes.items()) if takes else "no model options"
+        raise QKDissectError(
+            f"model option {other[0]} is not known to {what}: it takes {reads}{why}; remove it from the spec"
+        )
 
 
 def local_path(p: str, what: str) -> Path:

@@ -135,15 +135,20 @@ def _one_line_error(load: object) -> str:
     return str(e.value)
 
 
-def test_a_hub_config_field_of_the_wrong_type_names_the_file_and_the_field(hub: dict[str, Path]) -> None:
-    """`hidden_size: "abc"` gave huggingface_hub's validation traceback."""
+def test_a_hub_config_field_of_the_wrong_type_names_the_file_and_the_field(hub: dict[str, Path], capsys) -> None:
+    """`hidden_size: "abc"` gave huggingface_hub's validation traceback (and `modes`, which reads the weights
+    file without building the model, used the file as if nothing were wrong)."""
     from qkdissect.models import load_model
 
     config = json.loads(hub["config"].read_text())
     hub["config"].resolve().write_text(json.dumps({**config, "hidden_size": "abc"}))
-    msg = _one_line_error(lambda: load_model("hf:someorg/tiny-deit"))
-    assert msg.startswith(f"{hub['config']}: field 'hidden_size': ") and "expected int, got str (value: 'abc')" in msg
-    assert f"correct it, or delete {hub['config'].resolve()} and download it again" in msg
+    for msg in (
+        _one_line_error(lambda: load_model("hf:someorg/tiny-deit")),
+        _error(capsys, "modes", "hf:someorg/tiny-deit", "-q", "-o", str(hub["out"])),
+    ):
+        assert f"{hub['config']}: field 'hidden_size': expected int, got str (value: 'abc'): " in msg, msg
+        assert f"correct it, or delete {hub['config'].resolve()} and download it again" in msg, msg
+    assert not hub["out"].exists()
 
 
 def test_a_truncated_or_damaged_hub_checkpoint_says_so(hub: dict[str, Path], capsys) -> None:

@@ -254,6 +254,8 @@ def _hf_source(s: ModelSpec) -> FileQK | None:
     if config is None or path is None or not config.is_file() or not path.is_file():
         return None
     cfg, tensors = read_config(config), _Tensors(path)  # not JSON, or cut short: named here, not left to a build
+    if _wrong_sizes(cfg):
+        return None  # a setting the model cannot be built with: the build names it (modes would not see it)
     try:
         got = _hf_file(s, cfg, tensors)
     except (_Missing, KeyError, TypeError, ValueError):
@@ -261,6 +263,15 @@ def _hf_source(s: ModelSpec) -> FileQK | None:
     adapter, w_q, w_k, gamma, layout = got
     return FileQK(s, adapter, w_q, w_k, gamma, layout, path, sha256_file(path), revision or snapshot_revision(path),
                   origin)  # fmt: skip
+
+
+#: the configuration's sizes that must be integers (a model's, and its image tower's): transformers refuses others
+_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "n_embd", "n_head", "n_layer")
+
+
+def _wrong_sizes(cfg: dict[str, Any]) -> bool:
+    towers = [cfg, *(cfg[key] for key, _ in _TOWERS.values() if isinstance(cfg.get(key), dict))]
+    return any(k in c and (isinstance(c[k], bool) or not isinstance(c[k], int)) for c in towers for k in _SIZES)
 
 
 def _cached(repo_id: str) -> tuple[Path | None, Path | None]:

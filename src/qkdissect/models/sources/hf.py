@@ -105,7 +105,10 @@ def _here(spec: ModelSpec, filename: str) -> Path | None:
     """A file of the model on this machine: in its local directory, or in the hub cache (never downloads)."""
     if spec.weights is not None:
         return spec.weights / filename if (spec.weights / filename).is_file() else None
-    hit = cached_hub_file(spec.name, filename)
+    try:
+        hit = cached_hub_file(spec.name, filename)
+    except ValueError:  # not a hub id: transformers says so
+        return None
     return Path(hit) if hit else None
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import make_tiny_vit
 from qkdissect.core.claims import CONCAVE, NOT_CONCAVE, RISE, Curve, Inputs, evaluate, late_rise
+from qkdissect.errors import QKDissectError
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
 from qkdissect.provenance.claims import write_claims
@@ -94,3 +95,24 @@ def test_the_page_is_written_from_real_stores_with_its_provenance(tmp_path: Path
     record = json.loads((out.parent / "claims.provenance.json").read_text())
     assert set(record["outputs"]) == {"claims.json", "claims.html"}
     assert record["dependencies"][0]["path"] == str(scores)
+
+
+def test_stores_of_the_wrong_shape_are_one_line_naming_the_roles(tmp_path: Path, capsys) -> None:
+    """`--stores '[]'` gave an AttributeError and `{"scores": "x"}` read the characters of "x" as stores: the
+    shape is checked (an object of role -> list of store paths; a single string is refused, not taken as a list)."""
+    from qkdissect.cli import main
+
+    roles = "scores, projections, preference, same_object, s3"
+    for stores, message in (
+        ("[]", f"--stores is a JSON array, not an object of role -> list of store paths (roles: {roles}), e.g. "),
+        ('{"scores": "x"}', "--stores: role 'scores' is a string ('x'), not a list of store paths: write [\"x\"]"),
+        ('{"scorse": ["x"]}', f"--stores: unknown role 'scorse'; did you mean scores? The roles: {roles}"),
+        ('{"scores": [3]}', "--stores: role 'scores' holds a number (3), not a store path"),
+        ('{"s3": ["x"]}', "--stores: role 's3' holds 1 store, expected 2: the I-JEPA encoder's scores and the pre"),
+    ):
+        assert main(["claims", "--stores", stores, "-o", str(tmp_path / "claims.json")]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"qkdissect claims: error: {message}"), lines
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(QKDissectError, match="stores: role 'scores' is a string"):  # the Python API alike
+        write_claims({"scores": "x"}, tmp_path / "claims.json")  # type: ignore[dict-item]

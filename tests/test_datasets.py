@@ -171,6 +171,24 @@ def test_parquet_ids_labels_and_label_order(tmp_path: Path, caplog: pytest.LogCa
         image_source(f"imagenet-hf:{tmp_path / 'reordered'}")
 
 
+def test_a_parquet_file_that_is_not_imagenet_or_not_parquet_is_named(tmp_path: Path) -> None:
+    """A `label` column of strings gave a TypeError; a file that is not parquet, pyarrow's error naming no file."""
+    f = tmp_path / "words" / "validation-00000-of-00001.parquet"
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({"image": pa.array([{"bytes": b"x", "path": "a.JPEG"}], struct),
+                             "label": pa.array(["tench"])}), f.parent.mkdir() or f)  # fmt: skip
+    with pytest.raises(ParquetSourceError) as e:
+        image_source(f"imagenet-hf:{f.parent}")
+    assert str(e.value).startswith(f"{f}: its `label` column holds string, not ImageNet class indices (integers ")
+    g = tmp_path / "text" / "validation-00000-of-00001.parquet"
+    g.parent.mkdir()
+    g.write_text("not a parquet file\n")
+    with pytest.raises(ParquetSourceError) as e:
+        image_source(f"imagenet-hf:{g.parent}")
+    assert str(e.value).startswith(f"{g} is not a parquet file that can be read (ArrowInvalid: Parquet magic bytes")
+    assert f"delete {g.resolve()} and download it again" in str(e.value)
+
+
 def test_labels_come_from_class_folders_or_the_kaggle_solution(layouts: dict[str, Path], tmp_path: Path) -> None:
     flat = tmp_path / "flat"
     shutil.copytree(layouts["val"], flat)  # no LOC_val_solution.csv above it

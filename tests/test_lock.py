@@ -74,3 +74,36 @@ def test_the_cli_refuses_a_changed_checkpoint(tmp_path: Path) -> None:
     assert r.returncode == 2 and "tiny: the weights differ from the ones pinned" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1  # one line, no traceback
     assert resolve("--update-lock").returncode == 0
+
+
+def test_a_lock_entry_of_the_wrong_shape_names_the_file_and_the_entry(tmp_path: Path) -> None:
+    """`"files": "abc"` in a lock gave an AttributeError; the lock file and the entry are named, with the fix."""
+    lock = tmp_path / "paper.lock.json"
+    check_lock(manifest("m"), lock)
+    check_lock(manifest("other"), lock)
+    data = json.loads(lock.read_text())
+    for bad, what in (
+        (
+            {**data["models"]["m"], "files": "abc"},
+            ": its 'files' is a str ('abc'), not an object of file role -> digest",
+        ),
+        (
+            {**data["models"]["m"], "files": {"weights": 3}},
+            ": its files.weights is an int (3), not a digest (a string)",
+        ),
+        ({**data["models"]["m"], "spec": ["x"]}, ": its 'spec' is a list (['x']), not a string"),
+        ("abc", " is a str ('abc'), not an object with spec, revision and files"),
+    ):
+        lock.write_text(json.dumps({**data, "models": {**data["models"], "m": bad}}))
+        for model in ("m", "other"):  # every entry is checked, not only the model resolved now
+            with pytest.raises(QKDissectError) as e:
+                check_lock(manifest(model), lock)
+            msg = str(e.value)
+            assert msg.startswith(f"weights lock {lock}: entry 'm'{what}: ") and "\n" not in msg, msg
+            assert "correct the entry or delete it (the next resolve pins the model again)" in msg, msg
+    lock.write_text(json.dumps({**data, "models": ["m"]}))
+    with pytest.raises(
+        QKDissectError,
+        match=r"weights lock .*: its 'models' is a list \(\['m'\]\), not an object of model -> entry: correct it",
+    ):
+        check_lock(manifest("m"), lock)

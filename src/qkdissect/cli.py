@@ -413,13 +413,13 @@ def _cmd_crate(args: argparse.Namespace) -> int:
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
-    from .provenance.claims import write_claims
+    from .provenance.claims import check_stores, write_claims
 
     try:
         stores = json.loads(args.stores)
     except json.JSONDecodeError as e:
         raise QKDissectError(f'--stores is not JSON ({e}): e.g. \'{{"scores": ["results/scores/m.zarr"]}}\'') from e
-    verdicts = write_claims(stores, args.output)
+    verdicts = write_claims(check_stores(stores, "--stores"), args.output)
     words = {True: "holds", False: "does not hold", None: "not evaluated"}
     if not args.quiet:
         for v in verdicts:

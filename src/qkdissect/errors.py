@@ -69,6 +69,17 @@ class CheckpointMismatchError(QKDissectError, ValueError):
         self.shape_mismatch = shape_mismatch or []
 
 
+class CheckpointReadError(QKDissectError, ValueError):
+    """A weights file that cannot be read: cut short, damaged, or no weights file at all."""
+
+    def __init__(self, path: str | os.PathLike[str], err: Exception, fix: str | None = None):
+        fix = fix or "download it again and compare its sha256 with the published one"
+        super().__init__(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {err}. The file may be truncated or not a "
+            f"weights file; {fix}."
+        )
+
+
 class UnsupportedModelError(QKDissectError, TypeError):
     """A model whose attention is not (bias +) W_q^T W_k between token pairs, or an unknown family."""
 

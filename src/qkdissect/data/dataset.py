@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .images import ImageDecodeError, ImageSource, Preprocess, Raw, decode, item_sha256, read_raw
+from .images import ImageDecodeError, ImageSource, Preprocess, Raw, decode, item_sha256, max_pixels, read_raw
 
 log = logging.getLogger("qkdissect.data.images")
 
@@ -23,6 +23,9 @@ class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     source: ImageSource
     preprocess: Preprocess
     skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        max_pixels()  # a bad $QKDISSECT_MAX_PIXELS stops here, in one line, not in each data loader worker
 
     def __len__(self) -> int:
         return len(self.source)

@@ -213,19 +213,11 @@ def out_of_order(rows: list[Row]) -> int:
 def list_rows(split: Split) -> list[Row]:
     """Every image of the split (reads the ``image.path`` and ``label`` columns only), in file order; warns when
     id order is not file order (reading in id order is then slow)."""
-    import pyarrow.parquet as pq
-
     rows: list[Row] = []
     for file in split.files:
-        pf = pq.ParquetFile(file)
-        names = pf.schema_arrow.names
-        image = pf.schema_arrow.field("image").type if "image" in names else None
-        if image is None or not hasattr(image, "get_field_index") or image.get_field_index("bytes") < 0:
-            raise ParquetSourceError(f"{file}: no `image` column of {{bytes, path}}: not an imagenet-1k parquet file")
+        pf, table, has_path = _listing(file)
         _check_label_names(pf, file)
-        has_path = image.get_field_index("path") >= 0
-        cols = [c for c, ok in (("image.path", has_path), ("label", "label" in names)) if ok]
-        table = pf.read(columns=cols) if cols else None
+        names = pf.schema_arrow.names
         paths = table.column("image").combine_chunks().field("path").to_pylist() if has_path and table else None
         labels = table.column("label").to_pylist() if table is not None and "label" in names else None
         n = 0
@@ -240,6 +232,34 @@ def list_rows(split: Split) -> list[Row]:
         log.warning("%s: the rows are not in id order (%d steps back): reading in id order rereads row groups, "
                     "expect it to be slow", split.root, back)  # fmt: skip
     return rows
+
+
+def _listing(file: Path) -> tuple[Any, Any, bool]:
+    """A parquet file of the split, its ``image.path`` and ``label`` columns read, and whether it has the paths;
+    a file that is not parquet or not the split's refused in one line naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(file)
+        names = pf.schema_arrow.names
+        image = pf.schema_arrow.field("image").type if "image" in names else None
+        if image is None or not hasattr(image, "get_field_index") or image.get_field_index("bytes") < 0:
+            raise ParquetSourceError(f"{file}: no `image` column of {{bytes, path}}: not an imagenet-1k parquet file")
+        label = pf.schema_arrow.field("label").type if "label" in names else None
+        if label is not None and not (pa.types.is_integer(label) or pa.types.is_null(label)):
+            raise ParquetSourceError(
+                f"{file}: its `label` column holds {label}, not ImageNet class indices (integers 0-999, -1 for "
+                f"none): not an imagenet-1k validation file; {DOWNLOAD_HINT}"
+            )
+        has_path = image.get_field_index("path") >= 0
+        cols = [c for c, ok in (("image.path", has_path), ("label", label is not None)) if ok]
+        return pf, (pf.read(columns=cols) if cols else None), has_path
+    except (pa.ArrowException, OSError) as e:  # (pyarrow's errors are ValueError, OSError, ...: none names the file)
+        raise ParquetSourceError(
+            f"{file} is not a parquet file that can be read ({type(e).__name__}: {e}): it is damaged or cut short; "
+            f"delete {file.resolve()} and download it again: {DOWNLOAD_HINT}"
+        ) from e
 
 
 class _RowGroups:

@@ -59,7 +59,44 @@ def _exclusive(path: Path) -> Iterator[None]:
 def _read(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {"qkdissect_lock": LOCK_SCHEMA, "models": {}}
-    return read_tagged_json(path, "qkdissect_lock", LOCK_SCHEMA, "weights lock")
+    data = read_tagged_json(path, "qkdissect_lock", LOCK_SCHEMA, "weights lock")
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise QKDissectError(
+            f"weights lock {path}: its 'models' is {_a(models)}, not an object of model -> entry: correct it, or "
+            "delete the file (the next resolves pin every model again)"
+        )
+    for model, entry in models.items():
+        wrong = _wrong_entry(entry)
+        if wrong:
+            raise QKDissectError(
+                f"weights lock {path}: entry {model!r}{wrong}: correct the entry or delete it (the next resolve pins "
+                "the model again)"
+            )
+    return {**data, "models": models}
+
+
+def _a(value: Any) -> str:
+    """``a str ('abc')``: a value's type and the value, short."""
+    kind = type(value).__name__
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} ({shown})"
+
+
+def _wrong_entry(entry: Any) -> str | None:
+    """What is wrong with a lock entry's shape ({spec, revision, files: {role: digest}}), or None."""
+    if not isinstance(entry, dict):
+        return f" is {_a(entry)}, not an object with spec, revision and files"
+    for key in ("spec", "revision"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            return f": its {key!r} is {_a(entry[key])}, not a string"
+    files = entry.get("files", {})
+    if not isinstance(files, dict):
+        return f": its 'files' is {_a(files)}, not an object of file role -> digest"
+    for role, digest in files.items():
+        if not isinstance(digest, str):
+            return f": its files.{role} is {_a(digest)}, not a digest (a string)"
+    return None
 
 
 def check_lock(manifest: dict[str, Any], lock: str | Path, *, update: bool = False) -> str:

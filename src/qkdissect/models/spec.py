@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data.files import inside
+from ..errors import QKDissectError
 from ..locations import data_dir
 
-__all__ = ["ModelSpec", "data_dir", "data_path", "local_path", "parse_options"]
+__all__ = ["ModelSpec", "data_dir", "data_path", "known_options", "local_path", "parse_options"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ class ModelSpec:
 #: model options that count something (pixels, heads, blocks): positive integers (with an example each)
 _EXAMPLE = {"img_size": 224, "patch_size": 16, "heads": 12, "num_heads": 12, "depth": 12, "embed_dim": 768}
 COUNT_OPTIONS = frozenset(_EXAMPLE)
+#: the most each counting option may be (and what it counts), far above any published vision transformer: 4096 px a
+#: side (ViTs run at 224 to 1024; at 4096 px and 14 px patches one head's attention logits are 29 GB), 256 blocks
+#: (ViT-22B: 48), a width of 16384 (ViT-22B: 6144) and 1024 heads; a larger value is a typo, and would fail in the
+#: memory allocator with a message that names no option
+OPTION_LIMITS = {"img_size": (4096, "px"), "patch_size": (4096, "px"), "depth": (256, "blocks"),
+                 "embed_dim": (16384, "channels"), "heads": (1024, "heads"), "num_heads": (1024, "heads")}  # fmt: skip
 
 
 def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
@@ -65,8 +72,25 @@ def parse_options(query: str) -> tuple[tuple[str, Any], ...]:
                 continue
         if key in COUNT_OPTIONS and (not isinstance(val, int) or val < 1):
             raise ValueError(f"model option {key}={value!r} must be a positive integer, e.g. ?{key}={_EXAMPLE[key]}")
+        if key in OPTION_LIMITS and val > OPTION_LIMITS[key][0]:
+            limit, unit = OPTION_LIMITS[key]
+            raise ValueError(
+                f"model option {key}={value} is over the limit of {limit} ({unit}): give at most {limit}, "
+                f"e.g. ?{key}={_EXAMPLE[key]}"
+            )
         out.append((key, val))
     return tuple(out)
+
+
+def known_options(what: str, options: tuple[tuple[str, Any], ...], takes: dict[str, Any], why: str = "") -> None:
+    """Refuse an option that the source ``what`` would ignore (``takes``: the ones it reads, with an example
+    value each; ``why``: why it reads no more)."""
+    other = [f"{k}={v}" for k, v in options if k not in takes]
+    if other:
+        reads = ", ".join(f"?{k}={v}" for k, v in takes.items()) if takes else "no model options"
+        raise QKDissectError(
+            f"model option {other[0]} is not known to {what}: it takes {reads}{why}; remove it from the spec"
+        )
 
 
 def local_path(p: str, what: str) -> Path:

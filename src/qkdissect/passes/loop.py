@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..core.device import device_record, resolve_device
 from ..data.dataset import ImageDataset, collate
 from ..data.duplicates import Dedupe, deduplicate
-from ..data.images import ImageSource, Preprocess, default_workers, image_source
+from ..data.images import ImageSource, Preprocess, default_workers, image_source, max_pixels
 from ..data.masks import MaskDataset, MaskedItem
 from ..errors import QKDissectError
 from ..models import (
@@ -87,7 +87,10 @@ def load(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest
 
 
 def load_image_model(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest = None) -> ImageModel:
-    """:func:`load` for passes over images: the model needs a patch grid, and brings its own preprocessing."""
+    """:func:`load` for passes over images: the model needs a patch grid, and brings its own preprocessing. The
+    pixel limit of decoding ($QKDISSECT_MAX_PIXELS) is checked first, before the model loads and in this process
+    (a data loader's worker would report it with its traceback)."""
+    max_pixels()
     m = load(spec, device, model_key, manifest)
     if m.qk.layout.grid is None:
         raise QKDissectError(f"{m.name} has no patch grid: image passes need an image model")

@@ -121,7 +121,20 @@ _SAME_RECORD = ("kind", "parameters", "model", "weights")
 
 
 def _not_images(record: dict[str, Any]) -> list[dict[str, Any]]:
-    return [d for d in record.get("dependencies", []) if d.get("role") != "images"]
+    return _same_input([d for d in record.get("dependencies", []) if d.get("role") != "images"])
+
+
+def _same_input(dependencies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Inputs as the shards of one pass must share them: a file or store by its content (its sha256) where it was
+    recorded, else by its resolved path, never by the path as given (``modes.zarr`` and ``/abs/modes.zarr``, or a
+    link to it, are the same store)."""
+    out = []
+    for d in dependencies:
+        same = {k: v for k, v in d.items() if k != "path"}
+        if d.get("sha256") is None and d.get("path") is not None:
+            same["path"] = str(Path(d["path"]).resolve())
+        out.append(same)
+    return out
 
 
 def _images_dep(record: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +325,7 @@ def check_pass_shards(stores: Sequence[xr.Dataset], paths: Sequence[Path], same_
         keys = sorted(set(ds.attrs) | set(first.attrs))
         diff = [k for k in keys if k not in _OWN_ATTRS and ds.attrs.get(k) != first.attrs.get(k)]
         diff += [f"provenance {k}" for k in ("kind", "parameters", "model", "weights") if rec.get(k) != ref.get(k)]
-        diff += ["inputs"] if rec["dependencies"] != ref["dependencies"] else []
+        diff += ["inputs"] if _same_input(rec["dependencies"]) != _same_input(ref["dependencies"]) else []
         diff += ["code"] if rec["code"].get("source_sha256") != ref["code"].get("source_sha256") else []
         diff += [v for v in same_vars if not np.array_equal(ds[v].values, first[v].values, equal_nan=True)]
         if diff:

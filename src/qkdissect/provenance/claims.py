@@ -8,6 +8,7 @@ anisotropy), ``preference`` (Fig. 2, one mask dataset), ``same_object`` (Fig. 6,
 
 from __future__ import annotations
 
+import difflib
 import html
 import json
 from collections.abc import Mapping, Sequence
@@ -17,11 +18,62 @@ from typing import Any
 import numpy as np
 
 from ..core.claims import Curve, Inputs, Verdict, evaluate
+from ..errors import QKDissectError
 from ..stores import atomic_path, open_store
 from .figures import figure_record
 from .records import tree_sha256
 
 Stores = Mapping[str, Sequence[str | Path]]
+#: the roles of ``stores``, in the order the docstring gives them
+ROLES = ("scores", "projections", "preference", "same_object", "s3")
+_JSON = {dict: "object", list: "array", tuple: "array", str: "string", int: "number", float: "number", bool: "boolean",
+         type(None): "null"}  # fmt: skip
+
+
+def _json_name(value: Any) -> str:
+    return _JSON.get(type(value), type(value).__name__)
+
+
+def _json_kind(value: Any) -> str:
+    name = _json_name(value)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def check_stores(stores: Any, what: str = "stores") -> dict[str, list[str | Path]]:
+    """``stores`` as role -> list of store paths, or an error naming what is wrong (``what``: how the caller
+    calls it, e.g. the option ``--stores``): no object, an unknown role, a role that is not a list (a single
+    string is refused, not taken as a one-element list: it would more often be a mistake than a shortcut), an
+    entry that is not a path, an ``s3`` that is not the encoder's and the predictor's scores."""
+    if not isinstance(stores, Mapping):
+        raise QKDissectError(
+            f"{what} is a JSON {_json_name(stores)}, not an object of role "
+            f"-> list of store paths (roles: {', '.join(ROLES)}), e.g. "
+            '\'{"scores": ["results/scores/m.zarr"], "s3": ["enc.zarr", "pred.zarr"]}\''
+        )
+    out: dict[str, list[str | Path]] = {}
+    for role, paths in stores.items():
+        if role not in ROLES:
+            close = difflib.get_close_matches(str(role), ROLES, n=2, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ";"
+            raise QKDissectError(f"{what}: unknown role {role!r}{hint} The roles: {', '.join(ROLES)}")
+        if isinstance(paths, str | Path):
+            raise QKDissectError(
+                f"{what}: role {role!r} is a string ({str(paths)!r}), not a list of store paths: write "
+                f"{json.dumps([str(paths)])}"
+            )
+        if not isinstance(paths, Sequence):
+            raise QKDissectError(f"{what}: role {role!r} is {_json_kind(paths)}, not a list of store paths")
+        for p in paths:
+            if not isinstance(p, str | Path) or not str(p):
+                held = "null" if p is None else f"{_json_kind(p)} ({json.dumps(p, default=str)})"
+                raise QKDissectError(f"{what}: role {role!r} holds {held}, not a store path")
+        if role == "s3" and len(paths) not in (0, 2):
+            raise QKDissectError(
+                f"{what}: role 's3' holds {len(paths)} store{'s' if len(paths) != 1 else ''}, expected 2: the "
+                "I-JEPA encoder's scores and the predictor's, in that order"
+            )
+        out[role] = list(paths)
+    return out
 
 
 def _depth(n: int) -> np.ndarray:
@@ -107,6 +159,7 @@ def write_claims(stores: Stores, output: str | Path) -> list[Verdict]:
     """Evaluate the claims on ``stores`` and write ``output`` (JSON), the page beside it (``.html``) and the
     provenance sidecar (``.provenance.json``, audited like a figure's). Written atomically."""
     out = Path(output)
+    stores = check_stores(stores)
     verdicts = evaluate(read_inputs(stores))
     paths = [p for ps in stores.values() for p in ps]
     record = figure_record("claims", {"roles": {k: [str(p) for p in v] for k, v in stores.items()}}, paths)

@@ -9,6 +9,7 @@ machine. Adding a source is one new file and its name in ``sources/__init__.py``
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import re
@@ -20,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import CheckpointMismatchError, QKDissectError, WeightsUnavailableError
+from ...errors import CheckpointMismatchError, CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ..digest import sha256_file
+from ..hubcache import download_again
 from ..spec import ModelSpec, data_dir
 
 #: (files, hub revision, origin) of a weights manifest: every file as {role, path, bytes, sha256}
@@ -125,7 +127,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "'weights.pth')\" and point the spec at weights.pth"
         ) from e
     except (OSError, RuntimeError, ValueError, EOFError, KeyError, IndexError, TypeError, SafetensorError) as e:
-        raise CheckpointReadError(path, e) from e  # (a text file renamed .pth fails inside the unpickler)
+        raise CheckpointReadError(path, e, download_again(path)) from e  # (a text file renamed .pth: the unpickler)
     if not isinstance(obj, dict):
         raise CheckpointReadError(path, TypeError(f"it holds a Python {type(obj).__name__}, not a dict of tensors"))
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -144,14 +146,6 @@ def _torch_load(path: Path) -> Any:
         if "mmap" not in str(e):
             raise
         return torch.load(str(path), map_location="cpu", weights_only=True)
-
-
-class CheckpointReadError(QKDissectError, ValueError):
-    def __init__(self, path: Path, err: Exception):
-        super().__init__(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {err}. The file may be truncated or not a "
-            "weights file; download it again and compare its sha256 with the published one."
-        )
 
 
 def load_checkpoint_into(
@@ -181,6 +175,43 @@ def load_checkpoint_into(
     unset = sorted(n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta)
     if unset:
         raise CheckpointMismatchError(str(path), arch, unset, [])
+
+
+_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '([^']+)'")
+_ALLOCATE = re.compile(r"allocate (\d+) bytes")
+
+
+def constructor_options(cls: type) -> list[str]:
+    """The keyword arguments with a default that a class's constructor names (what a spec's ``?KEY=VALUE`` can
+    set; those without one, such as a Hugging Face model's ``config``, the source gives)."""
+    params = inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]
+    return [p.name for p in params if p.default is not p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def option_error(
+    what: str, options: tuple[tuple[str, Any], ...], e: BaseException, find_class: Callable[[str], type | None]
+) -> QKDissectError | None:
+    """An error of building the model ``what`` with the spec's ``options`` as one line naming the options: a
+    constructor that does not know one (``?foo=bar``: the TypeError of an unexpected keyword argument), with what
+    it takes (``find_class`` finds the class named in the TypeError), or a model the options make too big to build
+    (the allocator's error). None for any other error, and for a model built without options."""
+    if not options:
+        return None
+    given = dict(options)
+    m = _UNEXPECTED.search(str(e)) if isinstance(e, TypeError) else None
+    if m and m.group(2) in given:
+        key, cls = m.group(2), find_class(m.group(1))
+        takes = ", ".join(constructor_options(cls)) if cls is not None else "other options"
+        return QKDissectError(
+            f"model option {key}={given[key]} is not known to {what}: {m.group(1)} takes {takes}; "
+            "remove it from the spec, or give one of those"
+        )
+    size = _ALLOCATE.search(str(e)) if isinstance(e, (RuntimeError, MemoryError)) else None
+    if size or isinstance(e, MemoryError):
+        need = f"it would take {int(size.group(1)) / 1e9:,.0f} GB" if size else "it does not fit in memory"
+        query = "&".join(f"{k}={v}" for k, v in options)
+        return QKDissectError(f"cannot build {what} with its options ?{query}: {need}; check the sizes among them")
+    return None
 
 
 def hub_offline() -> bool:

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ...errors import QKDissectError, WeightsUnavailableError
+from ...errors import CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
+from ..hubcache import check_blob, download_again, read_config
 from ..spec import ModelSpec
 from ..weightfile import hf_spec, snapshot_revision
-from .base import LoadedModel, Resolved, Source, file_record, hub_offline, register, sha256_file
+from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register, sha256_file
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
@@ -56,15 +58,24 @@ def cached_hub_file(repo_id: str, filename: str) -> str | None:
 
 
 def load_hf(spec: ModelSpec) -> LoadedModel:
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel
 
     target = str(spec.weights) if spec.weights is not None else spec.name
     if spec.weights is not None and not spec.weights.exists():
         raise WeightsUnavailableError(f"local Hugging Face model directory {spec.weights} does not exist")
+    config_file = _here(spec, "config.json")
+    if config_file is not None:
+        read_config(config_file)  # not JSON: named, not blamed on the hub (transformers says it is not available)
     offline = hub_offline()
     try:
         config = AutoConfig.from_pretrained(target, local_files_only=offline)
         model = AutoModel.from_pretrained(target, config=config, local_files_only=offline, **spec.kwargs)
+    except StrictDataclassError as e:  # a setting of the wrong type (hidden_size: "abc")
+        raise _bad_setting(config_file or Path(target, "config.json"), e) from e
+    except SafetensorError as e:  # a weights file cut short or damaged
+        raise _damaged_weights(spec, e) from e
     except OSError as e:
         raise WeightsUnavailableError(
             f"Hugging Face model {target!r} is not available here"
@@ -73,6 +84,11 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
             "($HF_HOME, default ~/.cache/huggingface) and copy the cache here, or save it with "
             "save_pretrained and pass hf:/path/to/dir."
         ) from e
+    except (TypeError, RuntimeError, MemoryError) as e:  # an option of the spec the model does not take, or too big
+        err = option_error(f"hf:{target}", spec.options, e, _transformers_class)
+        if err is None:
+            raise
+        raise err from e
     wpath = _hf_weights_file(model, target)
     revision = getattr(config, "_commit_hash", None) or snapshot_revision(wpath)
     return LoadedModel(
@@ -83,6 +99,54 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
         revision=revision,
         origin="local directory" if spec.weights is not None else "hugging face hub cache",
     )
+
+
+def _here(spec: ModelSpec, filename: str) -> Path | None:
+    """A file of the model on this machine: in its local directory, or in the hub cache (never downloads)."""
+    if spec.weights is not None:
+        return spec.weights / filename if (spec.weights / filename).is_file() else None
+    try:
+        hit = cached_hub_file(spec.name, filename)
+    except ValueError:  # not a hub id: transformers says so
+        return None
+    return Path(hit) if hit else None
+
+
+def _bad_setting(config: Path, e: Exception) -> QKDissectError:
+    """huggingface_hub's validation of a configuration (``Validation error for field 'x':\n TypeError: Field 'x'
+    expected int, got str (value: 'abc')``) as one line naming the file and the setting."""
+    field = re.search(r"field '([^']+)'", str(e))
+    cause = str(e.__cause__ or e).strip()
+    if field:
+        cause = re.sub(rf"^Field '{re.escape(field.group(1))}'\s*", "", cause)
+    what = f"field '{field.group(1)}': " if field else ""
+    fix = download_again(config) or "save the model again (save_pretrained)"
+    return QKDissectError(f"{config}: {what}{' '.join(cause.split())}: correct it, or {fix}")
+
+
+def _damaged_weights(spec: ModelSpec, e: Exception) -> CheckpointReadError:
+    """The weights file that safetensors cannot read (transformers does not name it): the first of the model's
+    folder that fails to open."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = _here(spec, "model.safetensors") or _here(spec, "config.json")
+    folder = weights.parent if weights is not None else Path(str(spec.weights or spec.name))
+    for f in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            safe_open(str(f), framework="numpy")
+        except SafetensorError as err:
+            return CheckpointReadError(f, err, download_again(f))
+    return CheckpointReadError(folder, e, download_again(folder / "model.safetensors"))
+
+
+def _transformers_class(name: str) -> type | None:
+    import transformers
+
+    try:
+        found = getattr(transformers, name, None)
+    except Exception:  # (a class whose optional dependencies are missing)
+        return None
+    return found if isinstance(found, type) else None
 
 
 def _hf_weights_file(model: nn.Module, target: str) -> Path | None:
@@ -130,12 +194,12 @@ def resolve_hub(repo_id: str, weight_files: tuple[str, ...], what: str) -> tuple
         for fname in EXTRA_FILES:
             got = _hub_file(repo_id, fname)
             if got:
-                files.append(file_record(Path(got), fname))
+                files.append(_cache_record(Path(got), fname))
                 revision = revision or snapshot_revision(got)
         for fname in weight_files:
             got = _hub_file(repo_id, fname)
             if got:
-                files.append(file_record(Path(got), "weights"))
+                files.append(_cache_record(Path(got), "weights"))
                 return files, revision or snapshot_revision(got)
     except QKDissectError:
         raise
@@ -149,6 +213,16 @@ def resolve_hub(repo_id: str, weight_files: tuple[str, ...], what: str) -> tuple
         + ("in the Hugging Face cache and HF_HUB_OFFLINE is set." if hub_offline() else "on the hub.")
         + _HUB_ADVICE.format(repo=repo_id)
     )
+
+
+def _cache_record(path: Path, role: str) -> dict[str, Any]:
+    """The manifest's entry of a hub cache file, whose content must be what the cache's name for it says (and a
+    config.json must be JSON)."""
+    rec = file_record(path, role)
+    check_blob(path, rec["sha256"])
+    if path.name == "config.json":
+        read_config(path)
+    return rec
 
 
 _HUB_ADVICE = (

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointMismatchError
-from ..spec import ModelSpec, data_path
+from ..spec import ModelSpec, data_path, known_options
 from .base import (
     CheckpointReadError,
     LoadedModel,
@@ -33,6 +33,7 @@ WHERE = "https://github.com/facebookresearch/ijepa (README, checkpoints)"
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
+    known_options("ijepa", options, {"heads": 16}, " (the rest of the architecture is read from the checkpoint)")
     p = data_path(rest, "ijepa checkpoint")
     return ModelSpec("ijepa", p.name, p, part or "encoder", options)
 

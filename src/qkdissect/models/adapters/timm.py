@@ -58,8 +58,9 @@ def adapt_timm(model: Any, model_id: str) -> QKWeights:
     notes = []
     if getattr(model, "rope", None) is not None:
         notes.append(
-            "rotary position embedding: q and k are rotated by position after projection; the modes "
-            "describe the content (position-free) part of the interaction"
+            "rotary position embedding: q and k are rotated by position after projection, so the interaction "
+            "depends on the offset between the two tokens; these modes are W_q^T W_k, its value at offset 0 (two "
+            "tokens at the same position) only"
         )
     if cls == "Beit" or getattr(model, "rel_pos_bias", None) is not None:
         notes.append("relative position bias is added to the logits; it does not depend on token content")

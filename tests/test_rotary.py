@@ -51,15 +51,28 @@ def captured_qk(model: Any) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tens
         model.set_attn_implementation(before)
 
 
-def norm_outputs(model: Any, ids: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, tuple]]:
-    """The tokens W_q and W_k see in each layer (the output of its input norm), and the model's q and k."""
+def norm_outputs(model: Any, ids: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, tuple], dict]:
+    """The tokens W_q and W_k see in each layer (the attention's input: its norm's output, or the residual stream
+    of a post-norm block as OLMo 2's), the model's q and k as its attention gets them, and its q and k
+    projections before any norm (for QK-norm's per-pair factor)."""
     qkw = adapt(model)
     xs: dict[int, torch.Tensor] = {}
-    hooks = [
-        layer.norm.register_forward_hook(lambda _m, _i, out, i=i: xs.__setitem__(i, out.detach()[0].double()))
-        for i, layer in enumerate(qkw.layers)
-        if layer.norm is not None
-    ]
+    proj: dict[tuple[int, str], torch.Tensor] = {}
+
+    def keep(key: Any, store: dict) -> Any:
+        return lambda _m, _i, out: store.__setitem__(key, out.detach()[0].double())
+
+    def seen(i: int) -> Any:  # the attention's input: the tokens its q and k projections read
+        def hook(_m: Any, args: tuple, kwargs: dict) -> None:
+            xs[i] = (args[0] if args else kwargs["hidden_states"]).detach()[0].double()
+
+        return hook
+
+    hooks = []
+    for i, layer in enumerate(qkw.layers):
+        hooks.append(layer.attention.register_forward_pre_hook(seen(i), with_kwargs=True))
+        for side in ("q_proj", "k_proj"):
+            hooks.append(getattr(layer.attention, side).register_forward_hook(keep((i, side), proj)))
     try:
         with captured_qk(model) as got, torch.no_grad():
             model(input_ids=ids)
@@ -67,7 +80,26 @@ def norm_outputs(model: Any, ids: torch.Tensor) -> tuple[dict[int, torch.Tensor]
         for h in hooks:
             h.remove()
     assert len(xs) == len(got) == qkw.n_layers
-    return xs, got
+    return xs, got, proj
+
+
+def qk_norm_factor(model: Any, proj: dict, kv_heads: list[int]) -> np.ndarray:
+    """(layer, head, query, key) rms(q_i) rms(k_j) of the model's own projections, with its norms' eps: the
+    factor QK-norm divides each logit by."""
+    qkw = adapt(model)
+    out = []
+    for i, layer in enumerate(qkw.layers):
+        rms = {}
+        for side, norm in (("q_proj", layer.attention.q_norm), ("k_proj", layer.attention.k_norm)):
+            x = proj[(i, side)]  # (T, heads * d_head)
+            eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 0.0)))
+            by_head = x.reshape(x.shape[0], -1, qkw.d_head)
+            per_head = qkw.qk_norm["over"][side[0]] == "head"
+            r = by_head.pow(2).mean(-1) if per_head else x.pow(2).mean(-1, keepdim=True).expand(-1, by_head.shape[1])
+            rms[side] = (r + eps).sqrt().T.numpy()  # (heads, T)
+        k = rms["k_proj"][kv_heads]
+        out.append(rms["q_proj"][:, :, None] * k[:, None, :])
+    return np.stack(out)
 
 
 def model_logits(got: dict[int, tuple], kv_heads: list[int]) -> np.ndarray:
@@ -110,10 +142,12 @@ def assert_reconstructs(model: Any, ids: torch.Tensor) -> float:
     """Every pair of tokens, every head and layer: the modes' logits equal the model's own; returns the worst
     relative error (to the largest logit of its head)."""
     model = model.double().eval()
-    xs, got = norm_outputs(model, ids)
+    xs, got, proj = norm_outputs(model, ids)
     qkw = adapt(model)
     kv = qkw.kv_heads or list(range(qkw.n_heads))
     want = model_logits(got, kv)
+    if qkw.qk_norm is not None:  # the modes give the logit times the per-pair factor the store records
+        want = want * qk_norm_factor(model, proj, kv)
     have = reconstructed(model, xs, ids.shape[1])
     scale = np.abs(want).max(axis=(2, 3), keepdims=True)
     err = float((np.abs(have - want) / scale).max())
@@ -188,13 +222,28 @@ def test_stand_ins_of_rotary_families_reconstruct_their_logits(model_type: str, 
     assert_reconstructs(model, torch.randint(0, 97, (1, T), generator=torch.Generator().manual_seed(1)))
 
 
-def test_qk_norm_and_unchecked_rotary_families_are_refused() -> None:
-    qwen3 = _stand_in("qwen3", hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
-    with pytest.raises(UnsupportedModelError, match="normalises q and k per head"):
-        adapt(qwen3)
+@pytest.mark.parametrize(
+    ("model_type", "over"),
+    [("qwen3", "head"), ("olmo2", "all heads")],  # Qwen3: an RMS norm per head; OLMo 2: over all heads at once
+)
+def test_qk_norm_gains_are_in_the_modes_and_the_factor_is_recorded(model_type: str, over: str) -> None:
+    model = _stand_in(model_type, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                      intermediate_size=64)  # fmt: skip
+    qkw = adapt(model)
+    assert qkw.qk_norm is not None and qkw.qk_norm["over"] == {"q": over, "k": over}
+    assert_reconstructs(model, torch.randint(0, 97, (1, T), generator=torch.Generator().manual_seed(2)))
+    ds = qk.modes(model, device="cpu")
+    assert ds.attrs["qk_norm"]["kind"] == "rms" and any("QK-norm" in n for n in ds.attrs["notes"])
+
+
+def test_unchecked_attention_is_refused_in_one_line() -> None:
+    gemma3 = _stand_in("gemma3_text", hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                       intermediate_size=64)  # fmt: skip
+    with pytest.raises(UnsupportedModelError, match="gemma3_text rotates q and k by position"):
+        adapt(gemma3)  # local and global rotary embeddings: not checked
     phi3 = _stand_in("phi3", hidden_size=64, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64)
     with pytest.raises(UnsupportedModelError):
-        adapt(phi3)  # fused qkv_proj: no q/k projections to read, or an unchecked rotary family
+        adapt(phi3)  # fused qkv_proj: no q and k projections to read
 
 
 def test_an_offset_for_a_model_without_rotary_embedding_is_refused(tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ class QKWeights:
     kv_heads: list[int] | None = None
     #: rotary position embedding applied to q and k after their projections (None: none)
     rotary: Rotary | None = None
+    #: QK-norm (gains folded into ``w_q``, ``w_k``): what the store records of the per-pair factor (None: none)
+    qk_norm: dict[str, Any] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -88,6 +90,8 @@ class QKWeights:
             out["kv_heads"] = list(self.kv_heads)
         if self.rotary is not None:
             out["rotary"] = self.rotary.describe()
+        if self.qk_norm is not None:
+            out["qk_norm"] = self.qk_norm
         return out
 
 

@@ -139,16 +139,17 @@ def _modes_of_model(
 
 
 def _rotary_attrs(qk: Any, offset: int | None) -> dict[str, Any]:
-    """What a modes store says of a rotary model: the offset of its modes and the rotary layout; an offset for a
-    model without one is refused."""
+    """What a modes store says of a rotary model (the offset of its modes and the rotary layout) and of a QK-norm
+    one (the per-pair factor); an offset for a model without rotary embedding is refused."""
+    norm = {"qk_norm": qk.qk_norm} if qk.qk_norm is not None else {}
     if qk.rotary is None:
         if offset:
             raise QKDissectError(
                 f"{qk.model_id} has no rotary position embedding: its query-key interaction is the same at every "
                 "offset; leave --offset out"
             )
-        return {}
-    return {"offset": int(offset or 0), "rotary": qk.rotary.describe()}
+        return norm
+    return {"offset": int(offset or 0), "rotary": qk.rotary.describe(), **norm}
 
 
 def _parameters(dtype: DType, device: str, block_rtol: float, folding: Folding) -> dict[str, Any]:

@@ -5,12 +5,15 @@ holds W_q, W_k, W_v side by side, and Llama-style decoders (Llama, Mistral, Qwen
 embeddings (:mod:`qkdissect.core.rotary`) and grouped-query heads, each query head paired with its key-value head
 as the model's ``repeat_kv`` pairs them (query head h reads key head h // (heads / key heads)).
 
-A model whose attention these cannot write exactly as ``(W_q x_i + b_q)^T R (W_k x_j + b_k)`` is refused in one
-line: q and k normalised per head (QK-norm: Qwen3, Gemma 3, OLMo 2), rotary embeddings of other layouts or with
-a scaling of q and k (YaRN, LongRoPE) or one that changes with the sequence length (dynamic NTK)."""
+QK-norm (Qwen3, OLMo 2: q and k normalised by RMS norms with learned gains) is written as the gains folded into
+W_q and W_k, and a positive factor per pair of tokens that the store records. A model whose attention these
+cannot write exactly as ``(W_q x_i + b_q)^T R (W_k x_j + b_k)`` (times that factor) is refused in one line: a
+LayerNorm on q and k, rotary embeddings of other families or layouts (Gemma 3's local and global ones), with a
+scaling of q and k (YaRN, LongRoPE) or one that changes with the sequence length (dynamic NTK)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -30,7 +33,7 @@ _HF_K = ("k_proj", "key")
 _HF_NORM = ("layernorm_before", "norm1", "layer_norm1", "input_layernorm")
 #: decoders whose rotary embedding is transformers' rotate-half RoPE of the whole head, checked against the model's
 #: own attention logits (tests): model_type -> the family's name
-ROTARY_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
+ROTARY_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "olmo2": "OLMo 2"}
 #: rope types whose inv_freq is fixed once built and whose cos/sin are not scaled
 _STATIC_ROPE = ("default", "linear", "llama3")
 
@@ -65,11 +68,11 @@ def _find_child(module: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
 
 
 def _hf_layer(layer: nn.Module, n_heads: int, kv_heads: list[int]) -> AttentionLayer:
-    """One layer's per-head W_q, W_k (each query head with its key-value head's W_k) and biases."""
+    """One layer's per-head W_q, W_k (each query head with its key-value head's W_k) and biases; with QK-norm,
+    its gains folded in (diag(g_q) W_q, diag(g_k) W_k)."""
     attn = _hf_attention(layer)
     if attn is None:
         raise UnsupportedModelError(f"no query/key projections (q_proj/k_proj or query/key) in {type(layer).__name__}")
-    _refuse_qk_norm(attn)
     q = _find_child(attn, _HF_Q)
     k = _find_child(attn, _HF_K)
     assert isinstance(q, nn.Linear) and isinstance(k, nn.Linear)
@@ -80,26 +83,72 @@ def _hf_layer(layer: nn.Module, n_heads: int, kv_heads: list[int]) -> AttentionL
         raise UnsupportedModelError(
             f"query heads of {d_head} dims but key heads of {w_k.shape[1]} in {type(attn).__name__}"
         )
+    b_q, b_k = head_bias(q.bias, n_heads, d_head, w_q), head_bias(k.bias, n_kv, d_head, w_q)
+    gains = qk_norm_gains(attn, n_heads, n_kv, d_head)
+    if gains is not None:
+        (g_q, g_k), _ = gains
+        w_q, b_q = g_q[:, :, None] * w_q, g_q * b_q
+        w_k, b_k = g_k[:, :, None] * w_k, g_k * b_k
     scale = getattr(attn, "scaling", None) or getattr(attn, "scale", None) or d_head**-0.5
     index = torch.as_tensor(kv_heads)
     return AttentionLayer(
         w_q=w_q,
         w_k=w_k[index],
-        b_q=head_bias(q.bias, n_heads, d_head, w_q),
-        b_k=head_bias(k.bias, n_kv, d_head, w_q)[index],
+        b_q=b_q,
+        b_k=b_k[index],
         scale=float(scale),
         norm=_find_child(layer, _HF_NORM),
         attention=attn,
     )
 
 
-def _refuse_qk_norm(attn: nn.Module) -> None:
-    for name in ("q_norm", "k_norm", "q_layernorm", "k_layernorm"):
+def qk_norm_gains(
+    attn: nn.Module, n_heads: int, n_kv: int, d_head: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, Any]] | None:
+    """QK-norm (q and k normalised by an RMS norm with learned gains before the rotation and the dot product):
+    the gains per head, (head, d_head) for q and (key head, d_head) for k, and what the store records; None
+    without it. Each norm is probed (its output on constant and random vectors, float64): one that is not
+    ``g * x / rms(x)`` (a LayerNorm's centring and beta) is refused in one line."""
+    for name in ("q_layernorm", "k_layernorm"):
         if getattr(attn, name, None) is not None:
+            raise UnsupportedModelError(f"{type(attn).__name__}.{name}: a LayerNorm on q and k is not supported yet")
+    q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+    if q_norm is None and k_norm is None:
+        return None
+    if q_norm is None or k_norm is None:
+        raise UnsupportedModelError(f"{type(attn).__name__} normalises only one of q and k: not supported")
+    (g_q, over_q), (g_k, over_k) = _rms_gains(q_norm, n_heads, d_head), _rms_gains(k_norm, n_kv, d_head)
+    record = {
+        "kind": "rms",
+        "over": {"q": over_q, "k": over_k},
+        "factor": "the logit of tokens i, j is the modes' times 1 / (rms(W_q x_i + b_q) rms(W_k x_j + b_k)) (rms over "
+        "the head's dimensions, or over all heads' where 'over' says so; the norms' eps inside): a positive factor "
+        "of each pair, which the softmax sees and the modes do not",
+    }
+    return (g_q, g_k), record
+
+
+def _rms_gains(norm: nn.Module, heads: int, d_head: int) -> tuple[torch.Tensor, str]:
+    """(heads, d_head) gains of an RMS norm over one head (``head``) or over all heads at once (``all heads``)."""
+    weight = getattr(norm, "weight", None)
+    size = int(weight.numel()) if isinstance(weight, torch.Tensor) else -1
+    if size not in (d_head, heads * d_head):
+        raise UnsupportedModelError(f"QK-norm {type(norm).__name__} of size {size}: neither a head ({d_head}) nor all")
+    probe = copy.deepcopy(norm).double().eval()
+    with torch.no_grad():
+        big = 1e4  # rms(x) = sqrt(mean x^2 + eps): eps / (2 big^2) off, below 1e-12
+        gains = probe(torch.full((1, size), big, dtype=torch.float64))[0]
+        x = torch.randn(3, size, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * big + big / 2
+        want = gains * x / x.pow(2).mean(-1, keepdim=True).sqrt()
+        if not torch.allclose(probe(x), want, rtol=1e-5, atol=0):  # (some norms compute in float32)
             raise UnsupportedModelError(
-                f"{type(attn).__name__} normalises q and k per head ({name}, QK-norm): the attention logit is "
-                "not (W_q x_i)^T (W_k x_j), and qkdissect does not decompose it yet; use a model without QK-norm"
+                f"QK-norm {type(norm).__name__} is not an RMS norm with gains (g x / rms(x)): a LayerNorm's centring "
+                "and beta are not decomposed yet"
             )
+    gains = gains.to(torch.float32 if weight is None else weight.dtype)
+    if size == d_head:
+        return gains.expand(heads, d_head).clone(), "head"
+    return gains.reshape(heads, d_head).clone(), "all heads"
 
 
 def _kv_heads(cfg: Any, n_heads: int) -> list[int]:
@@ -215,13 +264,24 @@ def adapt_hf(model: Any, model_id: str) -> QKWeights:
     layout = _text_layout(_causal(model, cfg)) if is_text else _hf_layout(model)
     rotary = _rotary(model, cfg, int(layers[0].w_q.shape[1]))
     grouped = kv_heads if len(set(kv_heads)) < n_heads else None
-    return QKWeights(model_id, f"hf-{cfg.model_type}", layers, layout, _notes(rotary, kv_heads), model, grouped, rotary)
+    d_head = int(layers[0].w_q.shape[1])
+    norm = qk_norm_gains(layers[0].attention, n_heads, max(kv_heads) + 1, d_head)
+    qk_norm = norm[1] if norm is not None else None
+    notes = _notes(rotary, kv_heads) + ([QK_NORM_NOTE] if qk_norm else [])
+    return QKWeights(model_id, f"hf-{cfg.model_type}", layers, layout, notes, model, grouped, rotary, qk_norm)
 
 
 def _causal(model: nn.Module, cfg: Any) -> bool:
     """A decoder: BERT-style configs say so (is_decoder), Llama-style models are decoders by their kind."""
     decoder = cfg.to_dict().get("is_decoder", False)
     return bool(decoder) or str(cfg.model_type) in ROTARY_FAMILIES or type(model).__name__.endswith("ForCausalLM")
+
+
+QK_NORM_NOTE = (
+    "QK-norm: q and k are normalised by RMS norms with learned gains before the dot product; the modes are those "
+    "of W_q^T diag(g_q) R diag(g_k) W_k, and each pair's logit also carries a positive factor "
+    "1 / (rms(q_i) rms(k_j)) (attrs.qk_norm)"
+)
 
 
 def _notes(rotary: Rotary | None, kv_heads: list[int]) -> list[str]:

@@ -1,5 +1,5 @@
 """qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
-store: modes, scores, project, merge-shards, project-text, logits, preference, same-object, maps, atlas-maps. A
+store: modes, offsets, scores, project, merge-shards, project-text, logits, preference, same-object, maps, atlas-maps. A
 figure: plot-layers. A results folder: atlas, audit, crate, claims. The workflow: run, Snakemake with its config
 files checked. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
 
@@ -99,6 +99,22 @@ def _cmd_modes(args: argparse.Namespace) -> int:
             f"{model}: {ds.sizes['layer']} layers x {ds.sizes['head']} heads x {ds.sizes['mode']} "
             f"modes (d={ds.sizes['dim']}) -> {out}"
         )
+    return 0
+
+
+def _cmd_offsets(args: argparse.Namespace) -> int:
+    from .passes.offsets import compute_offsets, parse_offsets
+
+    ds = compute_offsets(
+        args.model, parse_offsets(args.offsets), args.output, device=args.device, model_key=args.name or args.model,
+        manifest=args.manifest, progress=not args.quiet,
+    )  # fmt: skip
+    if not args.quiet:
+        for d in ds.offset.values[: min(8, ds.sizes["offset"])]:
+            w = ds.layer_weighted.sel(offset=d).values
+            print(f"offset {int(d):5d}  weighted cosine per layer " + " ".join(f"{x:+.3f}" for x in w))
+    n = ds.sizes["offset"]
+    print(f"{ds.sizes['layer']} layers x {ds.sizes['head']} heads at {n} offsets -> {args.output}")
     return 0
 
 
@@ -498,6 +514,23 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(mo)
     mo.set_defaults(func=_cmd_modes)
 
+    of = sub.add_parser(
+        "offsets",
+        help="rotary (RoPE) models: singular values and cosines of W_q^T R(-d) W_k at many offsets d -> Zarr store",
+    )
+    of.add_argument("model", help="known model name or spec of a rotary model")
+    of.add_argument(
+        "--offsets",
+        required=True,
+        metavar="N|A:B",
+        help="N: offsets 0..N-1 (the query's position minus the key's: a decoder's query and the N keys up to it); "
+        "A:B: offsets A..B-1",
+    )
+    of.add_argument("-o", "--output", required=True, help="offsets store (.zarr)")
+    add_option(of, "device")
+    _model_options(of)
+    of.set_defaults(func=_cmd_offsets)
+
     pj = sub.add_parser(
         "project", help="project image tokens onto every mode: per-image max/min maps, top-k images, anisotropy"
     )
@@ -750,6 +783,7 @@ def _check_models(args: argparse.Namespace) -> None:
 WRITES = {
     "modes": "a modes store",
     "scores": "a scores store",
+    "offsets": "an offsets store",
     "project": "a projections store",
     "project-text": "a text-projections store",
     "logits": "a logits store",

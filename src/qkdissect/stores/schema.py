@@ -61,6 +61,7 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "layer": ("layer", ""),
     "head": ("head", ""),
     "kv_head": ("key-value head of the query head (grouped-query attention)", ""),
+    "offset": ("offset d: query position minus key position", ""),
     "mode": ("mode (descending singular value)", ""),
     "dim": ("residual-stream dimension", ""),
     "depth": ("normalised depth l / (L - 1)", "1"),
@@ -230,6 +231,30 @@ def modes_dataset(
         ),
     }
     return dataset("modes", variables, coords, {"conventions": CONVENTIONS, **attrs})
+
+
+def offsets_dataset(
+    s: np.ndarray, cos: np.ndarray, head: np.ndarray, offsets: Sequence[int], attrs: Mapping[str, Any],
+    kv_heads: Sequence[int] | None,
+) -> xr.Dataset:  # fmt: skip
+    """A rotary model's interaction at many offsets: ``s``, ``cos`` (layer, head, offset, mode) of W_q^T R(-d) W_k
+    (:mod:`qkdissect.core.offsets`), with each head's singular-value-weighted cosine per offset (``head``) and its
+    mean over the heads of a layer."""
+    n_layers, n_heads, _, n_modes = s.shape
+    dims = ("layer", "head", "offset", "mode")
+    variables: dict[str, Var] = {
+        "S": (dims, s, "singular values of W_q^T R(-d) W_k at each offset d, descending"),
+        "cosine": (dims, cos, "u_n . v_n of the modes at each offset"),
+        "head_weighted": (("layer", "head", "offset"), head, "singular-value-weighted mean of per-mode cosines"),
+        "layer_weighted": (("layer", "offset"), head.mean(axis=1), "mean over heads of head_weighted"),
+    }
+    coords: dict[str, Any] = {
+        **layer_coords(n_layers), "head": np.arange(n_heads), "offset": np.asarray(offsets, dtype=np.int64),
+        "mode": np.arange(n_modes),
+    }  # fmt: skip
+    if kv_heads is not None:
+        coords["kv_head"] = ("head", np.asarray(kv_heads, dtype=np.int64))
+    return dataset("offsets", variables, coords, attrs)
 
 
 def scores_dataset(r: Any, coords: Mapping[str, Any], released_code: bool, attrs: Mapping[str, Any]) -> xr.Dataset:

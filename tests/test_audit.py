@@ -95,8 +95,9 @@ def test_a_fresh_run_audits_clean(run: dict[str, Path]) -> None:
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
     kinds = {e["kind"] for e in entries.values()}
     assert {"weights manifest", "modes/v1", "scores/v1", "projections/v1", "figure", "atlas/v1", "atlas"} <= kinds
-    # manifests, modes, scores, projections, figures, the claims page, the atlas maps store, the mode atlas
-    assert len(entries) == 2 + 2 + 2 + 1 + 3 + 1 + 2
+    # manifests, modes, scores, projections, figures, the claims page, the atlas maps store, the mode atlas, and the
+    # RO-Crate (the run's config and workflow it lists; the executed notebooks are checked with their figures)
+    assert len(entries) == 2 + 2 + 2 + 1 + 3 + 1 + 2 + 1
     assert entries[next(iter(CLAIMS))]["status"] == "ok"
     # a store holds its own files only (the workflow removed Snakemake's markers) and opens as xarray users open it
     stores = sorted((run["work"] / "results").glob("**/*.zarr"))
@@ -434,7 +435,7 @@ def test_results_behind_a_link_and_an_empty_folder(run: dict[str, Path], tmp_pat
         results.unlink()
         elsewhere.rename(results)
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
-    assert len(entries) == 13
+    assert len(entries) == 14
     parts = ids(next(e for e in json.loads(crate)["@graph"] if e["@id"] == "./")["hasPart"])
     assert f"modes/{A}.zarr/" in parts and all((results / p).exists() for p in parts)  # ids inside the crate
     assert str(tmp_path) not in crate and str(run["work"]) not in crate
@@ -484,7 +485,10 @@ def test_the_workflow_reruns_what_the_audit_flags(run: dict[str, Path], tmp_path
     with moved_away(run["work"] / f"results/scores/{A}.zarr"):
         _, entries = audit(run["work"] / "results")
         rerun = planned(run)
-    assert not_ok(entries) == FIG3 | S4 | CLAIMS | ATLAS_PAGE  # made from the store that is gone
+    # made from the store that is gone; and the RO-Crate, which lists it
+    assert not_ok(entries) == FIG3 | S4 | CLAIMS | ATLAS_PAGE | {"ro-crate-metadata.json"}
+    (gone,) = entries["ro-crate-metadata.json"]["findings"]
+    assert gone == {"status": "missing-input", "message": f"scores/{A}.zarr/, listed in the crate, is gone"}
     assert artefacts(rerun) == {f"results/scores/{A}.zarr"} | {"results/" + p for p in FIG3 | S4 | CLAIMS | ATLAS_PAGE}
 
 
@@ -509,3 +513,86 @@ def test_a_figure_option_or_a_models_style_changed_in_the_config_redraws_the_fig
     with tampered(run["config"], edit("models", lambda m: m[A].__setitem__("color", "tab:green"))):
         rerun = planned(run)
     assert artefacts(rerun) == {"results/" + p for p in FIG3 | S4}
+
+
+# ----------------------------------------------------------------------------------------- integrity (issue 26)
+@contextmanager
+def times_kept(*paths: Path) -> Iterator[None]:
+    """Put back the access and modification times of files or folders after the block (the workflow sets a changed
+    artefact's time back; a folder's time changes with a file made in it): as they were, for the tests that follow."""
+    was = {p: p.stat() for p in paths}
+    try:
+        yield
+    finally:
+        for p, st in was.items():
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@contextmanager
+def in_place(path: Path, change: Any) -> Iterator[None]:
+    """Change a file in place for the duration of the block (no backup beside it, which a store would count as a
+    file added to it), then write its original bytes back."""
+    original = path.read_bytes()
+    try:
+        change(path)
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+def test_an_edited_executed_notebook_is_flagged_and_drawn_again(run: dict[str, Path]) -> None:
+    """Item 11: results/notebooks/*.ipynb is in the RO-Crate with its sha256, but the audit never checked it."""
+    results = run["work"] / "results"
+    nb = results / "notebooks/s4_anisotropy.ipynb"
+    sidecar = results / "figures/s4_anisotropy.provenance.json"
+
+    def edit(p: Path) -> None:
+        data = json.loads(p.read_text())
+        data["cells"][-1].setdefault("outputs", []).append({"output_type": "stream", "name": "stdout", "text": "x"})
+        p.write_text(json.dumps(data))
+
+    with times_kept(sidecar), in_place(nb, edit):
+        status, entries = audit(results)
+    assert status == 1 and not_ok(entries) == S4
+    (finding,) = entries[next(iter(S4))]["findings"]
+    assert finding["status"] == "modified"
+    assert finding["message"].startswith("its executed notebook notebooks/s4_anisotropy.ipynb was changed after")
+    with moved_away(nb):
+        _, entries = audit(results)
+    assert entries[next(iter(S4))]["status"] == "missing-input"
+    # the run's config copied into the crate is listed with its sha256 too
+    copied = results / "run/config/config.yaml"
+    with tampered(copied, lambda p: p.write_text(p.read_text() + "# edited\n")):
+        status, entries = audit(results)
+    assert status == 1 and not_ok(entries) == {"ro-crate-metadata.json"}
+    assert entries["ro-crate-metadata.json"]["findings"][0]["message"].startswith(
+        "run/config/config.yaml was changed after the crate was written"
+    )
+
+
+def test_an_unknown_store_or_notebook_in_the_results_is_reported(run: dict[str, Path]) -> None:
+    """From the issue's list: a `.zarr` in results/modes/ that no qkdissect command wrote was skipped in silence."""
+    results = run["work"] / "results"
+    v3, v2, nb = results / "modes/stray.zarr", results / "modes/old.zarr", results / "notebooks/extra.ipynb"
+    with (
+        times_kept(results / "modes", results / "notebooks"),
+        in_place(results / "ro-crate-metadata.json", lambda p: None),
+    ):
+        v3.mkdir()
+        (v3 / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+        v2.mkdir()
+        (v2 / ".zgroup").write_text('{"zarr_format": 2}')
+        nb.write_text("{}")
+        try:
+            status, entries = audit(results)
+            crate = json.loads(write_crate(results).read_text())
+        finally:
+            shutil.rmtree(v3), shutil.rmtree(v2), nb.unlink()
+    assert status == 1 and not_ok(entries) == {"modes/stray.zarr", "modes/old.zarr", "notebooks/extra.ipynb"}
+    assert {entries[p]["status"] for p in not_ok(entries)} == {"unknown"}
+    assert entries["modes/stray.zarr"]["kind"] == "unknown store"
+    (finding,) = entries["modes/stray.zarr"]["findings"]
+    assert finding["message"].startswith("a Zarr store without qkdissect's schema attribute: no qkdissect command")
+    assert entries["modes/old.zarr"]["findings"][0]["message"].startswith("a Zarr v2 store")
+    assert "delete it" in entries["notebooks/extra.ipynb"]["findings"][0]["message"]
+    assert not [e for e in crate["@graph"] if "stray" in e["@id"] or "old.zarr" in e["@id"]]  # not results

@@ -596,3 +596,47 @@ def test_an_unknown_store_or_notebook_in_the_results_is_reported(run: dict[str, 
     assert entries["modes/old.zarr"]["findings"][0]["message"].startswith("a Zarr v2 store")
     assert "delete it" in entries["notebooks/extra.ipynb"]["findings"][0]["message"]
     assert not [e for e in crate["@graph"] if "stray" in e["@id"] or "old.zarr" in e["@id"]]  # not results
+
+
+def test_config_and_notebook_are_recorded_from_the_workflows_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 12: a config file and a notebook were recorded by absolute path: a checkout moved with its results had
+    them "gone"; results copied into another checkout were checked against the first checkout's notebook."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qkdissect.provenance.audit import audit as audit_api
+    from qkdissect.provenance.figures import figure_record, save_figure
+    from qkdissect.provenance.records import CONFIG_FILES_ENV, CONFIG_KEYS_ENV
+
+    def checkout(where: Path, cells: str) -> Path:
+        (where / "notebooks").mkdir(parents=True)
+        (where / "notebooks/f.ipynb").write_text(json.dumps({"cells": [cells]}))
+        (where / "config").mkdir()
+        (where / "config/config.yaml").write_text("figures: {f: [m]}\n")
+        return where
+
+    first = checkout(tmp_path / "first", "plot")
+    monkeypatch.chdir(first)
+    monkeypatch.setenv(CONFIG_FILES_ENV, str(first / "config/config.yaml"))
+    monkeypatch.setenv(CONFIG_KEYS_ENV, '[["figures", "f"]]')
+    record = figure_record("f", {}, [], notebook=first / "notebooks/f.ipynb")
+    fig = plt.figure()
+    save_figure(fig, first / "results/figures/f.png", provenance=record)
+    assert record["notebook"]["path"] == "notebooks/f.ipynb"
+    assert record["config"]["files"][0]["path"] == "config/config.yaml"
+    monkeypatch.chdir(tmp_path)
+
+    moved = first.rename(tmp_path / "moved")
+    assert [a.status for a in audit_api(moved / "results", allow_dirty=True)] == ["ok"]
+
+    other = checkout(tmp_path / "other", "another plot")
+    (other / "config/config.yaml").write_text("figures: {f: [n]}\n")
+    shutil.copytree(moved / "results", other / "results")
+    (art,) = audit_api(other / "results", allow_dirty=True)
+    messages = [f.message for f in art.findings]
+    assert art.status == "changed-input" and any(m.startswith("notebook notebooks/f.ipynb: sha256") for m in messages)
+    assert 'config figures/f changed: ["m"] -> ["n"]' in messages

@@ -540,6 +540,77 @@ def in_place(path: Path, change: Any) -> Iterator[None]:
         path.write_bytes(original)
 
 
+def dry_run(run: dict[str, Path]) -> tuple[set[str], str]:
+    """The artefacts `snakemake -n` would make again now, and its stderr."""
+    r = snakemake(run["work"], "-n", config=run["config"], snakefile=run["repo"] / "Snakefile")
+    out = r.stdout + r.stderr
+    jobs = {p.strip() for line in out.splitlines() if line.startswith("    output: ") for p in line[12:].split(",")}
+    return artefacts(jobs), r.stderr
+
+
+def test_a_store_whose_root_attributes_were_edited_is_flagged_refused_and_made_again(run: dict[str, Path]) -> None:
+    """Item 9: `null_high` edited in a scores store's zarr.json (Fig. 3, S1 and the claims read it): the audit said
+    the store was ok and flagged only what was made from it; `qkdissect claims` read the edited value."""
+    store = run["work"] / f"results/scores/{A}.zarr"
+    made_from = FIG3 | S4 | CLAIMS | ATLAS_PAGE
+
+    def edit(p: Path) -> None:
+        meta = json.loads(p.read_text())
+        meta["attributes"]["null_high"] = 0.999
+        p.write_text(json.dumps(meta, indent=2))
+
+    out = run["work"] / "claims-check.json"
+    with times_kept(store), in_place(store / "zarr.json", edit):
+        status, entries = audit(run["work"] / "results")
+        r = subprocess.run(
+            [sys.executable, "-m", "qkdissect", "claims", "--stores", json.dumps({"scores": [str(store)]}), "-o",
+             str(out)],
+            capture_output=True, text=True, cwd=run["work"],
+        )  # fmt: skip
+        rerun, err = dry_run(run)
+    assert status == 1 and entries[f"scores/{A}.zarr"]["status"] == "modified"
+    assert not_ok(entries) == {f"scores/{A}.zarr"} | made_from
+    assert {
+        "status": "modified",
+        "message": "attribute null_high changed after the store was written (root zarr.json): it does not open",
+    } in entries[f"scores/{A}.zarr"]["findings"]
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is damaged: its attribute null_high changed after it was written. Delete the store and make it again" in (
+        r.stderr
+    )
+    assert not out.exists()
+    assert rerun == {f"results/scores/{A}.zarr"} | {"results/" + p for p in made_from}
+    assert f"results/scores/{A}.zarr changed after it was made (attribute null_high changed" in err
+    assert planned(run) == set()  # put back as it was: nothing to do
+
+
+def test_a_byte_flipped_in_a_chunk_in_place_is_made_again_with_what_was_made_from_it(run: dict[str, Path]) -> None:
+    """Item 10: the audit flagged the store, `snakemake -n` said "Nothing to be done" (the store folder's time, which
+    Snakemake reads, does not change when a file inside it is rewritten)."""
+    store = run["work"] / f"results/modes/{A}.zarr"
+    chunk = _chunk(store)
+    before = store.stat().st_mtime_ns
+
+    def flip(p: Path) -> None:
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        p.write_bytes(bytes(data))
+
+    with times_kept(store), in_place(chunk, flip):
+        assert store.stat().st_mtime_ns == before  # an edit in place: the store's own time is as it was
+        _, entries = audit(run["work"] / "results")
+        rerun, err = dry_run(run)
+        again, _ = dry_run(run)  # the same on every start until it is made again
+    flagged = {"results/" + p for p in not_ok(entries)}
+    assert entries[f"modes/{A}.zarr"]["status"] == "modified" and len(flagged) > 5
+    assert rerun == flagged == again
+    name = chunk.relative_to(store).as_posix()
+    (line,) = [x for x in err.splitlines() if "changed after it was made" in x]
+    assert f"results/modes/{A}.zarr changed after it was made (chunk {name} changed after the store was" in line
+    assert "snakemake makes it again" in line
+    assert store.exists() and planned(run) == set()  # nothing was deleted; put back, nothing to do
+
+
 def test_an_edited_executed_notebook_is_flagged_and_drawn_again(run: dict[str, Path]) -> None:
     """Item 11: results/notebooks/*.ipynb is in the RO-Crate with its sha256, but the audit never checked it."""
     results = run["work"] / "results"
@@ -553,10 +624,12 @@ def test_an_edited_executed_notebook_is_flagged_and_drawn_again(run: dict[str, P
 
     with times_kept(sidecar), in_place(nb, edit):
         status, entries = audit(results)
+        rerun, _ = dry_run(run)
     assert status == 1 and not_ok(entries) == S4
     (finding,) = entries[next(iter(S4))]["findings"]
     assert finding["status"] == "modified"
     assert finding["message"].startswith("its executed notebook notebooks/s4_anisotropy.ipynb was changed after")
+    assert rerun == {"results/" + p for p in S4}
     with moved_away(nb):
         _, entries = audit(results)
     assert entries[next(iter(S4))]["status"] == "missing-input"

@@ -441,8 +441,8 @@ def _notebook(art: Artefact, results: Path, listed: dict[str, str] | None, hashe
     elif hashes(nb) != digest:
         art.add(
             "modified",
-            f"its executed notebook {rel} was changed after it was written (sha256 {_short(digest)} in the "
-            f"RO-Crate, {_short(hashes(nb))} now)",
+            f"its executed notebook {rel} is not the one the RO-Crate lists (sha256 {_short(digest)} there, "
+            f"{_short(hashes(nb))} now): edited, or drawn again after the crate was written",
         )
 
 

@@ -95,8 +95,9 @@ def test_a_fresh_run_audits_clean(run: dict[str, Path]) -> None:
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
     kinds = {e["kind"] for e in entries.values()}
     assert {"weights manifest", "modes/v1", "scores/v1", "projections/v1", "figure", "atlas/v1", "atlas"} <= kinds
-    # manifests, modes, scores, projections, figures, the claims page, the atlas maps store, the mode atlas
-    assert len(entries) == 2 + 2 + 2 + 1 + 3 + 1 + 2
+    # manifests, modes, scores, projections, figures, the claims page, the atlas maps store, the mode atlas, and the
+    # RO-Crate (the run's config and workflow it lists; the executed notebooks are checked with their figures)
+    assert len(entries) == 2 + 2 + 2 + 1 + 3 + 1 + 2 + 1
     assert entries[next(iter(CLAIMS))]["status"] == "ok"
     # a store holds its own files only (the workflow removed Snakemake's markers) and opens as xarray users open it
     stores = sorted((run["work"] / "results").glob("**/*.zarr"))
@@ -434,7 +435,7 @@ def test_results_behind_a_link_and_an_empty_folder(run: dict[str, Path], tmp_pat
         results.unlink()
         elsewhere.rename(results)
     assert status == 0, {p: e["findings"] for p, e in entries.items() if e["status"] != "ok"}
-    assert len(entries) == 13
+    assert len(entries) == 14
     parts = ids(next(e for e in json.loads(crate)["@graph"] if e["@id"] == "./")["hasPart"])
     assert f"modes/{A}.zarr/" in parts and all((results / p).exists() for p in parts)  # ids inside the crate
     assert str(tmp_path) not in crate and str(run["work"]) not in crate
@@ -484,7 +485,10 @@ def test_the_workflow_reruns_what_the_audit_flags(run: dict[str, Path], tmp_path
     with moved_away(run["work"] / f"results/scores/{A}.zarr"):
         _, entries = audit(run["work"] / "results")
         rerun = planned(run)
-    assert not_ok(entries) == FIG3 | S4 | CLAIMS | ATLAS_PAGE  # made from the store that is gone
+    # made from the store that is gone; and the RO-Crate, which lists it
+    assert not_ok(entries) == FIG3 | S4 | CLAIMS | ATLAS_PAGE | {"ro-crate-metadata.json"}
+    (gone,) = entries["ro-crate-metadata.json"]["findings"]
+    assert gone == {"status": "missing-input", "message": f"scores/{A}.zarr/, listed in the crate, is gone"}
     assert artefacts(rerun) == {f"results/scores/{A}.zarr"} | {"results/" + p for p in FIG3 | S4 | CLAIMS | ATLAS_PAGE}
 
 
@@ -509,3 +513,205 @@ def test_a_figure_option_or_a_models_style_changed_in_the_config_redraws_the_fig
     with tampered(run["config"], edit("models", lambda m: m[A].__setitem__("color", "tab:green"))):
         rerun = planned(run)
     assert artefacts(rerun) == {"results/" + p for p in FIG3 | S4}
+
+
+# ----------------------------------------------------------------------------------------- integrity (issue 26)
+@contextmanager
+def times_kept(*paths: Path) -> Iterator[None]:
+    """Put back the access and modification times of files or folders after the block (the workflow sets a changed
+    artefact's time back; a folder's time changes with a file made in it): as they were, for the tests that follow."""
+    was = {p: p.stat() for p in paths}
+    try:
+        yield
+    finally:
+        for p, st in was.items():
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@contextmanager
+def in_place(path: Path, change: Any) -> Iterator[None]:
+    """Change a file in place for the duration of the block (no backup beside it, which a store would count as a
+    file added to it), then write its original bytes back."""
+    original = path.read_bytes()
+    try:
+        change(path)
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+def dry_run(run: dict[str, Path]) -> tuple[set[str], str]:
+    """The artefacts `snakemake -n` would make again now, and its stderr."""
+    r = snakemake(run["work"], "-n", config=run["config"], snakefile=run["repo"] / "Snakefile")
+    out = r.stdout + r.stderr
+    jobs = {p.strip() for line in out.splitlines() if line.startswith("    output: ") for p in line[12:].split(",")}
+    return artefacts(jobs), r.stderr
+
+
+def test_a_store_whose_root_attributes_were_edited_is_flagged_refused_and_made_again(run: dict[str, Path]) -> None:
+    """Item 9: `null_high` edited in a scores store's zarr.json (Fig. 3, S1 and the claims read it): the audit said
+    the store was ok and flagged only what was made from it; `qkdissect claims` read the edited value."""
+    store = run["work"] / f"results/scores/{A}.zarr"
+    made_from = FIG3 | S4 | CLAIMS | ATLAS_PAGE
+
+    def edit(p: Path) -> None:
+        meta = json.loads(p.read_text())
+        meta["attributes"]["null_high"] = 0.999
+        p.write_text(json.dumps(meta, indent=2))
+
+    out = run["work"] / "claims-check.json"
+    with times_kept(store), in_place(store / "zarr.json", edit):
+        status, entries = audit(run["work"] / "results")
+        r = subprocess.run(
+            [sys.executable, "-m", "qkdissect", "claims", "--stores", json.dumps({"scores": [str(store)]}), "-o",
+             str(out)],
+            capture_output=True, text=True, cwd=run["work"],
+        )  # fmt: skip
+        rerun, err = dry_run(run)
+    assert status == 1 and entries[f"scores/{A}.zarr"]["status"] == "modified"
+    assert not_ok(entries) == {f"scores/{A}.zarr"} | made_from
+    assert {
+        "status": "modified",
+        "message": "attribute null_high changed after the store was written (root zarr.json): it does not open",
+    } in entries[f"scores/{A}.zarr"]["findings"]
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is damaged: its attribute null_high changed after it was written. Delete the store and make it again" in (
+        r.stderr
+    )
+    assert not out.exists()
+    assert rerun == {f"results/scores/{A}.zarr"} | {"results/" + p for p in made_from}
+    assert f"results/scores/{A}.zarr changed after it was made (attribute null_high changed" in err
+    assert planned(run) == set()  # put back as it was: nothing to do
+
+
+def test_a_byte_flipped_in_a_chunk_in_place_is_made_again_with_what_was_made_from_it(run: dict[str, Path]) -> None:
+    """Item 10: the audit flagged the store, `snakemake -n` said "Nothing to be done" (the store folder's time, which
+    Snakemake reads, does not change when a file inside it is rewritten)."""
+    store = run["work"] / f"results/modes/{A}.zarr"
+    chunk = _chunk(store)
+    before = store.stat().st_mtime_ns
+
+    def flip(p: Path) -> None:
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        p.write_bytes(bytes(data))
+
+    with times_kept(store), in_place(chunk, flip):
+        assert store.stat().st_mtime_ns == before  # an edit in place: the store's own time is as it was
+        _, entries = audit(run["work"] / "results")
+        rerun, err = dry_run(run)
+        again, _ = dry_run(run)  # the same on every start until it is made again
+    flagged = {"results/" + p for p in not_ok(entries)}
+    assert entries[f"modes/{A}.zarr"]["status"] == "modified" and len(flagged) > 5
+    assert rerun == flagged == again
+    name = chunk.relative_to(store).as_posix()
+    (line,) = [x for x in err.splitlines() if "changed after it was made" in x]
+    assert f"results/modes/{A}.zarr changed after it was made (chunk {name} changed after the store was" in line
+    assert "snakemake makes it again" in line
+    assert store.exists() and planned(run) == set()  # nothing was deleted; put back, nothing to do
+
+
+def test_an_edited_executed_notebook_is_flagged_and_drawn_again(run: dict[str, Path]) -> None:
+    """Item 11: results/notebooks/*.ipynb is in the RO-Crate with its sha256, but the audit never checked it."""
+    results = run["work"] / "results"
+    nb = results / "notebooks/s4_anisotropy.ipynb"
+    sidecar = results / "figures/s4_anisotropy.provenance.json"
+
+    def edit(p: Path) -> None:
+        data = json.loads(p.read_text())
+        data["cells"][-1].setdefault("outputs", []).append({"output_type": "stream", "name": "stdout", "text": "x"})
+        p.write_text(json.dumps(data))
+
+    with times_kept(sidecar), in_place(nb, edit):
+        status, entries = audit(results)
+        rerun, _ = dry_run(run)
+    assert status == 1 and not_ok(entries) == S4
+    (finding,) = entries[next(iter(S4))]["findings"]
+    assert finding["status"] == "modified"
+    assert finding["message"].startswith(
+        "its executed notebook notebooks/s4_anisotropy.ipynb is not the one the RO-Crate lists (sha256 "
+    )
+    assert rerun == {"results/" + p for p in S4}
+    with moved_away(nb):
+        _, entries = audit(results)
+    assert entries[next(iter(S4))]["status"] == "missing-input"
+    # the run's config copied into the crate is listed with its sha256 too
+    copied = results / "run/config/config.yaml"
+    with tampered(copied, lambda p: p.write_text(p.read_text() + "# edited\n")):
+        status, entries = audit(results)
+    assert status == 1 and not_ok(entries) == {"ro-crate-metadata.json"}
+    assert entries["ro-crate-metadata.json"]["findings"][0]["message"].startswith(
+        "run/config/config.yaml was changed after the crate was written"
+    )
+
+
+def test_an_unknown_store_or_notebook_in_the_results_is_reported(run: dict[str, Path]) -> None:
+    """From the issue's list: a `.zarr` in results/modes/ that no qkdissect command wrote was skipped in silence."""
+    results = run["work"] / "results"
+    v3, v2, nb = results / "modes/stray.zarr", results / "modes/old.zarr", results / "notebooks/extra.ipynb"
+    with (
+        times_kept(results / "modes", results / "notebooks"),
+        in_place(results / "ro-crate-metadata.json", lambda p: None),
+    ):
+        v3.mkdir()
+        (v3 / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+        v2.mkdir()
+        (v2 / ".zgroup").write_text('{"zarr_format": 2}')
+        nb.write_text("{}")
+        try:
+            status, entries = audit(results)
+            crate = json.loads(write_crate(results).read_text())
+        finally:
+            shutil.rmtree(v3), shutil.rmtree(v2), nb.unlink()
+    assert status == 1 and not_ok(entries) == {"modes/stray.zarr", "modes/old.zarr", "notebooks/extra.ipynb"}
+    assert {entries[p]["status"] for p in not_ok(entries)} == {"unknown"}
+    assert entries["modes/stray.zarr"]["kind"] == "unknown store"
+    (finding,) = entries["modes/stray.zarr"]["findings"]
+    assert finding["message"].startswith("a Zarr store without qkdissect's schema attribute: no qkdissect command")
+    assert entries["modes/old.zarr"]["findings"][0]["message"].startswith("a Zarr v2 store")
+    assert "delete it" in entries["notebooks/extra.ipynb"]["findings"][0]["message"]
+    assert not [e for e in crate["@graph"] if "stray" in e["@id"] or "old.zarr" in e["@id"]]  # not results
+
+
+def test_config_and_notebook_are_recorded_from_the_workflows_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 12: a config file and a notebook were recorded by absolute path: a checkout moved with its results had
+    them "gone"; results copied into another checkout were checked against the first checkout's notebook."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qkdissect.provenance.audit import audit as audit_api
+    from qkdissect.provenance.figures import figure_record, save_figure
+    from qkdissect.provenance.records import CONFIG_FILES_ENV, CONFIG_KEYS_ENV
+
+    def checkout(where: Path, cells: str) -> Path:
+        (where / "notebooks").mkdir(parents=True)
+        (where / "notebooks/f.ipynb").write_text(json.dumps({"cells": [cells]}))
+        (where / "config").mkdir()
+        (where / "config/config.yaml").write_text("figures: {f: [m]}\n")
+        return where
+
+    first = checkout(tmp_path / "first", "plot")
+    monkeypatch.chdir(first)
+    monkeypatch.setenv(CONFIG_FILES_ENV, str(first / "config/config.yaml"))
+    monkeypatch.setenv(CONFIG_KEYS_ENV, '[["figures", "f"]]')
+    record = figure_record("f", {}, [], notebook=first / "notebooks/f.ipynb")
+    fig = plt.figure()
+    save_figure(fig, first / "results/figures/f.png", provenance=record)
+    assert record["notebook"]["path"] == "notebooks/f.ipynb"
+    assert record["config"]["files"][0]["path"] == "config/config.yaml"
+    monkeypatch.chdir(tmp_path)
+
+    moved = first.rename(tmp_path / "moved")
+    assert [a.status for a in audit_api(moved / "results", allow_dirty=True)] == ["ok"]
+
+    other = checkout(tmp_path / "other", "another plot")
+    (other / "config/config.yaml").write_text("figures: {f: [n]}\n")
+    shutil.copytree(moved / "results", other / "results")
+    (art,) = audit_api(other / "results", allow_dirty=True)
+    messages = [f.message for f in art.findings]
+    assert art.status == "changed-input" and any(m.startswith("notebook notebooks/f.ipynb: sha256") for m in messages)
+    assert 'config figures/f changed: ["m"] -> ["n"]' in messages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def test_a_store_records_its_content_and_refuses_to_open_with_a_chunk_gone(
     from qkdissect.stores.content import CONTENT_ATTR, content_digests
 
     out = store.write_store(modes_ds, tmp_path / "m.zarr")
-    recorded = store.open_store(out).attrs[CONTENT_ATTR]
+    recorded = store.open_store(out).attrs[CONTENT_ATTR]["files"]
     assert recorded == content_digests(out) and "U/c/1/0/0/0" in recorded and "zarr.json" not in recorded
     every = {f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file()}
     assert set(recorded) == every - {"zarr.json"}  # every chunk and array's metadata: all but the root's
@@ -134,6 +135,60 @@ def test_a_store_records_its_content_and_refuses_to_open_with_a_chunk_gone(
     assert not (tmp_path / "s.zarr").exists()
 
 
+def test_a_store_whose_root_attributes_were_edited_refuses_to_open(
+    tmp_path: Path, modes_ds: xr.Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 26 item 9: `d_model` (or a scores store's `null_low`/`null_high`, which Fig. 3, S1 and the claims read)
+    edited in a store's zarr.json opened as if nothing had happened: the content record covered the files only."""
+    from qkdissect.cli import main
+    from qkdissect.errors import DamagedStoreError
+    from qkdissect.stores.content import CONTENT_ATTR
+
+    out = store.write_store(modes_ds, tmp_path / "m.zarr")
+    meta_path = out / "zarr.json"
+    written = meta_path.read_text()
+    rec = json.loads(written)["attributes"][CONTENT_ATTR]
+    assert rec["version"] == 2 and "d_model" in rec["attributes"] and CONTENT_ATTR not in rec["attributes"]
+
+    def edit(change: Any) -> None:
+        meta = json.loads(written)
+        change(meta["attributes"])
+        meta_path.write_text(json.dumps(meta))
+
+    edit(lambda a: a.__setitem__("d_model", a["d_model"] + 1))
+    with pytest.raises(DamagedStoreError, match=r"m.zarr is damaged: its attribute d_model changed after it was"):
+        store.open_store(out)
+    assert main(["scores", str(out), "-q", "-o", str(tmp_path / "s.zarr")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Delete the store and make it again" in err, err
+    assert "attribute d_model changed" in err and not (tmp_path / "s.zarr").exists()
+    edit(lambda a: a.update(note="mine", dtype=None) or a.pop("spec"))  # added, changed and removed
+    with pytest.raises(
+        DamagedStoreError, match="attribute dtype changed and attribute spec removed and attribute note"
+    ):
+        store.open_store(out)
+    # the same values written out again (another indentation, another key order) are the same attributes
+    meta_path.write_text(json.dumps(dict(reversed(json.loads(written).items())), indent=7))
+    assert store.open_store(out).attrs["d_model"] == modes_ds.attrs["d_model"]
+
+
+def test_a_store_written_before_attributes_were_recorded_still_opens(tmp_path: Path, modes_ds: xr.Dataset) -> None:
+    """A record of version 1 (the files' digests alone, a flat mapping) is read as such: its chunks are checked,
+    its attributes cannot be."""
+    from qkdissect.errors import DamagedStoreError
+    from qkdissect.stores.content import CONTENT_ATTR
+
+    out = store.write_store(modes_ds, tmp_path / "m.zarr")
+    meta = json.loads((out / "zarr.json").read_text())
+    meta["attributes"][CONTENT_ATTR] = meta["attributes"][CONTENT_ATTR]["files"]  # as written before
+    meta["attributes"]["d_model"] += 1
+    (out / "zarr.json").write_text(json.dumps(meta))
+    assert store.open_store(out).attrs["d_model"] == modes_ds.attrs["d_model"] + 1
+    (out / "U/c/1/0/0/0").unlink()
+    with pytest.raises(DamagedStoreError, match="its chunk U/c/1/0/0/0 is gone"):
+        store.open_store(out)
+
+
 def test_a_streamed_store_records_its_content(tmp_path: Path) -> None:
     from qkdissect.stores.content import CONTENT_ATTR, content_digests
 
@@ -143,5 +198,6 @@ def test_a_streamed_store_records_its_content(tmp_path: Path) -> None:
             st.write("q", start, np.full((min(2, 5 - start), 2), start, np.float32))
         st.finish(xr.Dataset({"top": ("mode", np.arange(2))}, attrs={"qkdissect_schema": "projections/v1"}))
     back = store.open_store(tmp_path / "p.zarr")
-    assert back.attrs[CONTENT_ATTR] == content_digests(tmp_path / "p.zarr")
-    assert {"q/c/0/0", "q/c/1/0", "q/c/2/0", "top/c/0"} <= back.attrs[CONTENT_ATTR].keys()
+    assert back.attrs[CONTENT_ATTR]["files"] == content_digests(tmp_path / "p.zarr")
+    assert {"q/c/0/0", "q/c/1/0", "q/c/2/0", "top/c/0"} <= back.attrs[CONTENT_ATTR]["files"].keys()
+    assert set(back.attrs[CONTENT_ATTR]["attributes"]) == {"qkdissect_schema"}

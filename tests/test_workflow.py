@@ -402,7 +402,7 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8 + 6 + 1 + 2
     assert re.search(r"^ok +claims/claims\.provenance\.json", r.stdout, re.M), r.stdout[-3000:]
     assert re.search(r"^ok +atlas/atlas\.provenance\.json +\[atlas\]", r.stdout, re.M), r.stdout[-3000:]
-    assert r.stdout.strip().endswith(f"{n} ok")
+    assert r.stdout.strip().endswith(f"{n + 1} ok")  # and the RO-Crate (the run's config and workflow it lists)
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n
     # roc-validator (ro-crate-1.1, process-run-crate; offline): no REQUIRED or RECOMMENDED issue, no machine path

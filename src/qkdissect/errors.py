@@ -35,7 +35,8 @@ class ChangedWeightsError(QKDissectError, ValueError):
 
 
 class DamagedStoreError(QKDissectError, ValueError):
-    """A store whose recorded content is not all there (a chunk deleted after it was written)."""
+    """A store whose recorded content is not all there (a chunk deleted after it was written), or whose root
+    attributes are not those it was written with (an edited ``zarr.json``)."""
 
 
 class CheckpointMismatchError(QKDissectError, ValueError):

@@ -1,7 +1,7 @@
 # Per-mode cosines, per-head and per-layer (weighted) averages, normalised depth, the exact null interval.
 rule scores:
     input:
-        "results/modes/{model}.zarr",
+        modes="results/modes/{model}.zarr",
     output:
         directory("results/scores/{model}.zarr"),
     params:
@@ -21,14 +21,14 @@ rule scores:
         "results/benchmarks/scores/{model}.tsv"
     shell:
         qkdissect(
-            "scores {input:q} --level {params.level:q} --null-rtol {params.null_rtol:q} {params.released_code} "
+            "scores {input.modes:q} --level {params.level:q} --null-rtol {params.null_rtol:q} {params.released_code} "
             "-o {output:q} > {log:q} 2>&1",
         )
 
 
 use rule scores as scores_folded with:
     input:
-        "results/modes_ln/{folding}/{model}.zarr",
+        modes="results/modes_ln/{folding}/{model}.zarr",
     output:
         directory("results/scores_ln/{folding}/{model}.zarr"),
     log:

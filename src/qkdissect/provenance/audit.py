@@ -7,16 +7,21 @@ as read), the config sections it was made from, and the code (git commit, dirty 
 source). The audit re-hashes all of them and reports, per artefact, the worst of:
 
 - ``ok``
+- ``unknown``: nothing records what it is: a Zarr store that no qkdissect command wrote (no ``qkdissect_schema``),
+  an executed notebook that no figure and no RO-Crate lists
 - ``dirty-tree``: made from a checkout with uncommitted changes (the commit alone does not reproduce it)
 - ``different-code``: the package source differs from the code running the audit
 - ``changed-input``: an input's content differs from what was recorded, or an artefact it was made from did
-- ``modified``: the artefact itself (a figure's PNG/PDF, the mode atlas's page or data, a chunk of a store) was
-  changed after it was made
+- ``modified``: the artefact itself (a figure's PNG/PDF or executed notebook, the mode atlas's page or data, a chunk
+  or a root attribute of a store, a file of the run's config or workflow copied into the RO-Crate) was changed after
+  it was made
 - ``missing-input``: an input is gone, a chunk of the store itself is gone, or the artefact has no provenance (a
   figure or the mode atlas whose sidecar was deleted)
 
-A store records the sha256 of each of its files when it is written (:mod:`qkdissect.stores.content`); the audit
-names every chunk that changed, is gone or was added since.
+A store records the sha256 of each of its files and root attributes when it is written
+(:mod:`qkdissect.stores.content`); the audit names every chunk and attribute that changed, is gone or was added since.
+What the RO-Crate (``ro-crate-metadata.json``) lists with a sha256 and no record of its own covers (the executed
+notebooks, the run's config and workflow under ``run/``) is checked against the crate's digest.
 """
 
 from __future__ import annotations
@@ -30,11 +35,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QKDissectError
-from ..stores.content import differences, recorded, stale_metadata
+from ..stores.content import (
+    attributes_line,
+    changed_attributes,
+    differences,
+    recorded,
+    recorded_attributes,
+    root_attrs,
+    stale_metadata,
+)
 from .atlas import INDEX, SIDECAR, is_atlas
-from .records import config_values, items_sha256, source_sha256, store_attrs, tree_digests
+from .records import config_values, items_sha256, source_sha256, tree_digests
 
-STATUSES = ("ok", "dirty-tree", "different-code", "changed-input", "modified", "missing-input")
+STATUSES = ("ok", "unknown", "dirty-tree", "different-code", "changed-input", "modified", "missing-input")
 #: statuses that make the artefacts made from this one out of date too
 _PROPAGATES = ("changed-input", "modified", "missing-input")
 
@@ -53,6 +66,8 @@ class Artefact:
     findings: list[Finding] = field(default_factory=list)
     #: a store's record of its own content ({file inside it: sha256}); None for a store written without one
     content: dict[str, str] | None = None
+    #: a store's root attributes as found (its content record checks them)
+    attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -79,10 +94,18 @@ def _is_partial(name: str) -> bool:
 _DRAWN = (".png", ".pdf")
 
 
+#: the files of a Zarr store (v3: zarr.json; v2: .zgroup, .zarray, .zattrs)
+_ZARR = frozenset({"zarr.json", ".zgroup", ".zarray", ".zattrs"})
+#: where the workflow's figure rules keep the executed notebooks (``<stem>.ipynb`` of ``figures/<stem>.*``)
+NOTEBOOKS = "notebooks"
+CRATE = "ro-crate-metadata.json"
+
+
 def find_artefacts(results: Path) -> tuple[list[Artefact], list[Path]]:
     """Every store, weights manifest and figure under ``results`` (sorted by path; linked folders followed), and
     leftovers of interrupted writes (``*.tmp-*`` / ``*.old-*``), which are never read as results. A figure or
-    claims page whose provenance sidecar is gone is an artefact too, with no record."""
+    claims page whose provenance sidecar is gone is an artefact too, with no record; so is a Zarr store that no
+    qkdissect command wrote (a ``.zarr`` folder without a ``qkdissect_schema``: status ``unknown``)."""
     found: list[Artefact] = []
     leftovers: list[Path] = []
     seen: set[Path] = set()
@@ -96,15 +119,36 @@ def find_artefacts(results: Path) -> tuple[list[Artefact], list[Path]]:
             if _is_partial(d):
                 leftovers.append(here / d)
                 dirnames.remove(d)
-        if "zarr.json" in filenames and here != results:
-            attrs = store_attrs(here)
+        if here != results and (_ZARR & set(filenames) or here.suffix == ".zarr"):
+            attrs = root_attrs(here)
             if attrs.get("qkdissect_schema"):
-                prov = dict(attrs.get("provenance", {}))
-                found.append(Artefact(here, str(attrs["qkdissect_schema"]), prov, content=recorded(attrs)))
+                prov = dict(attrs.get("provenance") or {})
+                art = Artefact(here, str(attrs["qkdissect_schema"]), prov, content=recorded(attrs), attrs=attrs)
+                found.append(art)
+            else:
+                found.append(_unknown_store(here, filenames))
             dirnames.clear()  # a store's arrays are not artefacts
             continue
         found += _files(here, filenames, leftovers)
     return sorted(found, key=lambda a: str(a.path)), sorted(leftovers)
+
+
+def _unknown_store(here: Path, names: list[str]) -> Artefact:
+    """A Zarr store (or a ``.zarr`` folder) under the results that no qkdissect command wrote."""
+    what = (
+        "a Zarr v2 store"
+        if {".zgroup", ".zarray"} & set(names)
+        else "a Zarr store without qkdissect's schema attribute"
+        if "zarr.json" in names
+        else "a .zarr folder that holds no Zarr store"
+    )
+    art = Artefact(here, "unknown store", {})
+    art.add(
+        "unknown",
+        f"{what}: no qkdissect command wrote it, no record says what it holds, and the workflow never reads it; "
+        "move it out of the results folder (or delete it)",
+    )
+    return art
 
 
 def _files(here: Path, names: list[str], leftovers: list[Path]) -> list[Artefact]:
@@ -340,13 +384,136 @@ def _content(art: Artefact, hashes: _Hashes) -> None:
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         art.add("modified", f"the consolidated metadata (root zarr.json) of {shown} is not the array's own")
+    if recorded_attributes(art.attrs) is None:
+        art.add(
+            "ok",
+            "its root attributes are not in its content record (written before qkdissect recorded them): they "
+            "cannot be checked; make it again to have them checked",
+        )
+    elif changed := attributes_line(changed_attributes(art.attrs)):
+        art.add("modified", f"{changed} after the store was written (root zarr.json): it does not open")
 
 
-def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool) -> None:
-    if art.findings:  # found without a record (a figure whose sidecar is gone): nothing to re-check
+def crate_digests(results: Path) -> dict[str, str] | None:
+    """{id inside the crate: sha256} of every file or folder the results folder's RO-Crate lists with a digest;
+    None where there is no crate, {} where it cannot be read."""
+    path = results / CRATE
+    if not path.is_file():
+        return None
+    graph = _read_json(path).get("@graph")
+    if not isinstance(graph, list):
+        return {}
+    return {
+        str(e["@id"]): str(e["sha256"])
+        for e in graph
+        if isinstance(e, dict) and isinstance(e.get("@id"), str) and e.get("sha256") and not e["@id"].startswith("#")
+    }
+
+
+def executed_notebook(art: Artefact, results: Path) -> Path | None:
+    """Where the workflow keeps the executed notebook of a figure (its sidecar's, or its PNG's where the sidecar is
+    gone; the claims page and the atlas have none)."""
+    if art.kind != "figure":
+        return None
+    name = art.path.name
+    stem = name.removesuffix(".provenance.json") if name.endswith(".provenance.json") else art.path.stem
+    return results / NOTEBOOKS / f"{stem}.ipynb"
+
+
+def _notebook(art: Artefact, results: Path, listed: dict[str, str] | None, hashes: _Hashes) -> None:
+    """A figure's executed notebook against the sha256 the RO-Crate lists (nothing else records it: papermill
+    writes it after the figure's own record)."""
+    nb = executed_notebook(art, results)
+    if nb is None:
+        return
+    rel = nb.relative_to(results).as_posix()
+    digest = (listed or {}).get(rel)
+    if digest is None:
+        if nb.exists():
+            art.add(
+                "unknown",
+                f"its executed notebook {rel} is not in the RO-Crate ({CRATE}: "
+                f"{'none there' if listed is None else 'written before it'}), which alone records its digest: "
+                "run `snakemake` (it writes the crate at the end)",
+            )
+    elif not nb.exists():
+        art.add("missing-input", f"its executed notebook {rel}, listed in the RO-Crate, is gone")
+    elif hashes(nb) != digest:
+        art.add(
+            "modified",
+            f"its executed notebook {rel} is not the one the RO-Crate lists (sha256 {_short(digest)} there, "
+            f"{_short(hashes(nb))} now): edited, or drawn again after the crate was written",
+        )
+
+
+def _covered(arts: list[Artefact], results: Path) -> set[str]:
+    """The crate ids whose content the artefacts' own records cover (stores, manifests, figures' outputs and
+    executed notebooks)."""
+    out: set[str] = set()
+    for a in arts:
+        for p in (a.path, *(a.path.with_name(n) for n in a.record.get("outputs") or {}), executed_notebook(a, results)):
+            if p is None:
+                continue
+            with contextlib.suppress(ValueError):
+                rel = p.relative_to(results).as_posix()
+                out.update((rel, rel + "/"))
+    return out
+
+
+def _crate(results: Path, listed: dict[str, str], arts: list[Artefact], hashes: _Hashes) -> Artefact:
+    """The RO-Crate itself: every part it lists with a sha256 that no record of its own covers (the run's config
+    files and workflow copied into ``run/``), against that digest."""
+    art = Artefact(results / CRATE, "RO-Crate", {})
+    if not listed:
+        art.add("modified", f"{CRATE} lists nothing with a sha256 (not an RO-Crate qkdissect wrote): write it again")
+        return art
+    covered = _covered(arts, results)
+    for rel, digest in sorted(listed.items()):
+        if rel in covered:
+            continue
+        path = results / rel.rstrip("/")
+        if not path.exists():
+            art.add("missing-input", f"{rel}, listed in the crate, is gone")
+        elif hashes(path) != digest:
+            art.add("modified", f"{rel} was changed after the crate was written (sha256 {_short(digest)} in it)")
+    return art
+
+
+def _stray_notebooks(results: Path, arts: list[Artefact]) -> list[Artefact]:
+    """Executed notebooks that belong to no figure of the results folder."""
+    folder = results / NOTEBOOKS
+    if not folder.is_dir():
+        return []
+    mine = {executed_notebook(a, results) for a in arts}
+    found = []
+    for nb in sorted(folder.glob("*.ipynb")):
+        if nb not in mine:
+            art = Artefact(nb, "executed notebook", {})
+            art.add(
+                "unknown",
+                f"no figure {nb.stem}.provenance.json beside it in figures/: nothing records what drew it; "
+                "delete it, or draw its figure again (`snakemake`)",
+            )
+            found.append(art)
+    return found
+
+
+def check_own(art: Artefact, hashes: _Hashes, results: Path, listed: dict[str, str] | None) -> None:
+    """An artefact's own files against what was recorded when it was made (a store's content record, a figure's
+    outputs, its executed notebook against the RO-Crate): what the workflow remakes when it changed in place."""
+    if art.findings:  # found without a record (a figure whose sidecar is gone, an unknown store)
         return
     if art.path.is_dir():  # a store
         _content(art, hashes)
+    if art.kind in ("figure", "atlas"):
+        _outputs(art, hashes)
+        _notebook(art, results, listed, hashes)
+
+
+def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool, results: Path, listed: dict[str, str] | None) -> None:
+    if art.findings:  # found without a record (a figure whose sidecar is gone): nothing to re-check
+        return
+    check_own(art, hashes, results, listed)
     if not art.record:
         art.add("missing-input", "no provenance recorded")
         return
@@ -356,8 +523,6 @@ def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool) -> None:
         art.add("missing-input", "no dependencies recorded (made before qkdissect recorded them)")
     for dep in dependencies(art):
         _dependency(art, dep, hashes)
-    if art.kind in ("figure", "atlas"):
-        _outputs(art, hashes)
 
 
 def _propagate(arts: list[Artefact]) -> None:
@@ -402,11 +567,15 @@ def audit(results: str | Path, *, allow_dirty: bool = False, root: str | Path | 
             "run the workflow first)"
         )
     hashes = _Hashes()
+    listed = crate_digests(results)
     # the folder holding results/ as it was given (a link to results elsewhere leads there from the working dir)
     with _inside(Path(root).resolve() if root else given.parent):
         for a in arts:
-            _check(a, hashes, allow_dirty)
+            _check(a, hashes, allow_dirty, results, listed)
         _propagate(arts)
+    arts += _stray_notebooks(results, arts)
+    if listed is not None:
+        arts.append(_crate(results, listed, arts, hashes))
     for p in leftovers:
         note = Finding("ok", "leftover of an interrupted write: never read as a result, safe to delete")
         arts.append(Artefact(p, "partial write", {}, [note]))

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..stores import atomic_path
 from .pages import provenance_html
-from .records import base_record, dependency, store_attrs, tree_sha256, utc_now
+from .records import base_record, dependency, recorded_path, store_attrs, tree_sha256, utc_now
 
 
 def input_record(path: str | Path) -> dict[str, Any]:
@@ -57,8 +57,8 @@ def figure_record(
     rec["dependencies"] = [dependency("store", i["path"], i["sha256"]) for i in rec["inputs"]]
     if notebook is not None:
         nb = Path(notebook)
-        rec["notebook"] = {"path": str(nb), "sha256": tree_sha256(nb) if nb.exists() else None}
-        rec["dependencies"].append(dependency("notebook", nb, rec["notebook"]["sha256"]))
+        rec["notebook"] = {"path": recorded_path(nb), "sha256": tree_sha256(nb) if nb.exists() else None}
+        rec["dependencies"].append(dependency("notebook", rec["notebook"]["path"], rec["notebook"]["sha256"]))
     rec["finished"] = utc_now()
     return rec
 

@@ -151,6 +151,18 @@ def config_values(files: Iterable[str | Path], keys: Iterable[Iterable[str]]) ->
     return json.loads(json.dumps(out, default=str))
 
 
+def recorded_path(path: str | Path) -> str:
+    """How a record names a file the workflow read (a config file, a figure's notebook): relative to the working
+    directory (the workflow's folder, which holds ``results/``) when it lies inside it, as the stores are named, so
+    that the audit finds it where the results are now (a checkout moved with its results; results copied into
+    another checkout: that checkout's file); absolute when it lies elsewhere."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(p)
+
+
 def config_record() -> dict[str, Any] | None:
     """What the workflow's config said about an artefact (from the environment the rules set), or None."""
     files = [f for f in os.environ.get(CONFIG_FILES_ENV, "").split(os.pathsep) if f]
@@ -158,7 +170,7 @@ def config_record() -> dict[str, Any] | None:
         return None
     keys = json.loads(os.environ.get(CONFIG_KEYS_ENV) or "[]")
     return {
-        "files": [{"path": str(Path(f).resolve()), "sha256": tree_sha256(f)} for f in files],
+        "files": [{"path": recorded_path(f), "sha256": tree_sha256(f)} for f in files],
         "values": config_values(files, keys),
     }
 

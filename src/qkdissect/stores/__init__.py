@@ -1,6 +1,22 @@
 """xarray Datasets in Zarr v3 stores: written atomically (:mod:`.io`), one schema builder per store kind
-(:mod:`.schema`)."""
+(:mod:`.schema`), each with the digest of its own content (:mod:`.content`).
 
-from .io import atomic_path, open_store, write_store
+The names below load :mod:`.io` (and xarray) when first used: :mod:`.content` alone needs neither, so the workflow
+checks its stores' content records when it starts without importing xarray."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .io import atomic_path, open_store, write_store
 
 __all__ = ["atomic_path", "open_store", "write_store"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import io
+
+        return getattr(io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,8 @@ A store is written to ``NAME.tmp-XXXX`` beside the target and renamed into place
 (SIGKILL included) leaves either the old store or none, never a half-written one under the final name. The next
 write of the same store removes what an interrupted one left (``NAME.tmp-*``, ``NAME.old-*``). Every store has
 ``attrs["qkdissect_schema"]`` (its kind and version, see :mod:`.schema`), ``attrs["provenance"]`` and the digest of
-its own content (``attrs["qkdissect_content"]``, see :mod:`.content`): a store with a chunk gone refuses to open.
+its own content and attributes (``attrs["qkdissect_content"]``, see :mod:`.content`): a store with a chunk gone or
+an attribute edited after it was written refuses to open.
 Every store has consolidated metadata too (what a plain ``xr.open_zarr`` reads first); :func:`open_store` reads each
 array's own metadata, which the content record covers.
 
@@ -32,7 +33,7 @@ from ..errors import DamagedStoreError, output_error
 from ..lifeline import check_parent
 from ..locks import writer_lock
 from ..ownership import check_replace
-from .content import gone, record_content
+from .content import damage, record_content
 
 
 def _compressor() -> Any:
@@ -192,11 +193,10 @@ def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:
         raise ValueError(f"{p} is not a qkdissect store (no qkdissect_schema attribute)")
     if kind is not None and not schema.startswith(kind + "/"):
         raise ValueError(f"{p} is a {schema} store, expected a {kind} store")
-    missing = gone(p, ds.attrs)
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    why = damage(p)
+    if why:
         raise DamagedStoreError(
-            f"store {p} is damaged: its chunk {missing[0]}{more} is gone. Delete the store and make it again "
+            f"store {p} is damaged: {why}. Delete the store and make it again "
             "(`snakemake` remakes it and what was made from it; `qkdissect audit` lists what it affects)"
         )
     return ds

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .options import DType, Folding, ImageScore, TokenSource, dedupe_distance, default
+from .options import DType, Folding, ImageScore, Offset, TokenSource, dedupe_distance, default
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -36,11 +36,12 @@ def modes(
     folding: Folding = default("folding"),
     name: str | None = None,
     output: str | Path | None = None,
-    offset: int | None = None,
+    offset: Offset | None = None,
 ) -> xr.Dataset:
     """The singular modes (U, S, V) of every head's W_q^T W_k, as a modes Dataset with its provenance (also
     written to the store ``output`` when given). For a rotary (RoPE) model, ``offset`` d (the query's position
-    minus the key's) gives the modes of W_q^T R(-d) W_k, the interaction of tokens d apart (default: 0)."""
+    minus the key's) gives the modes of W_q^T R(-d) W_k, the interaction of tokens d apart (default: 0): a number
+    of tokens for a language model, ``(dy, dx)`` patches (rows, columns) for a 2-D RoPE vision transformer."""
     from .passes.weights import compute_modes
 
     return compute_modes(

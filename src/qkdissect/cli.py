@@ -509,8 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     mo = sub.add_parser("modes", help="SVD of every head's W_q^T W_k -> Zarr store(s)")
     mo.add_argument("model", nargs="+", help="known model name or spec (see `qkdissect models`)")
     mo.add_argument("-o", "--output", required=True, help="OUT.zarr for one model, a directory for several")
-    for name in ("device", "dtype", "block_rtol", "folding", "offset"):
+    for name in ("device", "dtype", "block_rtol", "folding"):
         add_option(mo, name)
+    add_option(mo, "offset", metavar="D|DY,DX")
     _model_options(mo)
     mo.set_defaults(func=_cmd_modes)
 

@@ -34,6 +34,12 @@ IMAGE_SCORES: tuple[ImageScore, ...] = ("released", "clipped")
 DEDUPE_DISTANCE = 6
 #: auto (CUDA when there is one), cpu, cuda or cuda:N
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+#: a rotary model's offset: D (one axis: text) or DY,DX (an image grid), integers or decimals (1.5: between patches)
+OFFSET_PATTERN = r"^-?[0-9]+(\.[0-9]+)?(,-?[0-9]+(\.[0-9]+)?)?$"
+#: the largest offset along any axis
+MAX_OFFSET = 10**6
+#: an offset as the API takes it: one number (text) or one per axis (images: dy, dx)
+Offset = int | float | tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class Option:
     maximum: float | None = None
     above: bool = False  # the minimum itself is not allowed
     below: bool = False  # the maximum itself is not allowed
+    #: turns the checked text into the value the API takes (a ValueError: the text is out of range)
+    parse: Callable[[Any], Any] | None = None
 
     def check(self, value: Any, name: str = "value") -> Any:
         """``value`` converted to the option's type, or a ValueError naming it and the allowed range."""
@@ -67,6 +75,11 @@ class Option:
             raise ValueError(f"{name} must be {'>' if self.above else '>='} {_num(low)}, not {value!r}")
         if high is not None and (v > high or (self.below and v == high)):
             raise ValueError(f"{name} must be {'<' if self.below else '<='} {_num(high)}, not {value!r}")
+        if self.parse is not None:
+            try:
+                return self.parse(v)
+            except ValueError as e:
+                raise ValueError(f"{name} {value!r} is not valid: {e}") from None
         return v
 
 
@@ -76,6 +89,16 @@ def _num(x: float) -> str:
 
 def _count(default: int | None, help: str, maximum: int) -> Option:
     return Option(default, help, int, minimum=1, maximum=maximum)
+
+
+def parse_offset(text: str) -> Offset:
+    """``D`` -> D, ``DY,DX`` -> (DY, DX): integers where they are whole numbers; a ValueError beyond
+    :data:`MAX_OFFSET`."""
+    parts = [float(t) for t in str(text).split(",")]
+    if any(abs(v) > MAX_OFFSET for v in parts):
+        raise ValueError(f"offsets are at most {MAX_OFFSET} in size")
+    vals = tuple(int(v) if v.is_integer() else v for v in parts)
+    return vals[0] if len(vals) == 1 else vals
 
 
 #: the largest top-k: the top-k arrays of a store are layer x head x mode x 2 x top_k, whatever the number of images
@@ -158,11 +181,11 @@ OPTIONS: dict[str, Option] = {
     "atlas_batch_size": _count(8, "images per batch of the atlas pass", MAX_BATCH),
     "offset": Option(
         None,
-        "rotary (RoPE) models: the modes of the interaction of a query and a key D tokens before it, W_q^T R(-D) "
-        "W_k (the query's position minus the key's; default: 0, two tokens at the same position)",
-        int,
-        minimum=-(10**6),
-        maximum=10**6,
+        "rotary (RoPE) models: the modes of the interaction of a query and a key at offset D, W_q^T R(-D) W_k, the "
+        "query's position minus the key's: D in tokens for text, DY,DX in patches (rows, columns) for an image "
+        "model (write --offset=-1,2 when it starts with a minus; default: 0, two tokens at the same position)",
+        pattern=OFFSET_PATTERN,
+        parse=parse_offset,
     ),
     "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0, maximum=256),
 }

@@ -57,6 +57,11 @@ def compute_offsets(
             f"{m.name} has no rotary position embedding: its query-key interaction is the same at every offset "
             "(`qkdissect modes` gives it)"
         )
+    if qk.rotary.n_axes != 1:
+        raise QKDissectError(
+            f"{m.name} rotates by a {qk.rotary.n_axes}-D position: its offsets are (dy, dx); this pass takes the "
+            "1-D offsets of language models for now (`qkdissect modes --offset DY,DX` gives one 2-D offset)"
+        )
     t_load, t1 = time.perf_counter() - t0, time.perf_counter()
     rotations = qk.rotary.key_rotation(np.asarray(offs))
     with tqdm(total=len(offs), desc=f"offsets {m.name}", unit="offset", disable=not progress) as bar:

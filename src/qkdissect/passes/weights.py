@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import xarray as xr
 
 from ..core.modes_np import degenerate_blocks, fold_factors_np, qk_modes_np
@@ -22,7 +23,7 @@ from ..core.rotary import rotated_keys
 from ..errors import QKDissectError
 from ..models.spec import ModelSpec
 from ..models.weightfile import FileQK, read_qk_file
-from ..options import DType, Folding, default
+from ..options import DType, Folding, Offset, default
 from ..provenance.records import utc_now
 from ..stores.schema import modes_dataset
 from .io import finish, model_record, weights_checked
@@ -47,13 +48,15 @@ def compute_modes(
     folding: Folding = default("folding"),
     model_key: str | None = None,
     manifest: Manifest = None,
-    offset: int | None = None,
+    offset: Offset | None = None,
 ) -> xr.Dataset:
     """Load a model (or take one in memory), extract its per-head W_q and W_k, and return the modes dataset with
     provenance (written to ``output`` when given). A rotary (RoPE) model's interaction depends on the offset d
     between the query's and the key's positions (:mod:`qkdissect.core.rotary`): ``offset`` d gives the modes of
-    W_q^T R(-d) W_k; without it, those of offset 0 (the store records which). A grouped-query model pairs each
-    query head with its own key-value head (coordinate ``kv_head``).
+    W_q^T R(-d) W_k; without it, those of offset 0 (the store records which). d is a number of tokens for a
+    language model, ``(dy, dx)`` patches for a 2-D RoPE vision transformer (timm's EVA-02, DINOv3, RoPE-ViT, PE);
+    fractions are allowed (a prefix token sits at ``attrs.rotary.unrotated_position``, the grid centre for DINOv3).
+    A grouped-query model pairs each query head with its own key-value head (coordinate ``kv_head``).
 
     ``manifest`` (from :func:`qkdissect.models.resolve_weights`, or its JSON file) is checked against the weights
     actually read and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
@@ -106,7 +109,7 @@ def _modes_of_file(
 
 def _modes_of_model(
     spec: ModelLike, output: str | Path | None, device: str, dtype: DType, block_rtol: float, folding: Folding,
-    model_key: str | None, manifest: Manifest, offset: int | None = None,
+    model_key: str | None, manifest: Manifest, offset: Offset | None = None,
 ) -> xr.Dataset:  # fmt: skip
     """The modes of a model built (or in memory), with torch."""
     import torch
@@ -121,7 +124,7 @@ def _modes_of_model(
     t1 = time.perf_counter()
     w_q, w_k = folded_factors(m.qk, folding)
     extra = _rotary_attrs(m.qk, offset)
-    if m.qk.rotary is not None and offset:
+    if m.qk.rotary is not None and offset is not None and not _is_zero(offset):
         w_k = torch.as_tensor(rotated_keys(w_k.cpu().numpy(), m.qk.rotary, offset))
     modes = qk_modes(w_q, w_k, dtype=dtype, device=m.device)
     if m.device.type == "cuda":
@@ -129,7 +132,8 @@ def _modes_of_model(
     t_svd = time.perf_counter() - t1
     u, s, v = modes.numpy()
     timings = {"load": round(t_load, 4), "svd": round(t_svd, 6)}
-    params = {**_parameters(dtype, device, block_rtol, folding), **({"offset": offset} if offset is not None else {})}
+    given = {"offset": _as_json(offset)} if offset is not None else {}
+    params = {**_parameters(dtype, device, block_rtol, folding), **given}
     record = pass_record("modes", params, m, [], device, started, timings_s=timings)
     qk = m.qk
     shape = {"d_model": qk.d_model, "d_head": qk.d_head, "n_layers": qk.n_layers, "n_heads": qk.n_heads}
@@ -138,18 +142,34 @@ def _modes_of_model(
                    extra=extra, kv_heads=qk.kv_heads)  # fmt: skip
 
 
-def _rotary_attrs(qk: Any, offset: int | None) -> dict[str, Any]:
-    """What a modes store says of a rotary model (the offset of its modes and the rotary layout) and of a QK-norm
-    one (the per-pair factor); an offset for a model without rotary embedding is refused."""
+def _is_zero(offset: Offset | None) -> bool:
+    return offset is None or not np.any(np.asarray(offset, dtype=np.float64))
+
+
+def _as_json(offset: Offset | np.ndarray) -> Any:
+    """An offset as a store records it: a number, or a list of numbers (integers where whole)."""
+    a = np.asarray(offset, dtype=np.float64)
+    vals = [int(v) if float(v).is_integer() else float(v) for v in a.reshape(-1)]
+    return vals[0] if a.ndim == 0 else vals
+
+
+def _rotary_attrs(qk: Any, offset: Offset | None) -> dict[str, Any]:
+    """What a modes store says of a rotary model (the offset of its modes, a number for text, [dy, dx] for an image
+    grid, and the rotary layout) and of a QK-norm one (the per-pair factor); an offset for a model without rotary
+    embedding, or of the wrong number of axes, is refused."""
     norm = {"qk_norm": qk.qk_norm} if qk.qk_norm is not None else {}
     if qk.rotary is None:
-        if offset:
+        if not _is_zero(offset):
             raise QKDissectError(
                 f"{qk.model_id} has no rotary position embedding: its query-key interaction is the same at every "
                 "offset; leave --offset out"
             )
         return norm
-    return {"offset": int(offset or 0), "rotary": qk.rotary.describe(), **norm}
+    try:
+        d = qk.rotary.as_offset(np.zeros(qk.rotary.n_axes) if offset is None else offset)
+    except ValueError as e:
+        raise QKDissectError(f"{qk.model_id}: {e}") from None
+    return {"offset": _as_json(d), "rotary": qk.rotary.describe(), **norm}
 
 
 def _parameters(dtype: DType, device: str, block_rtol: float, folding: Folding) -> dict[str, Any]:

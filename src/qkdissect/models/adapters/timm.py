@@ -1,11 +1,16 @@
-"""timm VisionTransformer (ViT, DeiT, DINO, CLIP towers), Eva, Beit, and any module with timm ``blocks``."""
+"""timm VisionTransformer (ViT, DeiT, DINO, CLIP towers), Eva, Beit, and any module with timm ``blocks``; the 2-D
+rotary embeddings of timm's Eva family (EVA-02, DINOv3, RoPE-ViT, PE) are read by :mod:`.timm_rope`."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
 from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, is_identity, split_heads
+from .timm_rope import timm_rotary
 
 
 def _timm_layer(block: Any) -> AttentionLayer:
@@ -15,6 +20,11 @@ def _timm_layer(block: Any) -> AttentionLayer:
         raise UnsupportedModelError(
             f"{type(attn).__name__} normalises q and k per head (qk_norm): the attention logit is not "
             "x_i^T W_q^T W_k x_j, so the query-key modes do not describe it. Use a model without qk_norm."
+        )
+    if int(getattr(attn, "num_kv_heads", n_heads)) != n_heads:
+        raise UnsupportedModelError(
+            f"{type(attn).__name__} shares key heads between query heads (num_kv_heads {attn.num_kv_heads} of "
+            f"{n_heads}): grouped-query attention in timm models is not supported yet"
         )
     qkv = getattr(attn, "qkv", None)
     if qkv is not None:
@@ -55,19 +65,38 @@ def adapt_timm(model: Any, model_id: str) -> QKWeights:
         "Beit": "timm-beit",
     }.get(cls, "timm-blocks")
     layers = [_timm_layer(b) for b in model.blocks]
-    notes = []
-    if getattr(model, "rope", None) is not None:
-        notes.append(
-            "rotary position embedding: q and k are rotated by position after projection, so the interaction "
-            "depends on the offset between the two tokens; these modes are W_q^T W_k, its value at offset 0 (two "
-            "tokens at the same position) only"
-        )
-    if cls == "Beit" or getattr(model, "rel_pos_bias", None) is not None:
-        notes.append("relative position bias is added to the logits; it does not depend on token content")
     pe = getattr(model, "patch_embed", None)
     layout = TokenLayout(
         n_prefix=int(getattr(model, "num_prefix_tokens", 0)),
         grid=as_pair(getattr(pe, "grid_size", None)) if pe is not None else None,
         patch_size=as_pair(getattr(pe, "patch_size", None)) if pe is not None else None,
     )
-    return QKWeights(model_id, adapter, layers, layout, notes, model)
+    rotary = timm_rotary(model, layout.grid, layout.n_prefix, int(layers[0].w_q.shape[1]))
+    notes = _rotary_notes(rotary) if rotary is not None else []
+    if cls == "Beit" or getattr(model, "rel_pos_bias", None) is not None:
+        notes.append("relative position bias is added to the logits; it does not depend on token content")
+    return QKWeights(model_id, adapter, layers, layout, notes, model, rotary=rotary)
+
+
+def _rotary_notes(rotary: Rotary) -> list[str]:
+    grid = "x".join(map(str, rotary.grid or ()))
+    p0 = ", ".join(f"{v:g}" for v in rotary.unrotated_position)
+    notes = [
+        "2-D rotary position embedding (RoPE): q and k of the patch tokens are rotated by their grid position after "
+        "their projections, so the interaction depends on the offset d = (dy, dx) between the query's patch and "
+        "the key's, in patches; these modes are its value at the offset in attrs.offset ([0, 0] when not given: "
+        "two tokens at the same position), W_q^T R(-d) W_k (attrs.rotary: the model's own frequencies, pairing "
+        f"and coordinates, for the {grid} grid)",
+        f"the {rotary.unrotated_prefix} prefix tokens (CLS, registers) are not rotated: each interacts as a token at "
+        f"grid position ({p0}) (attrs.rotary.unrotated_position), so a prefix query and a patch key at p are the "
+        "modes at offset unrotated_position - p, two prefix tokens the modes at offset 0",
+    ]
+    if rotary.per_head:
+        notes.append("mixed RoPE: every head of every layer turns with its own learned frequencies")
+    step = rotary.coordinate_step
+    if not np.allclose(step, 1.0):
+        notes.append(
+            f"coordinates are not the patch index: a patch step is ({', '.join(f'{s:.4g}' for s in step)}) in the "
+            f"model's coordinates ({rotary.coordinates}); the modes at an offset hold for the {grid} grid only"
+        )
+    return notes

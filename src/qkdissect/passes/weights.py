@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from ..core.groups import query_group_angles
 from ..core.modes_np import degenerate_blocks, fold_factors_np, qk_modes_np
 from ..core.rotary import rotated_keys
 from ..errors import QKDissectError
@@ -201,5 +202,6 @@ def _finish(
         **(extra or {}),
         "provenance": record,
     }
-    ds = modes_dataset(u, s, v, degenerate_blocks(s, rtol=block_rtol), attrs, kv_heads)
+    angles = query_group_angles(u, kv_heads)
+    ds = modes_dataset(u, s, v, degenerate_blocks(s, rtol=block_rtol), attrs, kv_heads, angles)
     return finish(ds, output)

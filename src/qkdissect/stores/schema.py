@@ -5,7 +5,8 @@ are named, integer indices 0-based; every variable and coordinate has ``long_nam
 
 ==================  ==========================================================================================
 modes               ``U``, ``V`` (layer, head, dim, mode), ``S`` (layer, head, mode), ``block`` (ids of blocks of
-                    near-equal singular values)
+                    near-equal singular values); grouped-query models: ``query_group_angle`` (layer, head_pair,
+                    angle), the principal angles between the query sides of two heads sharing a key head
 scores              ``cosine``, ``null_mode`` (layer, head, mode), ``head_mean``/``head_weighted`` (layer, head),
                     ``layer_mean``/``layer_weighted`` (layer), ``depth`` = l / (L - 1); the plain means without
                     null modes (``n_null`` per head), and with them (``*_mean_all``); the null interval in attrs
@@ -63,6 +64,12 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "kv_head": ("key-value head of the query head (grouped-query attention)", ""),
     "offset": ("offset d: query position minus key position", ""),
     "mode": ("mode (descending singular value)", ""),
+    "head_pair": ("pair of query heads sharing a key-value head", ""),
+    "pair_head_a": ("first query head of the pair", ""),
+    "pair_head_b": ("second query head of the pair", ""),
+    "pair_kv_head": ("key-value head the pair shares", ""),
+    "angle": ("principal angle index (ascending)", ""),
+    "query_group_angle": ("principal angle", "rad"),
     "dim": ("residual-stream dimension", ""),
     "depth": ("normalised depth l / (L - 1)", "1"),
     "sign": ("sign of the projections", ""),
@@ -211,8 +218,11 @@ def modes_dataset(
     block: np.ndarray,
     attrs: dict[str, Any],
     kv_heads: Sequence[int] | None = None,
+    group_angles: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> xr.Dataset:
-    """``kv_heads``: the key-value head of each query head (grouped-query attention), a ``kv_head`` coordinate."""
+    """``kv_heads``: the key-value head of each query head (grouped-query attention), a ``kv_head`` coordinate;
+    ``group_angles``: the pairs of query heads sharing one (pair, 2) and the principal angles between their query
+    sides (layer, pair, angle) (:func:`qkdissect.core.groups.query_group_angles`)."""
     n_layers, n_heads, d, n_modes = u.shape
     coords: dict[str, Any] = {
         "layer": np.arange(n_layers), "head": np.arange(n_heads), "dim": np.arange(d), "mode": np.arange(n_modes)
@@ -221,6 +231,7 @@ def modes_dataset(
         coords["kv_head"] = ("head", np.asarray(kv_heads, dtype=np.int64))
     dims = ("layer", "head", "dim", "mode")
     variables: dict[str, Var] = {
+        **_group_angles(group_angles, kv_heads, coords),
         "U": (dims, u, "query-side singular vectors (unit)"),
         "V": (dims, v, "key-side singular vectors (unit)"),
         "S": (MODE_DIMS, s, "singular values of W_q^T W_k, descending"),
@@ -231,6 +242,27 @@ def modes_dataset(
         ),
     }
     return dataset("modes", variables, coords, {"conventions": CONVENTIONS, **attrs})
+
+
+def _group_angles(
+    found: tuple[np.ndarray, np.ndarray] | None, kv_heads: Sequence[int] | None, coords: dict[str, Any]
+) -> dict[str, Var]:
+    """Grouped-query heads: the principal angles between the query sides of every two heads that share a key-value
+    head, with the pair's heads as coordinates along ``head_pair`` (added to ``coords``); nothing for a model whose
+    query heads each have their own key head."""
+    if found is None or kv_heads is None:
+        return {}
+    pairs, angles = found
+    kv = np.asarray(kv_heads, dtype=np.int64)
+    coords.update(
+        pair_head_a=("head_pair", pairs[:, 0]), pair_head_b=("head_pair", pairs[:, 1]),
+        pair_kv_head=("head_pair", kv[pairs[:, 0]]),
+    )  # fmt: skip
+    what = (
+        "principal angles between the query sides (spans of U) of two query heads sharing a key-value head, "
+        "ascending: 0 = they read the same subspace"
+    )
+    return {"query_group_angle": (("layer", "head_pair", "angle"), angles, what)}
 
 
 def offsets_dataset(

@@ -126,6 +126,10 @@ def check_atlas(
         cosine = driver.find_element(By.ID, "mode-cosine")
         want = float(scores.cosine.values[layer, head, mode])
         assert float(cosine.get_attribute("data-cosine")) == want and cosine.text == f"{want:+.4f}"
+        if "key_top_on_prefix" in maps and "cls" in maps.attrs["prefix_tokens"]:  # the share of the key side's tops
+            share = 100 * int(maps.key_top_on_prefix.sel(prefix_kind="cls")[layer, head, mode, 0])
+            share /= maps.attrs["images"]["valid"]
+            assert f"CLS {share:.1f}% of" in driver.find_element(By.ID, "mode-prefix").text
         cards = driver.find_elements(By.CSS_SELECTOR, "#cards figure")
         ids = [c.get_attribute("data-image") for c in cards]
         assert ids == [str(i) for i in maps.top_image_id.values[layer, head, mode, 0, :k]]

@@ -97,6 +97,8 @@ def test_three_uneven_shards_merge_into_the_single_jobs_store(tiny: dict[str, An
     tied = (s[..., 1:] == s[..., :-1]) & (top[..., 1:] >= 0)
     assert tied.sum() > 10 and (top[..., 1:][tied] > top[..., :-1][tied]).all()  # ties: the smaller index first
     assert len(np.unique(top[..., 0])) > 2  # the top images differ between modes: not a degenerate set
+    on_cls = [open_store(p).key_top_on_prefix.sel(prefix_kind="cls").values for p in shard_paths(folder, 3)]
+    assert all(c.sum() > 0 for c in on_cls)  # each shard counts key maps peaking on the CLS token: the merge sums them
 
 
 def test_more_shards_than_batches_leave_empty_shards(tiny: dict[str, Any], tmp_path: Path) -> None:

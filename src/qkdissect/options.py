@@ -24,6 +24,10 @@ NullLines = Literal["exact", "released", "both"]
 NULL_LINES: tuple[NullLines, ...] = ("exact", "released", "both")
 Sign = Literal["+", "-"]
 SIGNS: tuple[Sign, ...] = ("+", "-")
+#: the kinds of the tokens an image model puts before its patches, in the order models place them: class token,
+#: DeiT's distillation token, registers (DINOv2 with registers, DINOv3)
+PrefixKind = Literal["cls", "distillation", "register"]
+PREFIX_KINDS: tuple[PrefixKind, ...] = ("cls", "distillation", "register")
 #: a mode as figures and configs name it: (layer, head, mode, sign), 0-based
 Mode = tuple[int, int, int, str]
 #: the image score of a mode: the released code's product of extremes, or its clipped form (see passes.projections)

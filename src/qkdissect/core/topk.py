@@ -15,8 +15,8 @@ import torch
 
 from .merging import FIXED_BITS, anisotropy, from_fixed_point, merge_top
 
-__all__ = ["FIXED_BITS", "StreamingTopK", "anisotropy", "both_wrong_side", "fixed_point", "from_fixed_point",
-           "image_scores", "merge_top"]  # fmt: skip
+__all__ = ["FIXED_BITS", "StreamingTopK", "anisotropy", "both_wrong_side", "count_kinds", "extreme_on_prefix",
+           "fixed_point", "from_fixed_point", "image_scores", "merge_top"]  # fmt: skip
 
 
 def image_scores(
@@ -38,6 +38,28 @@ def both_wrong_side(q_max: torch.Tensor, q_min: torch.Tensor, k_max: torch.Tenso
     """(..., sign) bool: both extremes on the wrong side of 0 (max q < 0 and max k < 0 for sign +; min q > 0 and
     min k > 0 for sign -), where the released score is a product of two negatives."""
     return torch.stack([(q_max < 0) & (k_max < 0), (q_min > 0) & (k_min > 0)], dim=-1)
+
+
+def extreme_on_prefix(p: torch.Tensor, n_prefix: int, top: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
+    """(batch, C, sign) int16: the prefix token (its position, 0 to n_prefix - 1) where the largest value of ``p``
+    over all tokens lies (sign +) and the smallest (sign -: the largest of -p), or -1 where it lies on a patch
+    token. ``p``: (batch, token, C), the ``n_prefix`` prefix tokens first; ``top``, ``bottom``: (batch, C) the
+    max and min over the patch tokens. A tie goes to the prefix token (the first in the sequence, as argmax)."""
+    if n_prefix == 0:
+        return torch.full((*top.shape, 2), -1, dtype=torch.int16, device=p.device)
+    hi, hi_at = p[:, :n_prefix].max(dim=1)
+    lo, lo_at = p[:, :n_prefix].min(dim=1)
+    on = torch.stack([hi >= top, lo <= bottom], dim=-1)
+    return torch.where(on, torch.stack([hi_at, lo_at], dim=-1), -1).to(torch.int16)
+
+
+def count_kinds(at: torch.Tensor, kind: torch.Tensor, n_kinds: int) -> torch.Tensor:
+    """(..., kind) int64: over the batch (dim 0) of ``at`` (prefix token positions, -1: none), how many fall on a
+    prefix token of each kind; ``kind``: (n_prefix,) the kind (0 to n_kinds - 1) of each prefix token."""
+    if kind.numel() == 0:
+        return torch.zeros((*at.shape[1:], n_kinds), dtype=torch.int64, device=at.device)
+    k = torch.where(at >= 0, kind.to(at.device)[at.long().clamp(min=0)], -1)
+    return torch.stack([(k == c).sum(dim=0) for c in range(n_kinds)], dim=-1)  # a few kinds, not heads or modes
 
 
 class StreamingTopK:

@@ -6,17 +6,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import PREFIX_KINDS
+
+__all__ = ["PREFIX_KINDS", "TokenLayout", "as_pair", "describe_qk", "prefix_kinds"]
+
+
+def prefix_kinds(cls: int = 0, distillation: int = 0, registers: int = 0) -> tuple[str, ...]:
+    """The kind of each prefix token, in sequence order (CLS, then distillation, then registers)."""
+    return ("cls",) * cls + ("distillation",) * distillation + ("register",) * registers
+
 
 @dataclass(frozen=True)
 class TokenLayout:
     """Where the patch tokens sit in the sequence: ``n_prefix`` leading tokens (CLS, distillation,
     registers), then ``grid[0] * grid[1]`` patches in row-major order. Text models have no grid; ``causal``
-    marks decoders, whose query i attends to keys j <= i only."""
+    marks decoders, whose query i attends to keys j <= i only. ``prefix_kinds`` names each prefix token by its
+    kind (:data:`PREFIX_KINDS`), in sequence order; the adapters read it off the model."""
 
     n_prefix: int
     grid: tuple[int, int] | None
     patch_size: tuple[int, int] | None = None
     causal: bool = False
+    prefix_kinds: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.prefix_kinds if k not in PREFIX_KINDS]
+        if len(self.prefix_kinds) != self.n_prefix or bad:
+            raise ValueError(
+                f"{self.n_prefix} prefix tokens named {list(self.prefix_kinds)}: name each one of "
+                f"{', '.join(PREFIX_KINDS)}"
+            )
 
     @property
     def modality(self) -> str:
@@ -44,6 +63,7 @@ def describe_qk(
         "d_head": d_head,
         "d_model": d_model,
         "n_prefix_tokens": layout.n_prefix,
+        "prefix_tokens": list(layout.prefix_kinds),
         "grid": list(layout.grid) if layout.grid else None,
         "patch_size": list(layout.patch_size) if layout.patch_size else None,
         "modality": layout.modality,

@@ -29,7 +29,7 @@ from ..errors import CheckpointReadError
 from ..locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, MINILM_NAME, data_dir
 from .digest import sha256_file, state_dict_digest
 from .hubcache import download_again, read_config
-from .layout import TokenLayout, as_pair, describe_qk
+from .layout import TokenLayout, as_pair, describe_qk, prefix_kinds
 from .pins import (
     IMGFOCUS_ARCH,
     IMGFOCUS_DIGEST,
@@ -51,7 +51,8 @@ IMGFOCUS_HEADS = 6
 def imgfocus_layout(s: ModelSpec) -> TokenLayout:
     """The class token and the patch grid at the spec's input size (224 px, 16 x 16, unless img_size says)."""
     side = imgfocus_img_size(s.options) // IMGFOCUS_PATCH
-    return TokenLayout(n_prefix=1, grid=(side, side), patch_size=(IMGFOCUS_PATCH, IMGFOCUS_PATCH))
+    patch = (IMGFOCUS_PATCH, IMGFOCUS_PATCH)
+    return TokenLayout(n_prefix=1, grid=(side, side), patch_size=patch, prefix_kinds=("cls",))
 
 
 @dataclass
@@ -349,9 +350,9 @@ def _gamma(t: _Tensors, norms: list[str]) -> np.ndarray | None:
 def _image_layout(cfg: dict[str, Any], t: _Tensors, p: str) -> TokenLayout:
     """Prefix tokens (CLS, distillation, registers) from the embeddings' tensors; the grid from the config."""
     emb = p + "embeddings."
-    n_prefix = sum(emb + n in t.keys for n in _PREFIX_TOKENS)
-    if emb + "register_tokens" in t.keys:
-        n_prefix += int(t(emb + "register_tokens").shape[1])
+    has = {n: emb + n in t.keys for n in _PREFIX_TOKENS}
+    reg = int(t(emb + "register_tokens").shape[1]) if emb + "register_tokens" in t.keys else 0
+    kinds = prefix_kinds(has["cls_token"] + has["class_embedding"], has["distillation_token"], reg)
     img, patch = as_pair(cfg["image_size"]), as_pair(cfg["patch_size"])
     assert img is not None and patch is not None
-    return TokenLayout(n_prefix, (img[0] // patch[0], img[1] // patch[1]), patch)
+    return TokenLayout(len(kinds), (img[0] // patch[0], img[1] // patch[1]), patch, prefix_kinds=kinds)

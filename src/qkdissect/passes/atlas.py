@@ -224,6 +224,7 @@ def compute_atlas_maps(
         "spec": str(im.loaded.spec),
         "token_source": source,
         "grid": list(im.grid),
+        "prefix_tokens": list(im.qk.layout.prefix_kinds),
         "map_grid": list(out_grid),
         "thumbnail": thumbnail,
         "images": proj.attrs["images"],
@@ -239,7 +240,8 @@ def compute_atlas_maps(
     }
     thumbnails = np.stack(thumbs) if thumbs else np.zeros((0, 1, 1, 3), np.uint8)
     top_score = proj.top_score.values.astype(np.float32)
-    ds = atlas_dataset(collect.arrays(), top_score, slot_image, thumbnails, coords, attrs)
+    on_prefix = proj.get("key_top_on_prefix")
+    ds = atlas_dataset(collect.arrays(), top_score, slot_image, thumbnails, coords, attrs, on_prefix)
     if shard is not None:
         ds.attrs["shard"] = {**shard.describe(), "start": first, "stop": stop, "images": n_used}
     return finish(ds, output)

@@ -393,6 +393,7 @@ def compute_maps(
         extra = {
             "images": proj.attrs["images"],
             "grid": list(im.grid),
+            "prefix_tokens": list(im.qk.layout.prefix_kinds),
             "preprocess": im.preprocess.describe(),
             "token_source": proj.attrs["token_source"],
             **focus,

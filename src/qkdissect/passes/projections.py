@@ -15,6 +15,11 @@ per mode and sign, the top images whose two extremes are both on the wrong side 
 images per mode does not depend on sigma_n, so the sigma-weighted variant ``s_n * score`` has the same images; it
 matters when modes are compared with each other.
 
+Prefix tokens (CLS, distillation, registers: ``attrs["prefix_tokens"]`` names each) stay out of the maxima, minima,
+scores and top images; from the same product over all tokens the pass counts, per mode and sign, the images whose
+query and key maps peak on a prefix token, per kind (``query_top_on_prefix``, ``key_top_on_prefix``; int64, so that
+shards sum exactly): attention sinks are part of what a mode does.
+
 ``dedupe`` (a Hamming distance) drops the exact and near duplicates of the image set before the pass
 (:mod:`qkdissect.data.duplicates`); the store names them (``attrs["images"]["dedupe"]``).
 """
@@ -30,9 +35,18 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core.topk import StreamingTopK, anisotropy, both_wrong_side, fixed_point, from_fixed_point, image_scores
+from ..core.topk import (
+    StreamingTopK,
+    anisotropy,
+    both_wrong_side,
+    count_kinds,
+    extreme_on_prefix,
+    fixed_point,
+    from_fixed_point,
+    image_scores,
+)
 from ..models import ModelLike, QKWeights
-from ..options import ImageScore, TokenSource, default, top_k_within
+from ..options import PREFIX_KINDS, ImageScore, TokenSource, default, top_k_within
 from ..provenance.records import utc_now
 from ..stores.io import StreamingStore
 from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
@@ -50,13 +64,16 @@ def centre_index(grid: tuple[int, int]) -> int:
 
 @dataclass
 class BatchStats:
-    """Per image (batch, layer, head, mode) max/min of the query and key maps; centre tokens (batch, layer, d)."""
+    """Per image (batch, layer, head, mode) max/min of the query and key maps over the patch tokens; centre tokens
+    (batch, layer, d); ``on_prefix`` (batch, layer, side (q, k), head, mode, sign): the prefix token where the map's
+    largest (sign +) or smallest (sign -) value over all tokens lies, -1 where on a patch token."""
 
     q_max: torch.Tensor
     q_min: torch.Tensor
     k_max: torch.Tensor
     k_min: torch.Tensor
     centre: torch.Tensor
+    on_prefix: torch.Tensor
 
     def scores(self, rule: ImageScore = "released") -> torch.Tensor:
         """(batch, layer, head, mode, sign): the image scores (:func:`qkdissect.core.topk.image_scores`)."""
@@ -66,9 +83,15 @@ class BatchStats:
         """(batch, layer, head, mode, sign) 1 where both extremes are on the wrong side of 0, else 0."""
         return both_wrong_side(self.q_max, self.q_min, self.k_max, self.k_min).long()
 
+    def prefix_counts(self, kind: torch.Tensor) -> torch.Tensor:
+        """(side (q, k), layer, head, mode, sign, prefix_kind) int64: the batch's images whose map peaks on a prefix
+        token of each kind of :data:`PREFIX_KINDS` (``kind``: the kind index of each prefix token)."""
+        return count_kinds(self.on_prefix, kind, len(PREFIX_KINDS)).movedim(1, 0)
+
 
 class Projector:
-    """Projects every layer's patch tokens onto all U and V of the modes in one GEMM per layer."""
+    """Projects every layer's tokens onto all U and V of the modes in one GEMM per layer: the patch tokens' max
+    and min, and where over all tokens (prefix included) the extremes lie."""
 
     def __init__(
         self,
@@ -89,6 +112,7 @@ class Projector:
         self.n_prefix = qk.layout.n_prefix
         self.grid = qk.layout.grid
         self.centre = self.n_prefix + centre_index(self.grid)
+        self.kind = torch.tensor([PREFIX_KINDS.index(k) for k in qk.layout.prefix_kinds], dtype=torch.int64)
 
     def _reduce(self, layer: int, x: torch.Tensor, out: dict[str, list[Any]]) -> None:
         n_tok = self.grid[0] * self.grid[1]
@@ -98,21 +122,24 @@ class Projector:
                 "feed images at the model's own input size"
             )
         # all tokens in one contiguous GEMM (the prefix rows are a negligible extra), then the patch rows
-        p = (x.to(self.dtype) @ self.uv[layer])[:, self.n_prefix :]  # (batch, token, 2*H*M)
-        out["min"][layer], out["max"][layer] = torch.aminmax(p, dim=1)
+        full = x.to(self.dtype) @ self.uv[layer]  # (batch, token, 2*H*M)
+        out["min"][layer], out["max"][layer] = torch.aminmax(full[:, self.n_prefix :], dim=1)
+        out["prefix"][layer] = extreme_on_prefix(full, self.n_prefix, out["max"][layer], out["min"][layer])
         out["centre"][layer] = x[:, self.centre].to(self.dtype)
 
     @torch.inference_mode()
     def __call__(self, model: torch.nn.Module, x: torch.Tensor) -> BatchStats:
         n_layers, n_heads, n_modes = self.shape
-        out: dict[str, list[Any]] = {k: [None] * n_layers for k in ("max", "min", "centre")}
+        out: dict[str, list[Any]] = {k: [None] * n_layers for k in ("max", "min", "centre", "prefix")}
         with layer_token_hooks(self.qk, self.source, lambda i, t: self._reduce(i, t, out)):
             model(x.to(self.device))
         if any(m is None for m in out["max"]):
             raise RuntimeError("the forward pass did not reach every attention layer")
         mx = torch.stack(out["max"], dim=1).reshape(x.shape[0], n_layers, 2, n_heads, n_modes)
         mn = torch.stack(out["min"], dim=1).reshape(x.shape[0], n_layers, 2, n_heads, n_modes)
-        return BatchStats(mx[:, :, 0], mn[:, :, 0], mx[:, :, 1], mn[:, :, 1], torch.stack(out["centre"], dim=1))
+        on = torch.stack(out["prefix"], dim=1).reshape(x.shape[0], n_layers, 2, n_heads, n_modes, 2)
+        centre = torch.stack(out["centre"], dim=1)
+        return BatchStats(mx[:, :, 0], mn[:, :, 0], mx[:, :, 1], mn[:, :, 1], centre, on)
 
 
 def shard_extras(
@@ -166,6 +193,7 @@ def compute_projections(
     n = len(stream)
     topk = StreamingTopK((n_layers, n_heads, n_modes, 2), top_k, device=im.device, n_payload=1)
     unit_sum = torch.zeros(2, n_layers, im.qk.d_model, dtype=torch.int64, device=im.device)  # fixed point
+    on_prefix = torch.zeros(2, n_layers, n_heads, n_modes, 2, len(PREFIX_KINDS), dtype=torch.int64)
     run = AdaptiveBatch(f"project {im.name}")
     t_load = time.perf_counter() - t0
     shape = (n_layers, n_heads, n_modes)
@@ -186,6 +214,7 @@ def compute_projections(
                     topk.update(stats.scores(score), torch.as_tensor(ok), [stats.both_negative()])
                     c = stats.centre.double()
                     unit_sum += fixed_point(c / c.norm(dim=-1, keepdim=True)).sum(dim=1)
+                    on_prefix += stats.prefix_counts(proj.kind).cpu()
                 for var, arr in block.items():
                     st.write(var, start, arr)
             have = topk.score.shape[-1]
@@ -209,6 +238,7 @@ def compute_projections(
                 "spec": str(im.loaded.spec),
                 "token_source": tokens,
                 "n_prefix_tokens": qk.layout.n_prefix,
+                "prefix_tokens": list(qk.layout.prefix_kinds),
                 "grid": list(qk.layout.grid or ()),
                 "centre_token": list(divmod(proj.centre - qk.layout.n_prefix, proj.grid[1])),
                 "preprocess": im.preprocess.describe(),
@@ -221,7 +251,8 @@ def compute_projections(
             }
             s = np.asarray(modes_ds.S.values, dtype=np.float32)
             small = projections_dataset(stream.valid, top_score, top_image, both_negative, s, us,
-                                        anisotropy(us, stream.n_valid), stream.coords(), attrs)  # fmt: skip
+                                        anisotropy(us, stream.n_valid), stream.coords(), attrs,
+                                        on_prefix=on_prefix.numpy())  # fmt: skip
             if shard is not None:
                 small = shard_extras(small, flag, limbs, s, stream.shard_record())
             st.finish(small)

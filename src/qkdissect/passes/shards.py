@@ -114,8 +114,8 @@ def shard_paths(folder: str | Path, count: int) -> list[Path]:
 #: how a merge writes its store's provenance: (shard stores, their paths, seconds) -> record
 RecordFn = Callable[[Sequence[xr.Dataset], Sequence[Path], float], dict[str, Any]]
 #: store attributes every shard of one pass has alike
-_SAME_ATTRS = ("qkdissect_schema", "model_id", "spec", "token_source", "n_prefix_tokens", "grid", "centre_token",
-               "preprocess", "top_k", "image_score", "weights_sha256")  # fmt: skip
+_SAME_ATTRS = ("qkdissect_schema", "model_id", "spec", "token_source", "n_prefix_tokens", "prefix_tokens", "grid",
+               "centre_token", "preprocess", "top_k", "image_score", "weights_sha256")  # fmt: skip
 #: provenance fields every shard of one pass has alike
 _SAME_RECORD = ("kind", "parameters", "model", "weights")
 
@@ -290,6 +290,7 @@ def merge_projections(shards: Sequence[str | Path], output: str | Path) -> xr.Da
     top_score, top_image, flag = _top(stores)
     both_negative = ((flag == 1) & (top_image >= 0)).sum(axis=-1)
     limbs = np.sum([ds.centre_unit_sum_fixed.values for ds in stores], axis=0)
+    on_prefix = np.sum([[ds[f"{side}_top_on_prefix"].values for side in ("query", "key")] for ds in stores], axis=0)
     unit_sum = from_fixed_point(limbs)
     batch = int(first.attrs["provenance"]["parameters"]["batch_size"])
     chunk = batch * max(1, round(256 / batch))  # as the single job chunks its rows
@@ -301,7 +302,8 @@ def merge_projections(shards: Sequence[str | Path], output: str | Path) -> xr.Da
         attrs["skipped"] = [s for ds in stores for s in ds.attrs["skipped"]][:1000]
         s = first.singular_value.values.astype(np.float32)
         small = projections_dataset(valid, top_score, top_image, both_negative, s, unit_sum,
-                                    anisotropy(unit_sum, int(valid.sum())), _image_coords(stores), attrs)  # fmt: skip
+                                    anisotropy(unit_sum, int(valid.sum())), _image_coords(stores), attrs,
+                                    on_prefix=on_prefix)  # fmt: skip
         st.finish(small)
     return open_store(output)
 
@@ -358,7 +360,8 @@ def merge_atlas(shards: Sequence[str | Path], output: str | Path) -> xr.Dataset:
             arr[own] = ds[k].values[own]
     thumbnails = np.concatenate([ds.thumbnail.values for ds in _held(stores)])
     attrs = _merged_attrs(stores, shards, t0)
-    ds = atlas_dataset(codes, first.top_score.values, slot_image, thumbnails, _image_coords(stores), attrs)
+    on_prefix = first.get("key_top_on_prefix")  # copied from the one projections store all shards read
+    ds = atlas_dataset(codes, first.top_score.values, slot_image, thumbnails, _image_coords(stores), attrs, on_prefix)
     return finish(ds, output)
 
 

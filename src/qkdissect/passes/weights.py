@@ -191,6 +191,7 @@ def _finish(
         "adapter": adapter,
         **shape,
         "n_prefix_tokens": layout.n_prefix,
+        "prefix_tokens": list(layout.prefix_kinds),
         "grid": list(layout.grid) if layout.grid else None,
         "weights_sha256": sha256,
         "weights_revision": revision,

@@ -12,8 +12,10 @@ scores              ``cosine``, ``null_mode`` (layer, head, mode), ``head_mean``
                     null modes (``n_null`` per head), and with them (``*_mean_all``); the null interval in attrs
 projections         per image ``q_max``, ``q_min``, ``k_max``, ``k_min`` (image, layer, head, mode; streamed),
                     ``top_image``/``top_score`` (layer, head, mode, sign, rank; the ids of the top images in the
-                    coordinate ``top_image_id``), ``top_both_negative``, anisotropy sums; the duplicates dropped
-                    from the image set in attrs
+                    coordinate ``top_image_id``), ``top_both_negative``, anisotropy sums, ``key_top_on_prefix``
+                    and ``query_top_on_prefix`` (layer, head, mode, sign, prefix_kind: images whose map peaks on
+                    a CLS, distillation or register token); the duplicates dropped from the image set and the
+                    kind of each prefix token (``prefix_tokens``) in attrs
 logits              variance shares of the logit terms, top-k modes explained, who wins the softmax
 preference          attention of the target/distractor tokens on each region, grouped; an example crop
 same_object         per mode the fraction of top images whose query and key sides pick the same object, and its
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..options import PREFIX_KINDS
 from .io import jsonable
 
 SCHEMA_VERSION = 1
@@ -85,6 +88,7 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "k": ("modes kept", ""),
     "source": ("query source token", ""),
     "region": ("attended region", ""),
+    "prefix_kind": ("kind of prefix token", ""),
     # modes
     "U": ("query-side singular vector u_n", "1"),
     "V": ("key-side singular vector v_n", "1"),
@@ -115,6 +119,8 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "top_both_negative_flag": ("top image with both extremes on the wrong side of 0", ""),
     "centre_unit_sum_fixed": ("sum of the unit centre-token vectors, fixed point", "1"),
     "top_image": ("top image (position on the image dim)", ""),
+    "query_top_on_prefix": ("images whose query map peaks on a prefix token", "1"),
+    "key_top_on_prefix": ("images whose key map peaks on a prefix token", "1"),
     "centre_unit_sum": ("sum of the unit centre-token vectors", "1"),
     "anisotropy": ("mean cosine between centre tokens of different images", "1"),
     "top_passage": ("top passage (position on the passage dim)", ""),
@@ -330,9 +336,12 @@ IMAGE_SCORE_DEFINITIONS = {
 
 def projections_dataset(
     valid: np.ndarray, top_score: np.ndarray, top_image: np.ndarray, both_negative: np.ndarray, s: np.ndarray,
-    unit_sum: np.ndarray, anisotropy: np.ndarray, coords: Mapping[str, Any], attrs: Mapping[str, Any],
+    unit_sum: np.ndarray, anisotropy: np.ndarray, coords: Mapping[str, Any], attrs: Mapping[str, Any], *,
+    on_prefix: np.ndarray,
 ) -> xr.Dataset:  # fmt: skip
-    """The small variables of a projections store (its per-image statistics are streamed beside them)."""
+    """The small variables of a projections store (its per-image statistics are streamed beside them);
+    ``on_prefix``: (side (query, key), layer, head, mode, sign, prefix_kind) counts of images whose map peaks on a
+    prefix token of each kind of :data:`PREFIX_KINDS`."""
     n_layers, n_heads, n_modes = s.shape
     rule = IMAGE_SCORE_DEFINITIONS[attrs.get("image_score", "released")]
     variables: dict[str, Var] = {
@@ -347,7 +356,15 @@ def projections_dataset(
         "centre_unit_sum": (("layer", "dim"), unit_sum, "sum over valid images of the unit centre-token vector"),
         "anisotropy": (("layer",), anisotropy, "mean cosine between centre tokens of different images (Fig. S4 A)"),
     }  # fmt: skip
-    axes = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "mode": np.arange(n_modes)}
+    for side, name in (("query", "u_n"), ("key", "v_n")):
+        variables[f"{side}_top_on_prefix"] = (
+            ("layer", "head", "mode", "sign", "prefix_kind"), on_prefix[0 if side == "query" else 1].astype(np.int64),
+            f"valid images whose {side} map x_t . {name} takes its largest value over all tokens, prefix included "
+            "(sign -: its smallest), on a prefix token of this kind (attrs.prefix_tokens: the kind of each); a tie "
+            "counts for the prefix token. The per-image maxima, minima and top images are over patch tokens only",
+        )  # fmt: skip
+    axes = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "mode": np.arange(n_modes),
+            "prefix_kind": np.array(PREFIX_KINDS, dtype=object)}  # fmt: skip
     return dataset("projections", variables, {**coords, **sign_coord(), **axes, **top_ids(coords, top_image)}, attrs)
 
 
@@ -480,10 +497,11 @@ def slot_maps(store: xr.Dataset, row: int, slot: int) -> TokenMaps:
 
 def atlas_dataset(
     codes: Mapping[str, np.ndarray], top_score: np.ndarray, slot_image: np.ndarray, thumbnails: np.ndarray,
-    coords: Mapping[str, Any], attrs: Mapping[str, Any],
+    coords: Mapping[str, Any], attrs: Mapping[str, Any], key_on_prefix: xr.DataArray | None = None,
 ) -> xr.Dataset:  # fmt: skip
     """``codes``: ``q_code``/``k_code`` (layer, head, mode, sign, rank, gy, gx) uint8 and ``q_lo``, ``q_step``,
-    ``k_lo``, ``k_step`` (layer, head, mode, sign, rank): a map is ``lo + step * code``."""
+    ``k_lo``, ``k_step`` (layer, head, mode, sign, rank): a map is ``lo + step * code``; ``key_on_prefix``: the
+    projections store's ``key_top_on_prefix`` (None: a store made before it was counted)."""
     maps = (*TOP_DIMS, "gy", "gx")
     variables: dict[str, Var] = {
         "top_score": (TOP_DIMS, top_score, "the projections store's top_score of the slot's image"),
@@ -498,6 +516,10 @@ def atlas_dataset(
         variables[f"{side}_step"] = (TOP_DIMS, codes[f"{side}_step"], "(max - min) / 255: the error is <= step / 2")
     n_layers, n_heads, n_modes = top_score.shape[:3]
     axes = {"layer": np.arange(n_layers), "head": np.arange(n_heads), "mode": np.arange(n_modes)}
+    if key_on_prefix is not None:
+        what = "the projections store's: images whose key map peaks on a prefix token of the kind (of images.valid)"
+        variables["key_top_on_prefix"] = (tuple(map(str, key_on_prefix.dims)), key_on_prefix.values, what)
+        axes["prefix_kind"] = key_on_prefix.prefix_kind.values
     ids = coords["image_id"][1]
     return dataset(
         "atlas",

@@ -94,6 +94,9 @@ def model_summary(m: ModelData, label: str | None = None) -> dict[str, Any]:
         "token_source": maps.attrs.get("token_source"),
         "image_set": (maps.attrs.get("images") or {}).get("spec"),
         "image_score": maps.attrs.get("image_score"),
+        "prefix_tokens": list(maps.attrs.get("prefix_tokens") or []),
+        "prefix_kinds": [str(k) for k in maps.prefix_kind.values] if "key_top_on_prefix" in maps else [],
+        "valid_images": (maps.attrs.get("images") or {}).get("valid"),
         "images": [str(i) for i in maps.image_id.values],
         "S": _floats(m.modes.S.values, 6),
         "cosine": _floats(m.scores.cosine.values),
@@ -113,9 +116,10 @@ def map_text(codes: np.ndarray) -> str:
 
 def head_payload(layer_maps: xr.Dataset, layer: int, head: int) -> dict[str, Any]:
     """One head's slots, in (mode, sign, rank) order: each slot's image (-1: empty), score and maps
-    (``layer_maps``: the atlas store's variables of that layer, loaded)."""
+    (``layer_maps``: the atlas store's variables of that layer, loaded); where the store has them, how many images'
+    key maps peak on a prefix token of each kind, in (mode, sign, prefix_kind) order."""
     one = layer_maps.isel(head=head)
-    return {
+    out = {
         "layer": layer,
         "head": head,
         "image": np.asarray(one.slot_image.values, dtype=np.int64).ravel().tolist(),
@@ -123,3 +127,6 @@ def head_payload(layer_maps: xr.Dataset, layer: int, head: int) -> dict[str, Any
         "q": map_text(one.q_code.values),
         "k": map_text(one.k_code.values),
     }
+    if "key_top_on_prefix" in one:
+        out["key_prefix"] = np.asarray(one.key_top_on_prefix.values, dtype=np.int64).ravel().tolist()
+    return out

@@ -49,7 +49,8 @@ def _model_files(folder: Path, m: ModelData, label: str | None) -> dict[str, Any
     (folder / "thumbs").mkdir()
     (folder / "model.js").write_text(_script("model", summary))
     for layer in range(summary["layers"]):
-        loaded = m.maps[["slot_image", "top_score", "q_code", "k_code"]].isel(layer=layer).load()
+        names = ["slot_image", "top_score", "q_code", "k_code", "key_top_on_prefix"]
+        loaded = m.maps[[n for n in names if n in m.maps]].isel(layer=layer).load()
         for head in range(summary["heads"]):
             text = _script("head", m.key, head_payload(loaded, layer, head))
             (folder / "heads" / f"L{layer}-H{head}.js").write_text(text)

@@ -22,6 +22,7 @@ from torch import nn
 
 from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
+from ..layout import prefix_kinds
 from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, split_heads
 
 _HF_Q = ("q_proj", "query")
@@ -188,18 +189,14 @@ def _rotary(model: nn.Module, cfg: Any, d_head: int) -> Rotary | None:
 def _hf_layout(model: Any) -> TokenLayout:
     cfg = model.config
     emb = getattr(model, "embeddings", None)
-    n_prefix = 0
-    if emb is not None:
-        for name in ("cls_token", "class_embedding", "distillation_token"):
-            if getattr(emb, name, None) is not None:
-                n_prefix += 1
-        reg = getattr(emb, "register_tokens", None)
-        if reg is not None:
-            n_prefix += int(reg.shape[1])
+    has = {n: getattr(emb, n, None) is not None for n in ("cls_token", "class_embedding", "distillation_token")}
+    reg = getattr(emb, "register_tokens", None)
+    n_reg = int(reg.shape[1]) if reg is not None else 0
+    kinds = prefix_kinds(has["cls_token"] + has["class_embedding"], has["distillation_token"], n_reg)
     img = as_pair(getattr(cfg, "image_size", None))
     patch = as_pair(getattr(cfg, "patch_size", None))
     grid = (img[0] // patch[0], img[1] // patch[1]) if img and patch else None
-    return TokenLayout(n_prefix=n_prefix, grid=grid, patch_size=patch)
+    return TokenLayout(n_prefix=len(kinds), grid=grid, patch_size=patch, prefix_kinds=kinds)
 
 
 def _post_ln_norms(model: nn.Module, layers: nn.ModuleList, found: list[nn.Module | None]) -> list[nn.Module | None]:

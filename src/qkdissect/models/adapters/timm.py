@@ -9,6 +9,7 @@ import numpy as np
 
 from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
+from ..layout import prefix_kinds
 from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, is_identity, split_heads
 from .timm_rope import timm_rotary
 
@@ -70,12 +71,29 @@ def adapt_timm(model: Any, model_id: str) -> QKWeights:
         n_prefix=int(getattr(model, "num_prefix_tokens", 0)),
         grid=as_pair(getattr(pe, "grid_size", None)) if pe is not None else None,
         patch_size=as_pair(getattr(pe, "patch_size", None)) if pe is not None else None,
+        prefix_kinds=_timm_prefix(model),
     )
     rotary = timm_rotary(model, layout.grid, layout.n_prefix, int(layers[0].w_q.shape[1]))
     notes = _rotary_notes(rotary) if rotary is not None else []
     if cls == "Beit" or getattr(model, "rel_pos_bias", None) is not None:
         notes.append("relative position bias is added to the logits; it does not depend on token content")
     return QKWeights(model_id, adapter, layers, layout, notes, model, rotary=rotary)
+
+
+def _timm_prefix(model: Any) -> tuple[str, ...]:
+    """The kind of each prefix token, from the model's own ``cls_token``, ``dist_token`` and ``reg_token`` (timm
+    places them in that order); refused in one line where they do not add up to ``num_prefix_tokens``."""
+    tokens = {n: getattr(model, n, None) for n in ("cls_token", "dist_token", "reg_token")}
+    count = {n: int(t.shape[1]) if t is not None else 0 for n, t in tokens.items()}
+    kinds = prefix_kinds(count["cls_token"], count["dist_token"], count["reg_token"])
+    n_prefix = int(getattr(model, "num_prefix_tokens", 0))
+    n_reg = int(getattr(model, "num_reg_tokens", count["reg_token"]))
+    if len(kinds) != n_prefix or n_reg != count["reg_token"]:
+        raise UnsupportedModelError(
+            f"timm {type(model).__name__} has {n_prefix} prefix tokens ({n_reg} registers) but its cls_token, "
+            f"dist_token and reg_token hold {count}: qkdissect cannot tell which token is which"
+        )
+    return kinds
 
 
 def _rotary_notes(rotary: Rotary) -> list[str]:

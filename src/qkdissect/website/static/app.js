@@ -281,6 +281,16 @@ const QKAtlas = (() => {
       + `top = qk.open_store(${JSON.stringify(st.maps)}).sel(layer=${l}, head=${h}, mode=${n}, sign="${s}")`;
   }
 
+  function prefixShare(m, head, n, si) {
+    // the share of the images whose key map (sign −: of −v) peaks on a CLS / distillation / register token
+    if (!head.key_prefix || !m.valid_images || !m.prefix_tokens.length) return null;
+    const K = m.prefix_kinds.length, names = { cls: "CLS", distillation: "distillation", register: "registers" };
+    const parts = m.prefix_kinds.map((kind, c) => [kind, head.key_prefix[(n * 2 + si) * K + c]])
+      .filter(([kind]) => m.prefix_tokens.includes(kind))
+      .map(([kind, count]) => `${names[kind] || kind} ${(100 * count / m.valid_images).toFixed(1)}%`);
+    return `${parts.join(" · ")} of ${m.valid_images} images (the rest: a patch)`;
+  }
+
   async function viewMode(view, m, l, h, n, s) {
     const head = await getHead(m.key, l, h);
     const i = (l * m.heads + h) * m.modes + n, si = SIGNS.indexOf(s), R = m.top_k;
@@ -303,7 +313,8 @@ const QKAtlas = (() => {
       ...stat("share of the head's Σs", (100 * m.share[i]).toFixed(2) + "%"),
       ...stat("degenerate block", block),
       ...stat("numerically null", m.null[i] ? "yes" : "no"),
-      ...stat("depth", m.depth[l].toFixed(2)));
+      ...stat("depth", m.depth[l].toFixed(2)),
+      ...(prefixShare(m, head, n, si) ? stat("key map's top token on", prefixShare(m, head, n, si), { id: "mode-prefix" }) : []));
     const link = (t, hash, here) => el("a", { href: hash, text: t, class: here ? "here" : "" });
     const nav = el("p", { class: "nav" },
       link("sign +", `#/${m.key}/L${l}/H${h}/M${n}+`, s === "+"), link("sign − (−u, −v)", `#/${m.key}/L${l}/H${h}/M${n}-`, s === "-"),

@@ -17,6 +17,7 @@ from transformers import (
     DeiTConfig,
     DeiTModel,
     Dinov2WithRegistersConfig,
+    Dinov2WithRegistersForImageClassification,
     Dinov2WithRegistersModel,
     SiglipVisionConfig,
     SiglipVisionModel,
@@ -59,6 +60,10 @@ MODELS = {
     "hf-deit": (lambda: DeiTModel(DeiTConfig(**HF)), ("cls", "distillation")),
     "hf-dinov2-registers": (
         lambda: Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**HF, num_register_tokens=4)),
+        ("cls", *REG),
+    ),
+    "hf-dinov2-registers-classifier": (  # a task wrapper: the adapter takes its backbone
+        lambda: Dinov2WithRegistersForImageClassification(Dinov2WithRegistersConfig(**HF, num_register_tokens=4)),
         ("cls", *REG),
     ),
     "hf-clip-vision": (lambda: CLIPVisionModel(CLIPVisionConfig(**HF)), ("cls",)),

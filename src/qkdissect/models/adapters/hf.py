@@ -243,7 +243,8 @@ def adapt_hf(model: Any, model_id: str) -> QKWeights:
     encoders, and GPT-2-style decoders (fused ``c_attn``)."""
     if getattr(model, "vision_model", None) is not None:  # CLIPModel -> its vision tower
         model = model.vision_model
-    for attr in ("vit", "deit", "dinov2", "bert", "roberta", "transformer"):  # *For... task wrappers
+    task_wrapped = ("vit", "deit", "dinov2", "dinov2_with_registers", "bert", "roberta", "transformer")
+    for attr in task_wrapped:  # *For... task wrappers
         inner = getattr(model, attr, None)
         if isinstance(inner, nn.Module) and hasattr(inner, "config"):
             model = inner

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from qkdissect.core.rotary import Rotary
 from qkdissect.core.spectrum import by_distance, plane_energies, unrotated_dims, wavelengths
 from qkdissect.stores import open_store
 from test_rotary import STORIES
+from test_workflow import job_counts, papermill_commands, snakemake, write_config
 
 #: equally spaced angles: their average of a trigonometric polynomial of degree 2 (every energy here) is exact
 ANGLES = np.linspace(0, 2 * np.pi, 48, endpoint=False)
@@ -181,19 +183,81 @@ def test_spectrum_refuses_other_weights_and_models_without_rotary(
     assert not (tmp_path / "s.zarr").exists()
 
 
+def run_notebook(path: Path, parameters: dict[str, object]) -> dict[str, object]:
+    """A figure notebook's code cells run in this process (a kernel's start would cost seconds) with
+    ``parameters`` in place of its parameters cell, as papermill injects them; its namespace after."""
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    assert "parameters" in cells[0]["metadata"].get("tags", [])
+    namespace: dict[str, object] = {**parameters, "display": lambda *a: None}
+    for cell in cells[1:]:
+        exec(compile("".join(cell["source"]), str(path), "exec"), namespace)
+    return namespace
+
+
 @pytest.mark.parametrize("notebook", ["rotary_spectrum.ipynb", "rotary_distance.ipynb"])
 def test_the_figure_notebooks_draw_from_the_store(
     stories_stores: tuple[Path, Path, str], tmp_path: Path, notebook: str
 ) -> None:
-    import papermill
-
     _, spec_path, _ = stories_stores
-    out = tmp_path / "fig.png"
-    papermill.execute_notebook(
-        str(REPO / "notebooks" / notebook), str(tmp_path / "run.ipynb"), kernel_name="python3", progress_bar=False,
-        parameters={"stores": {"spectrum": str(spec_path)}, "options": {}, "output": str(out),
-                    "notebook": str(REPO / "notebooks" / notebook)},
-    )  # fmt: skip
+    out, nb = tmp_path / "fig.png", REPO / "notebooks" / notebook
+    run_notebook(nb, {"stores": {"spectrum": str(spec_path)}, "options": {}, "output": str(out), "notebook": str(nb)})
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").exists()
     record = json.loads(out.with_suffix(".provenance.json").read_text())
     assert [Path(i["path"]).name for i in record["inputs"]] == ["spec.zarr"]
+
+
+def test_the_share_figure_sums_planes_of_one_wavelength_and_shows_unrotated_dims() -> None:
+    """A 2-D axial rotary (a row and a column plane at each of two frequencies) with partial rotary: the figure's
+    columns are the two wavelengths (each the sum of its row and column plane) and the unrotated dimensions."""
+    import matplotlib.pyplot as plt
+
+    from qkdissect.passes.spectrum import plane_coords
+    from qkdissect.plots.rotary import distance_cosine_figure, plane_share_figure, share_columns
+    from qkdissect.stores.schema import DistanceProfile, spectrum_dataset
+
+    rng = np.random.default_rng(3)
+    freqs = np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 0.0], [0.0, 0.1]])
+    rot = Rotary(freqs, "interleaved", 8, 10, axes=("y", "x"), step=(0.5, 0.5))
+    w_q, w_k = rng.normal(size=(2, 3, 2, 10, 12))
+    e = plane_energies(w_q, w_k, rot)
+    bins, head, counts = by_distance(rng.normal(size=(3, 2, 9)), np.hypot(*np.divmod(np.arange(9), 3)))
+    attrs = {"model_id": "axial", "d_model": 12, "distance_unit": "patches"}
+    ds = spectrum_dataset(e, plane_coords(rot), DistanceProfile(bins, head, counts), attrs, None)
+    assert list(ds.rotated.values) == [True] * 4 + [False] and list(ds.dim_a.values) == [0, 2, 4, 6, -1]
+    np.testing.assert_allclose(ds.wavelength.values, [4 * np.pi, 4 * np.pi, 40 * np.pi, 40 * np.pi, np.inf])
+    lengths, cells = share_columns(ds, ds.layer_share_mean.values)
+    np.testing.assert_allclose(lengths, [4 * np.pi, 40 * np.pi])
+    share = ds.layer_share_mean.values
+    np.testing.assert_allclose(cells, np.stack([share[:, 0] + share[:, 1], share[:, 2] + share[:, 3]], axis=1))
+    fig = plane_share_figure(ds)
+    assert "unrot." in [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert fig.axes[0].get_xlabel() == "wavelength 2π / rate (patches)"
+    assert "patches" in distance_cosine_figure(ds).axes[0].get_xlabel()
+    plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------- workflow
+def test_the_modern_run_draws_rotary_models_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/modern.yaml with a model without rotary embedding added (MiniLM) and the content core asked for:
+    SmolLM2 alone gets its offsets (at rotary.context), spectrum, content core and two figures, each notebook
+    given only the parameters it defines; naming a model without rotary embedding in figures.rotary is refused
+    before any job."""
+    from qkdissect.notebooks import check_papermill_call
+
+    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "empty-data"))
+    cfg = yaml.safe_load((REPO / "config/modern.yaml").read_text())
+    cfg["models"]["minilm-l6"] = None
+    cfg["rotary"]["content_core"] = "mean:256"
+    r = snakemake(tmp_path / "run", "-n", "-p", config=write_config(tmp_path, cfg))
+    counts = job_counts(r.stdout)
+    rotary = {k: counts.get(k) for k in ("offsets", "spectrum", "modes_core", "rotary_spectrum", "rotary_distance")}
+    assert rotary == dict.fromkeys(rotary, 1) and counts["modes"] == 2
+    assert "offsets smollm2:SmolLM2-135M-Instruct --name smollm2-135m" in r.stdout and "--offsets 2048" in r.stdout
+    assert "results/spectrum/smollm2-135m.zarr" in r.stdout and "minilm-l6.zarr -q" not in r.stdout
+    assert "--offset mean:256" in r.stdout and "results/modes_core/smollm2-135m.zarr" in r.stdout
+    commands = papermill_commands(r.stdout)
+    assert len([c for c in commands if "rotary_" in c]) == 2 and all(check_papermill_call(c) == [] for c in commands)
+    cfg["figures"]["rotary"] = ["smollm2-135m", "minilm-l6"]
+    r = snakemake(tmp_path / "run", "-n", config=write_config(tmp_path, cfg), check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "figures.rotary names ['minilm-l6'], which are not known to be rotary" in out

@@ -90,8 +90,9 @@ def plane_share_figure(ds: xr.Dataset) -> plt.Figure:
         ax.tick_params(labelsize=MIN_FONT + 1)
     axes[0].set_ylim(n_layers - 0.5, -0.5)
     axes[0].set_ylabel("layer", fontsize=8)
-    label = "share of the head's plane energies (heads averaged)"
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="magma"), ax=axes, label=label, shrink=0.9)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="magma"), ax=axes, shrink=0.9)
+    bar.set_label("share of the head's plane energies (heads averaged)", fontsize=8)
+    bar.ax.tick_params(labelsize=MIN_FONT + 1)
     fig.suptitle(f"{ds.attrs.get('model_id', '')}: share of each rotation plane per layer", fontsize=9)
     return fig
 
@@ -137,7 +138,7 @@ def distance_cosine_figure(ds: xr.Dataset, per_decade: int = PER_DECADE) -> plt.
     ax.set_xlabel(f"distance |d| between query and key ({_unit(ds)}; log beyond 1)", fontsize=8)
     ax.set_ylabel("Weighted cosine similarity", fontsize=8)
     ax.tick_params(labelsize=MIN_FONT + 1)
-    ax.legend(fontsize=MIN_FONT + 1, frameon=False, loc="best")
+    ax.legend(fontsize=MIN_FONT + 1, loc="lower left", framealpha=0.9, edgecolor="none")
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
     bar.set_label("Normalised layer  l/(L-1)", fontsize=8)
     bar.ax.tick_params(labelsize=MIN_FONT + 1)

@@ -117,6 +117,15 @@ def test_wavelengths_and_the_mean_by_distance() -> None:
     assert list(bins) == [0, 1, 3] and list(counts) == [1, 2, 2]
     with pytest.raises(ValueError, match="> 0"):
         by_distance(values, distance, 0.0)
+    # an offsets store's distances: its distance coordinate, else sqrt(dy^2 + dx^2), else |offset|
+    import xarray as xr
+
+    from qkdissect.passes.spectrum import offset_distances
+
+    flat = xr.Dataset(coords={"offset": [-2, 0, 3]})
+    grid = xr.Dataset(coords={"offset": [0, 1], "dy": ("offset", [3, -1]), "dx": ("offset", [4, 0])})
+    assert list(offset_distances(flat)) == [2, 0, 3] and list(offset_distances(grid)) == [5, 1]
+    assert list(offset_distances(grid.assign_coords(distance=("offset", [0.5, 7.0])))) == [0.5, 7.0]
 
 
 # ----------------------------------------------------------------------------------------- store, CLI, figures
@@ -233,6 +242,10 @@ def test_the_share_figure_sums_planes_of_one_wavelength_and_shows_unrotated_dims
     assert "unrot." in [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert fig.axes[0].get_xlabel() == "wavelength 2π / rate (patches)"
     assert "patches" in distance_cosine_figure(ds).axes[0].get_xlabel()
+    mixed = Rotary(rng.uniform(0.1, 1, size=(3, 2, 4, 2)), "interleaved", 8, 10, axes=("y", "x"))  # per head
+    ds = spectrum_dataset(plane_energies(w_q, w_k, mixed), plane_coords(mixed), None, attrs, None)
+    assert ds.wavelength.dims == ("layer", "head", "plane") and ds.rate.dims == ("layer", "head", "plane", "axis")
+    assert plane_share_figure(ds).axes[0].get_xlabel() == "plane (per-head frequencies)"
     plt.close("all")
 
 

@@ -136,12 +136,17 @@ def by_distance(
     values: np.ndarray, distance: np.ndarray, width: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mean of ``values`` (..., offset) over the offsets of each distance bin (:func:`distance_bins`): the
-    bins (n,) in increasing order, the means (..., n) and how many offsets each bin holds (n,). One matrix
-    product with the (offset, bin) averaging matrix."""
+    bins (n,) in increasing order, the means (..., n) and how many offsets each bin holds (n,)."""
     binned = distance_bins(distance, width)
     if binned.shape != (np.shape(values)[-1],):
         raise ValueError(f"{binned.shape[0]} distances for {np.shape(values)[-1]} offsets")
-    bins, index, counts = np.unique(binned, return_inverse=True, return_counts=True)
-    average = np.zeros((binned.size, bins.size))
-    average[np.arange(binned.size), index] = 1.0 / counts[index]
-    return bins, np.asarray(values, dtype=np.float64) @ average, counts
+    return group_means(values, binned)
+
+
+def group_means(values: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean of ``values`` (..., n) over the entries of each distinct key (n,): the keys in increasing order,
+    the means (..., keys) and each key's count. One matrix product with the (entry, key) averaging matrix."""
+    unique, index, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    average = np.zeros((np.size(keys), unique.size))
+    average[np.arange(np.size(keys)), index] = 1.0 / counts[index]
+    return unique, np.asarray(values, dtype=np.float64) @ average, counts

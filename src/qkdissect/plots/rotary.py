@@ -12,6 +12,7 @@ import xarray as xr
 from matplotlib.colors import Normalize
 
 from ..core.scores import null_interval
+from ..core.spectrum import group_means
 from .style import MIN_FONT, PAGE_WIDTH
 
 #: two wavelengths closer than this (relative) are one column of the share figure (2-D axial: a row and a column
@@ -101,10 +102,8 @@ def log_binned(d: np.ndarray, y: np.ndarray, per_decade: int = PER_DECADE) -> tu
     """``y`` (..., distance) averaged over log-spaced bins of the distances ``d`` (1/per_decade of a decade each;
     d = 0 a bin of its own): the bins' mean distances and mean values."""
     key = np.where(d > 0, np.floor(np.log10(np.where(d > 0, d, 1.0)) * per_decade + 0.5), -np.inf)
-    _, index, counts = np.unique(key, return_inverse=True, return_counts=True)
-    average = np.zeros((d.size, counts.size))
-    average[np.arange(d.size), index] = 1.0 / counts[index]
-    return d @ average, y @ average
+    _, means, _ = group_means(np.concatenate([d[None], np.reshape(y, (-1, d.size))]), key)
+    return means[0], means[1:].reshape(*np.shape(y)[:-1], -1)
 
 
 def distance_cosine_figure(ds: xr.Dataset, per_decade: int = PER_DECADE) -> plt.Figure:

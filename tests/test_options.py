@@ -41,6 +41,7 @@ SCHEMA_OPTIONS = {
     ("analysis", "null_level"): "null_level",
     ("figures", "null_lines"): "null_lines",
     ("analysis", "null_rtol"): "null_rtol",
+    ("rotary", "distance_bin"): "distance_bin",
 }
 
 
@@ -104,6 +105,7 @@ CLI = {
         "score": "score",
     },
     "scores": {"level": "null_level", "null_rtol": "null_rtol"},
+    "spectrum": {"distance_bin": "distance_bin"},
 }
 
 

@@ -26,6 +26,8 @@ class KnownModel:
     #: (layers, heads, d_head) of the attention analysed: a head has d_head modes. The config's modes are checked
     #: against it before any job runs (published architectures; the test checks the offline default's weights)
     shape: tuple[int, int, int] | None = None
+    #: a rotary (RoPE) model: the workflow's rotary figures (figures.rotary) take it
+    rotary: bool = False
 
     @property
     def label(self) -> str:
@@ -125,6 +127,7 @@ _MODELS = [
         paper=False,
         modality="text",
         shape=(30, 9, 64),  # 9 query heads on 3 key-value heads, RoPE
+        rotary=True,
     ),
     KnownModel(
         "bert-base-uncased",

@@ -1,7 +1,7 @@
 """qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
-store: modes, offsets, scores, project, merge-shards, project-text, logits, preference, same-object, maps, atlas-maps. A
-figure: plot-layers. A results folder: atlas, audit, crate, claims. The workflow: run, Snakemake with its config
-files checked. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
+store: modes, offsets, spectrum, scores, project, merge-shards, project-text, logits, preference, same-object, maps,
+atlas-maps. A figure: plot-layers. A results folder: atlas, audit, crate, claims. The workflow: run, Snakemake with
+its config files checked. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
 
 Nothing heavy (torch, timm, transformers) is imported before a command runs, and a model name is checked against
 the catalogue first: --help, --version and an unknown model answer at once."""
@@ -121,6 +121,23 @@ def _cmd_offsets(args: argparse.Namespace) -> int:
             print(f"offset {int(d):5d}  weighted cosine per layer " + " ".join(f"{x:+.3f}" for x in w))
     n = ds.sizes["offset"]
     print(f"{ds.sizes['layer']} layers x {ds.sizes['head']} heads at {n} offsets -> {args.output}")
+    return 0
+
+
+def _cmd_spectrum(args: argparse.Namespace) -> int:
+    from .passes.spectrum import compute_spectrum
+
+    ds = compute_spectrum(
+        args.model, args.offsets_store, args.output, distance_bin=args.distance_bin,
+        model_key=args.name or args.model, manifest=args.manifest,
+    )  # fmt: skip
+    if not args.quiet:
+        share = ds.layer_share_mean.values  # (layer, plane)
+        for layer, top in enumerate(share.argmax(axis=1)):
+            where = f" (wavelength {float(ds.wavelength[top]):.4g})" if ds.wavelength.ndim == 1 else ""
+            print(f"layer {layer:2d}  largest angle-averaged share {share[layer, top]:.3f}: plane {top}{where}")
+    what = f", weighted cosine at {ds.sizes['distance']} distances" if "distance" in ds.dims else ""
+    print(f"{ds.sizes['layer']} layers x {ds.sizes['head']} heads x {ds.sizes['plane']} planes{what} -> {args.output}")
     return 0
 
 
@@ -544,6 +561,20 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(of)
     of.set_defaults(func=_cmd_offsets)
 
+    sp = sub.add_parser(
+        "spectrum",
+        help="rotary (RoPE) models: each rotation plane's share of every head's interaction, and with an offsets "
+        "store the weighted cosine by distance |d| -> Zarr store",
+    )
+    sp.add_argument("model", help="known model name or spec of a rotary model")
+    sp.add_argument(
+        "offsets_store", nargs="?", metavar="OFFSETS", help="offsets store of the same model (`qkdissect offsets`)"
+    )
+    sp.add_argument("-o", "--output", required=True, help="spectrum store (.zarr)")
+    add_option(sp, "distance_bin")
+    _model_options(sp)
+    sp.set_defaults(func=_cmd_spectrum)
+
     pj = sub.add_parser(
         "project", help="project image tokens onto every mode: per-image max/min maps, top-k images, anisotropy"
     )
@@ -797,6 +828,7 @@ WRITES = {
     "modes": "a modes store",
     "scores": "a scores store",
     "offsets": "an offsets store",
+    "spectrum": "a spectrum store",
     "project": "a projections store",
     "project-text": "a text-projections store",
     "logits": "a logits store",
@@ -810,7 +842,7 @@ WRITES = {
     "claims": "a JSON file",
 }
 #: the options that name a command's input stores, files or folders
-INPUT_OPTIONS = ("modes", "scores", "source", "projections", "results", "shards")
+INPUT_OPTIONS = ("modes", "scores", "source", "projections", "results", "shards", "offsets_store")
 #: a data source or model spec: its scheme, the model name before @, then the path (options and parts after)
 _SOURCE_PATH = re.compile(r"^(?:[a-z][a-z0-9-]*:)?(?:[^@?#]*@)?([^?#]+)")
 

@@ -191,6 +191,15 @@ OPTIONS: dict[str, Option] = {
         pattern=OFFSET_PATTERN,
         parse=parse_offset,
     ),
+    "distance_bin": Option(
+        1.0,
+        "the rotary spectrum's weighted cosine by distance averages the offsets whose distance |d| rounds to the same "
+        "multiple of this width (tokens; patches for images: sqrt(dy^2 + dx^2))",
+        float,
+        minimum=0,
+        above=True,
+        maximum=1e6,
+    ),
     "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0, maximum=256),
 }
 

@@ -118,6 +118,49 @@ def text_mode_rows():
     return [{"model": w, "modes": "auto"} if isinstance(w, str) else {"modes": "auto", **w} for w in wanted or []]
 
 
+def is_rotary(name):
+    """A rotary (RoPE) model: the config's `rotary`, else the known model's (a known name without a spec)."""
+    given = _model_entry(name).get("rotary")
+    if given is not None:
+        return bool(given)
+    return name in KNOWN_MODELS and not _model_entry(name).get("spec") and KNOWN_MODELS[name].rotary
+
+
+def rotary_models():
+    """The models of figures.rotary: 'all' rotary models, or the names given (each checked: under models and
+    rotary), or none."""
+    wanted = config["figures"]["rotary"]
+    if wanted == "all":
+        return [m for m in MODELS if is_rotary(m)]
+    names = list(dict.fromkeys(wanted or []))
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        raise WorkflowError(f"config: figures.rotary names {unknown}, which are not under models: {MODELS}")
+    plain = [m for m in names if not is_rotary(m)]
+    if plain:
+        raise WorkflowError(
+            f"config: figures.rotary names {plain}, which are not known to be rotary (RoPE) models: set `rotary: "
+            "true` under models for a model that is (a model without rotary embedding has no rotary figures)"
+        )
+    return names
+
+
+#: the rotary models the workflow analyses as such (figures.rotary): offsets, spectrum, their figures
+ROTARY_MODELS = rotary_models()
+#: every model of the config known to be rotary: its offsets, spectrum and content-core stores can be made
+ROTARY_CAPABLE = [m for m in MODELS if is_rotary(m)]
+
+
+def offsets_option(wildcards):
+    """--offsets of a rotary model: every offset of an image model's grid, offsets 0..context-1 of a text model."""
+    return "all" if model_modality(wildcards.model) == "image" else str(config["rotary"]["context"])
+
+
+def rotary_targets():
+    """What `all` makes beyond the figures: the content cores, when rotary.content_core asks for them."""
+    return [f"results/modes_core/{m}.zarr" for m in ROTARY_MODELS] if config["rotary"]["content_core"] else []
+
+
 def _check_config():
     for name in MODELS:
         if not _model_entry(name).get("spec") and name not in KNOWN_MODELS:
@@ -466,6 +509,7 @@ ROWS = {
     "fig2": lambda name: [{"model": m} for m in mask_figure_models("fig2")],
     "fig6": lambda name: [{"model": m} for m in mask_figure_models("fig6")],
     "text_modes": lambda name: text_mode_rows(),
+    "rotary": lambda name: [{"model": m} for m in ROTARY_MODELS],
 }
 
 
@@ -513,6 +557,8 @@ def store_path(kind, model, wildcards, stem, index):
         "preference": lambda: f"results/preference/{model}/{wildcards['dataset']}.zarr",
         "same_object": lambda: f"results/same_object/{model}/{wildcards['dataset']}.zarr",
         "maps": lambda: f"results/maps/{stem}/{index}-{model}.zarr",
+        "offsets": lambda: f"results/offsets/{model}.zarr",
+        "spectrum": lambda: f"results/spectrum/{model}.zarr",
     }
     return paths[kind]()
 
@@ -669,6 +715,8 @@ MADE_FROM = {
     "same_object": ["modes"],
     "preference": [],
     "maps": ["modes", "scores"],
+    "offsets": [],
+    "spectrum": ["offsets"],
 }
 
 

@@ -20,6 +20,9 @@ logits              variance shares of the logit terms, top-k modes explained, w
 preference          attention of the target/distractor tokens on each region, grouped; an example crop
 same_object         per mode the fraction of top images whose query and key sides pick the same object, and its
                     chance level; the top images (``top_image``, ``top_image_id``)
+spectrum            a rotary model's energy per rotation plane (``energy_zero``, ``energy_mean``, their shares; layer,
+                    head, plane: the planes, then its unrotated dimensions) and its weighted cosine by distance
+                    (``head_weighted`` (layer, head, distance), ``layer_weighted``) from an offsets store
 text_projections    top passages per (layer, head, mode, sign) with the best pair's positions (``top_passage_id``:
                     their ids); the passages
 maps                per row (a mode drawn) and slot (an image or passage drawn for it): the maps and scores;
@@ -73,6 +76,9 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "pair_kv_head": ("key-value head the pair shares", ""),
     "angle": ("principal angle index (ascending)", ""),
     "query_group_angle": ("principal angle", "rad"),
+    "plane": ("rotation plane (then the unrotated dimensions)", ""),
+    "axis": ("axis of the rotary position", ""),
+    "distance": ("distance |d| between the query and key positions", ""),
     "dim": ("residual-stream dimension", ""),
     "depth": ("normalised depth l / (L - 1)", "1"),
     "sign": ("sign of the projections", ""),
@@ -97,6 +103,20 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "block": ("block of near-equal singular values", ""),
     "block_first": ("first mode of the degenerate block", ""),
     "block_last": ("last mode of the degenerate block", ""),
+    # spectrum
+    "rotated": ("the group turns with the offset", ""),
+    "dim_a": ("first dimension of the plane", ""),
+    "dim_b": ("second dimension of the plane", ""),
+    "rate": ("angle turned per token or patch of offset", "rad"),
+    "wavelength": ("offset over which the plane turns once", ""),
+    "energy_zero": ("energy of the plane at offset 0", "1"),
+    "energy_mean": ("energy of the plane averaged over its angle", "1"),
+    "energy_total_zero": ("||W_q^T W_k||_F^2 with the cross-plane terms", "1"),
+    "share_zero": ("share of the head's energy at offset 0", "1"),
+    "share_mean": ("share of the head's angle-averaged energy", "1"),
+    "layer_share_zero": ("share of the energy at offset 0", "1"),
+    "layer_share_mean": ("share of the angle-averaged energy", "1"),
+    "n_offsets": ("offsets in the distance bin", "1"),
     # scores
     "cosine": ("cos(u_n, v_n)", "1"),
     "null_mode": ("numerically null mode", ""),
@@ -293,6 +313,58 @@ def offsets_dataset(
     if kv_heads is not None:
         coords["kv_head"] = ("head", np.asarray(kv_heads, dtype=np.int64))
     return dataset("offsets", variables, coords, attrs)
+
+
+@dataclass(frozen=True)
+class DistanceProfile:
+    """The weighted cosine by distance: the bins (distance,), each head's mean over the offsets of a bin (layer,
+    head, distance) and how many offsets each bin holds."""
+
+    bins: np.ndarray
+    head: np.ndarray
+    counts: np.ndarray
+
+
+def spectrum_dataset(
+    energies: Any, planes: Mapping[str, Any], profile: DistanceProfile | None, attrs: Mapping[str, Any],
+    kv_heads: Sequence[int] | None,
+) -> xr.Dataset:  # fmt: skip
+    """``energies``: :class:`qkdissect.core.spectrum.PlaneEnergies` (layer, head, plane); ``planes``: the plane
+    coordinates (``rotated``, ``dim_a``, ``dim_b``, ``rate``, ``wavelength``, ``axis``) as (dims, values);
+    ``profile``: the weighted cosine by distance (none without an offsets store)."""
+    n_layers, n_heads, n_planes = energies.zero.shape
+    dims = ("layer", "head", "plane")
+    variables: dict[str, Var] = {
+        "energy_zero": (dims, energies.zero, "||W_q,p^T W_k,p||_F^2: the plane's part of W_q^T W_k (offset 0)"),
+        "energy_mean": (dims, energies.mean, "E_theta ||W_q,p^T R(theta) W_k,p||_F^2 = ||W_q,p||_F^2 ||W_k,p||_F^2 "
+                        "/ 2 over a uniform angle (the unrotated group: its offset-0 energy)"),
+        "share_zero": (dims, energies.share_zero, "energy_zero over the head's sum over planes (no cross-plane terms)"),
+        "share_mean": (dims, energies.share_mean, "energy_mean over the head's sum over planes"),
+        "layer_share_zero": (("layer", "plane"), energies.share_zero.mean(axis=1), "mean over heads of share_zero"),
+        "layer_share_mean": (("layer", "plane"), energies.share_mean.mean(axis=1), "mean over heads of share_mean"),
+        "energy_total_zero": (("layer", "head"), energies.total, "||W_q^T W_k||_F^2: the sum of energy_zero plus "
+                              "the cross-plane terms"),
+    }  # fmt: skip
+    coords: dict[str, Any] = {
+        **layer_coords(n_layers), "head": np.arange(n_heads), "plane": np.arange(n_planes), **planes,
+    }  # fmt: skip
+    if kv_heads is not None:
+        coords["kv_head"] = ("head", np.asarray(kv_heads, dtype=np.int64))
+    if profile is not None:
+        coords["distance"] = np.asarray(profile.bins, dtype=np.float64)
+        variables["head_weighted"] = (
+            ("layer", "head", "distance"),
+            profile.head,
+            "the offsets store's head_weighted, averaged over the offsets of each distance",
+        )
+        variables["layer_weighted"] = (
+            ("layer", "distance"),
+            profile.head.mean(axis=1),
+            "mean over heads of head_weighted",
+        )
+        variables["n_offsets"] = (("distance",), np.asarray(profile.counts, dtype=np.int64),
+                                  "offsets of the offsets store in the distance bin")  # fmt: skip
+    return dataset("spectrum", variables, coords, attrs)
 
 
 def scores_dataset(r: Any, coords: Mapping[str, Any], released_code: bool, attrs: Mapping[str, Any]) -> xr.Dataset:

@@ -1,0 +1,125 @@
+"""The rotary spectrum of a model (no data): per layer, head and rotation plane, the energy of the plane's part of
+the query-key interaction at offset 0 and averaged over its angle, with their shares (:mod:`qkdissect.core.spectrum`);
+and, from an offsets store of the same weights (`qkdissect offsets`), the weighted cosine of each head and layer by
+distance |d| between a query and a key."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from ..core.rotary import Rotary
+from ..core.spectrum import by_distance, group_rates, n_groups, plane_energies, unrotated_dims, wavelengths
+from ..errors import QKDissectError
+from ..options import default
+from ..provenance.records import utc_now
+from ..stores.schema import DistanceProfile, spectrum_dataset
+from .io import StoreLike, finish, store_input
+
+if TYPE_CHECKING:
+    from ..models import ModelLike
+    from .loop import Manifest
+
+#: what the store's attrs say of its planes and shares
+DEFINITIONS = (
+    "plane p of a head: its dimensions (dim_a, dim_b), turned together by RoPE at `rate` radians per token (patch) "
+    "of offset; the last plane, where `rotated` is false, holds the dimensions a partial rotary leaves unrotated. "
+    "energy_zero = ||W_q,p^T W_k,p||_F^2 (offset 0); energy_mean = its average over a uniform angle of the plane, "
+    "||W_q,p||_F^2 ||W_k,p||_F^2 / 2. Shares are over the head's sum over planes: cross-plane terms are in no share "
+    "(energy_total_zero - sum of energy_zero; they vanish on average over independent angles)"
+)
+
+
+def compute_spectrum(
+    spec: ModelLike,
+    offsets: StoreLike | None = None,
+    output: str | Path | None = None,
+    *,
+    distance_bin: float = default("distance_bin"),
+    model_key: str | None = None,
+    manifest: Manifest = None,
+) -> xr.Dataset:
+    """The spectrum store of a rotary model (written to ``output`` when given): its plane energies and shares, and
+    with ``offsets`` (an offsets store of the same weights) the weighted cosines by distance, binned to multiples
+    of ``distance_bin`` (tokens, or patches for images). A model without rotary embedding is refused."""
+    from .loop import load, pass_record
+
+    started, t0 = utc_now(), time.perf_counter()
+    m = load(spec, "cpu", model_key, manifest)
+    rotary = m.qk.rotary
+    if rotary is None:
+        raise QKDissectError(
+            f"{m.name} has no rotary position embedding: its interaction has no rotation planes (`qkdissect modes` "
+            "gives it)"
+        )
+    deps: list[dict[str, Any]] = []
+    profile, offset_attrs = None, {}
+    if offsets is not None:
+        ds, deps = store_input(offsets, "offsets", "offsets store")
+        _same_weights(ds, m.loaded.weights_sha256, offsets)
+        bins, head, counts = by_distance(ds.head_weighted.values, offset_distances(ds), distance_bin)
+        profile = DistanceProfile(bins, head, counts)
+        offset_attrs = {"offsets": ds.attrs["provenance"]["parameters"].get("offsets"), "distance_bin": distance_bin}
+    t_load, t1 = time.perf_counter() - t0, time.perf_counter()
+    energies = plane_energies(m.qk.w_q, m.qk.w_k, rotary)
+    timings = {"load": round(t_load, 4), "spectrum": round(time.perf_counter() - t1, 4)}
+    params = {"distance_bin": distance_bin if offsets is not None else None}
+    record = pass_record("spectrum", params, m, deps, "cpu", started, timings_s=timings)
+    attrs = {
+        "model_id": m.name,
+        "spec": str(m.loaded.spec),
+        "adapter": m.qk.adapter,
+        "d_model": m.qk.d_model,
+        "d_head": m.qk.d_head,
+        "rotary": rotary.describe(),
+        "definitions": DEFINITIONS,
+        "distance_unit": "patches" if rotary.n_axes > 1 else "tokens",
+        "unrotated_dims": unrotated_dims(rotary).tolist(),
+        **offset_attrs,
+        "weights_sha256": m.loaded.weights_sha256,
+        "provenance": record,
+    }
+    if m.qk.qk_norm is not None:
+        attrs["qk_norm"] = m.qk.qk_norm
+    return finish(spectrum_dataset(energies, plane_coords(rotary), profile, attrs, m.qk.kv_heads), output)
+
+
+def plane_coords(rotary: Rotary) -> dict[str, Any]:
+    """The coordinates of the plane dim: whether it turns, its two dimensions (-1 for the unrotated group), its
+    rate per axis and its wavelength (per layer and head with per-head frequencies)."""
+    a, b = rotary.planes()
+    extra = n_groups(rotary) - len(a)
+    rates = group_rates(rotary)
+    lead = ("layer", "head") if rotary.per_head else ()
+    return {
+        "rotated": ("plane", np.arange(n_groups(rotary)) < len(a)),
+        "dim_a": ("plane", np.concatenate([a, [-1] * extra]).astype(np.int64)),
+        "dim_b": ("plane", np.concatenate([b, [-1] * extra]).astype(np.int64)),
+        "axis": ("axis", np.array(rotary.axes, dtype=object)),
+        "rate": ((*lead, "plane", "axis"), rates),
+        "wavelength": ((*lead, "plane"), wavelengths(rates)),
+    }
+
+
+def offset_distances(ds: xr.Dataset) -> np.ndarray:
+    """The distance |d| of every offset of an offsets store: its ``distance`` coordinate, else sqrt(dy^2 + dx^2)
+    from ``dy``, ``dx``, else |offset| (1-D)."""
+    if "distance" in ds.coords:
+        return np.asarray(ds.distance.values, dtype=np.float64)
+    if "dy" in ds.coords and "dx" in ds.coords:
+        return np.hypot(ds.dy.values.astype(np.float64), ds.dx.values.astype(np.float64))
+    return np.abs(ds.offset.values.astype(np.float64))
+
+
+def _same_weights(ds: xr.Dataset, loaded: str | None, where: StoreLike) -> None:
+    recorded = ds.attrs.get("weights_sha256")
+    if recorded and loaded and recorded != loaded:
+        name = where if not isinstance(where, xr.Dataset) else "the offsets dataset"
+        raise QKDissectError(
+            f"{name} was computed from other weights (sha256 {str(recorded)[:12]}…) than the model's "
+            f"({loaded[:12]}…): run `qkdissect offsets` on this model again"
+        )

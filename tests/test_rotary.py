@@ -288,7 +288,7 @@ def test_gemma3_sliding_and_global_layers_reconstruct_their_logits(size: str) ->
     assert_reconstructs(model, torch.randint(0, 97, (1, n), generator=torch.Generator().manual_seed(3)), causal=True)
     ds = qk.modes(model, device="cpu", offset=5)
     assert ds.attrs["rotary"]["frequencies"].endswith("every layer has its own") and ds.attrs["qk_norm"]["gains"]
-    assert any("sliding window of" in n for n in ds.attrs["notes"])
+    assert any(n.startswith("sliding window: in layers 0 ") for n in ds.attrs["notes"])
     assert any("query_pre_attn_scalar" in n for n in ds.attrs["notes"]) == (size == "27b")
     if size == "27b":
         return

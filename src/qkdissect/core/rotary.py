@@ -226,7 +226,11 @@ def rotated_keys(w_k: np.ndarray, rotary: Rotary, offset: OffsetLike) -> np.ndar
     w = np.asarray(w_k, dtype=np.float64)
     if rotary.per_head:
         _check_heads(r, w)
-        return r @ w  # (layer, head or 1, d_head, d_head) @ (layer, head, d_head, d_model)
+        if r.shape[1] > 1:
+            return r @ w  # (layer, head, d_head, d_head) @ (layer, head, d_head, d_model)
+        n_layers, n_heads, d_head, d_model = w.shape  # one rotation per layer: a product per layer for all heads
+        flat = r[:, 0] @ w.transpose(0, 2, 1, 3).reshape(n_layers, d_head, n_heads * d_model)
+        return flat.reshape(n_layers, d_head, n_heads, d_model).transpose(0, 2, 1, 3)
     return np.einsum("ij,...jd->...id", r, w)
 
 

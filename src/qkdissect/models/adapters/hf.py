@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,8 @@ _HF_K = ("k_proj", "key")
 
 
 _HF_NORM = ("layernorm_before", "norm1", "layer_norm1", "input_layernorm")
-#: decoders whose rotary embedding is transformers' rotate-half RoPE of the whole head, checked against the model's
-#: own attention logits (tests): model_type -> the family's name
+#: decoders whose rotary embedding is transformers' rotate-half RoPE (of the whole head, or of its first
+#: ``rotary_dim`` dimensions), checked against the model's own attention logits (tests): model_type -> family
 ROTARY_FAMILIES = {
     "llama": "Llama",
     "mistral": "Mistral",
@@ -219,7 +220,10 @@ def _static_inv_freq(emb: nn.Module, cfg: Any, layer_type: str | None) -> np.nda
             f"{cfg.model_type}: rope_type {rope_type!r} (q and k scaled by {scaling}, or frequencies that change "
             f"with the sequence length) is not supported; supported: {', '.join(_STATIC_ROPE)}"
         )
-    return getattr(emb, f"{pre}inv_freq").detach().double().cpu().numpy()
+    table = getattr(emb, f"{pre}inv_freq", None)
+    if not isinstance(table, torch.Tensor):
+        raise UnsupportedModelError(f"{cfg.model_type}: {type(emb).__name__} has no frequencies {pre}inv_freq")
+    return table.detach().double().cpu().numpy()
 
 
 def _table(cfg: Any, layer_type: str) -> str:
@@ -370,17 +374,16 @@ def _attention_notes(layers: list[AttentionLayer], cfg: Any) -> list[str]:
     notes = []
     d_head = int(layers[0].w_q.shape[1])
     scales = sorted({a.scale for a in layers})
-    if scales != [d_head**-0.5]:
+    if any(not math.isclose(v, d_head**-0.5, rel_tol=1e-9) for v in scales):
         by = getattr(cfg, "query_pre_attn_scalar", None)
         why = f" (query_pre_attn_scalar {by:g} ** -0.5)" if isinstance(by, int | float) else ""
         notes.append(f"the model scales q . k by {', '.join(f'{v:.6g}' for v in scales)}{why}, not 1/sqrt(d_head) "
                      f"= {d_head**-0.5:.6g}; the modes are of the unscaled logit")  # fmt: skip
-    windows = {int(w) for a in layers if (w := getattr(a.attention, "sliding_window", None))}
+    windows = {i: int(w) for i, a in enumerate(layers) if (w := getattr(a.attention, "sliding_window", None))}
     if windows:
-        sliding = [i for i, a in enumerate(layers) if getattr(a.attention, "sliding_window", None)]
-        notes.append(f"layers {', '.join(map(str, sliding))} attend within a sliding window of "
-                     f"{', '.join(map(str, sorted(windows)))} tokens: a mask; the logits of the pairs it keeps are "
-                     "the modes'")  # fmt: skip
+        notes.append(f"sliding window: in layers {', '.join(map(str, windows))} a query sees only the keys within "
+                     f"{', '.join(map(str, sorted(set(windows.values()))))} tokens (a mask); the logits of the pairs "
+                     "it keeps are the modes'")  # fmt: skip
     return notes
 
 

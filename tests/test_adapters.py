@@ -75,11 +75,15 @@ def test_timm_adapter_reproduces_logits(case: str, fused: bool) -> None:
     assert max_relative_error(qk, tokens, logits) < TOL
 
 
-def test_timm_adapter_rejects_qk_norm() -> None:
+def test_timm_adapter_rejects_qk_norm_other_than_layer_norm() -> None:
+    """qk_norm=True with a LayerNorm is exact (test_families); with another norm it is refused in one line."""
+    from timm.layers import RmsNorm
+
     from qkdissect.errors import UnsupportedModelError
 
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, qk_norm=True, **TINY)
-    with pytest.raises(UnsupportedModelError, match="qk_norm"):
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, qk_norm=True,
+                              norm_layer=RmsNorm, **TINY)  # fmt: skip
+    with pytest.raises(UnsupportedModelError, match="normalises q and k with RmsNorm: only a LayerNorm"):
         extract_qk(model)
 
 

@@ -3,7 +3,10 @@ query head with its own key-value head) reconstruct the model's own attention lo
 a real trained Llama-architecture model (stories260K: RoPE, 8 query heads sharing 4 key-value heads) and on
 stand-ins of Mistral and Qwen2 (their transformers classes and real configuration values, random weights; Qwen2
 with its q and k biases as their own terms). The rotation matrices against transformers' own apply_rotary_pos_emb,
-for random positions (hypothesis). QK-norm models and unchecked rotary families are refused in one line."""
+for random positions (hypothesis). Stand-ins of GPT-NeoX (Pythia's partial rotary and fused per-head q|k|v rows,
+biases as their own terms), of the QK-norm families Qwen3 and OLMo 2 (up to the recorded per-pair factor) and of
+Gemma 3 (sliding and global layers at their own frequencies, QK-norm with 1 + weight gains, query_pre_attn_scalar,
+grouped heads) too. Unchecked attention is refused in one line."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from hypothesis import strategies as st
 
 import qkdissect as qk
 from conftest import _need_assets
-from qkdissect.core.rotary import Rotary, rotated_keys
+from qkdissect.core.rotary import Rotary, rotated_bias, rotated_keys
 from qkdissect.errors import UnsupportedModelError
 from qkdissect.models import extract_qk as adapt
 
@@ -30,16 +33,17 @@ T = 16
 
 
 @contextmanager
-def captured_qk(model: Any) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """The model's own q and k of every layer, as its attention gets them: after the projections, the biases and
-    the rotation (key heads not yet repeated), through an attention function registered with transformers."""
+def captured_qk(model: Any) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor, float | None]]]:
+    """The model's own q and k of every layer, as its attention gets them (after the projections, the biases, the
+    norms and the rotation; key heads not yet repeated), and the scale it multiplies q . k by, through an attention
+    function registered with transformers."""
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    got: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    got: dict[int, tuple[torch.Tensor, torch.Tensor, float | None]] = {}
 
     def capture(module: Any, query: torch.Tensor, key: torch.Tensor, *args: Any, **kw: Any) -> Any:
-        got[int(module.layer_idx)] = (query.detach().clone(), key.detach().clone())
+        got[int(module.layer_idx)] = (query.detach().clone(), key.detach().clone(), kw.get("scaling"))
         return sdpa_attention_forward(module, query, key, *args, **kw)
 
     AttentionInterface.register("qkdissect_capture", capture)
@@ -71,7 +75,7 @@ def norm_outputs(model: Any, ids: torch.Tensor) -> tuple[dict[int, torch.Tensor]
     hooks = []
     for i, layer in enumerate(qkw.layers):
         hooks.append(layer.attention.register_forward_pre_hook(seen(i), with_kwargs=True))
-        for side in ("q_proj", "k_proj"):
+        for side in ("q_proj", "k_proj") if qkw.qk_norm is not None else ():
             hooks.append(getattr(layer.attention, side).register_forward_hook(keep((i, side), proj)))
     try:
         with captured_qk(model) as got, torch.no_grad():
@@ -80,6 +84,7 @@ def norm_outputs(model: Any, ids: torch.Tensor) -> tuple[dict[int, torch.Tensor]
         for h in hooks:
             h.remove()
     assert len(xs) == len(got) == qkw.n_layers
+    assert [got[i][2] for i in range(qkw.n_layers)] == [a.scale for a in qkw.layers]  # the model's own scale
     return xs, got, proj
 
 
@@ -106,7 +111,7 @@ def model_logits(got: dict[int, tuple], kv_heads: list[int]) -> np.ndarray:
     """(layer, head, query, key) q . k of the model's own rotated q and k, each query head with its key head."""
     out = []
     for layer in sorted(got):
-        q, k = (t[0].double() for t in got[layer])  # (heads, T, d_head), (kv heads, T, d_head)
+        q, k = (t[0].double() for t in got[layer][:2])  # (heads, T, d_head), (kv heads, T, d_head)
         out.append(torch.einsum("hid,hjd->hij", q, k[torch.as_tensor(kv_heads)]).numpy())
     return np.stack(out)
 
@@ -127,7 +132,7 @@ def reconstructed(model: Any, xs: dict[int, torch.Tensor], n: int, causal: bool 
         ks = np.einsum("ltd,lhdm->lhtm", x, v)
         full = np.einsum("lhim,lhjm->lhij", qs, ks)
         rk = rotated_keys(w_k, qkw.rotary, d) if qkw.rotary is not None else w_k  # (layer, head, d_head, d_model)
-        rbk = np.einsum("ij,lhj->lhi", qkw.rotary.key_rotation(d), b_k) if qkw.rotary is not None else b_k
+        rbk = rotated_bias(b_k, qkw.rotary, d) if qkw.rotary is not None else b_k  # R(-d) b_k
         key_bias = np.einsum("lhe,lhed,ltd->lht", b_q, rk, x)  # b_q^T R W_k x_j
         query_bias = np.einsum("ltd,lhed,lhe->lht", x, w_q, rbk)  # x_i^T W_q^T R b_k
         const = np.einsum("lhe,lhe->lh", b_q, rbk)
@@ -215,15 +220,25 @@ def _stand_in(model_type: str, **cfg: Any) -> Any:
                    "rope_theta": 1e6}),
         # multi-query: every query head reads one key head
         ("llama", {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 1, "intermediate_size": 64}),
+        # Pythia-70m's attention: 8 heads of 64 on a 512-d stream, a quarter of each head turns (rotary_pct 0.25,
+        # base 1e4), q|k|v rows fused per head, biases; parallel residual
+        ("gpt_neox", {"hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 64, "rotary_pct": 0.25,
+                      "rotary_emb_base": 10000, "use_parallel_residual": True, "layer_norm_eps": 1e-5}),
     ],
 )  # fmt: skip
 def test_stand_ins_of_rotary_families_reconstruct_their_logits(model_type: str, cfg: dict[str, Any]) -> None:
     model = _stand_in(model_type, **cfg)
     qkw = adapt(model)
-    assert qkw.rotary is not None and qkw.kv_heads is not None
-    if model_type == "qwen2":
+    assert qkw.rotary is not None and (qkw.kv_heads is not None or model_type == "gpt_neox")
+    if model_type == "gpt_neox":  # Pythia: the first 16 of 64 dimensions turn; head h's k rows are 192 h + [64, 128)
+        assert qkw.rotary.rotary_dim == 16 and qkw.d_head == 64 and any("partial rotary" in n for n in qkw.notes)
+        fused = model.gpt_neox.layers[0].attention.query_key_value.weight
+        assert torch.equal(qkw.layers[0].w_k[2], fused[2 * 192 + 64 : 2 * 192 + 128])
+    if model_type in ("qwen2", "gpt_neox"):
         assert float(qkw.b_q.abs().max()) > 0 and float(qkw.b_k.abs().max()) > 0  # the bias terms are exercised
-    assert_reconstructs(model, torch.randint(0, 97, (1, T), generator=torch.Generator().manual_seed(1)))
+    # Pythia: the pairs its causal mask keeps, 6 tokens (6 offsets, not 31: every offset sign is checked above)
+    n, causal = (6, True) if model_type == "gpt_neox" else (T, False)
+    assert_reconstructs(model, torch.randint(0, 97, (1, n), generator=torch.Generator().manual_seed(1)), causal)
 
 
 @pytest.mark.parametrize(
@@ -240,11 +255,53 @@ def test_qk_norm_gains_are_in_the_modes_and_the_factor_is_recorded(model_type: s
     assert ds.attrs["qk_norm"]["kind"] == "rms" and any("QK-norm" in n for n in ds.attrs["notes"])
 
 
+#: Gemma 3's text attention, a sliding (local) layer then a global one: 1B (4 query heads on 1 key-value head of 256
+#: dims, query_pre_attn_scalar 256, window 512, theta 1e6 global / 1e4 local) and 27B (32 on 16 heads of 128,
+#: query_pre_attn_scalar 168, so q . k is not scaled by 1/sqrt(d_head); global frequencies linearly scaled by 8).
+#: Their streams (1152, 5376) narrowed to 512 and 256: head_dim is given, so the heads keep their shape
+GEMMA3 = {
+    "1b": {"hidden_size": 512, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+           "query_pre_attn_scalar": 256, "sliding_window": 512},
+    "27b": {"hidden_size": 256, "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+            "query_pre_attn_scalar": 168, "sliding_window": 1024,
+            "rope_scaling": {"rope_type": "linear", "factor": 8.0}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("size", list(GEMMA3))
+def test_gemma3_sliding_and_global_layers_reconstruct_their_logits(size: str) -> None:
+    from qkdissect.passes.offsets import compute_offsets
+
+    model = _stand_in("gemma3_text", intermediate_size=64, rope_theta=1e6, rope_local_base_freq=1e4,
+                      layer_types=["sliding_attention", "full_attention"], **GEMMA3[size])  # fmt: skip
+    qkw = adapt(model)
+    rot, cfg = qkw.rotary, GEMMA3[size]
+    assert rot is not None and rot.per_layer_only and qkw.qk_norm is not None and qkw.qk_norm["gains"] == "1 + weight"
+    d = int(cfg["head_dim"])
+    local = 1e4 ** -(np.arange(0, d, 2) / d)
+    factor = 8.0 if size == "27b" else 1.0
+    np.testing.assert_allclose(rot.frequencies[:, 0, :, 0], [local, 1e6 ** -(np.arange(0, d, 2) / d) / factor])
+    assert [a.scale for a in qkw.layers] == [float(cfg["query_pre_attn_scalar"]) ** -0.5] * 2
+    # every pair its causal mask keeps (6 tokens, 4 for 27B's 64 heads; all within the window), up to the QK-norm
+    # factor
+    n = 6 if size == "1b" else 4
+    assert_reconstructs(model, torch.randint(0, 97, (1, n), generator=torch.Generator().manual_seed(3)), causal=True)
+    ds = qk.modes(model, device="cpu", offset=5)
+    assert ds.attrs["rotary"]["frequencies"].endswith("every layer has its own") and ds.attrs["qk_norm"]["gains"]
+    assert any(n.startswith("sliding window: in layers 0 ") for n in ds.attrs["notes"])
+    assert any("query_pre_attn_scalar" in n for n in ds.attrs["notes"]) == (size == "27b")
+    if size == "27b":
+        return
+    # the offsets pass turns each layer at its own frequencies too
+    spectrum = compute_offsets(model, [5], device="cpu", progress=False)
+    np.testing.assert_allclose(spectrum.S.sel(offset=5).values, ds.S.values, rtol=1e-9, atol=1e-12)
+
+
 def test_unchecked_attention_is_refused_in_one_line() -> None:
-    gemma3 = _stand_in("gemma3_text", hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    gemma2 = _stand_in("gemma2", hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                        intermediate_size=64)  # fmt: skip
-    with pytest.raises(UnsupportedModelError, match="gemma3_text rotates q and k by position"):
-        adapt(gemma3)  # local and global rotary embeddings: not checked
+    with pytest.raises(UnsupportedModelError, match="caps its logits"):
+        adapt(gemma2)  # a soft cap c tanh(a / c) on the logits
     phi3 = _stand_in("phi3", hidden_size=64, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64)
     with pytest.raises(UnsupportedModelError):
         adapt(phi3)  # fused qkv_proj: no q and k projections to read
@@ -313,3 +370,5 @@ def test_every_family_of_the_table_names_a_test_that_exists(capsys: pytest.Captu
     assert main(["models", "--families"]) == 0
     out = capsys.readouterr().out
     assert all(f.name in out for f in FAMILIES) and out.splitlines()[0].startswith("family")
+    readme = (REPO / "README.md").read_text()  # the README's table has every row, with its status
+    assert all(f"| {f.name} | {f.library} | {f.attention} | {f.status}: " in readme for f in FAMILIES)

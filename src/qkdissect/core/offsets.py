@@ -27,7 +27,8 @@ def offset_spectrum(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Singular values and cosines, each (..., offset, mode), of ``w_q^T R_o w_k`` for every leading index of
-    ``w_q``/``w_k`` (..., d_head, d_model) and every ``key_rotations[o]`` (offset, d_head, d_head), in float64.
+    ``w_q``/``w_k`` (..., d_head, d_model) and every ``key_rotations[o]`` (offset, d_head, d_head), or (offset,
+    layer, head or 1, d_head, d_head) where layers (and heads) turn by their own frequencies, in float64.
     ``progress`` is called with the number of offsets done after each chunk."""
     wq = torch.as_tensor(w_q, dtype=torch.float64)
     wk = torch.as_tensor(w_k, dtype=torch.float64)
@@ -37,16 +38,18 @@ def offset_spectrum(
     q_k, b = torch.linalg.qr(wk.transpose(-1, -2), mode="reduced")
     gram = q_q.transpose(-1, -2) @ q_k  # (..., r, r)
     rot = torch.as_tensor(np.asarray(key_rotations), dtype=torch.float64)
+    if rot.ndim > 3:  # per layer (and head): the offsets go next to the cores, (layer, head or 1, offset, r, r)
+        rot = rot.movedim(0, -3)
     s_out, cos_out = [], []
-    for start in range(0, rot.shape[0], chunk):
-        r = rot[start : start + chunk]  # (c, r, r)
+    for start in range(0, rot.shape[-3], chunk):
+        r = rot[..., start : start + chunk, :, :]  # (c, r, r) or (layer, head or 1, c, r, r)
         core = a.unsqueeze(-3) @ r @ b.transpose(-1, -2).unsqueeze(-3)  # (..., c, r, r)
         p, s, zt = _svd(core)
         cos = torch.einsum("...in,...ij,...nj->...n", p, gram.unsqueeze(-3), zt)
         s_out.append(s.numpy())
         cos_out.append(cos.numpy())
         if progress is not None:
-            progress(int(r.shape[0]))
+            progress(int(r.shape[-3]))
     return np.concatenate(s_out, axis=-2), np.concatenate(cos_out, axis=-2)
 
 

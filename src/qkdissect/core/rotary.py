@@ -53,7 +53,8 @@ class Rotary:
 
     ``inv_freq`` is (planes,) for one axis (a language model), (planes, axes) for several (an axial or mixed image
     RoPE shared by every head and layer), or (layer, head, planes, axes) where every head of every layer has its
-    own (RoPE-ViT mixed). ``step`` and ``origin`` (per axis; default 1 and 0) map a position p to the coordinate
+    own (RoPE-ViT mixed), or (layer, 1, planes, axes) where every layer has its own, shared by its heads (Gemma 3's
+    local and global layers). ``step`` and ``origin`` (per axis; default 1 and 0) map a position p to the coordinate
     ``origin + step * p`` the frequencies multiply; ``grid`` is the patch grid they were read for (its coordinates
     may depend on it, DINOv3), ``coordinates`` says how, and ``unrotated_prefix`` counts the leading tokens the model
     does not rotate."""
@@ -93,8 +94,14 @@ class Rotary:
 
     @property
     def per_head(self) -> bool:
-        """Every head of every layer has its own frequencies: rotations are (layer, head, d_head, d_head)."""
+        """Every layer (and head) has its own frequencies: rotations are (layer, head, d_head, d_head), head 1 where
+        a layer's heads share them."""
         return np.asarray(self.inv_freq).ndim == 4
+
+    @property
+    def per_layer_only(self) -> bool:
+        """Frequencies per layer, shared by the layer's heads: (layer, 1, planes, axes)."""
+        return self.per_head and np.asarray(self.inv_freq).shape[1] == 1
 
     @property
     def frequencies(self) -> np.ndarray:
@@ -181,16 +188,20 @@ class Rotary:
             "axes": list(self.axes),
             "inv_freq": np.asarray(self.inv_freq, dtype=np.float64).tolist(),
         }
+        if self.per_layer_only:
+            out["frequencies"] = "radians per unit of coordinate, (layer, 1, plane, axis): every layer has its own"
+        elif self.per_head:
+            out["frequencies"] = (
+                "radians per unit of coordinate, (layer, head, plane, axis): every head of every layer has its own"
+            )
+        if self.source:
+            out["source"] = self.source
         if self.n_axes == 1 and self.step is None and self.origin is None:
             out["offset"] = (
                 "query position minus key position, in tokens; the interaction at offset d is W_q^T R(-d) W_k"
             )
             return out
-        out["frequencies"] = (
-            "radians per unit of coordinate, (layer, head, plane, axis): every head of every layer has its own"
-            if self.per_head
-            else "radians per unit of coordinate, (plane, axis)"
-        )
+        out.setdefault("frequencies", "radians per unit of coordinate, (plane, axis)")
         out["coordinate_step"] = self.coordinate_step.tolist()
         out["coordinate_origin"] = self.coordinate_origin.tolist()
         out["unrotated_position"] = self.unrotated_position.tolist()
@@ -198,8 +209,6 @@ class Rotary:
         out["grid"] = list(self.grid) if self.grid is not None else None
         if self.coordinates:
             out["coordinates"] = self.coordinates
-        if self.source:
-            out["source"] = self.source
         unit = "patches" if self.grid is not None else "positions"
         out["offset"] = (
             f"query position minus key position, in {unit} ({', '.join('d' + a for a in self.axes)}); a token at "
@@ -216,9 +225,12 @@ def rotated_keys(w_k: np.ndarray, rotary: Rotary, offset: OffsetLike) -> np.ndar
     r = rotary.key_rotation(rotary.as_offset(offset))
     w = np.asarray(w_k, dtype=np.float64)
     if rotary.per_head:
-        if w.shape[:2] != r.shape[:2]:
-            raise ValueError(f"per-head rotations for {r.shape[:2]} (layer, head), keys of {w.shape[:2]}")
-        return np.einsum("lhij,lhjd->lhid", r, w)
+        _check_heads(r, w)
+        if r.shape[1] > 1:
+            return r @ w  # (layer, head, d_head, d_head) @ (layer, head, d_head, d_model)
+        n_layers, n_heads, d_head, d_model = w.shape  # one rotation per layer: a product per layer for all heads
+        flat = r[:, 0] @ w.transpose(0, 2, 1, 3).reshape(n_layers, d_head, n_heads * d_model)
+        return flat.reshape(n_layers, d_head, n_heads, d_model).transpose(0, 2, 1, 3)
     return np.einsum("ij,...jd->...id", r, w)
 
 
@@ -227,5 +239,12 @@ def rotated_bias(b: np.ndarray, rotary: Rotary, offset: OffsetLike) -> np.ndarra
     r = rotary.key_rotation(rotary.as_offset(offset))
     v = np.asarray(b, dtype=np.float64)
     if rotary.per_head:
-        return np.einsum("lhij,lhj->lhi", r, v)
+        _check_heads(r, v[..., None])
+        return (r @ v[..., None])[..., 0]
     return np.einsum("ij,...j->...i", r, v)
+
+
+def _check_heads(r: np.ndarray, w: np.ndarray) -> None:
+    """Per-head (or per-layer) rotations (layer, head or 1, ...) fit weights (layer, head, ...)."""
+    if r.shape[0] != w.shape[0] or r.shape[1] not in (1, w.shape[1]):
+        raise ValueError(f"per-head rotations for {r.shape[:2]} (layer, head), keys of {w.shape[:2]}")

@@ -27,6 +27,9 @@ class AttentionLayer:
     scale: float  # the model multiplies q . k by this before the softmax
     norm: nn.Module | None  # the module whose output feeds W_q and W_k
     attention: nn.Module
+    #: a LayerNorm on q and k (timm qk_norm): its biases (head, d_head), the beta terms of the logit (None: none)
+    beta_q: torch.Tensor | None = None
+    beta_k: torch.Tensor | None = None
 
 
 @dataclass
@@ -82,6 +85,22 @@ class QKWeights:
     @property
     def b_k(self) -> torch.Tensor:
         return self.stacked("b_k")
+
+    def require_plain_logits(self, what: str) -> None:
+        """Refuse (one line) a pass that computes the logits as (W_q x_i + b_q) . (W_k x_j + b_k) * scale, which
+        leaves out a rotation of q and k by position or a norm on them."""
+        why = (
+            "rotates q and k by position (RoPE)"
+            if self.rotary is not None
+            else "normalises q and k (QK-norm)"
+            if self.qk_norm is not None
+            else None
+        )
+        if why is not None:
+            raise UnsupportedModelError(
+                f"{self.model_id} {why}: {what} computes attention from (W_q x + b_q) . (W_k x + b_k), which leaves "
+                "that out; not supported for this model yet"
+            )
 
     def describe(self) -> dict[str, Any]:
         shape = (self.n_layers, self.n_heads, self.d_head, self.d_model)

@@ -39,6 +39,7 @@ def compute_logit_stats(
     cos > 0 or < 0 carry the winning keys -> a logits dataset (written to ``output`` when given)."""
     started = utc_now()
     im = load_image_model(spec, device, model_key, manifest)
+    im.qk.require_plain_logits("the logit-terms pass")
     modes_ds, deps = modes_of(modes, im)
     stream = ImageStream.open(images, limit, im.preprocess, dedupe)
     qk, dev = im.qk, im.device

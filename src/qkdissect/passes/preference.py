@@ -89,6 +89,7 @@ def compute_preference(
     whole = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
     data, where = shard_of_dataset(whole, shard, batch_size)
     im = load_image_model(spec, device, model_key, manifest)
+    im.qk.require_plain_logits("the preference pass")
     pre, grid = im.preprocess, im.grid
     if not 0 <= example < len(whole):
         raise QKDissectError(f"example image {example} is not in {dataset} ({len(whole)} images: 0-{len(whole) - 1})")

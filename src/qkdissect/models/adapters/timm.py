@@ -1,11 +1,23 @@
-"""timm VisionTransformer (ViT, DeiT, DINO, CLIP towers), Eva, Beit, and any module with timm ``blocks``; the 2-D
-rotary embeddings of timm's Eva family (EVA-02, DINOv3, RoPE-ViT, PE) are read by :mod:`.timm_rope`."""
+"""timm VisionTransformer (ViT, DeiT, DINO, CLIP towers, SigLIP), Eva, Beit, and any module with timm ``blocks``;
+the 2-D rotary embeddings of timm's Eva family (EVA-02, DINOv3, RoPE-ViT, PE) are read by :mod:`.timm_rope`.
+
+``qk_norm=True`` (a LayerNorm on each head's q and k, with gains g and biases beta) is written exactly: with
+q = W_q x + b_q and C = I - 11^T / d_head (the centring in head space), LN(q) = (G_q C q) / sigma(q) + beta_q, so
+
+    LN(q_i) . LN(k_j) = q_i^T C G_q G_k C k_j / (sigma(q_i) sigma(k_j)) + beta_q . G_k C k_j / sigma(k_j)
+                        + G_q C q_i . beta_k / sigma(q_i) + beta_q . beta_k
+
+The adapter folds G C into W and b (the modes are those of W_q^T C diag(g_q g_k) C W_k); sigma(q_i) sigma(k_j) is a
+positive factor of each pair and the beta terms (of the key, of the query, constant) are their own terms."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
@@ -17,11 +29,6 @@ from .timm_rope import timm_rotary
 def _timm_layer(block: Any) -> AttentionLayer:
     attn: Any = block.attn
     n_heads = int(attn.num_heads)
-    if not (is_identity(getattr(attn, "q_norm", None)) and is_identity(getattr(attn, "k_norm", None))):
-        raise UnsupportedModelError(
-            f"{type(attn).__name__} normalises q and k per head (qk_norm): the attention logit is not "
-            "x_i^T W_q^T W_k x_j, so the query-key modes do not describe it. Use a model without qk_norm."
-        )
     if int(getattr(attn, "num_kv_heads", n_heads)) != n_heads:
         raise UnsupportedModelError(
             f"{type(attn).__name__} shares key heads between query heads (num_kv_heads {attn.num_kv_heads} of "
@@ -45,7 +52,7 @@ def _timm_layer(block: Any) -> AttentionLayer:
     else:
         raise UnsupportedModelError(f"timm attention {type(attn).__name__} has neither qkv nor q_proj/k_proj")
     d_head = w_q.shape[1]
-    return AttentionLayer(
+    layer = AttentionLayer(
         w_q=w_q,
         w_k=w_k,
         b_q=head_bias(b_q_flat, n_heads, d_head, w_q),
@@ -54,6 +61,57 @@ def _timm_layer(block: Any) -> AttentionLayer:
         norm=getattr(block, "norm1", None),
         attention=attn,
     )
+    q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+    if is_identity(q_norm) and is_identity(k_norm):
+        return layer
+    return _with_layer_norm_qk(layer, q_norm, k_norm)
+
+
+def _with_layer_norm_qk(layer: AttentionLayer, q_norm: Any, k_norm: Any) -> AttentionLayer:
+    """timm qk_norm: G C folded into W_q, b_q (and W_k, b_k), the norms' biases kept as beta_q, beta_k."""
+    n_heads, d_head, _ = layer.w_q.shape
+    for norm in (q_norm, k_norm):
+        if not isinstance(norm, nn.LayerNorm) or tuple(norm.normalized_shape) != (d_head,):
+            raise UnsupportedModelError(
+                f"{type(layer.attention).__name__} normalises q and k with {type(norm).__name__}: only a LayerNorm "
+                f"over each head's {d_head} dimensions (timm's qk_norm=True) is decomposed"
+            )
+    like = layer.w_q.detach()
+    centre = torch.eye(d_head, dtype=like.dtype) - 1.0 / d_head
+
+    def fold(norm: nn.LayerNorm, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = norm.weight.detach() if norm.weight is not None else torch.ones(d_head, dtype=like.dtype)
+        beta = norm.bias.detach() if norm.bias is not None else torch.zeros(d_head, dtype=like.dtype)
+        w_c = g[None, :, None] * torch.einsum("ij,hjd->hid", centre, w)
+        return w_c, g * (b @ centre), beta.expand(n_heads, d_head).clone()
+
+    w_q, b_q, beta_q = fold(q_norm, layer.w_q, layer.b_q)
+    w_k, b_k, beta_k = fold(k_norm, layer.w_k, layer.b_k)
+    return dataclasses.replace(layer, w_q=w_q, b_q=b_q, w_k=w_k, b_k=b_k, beta_q=beta_q, beta_k=beta_k)
+
+
+def _layer_norm_record(attn: Any) -> dict[str, Any]:
+    return {
+        "kind": "layer",
+        "over": {"q": "head", "k": "head"},
+        "eps": {"q": float(attn.q_norm.eps), "k": float(attn.k_norm.eps)},
+        "centring": "C = I - 11^T / d_head in each head's space: the modes are those of W_q^T C diag(g_q g_k) C W_k",
+        "factor": "the logit of tokens i, j is the modes' (with the bias terms of b_q' = g_q C b_q, b_k' = g_k C b_k) "
+        "times 1 / (sigma(W_q x_i + b_q) sigma(W_k x_j + b_k)), sigma the standard deviation over the head's "
+        "dimensions with the norm's eps inside: a positive factor of each pair, which the softmax sees and the "
+        "modes do not",
+        "beta": "the norms' biases add beta_q . k'_j / sigma(k_j) (a term of the key), q'_i . beta_k / sigma(q_i) "
+        "(of the query) and beta_q . beta_k (constant), with q'_i = W_q' x_i + b_q', k'_j = W_k' x_j + b_k' the "
+        "folded projections",
+    }
+
+
+LAYER_NORM_QK_NOTE = (
+    "QK-norm: q and k are normalised per head by LayerNorms (centring, gains, biases) before the dot product; the "
+    "modes are those of W_q^T C diag(g_q g_k) C W_k (C centres each head's dimensions), each pair's logit also "
+    "carries a positive factor 1 / (sigma(q_i) sigma(k_j)) and the norms' biases add terms of their own "
+    "(attrs.qk_norm)"
+)
 
 
 def adapt_timm(model: Any, model_id: str) -> QKWeights:
@@ -77,7 +135,19 @@ def adapt_timm(model: Any, model_id: str) -> QKWeights:
     notes = _rotary_notes(rotary) if rotary is not None else []
     if cls == "Beit" or getattr(model, "rel_pos_bias", None) is not None:
         notes.append("relative position bias is added to the logits; it does not depend on token content")
-    return QKWeights(model_id, adapter, layers, layout, notes, model, rotary=rotary)
+    if getattr(model, "attn_pool", None) is not None:
+        notes.append("the attention-pool head (a learned query attending to the tokens) is not among the layers")
+    normed = [b.attn for b, a in zip(model.blocks, layers, strict=True) if a.beta_q is not None]
+    qk_norm = _layer_norm_record(normed[0]) if normed else None
+    if qk_norm is not None:
+        if rotary is not None or len(normed) != len(layers):
+            raise UnsupportedModelError(
+                f"timm {cls} normalises q and k in {len(normed)} of {len(layers)} blocks"
+                + (" and rotates them by position" if rotary is not None else "")
+                + ": only qk_norm in every block, without rotary embedding, is decomposed"
+            )
+        notes.append(LAYER_NORM_QK_NOTE)
+    return QKWeights(model_id, adapter, layers, layout, notes, model, rotary=rotary, qk_norm=qk_norm)
 
 
 def _timm_prefix(model: Any) -> tuple[str, ...]:

@@ -152,8 +152,11 @@ def adapt_timm(model: Any, model_id: str) -> QKWeights:
 
 def _timm_prefix(model: Any) -> tuple[str, ...]:
     """The kind of each prefix token, from the model's own ``cls_token``, ``dist_token`` and ``reg_token`` (timm
-    places them in that order); refused in one line where they do not add up to ``num_prefix_tokens``."""
-    tokens = {n: getattr(model, n, None) for n in ("cls_token", "dist_token", "reg_token")}
+    places them in that order; NaFlexVit in its ``embeds``); refused in one line where they do not add up to
+    ``num_prefix_tokens``."""
+    names = ("cls_token", "dist_token", "reg_token")
+    holder = getattr(model, "embeds", model) if all(getattr(model, n, None) is None for n in names) else model
+    tokens = {n: getattr(holder, n, None) for n in names}  # NaFlexVit keeps them in its embeds
     count = {n: int(t.shape[1]) if t is not None else 0 for n, t in tokens.items()}
     kinds = prefix_kinds(count["cls_token"], count["dist_token"], count["reg_token"])
     n_prefix = int(getattr(model, "num_prefix_tokens", 0))

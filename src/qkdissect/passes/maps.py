@@ -270,7 +270,9 @@ def text_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, te
     """The rows of a text request: each mode and its ``k`` top passages (index, score, best-pair positions)."""
     k = int(request.get("k", 3))
     rows = []
+    auto = request.get("modes", "auto") in (None, "auto")
     for m in _modes(request, modes, scores, "text"):
+        m = _stronger_sign(m, texts) if auto else m
         t = texts.sel(layer=m[0], head=m[1], mode=m[2], sign=m[3])
         r = Row(m)
         found = zip(t.top_passage.values[:k], t.top_score.values[:k], t.top_query_token.values[:k],
@@ -283,6 +285,14 @@ def text_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, te
                     r.extra.setdefault(key, []).append(int(val))
         rows.append(r)
     return rows
+
+
+def _stronger_sign(m: Mode, texts: xr.Dataset) -> Mode:
+    """A mode chosen automatically, shown as (u, v) or as (-u, -v), whichever has the higher top passage score (a
+    mode whose key map is negative on every token of every passage scores 0 everywhere as (u, v); ties: "+")."""
+    layer, head, mode, _ = m
+    top = texts.top_score.sel(layer=layer, head=head, mode=mode).isel(rank=0)
+    return (layer, head, mode, str(top.sign.values[int(np.argmax(top.values))]))
 
 
 def text_maps(

@@ -13,7 +13,6 @@ scaling of q and k (YaRN, LongRoPE) or one that changes with the sequence length
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
+from ..layernorm import rms_gains
 from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, split_heads
 
 _HF_Q = ("q_proj", "query")
@@ -136,17 +136,12 @@ def _rms_gains(norm: nn.Module, heads: int, d_head: int) -> tuple[torch.Tensor, 
     size = int(weight.numel()) if isinstance(weight, torch.Tensor) else -1
     if not isinstance(weight, torch.Tensor) or size not in (d_head, heads * d_head):
         raise UnsupportedModelError(f"QK-norm {type(norm).__name__} of size {size}: neither a head ({d_head}) nor all")
-    probe = copy.deepcopy(norm).double().eval()
-    with torch.no_grad():
-        big = 1e4  # rms(x) = sqrt(mean x^2 + eps): eps / (2 big^2) off, below 1e-12
-        gains = probe(torch.full((1, size), big, dtype=torch.float64))[0]
-        x = torch.randn(3, size, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * big + big / 2
-        want = gains * x / x.pow(2).mean(-1, keepdim=True).sqrt()
-        if not torch.allclose(probe(x), want, rtol=1e-5, atol=0):  # (some norms compute in float32)
-            raise UnsupportedModelError(
-                f"QK-norm {type(norm).__name__} is not an RMS norm with gains (g x / rms(x)): a LayerNorm's centring "
-                "and beta are not decomposed yet"
-            )
+    gains = rms_gains(norm, size)
+    if gains is None:  # (some norms compute in float32: rms_gains allows for it)
+        raise UnsupportedModelError(
+            f"QK-norm {type(norm).__name__} is not an RMS norm with gains (g x / rms(x)): a LayerNorm's centring "
+            "and beta are not decomposed yet"
+        )
     gains = gains.to(weight.dtype)
     if size == d_head:
         return gains.expand(heads, d_head).clone(), "head"

@@ -61,7 +61,7 @@ def compute_modes(
     ``manifest`` (from :func:`qkdissect.models.resolve_weights`, or its JSON file) is checked against the weights
     actually read and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
     LayerNorm-aware interaction ``(P) diag(gamma) W_q^T W_k diag(gamma) (P)`` instead of the paper's raw one
-    (:mod:`qkdissect.core.layernorm`)."""
+    (:mod:`qkdissect.core.layernorm`; an RMS norm folds its gains and has no P)."""
     args = (output, device, dtype, block_rtol, folding, model_key, manifest)
     started, t0 = utc_now(), time.perf_counter()
     light = isinstance(spec, str | ModelSpec) and on_cpu(device) and offset is None

@@ -272,7 +272,7 @@ def text_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, te
     rows = []
     auto = request.get("modes", "auto") in (None, "auto")
     for m in _modes(request, modes, scores, "text"):
-        m = _stronger_sign(m, texts) if auto else m
+        m = scoring_sign(m, texts) if auto else m
         t = texts.sel(layer=m[0], head=m[1], mode=m[2], sign=m[3])
         r = Row(m)
         found = zip(t.top_passage.values[:k], t.top_score.values[:k], t.top_query_token.values[:k],
@@ -287,12 +287,13 @@ def text_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, te
     return rows
 
 
-def _stronger_sign(m: Mode, texts: xr.Dataset) -> Mode:
-    """A mode chosen automatically, shown as (u, v) or as (-u, -v), whichever has the higher top passage score (a
-    mode whose key map is negative on every token of every passage scores 0 everywhere as (u, v); ties: "+")."""
+def scoring_sign(m: Mode, texts: xr.Dataset) -> Mode:
+    """A mode chosen automatically: shown as (u, v), or as (-u, -v) where (u, v) scores 0 on every passage (its query
+    or key map is never positive on a scored token, as in some of SmolLM2's modes) and (-u, -v) does not."""
     layer, head, mode, _ = m
     top = texts.top_score.sel(layer=layer, head=head, mode=mode).isel(rank=0)
-    return (layer, head, mode, str(top.sign.values[int(np.argmax(top.values))]))
+    plus, minus = float(top.sel(sign="+")), float(top.sel(sign="-"))
+    return (layer, head, mode, "-" if plus <= 0 < minus else "+")
 
 
 def text_maps(

@@ -16,7 +16,7 @@ from qkdissect.data.images import decode, image_source
 from qkdissect.errors import QKDissectError
 from qkdissect.models import load_qk, preprocess_for
 from qkdissect.passes.hooks import layer_token_hooks
-from qkdissect.passes.maps import compute_maps
+from qkdissect.passes.maps import compute_maps, scoring_sign, text_rows
 from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
@@ -176,3 +176,12 @@ def test_text_maps_are_the_passages_tokens(text_file: Path, tmp_path: Path) -> N
         assert int(ds.query_token.values[0, j]) == int(t.top_query_token.values[j])
     fig = text_modes_figure(ds)
     plt.close(fig)
+    # modes chosen automatically: (u, v), or (-u, -v) where (u, v) scores nothing and (-u, -v) does
+    t = open_store(texts, "text_projections")
+    auto = [r.mode for r in text_rows({"k": 1}, open_store(modes, "modes"), open_store(scores, "scores"), t)]
+    best = [t.top_score.sel(layer=m[0], head=m[1], mode=m[2]).isel(rank=0) for m in auto]
+    assert [m[3] for m in auto] == ["-" if b.sel(sign="+") <= 0 < b.sel(sign="-") else "+" for b in best]
+    assert {m[3] for m in auto} == {"+", "-"}  # (this random model's six modes have both cases)
+    top = t.top_score.copy(deep=True)
+    top.loc[{"layer": auto[0][0], "head": auto[0][1], "mode": auto[0][2]}] = 0.0
+    assert scoring_sign(auto[0], t.assign(top_score=top))[3] == "+"  # neither scores: (u, v)

@@ -165,3 +165,9 @@ def test_modes_rejects_a_block_rtol_outside_its_range(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         main(["modes", "x", "-o", "m.zarr", "--block-rtol", "1.5"])
     assert "--block-rtol must be <= 1, not '1.5'" in capsys.readouterr().err
+
+
+def test_a_text_models_own_max_tokens_takes_its_range_from_the_option() -> None:
+    entry = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]["text"]["properties"]["max_tokens"]
+    opt = OPTIONS["max_tokens"]
+    assert (entry["minimum"], entry["maximum"], entry["default"]) == (opt.minimum, opt.maximum, None)

@@ -142,6 +142,8 @@ def test_text_projections_equal_brute_force(tiny_text: str, text_file: Path, tmp
     for layer, head, mode in [(0, 0, 0), (1, 2, 3), (2, 3, 7)]:
         u, v = modes.U.values[layer, head, :, mode], modes.V.values[layer, head, :, mode]
         maps = [token_maps(loaded.model, tok, qk, p.text, layer, u, v) for p in c.passages]
+        # the pass batches the passages by length: each count is still its own passage's
+        assert list(ds.n_tokens.values) == [len(tm.pieces) for tm in maps]
         for sgn, sign in ((1, "+"), (-1, "-")):
             best = []
             for tm in maps:

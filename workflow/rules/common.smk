@@ -194,6 +194,12 @@ def _check_config():
             f"config: {text} name text models in image figures; text models have Fig. 3, S1, S2, ln_folding and "
             "text_modes (set `modality: image` under models if a model is an image model)"
         )
+    bad = [m for m in MODELS if _model_entry(m).get("text") and m not in TEXT_MODELS]
+    if bad:
+        raise WorkflowError(
+            f"config: models {bad} have a `text` entry (passages, max_tokens of the text pass) but are image models; "
+            "leave it out, or set `modality: text` if they are text models"
+        )
     rows = text_mode_rows()
     bad = sorted({r["model"] for r in rows if r["model"] not in TEXT_MODELS})
     if bad:
@@ -435,6 +441,22 @@ def dedupe_option(images):
     if dedupe is False or dedupe is None:
         return ""
     return "--dedupe" if dedupe is True else f"--dedupe {int(dedupe)}"
+
+
+def _text_entry(model):
+    """The model's `text` entry (passages, max_tokens), filled in by the schema; {} without one."""
+    return _model_entry(model).get("text") or {}
+
+
+def text_limit_option(model, corpus):
+    """`--limit N` of a text model's pass: the smaller of the corpus's limit and the model's text.passages."""
+    limits = [n for n in (config["texts"][corpus]["limit"], _text_entry(model).get("passages")) if n]
+    return f"--limit {min(limits)}" if limits else ""
+
+
+def text_max_tokens(model):
+    """The tokens a text model's passages are truncated to: its text.max_tokens, else projections.max_tokens."""
+    return _text_entry(model).get("max_tokens") or config["projections"]["max_tokens"]
 
 
 def text_store(model):

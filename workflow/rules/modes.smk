@@ -32,7 +32,8 @@ rule modes:
 
 
 # Beyond the paper: the LayerNorm-aware interaction diag(gamma) W_q^T W_k diag(gamma) ("folded"), and with the
-# norm's centring ("folded-centred"), stored beside the paper's raw modes, never instead of them.
+# norm's centring ("folded-centred"), stored beside the paper's raw modes, never instead of them. An RMS norm (Llama,
+# SmolLM2) folds its gains and has no centring: its folded-centred store holds its folded modes and says so.
 use rule modes as modes_folded with:
     output:
         directory("results/modes_ln/{folding}/{model}.zarr"),

@@ -258,7 +258,8 @@ rule logits:
 
 
 # Beyond the paper: project a text model's tokens on the configured corpus onto all its modes; the top passages per
-# (layer, head, mode, sign) with the query and key positions of their best pair.
+# (layer, head, mode, sign) with the query and key positions of their best pair. A model's `text` entry takes fewer
+# passages or tokens for it alone (models.NAME.text: passages, max_tokens; recorded with its config section).
 rule text_project:
     input:
         manifest="results/weights/{model}.json",
@@ -269,10 +270,10 @@ rule text_project:
         config_keys=config_keys(["models", "{model}"], ["texts", "{corpus}"], ["projections", "tokens"], ["projections", "max_tokens"], ["projections", "top_k"]),
         spec=model_spec,
         source=lambda w: config["texts"][w.corpus]["source"],
-        limit=lambda w: limit_option("texts", w.corpus),
+        limit=lambda w: text_limit_option(w.model, w.corpus),
         tokens=config["projections"]["tokens"],
         batch_size=config["projections"]["text_batch_size"],
-        max_tokens=config["projections"]["max_tokens"],
+        max_tokens=lambda w: text_max_tokens(w.model),
         top_k=config["projections"]["top_k"],
         device=config["analysis"]["device"],
     threads: project_resources("threads")

@@ -11,6 +11,11 @@ so the token-token interaction on the normalised residual stream is ``diag(gamma
 batched SVD as the raw ones: :func:`fold_factors` gives the factors, :func:`fold_biases` the biases that absorb
 beta. :func:`normalise` is the LayerNorm without its affine part. (Reading gamma and beta off a model:
 :func:`qkdissect.models.layernorm.norm_parameters`.)
+
+An RMS norm (Llama, SmolLM2, Qwen, Gemma: ``RMSNorm(x) = g * x / rms(x)``, ``rms(x) = sqrt(mean(x^2) + eps)``) has
+gains and neither centring nor beta: its folded interaction is ``diag(g) W_q^T W_k diag(g)``, and since
+``x_hat = x / rms(x)`` has no projector, that is also the interaction on the raw residual direction:
+with ``centring=False`` "folded-centred" is "folded".
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from ..options import FOLDINGS, Folding
 
 
 def fold_factors(
-    w_q: torch.Tensor, w_k: torch.Tensor, gamma: torch.Tensor, folding: Folding = "folded"
+    w_q: torch.Tensor, w_k: torch.Tensor, gamma: torch.Tensor, folding: Folding = "folded", centring: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(layer, head, d_head, d_model) factors whose product ``A^T B`` is the folded interaction, from the raw
-    factors and gamma (layer, d_model); float64."""
+    factors and gamma (layer, d_model); float64. ``centring``: whether the norm centres (a LayerNorm; an RMS norm
+    does not, and its "folded-centred" factors are its "folded" ones)."""
     w_q, w_k = w_q.to(torch.float64), w_k.to(torch.float64)
     if folding == "raw":
         return w_q, w_k
@@ -32,7 +38,7 @@ def fold_factors(
         raise ValueError(f"folding must be one of {FOLDINGS}, got {folding!r}")
     g = gamma.to(torch.float64)[:, None, None, :]  # W diag(gamma): scale the columns
     a, b = w_q * g, w_k * g
-    if folding == "folded-centred":  # (W diag(gamma)) P: subtract each row's mean
+    if folding == "folded-centred" and centring:  # (W diag(gamma)) P: subtract each row's mean
         a = a - a.mean(dim=-1, keepdim=True)
         b = b - b.mean(dim=-1, keepdim=True)
     return a, b
@@ -48,8 +54,9 @@ def fold_biases(
     return bq, bk
 
 
-def normalise(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm without gamma and beta: ``(x - mean) / sqrt(var + eps)`` over the last dim (biased var)."""
+def normalise(x: torch.Tensor, eps: float, centring: bool = True) -> torch.Tensor:
+    """LayerNorm without gamma and beta: ``(x - mean) / sqrt(var + eps)`` over the last dim (biased var); with
+    ``centring=False`` the RMS norm without its gains, ``x / sqrt(mean(x^2) + eps)``."""
     x = x.to(torch.float64)
-    c = x - x.mean(dim=-1, keepdim=True)
+    c = x - x.mean(dim=-1, keepdim=True) if centring else x
     return c / torch.sqrt(c.pow(2).mean(dim=-1, keepdim=True) + eps)

@@ -270,7 +270,9 @@ def text_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, te
     """The rows of a text request: each mode and its ``k`` top passages (index, score, best-pair positions)."""
     k = int(request.get("k", 3))
     rows = []
+    auto = request.get("modes", "auto") in (None, "auto")
     for m in _modes(request, modes, scores, "text"):
+        m = scoring_sign(m, texts) if auto else m
         t = texts.sel(layer=m[0], head=m[1], mode=m[2], sign=m[3])
         r = Row(m)
         found = zip(t.top_passage.values[:k], t.top_score.values[:k], t.top_query_token.values[:k],
@@ -283,6 +285,15 @@ def text_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, te
                     r.extra.setdefault(key, []).append(int(val))
         rows.append(r)
     return rows
+
+
+def scoring_sign(m: Mode, texts: xr.Dataset) -> Mode:
+    """A mode chosen automatically: shown as (u, v), or as (-u, -v) where (u, v) scores 0 on every passage (its query
+    or key map is never positive on a scored token, as in some of SmolLM2's modes) and (-u, -v) does not."""
+    layer, head, mode, _ = m
+    top = texts.top_score.sel(layer=layer, head=head, mode=mode).isel(rank=0)
+    plus, minus = float(top.sel(sign="+")), float(top.sel(sign="-"))
+    return (layer, head, mode, "-" if plus <= 0 < minus else "+")
 
 
 def text_maps(

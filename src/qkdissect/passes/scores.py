@@ -41,6 +41,7 @@ def compute_scores(
     attrs = {
         "model_id": ds.attrs.get("model_id"),
         "folding": ds.attrs.get("folding", "raw"),
+        **({"norm": ds.attrs["norm"]} if "norm" in ds.attrs else {}),  # a folded store's norms (kind, centring)
         "d_model": int(u.shape[-2]),
         "d_head": ds.attrs.get("d_head"),
         "released_code": released_code,

@@ -132,16 +132,21 @@ def project_corpus(
     desc: str = "project text",
 ) -> tuple[StreamingTopK, np.ndarray]:
     """Stream the passages through the model; return the top passages per mode (payload: the query and key
-    positions of their best pair) and each passage's token count."""
+    positions of their best pair) and each passage's token count. The batches take the passages by token count (a
+    batch is padded to its longest: sorted, the pass runs over about the corpus's own tokens instead of twice as
+    many); the top passages do not depend on the order (ties go to the smaller index)."""
 
     topk = StreamingTopK((*proj.shape, 2), top_k, device=proj.device, n_payload=2)
-    n_tokens = np.zeros(len(passages), dtype=np.int32)
+    texts = [p.text for p in passages]
+    n_tokens = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]],
+                        dtype=np.int32)  # fmt: skip
+    order = np.argsort(n_tokens, kind="stable")
     with image_bar(len(passages), desc, progress, unit="passage") as bar:
         for rows in _batches(len(passages), batch_size):
-            enc = encode(tokenizer, [passages[i].text for i in rows], max_tokens)
-            n_tokens[rows.start : rows.stop] = enc["attention_mask"].sum(dim=1).numpy()
+            idx = order[rows.start : rows.stop]
+            enc = encode(tokenizer, [texts[i] for i in idx], max_tokens)
             out = proj(model, enc)
-            topk.update(out.score, torch.arange(rows.start, rows.stop), (out.query_token, out.key_token))
+            topk.update(out.score, torch.as_tensor(idx), (out.query_token, out.key_token))
             bar.update(len(rows))
     return topk, n_tokens
 

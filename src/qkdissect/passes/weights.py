@@ -62,7 +62,7 @@ def compute_modes(
     ``manifest`` (from :func:`qkdissect.models.resolve_weights`, or its JSON file) is checked against the weights
     actually read and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
     LayerNorm-aware interaction ``(P) diag(gamma) W_q^T W_k diag(gamma) (P)`` instead of the paper's raw one
-    (:mod:`qkdissect.core.layernorm`)."""
+    (:mod:`qkdissect.core.layernorm`; an RMS norm folds its gains and has no P)."""
     args = (output, device, dtype, block_rtol, folding, model_key, manifest)
     started, t0 = utc_now(), time.perf_counter()
     light = isinstance(spec, str | ModelSpec) and on_cpu(device) and offset is None
@@ -104,8 +104,9 @@ def _modes_of_file(
                           timings_s=timings)  # fmt: skip
     n_layers, n_heads, d_head, d_model = fq.shape
     shape = {"d_model": d_model, "d_head": d_head, "n_layers": n_layers, "n_heads": n_heads}
+    norm = _norm_attrs(FILE_NORM if folding != "raw" else None, folding)  # (the files' families: LayerNorm)
     return _finish(u, s, v, output, name, fq.spec, fq.adapter, shape, fq.layout, fq.sha256, fq.revision,
-                   "cpu", dtype, block_rtol, folding, fq.notes, record)  # fmt: skip
+                   "cpu", dtype, block_rtol, folding, fq.notes, record, extra=norm)  # fmt: skip
 
 
 def _modes_of_model(
@@ -116,7 +117,7 @@ def _modes_of_model(
     import torch
 
     from ..core.modes import qk_modes
-    from ..models.layernorm import folded_factors
+    from ..models.layernorm import folded_factors, norm_record
     from .loop import load, pass_record
 
     started, t0 = utc_now(), time.perf_counter()
@@ -124,7 +125,7 @@ def _modes_of_model(
     t_load = time.perf_counter() - t0
     t1 = time.perf_counter()
     w_q, w_k = folded_factors(m.qk, folding)
-    extra = _rotary_attrs(m.qk, offset)
+    extra = _rotary_attrs(m.qk, offset) | _norm_attrs(norm_record(m.qk) if folding != "raw" else None, folding)
     if m.qk.rotary is not None and offset is not None and not _is_zero(offset):
         w_k = torch.as_tensor(rotated_keys(w_k.cpu().numpy(), m.qk.rotary, offset))
     modes = qk_modes(w_q, w_k, dtype=dtype, device=m.device)
@@ -141,6 +142,21 @@ def _modes_of_model(
     return _finish(u, s, v, output, m.name, m.loaded.spec, qk.adapter, shape, qk.layout, m.loaded.weights_sha256,
                    m.loaded.revision, str(m.device), dtype, block_rtol, folding, qk.notes, record,
                    extra=extra, kv_heads=qk.kv_heads)  # fmt: skip
+
+
+#: the norms of the families read from files (qkdissect.models.weightfile): LayerNorms
+FILE_NORM = {"kind": "layernorm", "module": "LayerNorm", "centring": True}
+
+
+def _norm_attrs(norm: dict[str, Any] | None, folding: Folding) -> dict[str, Any]:
+    """What a folded modes store says of the norms it folded (``norm``), and, for an RMS norm's folded-centred
+    modes, that they are its folded ones (nothing to centre)."""
+    if norm is None:
+        return {}
+    if folding == "folded-centred" and not norm["centring"]:
+        norm = {**norm, "note": f"{norm['module']} has no centring (g x / rms(x)): these folded-centred modes are "
+                "the folded ones, diag(g) W_q^T W_k diag(g)"}  # fmt: skip
+    return {"norm": norm}
 
 
 def _is_zero(offset: Offset | None) -> bool:

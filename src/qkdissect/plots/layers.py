@@ -105,8 +105,10 @@ FOLDING_STYLES = {
 
 
 def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int = 4) -> plt.Figure:
-    """Beyond the paper: per model, the weighted layer cosine of its raw, LayerNorm-folded and folded-centred
-    modes against normalised depth (``stores[model][folding]`` are scores stores), with the null band."""
+    """Beyond the paper: per model, the weighted layer cosine of its raw, norm-folded and folded-centred modes
+    against normalised depth (``stores[model][folding]`` are scores stores), with the null band. An RMS norm has no
+    centring (its folded-centred store says so, attrs ``norm``): its folded-centred line, the folded one, is not
+    drawn twice; the panel says why."""
     if not stores:
         raise ValueError("folding_figure needs at least one model")
     nrows, ncols = _grid(len(stores), ncols)
@@ -116,14 +118,19 @@ def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int
     )  # fmt: skip
     entries: dict[str, Entry] = {}
     for ax, (model, by_folding) in zip(axes.flat, stores.items(), strict=False):
+        uncentred = [f for f, ds in by_folding.items() if f == "folded-centred" and not _centres(ds)]
         order = sorted(by_folding, key=lambda f: list(FOLDING_STYLES).index(f) if f in FOLDING_STYLES else 99)
-        for folding in order:
+        for folding in (f for f in order if f not in uncentred):
             ds = by_folding[folding]
             st = FOLDING_STYLES.get(folding, {"label": folding})
             (line,) = ax.plot(ds.depth.values, ds.layer_weighted.values, marker="o", ms=2, lw=1.1, **st)
             entries.setdefault(str(st["label"]), (line, str(st["label"])))
         for band, label in null_bands(ax, list(by_folding.values())):
             entries.setdefault(label, (band, label))
+        if uncentred:
+            module = by_folding["folded-centred"].attrs["norm"].get("module", "RMS norm")
+            ax.text(0.98, 0.04, f"{module}: no centring\n(folded + centred = folded)", transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize=6, color="0.3")  # fmt: skip
         ax.set_title(model, fontsize=8)
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=7)
@@ -131,10 +138,15 @@ def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int
         ax.set_visible(False)
     for ax in axes[-1]:
         depth_axis(ax, fontsize=8)
-    fig.suptitle("Weighted layer cosine: raw vs LayerNorm-folded modes", fontsize=9)
+    fig.suptitle("Weighted layer cosine: raw vs norm-folded modes (LayerNorm or RMSNorm)", fontsize=9)
     fig.supylabel("Weighted cosine similarity", fontsize=8)
     legend_outside(fig, [], list(entries.values()), where="below", fontsize=7)
     return fig
+
+
+def _centres(scores: xr.Dataset) -> bool:
+    """Whether the norm a folded store folded centres (a LayerNorm; stores without ``norm`` attrs are LayerNorm's)."""
+    return bool(scores.attrs.get("norm", {}).get("centring", True))
 
 
 def _null_note(scores: xr.Dataset, null_lines: NullLines, exact: str) -> str:

@@ -15,7 +15,6 @@ and k (YaRN, LongRoPE) or one that changes with the sequence length (dynamic NTK
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import Any
@@ -26,6 +25,7 @@ from torch import nn
 
 from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
+from ..layernorm import rms_gains
 from ..layout import prefix_kinds
 from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, split_heads
 
@@ -155,17 +155,12 @@ def _rms_gains(norm: nn.Module, heads: int, d_head: int) -> tuple[torch.Tensor, 
     size = int(weight.numel()) if isinstance(weight, torch.Tensor) else -1
     if not isinstance(weight, torch.Tensor) or size not in (d_head, heads * d_head):
         raise UnsupportedModelError(f"QK-norm {type(norm).__name__} of size {size}: neither a head ({d_head}) nor all")
-    probe = copy.deepcopy(norm).double().eval()
-    with torch.no_grad():
-        big = 1e4  # rms(x) = sqrt(mean x^2 + eps): eps / (2 big^2) off, below 1e-12
-        gains = probe(torch.full((1, size), big, dtype=torch.float64))[0]
-        x = torch.randn(3, size, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * big + big / 2
-        want = gains * x / x.pow(2).mean(-1, keepdim=True).sqrt()
-        if not torch.allclose(probe(x), want, rtol=1e-5, atol=0):  # (some norms compute in float32)
-            raise UnsupportedModelError(
-                f"QK-norm {type(norm).__name__} is not an RMS norm with gains (g x / rms(x)): a LayerNorm's centring "
-                "and beta are not decomposed yet"
-            )
+    gains = rms_gains(norm, size)
+    if gains is None:  # (some norms compute in float32: rms_gains allows for it)
+        raise UnsupportedModelError(
+            f"QK-norm {type(norm).__name__} is not an RMS norm with gains (g x / rms(x)): a LayerNorm's centring "
+            "and beta are not decomposed yet"
+        )
     w = weight.detach().double().cpu()
     form = "1 + weight" if torch.allclose(gains, 1 + w, rtol=1e-6) and not torch.allclose(gains, w) else "weight"
     gains = gains.to(weight.dtype)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from conftest import REPO, _need_assets, make_tiny_vit
 from qkdissect.cli import main
 from qkdissect.core.rotary import Rotary
+from qkdissect.core.scores import null_interval
 from qkdissect.core.spectrum import by_distance, plane_energies, unrotated_dims, wavelengths
 from qkdissect.stores import open_store
 from test_rotary import STORIES
@@ -149,6 +150,8 @@ def test_the_spectrum_store_of_stories260k(stories_stores: tuple[Path, Path, str
     assert ds.sizes == {"layer": 5, "head": 8, "plane": 4, "distance": 24, "axis": 1}
     assert list(ds.kv_head.values) == [0, 0, 1, 1, 2, 2, 3, 3] and ds.rotated.values.all()
     assert ds.attrs["provenance"]["kind"] == "spectrum" and ds.attrs["distance_unit"] == "tokens"
+    low, high = null_interval(ds.attrs["d_model"], 0.95)  # the band the distance figure draws
+    assert (ds.attrs["null_low"], ds.attrs["null_high"], ds.attrs["null_level"]) == (low, high, 0.95)
     assert Path(ds.attrs["provenance"]["inputs"]["offsets store"]["path"]).name == "off.zarr"
     model = AutoModelForCausalLM.from_pretrained(Path(spec.removeprefix("hf:")))
     inv_freq = model.model.rotary_emb.inv_freq.double().numpy()
@@ -230,7 +233,8 @@ def test_the_share_figure_sums_planes_of_one_wavelength_and_shows_unrotated_dims
     w_q, w_k = rng.normal(size=(2, 3, 2, 10, 12))
     e = plane_energies(w_q, w_k, rot)
     bins, head, counts = by_distance(rng.normal(size=(3, 2, 9)), np.hypot(*np.divmod(np.arange(9), 3)))
-    attrs = {"model_id": "axial", "d_model": 12, "distance_unit": "patches"}
+    attrs = {"model_id": "axial", "d_model": 12, "distance_unit": "patches", "null_low": -0.5, "null_high": 0.5,
+             "null_level": 0.95}  # fmt: skip
     ds = spectrum_dataset(e, plane_coords(rot), DistanceProfile(bins, head, counts), attrs, None)
     assert list(ds.rotated.values) == [True] * 4 + [False] and list(ds.dim_a.values) == [0, 2, 4, 6, -1]
     np.testing.assert_allclose(ds.wavelength.values, [4 * np.pi, 4 * np.pi, 40 * np.pi, 40 * np.pi, np.inf])

@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from ..core.rotary import Rotary
+from ..core.scores import null_interval
 from ..core.spectrum import by_distance, group_rates, n_groups, plane_energies, unrotated_dims, wavelengths
 from ..errors import QKDissectError
 from ..options import default
@@ -80,12 +81,18 @@ def compute_spectrum(
         "distance_unit": "patches" if rotary.n_axes > 1 else "tokens",
         "unrotated_dims": unrotated_dims(rotary).tolist(),
         **offset_attrs,
+        **dict(zip(("null_low", "null_high"), null_interval(m.qk.d_model, NULL_LEVEL), strict=True)),
+        "null_level": NULL_LEVEL,
         "weights_sha256": m.loaded.weights_sha256,
         "provenance": record,
     }
     if m.qk.qk_norm is not None:
         attrs["qk_norm"] = m.qk.qk_norm
     return finish(spectrum_dataset(energies, plane_coords(rotary), profile, attrs, m.qk.kv_heads), output)
+
+
+#: the level of the per-mode null interval the distance figure draws (that of a random mode of the model's width)
+NULL_LEVEL = 0.95
 
 
 def plane_coords(rotary: Rotary) -> dict[str, Any]:

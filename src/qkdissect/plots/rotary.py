@@ -11,8 +11,6 @@ import numpy as np
 import xarray as xr
 from matplotlib.colors import Normalize
 
-from ..core.scores import null_interval
-from ..core.spectrum import group_means
 from .style import MIN_FONT, PAGE_WIDTH
 
 #: two wavelengths closer than this (relative) are one column of the share figure (2-D axial: a row and a column
@@ -102,8 +100,9 @@ def log_binned(d: np.ndarray, y: np.ndarray, per_decade: int = PER_DECADE) -> tu
     """``y`` (..., distance) averaged over log-spaced bins of the distances ``d`` (1/per_decade of a decade each;
     d = 0 a bin of its own): the bins' mean distances and mean values."""
     key = np.where(d > 0, np.floor(np.log10(np.where(d > 0, d, 1.0)) * per_decade + 0.5), -np.inf)
-    _, means, _ = group_means(np.concatenate([d[None], np.reshape(y, (-1, d.size))]), key)
-    return means[0], means[1:].reshape(*np.shape(y)[:-1], -1)
+    rows = np.concatenate([d[None], np.reshape(y, (-1, d.size))])
+    means = xr.DataArray(rows, dims=("row", "distance"), coords={"bin": ("distance", key)}).groupby("bin").mean()
+    return means.values[0], means.values[1:].reshape(*np.shape(y)[:-1], -1)
 
 
 def distance_cosine_figure(ds: xr.Dataset, per_decade: int = PER_DECADE) -> plt.Figure:
@@ -122,8 +121,8 @@ def distance_cosine_figure(ds: xr.Dataset, per_decade: int = PER_DECADE) -> plt.
     cmap = plt.get_cmap(DEPTH_COLOURS)
     norm = Normalize(0.0, 1.0)
     depth = ds.depth.values
-    lo, hi = null_interval(int(ds.attrs["d_model"]), 0.95)
-    ax.axhspan(lo, hi, color="0.85", lw=0, zorder=0, label=f"per-mode null 95%, d={ds.attrs['d_model']}")
+    lo, hi, level = ds.attrs["null_low"], ds.attrs["null_high"], ds.attrs["null_level"]
+    ax.axhspan(lo, hi, color="0.85", lw=0, zorder=0, label=f"per-mode null {level:.0%}, d={ds.attrs['d_model']}")
     ax.axhline(0, color="0.5", lw=0.5, zorder=0)
     for layer in range(n_layers):
         ax.plot(d, y[layer], color=cmap(norm(depth[layer])), lw=0.9)

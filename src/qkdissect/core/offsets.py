@@ -7,11 +7,13 @@ With the thin QR factorisations ``W_q^T = Q_q A`` and ``W_k^T = Q_k B`` (d_model
 matrix ``G = Q_q^T Q_k``. One QR per head, then one r x r decomposition per (head, offset), offsets taken in chunks
 so that memory stays bounded.
 
-The decomposition (``method``): ``svd`` is the SVD of each core. ``gram`` (the default, about twice as fast on a
+The decomposition (``method``): ``svd`` is the SVD of each core. ``gram`` (the default, 1.5 times as fast on a
 CPU) takes the symmetric eigendecomposition of ``C^T C = Z diag(S^2) Z^T`` instead: S and the right vectors, and
 the cosines without the left vectors, ``u_n . v_n = z_n^T C^T G z_n / s_n`` (``p_n = C z_n / s_n``). Squaring
-loses accuracy on singular values far below the head's largest, so every core whose smallest singular value is
-below ``GRAM_RTOL`` of its largest is redone with the SVD: both give the same numbers to ~1e-12.
+loses accuracy on singular values far below the head's largest and on vectors of close eigenvalues (errors
+``eps s_0^2 / (s_n^2 - s_m^2)`` instead of the SVD's ``eps s_0 / (s_n - s_m)``), so a core whose smallest singular
+value is below :data:`GRAM_RTOL` of its largest, or whose estimated error is above :data:`GRAM_TOL`, is redone
+with the SVD. The weighted cosine does not depend on the vectors at all (``sum_n s_n u_n . v_n = tr(C^T G)``).
 
 The offsets of a whole grid, and the pairs of tokens they stand for: :func:`grid_offsets` (every offset between two
 patches of an image grid), :func:`pair_offsets` (the offsets of every ordered pair of patches, or of the causal
@@ -32,6 +34,10 @@ from .rotary import Rotary
 SpectrumMethod = Literal["gram", "svd"]
 #: ``gram``: a core whose smallest singular value is below this fraction of its largest is redone with the SVD
 GRAM_RTOL = 1e-3
+#: ``gram``: a core whose eigenvectors' estimated error (eps s_0^2 / gap) is above this is redone with the SVD
+GRAM_TOL = 1e-11
+#: singular values closer than this fraction of the largest form a block (the modes store's default block_rtol)
+BLOCK_RTOL = 1e-3
 #: the most float64 numbers one array of a chunk holds (cores of every head at ``chunk`` offsets): 32 MB
 CHUNK_NUMBERS = 4 * 2**20
 
@@ -50,26 +56,25 @@ def offset_spectrum(
     ``w_q``/``w_k`` (..., d_head, d_model) and every rotation R_o, in float64. ``key_rotations``: the rotations,
     (offset, d_head, d_head) shared by every head or (offset, ..., d_head, d_head) one per head; or a
     :class:`Rotary` with ``offsets`` (n,) or (n, axes), whose rotations ``R(-d)`` (per-head frequencies: per layer
-    and head) are made a chunk at a time. ``chunk`` offsets at once (default: as many as keep each array of the
-    chunk under :data:`CHUNK_NUMBERS` numbers); ``progress`` is called with the number of offsets done after each
-    chunk."""
+    and head) turn the key factor plane by plane, a chunk of offsets at a time. ``chunk`` offsets at once (default:
+    as many as keep each array of the chunk under :data:`CHUNK_NUMBERS` numbers); ``progress`` is called with the
+    number of offsets done after each chunk."""
     wq = torch.as_tensor(w_q, dtype=torch.float64)
     wk = torch.as_tensor(w_k, dtype=torch.float64)
     if wq.shape != wk.shape:
         raise ValueError(f"w_q {tuple(wq.shape)} and w_k {tuple(wk.shape)} differ")
     lead, r = wq.shape[:-2], wq.shape[-2]
-    rotations = _rotations(key_rotations, offsets, len(lead))
-    n = len(offsets) if isinstance(key_rotations, Rotary) else len(key_rotations)  # type: ignore[arg-type]
     q_q, a = torch.linalg.qr(wq.transpose(-1, -2), mode="reduced")  # (..., D, r), (..., r, r)
     q_k, b = torch.linalg.qr(wk.transpose(-1, -2), mode="reduced")
     gram = (q_q.transpose(-1, -2) @ q_k).unsqueeze(-3)  # (..., 1, r, r)
     a, bt = a.unsqueeze(-3), b.transpose(-1, -2).unsqueeze(-3)
+    turned, n = _key_factors(key_rotations, offsets, bt)
     step = chunk or max(1, CHUNK_NUMBERS // max(1, int(np.prod(lead, dtype=np.int64)) * r * r))
     s_out = np.empty((*lead, n, r))
     cos_out = np.empty((*lead, n, r))
     for start in range(0, n, step):
         stop = min(n, start + step)
-        core = a @ rotations(start, stop) @ bt  # (..., c, r, r)
+        core = a @ turned(start, stop)  # A R B^T: (..., c, r, r)
         s, cos = (_gram_spectrum if method == "gram" else _svd_spectrum)(core, gram)
         s_out[..., start:stop, :], cos_out[..., start:stop, :] = s.numpy(), cos.numpy()
         if progress is not None:
@@ -77,26 +82,46 @@ def offset_spectrum(
     return s_out, cos_out
 
 
-def _rotations(
-    key_rotations: np.ndarray | Rotary, offsets: np.ndarray | None, n_lead: int
-) -> Callable[[int, int], torch.Tensor]:
-    """The rotations of offsets start..stop-1 as a tensor that broadcasts against cores (..., c, r, r)."""
+def _key_factors(
+    key_rotations: np.ndarray | Rotary, offsets: np.ndarray | None, bt: torch.Tensor
+) -> tuple[Callable[[int, int], torch.Tensor], int]:
+    """``R_o B^T`` (..., c, r, r) for the offsets o = start..stop-1, and the number of offsets."""
+    n_lead = bt.ndim - 3
     if isinstance(key_rotations, Rotary):
         if offsets is None:
             raise ValueError("a Rotary needs the offsets")
         rot, offs = key_rotations, np.asarray(offsets, dtype=np.float64)
-        return lambda i, j: _align(torch.from_numpy(rot.key_rotation(offs[i:j])), n_lead)
+        rows = [torch.as_tensor(p) for p in rot.planes()]
+
+        def turned(i: int, j: int) -> torch.Tensor:
+            angle = torch.from_numpy(rot.key_angles(offs[i:j]))  # (c, planes) or (c, ..., planes)
+            return _turn_rows(bt, _align(angle, n_lead, 2), *rows)
+
+        return turned, len(offs)
     every = torch.as_tensor(np.asarray(key_rotations), dtype=torch.float64)
-    return lambda i, j: _align(every[i:j], n_lead)
+    return (lambda i, j: _align(every[i:j], n_lead, 3) @ bt), len(every)
 
 
-def _align(rot: torch.Tensor, n_lead: int) -> torch.Tensor:
-    """(c, r, r) as it is; one rotation per head (c, ..., r, r) -> (..., c, r, r)."""
-    if rot.ndim == 3:
-        return rot
-    if rot.ndim != n_lead + 3:
-        raise ValueError(f"rotations of shape {tuple(rot.shape)} for weights with {n_lead} leading dims")
-    return rot.movedim(0, -3)
+def _align(x: torch.Tensor, n_lead: int, own: int) -> torch.Tensor:
+    """Per-offset values with ``own`` dims of their own, the offset first: shared (c, *own) as they are; one per
+    head (c, ..., *own) -> (..., c, *own), to broadcast against (..., c, ...)."""
+    if x.ndim == own:
+        return x
+    if x.ndim != n_lead + own:
+        raise ValueError(f"rotations of shape {tuple(x.shape)} for weights with {n_lead} leading dims")
+    return x.movedim(0, -own)
+
+
+def _turn_rows(x: torch.Tensor, angle: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``R x`` for ``x`` (..., 1, r, m) and the rotations of ``angle`` (..., c, planes) (plane p turns rows a_p,
+    b_p): (..., c, r, m), without forming R."""
+    cos, sin = torch.cos(angle).unsqueeze(-1), torch.sin(angle).unsqueeze(-1)
+    xa, xb = x[..., a, :], x[..., b, :]
+    shape = torch.broadcast_shapes(x.shape, (*angle.shape[:-1], *x.shape[-2:]))
+    out = x.expand(shape).clone()
+    out[..., a, :] = cos * xa - sin * xb
+    out[..., b, :] = sin * xa + cos * xb
+    return out
 
 
 def _svd_spectrum(core: torch.Tensor, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,18 +131,30 @@ def _svd_spectrum(core: torch.Tensor, gram: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def _gram_spectrum(core: torch.Tensor, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """S and u_n . v_n of each core from the eigendecomposition of C^T C (module docstring); cores with a singular
-    value below :data:`GRAM_RTOL` of their largest by their SVD."""
-    lam, z = in_threads(lambda c: tuple(torch.linalg.eigh(c)), core.transpose(-1, -2) @ core)
-    lam, z = lam.flip(-1), z.flip(-1)  # descending
-    s = lam.clamp_min(0).sqrt()
+    """S and u_n . v_n of each core from the eigendecomposition of C^T C (module docstring); the cores it cannot
+    be trusted on (:func:`_trusted`) by their SVD."""
+    lam, z = in_threads(lambda c: tuple(torch.linalg.eigh(c)), core.transpose(-1, -2) @ core)  # ascending
     hz = (core.transpose(-1, -2) @ gram) @ z  # C^T G z_n
-    cos = (z * hz).sum(-2) / torch.where(s > 0, s, 1.0)
-    bad = ~(s[..., -1] >= GRAM_RTOL * s[..., 0])  # NaN counts as bad
+    lam = lam.flip(-1)
+    s = lam.clamp_min(0).sqrt()
+    cos = (z * hz).sum(-2).flip(-1) / torch.where(s > 0, s, 1.0)
+    bad = ~_trusted(s, lam)
     if bool(bad.any()):
         s_bad, cos_bad = _svd_spectrum(core[bad], gram.expand_as(core)[bad])
         s[bad], cos[bad] = s_bad, cos_bad
     return s, cos
+
+
+def _trusted(s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Whether the Gram route is as good as the SVD for each core (S, and eigenvalues S^2 as computed, descending):
+    no singular value below :data:`GRAM_RTOL` of the largest, and the error of the eigenvectors, ``eps s_0^2 /
+    gap`` (the smallest gap between eigenvalues of different blocks of near-equal singular values, whose cosines
+    are defined only as a block), below :data:`GRAM_TOL`. NaN is not trusted."""
+    s0 = s[..., :1]
+    between = s[..., :-1] - s[..., 1:] >= BLOCK_RTOL * s0
+    gap = torch.where(between, lam[..., :-1] - lam[..., 1:], torch.inf).amin(-1)
+    error = torch.finfo(lam.dtype).eps * lam[..., 0] / gap
+    return (s[..., -1] >= GRAM_RTOL * s[..., 0]) & (error <= GRAM_TOL)
 
 
 def weighted_cosine(s: np.ndarray, cos: np.ndarray) -> np.ndarray:

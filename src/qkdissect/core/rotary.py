@@ -179,6 +179,11 @@ class Rotary:
         """R(-d): the interaction at offset d (query position minus key position) is W_q^T R(-d) W_k."""
         return self.rotation_at(-self.coordinate_step * self._vectors(offset))
 
+    def key_angles(self, offset: np.ndarray | float | Sequence[float]) -> np.ndarray:
+        """The angle each plane of R(-d) turns by, for offsets d (one axis: any shape (...); several: (...,
+        axes)): (..., planes), or (..., layer, head, planes) with per-head frequencies."""
+        return self.angles_at(-self.coordinate_step * self._vectors(offset))
+
     def mean_key_rotation(self, offsets: np.ndarray, weights: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """``sum_d w_d R(-d)`` over ``offsets`` (one axis: (n,); several: (n, axes)) with ``weights`` (n,) normalised
         to sum 1: per plane a scaled rotation ``[[c, -s], [s, c]]`` with ``c = sum_d w_d cos(angle_d)``, ``s`` alike,

@@ -38,8 +38,8 @@ GRAM_RTOL = 1e-3
 GRAM_TOL = 1e-11
 #: singular values closer than this fraction of the largest form a block (the modes store's default block_rtol)
 BLOCK_RTOL = 1e-3
-#: the most float64 numbers one array of a chunk holds (cores of every head at ``chunk`` offsets): 32 MB
-CHUNK_NUMBERS = 4 * 2**20
+#: the most float64 numbers one array of a chunk holds (cores of every head at ``chunk`` offsets): 8 MB
+CHUNK_NUMBERS = 2**20
 
 
 def offset_spectrum(
@@ -67,6 +67,7 @@ def offset_spectrum(
     q_q, a = torch.linalg.qr(wq.transpose(-1, -2), mode="reduced")  # (..., D, r), (..., r, r)
     q_k, b = torch.linalg.qr(wk.transpose(-1, -2), mode="reduced")
     gram = (q_q.transpose(-1, -2) @ q_k).unsqueeze(-3)  # (..., 1, r, r)
+    del q_q, q_k, wq, wk
     a, bt = a.unsqueeze(-3), b.transpose(-1, -2).unsqueeze(-3)
     turned, n = _key_factors(key_rotations, offsets, bt)
     step = chunk or max(1, CHUNK_NUMBERS // max(1, int(np.prod(lead, dtype=np.int64)) * r * r))

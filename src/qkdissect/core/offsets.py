@@ -73,14 +73,38 @@ def offset_spectrum(
     step = chunk or max(1, CHUNK_NUMBERS // max(1, int(np.prod(lead, dtype=np.int64)) * r * r))
     s_out = np.empty((*lead, n, r))
     cos_out = np.empty((*lead, n, r))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
+
+    def run(start: int, stop: int) -> int:
         core = a @ turned(start, stop)  # A R B^T: (..., c, r, r)
         s, cos = (_gram_spectrum if method == "gram" else _svd_spectrum)(core, gram)
         s_out[..., start:stop, :], cos_out[..., start:stop, :] = s.numpy(), cos.numpy()
-        if progress is not None:
-            progress(stop - start)
+        return stop - start
+
+    in_chunks(run, n, step, progress)
     return s_out, cos_out
+
+
+def in_chunks(run: Callable[[int, int], int], n: int, step: int, progress: Callable[[int], None] | None) -> None:
+    """``run(start, stop)`` for the chunks of ``step`` of 0..n-1, on torch's number of threads at once, each chunk
+    on one thread (one thread's batched ops on small matrices beat several threads' on a loaded machine: no
+    thread waits for another at every op); torch's thread count is the same after as before."""
+    threads = torch.get_num_threads()
+    chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
+    if threads < 2 or len(chunks) < 2:
+        for i, j in chunks:
+            done = run(i, j)
+            if progress is not None:
+                progress(done)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            for done in pool.map(lambda c: run(*c), chunks):
+                if progress is not None:
+                    progress(done)
+    finally:
+        torch.set_num_threads(threads)  # the MKL count the workers' setting changed for every thread
 
 
 def _key_factors(
@@ -92,11 +116,10 @@ def _key_factors(
         if offsets is None:
             raise ValueError("a Rotary needs the offsets")
         rot, offs = key_rotations, np.asarray(offsets, dtype=np.float64)
-        rows = [torch.as_tensor(p) for p in rot.planes()]
 
         def turned(i: int, j: int) -> torch.Tensor:
             angle = torch.from_numpy(rot.key_angles(offs[i:j]))  # (c, planes) or (c, ..., planes)
-            return _turn_rows(bt, _align(angle, n_lead, 2), *rows)
+            return _turn_rows(bt, _align(angle, n_lead, 2), rot)
 
         return turned, len(offs)
     every = torch.as_tensor(np.asarray(key_rotations), dtype=torch.float64)
@@ -113,15 +136,18 @@ def _align(x: torch.Tensor, n_lead: int, own: int) -> torch.Tensor:
     return x.movedim(0, -own)
 
 
-def _turn_rows(x: torch.Tensor, angle: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``R x`` for ``x`` (..., 1, r, m) and the rotations of ``angle`` (..., c, planes) (plane p turns rows a_p,
-    b_p): (..., c, r, m), without forming R."""
+def _turn_rows(x: torch.Tensor, angle: torch.Tensor, rot: Rotary) -> torch.Tensor:
+    """``R x`` for ``x`` (..., 1, r, m) and the rotations of ``angle`` (..., c, planes) (plane p turns rows a_p and
+    b_p: :meth:`Rotary.planes`; rows past ``rotary_dim`` stay): (..., c, r, m), without forming R."""
     cos, sin = torch.cos(angle).unsqueeze(-1), torch.sin(angle).unsqueeze(-1)
-    xa, xb = x[..., a, :], x[..., b, :]
-    shape = torch.broadcast_shapes(x.shape, (*angle.shape[:-1], *x.shape[-2:]))
-    out = x.expand(shape).clone()
-    out[..., a, :] = cos * xa - sin * xb
-    out[..., b, :] = sin * xa + cos * xb
+    out = x.expand(torch.broadcast_shapes(x.shape, (*angle.shape[:-1], *x.shape[-2:]))).clone()
+    half, turn = rot.rotary_dim // 2, (lambda t: t[..., : rot.rotary_dim, :])
+    if rot.pairing == "rotate-half":  # rows p and p + half
+        (xa, xb), (oa, ob) = (turn(t).unflatten(-2, (2, half)).unbind(-3) for t in (x, out))
+    else:  # rows 2p and 2p + 1
+        (xa, xb), (oa, ob) = (turn(t).unflatten(-2, (half, 2)).unbind(-2) for t in (x, out))
+    oa.copy_(cos * xa - sin * xb)
+    ob.copy_(sin * xa + cos * xb)
     return out
 
 

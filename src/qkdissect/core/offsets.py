@@ -67,7 +67,7 @@ def offset_spectrum(
     q_q, a = torch.linalg.qr(wq.transpose(-1, -2), mode="reduced")  # (..., D, r), (..., r, r)
     q_k, b = torch.linalg.qr(wk.transpose(-1, -2), mode="reduced")
     gram = (q_q.transpose(-1, -2) @ q_k).unsqueeze(-3)  # (..., 1, r, r)
-    del q_q, q_k, wq, wk
+    del q_q, q_k, wq, wk  # (float64 copies of float32 weights: freed here)
     a, bt = a.unsqueeze(-3), b.transpose(-1, -2).unsqueeze(-3)
     turned, n = _key_factors(key_rotations, offsets, bt)
     step = chunk or max(1, CHUNK_NUMBERS // max(1, int(np.prod(lead, dtype=np.int64)) * r * r))

@@ -65,7 +65,7 @@ def compute_offsets(
     offs = offsets_of(m.name, rot, grid, offsets)
     t_load, t1 = time.perf_counter() - t0, time.perf_counter()
     with tqdm(total=len(offs), desc=f"offsets {m.name}", unit="offset", disable=not progress) as bar:
-        s, cos = offset_spectrum(qk.w_q.double(), qk.w_k.double(), rot, offsets=offs, progress=bar.update)
+        s, cos = offset_spectrum(qk.w_q, qk.w_k, rot, offsets=offs, progress=bar.update)  # float64 inside
     timings = {"load": round(t_load, 4), "svd": round(time.perf_counter() - t1, 4)}
     asked = "all" if isinstance(offsets, str) else "list"
     params = {"offsets": {"asked": asked, "first": offs[0].tolist(), "last": offs[-1].tolist(), "count": len(offs)},

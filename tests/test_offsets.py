@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -167,7 +168,9 @@ def test_the_gram_route_is_the_svd(heads: int, half: int, extra: int, decay: flo
     rot = Rotary(1.0 / 10000 ** (np.arange(0, d_head, 2) / d_head), "rotate-half", d_head, d_head)
     offs = np.arange(0, 300, 37)
     s1, c1 = offset_spectrum(w_q, w_k, rot, offsets=offs, method="svd")
-    s2, c2 = offset_spectrum(w_q, w_k, rot, offsets=offs, method="gram", chunk=3)
+    threads = torch.get_num_threads()
+    s2, c2 = offset_spectrum(w_q, w_k, rot, offsets=offs, method="gram", chunk=3)  # chunks on threads of their own
+    assert torch.get_num_threads() == threads
     np.testing.assert_allclose(s2, s1, rtol=0, atol=1e-10 * s1.max())
     gap = np.diff(s1, axis=-1) / -s1[..., :1]
     alone = np.concatenate([gap, np.ones_like(gap[..., :1])], -1) >= 1e-3

@@ -41,7 +41,9 @@ def modes(
     """The singular modes (U, S, V) of every head's W_q^T W_k, as a modes Dataset with its provenance (also
     written to the store ``output`` when given). For a rotary (RoPE) model, ``offset`` d (the query's position
     minus the key's) gives the modes of W_q^T R(-d) W_k, the interaction of tokens d apart (default: 0): a number
-    of tokens for a language model, ``(dy, dx)`` patches (rows, columns) for a 2-D RoPE vision transformer."""
+    of tokens for a language model, ``(dy, dx)`` patches (rows, columns) for a 2-D RoPE vision transformer;
+    ``"mean"`` (image model: every pair of patches of its grid) or ``"mean:N"`` (language model: the causal pairs
+    of N tokens) the content core, the interaction averaged over the offsets of those pairs."""
     from .passes.weights import compute_modes
 
     return compute_modes(

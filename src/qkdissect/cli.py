@@ -109,16 +109,19 @@ def _cmd_modes(args: argparse.Namespace) -> int:
 
 
 def _cmd_offsets(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .passes.offsets import compute_offsets, parse_offsets
 
     ds = compute_offsets(
         args.model, parse_offsets(args.offsets), args.output, device=args.device, model_key=args.name or args.model,
         manifest=args.manifest, progress=not args.quiet,
     )  # fmt: skip
-    if not args.quiet:
-        for d in ds.offset.values[: min(8, ds.sizes["offset"])]:
-            w = ds.layer_weighted.sel(offset=d).values
-            print(f"offset {int(d):5d}  weighted cosine per layer " + " ".join(f"{x:+.3f}" for x in w))
+    if not args.quiet:  # the 8 nearest offsets
+        for i in np.argsort(ds.distance.values, kind="stable")[:8]:
+            at = ds.isel(offset=int(i))
+            d = f"{int(at.offset):5d}" if "dy" not in ds.coords else f"{int(at.dy):3d},{int(at.dx):3d}"
+            print(f"offset {d}  weighted cosine per layer " + " ".join(f"{x:+.3f}" for x in at.layer_weighted.values))
     n = ds.sizes["offset"]
     print(f"{ds.sizes['layer']} layers x {ds.sizes['head']} heads at {n} offsets -> {args.output}")
     return 0
@@ -540,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("-o", "--output", required=True, help="OUT.zarr for one model, a directory for several")
     for name in ("device", "dtype", "block_rtol", "folding"):
         add_option(mo, name)
-    add_option(mo, "offset", metavar="D|DY,DX")
+    add_option(mo, "offset", metavar="D|DY,DX|mean[:N]")
     _model_options(mo)
     mo.set_defaults(func=_cmd_modes)
 
@@ -552,9 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument(
         "--offsets",
         required=True,
-        metavar="N|A:B",
+        metavar="N|A:B|all",
         help="N: offsets 0..N-1 (the query's position minus the key's: a decoder's query and the N keys up to it); "
-        "A:B: offsets A..B-1",
+        "A:B: offsets A..B-1; all: an image model (2-D RoPE), every offset (dy, dx) between two patches of its grid",
     )
     of.add_argument("-o", "--output", required=True, help="offsets store (.zarr)")
     add_option(of, "device")

@@ -38,12 +38,14 @@ IMAGE_SCORES: tuple[ImageScore, ...] = ("released", "clipped")
 DEDUPE_DISTANCE = 6
 #: auto (CUDA when there is one), cpu, cuda or cuda:N
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
-#: a rotary model's offset: D (one axis: text) or DY,DX (an image grid), integers or decimals (1.5: between patches)
-OFFSET_PATTERN = r"^-?[0-9]+(\.[0-9]+)?(,-?[0-9]+(\.[0-9]+)?)?$"
-#: the largest offset along any axis
+#: a rotary model's offset: D (one axis: text) or DY,DX (an image grid), integers or decimals (1.5: between patches);
+#: or the mean over the pairs of a grid (mean) or of a context of N tokens (mean:N), the content core
+OFFSET_PATTERN = r"^(-?[0-9]+(\.[0-9]+)?(,-?[0-9]+(\.[0-9]+)?)?|mean(:[0-9]+)?)$"
+#: the largest offset along any axis (and the longest context of a mean)
 MAX_OFFSET = 10**6
-#: an offset as the API takes it: one number (text) or one per axis (images: dy, dx)
-Offset = int | float | tuple[float, ...]
+#: an offset as the API takes it: one number (text) or one per axis (images: dy, dx); "mean" / "mean:N" the
+#: interaction averaged over the pairs of tokens of the grid / of a context of N tokens
+Offset = int | float | tuple[float, ...] | str
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,27 @@ def _count(default: int | None, help: str, maximum: int) -> Option:
 
 
 def parse_offset(text: str) -> Offset:
-    """``D`` -> D, ``DY,DX`` -> (DY, DX): integers where they are whole numbers; a ValueError beyond
-    :data:`MAX_OFFSET`."""
+    """``D`` -> D, ``DY,DX`` -> (DY, DX): integers where they are whole numbers; ``mean`` and ``mean:N`` as they
+    are (:func:`mean_context`); a ValueError beyond :data:`MAX_OFFSET`."""
+    if str(text).startswith("mean"):
+        mean_context(str(text))
+        return str(text)
     parts = [float(t) for t in str(text).split(",")]
     if any(abs(v) > MAX_OFFSET for v in parts):
         raise ValueError(f"offsets are at most {MAX_OFFSET} in size")
     vals = tuple(int(v) if v.is_integer() else v for v in parts)
     return vals[0] if len(vals) == 1 else vals
+
+
+def mean_context(text: str) -> int | None:
+    """``mean`` -> None (the pairs of an image grid), ``mean:N`` -> N (the causal pairs of N tokens); a ValueError
+    for anything else."""
+    head, colon, n = text.partition(":")
+    if head != "mean" or (colon and not n.isdigit()):
+        raise ValueError(f"{text!r}: give mean (an image model's grid) or mean:N (a context of N tokens)")
+    if colon and not 1 <= int(n) <= MAX_OFFSET:
+        raise ValueError(f"{text!r}: a context of 1 to {MAX_OFFSET} tokens")
+    return int(n) if colon else None
 
 
 #: the largest top-k: the top-k arrays of a store are layer x head x mode x 2 x top_k, whatever the number of images
@@ -187,7 +203,9 @@ OPTIONS: dict[str, Option] = {
         None,
         "rotary (RoPE) models: the modes of the interaction of a query and a key at offset D, W_q^T R(-D) W_k, the "
         "query's position minus the key's: D in tokens for text, DY,DX in patches (rows, columns) for an image "
-        "model (write --offset=-1,2 when it starts with a minus; default: 0, two tokens at the same position)",
+        "model (write --offset=-1,2 when it starts with a minus; default: 0, two tokens at the same position); "
+        "mean: the interaction averaged over every pair of patches of an image model's grid, mean:N over the causal "
+        "pairs of N tokens of a language model (the content core)",
         pattern=OFFSET_PATTERN,
         parse=parse_offset,
     ),

@@ -29,6 +29,7 @@ defined up to a rotation inside the block; see :func:`degenerate_blocks`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -189,20 +190,25 @@ def _chol(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _svd(core: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batched SVD of the small cores. torch runs a CPU batch of small SVDs serially, so on CPU the batch is
-    split into one slice per thread (torch releases the GIL inside the call)."""
+    """Batched SVD of the small cores (:func:`in_threads`)."""
+    a, s, bh = in_threads(lambda c: tuple(torch.linalg.svd(c, full_matrices=False)), core)
+    return a, s, bh
+
+
+def in_threads(fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``fn`` (a batched decomposition returning tensors with the batch first) of the small matrices ``x`` (...,
+    m, n). torch runs a CPU batch of small decompositions serially, so on CPU the batch is split into one slice per
+    thread (torch releases the GIL inside the call)."""
     n = torch.get_num_threads()
-    batch = core.reshape(-1, *core.shape[-2:])
-    if core.device.type != "cpu" or n < 2 or batch.shape[0] < 2 * n:
-        return torch.linalg.svd(core, full_matrices=False)
+    batch = x.reshape(-1, *x.shape[-2:])
+    if x.device.type != "cpu" or n < 2 or batch.shape[0] < 2 * n:
+        return fn(x)
     from concurrent.futures import ThreadPoolExecutor
 
-    chunks = batch.chunk(n)
     with ThreadPoolExecutor(n) as pool:
-        parts = list(pool.map(lambda c: torch.linalg.svd(c, full_matrices=False), chunks))
-    a, s, bh = (torch.cat([p[i] for p in parts]) for i in range(3))
-    lead = core.shape[:-2]
-    return a.reshape(*lead, *a.shape[-2:]), s.reshape(*lead, -1), bh.reshape(*lead, *bh.shape[-2:])
+        parts = list(pool.map(fn, batch.chunk(n)))
+    lead = x.shape[:-2]
+    return tuple(torch.cat([p[i] for p in parts]).reshape(*lead, *parts[0][i].shape[1:]) for i in range(len(parts[0])))
 
 
 def _fix_signs_(ut: torch.Tensor, vt: torch.Tensor) -> None:

@@ -151,18 +151,26 @@ class Rotary:
             raise ValueError(f"positions of shape {p.shape}: the last axis must be the {self.n_axes} axes")
         return p
 
-    def rotation_at(self, coordinates: np.ndarray) -> np.ndarray:
-        """R(c) for coordinate vectors ``c`` (..., axes): (..., d_head, d_head), or (..., layer, head, d_head,
-        d_head) with per-head frequencies."""
+    def angles_at(self, coordinates: np.ndarray) -> np.ndarray:
+        """The angle (radians) each plane turns by at coordinate vectors ``c`` (..., axes): (..., planes), or
+        (..., layer, head, planes) with per-head frequencies."""
         c = np.asarray(coordinates, dtype=np.float64)
         f = self.frequencies
-        angle = np.einsum("...a,pa->...p", c, f) if f.ndim == 2 else np.einsum("...a,lhpa->...lhp", c, f)
-        cos, sin = np.cos(angle), np.sin(angle)
-        lead = angle.shape[:-1]
-        r = np.broadcast_to(np.eye(self.d_head), (*lead, self.d_head, self.d_head)).copy()
+        return np.einsum("...a,pa->...p", c, f) if f.ndim == 2 else np.einsum("...a,lhpa->...lhp", c, f)
+
+    def plane_matrix(self, cos: np.ndarray, sin: np.ndarray, rest: float = 1.0) -> np.ndarray:
+        """The (..., d_head, d_head) matrix with ``[[cos, -sin], [sin, cos]]`` in each plane (``cos``, ``sin``:
+        (..., planes)) and ``rest`` times the identity on the dimensions that do not turn."""
+        r = np.broadcast_to(rest * np.eye(self.d_head), (*np.shape(cos)[:-1], self.d_head, self.d_head)).copy()
         a, b = self.planes()
         r[..., a, a], r[..., a, b], r[..., b, a], r[..., b, b] = cos, -sin, sin, cos
         return r
+
+    def rotation_at(self, coordinates: np.ndarray) -> np.ndarray:
+        """R(c) for coordinate vectors ``c`` (..., axes): (..., d_head, d_head), or (..., layer, head, d_head,
+        d_head) with per-head frequencies."""
+        angle = self.angles_at(coordinates)
+        return self.plane_matrix(np.cos(angle), np.sin(angle))
 
     def coordinates_of(self, positions: np.ndarray | float | Sequence[float]) -> np.ndarray:
         """The coordinate vectors (..., axes) the model gives tokens at ``positions``."""
@@ -177,6 +185,28 @@ class Rotary:
     def key_rotation(self, offset: np.ndarray | float | Sequence[float]) -> np.ndarray:
         """R(-d): the interaction at offset d (query position minus key position) is W_q^T R(-d) W_k."""
         return self.rotation_at(-self.coordinate_step * self._vectors(offset))
+
+    def key_angles(self, offset: np.ndarray | float | Sequence[float]) -> np.ndarray:
+        """The angle each plane of R(-d) turns by, for offsets d (one axis: any shape (...); several: (...,
+        axes)): (..., planes), or (..., layer, head, planes) with per-head frequencies."""
+        return self.angles_at(-self.coordinate_step * self._vectors(offset))
+
+    def mean_key_rotation(self, offsets: np.ndarray, weights: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """``sum_d w_d R(-d)`` over ``offsets`` (one axis: (n,); several: (n, axes)) with ``weights`` (n,) normalised
+        to sum 1: per plane a scaled rotation ``[[c, -s], [s, c]]`` with ``c = sum_d w_d cos(angle_d)``, ``s`` alike,
+        the identity on the dimensions that do not turn. (d_head, d_head), or (layer, head, d_head, d_head) with
+        per-head frequencies. Offsets are taken ``chunk`` at a time (memory)."""
+        d = self._vectors(offsets).reshape(-1, self.n_axes)
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if len(w) != len(d) or not np.all(w >= 0) or w.sum() <= 0:
+            raise ValueError(f"{len(w)} non-negative weights (not all 0) for {len(d)} offsets")
+        w = w / w.sum()
+        cos = sin = np.zeros(())
+        for start in range(0, len(w), chunk):
+            angle = self.angles_at(-self.coordinate_step * d[start : start + chunk])  # (c, ..., planes)
+            cos = cos + np.tensordot(w[start : start + chunk], np.cos(angle), axes=1)
+            sin = sin + np.tensordot(w[start : start + chunk], np.sin(angle), axes=1)
+        return self.plane_matrix(cos, sin)
 
     def describe(self) -> dict[str, Any]:
         """What a store records of it: pairing, rotated dimensions, axes, the frequencies, how positions map to
@@ -222,9 +252,14 @@ def rotated_keys(w_k: np.ndarray, rotary: Rotary, offset: OffsetLike) -> np.ndar
     """``R(-d) W_k`` for every leading index of ``w_k`` (..., d_head, d_model): the key factor whose product with
     W_q is the interaction at offset ``d``. One matrix product for all layers and heads; with per-head frequencies
     ``w_k`` is (layer, head, d_head, d_model), each head turned by its own rotation."""
-    r = rotary.key_rotation(rotary.as_offset(offset))
+    return times_keys(rotary.key_rotation(rotary.as_offset(offset)), w_k, rotary.per_head)
+
+
+def times_keys(r: np.ndarray, w_k: np.ndarray, per_head: bool) -> np.ndarray:
+    """``r @ w_k`` for every leading index of ``w_k`` (..., d_head, d_model): ``r`` is one (d_head, d_head) matrix,
+    or (layer, head, d_head, d_head) when ``per_head`` (then ``w_k`` is (layer, head, d_head, d_model))."""
     w = np.asarray(w_k, dtype=np.float64)
-    if rotary.per_head:
+    if per_head:
         _check_heads(r, w)
         if r.shape[1] > 1:
             return r @ w  # (layer, head, d_head, d_head) @ (layer, head, d_head, d_model)

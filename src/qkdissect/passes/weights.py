@@ -20,11 +20,12 @@ import xarray as xr
 
 from ..core.groups import query_group_angles
 from ..core.modes_np import degenerate_blocks, fold_factors_np, qk_modes_np
-from ..core.rotary import rotated_keys
+from ..core.offsets import pair_offsets
+from ..core.rotary import Rotary, rotated_keys, times_keys
 from ..errors import QKDissectError
 from ..models.spec import ModelSpec
 from ..models.weightfile import FileQK, read_qk_file
-from ..options import DType, Folding, Offset, default
+from ..options import DType, Folding, Offset, default, mean_context
 from ..provenance.records import utc_now
 from ..stores.schema import modes_dataset
 from .io import finish, model_record, weights_checked
@@ -57,6 +58,9 @@ def compute_modes(
     W_q^T R(-d) W_k; without it, those of offset 0 (the store records which). d is a number of tokens for a
     language model, ``(dy, dx)`` patches for a 2-D RoPE vision transformer (timm's EVA-02, DINOv3, RoPE-ViT, PE);
     fractions are allowed (a prefix token sits at ``attrs.rotary.unrotated_position``, the grid centre for DINOv3).
+    ``offset="mean"`` (an image model) or ``"mean:N"`` (a language model) gives the content core, the interaction
+    averaged over every ordered pair of patches of the grid or over the causal pairs of N tokens,
+    ``sum_d w_d W_q^T R(-d) W_k`` with w_d the share of the pairs at offset d (``attrs.content_core``).
     A grouped-query model pairs each query head with its own key-value head (coordinate ``kv_head``).
 
     ``manifest`` (from :func:`qkdissect.models.resolve_weights`, or its JSON file) is checked against the weights
@@ -126,7 +130,10 @@ def _modes_of_model(
     t1 = time.perf_counter()
     w_q, w_k = folded_factors(m.qk, folding)
     extra = _rotary_attrs(m.qk, offset) | _norm_attrs(norm_record(m.qk) if folding != "raw" else None, folding)
-    if m.qk.rotary is not None and offset is not None and not _is_zero(offset):
+    if isinstance(offset, str):  # a mean (refused above for a model without rotary embedding)
+        per_head = m.qk.rotary is not None and m.qk.rotary.per_head
+        w_k = torch.as_tensor(times_keys(extra.pop("mean_rotation"), w_k.cpu().numpy(), per_head))
+    elif m.qk.rotary is not None and offset is not None and not _is_zero(offset):
         w_k = torch.as_tensor(rotated_keys(w_k.cpu().numpy(), m.qk.rotary, offset))
     modes = qk_modes(w_q, w_k, dtype=dtype, device=m.device)
     if m.device.type == "cuda":
@@ -160,11 +167,15 @@ def _norm_attrs(norm: dict[str, Any] | None, folding: Folding) -> dict[str, Any]
 
 
 def _is_zero(offset: Offset | None) -> bool:
+    if isinstance(offset, str):
+        return False
     return offset is None or not np.any(np.asarray(offset, dtype=np.float64))
 
 
 def _as_json(offset: Offset | np.ndarray) -> Any:
-    """An offset as a store records it: a number, or a list of numbers (integers where whole)."""
+    """An offset as a store records it: a number, or a list of numbers (integers where whole); a mean as given."""
+    if isinstance(offset, str):
+        return offset
     a = np.asarray(offset, dtype=np.float64)
     vals = [int(v) if float(v).is_integer() else float(v) for v in a.reshape(-1)]
     return vals[0] if a.ndim == 0 else vals
@@ -182,11 +193,78 @@ def _rotary_attrs(qk: Any, offset: Offset | None) -> dict[str, Any]:
                 "offset; leave --offset out"
             )
         return norm
+    if isinstance(offset, str):
+        r, core = content_core(qk.model_id, qk.rotary, qk.rotary.grid or qk.layout.grid, offset)
+        notes = {"notes": [*qk.notes, CONTENT_CORE_NOTE]}
+        return {"offset": offset, "content_core": core, "rotary": qk.rotary.describe(), **notes, **norm,
+                "mean_rotation": r}  # fmt: skip
     try:
         d = qk.rotary.as_offset(np.zeros(qk.rotary.n_axes) if offset is None else offset)
     except ValueError as e:
         raise QKDissectError(f"{qk.model_id}: {e}") from None
     return {"offset": _as_json(d), "rotary": qk.rotary.describe(), **norm}
+
+
+CONTENT_CORE_NOTE = (
+    "content core: these modes are those of the interaction averaged over the offsets of a set of query-key pairs, "
+    "sum_d w_d W_q^T R(-d) W_k, not of one offset (attrs.offset is 'mean' or 'mean:N'; attrs.content_core says "
+    "over which pairs and with which weights)"
+)
+
+
+def content_core(
+    name: str, rot: Rotary, grid: tuple[int, ...] | None, offset: str
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The mean key rotation ``sum_d w_d R(-d)`` of ``offset`` ``mean`` (every ordered pair of patches of an image
+    model's grid) or ``mean:N`` (the causal pairs of a context of N tokens), (d_head, d_head) or per layer and head,
+    and what the store says of it; refused in one line where it does not fit the model."""
+    try:
+        n = mean_context(offset)
+    except ValueError as e:
+        raise QKDissectError(f"--offset {e}") from None
+    if rot.n_axes not in (1, 2):
+        raise QKDissectError(f"{name} rotates by a {rot.n_axes}-D position: the mean takes 1 (text) or 2 axes (images)")
+    if rot.n_axes == 1 and n is None:
+        raise QKDissectError(
+            f"{name} is a language model: say over which context to average, --offset mean:N (the causal pairs of "
+            "N tokens)"
+        )
+    if rot.n_axes == 2 and n is not None:
+        raise QKDissectError(
+            f"{name} is an image model: it averages over every pair of patches of its grid, --offset mean"
+        )
+    if n is None:
+        if grid is None or len(grid) != 2:
+            raise QKDissectError(f"{name} has no patch grid to average over: give one offset (--offset DY,DX)")
+        h, w = int(grid[0]), int(grid[1])
+        offs, weights = pair_offsets(grid=(h, w))
+        what: dict[str, Any] = {
+            "pairs": f"every ordered pair (query, key) of patches of the {h} x {w} grid, a patch with itself "
+            "included; pairs with a prefix token (CLS, registers: not rotated) are not in the average",
+            "weights": "w_d = (H - |dy|)(W - |dx|) / (H W)^2, the share of the pairs at offset d = (dy, dx)",
+            "grid": [h, w],
+        }
+    else:
+        offs, weights = pair_offsets(context=n)
+        what = {
+            "pairs": f"the causal pairs of a context of {n} tokens: each query with every key at or before it, "
+            "itself included",
+            "weights": "w_d = (N - d) / (N (N + 1) / 2), the share of the pairs at offset d = 0..N-1",
+            "context": n,
+        }
+    r = rot.mean_key_rotation(offs, weights)
+    a, b = rot.planes()
+    cos, sin = r[..., a, a], r[..., b, a]
+    return r, {
+        "interaction": "sum_d w_d W_q^T R(-d) W_k = W_q^T (sum_d w_d R(-d)) W_k: the interaction averaged over "
+        "the offsets d of the pairs below, w_d the share of the pairs at offset d",
+        **what,
+        "n_offsets": len(offs),
+        "mean_rotation": "sum_d w_d R(-d) turns and shrinks each plane: [[c, -s], [s, c]] with c = "
+        "plane_scale cos(plane_angle), s = plane_scale sin(plane_angle); dimensions that do not turn keep weight 1",
+        "plane_scale": np.hypot(cos, sin).tolist(),
+        "plane_angle": np.arctan2(sin, cos).tolist(),
+    }
 
 
 def _parameters(dtype: DType, device: str, block_rtol: float, folding: Folding) -> dict[str, Any]:

@@ -68,7 +68,10 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "layer": ("layer", ""),
     "head": ("head", ""),
     "kv_head": ("key-value head of the query head (grouped-query attention)", ""),
-    "offset": ("offset d: query position minus key position", ""),
+    "offset": ("offset d: query position minus key position (2-D: index of (dy, dx))", ""),
+    "dy": ("offset in rows: query row minus key row", ""),
+    "dx": ("offset in columns: query column minus key column", ""),
+    "distance": ("distance |d| between query and key (tokens; patches for a 2-D offset)", "1"),
     "mode": ("mode (descending singular value)", ""),
     "head_pair": ("pair of query heads sharing a key-value head", ""),
     "pair_head_a": ("first query head of the pair", ""),
@@ -78,7 +81,6 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "query_group_angle": ("principal angle", "rad"),
     "plane": ("rotation plane (then the unrotated dimensions)", ""),
     "axis": ("axis of the rotary position", ""),
-    "distance": ("distance |d| between the query and key positions", ""),
     "dim": ("residual-stream dimension", ""),
     "depth": ("normalised depth l / (L - 1)", "1"),
     "sign": ("sign of the projections", ""),
@@ -292,12 +294,14 @@ def _group_angles(
 
 
 def offsets_dataset(
-    s: np.ndarray, cos: np.ndarray, head: np.ndarray, offsets: Sequence[int], attrs: Mapping[str, Any],
+    s: np.ndarray, cos: np.ndarray, head: np.ndarray, offsets: np.ndarray | Sequence[int], attrs: Mapping[str, Any],
     kv_heads: Sequence[int] | None,
 ) -> xr.Dataset:  # fmt: skip
     """A rotary model's interaction at many offsets: ``s``, ``cos`` (layer, head, offset, mode) of W_q^T R(-d) W_k
     (:mod:`qkdissect.core.offsets`), with each head's singular-value-weighted cosine per offset (``head``) and its
-    mean over the heads of a layer."""
+    mean over the heads of a layer. ``offsets`` (n,): token offsets, the ``offset`` coordinate itself; (n, 2): the
+    (dy, dx) of each, coordinates ``dy`` and ``dx`` along an ``offset`` index 0..n-1. Either way a ``distance``
+    coordinate (|d|, or sqrt(dy^2 + dx^2) patches)."""
     n_layers, n_heads, _, n_modes = s.shape
     dims = ("layer", "head", "offset", "mode")
     variables: dict[str, Var] = {
@@ -306,10 +310,13 @@ def offsets_dataset(
         "head_weighted": (("layer", "head", "offset"), head, "singular-value-weighted mean of per-mode cosines"),
         "layer_weighted": (("layer", "offset"), head.mean(axis=1), "mean over heads of head_weighted"),
     }
-    coords: dict[str, Any] = {
-        **layer_coords(n_layers), "head": np.arange(n_heads), "offset": np.asarray(offsets, dtype=np.int64),
-        "mode": np.arange(n_modes),
-    }  # fmt: skip
+    d = np.asarray(offsets, dtype=np.int64)
+    coords: dict[str, Any] = {**layer_coords(n_layers), "head": np.arange(n_heads), "mode": np.arange(n_modes)}
+    if d.ndim == 1:
+        coords.update(offset=d, distance=("offset", np.abs(d).astype(np.float64)))
+    else:
+        coords.update(offset=np.arange(len(d)), dy=("offset", d[:, 0]), dx=("offset", d[:, 1]))
+        coords["distance"] = ("offset", np.hypot(d[:, 0], d[:, 1]))
     if kv_heads is not None:
         coords["kv_head"] = ("head", np.asarray(kv_heads, dtype=np.int64))
     return dataset("offsets", variables, coords, attrs)

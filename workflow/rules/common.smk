@@ -156,6 +156,14 @@ def offsets_option(wildcards):
     return "all" if model_modality(wildcards.model) == "image" else str(config["rotary"]["context"])
 
 
+def content_core_option(wildcards):
+    """--offset of a rotary model's content core: rotary.content_core (mean when not set); a language model's plain
+    mean is over the causal pairs of rotary.context tokens (mean:context)."""
+    given = config["rotary"]["content_core"] or "mean"
+    text = model_modality(wildcards.model) == "text"
+    return f"mean:{config['rotary']['context']}" if given == "mean" and text else given
+
+
 def rotary_targets():
     """What `all` makes beyond the figures: the content cores, when rotary.content_core asks for them."""
     return [f"results/modes_core/{m}.zarr" for m in ROTARY_MODELS] if config["rotary"]["content_core"] else []

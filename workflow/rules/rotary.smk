@@ -66,8 +66,8 @@ rule spectrum:
 
 
 # The content core: the modes of the offset-averaged interaction (what survives at long range), a modes store of its
-# own. Made by `all` only when rotary.content_core asks (mean or mean:N); `snakemake results/modes_core/M.zarr`
-# makes one (mean) without it.
+# own. Made by `all` only when rotary.content_core asks (mean or mean:N; a language model's mean is over
+# rotary.context tokens); `snakemake results/modes_core/M.zarr` makes one (mean) without it.
 rule modes_core:
     input:
         manifest="results/weights/{model}.json",
@@ -76,7 +76,7 @@ rule modes_core:
     params:
         config_keys=config_keys(["models", "{model}"], ["rotary", "content_core"], ["analysis", "dtype"]),
         spec=model_spec,
-        offset=config["rotary"]["content_core"] or "mean",
+        offset=content_core_option,
         device=config["analysis"]["device"],
         dtype=config["analysis"]["dtype"],
         block_rtol=config["analysis"]["block_rtol"],

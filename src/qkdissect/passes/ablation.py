@@ -332,14 +332,21 @@ class Ablator:
 # ------------------------------------------------------------------------------------------------ the pass
 def _top_images(proj: xr.Dataset, sel: Selection, image_ids: np.ndarray) -> np.ndarray:
     """(image, ablation) True where the image is one of the ablated mode's top images (either sign, every rank)
-    in the projections store."""
-    ids = proj.top_image_id.values[sel.layer, sel.head, sel.mode].reshape(len(sel), -1)  # (ablation, sign*rank)
-    where = {str(i): n for n, i in enumerate(image_ids)}
-    top = np.zeros((len(image_ids), len(sel)), bool)
-    for a, row in enumerate(ids):  # the ids of 2 x top_k images per ablation: no tensor op maps strings
-        rows = [where[str(i)] for i in row if str(i) in where]
-        top[rows, a] = True
+    in the projections store; its top images outside this image set count nowhere."""
+    ids = _text(proj.top_image_id.values[sel.layer, sel.head, sel.mode]).reshape(len(sel), -1)
+    mine = _text(image_ids)
+    order = np.argsort(mine)
+    at = np.minimum(np.searchsorted(mine[order], ids), len(mine) - 1)  # (ablation, sign * rank)
+    found = mine[order][at] == ids
+    top = np.zeros((len(mine), len(sel)), bool)
+    top[order[at][found], np.nonzero(found)[0]] = True
     return top
+
+
+def _text(ids: Any) -> np.ndarray:
+    """Ids (object or numpy string arrays, as a store gives them back) as a fixed-width unicode array."""
+    flat = np.asarray(ids, dtype=object).ravel()
+    return np.array([str(i) for i in flat], dtype=str).reshape(np.shape(ids))
 
 
 def _projections_of(projections: StoreLike, im: ImageModel, shape: tuple[int, ...]) -> tuple[xr.Dataset, list]:
@@ -414,8 +421,9 @@ def compute_ablation(
             per_image[np.asarray(ok)] = ablator(x.to(im.device)).numpy()
     coords = stream.coords()
     top = _top_images(proj, sel, coords["image_id"][1]) if proj is not None else None
-    parameters = {"select": select if isinstance(select, str) else [list(map(int, m)) if not isinstance(m, str)
-                  else m for m in select], "mean": mean, "outputs": outputs, "batch_size": batch_size,
+    items = [select] if isinstance(select, str) else list(select)
+    given = [m if isinstance(m, str) else ",".join(map(str, m)) for m in items]
+    parameters = {"select": given, "mean": mean, "outputs": outputs, "batch_size": batch_size,
                   "device_requested": device, "limit": limit, "dedupe": dedupe}  # fmt: skip
     timings = {"load": round(t_load, 3), **stream.rate(), "total": round(time.perf_counter() - t0, 3)}
     record = pass_record("ablation", parameters, im, [*deps, stream.dependency()], device, started,
@@ -450,7 +458,7 @@ def _mean_terms(
     stream = ImageStream.open(images, limit, im.preprocess, dedupe)
     total: torch.Tensor | None = None
     with torch.inference_mode():
-        for _, _, ok, x in stream.batches(batch_size, workers, f"mean terms {im.name}", progress):
+        for *_, x in stream.batches(batch_size, workers, f"mean terms {im.name}", progress):
             if x is not None:
                 part = ablator.term_sums(x.to(im.device))
                 total = part if total is None else total + part

@@ -38,6 +38,7 @@ from ..models import ModelLike, QKWeights
 from ..options import default
 from ..provenance.records import utc_now
 from ..stores.schema import ablation_dataset
+from .attention import qk_from_weights
 from .hooks import layer_token_hooks
 from .io import StoreLike, finish, store_input
 from .loop import ImageModel, ImageStream, Manifest, load_image_model, modes_of, pass_record
@@ -260,14 +261,6 @@ class Ablator:
             self.metrics += ["output_kl", "top1_flipped"] if runner.classifier else []
             self.metrics.append("embedding_distance")
 
-    def _qk(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every head's q and k (batch, head, token, d_head), float64, from the layer's weights and biases."""
-        a = self.runner.qk.layers[layer]
-        x = x.double()
-        q = torch.einsum("hed,btd->bhte", a.w_q.to(x), x) + a.b_q.to(x)[None, :, None, :]
-        k = torch.einsum("hed,btd->bhte", a.w_k.to(x), x) + a.b_k.to(x)[None, :, None, :]
-        return q, k
-
     def _projections(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The layer's ablations (their indices) and the tokens projected onto their modes, ``x.u * s`` and ``x.v``
         (batch, ablation, token, k), float64."""
@@ -303,7 +296,7 @@ class Ablator:
         for layer in self.layers:
             tokens = base.tokens[layer]
             idx, pq, pk = self._projections(layer, tokens)
-            q, k = self._qk(layer, tokens)
+            q, k = qk_from_weights(self.runner.qk, layer, tokens)
             for b, a in self._rows(x.shape[0], len(idx), tokens.shape[1]):
                 found = self._measure(layer, base, b, idx[a], pq[b, a] @ pk[b, a].transpose(-1, -2), q, k)
                 out[b, idx[a]] = torch.stack([found[m].cpu() for m in self.metrics], dim=-1)

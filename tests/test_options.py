@@ -97,6 +97,7 @@ CLI = {
     },
     "project-text": {"tokens": "tokens", "batch_size": "text_batch_size", "max_tokens": "max_tokens"},
     "logits": {"batch_size": "logits_batch_size", "dedupe": "dedupe"},
+    "ablate": {"batch_size": "ablation_batch_size", "dedupe": "dedupe", "workers": "workers"},
     "preference": {"batch_size": "preference_batch_size"},
     "same-object": {
         "batch_size": "same_object_batch_size",
@@ -127,7 +128,8 @@ def test_cli_choices_and_defaults_are_the_options(command: str) -> None:
 def test_api_defaults_are_the_options() -> None:
     for fn, names in ((api.modes, ("device", "dtype", "block_rtol", "folding")),
                       (api.project, ("tokens", "batch_size", "top_k", "device", "score", "dedupe")),
-                      (api.scores, ("null_rtol",))):  # fmt: skip
+                      (api.scores, ("null_rtol",)),
+                      (api.ablate, ("device", "dedupe"))):  # fmt: skip
         params = inspect.signature(fn).parameters
         assert all(params[n].default == OPTIONS[n].default for n in names), fn.__name__
     assert inspect.signature(api.scores).parameters["level"].default == OPTIONS["null_level"].default

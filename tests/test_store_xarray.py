@@ -20,14 +20,17 @@ from test_text import TEXT, make_tiny_text_model
 
 #: a store of every kind (text maps hold other variables than image maps)
 KINDS = {
-    k: k for k in ("modes", "scores", "projections", "logits", "preference", "same_object", "text_projections", "atlas")
-}
+    k: k
+    for k in ("modes", "scores", "projections", "logits", "preference", "same_object", "text_projections", "atlas",
+              "ablation")
+}  # fmt: skip
 KINDS |= {"image_maps": "maps", "text_maps": "maps"}
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One store of every kind, written by the passes from a tiny ViT (and a tiny BERT for text)."""
+    from qkdissect.passes.ablation import compute_ablation
     from qkdissect.passes.atlas import compute_atlas_maps
     from qkdissect.passes.logits import compute_logit_stats
     from qkdissect.passes.maps import compute_maps
@@ -53,6 +56,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     request = {"kind": "top", "modes": [[1, 2, 0]], "k": 2}
     compute_maps(spec, out["modes"], out["scores"], out["projections"], request, out["image_maps"], device="cpu")
     compute_atlas_maps(spec, out["modes"], out["projections"], out["atlas"], **common)
+    compute_ablation(spec, out["modes"], images, out["ablation"], select="top:1", projections=out["projections"],
+                     workers=0, **common)  # fmt: skip
     text_spec = make_tiny_text_model(base / "bert", "bert")
     (base / "texts.txt").write_text(TEXT)
     text_modes = write_store(compute_modes(text_spec, device="cpu"), base / "text_modes.zarr")

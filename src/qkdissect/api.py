@@ -7,6 +7,7 @@
 >>> p = qk.project(model, m, "folder:photos")                                         # top images per mode
 >>> x = qk.preprocess(model)("photo.jpg")                                             # the exact model input
 >>> qk.atlas("results")                                  # every mode of a results folder, in a web page
+>>> a = qk.ablate(model, m, "skimage", projections=p)    # what removing each mode changes
 
 ``model`` is everywhere a spec string (``qkdissect models`` lists the known names) or a timm / Hugging Face
 model object already in memory. Heavy libraries (torch, timm, transformers) are imported on first use, so
@@ -167,6 +168,37 @@ def atlas(
         compute_atlas_maps(f.spec, f.stores.modes, f.projections, f.stores.maps, device=device, model_key=f.key,
                            manifest=f.manifest, progress=progress)  # fmt: skip
     return write_atlas([f.stores for f in found], output or Path(results) / "atlas", labels)
+
+
+def ablate(
+    model: str | nn.Module,
+    modes: xr.Dataset | str | Path,
+    images: str,
+    *,
+    select: str | list[Any] = "auto",
+    projections: xr.Dataset | str | Path | None = None,
+    mean: bool = False,
+    outputs: bool = True,
+    output: str | Path | None = None,
+    batch_size: int = default("ablation_batch_size"),
+    device: str = default("device"),
+    limit: int | None = None,
+    workers: int | None = 0,
+    dedupe: bool | int | None = default("dedupe"),
+    progress: bool = True,
+) -> xr.Dataset:
+    """What removing a mode does: for every mode ``select`` names (``"auto"``: the 4 strongest of every head,
+    ``"top:N"``, ``"all"``, or modes ``(layer, head, mode)``) and every image, the mode's term is taken out of its
+    head's attention logits (``mean``: replaced by its mean over the image set); the store has the head's attention
+    change and the model's output change per image and averaged over the set (``subset="all"``) and over the mode's
+    top images in ``projections`` (``subset="top"``). ``outputs=False``: the head's attention change only."""
+    from .passes.ablation import compute_ablation
+
+    return compute_ablation(
+        model, modes, images, output, select=select, projections=projections, mean=mean, outputs=outputs,
+        batch_size=batch_size, device=device, workers=workers, limit=limit, dedupe=dedupe_distance(dedupe),
+        progress=progress,
+    )  # fmt: skip
 
 
 def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:

@@ -1,7 +1,7 @@
 """qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
 store: modes, offsets, spectrum, scores, project, merge-shards, project-text, logits, preference, same-object, maps,
-atlas-maps. A figure: plot-layers. A results folder: atlas, audit, crate, claims. The workflow: run, Snakemake with
-its config files checked. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
+atlas-maps, ablate. A figure: plot-layers. A results folder: atlas, audit, crate, claims. The workflow: run,
+Snakemake with its config files checked. `qkdissect COMMAND -h` says more; --debug shows an error's traceback.
 
 Nothing heavy (torch, timm, transformers) is imported before a command runs, and a model name is checked against
 the catalogue first: --help, --version and an unknown model answer at once."""
@@ -346,6 +346,43 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .passes.ablation import compute_ablation
+
+    ds = compute_ablation(
+        args.model,
+        args.modes,
+        args.images,
+        args.output,
+        select=args.select,
+        projections=args.projections,
+        mean=args.mean,
+        outputs=not args.attention_only,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        limit=args.limit,
+        dedupe=args.dedupe,
+        model_key=args.name or args.model,
+        manifest=args.manifest,
+        progress=not args.quiet,
+    )
+    every = ds.effect.sel(subset="all").where(ds.ablated)
+    if not args.quiet:
+        last = str(ds.metric.values[-1])
+        for layer in ds.layer.values:
+            e = every.sel(layer=layer)
+            if bool(ds.ablated.sel(layer=layer).any()):
+                print(f"layer {layer:2d}  mean over ablated modes: attention KL "
+                      f"{float(e.sel(metric='attention_kl').mean()):.3g}  moved "
+                      f"{float(e.sel(metric='attention_moved').mean()):.3g}  {last} "
+                      f"{float(e.sel(metric=last).mean()):.3g}")  # fmt: skip
+    t = ds.attrs["provenance"]["timings_s"]
+    print(f"{ds.sizes['ablation']} modes ablated ({ds.attrs['ablation']}) on {ds.attrs['images']['valid']} images "
+          f"in {t['total']:.0f} s -> {args.output}")  # fmt: skip
+    return 0
+
+
 def _cmd_preference(args: argparse.Namespace) -> int:
     from .passes.preference import compute_preference
 
@@ -632,6 +669,34 @@ def build_parser() -> argparse.ArgumentParser:
     _dedupe_option(lg)
     lg.set_defaults(func=_cmd_logits)
 
+    ab = sub.add_parser(
+        "ablate",
+        help="what removing a mode changes: each mode's term taken out of its head's attention logits; the head's "
+        "attention change and the model's output change, on the image set and on the mode's top images",
+    )
+    ab.add_argument("model", help="the model the modes store was computed from (a timm vision transformer)")
+    ab.add_argument("--modes", required=True, help="modes store of that model")
+    ab.add_argument(
+        "--images", required=True, help="skimage | folder:/path | imagenet-val:/path | imagenet-hf[:/hub-cache][@rev]"
+    )
+    ab.add_argument(
+        "--select",
+        nargs="+",
+        default=["auto"],
+        metavar="MODES",
+        help="the modes ablated, one at a time: auto (the 4 strongest of every head), top:N (the N strongest of "
+        "every head), all, or L,H,M ... (0-based; default: auto)",
+    )
+    ab.add_argument("--projections", help="its projections store: also average over each mode's own top images")
+    ab.add_argument("--mean", action="store_true", help="mean-ablation: replace the term by its mean over the images")
+    ab.add_argument(
+        "--attention-only", action="store_true", help="the head's attention change only (not the model's output)"
+    )
+    ab.add_argument("-o", "--output", required=True, help="ablation store (.zarr)")
+    _pass_options(ab, "ablation_batch_size", "workers")
+    _dedupe_option(ab)
+    ab.set_defaults(func=_cmd_ablate)
+
     pf = sub.add_parser(
         "preference", help="attention preference on images with masks (paper Fig. 2): same / different / background"
     )
@@ -839,6 +904,7 @@ WRITES = {
     "same-object": "a same-object store",
     "maps": "a maps store",
     "atlas-maps": "an atlas store",
+    "ablate": "an ablation store",
     "atlas": "an atlas page",
     "plot-layers": "a PNG file",
     "resolve": "a JSON file",

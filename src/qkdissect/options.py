@@ -199,6 +199,11 @@ OPTIONS: dict[str, Option] = {
     ),
     "thumbnail": _count(224, "the mode atlas's thumbnails are at most this many pixels a side", 1024),
     "atlas_batch_size": _count(8, "images per batch of the atlas pass", MAX_BATCH),
+    "ablation_batch_size": _count(
+        16,
+        "images per batch of the ablation pass (its ablations then run in chunks of (image, ablation) rows)",
+        MAX_BATCH,
+    ),
     "offset": Option(
         None,
         "rotary (RoPE) models: the modes of the interaction of a query and a key at offset D, W_q^T R(-D) W_k, the "

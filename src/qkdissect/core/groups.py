@@ -8,7 +8,8 @@ say whether they ask the shared keys the same question (angles near 0) or differ
 Angles are computed as Knyazev and Argentati (2002) do (and :func:`scipy.linalg.subspace_angles`): from the
 cosines (singular values of U_a^T U_b) where they are at least pi/4, and from the sines (singular values of
 U_b - U_a U_a^T U_b) for the small ones, which the cosines resolve only to about 1e-8 rad. One batched SVD of each
-kind for every layer and pair of heads at once.
+kind for every layer and pair of heads at once (numpy: the modes job that reads weights from a file never
+imports torch).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 
 def group_pairs(kv_heads: Sequence[int]) -> np.ndarray:
@@ -27,18 +27,16 @@ def group_pairs(kv_heads: Sequence[int]) -> np.ndarray:
     return np.stack([a[same], b[same]], axis=1)
 
 
-def principal_angles(u: np.ndarray | torch.Tensor, pairs: np.ndarray) -> np.ndarray:
+def principal_angles(u: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Principal angles (radians, ascending) between the column spans of ``u[..., a, :, :]`` and ``u[..., b, :, :]``
     for every pair (a, b) of ``pairs``: ``u`` is (..., head, d_model, k) with orthonormal columns; the result is
     (..., pair, k) float64."""
-    x = torch.as_tensor(np.asarray(u), dtype=torch.float64)
-    p = torch.as_tensor(pairs, dtype=torch.long)
-    ua, ub = x[..., p[:, 0], :, :], x[..., p[:, 1], :, :]
-    proj = ua.transpose(-1, -2) @ ub  # (..., pair, k, k)
-    cos = torch.linalg.svdvals(proj).clamp(0.0, 1.0)  # descending: ascending angles
-    sin = torch.linalg.svdvals(ub - ua @ proj).clamp(0.0, 1.0).flip(-1)  # ascending: ascending angles
-    angles = torch.where(cos**2 >= 0.5, torch.arcsin(sin), torch.arccos(cos))
-    return angles.numpy()
+    x = np.asarray(u, dtype=np.float64)
+    ua, ub = x[..., pairs[:, 0], :, :], x[..., pairs[:, 1], :, :]
+    proj = np.swapaxes(ua, -1, -2) @ ub  # (..., pair, k, k)
+    cos = np.clip(np.linalg.svd(proj, compute_uv=False), 0.0, 1.0)  # descending: ascending angles
+    sin = np.clip(np.linalg.svd(ub - ua @ proj, compute_uv=False), 0.0, 1.0)[..., ::-1]  # ascending
+    return np.where(cos**2 >= 0.5, np.arcsin(sin), np.arccos(cos))
 
 
 def query_group_angles(u: np.ndarray, kv_heads: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -20,7 +20,6 @@ import xarray as xr
 
 from ..core.groups import query_group_angles
 from ..core.modes_np import degenerate_blocks, fold_factors_np, qk_modes_np
-from ..core.offsets import pair_offsets
 from ..core.rotary import Rotary, rotated_keys, times_keys
 from ..errors import QKDissectError
 from ..models.spec import ModelSpec
@@ -218,6 +217,8 @@ def content_core(
     """The mean key rotation ``sum_d w_d R(-d)`` of ``offset`` ``mean`` (every ordered pair of patches of an image
     model's grid) or ``mean:N`` (the causal pairs of a context of N tokens), (d_head, d_head) or per layer and head,
     and what the store says of it; refused in one line where it does not fit the model."""
+    from ..core.offsets import pair_offsets  # (torch: not for the modes job that reads a file)
+
     try:
         n = mean_context(offset)
     except ValueError as e:

@@ -41,8 +41,9 @@ browser:
 	  else echo "no chromium here: the mode atlas's browser test will skip (as root, make installs it)"; fi; \
 	fi
 
+# both cores: two workers, each test file on one of them (its module fixtures built once)
 test: lint browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # the paper's run through Snakemake on stand-ins (tests/test_rehearsal.py, 162 jobs with the mode atlas, about 16 min on 2 cores)
 test-rehearsal: $(VENV)/.installed

@@ -463,6 +463,16 @@ def test_report_categories_follow_the_paper() -> None:
     }
 
 
+def test_no_function_of_the_workflow_is_defined_twice() -> None:
+    """Snakemake files are one namespace: a second def of a name silently replaces the first."""
+    names = [
+        m.group(1)
+        for f in [*sorted((REPO / "workflow").rglob("*.smk")), REPO / "workflow/Snakefile"]
+        for m in re.finditer(r"^def (\w+)\(", f.read_text(), re.M)
+    ]
+    assert len(names) > 20 and sorted({n for n in names if names.count(n) > 1}) == []
+
+
 @pytest.mark.parametrize("caption", sorted(p.name for p in (REPO / "workflow/report").glob("*.rst")))
 def test_report_captions_are_valid_restructuredtext(caption: str) -> None:
     """Each caption, its Jinja expressions filled in as Snakemake does, parses without a docutils error or warning

@@ -782,19 +782,3 @@ def maps_config_keys(wildcards):
     key, w, row = _maps_row(wildcards)
     keys = [["models", row["model"]]] + [["figures", *(part.format(**w) for part in k)] for k in FIGURES[key]["config"]]
     return json.dumps(keys, separators=(",", ":"))
-
-
-# ----------------------------------------------------------------------------------------- claims
-def claims_stores():
-    """role -> stores: the Fig. 3 image models' scores, the S4 models' projections, Fig. 2's and Fig. 6's first
-    mask dataset, and the S3 encoder and predictor."""
-    fig = config["figures"]
-    stores = {"scores": [f"results/scores/{m}.zarr" for m in figure_models("fig3") if m in IMAGE_MODELS]}
-    stores["projections"] = [projections_store(m) for m in figure_models("s4")]
-    for key, kind in (("fig2", "preference"), ("fig6", "same_object")):
-        if fig[key]:
-            dataset = fig[key]["datasets"][0]
-            stores[kind] = [f"results/{kind}/{m}/{dataset}.zarr" for m in mask_figure_models(key)]
-    if fig["s3"]:
-        stores["s3"] = [f"results/scores/{fig['s3'][k]}.zarr" for k in ("encoder", "predictor")]
-    return stores

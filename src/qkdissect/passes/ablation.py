@@ -40,8 +40,8 @@ from ..provenance.records import utc_now
 from ..stores.schema import ablation_dataset
 from .attention import qk_from_weights
 from .hooks import layer_token_hooks
-from .io import StoreLike, finish, store_input
-from .loop import ImageModel, ImageStream, Manifest, load_image_model, modes_of, pass_record
+from .io import StoreLike, finish
+from .loop import ImageModel, ImageStream, Manifest, load_image_model, modes_of, pass_record, store_of
 
 #: the strongest modes of every head that ``select="auto"`` ablates
 AUTO_MODES = 4
@@ -343,10 +343,7 @@ def _text(ids: Any) -> np.ndarray:
 
 
 def _projections_of(projections: StoreLike, im: ImageModel, shape: tuple[int, ...]) -> tuple[xr.Dataset, list]:
-    proj, deps = store_input(projections, "projections", "projections store")
-    made = proj.attrs.get("weights_sha256")
-    if made and im.loaded.weights_sha256 and made != im.loaded.weights_sha256:
-        raise QKDissectError(f"ablate: {projections} was made with other weights than {im.name}: project again")
+    proj, deps = store_of(projections, "projections", im, "project again")
     if proj.top_image.shape[:3] != shape:
         raise QKDissectError(
             f"ablate: {projections} ranks images for (layer, head, mode) = {proj.top_image.shape[:3]}, the modes "

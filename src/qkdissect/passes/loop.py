@@ -99,14 +99,20 @@ def load_image_model(spec: ModelLike, device: str, model_key: str | None, manife
 
 def modes_of(modes: StoreLike, m: Loaded) -> tuple[xr.Dataset, list[dict[str, Any]]]:
     """The modes of a model, refused when they were computed from other weights than the ones loaded."""
-    ds, deps = store_input(modes, "modes", "modes store")
+    return store_of(modes, "modes", m, "recompute the modes")
+
+
+def store_of(store: StoreLike, kind: str, m: Loaded, redo: str) -> tuple[xr.Dataset, list[dict[str, Any]]]:
+    """A ``kind`` store a pass of ``m`` reads, and its dependency record; refused in one line, saying what to
+    ``redo``, when it was computed from other weights than the ones loaded."""
+    ds, deps = store_input(store, kind, f"{kind} store")
     recorded = ds.attrs.get("weights_sha256")
     now = m.loaded.weights_sha256
     if recorded and now and recorded != now:
-        where = modes if not isinstance(modes, xr.Dataset) else "the modes dataset"
+        where = store if not isinstance(store, xr.Dataset) else f"the {kind} dataset"
         raise QKDissectError(
             f"{where} was computed from other weights (sha256 {str(recorded)[:12]}…) than {m.name} has now "
-            f"({now[:12]}…): recompute the modes"
+            f"({now[:12]}…): {redo}"
         )
     return ds, deps
 

@@ -19,7 +19,7 @@ from ..errors import QKDissectError
 from ..options import default
 from ..provenance.records import utc_now
 from ..stores.schema import DistanceProfile, spectrum_dataset
-from .io import StoreLike, finish, store_input
+from .io import StoreLike, finish
 
 if TYPE_CHECKING:
     from ..models import ModelLike
@@ -47,7 +47,7 @@ def compute_spectrum(
     """The spectrum store of a rotary model (written to ``output`` when given): its plane energies and shares, and
     with ``offsets`` (an offsets store of the same weights) the weighted cosines by distance, binned to multiples
     of ``distance_bin`` (tokens, or patches for images). A model without rotary embedding is refused."""
-    from .loop import load, pass_record
+    from .loop import load, pass_record, store_of
 
     started, t0 = utc_now(), time.perf_counter()
     m = load(spec, "cpu", model_key, manifest)
@@ -60,8 +60,7 @@ def compute_spectrum(
     deps: list[dict[str, Any]] = []
     profile, offset_attrs = None, {}
     if offsets is not None:
-        ds, deps = store_input(offsets, "offsets", "offsets store")
-        _same_weights(ds, m.loaded.weights_sha256, offsets)
+        ds, deps = store_of(offsets, "offsets", m, "run `qkdissect offsets` on this model again")
         bins, head, counts = by_distance(ds.head_weighted.values, offset_distances(ds), distance_bin)
         profile = DistanceProfile(bins, head, counts)
         offset_attrs = {"offsets": ds.attrs["provenance"]["parameters"].get("offsets"), "distance_bin": distance_bin}
@@ -120,13 +119,3 @@ def offset_distances(ds: xr.Dataset) -> np.ndarray:
     if "dy" in ds.coords and "dx" in ds.coords:
         return np.hypot(ds.dy.values.astype(np.float64), ds.dx.values.astype(np.float64))
     return np.abs(ds.offset.values.astype(np.float64))
-
-
-def _same_weights(ds: xr.Dataset, loaded: str | None, where: StoreLike) -> None:
-    recorded = ds.attrs.get("weights_sha256")
-    if recorded and loaded and recorded != loaded:
-        name = where if not isinstance(where, xr.Dataset) else "the offsets dataset"
-        raise QKDissectError(
-            f"{name} was computed from other weights (sha256 {str(recorded)[:12]}…) than the model's "
-            f"({loaded[:12]}…): run `qkdissect offsets` on this model again"
-        )

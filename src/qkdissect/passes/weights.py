@@ -20,7 +20,7 @@ import xarray as xr
 
 from ..core.groups import query_group_angles
 from ..core.modes_np import degenerate_blocks, fold_factors_np, qk_modes_np
-from ..core.rotary import Rotary, rotated_keys, times_keys
+from ..core.rotary import Rotary, times_keys
 from ..errors import QKDissectError
 from ..models.spec import ModelSpec
 from ..models.weightfile import FileQK, read_qk_file
@@ -128,12 +128,10 @@ def _modes_of_model(
     t_load = time.perf_counter() - t0
     t1 = time.perf_counter()
     w_q, w_k = folded_factors(m.qk, folding)
-    extra = _rotary_attrs(m.qk, offset) | _norm_attrs(norm_record(m.qk) if folding != "raw" else None, folding)
-    if isinstance(offset, str):  # a mean (refused above for a model without rotary embedding)
-        per_head = m.qk.rotary is not None and m.qk.rotary.per_head
-        w_k = torch.as_tensor(times_keys(extra.pop("mean_rotation"), w_k.cpu().numpy(), per_head))
-    elif m.qk.rotary is not None and offset is not None and not _is_zero(offset):
-        w_k = torch.as_tensor(rotated_keys(w_k.cpu().numpy(), m.qk.rotary, offset))
+    extra, turn = _rotary_attrs(m.qk, offset)
+    extra |= _norm_attrs(norm_record(m.qk) if folding != "raw" else None, folding)
+    if turn is not None and m.qk.rotary is not None:  # R(-d), or the mean rotation of a content core
+        w_k = torch.as_tensor(times_keys(turn, w_k.cpu().numpy(), m.qk.rotary.per_head))
     modes = qk_modes(w_q, w_k, dtype=dtype, device=m.device)
     if m.device.type == "cuda":
         torch.cuda.synchronize()
@@ -180,10 +178,11 @@ def _as_json(offset: Offset | np.ndarray) -> Any:
     return vals[0] if a.ndim == 0 else vals
 
 
-def _rotary_attrs(qk: Any, offset: Offset | None) -> dict[str, Any]:
+def _rotary_attrs(qk: Any, offset: Offset | None) -> tuple[dict[str, Any], np.ndarray | None]:
     """What a modes store says of a rotary model (the offset of its modes, a number for text, [dy, dx] for an image
-    grid, and the rotary layout) and of a QK-norm one (the per-pair factor); an offset for a model without rotary
-    embedding, or of the wrong number of axes, is refused."""
+    grid, or a content core's mean, and the rotary layout) and of a QK-norm one (the per-pair factor), with the
+    matrix that turns W_k from the left for that offset (R(-d), or the mean rotation; None at offset 0); an offset
+    for a model without rotary embedding, or of the wrong number of axes, is refused."""
     norm = {"qk_norm": qk.qk_norm} if qk.qk_norm is not None else {}
     if qk.rotary is None:
         if not _is_zero(offset):
@@ -191,17 +190,17 @@ def _rotary_attrs(qk: Any, offset: Offset | None) -> dict[str, Any]:
                 f"{qk.model_id} has no rotary position embedding: its query-key interaction is the same at every "
                 "offset; leave --offset out"
             )
-        return norm
+        return norm, None
     if isinstance(offset, str):
         r, core = content_core(qk.model_id, qk.rotary, qk.rotary.grid or qk.layout.grid, offset)
         notes = {"notes": [*qk.notes, CONTENT_CORE_NOTE]}
-        return {"offset": offset, "content_core": core, "rotary": qk.rotary.describe(), **notes, **norm,
-                "mean_rotation": r}  # fmt: skip
+        return {"offset": offset, "content_core": core, "rotary": qk.rotary.describe(), **notes, **norm}, r
     try:
         d = qk.rotary.as_offset(np.zeros(qk.rotary.n_axes) if offset is None else offset)
     except ValueError as e:
         raise QKDissectError(f"{qk.model_id}: {e}") from None
-    return {"offset": _as_json(d), "rotary": qk.rotary.describe(), **norm}
+    turn = None if _is_zero(offset) else qk.rotary.key_rotation(d)
+    return {"offset": _as_json(d), "rotary": qk.rotary.describe(), **norm}, turn
 
 
 CONTENT_CORE_NOTE = (

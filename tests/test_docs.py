@@ -50,6 +50,7 @@ def test_the_site_builds_strictly_with_the_generated_reference(tmp_path: Path) -
     assert "projections.images" in config and "analysis.null_rtol" in config
     stores = (site / "reference/stores/index.html").read_text()
     assert "layer_weighted" in stores and "top_image_id" in stores and "query_group_angle" in stores
+    assert "null_high" in stores and "token_source" in stores  # the attributes the passes give the builders
     errors = (site / "reference/errors/index.html").read_text()
     assert "does not fit architecture" in errors and "qkdissect.models" in errors
     api = (site / "reference/api/index.html").read_text()

@@ -159,6 +159,57 @@ def _store_variables(fn: ast.FunctionDef, names: dict[str, Any]) -> Iterator[tup
             yield name, _dims(value.elts[0], names), desc
 
 
+def _dict_keys(node: ast.AST) -> Iterator[str]:
+    """The string keys of a dict literal, those of ``**{...}`` and ``**({...} if ... else {})`` inside it too."""
+    if isinstance(node, ast.IfExp):
+        yield from _dict_keys(node.body)
+        yield from _dict_keys(node.orelse)
+    if not isinstance(node, ast.Dict):
+        return
+    for key, value in zip(node.keys, node.values, strict=True):
+        if key is None:
+            yield from _dict_keys(value)
+        elif isinstance(key, ast.Constant) and isinstance(key.value, str):
+            yield key.value
+
+
+def store_attributes(builders: dict[str, ast.FunctionDef]) -> dict[str, list[str]]:
+    """kind -> the root attributes the passes give its builder (the keys of the ``attrs`` they pass), read from
+    every call of a builder in the package."""
+    found: dict[str, list[str]] = {kind: [] for kind in builders}
+    position = {k: [a.arg for a in fn.args.args].index("attrs") for k, fn in builders.items()
+                if "attrs" in [a.arg for a in fn.args.args]}  # fmt: skip
+    for path in sorted((SRC / "qkdissect").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+            for call in (c for c in ast.walk(fn) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)):
+                kind = call.func.id.removesuffix("_dataset")
+                if kind not in position or call.func.id == fn.name:
+                    continue
+                arg = next((k.value for k in call.keywords if k.arg == "attrs"), None)
+                if arg is None and len(call.args) > position[kind]:
+                    arg = call.args[position[kind]]
+                nodes: list[ast.AST] = [arg] if arg is not None else []
+                if isinstance(arg, ast.Name):  # attrs = {...}; attrs["x"] = ...; attrs.update(...) in the function
+                    for n in ast.walk(fn):
+                        if isinstance(n, (ast.Assign, ast.AnnAssign)):
+                            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+                            for t in targets:
+                                if isinstance(t, ast.Name) and t.id == arg.id and n.value is not None:
+                                    nodes.append(n.value)
+                                elif (
+                                    isinstance(t, ast.Subscript)
+                                    and isinstance(t.value, ast.Name)
+                                    and t.value.id == arg.id
+                                ):
+                                    key = t.slice
+                                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                                        found[kind].append(key.value)
+                for node in nodes:
+                    found[kind].extend(_dict_keys(node))
+    return {kind: list(dict.fromkeys(keys)) for kind, keys in found.items()}
+
+
 def stores_page() -> str:
     from qkdissect.stores import schema
 
@@ -190,6 +241,7 @@ def stores_page() -> str:
     out.append(f"Modes stores also carry `conventions`: *{_cell(schema.CONVENTIONS)}*\n")
     builders = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.endswith("_dataset")]
     helpers = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    attributes = store_attributes({fn.name.removesuffix("_dataset"): fn for fn in builders})
     for fn in builders:
         kind = fn.name.removesuffix("_dataset")
         out.append(f"## `{kind}`\n")
@@ -208,6 +260,13 @@ def stores_page() -> str:
             out.append("")
         else:
             out.append("Its variables are passed in by the pass that writes it (see its module); names below.\n")
+        keys = [k for k in attributes.get(kind, []) if k not in ("model_id", "provenance")]
+        if keys:
+            out.append(
+                "Attributes besides the common ones (those the passes name; a store may add more, e.g. its geometry): "
+                + ", ".join(f"`{k}`" for k in keys)
+                + ".\n"
+            )
     out.append("## Every variable and coordinate\n")
     out.append("`long_name` and `units` of every name that occurs in a store (units `1`: dimensionless or a "
                "count; empty: an index, flag or text).\n")  # fmt: skip

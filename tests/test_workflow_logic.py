@@ -78,7 +78,7 @@ def test_a_config_that_sets_an_image_figure_gets_no_other(key: str) -> None:
     """Any image figure's key in the user's config: the image figures are the user's choice (here: off)."""
     off = {"fig5": None, "galleries": {}, "s17": {}}.get(key, [])
     config, filled = prepared(minimal(**{key: off}))
-    assert filled == ["projections.images"] and config["projections"]["images"] == "photos"
+    assert filled == ["projections.images", "projections.texts"] and config["projections"]["images"] == "photos"
     assert not any(config["figures"][k] for k in IMAGE_FIGURE_KEYS)
 
 
@@ -91,15 +91,19 @@ def test_image_figures_follow_from_image_sets_only() -> None:
     assert prepared(text)[0]["figures"]["fig1"] == []
     two = prepared({**minimal(), "models": {"a": {"spec": MY_SPEC}, "b": {"spec": MY_SPEC}}})[0]
     assert [r["model"] for r in two["figures"]["fig1"]] == ["a", "b"] and two["figures"]["fig5"]["model"] == "a"
+    corpora = {"texts": {"notes": {"source": "file:/n"}, "more": {"source": "file:/m"}}}
+    assert prepared({**text, **corpora})[0]["projections"]["texts"] == "notes"  # the first corpus
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_the_shipped_configs_get_nothing_filled_in_and_no_warning(path: Path) -> None:
     given = yaml.safe_load(path.read_text())
     config, filled = prepared(given)
-    assert [k for k in filled if k != "projections.images"] == []
+    assert set(filled) <= {"projections.images", "projections.texts"}
     if "projections.images" in filled:  # the schema's image set, the only one
         assert config["projections"]["images"] == "skimage" == next(iter(config["images"]))
+    if "projections.texts" in filled:  # the schema's corpus, the only one
+        assert config["projections"]["texts"] == "pydoc" == next(iter(config["texts"]))
     plan = Plan(config)
     check_config(plan)
     assert unused_keys(FigureTable(plan, TABLE), given) == []

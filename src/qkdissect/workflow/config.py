@@ -5,7 +5,8 @@ commands read.
 A user's config (``--configfile``) is laid over the schema's defaults (workflow/schemas/config.schema.yaml, listed
 in config/README.md): it holds only what differs. Two defaults follow from what it gives:
 
-- ``projections.images``: the first image set under ``images``;
+- ``projections.images`` and ``projections.texts``: the first image set under ``images``, the first corpus under
+  ``texts``;
 - a config that gives image sets (``images`` or ``projections.images``) and none of the image figures' keys
   (:data:`IMAGE_FIGURE_KEYS`) gets them for every image model with modes picked automatically (Fig. 1, Fig. 4,
   S4, and Fig. 5 of the first image model on the first valid image); the atlas, 'all' by default, then shows every
@@ -37,10 +38,13 @@ def fill_in_defaults(config: dict[str, Any], given: Mapping[str, Any]) -> list[s
     defaults already filled in), in place; returns the keys filled in ('figures.fig1', ...)."""
     filled = []
     projections = given.get("projections") or {}
-    if "images" not in projections and config["images"]:
-        config["projections"]["images"] = next(iter(config["images"]))
-        filled.append("projections.images")
+    for key in ("images", "texts"):  # the first image set, the first corpus
+        if key not in projections and config[key]:
+            config["projections"][key] = next(iter(config[key]))
+            filled.append(f"projections.{key}")
     gives_images = "images" in given or "images" in projections
+    config["projections"].setdefault("images", "")  # (no image set at all: a figure that needs one is refused)
+    config["projections"].setdefault("texts", "")
     figures = given.get("figures") or {}
     image_models = [m for m in config["models"] if modality(config, m) == "image"]
     if gives_images and image_models and not any(k in figures for k in IMAGE_FIGURE_KEYS):

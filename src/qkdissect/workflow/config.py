@@ -48,9 +48,11 @@ def fill_in_defaults(config: dict[str, Any], given: Mapping[str, Any]) -> list[s
     figures = given.get("figures") or {}
     image_models = [m for m in config["models"] if modality(config, m) == "image"]
     if gives_images and image_models and not any(k in figures for k in IMAGE_FIGURE_KEYS):
-        auto = [{"model": m, "modes": "auto"} for m in image_models]
         config["figures"].update(
-            fig1=auto, fig4=auto, s4="all", fig5={"model": image_models[0], "image": "auto", "layer_heads": "auto"}
+            fig1=[{"model": m, "modes": "auto"} for m in image_models],
+            fig4=[{"model": m, "modes": "auto"} for m in image_models],
+            fig5={"model": image_models[0], "image": "auto", "layer_heads": "auto"},
+            s4="all",
         )
         filled += ["figures.fig1", "figures.fig4", "figures.fig5", "figures.s4"]
     return filled

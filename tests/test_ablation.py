@@ -216,7 +216,8 @@ def test_ablate_command_writes_an_ablation_store(tmp_path: Path) -> None:
     slots = open_store(proj, "projections").sel(layer=where[0], head=where[1], mode=where[2])
     in_set = np.isin([str(i) for i in slots.top_image_id.values.ravel()], [str(i) for i in ds.image_id.values])
     assert in_set.any()  # the mean image score of its top-image slots in the set
-    np.testing.assert_allclose(float(ds.top_image_score[where]), slots.top_score.values.ravel()[in_set].mean(), rtol=1e-12)
+    want = slots.top_score.values.ravel()[in_set].mean()
+    np.testing.assert_allclose(float(ds.top_image_score[where]), want, rtol=1e-12)
     assert np.isnan(ds.top_image_score.values[~ds.ablated.values]).all()
     assert (ds.effect.fillna(0) >= 0).all() and ds.attrs["provenance"]["kind"] == "ablation"
     assert main(["ablate", spec, "--modes", str(modes), "--images", images, "-o", str(modes), *quiet]) == 2  # an input

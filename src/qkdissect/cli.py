@@ -679,14 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--images", required=True, help="skimage | folder:/path | imagenet-val:/path | imagenet-hf[:/hub-cache][@rev]"
     )
-    ab.add_argument(
-        "--select",
-        nargs="+",
-        default=["auto"],
-        metavar="MODES",
-        help="the modes ablated, one at a time: auto (the 4 strongest of every head), top:N (the N strongest of "
-        "every head), all, or L,H,M ... (0-based; default: auto)",
-    )
+    add_option(ab, "select", option="ablation_select", nargs="+", metavar="MODES")
     ab.add_argument("--projections", help="its projections store: also average over each mode's own top images")
     ab.add_argument("--mean", action="store_true", help="mean-ablation: replace the term by its mean over the images")
     ab.add_argument(

@@ -179,7 +179,7 @@ def _check_config():
                 + "Known models: `qkdissect models`; otherwise give it one, e.g. "
                 f"{name}: {{spec: 'timm:vit_base_patch16_224@/path/to/weights.safetensors'}}"
             )
-    for key in ("fig3", "s1", "s2", "ln_folding", "logits"):
+    for key in ("fig3", "s1", "s2", "ln_folding", "logits", "ablation"):
         wanted = config["figures"][key]
         if isinstance(wanted, list):
             unknown = [m for m in wanted if m not in MODELS]
@@ -375,7 +375,7 @@ def model_styles(names):
 
 
 #: figures of real images: 'all' means every image model
-IMAGE_FIGURES = ("logits", "s4")
+IMAGE_FIGURES = ("logits", "s4", "ablation")
 
 
 def figure_models(key):
@@ -540,6 +540,7 @@ ROWS = {
     "fig6": lambda name: [{"model": m} for m in mask_figure_models("fig6")],
     "text_modes": lambda name: text_mode_rows(),
     "rotary": lambda name: [{"model": m} for m in ROTARY_MODELS],
+    "ablation": lambda name: _models_rows("ablation"),
 }
 
 
@@ -589,6 +590,7 @@ def store_path(kind, model, wildcards, stem, index):
         "maps": lambda: f"results/maps/{stem}/{index}-{model}.zarr",
         "offsets": lambda: f"results/offsets/{model}.zarr",
         "spectrum": lambda: f"results/spectrum/{model}.zarr",
+        "ablation": lambda: f"results/ablation/{model}/{config['projections']['images']}.zarr",
     }
     return paths[kind]()
 
@@ -747,6 +749,7 @@ MADE_FROM = {
     "maps": ["modes", "scores"],
     "offsets": [],
     "spectrum": ["offsets"],
+    "ablation": ["modes"],
 }
 
 

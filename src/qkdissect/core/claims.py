@@ -268,7 +268,9 @@ def within_head_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(n >= 3, rho, np.nan)
 
 
-def bootstrap_mean(values: np.ndarray, n: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_mean(
+    values: np.ndarray, n: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95
+) -> tuple[float, float]:
     """The percentile bootstrap interval of the mean of ``values`` (finite ones; NaN, NaN for none)."""
     v = values[np.isfinite(values)]
     if not len(v):
@@ -283,7 +285,7 @@ def _mean(values: np.ndarray, axis: int | None = None) -> Any:
     ok = np.isfinite(values)
     n, total = ok.sum(axis=axis), np.where(ok, values, 0.0).sum(axis=axis)
     means = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-    return [None if np.isnan(m) else _r(m) for m in means] if axis is not None else (_r(means) if n else None)
+    return [None if np.isnan(m) else _r(m) for m in means] if axis is not None else (_r(float(means)) if n else None)
 
 
 def _ablation(inp: Inputs) -> Verdict:

@@ -126,7 +126,8 @@ def _mode_effects(ds: Any, path: str | Path) -> ModeEffects:
     images = ds.attrs.get("images") or {}
     kl = ds.effect.sel(metric="attention_kl", subset="top").values
     s = np.where(ds.ablated.values, ds.singular_value.values, np.nan)
-    return ModeEffects(ds.top_image_score.values, kl, s, f"{images.get('spec', '?')}, {images.get('valid', '?')} images")
+    where = f"{images.get('spec', '?')}, {images.get('valid', '?')} images"
+    return ModeEffects(ds.top_image_score.values, kl, s, where)
 
 
 _BADGE = {True: ("holds", "#1a7f37"), False: ("does not hold", "#cf222e"), None: ("not evaluated", "#6e7781")}

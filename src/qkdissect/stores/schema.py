@@ -666,9 +666,13 @@ def ablation_dataset(
     if top_score is not None:
         score = np.full(shape, np.nan)
         score[sel.layer, sel.head, sel.mode] = top_score
-        variables["top_image_score"] = (MODE_DIMS, score, "mean over the (sign, rank) slots of the mode's top "
-                                        "images that lie in the set of the image score that ranked them (the "
-                                        "projections store's top_score); NaN: not ablated, or none in the set")
+        variables["top_image_score"] = (
+            MODE_DIMS,
+            score,
+            "mean over the (sign, rank) slots of the mode's top "
+            "images that lie in the set of the image score that ranked them (the "
+            "projections store's top_score); NaN: not ablated, or none in the set",
+        )
     axes = {
         **layer_coords(shape[0]), "head": np.arange(shape[1]), "mode": np.arange(shape[2]),
         "metric": np.array(list(metrics), dtype=object),

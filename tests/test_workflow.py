@@ -282,6 +282,24 @@ def test_a_text_entry_on_an_image_model_is_refused(tmp_path: Path) -> None:
     assert r.returncode != 0 and "models ['dinov2-vits14-imgfocus'] have a `text` entry" in out, out[-2000:]
 
 
+def test_the_ablation_runs_the_models_it_can_and_names_the_others(tmp_path: Path) -> None:
+    """figures.ablation: the offline default's ablate job (its section's options, the projections it reads, the
+    figure, the atlas and the claims reading its store); a Hugging Face or a text model is refused by name."""
+    model = "dinov2-vits14-imgfocus"
+    r = snakemake(tmp_path / "ok", "-n", "-p", "--forceall", config=REPO / "config/config.yaml")
+    job = next(line for line in r.stdout.splitlines() if "python -m qkdissect ablate " in line)
+    assert f"--projections results/projections/{model}/skimage.zarr" in job and "--limit 17 --dedupe" in job
+    assert "--select auto --attention-only" in job and f"-o results/ablation/{model}/skimage.zarr" in job
+    assert job_counts(r.stdout)["ablate"] == 1 and job_counts(r.stdout)["ablation"] == 1  # the store, the figure
+    assert re.search(rf'qkdissect claims --stores .*"ablation":\["results/ablation/{model}/skimage.zarr"\]', r.stdout)
+    for name, entry, says in (("dinov2-hf", {"spec": "hf:facebook/dinov2-small"}, "does not run yet"),
+                              ("minilm-l6", None, "names text models")):  # fmt: skip
+        cfg = write_config(tmp_path, {"models": {name: entry}, "figures": {"ablation": [name]}})
+        r = snakemake(tmp_path / name, "-n", config=cfg, check=False)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "config: figures.ablation names" in out and says in out, out[-2000:]
+
+
 def test_unknown_model_without_spec_names_close_matches(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, {"models": {"dino-vitb61": None}})
     r = snakemake(tmp_path, "-n", config=cfg, check=False)

@@ -148,6 +148,12 @@ def test_an_image_set_beside_the_projected_one_leads_to_no_job() -> None:
         ({"projections": {"images": "elsewhere"}}, "projections.images is 'elsewhere'"),
         ({"models": {"mine": {"spec": MY_SPEC}, "dinov2-vits14": None}}, "Did you mean"),
         ({"atlas": ["t"], "models": {"t": {"spec": "hf:/m", "modality": "text"}}}, "atlas names ['t']"),
+        ({"figures": {"ablation": ["t"]}, "models": {"t": {"spec": "hf:/m", "modality": "text"}}}, "text models"),
+        (
+            {"figures": {"ablation": ["r"]}, "models": {"r": {"spec": "timm:v@/w.safetensors", "rotary": True}}},
+            "rotary",
+        ),
+        ({"figures": {"ablation": ["h"]}, "models": {"h": {"spec": "hf:/m"}}}, "does not run yet"),
     ],
 )
 def test_a_config_that_cannot_run_is_refused_naming_its_key(change: dict[str, Any], message: str) -> None:
@@ -239,6 +245,10 @@ def test_options_take_the_smallest_limit_and_quote_the_lock() -> None:
     assert options.dedupe_option("photos") == "--dedupe 4" and options.workers_option() == "--workers 3"
     assert options.lock_options() == "--lock 'my locks/l.json' --update-lock"
     assert options.model_spec({"model": "mine"}) == MY_SPEC and options.offsets_option({"model": "mine"}) == "all"
+    given["ablation"] = {"limit": 16, "select": ["top:2", "3,1,0"], "attention_only": True, "mean": True}
+    options = Options(Plan(prepared(given)[0]))
+    assert options.ablation_limit("photos") == "--limit 16" and options.ablation_select() == "--select top:2 3,1,0"
+    assert options.ablation_options() == "--attention-only --mean"
     config = prepared(minimal())[0]  # no image set limit: the schema's logits_limit
     assert Options(Plan(config)).logits_limit("photos") == f"--limit {config['projections']['logits_limit']}"
 

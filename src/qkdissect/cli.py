@@ -372,11 +372,11 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         last = str(ds.metric.values[-1])
         for layer in ds.layer.values:
             e = every.sel(layer=layer)
+            output = f"  {last} {float(e.sel(metric=last).mean()):.3g}" if last != "attention_moved" else ""
             if bool(ds.ablated.sel(layer=layer).any()):
                 print(f"layer {layer:2d}  mean over ablated modes: attention KL "
                       f"{float(e.sel(metric='attention_kl').mean()):.3g}  moved "
-                      f"{float(e.sel(metric='attention_moved').mean()):.3g}  {last} "
-                      f"{float(e.sel(metric=last).mean()):.3g}")  # fmt: skip
+                      f"{float(e.sel(metric='attention_moved').mean()):.3g}{output}")  # fmt: skip
     t = ds.attrs["provenance"]["timings_s"]
     print(f"{ds.sizes['ablation']} modes ablated ({ds.attrs['ablation']}) on {ds.attrs['images']['valid']} images "
           f"in {t['total']:.0f} s -> {args.output}")  # fmt: skip
@@ -679,14 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--images", required=True, help="skimage | folder:/path | imagenet-val:/path | imagenet-hf[:/hub-cache][@rev]"
     )
-    ab.add_argument(
-        "--select",
-        nargs="+",
-        default=["auto"],
-        metavar="MODES",
-        help="the modes ablated, one at a time: auto (the 4 strongest of every head), top:N (the N strongest of "
-        "every head), all, or L,H,M ... (0-based; default: auto)",
-    )
+    add_option(ab, "select", option="ablation_select", nargs="+", metavar="MODES")
     ab.add_argument("--projections", help="its projections store: also average over each mode's own top images")
     ab.add_argument("--mean", action="store_true", help="mean-ablation: replace the term by its mean over the images")
     ab.add_argument(

@@ -88,6 +88,11 @@ names_pattern, folding_store = paths.names_pattern, paths.folding_store
 projections_store = partial(paths.projections_store, images=IMAGES)
 atlas_maps_store = partial(paths.atlas_maps_store, images=IMAGES)
 text_store = partial(paths.text_store, corpus=config["projections"]["texts"])
+#: the models whose modes are ablated (figures.ablation, checked by the plan), their stores (rules/ablation.smk)
+ABLATION_MODELS = PLAN.ablation_models
+ablation_store = partial(paths.ablation_store, images=IMAGES)
+#: claim A1's role: the ablation stores (each made with its model's projections, which `all` makes too)
+ABLATION_CLAIMS = {"ablation": [ablation_store(m) for m in ABLATION_MODELS]} if ABLATION_MODELS else {}
 #: what `all` and the crate take from the atlas (rules/atlas.smk): its page, data and provenance
 ATLAS_OUTPUTS = paths.ATLAS_OUTPUTS if ATLAS_MODELS else []
 

@@ -119,6 +119,20 @@ class Options:
             return ""
         return "--dedupe" if dedupe is True else f"--dedupe {int(dedupe)}"
 
+    def ablation_limit(self, images: str) -> str:
+        """`--limit N` of the ablation pass: the smaller of the image set's limit and ablation.limit."""
+        return limit_flag(self.config["images"][images]["limit"], self.config["ablation"]["limit"])
+
+    def ablation_select(self) -> str:
+        """`--select ...` of the ablation pass, each item quoted."""
+        given = self.config["ablation"]["select"]
+        return "--select " + " ".join(shlex.quote(str(s)) for s in ([given] if isinstance(given, str) else given))
+
+    def ablation_options(self) -> str:
+        """The ablation pass's switches: --attention-only and --mean, when the config asks for them."""
+        on = [("--attention-only", "attention_only"), ("--mean", "mean")]
+        return " ".join(flag for flag, key in on if self.config["ablation"][key])
+
     def workers_option(self) -> str:
         """`--workers N` when projections.workers is set (else the pass picks: cores - 1, at most 4)."""
         n = self.config["projections"]["workers"]

@@ -115,7 +115,7 @@ def _check_models(plan: Plan) -> None:
                 + "Known models: `qkdissect models`; otherwise give it one, e.g. "
                 f"{name}: {{spec: 'timm:vit_base_patch16_224@/path/to/weights.safetensors'}}"
             )
-    for key in ("fig3", "s1", "s2", "ln_folding", "logits"):
+    for key in ("fig3", "s1", "s2", "ln_folding", "logits", "ablation"):
         wanted = plan.figures[key]
         if isinstance(wanted, list):
             unknown = [m for m in wanted if m not in plan.models]

@@ -29,6 +29,11 @@ def projections_store(model: str, images: str) -> str:
     return f"results/projections/{model}/{images}.zarr"
 
 
+def ablation_store(model: str, images: str) -> str:
+    """A model's ablation effects on the image set ``images``."""
+    return f"results/ablation/{model}/{images}.zarr"
+
+
 def text_store(model: str, corpus: str) -> str:
     """A text model's projections on the corpus ``corpus``."""
     return f"results/text_projections/{model}/{corpus}.zarr"
@@ -76,5 +81,6 @@ def store_path(kind: str, model: str, images: str, wildcards: Mapping[str, str],
         "maps": lambda: f"results/maps/{stem}/{index}-{model}.zarr",
         "offsets": lambda: model_store("offsets", model),
         "spectrum": lambda: model_store("spectrum", model),
+        "ablation": lambda: ablation_store(model, images),
     }
     return paths[kind]()

@@ -15,7 +15,7 @@ Config = Mapping[str, Any]
 Row = dict[str, Any]
 
 #: figures of real images: 'all' means every image model
-IMAGE_FIGURES = ("logits", "s4")
+IMAGE_FIGURES = ("logits", "s4", "ablation")
 
 
 def wildcard_values(wildcards: Any) -> dict[str, str]:
@@ -64,6 +64,8 @@ class Plan:
         self.projection_models = self._projection_models()
         #: the image models of the mode atlas (projected for it when no figure projects them)
         self.atlas_models = self._atlas_models()
+        #: the models whose modes are ablated (figures.ablation)
+        self.ablation_models = self._ablation_models()
 
     @property
     def figures(self) -> Config:
@@ -149,6 +151,29 @@ class Plan:
             raise ConfigError(
                 f"config: figures.rotary names {plain}, which are not known to be rotary (RoPE) models: set `rotary: "
                 "true` under models for a model that is (a model without rotary embedding has no rotary figures)"
+            )
+        return names
+
+    def _ablation_models(self) -> list[str]:
+        """figures.ablation, each checked: an image model the ablation pass runs (a timm vision transformer, as
+        timm:... and imgfocus:... specs load them, without rotary embeddings)."""
+        names = self.figure_models("ablation")
+        text = [m for m in names if m in self.text_models]
+        if text:
+            raise ConfigError(f"config: figures.ablation names text models {text}; the ablation pass runs image models")
+        other = [m for m in names if self.spec_of(m).partition(":")[0] not in ("timm", "imgfocus")]
+        other += [m for m in names if m in self.rotary_capable and m not in other]
+        if other:
+            raise ConfigError(
+                f"config: figures.ablation names {other}, which the ablation pass does not run yet: it runs timm "
+                "vision transformers without rotary embeddings (specs timm:... and imgfocus:...); leave them out (a "
+                "list of names instead of 'all')"
+            )
+        images = self.config["projections"]["images"]
+        if names and images not in self.config["images"]:
+            raise ConfigError(
+                f"config: projections.images is {images!r}, which is not one of the image sets under images: "
+                f"{list(self.config['images'])}"
             )
         return names
 

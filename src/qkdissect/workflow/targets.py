@@ -36,6 +36,7 @@ MADE_FROM = {
     "maps": ["modes", "scores"],
     "offsets": [],
     "spectrum": ["offsets"],
+    "ablation": ["modes"],
 }
 
 
@@ -81,7 +82,7 @@ class FigureTable:
             return [{"modes": "auto", **r} for r in rows]
 
         return {
-            **{k: models(k) for k in ("fig3", "s1", "s2", "ln_folding", "logits", "s4")},
+            **{k: models(k) for k in ("fig3", "s1", "s2", "ln_folding", "logits", "s4", "ablation")},
             "s3": lambda name: [{"model": fig["s3"][p]} for p in ("encoder", "predictor")] if fig["s3"] else [],
             "fig1": lambda name: entries(fig["fig1"]),
             "fig4": lambda name: entries(fig["fig4"]),

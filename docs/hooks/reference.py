@@ -435,6 +435,8 @@ CLAIM_CHECKS: dict[str, tuple[str, str, str]] = {
     "6b": ("as claim 6a", "as claim 6a", "as claim 6a"),
     "6c": ("as claim 6a", "as claim 6a", "as claim 6a"),
     "7": ("Fig. 6 of `config/paper.yaml`: same-object pass on ADE20K's 2000 images", "about 5.5 h of jobs", "12 GB"),
+    "A1": ("the ablation figure of `make figures` (ours, not the paper's)", "about 30 s of CPU for the ablation job",
+           "3 GB"),
 }  # fmt: skip
 
 

@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -205,7 +206,7 @@ def _check_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, digests: dict[str,
         with zf.open(info) as fh:
             for block in iter(lambda: fh.read(_BLOCK), b""):
                 h.update(block)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:  # a CRC error, a truncated member
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:  # a CRC error, a damaged or cut member
         raise QKDissectError(f"{name}: unreadable ({e}): the bundle is refused, nothing was written") from e
     if h.hexdigest() != expected:
         raise QKDissectError(

@@ -1,8 +1,8 @@
 """qkdissect command line. The known models and their weights: models, resolve, fetch. Passes that write a
 store: modes, offsets, spectrum, scores, project, merge-shards, project-text, logits, preference, same-object, maps,
-atlas-maps, ablate. A figure: plot-layers. A results folder: atlas, audit, crate, claims, bundle (to publish it;
-fetch -o brings one back). The workflow: run, Snakemake with its config files checked. `qkdissect COMMAND -h`
-says more; --debug shows an error's traceback.
+atlas-maps, ablate. A figure: plot-layers. A results folder: atlas, audit, crate, claims, bundle, a zip to
+publish (fetch -o brings one back). The workflow: run, Snakemake with its config files checked.
+`qkdissect COMMAND -h` says more; --debug shows an error's traceback.
 
 Nothing heavy (torch, timm, transformers) is imported before a command runs, and a model name is checked against
 the catalogue first: --help, --version and an unknown model answer at once."""

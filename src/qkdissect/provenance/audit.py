@@ -500,10 +500,10 @@ def _crate(results: Path, listed: dict[str, str], arts: list[Artefact], hashes: 
         art.add("modified", f"{CRATE} lists nothing with a sha256 (not an RO-Crate qkdissect wrote): write it again")
         return art
     covered = _covered(arts, results)
-    folders = tuple(c for c in covered if c.endswith("/"))
+    folders = tuple(k for k in listed if k.endswith("/"))
     for rel, digest in sorted(listed.items()):
-        if rel in covered or rel.startswith(folders):  # a file of a store: checked against the store's own record
-            continue
+        if rel in covered or (rel.startswith(folders) and not rel.endswith("/")):  # a file of a listed folder: the
+            continue  # folder's own digest (or a store's content record) checks it
         path = results / rel.rstrip("/")
         if not path.exists():
             art.add("missing-input", f"{rel}, listed in the crate, is gone")

@@ -442,10 +442,12 @@ def write_crate(
     workflow: str | Path | None = None,
     root: str | Path | None = None,
 ) -> Path:
-    """Write ``ro-crate-metadata.json`` into ``results``: every figure, store, manifest and executed notebook (with
-    its sha256), the config files and workflow (copied into ``results/run``), the inputs recorded in their
-    provenance, and one CreateAction per artefact linking its inputs and parameters to it. ``root``: where the
-    records' relative paths start (default: the results folder's parent)."""
+    """Write ``ro-crate-metadata.json`` (and its ``README.md``) into ``results``: every figure, store, manifest and
+    executed notebook (with its sha256, and each file of a folder with its own), the config files and workflow
+    (copied into ``results/run``; the workflow the crate's mainEntity), the inputs recorded in their provenance, one
+    CreateAction per artefact linking its inputs and parameters to it, the run's CreateAction, and the paper and
+    the software cited. ``root``: where the records' relative paths start (default: the results folder's
+    parent)."""
     from ..stores import atomic_path
     from .audit import find_artefacts
 

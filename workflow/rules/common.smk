@@ -19,6 +19,7 @@ from qkdissect.errors import QKDissectError
 from qkdissect.locations import weights_files
 from qkdissect.options import FOLDINGS
 from qkdissect.provenance.pages import report_categories
+from qkdissect.provenance.fetch import is_fetched
 
 # The schema fills in every default before any rule runs; a config that fails it stops here. A key it does not
 # know (a typo) is named first, with the closest known ones, instead of the whole schema.
@@ -774,6 +775,8 @@ def intermediates():
                 if kind == "maps":
                     out.add(maps_source({"stem": stem, "index": i}))
     out.update(f"results/weights/{m}.json" for m in models)
+    if is_fetched("results"):  # results fetched from a published bundle: the weights are neither here nor needed
+        return sorted(out)
     return sorted(out) + sorted({str(p) for m in models for p in weights_files(spec_of(m)).converted})
 
 

@@ -4,7 +4,9 @@ Snakemake reads ``--configfile`` before any of the workflow's code runs, and a Y
 "Config file is not valid JSON or YAML" with neither the file nor the line. This wrapper reads every file named
 by ``--configfile`` / ``--configfiles`` itself, stops with one line naming the file, line and column of the first
 error (:func:`qkdissect.config_check.yaml_problem`), and otherwise replaces itself with ``python -m snakemake``
-and the same arguments (same exit status, signals and output). ``make figures`` runs through it; the workflow
+and the same arguments (same exit status, signals and output). On results fetched from a published bundle
+(``qkdissect fetch``) it lets only the rules that draw from the stores run
+(:func:`qkdissect.provenance.fetch.redraw_arguments`). ``make figures`` runs through it; the workflow
 checks the default ``config/config.yaml`` the same way when no config file is given.
 """
 
@@ -41,6 +43,11 @@ def run(args: Sequence[str]) -> int:
     if problems:
         print(f"qkdissect run: error: {problems[0]}", file=sys.stderr)
         return 2
+    from .provenance.fetch import REDRAW_ENV, redraw_arguments
+
+    if redraw := redraw_arguments(args):  # results fetched from a bundle: only what draws from the stores
+        os.environ[REDRAW_ENV] = "1"
+        print("results fetched from a bundle: only the figures, the claims, the mode atlas and the crate are made")
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "snakemake", *args])
+    os.execv(sys.executable, [sys.executable, "-m", "snakemake", *args, *redraw])
     return 0  # not reached

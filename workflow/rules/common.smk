@@ -15,6 +15,7 @@ from snakemake.utils import validate
 
 from qkdissect.config_check import unknown_keys
 from qkdissect.options import FOLDINGS
+from qkdissect.provenance.fetch import is_fetched
 from qkdissect.workflow import paths
 from qkdissect.workflow.commands import Options, config_keys, papermill_command as _papermill, pythonpath_prefix
 from qkdissect.workflow.commands import qkdissect_command, stores_of
@@ -125,7 +126,9 @@ weights_inputs, _conversions = PLAN.weights_inputs, PLAN.conversions
 # ----------------------------------------------------------------------------------------- the figure table
 #: workflow/figures.yaml: one row per kind of figure (figures.smk makes a rule of each)
 FIGURES, STEMS, MAPS, REPORT_CATEGORIES = TABLE.table, TABLE.stems, TABLE.maps, TABLE.report_categories
-all_figures, claims_stores, intermediates = TABLE.all_figures, TABLE.claims_stores, TABLE.intermediates
+all_figures, claims_stores = TABLE.all_figures, TABLE.claims_stores
+#: results fetched from a published bundle (`qkdissect fetch`) need no weights
+intermediates = partial(TABLE.intermediates, fetched=is_fetched("results"))
 rotary_targets = TABLE.rotary_targets
 
 

@@ -22,6 +22,10 @@ A store records the sha256 of each of its files and root attributes when it is w
 (:mod:`qkdissect.stores.content`); the audit names every chunk and attribute that changed, is gone or was added since.
 What the RO-Crate (``ro-crate-metadata.json``) lists with a sha256 and no record of its own covers (the executed
 notebooks, the run's config and workflow under ``run/``) is checked against the crate's digest.
+
+In results fetched from a published bundle (``qkdissect fetch``, which leaves ``fetched.json`` there), an input that
+was not published with them and is not on this machine (a weights file, an image set read from a folder) is noted,
+not counted as missing: what was made from it is checked against its own record and the crate's digests.
 """
 
 from __future__ import annotations
@@ -99,6 +103,9 @@ _ZARR = frozenset({"zarr.json", ".zgroup", ".zarray", ".zattrs"})
 #: where the workflow's figure rules keep the executed notebooks (``<stem>.ipynb`` of ``figures/<stem>.*``)
 NOTEBOOKS = "notebooks"
 CRATE = "ro-crate-metadata.json"
+#: written by ``qkdissect fetch`` into the results it unpacked: where they came from (:mod:`.fetch`); the inputs
+#: of a fetched bundle that were not published with it (weights, image sets) are not counted as missing
+FETCHED = "fetched.json"
 
 
 def find_artefacts(results: Path) -> tuple[list[Artefact], list[Path]]:
@@ -333,17 +340,42 @@ def _items(art: Artefact, dep: dict[str, Any], hashes: _Hashes) -> None:
         art.add("changed-input", f"{role} {spec}: " + (detail or "the items differ from those read"))
 
 
-def _dependency(art: Artefact, dep: dict[str, Any], hashes: _Hashes) -> None:
+def _not_published(art: Artefact, what: str, digest: str | None) -> None:
+    """An input of a fetched bundle that is not on this machine: not part of the published results (a weights
+    file, an image set); its digest as the run recorded it stands."""
+    art.add("ok", f"{what} is not here: not part of the published results (recorded sha256 {_short(digest)})")
+
+
+def _dependency(art: Artefact, dep: dict[str, Any], hashes: _Hashes, fetched: bool = False) -> None:
     if dep.get("role") in ("images", "mask dataset", "text corpus"):
+        if fetched and not _source_here(str(dep.get("spec"))):
+            _not_published(art, f"{dep['role']} {dep.get('spec')}", dep.get("sha256"))
+            return
         _items(art, dep, hashes)
         return
     path = Path(dep["path"])
     if not path.exists():
+        if fetched and not _inside_results(path):
+            _not_published(art, f"{dep['role']} {path}", dep.get("sha256"))
+            return
         art.add("missing-input", f"{dep['role']} {path} is gone")
         return
     got = hashes(path)
     if got != dep.get("sha256"):
         art.add("changed-input", f"{dep['role']} {path}: sha256 {_short(dep.get('sha256'))} -> {_short(got)}")
+
+
+def _source_here(spec: str) -> bool:
+    """Whether an image set, mask dataset or corpus read from a folder or file is on this machine (a named one
+    of the package's, with no path, always is)."""
+    path = spec.split(":", 1)[1] if ":" in spec else spec
+    path = path.split("@", 1)[-1].split("?", 1)[0]
+    return not path.startswith(("/", ".")) or Path(path).exists()
+
+
+def _inside_results(path: Path) -> bool:
+    """Whether a recorded input path names something under the results folder (``results/...``)."""
+    return not path.is_absolute() and path.parts[:1] == ("results",)
 
 
 def dependencies(art: Artefact) -> list[dict[str, Any]]:
@@ -468,9 +500,10 @@ def _crate(results: Path, listed: dict[str, str], arts: list[Artefact], hashes: 
         art.add("modified", f"{CRATE} lists nothing with a sha256 (not an RO-Crate qkdissect wrote): write it again")
         return art
     covered = _covered(arts, results)
+    folders = tuple(k for k in listed if k.endswith("/"))
     for rel, digest in sorted(listed.items()):
-        if rel in covered:
-            continue
+        if rel in covered or (rel.startswith(folders) and not rel.endswith("/")):  # a file of a listed folder: the
+            continue  # folder's own digest (or a store's content record) checks it
         path = results / rel.rstrip("/")
         if not path.exists():
             art.add("missing-input", f"{rel}, listed in the crate, is gone")
@@ -510,7 +543,14 @@ def check_own(art: Artefact, hashes: _Hashes, results: Path, listed: dict[str, s
         _notebook(art, results, listed, hashes)
 
 
-def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool, results: Path, listed: dict[str, str] | None) -> None:
+def _check(
+    art: Artefact,
+    hashes: _Hashes,
+    allow_dirty: bool,
+    results: Path,
+    listed: dict[str, str] | None,
+    fetched: bool = False,
+) -> None:
     if art.findings:  # found without a record (a figure whose sidecar is gone): nothing to re-check
         return
     check_own(art, hashes, results, listed)
@@ -522,7 +562,7 @@ def _check(art: Artefact, hashes: _Hashes, allow_dirty: bool, results: Path, lis
     if art.kind != "weights manifest" and "dependencies" not in art.record:
         art.add("missing-input", "no dependencies recorded (made before qkdissect recorded them)")
     for dep in dependencies(art):
-        _dependency(art, dep, hashes)
+        _dependency(art, dep, hashes, fetched)
 
 
 def _propagate(arts: list[Artefact]) -> None:
@@ -568,10 +608,11 @@ def audit(results: str | Path, *, allow_dirty: bool = False, root: str | Path | 
         )
     hashes = _Hashes()
     listed = crate_digests(results)
+    fetched = (results / FETCHED).is_file()
     # the folder holding results/ as it was given (a link to results elsewhere leads there from the working dir)
     with _inside(Path(root).resolve() if root else given.parent):
         for a in arts:
-            _check(a, hashes, allow_dirty, results, listed)
+            _check(a, hashes, allow_dirty, results, listed, fetched)
         _propagate(arts)
     arts += _stray_notebooks(results, arts)
     if listed is not None:

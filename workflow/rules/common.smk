@@ -16,7 +16,7 @@ from qkdissect.catalogue import KNOWN_MODELS
 from qkdissect.config_check import config_problems, image_problems, unknown_keys
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
-from qkdissect.locations import weights_files
+from qkdissect.locations import data_dir, weights_files
 from qkdissect.options import FOLDINGS
 from qkdissect.provenance.pages import report_categories
 
@@ -64,6 +64,11 @@ export_config_files([] if workflow.modifier.skip_configfile else workflow.config
 #: repository the package may be installed in); a remote source has no checkout: the installed version is recorded
 if REPO is not None:
     export_workflow_checkout(REPO)
+
+#: the data folder (qkdissect.locations.data_dir: $QKDISSECT_DATA, else a checkout's data/, else the user cache),
+#: chosen once here and handed to every job (and cluster job) through the environment: the weights this file lists
+#: as inputs are the ones the jobs read, whatever folder a job runs in
+os.environ["QKDISSECT_DATA"] = str(data_dir())
 
 #: a job's command stops when its shell is killed, its store never appears (also under `nohup snakemake`, whose
 #: jobs would otherwise be free to outlive it; see qkdissect.lifeline)

@@ -17,6 +17,7 @@ from qkdissect.config_check import config_problems, image_problems, unknown_keys
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
 from qkdissect.locations import data_dir, weights_files
+from qkdissect.models.spec import PATHS_FROM_CONFIG
 from qkdissect.options import FOLDINGS
 from qkdissect.provenance.pages import report_categories
 
@@ -69,6 +70,10 @@ if REPO is not None:
 #: chosen once here and handed to every job (and cluster job) through the environment: the weights this file lists
 #: as inputs are the ones the jobs read, whatever folder a job runs in
 os.environ["QKDISSECT_DATA"] = str(data_dir())
+
+#: the specs the jobs read come from a config: a relative path in one never climbs above the run's folder ('..'),
+#: where one a user types (on the command line, in Python) is taken as given
+os.environ[PATHS_FROM_CONFIG] = "1"
 
 #: a job's command stops when its shell is killed, its store never appears (also under `nohup snakemake`, whose
 #: jobs would otherwise be free to outlive it; see qkdissect.lifeline)

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import yaml
@@ -13,7 +14,7 @@ from snakemake.utils import validate
 
 from qkdissect.provenance.records import export_config_files, export_workflow_checkout
 from qkdissect.catalogue import KNOWN_MODELS
-from qkdissect.config_check import config_problems, image_problems, unknown_keys
+from qkdissect.config_check import config_problems, image_problems, source_problems, unknown_keys
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
 from qkdissect.locations import data_dir, weights_files
@@ -253,6 +254,25 @@ def _check_config():
         )
 
 
+def _data_sources():
+    """(where, kind, source, the stores made from it) of the image set, mask datasets and corpus the jobs read."""
+    fig = config["figures"]
+    images = config["projections"]["images"]
+    logits = IMAGE_MODELS if fig["logits"] == "all" else list(fig["logits"] or [])
+    stores = [f"results/projections/{m}/{images}.zarr" for m in sorted(set(PROJECTION_MODELS) | set(ATLAS_MODELS))]
+    stores += [f"results/logits/{m}/{images}.zarr" for m in logits]
+    found = [(f"images.{images}.source", "images", config["images"][images]["source"], stores)] if stores else []
+    for key, store in (("fig2", "preference"), ("fig6", "same_object")):
+        for d in fig[key]["datasets"] if fig[key] else []:
+            made = [f"results/{store}/{m}/{d}.zarr" for m in mask_figure_models(key)]
+            found.append((f"mask_datasets.{d}.source", "masks", config["mask_datasets"][d]["source"], made))
+    rows, corpus = text_mode_rows(), config["projections"]["texts"]
+    if rows:
+        made = [f"results/text_projections/{r['model']}/{corpus}.zarr" for r in rows]
+        found.append((f"texts.{corpus}.source", "texts", config["texts"][corpus]["source"], made))
+    return found
+
+
 def known_shape(name):
     """(layers, heads, d_head) of a catalogue model configured without a spec of its own; None otherwise."""
     return None if _model_entry(name).get("spec") or name not in KNOWN_MODELS else KNOWN_MODELS[name].shape
@@ -321,6 +341,14 @@ def _atlas_models():
 #: the image models of the mode atlas (projected for it when no figure projects them)
 ATLAS_MODELS = _atlas_models()
 _check_config()
+
+#: the image folders, mask datasets and corpora the jobs read that cannot be read (a folder that is not there),
+#: found here without resolving or loading a model: named now, one line each (a dry run plans anyway), and a run
+#: stops on them before its first job (the Snakefile's onstart); the jobs a cluster runs read this file again and
+#: check nothing
+DATA_PROBLEMS = source_problems(_data_sources()) if workflow.is_main_process else []
+for _problem in DATA_PROBLEMS:
+    print(f"config: {_problem}", file=sys.stderr)
 
 
 def atlas_labels(wildcards):

@@ -445,6 +445,34 @@ def uses_gpu():
     return str(config["analysis"]["device"]).startswith("cuda")
 
 
+#: the variable by which the SLURM profile (workflow/profiles/slurm) sends the rules that ask for a GPU to a partition
+GPU_PARTITION = "QKDISSECT_GPU_PARTITION"
+
+
+def _route_gpu_jobs():
+    """With the SLURM profile (its set-resources give slurm_partition "$QKDISSECT_GPU_PARTITION"): under device
+    cuda the variable must name the GPU partition, else the run stops here, in one line; on CPUs the rules ask for
+    no GPU and go to the default partition like every other job (the variable is emptied for this run)."""
+    routed = sorted(
+        name
+        for name, res in workflow.resource_settings.overwrite_resources.items()
+        if f"${GPU_PARTITION}" in str(getattr(res.get("slurm_partition"), "raw", res.get("slurm_partition")))
+    )
+    if not routed or not workflow.is_main_process:
+        return
+    if not uses_gpu():
+        os.environ[GPU_PARTITION] = ""
+    elif not os.environ.get(GPU_PARTITION, "").strip():
+        raise WorkflowError(
+            f"analysis.device is {config['analysis']['device']!r} and the SLURM profile sends the rules that ask "
+            f"for a GPU ({len(routed)}: {', '.join(routed[:3])}, ...) to ${GPU_PARTITION}, which is not set: export "
+            f"{GPU_PARTITION}=<your GPU partition> (sinfo -s lists them), or set device: cpu"
+        )
+
+
+_route_gpu_jobs()
+
+
 def folding_store(model, folding):
     """The scores store of a model's raw (the paper's) or LayerNorm-folded modes."""
     return f"results/scores/{model}.zarr" if folding == "raw" else f"results/scores_ln/{folding}/{model}.zarr"

@@ -54,7 +54,7 @@ def test_every_gpu_rule_is_routed() -> None:
     assert "slurm_partition" not in prof["default-resources"]  # the cluster's default, not a guessed name
 
 
-def _plan(tmp_path: Path, device: str, partition: str | None) -> subprocess.CompletedProcess[str]:
+def _plan(tmp_path: Path, device: str, partition: str | None, *extra: str) -> subprocess.CompletedProcess[str]:
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     cfg["analysis"]["device"] = device
     cfg["rotary"]["content_core"] = "mean"  # the content cores' modes too
@@ -66,7 +66,7 @@ def _plan(tmp_path: Path, device: str, partition: str | None) -> subprocess.Comp
     if partition is not None:
         env["QKDISSECT_GPU_PARTITION"] = partition
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path / "run")]
-    cmd += ["--profile", str(PROFILE.parent), "--configfile", str(tmp_path / "config.yaml"), "-n", "--forceall"]
+    cmd += ["--profile", str(PROFILE.parent), "--configfile", str(tmp_path / "config.yaml"), "-n", "--forceall", *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -108,3 +108,10 @@ def test_on_cpus_every_job_goes_to_the_default_partition(tmp_path: Path, partiti
     jobs = _jobs(r.stdout)
     assert not any(res.get("gpu") == "1" for _, res in jobs)
     assert {res["slurm_partition"] for _, res in jobs if "slurm_partition" in res} == {""}  # the plugin's default
+
+
+def test_on_cpus_a_default_partition_the_profile_names_takes_every_job(tmp_path: Path) -> None:
+    r = _plan(tmp_path, "cpu", "gpu-test", "--default-resources", "slurm_partition=cpu-test", "mem_mb=4000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = _jobs(r.stdout)
+    assert {res.get("slurm_partition") for _, res in jobs if res} == {"cpu-test"}

@@ -452,7 +452,7 @@ GPU_PARTITION = "QKDISSECT_GPU_PARTITION"
 def _route_gpu_jobs():
     """With the SLURM profile (its set-resources give slurm_partition "$QKDISSECT_GPU_PARTITION"): under device
     cuda the variable must name the GPU partition, else the run stops here, in one line; on CPUs the rules ask for
-    no GPU and go to the default partition like every other job (the variable is emptied for this run)."""
+    no GPU and go to the default partition like every other job (the variable is set to it for this run)."""
     routed = sorted(
         name
         for name, res in workflow.resource_settings.overwrite_resources.items()
@@ -460,8 +460,10 @@ def _route_gpu_jobs():
     )
     if not routed or not workflow.is_main_process:
         return
-    if not uses_gpu():
-        os.environ[GPU_PARTITION] = ""
+    if not uses_gpu():  # the profile's default partition, if it names one (else the cluster's: "")
+        default = workflow.resource_settings.default_resources
+        given = default.get("slurm_partition") if default is not None else None
+        os.environ[GPU_PARTITION] = str(getattr(given, "raw", given) or "")
     elif not os.environ.get(GPU_PARTITION, "").strip():
         raise WorkflowError(
             f"analysis.device is {config['analysis']['device']!r} and the SLURM profile sends the rules that ask "

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 from .catalogue import KNOWN_MODELS
 
+#: the environment variable that names the data folder (it overrides the rest of :func:`data_dir`'s rule)
+DATA_ENV = "QKDISSECT_DATA"
 #: the files that make a folder a checkout of qkdissect (its Snakefile and its package's sources)
 CHECKOUT_MARKERS = ("workflow/Snakefile", "src/qkdissect/locations.py")
 
@@ -23,7 +25,7 @@ def data_dir() -> Path:
     ``snakemake`` (so weights are fetched and converted once): ``$QKDISSECT_DATA`` when set; else, inside a
     checkout of qkdissect (the working directory or a folder above it holds :data:`CHECKOUT_MARKERS`), the
     checkout's ``data/``; else the user cache, ``$XDG_CACHE_HOME/qkdissect`` (``~/.cache/qkdissect``)."""
-    env = os.environ.get("QKDISSECT_DATA")
+    env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser()
     root = checkout_root()

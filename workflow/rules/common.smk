@@ -17,7 +17,7 @@ from qkdissect.catalogue import KNOWN_MODELS
 from qkdissect.config_check import config_problems, image_problems, source_problems, unknown_keys
 from qkdissect.data.labels import is_class_ref, parse_class_ref
 from qkdissect.errors import QKDissectError
-from qkdissect.locations import data_dir, weights_files
+from qkdissect.locations import DATA_ENV, data_dir, weights_files
 from qkdissect.models.spec import PATHS_FROM_CONFIG
 from qkdissect.options import FOLDINGS
 from qkdissect.provenance.pages import report_categories
@@ -70,7 +70,7 @@ if REPO is not None:
 #: the data folder (qkdissect.locations.data_dir: $QKDISSECT_DATA, else a checkout's data/, else the user cache),
 #: chosen once here and handed to every job (and cluster job) through the environment: the weights this file lists
 #: as inputs are the ones the jobs read, whatever folder a job runs in
-os.environ["QKDISSECT_DATA"] = str(data_dir())
+os.environ[DATA_ENV] = str(data_dir())
 
 #: the specs the jobs read come from a config: a relative path in one never climbs above the run's folder ('..'),
 #: where one a user types (on the command line, in Python) is taken as given

@@ -464,12 +464,12 @@ def test_report_categories_follow_the_paper() -> None:
 
 
 def test_no_function_of_the_workflow_is_defined_twice() -> None:
-    """Snakemake files are one namespace: a second def of a name silently replaces the first."""
-    names = [
-        m.group(1)
-        for f in [*sorted((REPO / "workflow").rglob("*.smk")), REPO / "workflow/Snakefile"]
-        for m in re.finditer(r"^def (\w+)\(", f.read_text(), re.M)
-    ]
+    """Snakemake files are one namespace: a second def of a name (or top-level assignment, as common.smk hands the
+    package's functions to the rules) silently replaces the first."""
+    texts = [f.read_text() for f in [*sorted((REPO / "workflow").rglob("*.smk")), REPO / "workflow/Snakefile"]]
+    names = [n for t in texts for n in re.findall(r"^def (\w+)\(", t, re.M)]
+    assigned = [lhs for t in texts for lhs in re.findall(r"^(\w+(?:, \w+)*) = ", t, re.M)]
+    names += [n for lhs in assigned for n in lhs.split(", ")]
     assert len(names) > 20 and sorted({n for n in names if names.count(n) > 1}) == []
 
 

@@ -796,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--released-code",
         action="store_true",
-        help="divide the weighted average by d_head as the released notebook does (bug B1)",
+        help="divide the weighted average by d_head as the released notebook does (a mean over modes, not the sum)",
     )
     add_option(s, "level", option="null_level")
     add_option(s, "null_rtol")

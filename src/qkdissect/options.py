@@ -131,7 +131,7 @@ OPTIONS: dict[str, Option] = {
     "tokens": Option(
         "post-norm",
         "post-norm: the tokens W_q and W_k see (the output of the block's norm); pre-norm: the residual stream "
-        "entering the block, as the released code projects it (paper B4)",
+        "entering the block, as the released code projects it",
         choices=TOKEN_SOURCES,
     ),
     "folding": Option(
@@ -156,7 +156,7 @@ OPTIONS: dict[str, Option] = {
     "null_lines": Option(
         "exact",
         "the null lines of Fig. 3, S1 and S2: exact (the interval of two isotropic vectors), released (the released "
-        "notebook's baseline as published, bug B3) or both",
+        "notebook's baseline as published, with its errors) or both",
         choices=NULL_LINES,
     ),
     "null_rtol": Option(

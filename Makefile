@@ -9,7 +9,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Snakemake with its --configfile files checked first (a YAML error names its file and line)
 QKDISSECT := $(VENV)/bin/qkdissect
-export QKDISSECT_DATA ?= $(CURDIR)/data
+# weights go to ./data: inside a checkout, the CLI, the API and Snakemake all use its data/ folder
+# (qkdissect.locations.data_dir; $QKDISSECT_DATA overrides it)
 # the rules call qkdissect and papermill: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

@@ -130,6 +130,7 @@ def test_relative_weights_paths_never_lead_above_their_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str
 ) -> None:
     monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("QKDISSECT_PATHS_FROM_CONFIG", "1")  # a spec from a config (a typed one may climb)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OutsideRootError, match="leads outside"):
         parse_spec(spec)

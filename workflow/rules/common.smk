@@ -13,7 +13,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.sourcecache import LocalSourceFile
 from snakemake.utils import validate
 
-from qkdissect.config_check import unknown_keys
+from qkdissect.config_check import source_problems, unknown_keys
+from qkdissect.locations import DATA_ENV, data_dir
+from qkdissect.models.spec import PATHS_FROM_CONFIG
 from qkdissect.options import FOLDINGS
 from qkdissect.provenance.fetch import is_fetched
 from qkdissect.workflow import paths
@@ -21,6 +23,7 @@ from qkdissect.workflow.commands import Options, config_keys, papermill_command 
 from qkdissect.workflow.commands import qkdissect_command, stores_of
 from qkdissect.workflow.config import check_config, export_environment, fill_in_defaults, unused_keys, unused_warning
 from qkdissect.workflow.plan import ConfigError, Plan, wildcard_values
+from qkdissect.workflow.sources import data_sources
 from qkdissect.workflow.targets import ATLAS_CATEGORY, CLAIMS_CATEGORY, FigureTable
 
 # The user's config as given (before the schema fills in its defaults): the keys it sets are the ones a warning
@@ -65,6 +68,13 @@ def notebook(name):
 export_environment([] if workflow.modifier.skip_configfile else workflow.configfiles, REPO)
 #: how rules call the package: this checkout's code; from a remote source, the installed qkdissect
 PYTHONPATH = pythonpath_prefix(REPO)
+#: the data folder (qkdissect.locations.data_dir: $QKDISSECT_DATA, else a checkout's data/, else the user cache),
+#: chosen once here and handed to every job (and cluster job) through the environment: the weights this file lists
+#: as inputs are the ones the jobs read, whatever folder a job runs in
+os.environ[DATA_ENV] = str(data_dir())
+#: the specs the jobs read come from a config: a relative path in one never climbs above the run's folder ('..'),
+#: where one a user types (on the command line, in Python) is taken as given
+os.environ[PATHS_FROM_CONFIG] = "1"
 
 try:
     PLAN = Plan(config)
@@ -75,6 +85,13 @@ except ConfigError as e:
 OPTIONS = Options(PLAN)
 if workflow.is_main_process and (_unused := unused_warning(unused_keys(TABLE, _GIVEN))):
     print(_unused, file=sys.stderr)
+#: the image folders, mask datasets and corpora the jobs read that cannot be read (a folder that is not there),
+#: found here without resolving or loading a model: named now, one line each (a dry run plans anyway), and a run
+#: stops on them before its first job (the Snakefile's onstart); the jobs a cluster runs read this file again and
+#: check nothing
+DATA_PROBLEMS = source_problems(data_sources(PLAN)) if workflow.is_main_process else []
+for _problem in DATA_PROBLEMS:
+    print(f"config: {_problem}", file=sys.stderr)
 
 # ----------------------------------------------------------------------------------------- what the config asks for
 MODELS, IMAGE_MODELS, TEXT_MODELS = PLAN.models, PLAN.image_models, PLAN.text_models
@@ -83,6 +100,35 @@ PROJECTION_MODELS, ATLAS_MODELS = PLAN.projection_models, PLAN.atlas_models
 IMAGES = config["projections"]["images"]
 figure_models, mask_figure_models, spec_of = PLAN.figure_models, PLAN.mask_figure_models, PLAN.spec_of
 uses_gpu = PLAN.uses_gpu
+
+#: the variable by which the SLURM profile (workflow/profiles/slurm) sends the rules that ask for a GPU to a partition
+GPU_PARTITION = "QKDISSECT_GPU_PARTITION"
+
+
+def _route_gpu_jobs():
+    """With the SLURM profile (its set-resources give slurm_partition "$QKDISSECT_GPU_PARTITION"): under device
+    cuda the variable must name the GPU partition, else the run stops here, in one line; on CPUs the rules ask for
+    no GPU and go to the default partition like every other job (the variable is set to it for this run)."""
+    routed = sorted(
+        name
+        for name, res in workflow.resource_settings.overwrite_resources.items()
+        if f"${GPU_PARTITION}" in str(getattr(res.get("slurm_partition"), "raw", res.get("slurm_partition")))
+    )
+    if not routed or not workflow.is_main_process:
+        return
+    if not uses_gpu():  # the profile's default partition, if it names one (else the cluster's: "")
+        default = workflow.resource_settings.default_resources
+        given = default.get("slurm_partition") if default is not None else None
+        os.environ[GPU_PARTITION] = str(getattr(given, "raw", given) or "")
+    elif not os.environ.get(GPU_PARTITION, "").strip():
+        raise WorkflowError(
+            f"analysis.device is {config['analysis']['device']!r} and the SLURM profile sends the rules that ask "
+            f"for a GPU ({len(routed)}: {', '.join(routed[:3])}, ...) to ${GPU_PARTITION}, which is not set: export "
+            f"{GPU_PARTITION}=<your GPU partition> (sinfo -s lists them), or set device: cpu"
+        )
+
+
+_route_gpu_jobs()
 
 # ----------------------------------------------------------------------------------------- paths
 names_pattern, folding_store = paths.names_pattern, paths.folding_store

@@ -2,8 +2,8 @@
 
 An image folder, a mask dataset or a text corpus is a root the user names; what is read (and hashed, and
 recorded in a store's provenance) must lie inside it. A symbolic link whose target leaves the root (say
-``photos/x.jpg -> /etc/shadow``) is skipped and named, never read. Relative weights paths are resolved the same
-way: inside the working directory or ``$QKDISSECT_DATA``, never above them ('..').
+``photos/x.jpg -> /etc/shadow``) is skipped and named, never read. Relative weights paths from a config are
+resolved the same way: inside the working directory or ``$QKDISSECT_DATA``, never above them ('..').
 """
 
 from __future__ import annotations

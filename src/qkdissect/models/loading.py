@@ -74,4 +74,5 @@ def describe_loaded(loaded: LoadedModel) -> dict[str, Any]:
         "sha256": loaded.weights_sha256,
         "revision": loaded.revision,
         "model_class": f"{type(loaded.model).__module__}.{type(loaded.model).__name__}",
+        **({"load_report": loaded.load_report} if loaded.load_report else {}),
     }

@@ -1,11 +1,16 @@
 """A **model spec** says where a model comes from (the table is in :mod:`qkdissect.models`): ``SOURCE:REST``,
 where the text after the source is read by that source (:mod:`.sources`), ``#part`` picks a part of a
-checkpoint and ``?k=v&...`` passes options to the model's constructor. Local paths never climb out of the
-folder they are taken from (:func:`local_path`, :func:`data_path`).
+checkpoint and ``?k=v&...`` passes options to the model's constructor.
+
+A relative local path (:func:`local_path`, :func:`data_path`) is taken from the working directory as given when a
+user types it (a command-line or API argument: ``timm:NAME@../weights/w.safetensors`` from a notebook one folder
+down). One that comes from a config (the workflow's jobs run with ``$QKDISSECT_PATHS_FROM_CONFIG=1``) never
+climbs out of the folder it is taken from with '..': a config shared with you reads nothing above its run.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +19,25 @@ from ..data.files import inside
 from ..errors import QKDissectError
 from ..locations import data_dir
 
-__all__ = ["ModelSpec", "data_dir", "data_path", "known_options", "local_path", "parse_options"]
+__all__ = [
+    "PATHS_FROM_CONFIG",
+    "ModelSpec",
+    "data_dir",
+    "data_path",
+    "from_config",
+    "known_options",
+    "local_path",
+    "parse_options",
+]
+
+#: set to 1 (by the workflow, for its jobs): the specs come from a config, their relative paths may not climb
+PATHS_FROM_CONFIG = "QKDISSECT_PATHS_FROM_CONFIG"
+
+
+def from_config() -> bool:
+    """Whether the specs read now come from a config (``$QKDISSECT_PATHS_FROM_CONFIG=1``), not from a user's
+    command line or Python call."""
+    return os.environ.get(PATHS_FROM_CONFIG) == "1"
 
 
 @dataclass(frozen=True)
@@ -94,18 +117,22 @@ def known_options(what: str, options: tuple[tuple[str, Any], ...], takes: dict[s
 
 
 def local_path(p: str, what: str) -> Path:
-    """A local path of a spec: absolute as given, relative to the working directory and never above it."""
+    """A local path of a spec: absolute as given; relative, from the working directory (from a config: never
+    above it)."""
     path = Path(p).expanduser()
-    if not path.is_absolute():
+    if not path.is_absolute() and from_config():
         inside(path, Path.cwd(), what)
     return path
 
 
 def data_path(p: str, what: str = "checkpoint") -> Path:
     """A spec's FILE: absolute as given; relative, in the working directory when it is there, else under
-    ``$QKDISSECT_DATA``; a relative path never leads above the folder it is taken from."""
+    ``$QKDISSECT_DATA``. A path that climbs with '..' is taken from the working directory as given, and refused
+    when it comes from a config."""
     path = Path(p).expanduser()
     if path.is_absolute():
+        return path
+    if not from_config() and _climbs(path):
         return path
     inside(path, Path.cwd(), what)
     if not path.exists():
@@ -113,3 +140,7 @@ def data_path(p: str, what: str = "checkpoint") -> Path:
         if candidate.exists() or not path.parent.exists():
             return candidate
     return path
+
+
+def _climbs(path: Path) -> bool:
+    return os.path.normpath(path).split(os.sep)[0] == ".."

@@ -85,6 +85,8 @@ class LoadedModel:
     weights_sha256: str | None = None
     revision: str | None = None
     origin: str = ""
+    #: the keys the checkpoint and the model class disagree on (:func:`qkdissect.models.load_report.load_report`)
+    load_report: dict[str, Any] | None = None
 
 
 #: what a weights file's name ends with (a checkpoint of any other name is refused before it is read or hashed)

@@ -12,6 +12,7 @@ from torch import nn
 from ...errors import CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
 from ..hubcache import check_blob, download_again, read_config
+from ..load_report import load_report, quiet_load_report, random_weights
 from ..spec import ModelSpec
 from ..weightfile import hf_spec, snapshot_revision
 from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register, sha256_file
@@ -71,7 +72,10 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
     offline = hub_offline()
     try:
         config = AutoConfig.from_pretrained(target, local_files_only=offline)
-        model = AutoModel.from_pretrained(target, config=config, local_files_only=offline, **spec.kwargs)
+        with quiet_load_report():  # the heads a checkpoint has and the base model not: recorded, not printed
+            model, info = AutoModel.from_pretrained(
+                target, config=config, local_files_only=offline, output_loading_info=True, **spec.kwargs
+            )
     except StrictDataclassError as e:  # a setting of the wrong type (hidden_size: "abc")
         raise _bad_setting(config_file or Path(target, "config.json"), e) from e
     except SafetensorError as e:  # a weights file cut short or damaged
@@ -91,6 +95,8 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
         raise err from e
     wpath = _hf_weights_file(model, target)
     revision = getattr(config, "_commit_hash", None) or snapshot_revision(wpath)
+    report = load_report(info)
+    random_weights(report, f"hf:{target}")
     return LoadedModel(
         spec,
         model.eval(),
@@ -98,6 +104,7 @@ def load_hf(spec: ModelSpec) -> LoadedModel:
         weights_sha256=sha256_file(wpath) if wpath else None,
         revision=revision,
         origin="local directory" if spec.weights is not None else "hugging face hub cache",
+        load_report=report,
     )
 
 

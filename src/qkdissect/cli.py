@@ -1040,6 +1040,12 @@ def _progress_lines(quiet: bool) -> Iterator[None]:
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     if quiet and hf_bars is None:
         os.environ[HF_BARS] = "1"
+    # the switch is read on import: where transformers is loaded already (a notebook, a second command in one
+    # process) its bars ("Loading weights") are turned off, and back on after, through its own functions
+    bars = sys.modules.get("transformers.utils.logging") if quiet else None
+    was_on = bars is not None and bars.is_progress_bar_enabled()
+    if was_on:
+        bars.disable_progress_bar()  # type: ignore[union-attr]
     try:
         yield
     finally:
@@ -1047,6 +1053,8 @@ def _progress_lines(quiet: bool) -> Iterator[None]:
         log.setLevel(level)
         if hf_bars is None:
             os.environ.pop(HF_BARS, None)
+        if was_on:
+            bars.enable_progress_bar()  # type: ignore[union-attr]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,24 +17,41 @@ import xarray as xr
 from matplotlib.ticker import MaxNLocator
 
 from ..options import NullLines
+from ..stores.schema import layer_null_interval
 from .style import MIN_FONT, PAGE_WIDTH, Entry, Style, depth_axis, legend_outside, model_style
 
 
-def null_bands(ax: plt.Axes, stores: Sequence[xr.Dataset]) -> list[Entry]:
-    """One band per distinct model width d: the per-mode null interval [null_low, null_high] of the first store of
-    that width (it depends on d alone), the widest band (smallest d) lightest and underneath the narrower, darker
-    ones; and their legend entries, labelled by d."""
-    by_width: dict[int, xr.Dataset] = {}
+def _shape(ds: xr.Dataset) -> tuple[int, int, int, int]:
+    """What the layer null depends on: d_model, query heads, modes per head, key heads."""
+    shape = ds.attrs.get("layer_null_shape") or {}
+    key_heads = int(shape.get("key_heads", ds.sizes["head"]))
+    return int(ds.attrs["d_model"]), int(ds.sizes["head"]), int(ds.sizes["mode"]), key_heads
+
+
+def _shape_label(shape: tuple[int, int, int, int]) -> str:
+    d, heads, modes, kv = shape
+    grouped = f", {kv} key heads" if kv != heads else ""
+    return f"d={d}, {heads}×{modes} modes{grouped}"
+
+
+def null_bands(ax: plt.Axes, stores: Sequence[xr.Dataset], weighted: bool = True) -> list[Entry]:
+    """One band per distinct model shape (d_model, heads, modes per head, key heads): the null interval of the
+    plotted layer statistic (:func:`~qkdissect.stores.schema.layer_null_interval`: random Gaussian layers of that
+    shape), the widest band lightest and underneath the narrower, darker ones; and their legend entries, labelled
+    by the shape."""
+    by_shape: dict[tuple[int, int, int, int], tuple[float, float]] = {}
     for ds in stores:
-        by_width.setdefault(int(ds.attrs["d_model"]), ds)
-    widths = sorted(by_width)
-    greys = plt.get_cmap("Greys")(np.linspace(0.12, 0.36, len(widths)) if len(widths) > 1 else [0.2])
+        by_shape.setdefault(_shape(ds), layer_null_interval(ds, weighted))
+    shapes = sorted(by_shape, key=lambda k: by_shape[k][0] - by_shape[k][1])  # widest first
+    greys = plt.get_cmap("Greys")(np.linspace(0.3, 0.6, len(shapes)) if len(shapes) > 1 else [0.45])
+    level = _level(stores[0])
     entries: list[Entry] = []
-    for d, grey in zip(widths, greys, strict=True):
-        ds = by_width[d]
-        band = ax.axhspan(float(ds.attrs["null_low"]), float(ds.attrs["null_high"]), color=grey, lw=0, zorder=0)
-        band.set_gid(f"null-band-d{d}")
-        entries.append((band, f"per-mode null {_level(ds)}, d={d}"))
+    for shape, grey in zip(shapes, greys, strict=True):
+        low, high = by_shape[shape]
+        band = ax.axhspan(low, high, color=grey, lw=0, zorder=0)
+        band.set_gid(f"layer-null-d{shape[0]}-h{shape[1]}-m{shape[2]}-k{shape[3]}")
+        bound = f"{low:+.3f} to {high:+.3f}"
+        entries.append((band, f"{level} null of this average ({bound}):\nrandom weights, {_shape_label(shape)}"))
     ax.axhline(0, color="0.5", lw=0.5, zorder=0)
     return entries
 
@@ -74,9 +91,10 @@ def layer_cosine_figure(
     null_lines: NullLines = "exact",
 ) -> plt.Figure:
     """Fig. 3 of the paper: per-layer (weighted) cosine between query- and key-side singular vectors against
-    normalised depth, one line per model in the paper's colour and line style per family, over the per-mode null
-    interval of each model width (``null_lines``: ``released`` draws the released notebook's dashed baseline
-    instead, ``both`` both); the legend right of the axes, the models grouped by family."""
+    normalised depth, one line per model in the paper's colour and line style per family, over the null of the
+    plotted statistic for each model shape (:func:`null_bands`; ``null_lines``: ``released`` draws the released
+    notebook's dashed per-mode baseline instead, ``both`` both); the legend right of the axes, the models grouped
+    by family."""
     if not stores:
         raise ValueError("layer_cosine_figure needs at least one scores store")
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.5), layout="constrained")
@@ -87,11 +105,13 @@ def layer_cosine_figure(
         y = ds.layer_weighted if weighted else ds.layer_mean
         (line,) = ax.plot(ds.depth.values, y.values, markersize=2, lw=1.2, **st)
         lines.append((line, str(st["label"])))
-    bands = null_bands(ax, stores) if null_lines != "released" else []
+    bands = null_bands(ax, stores, weighted) if null_lines != "released" else []
     if null_lines != "exact":
         bands += released_lines(ax, stores)
     depth_axis(ax)
-    ax.set_ylabel("Weighted cosine similarity" if weighted else "Cosine similarity", fontsize=9)
+    ax.set_ylabel(
+        "Weighted cosine similarity" if weighted else "Cosine similarity (unweighted mean over modes)", fontsize=9
+    )
     ax.tick_params(labelsize=8)
     legend_outside(fig, lines, bands, where="right")
     return fig
@@ -307,15 +327,15 @@ def _singular_value_axis(ax: plt.Axes, top: float) -> None:
 
 def encoder_predictor_figure(encoder: xr.Dataset, predictor: xr.Dataset) -> plt.Figure:
     """Fig. S3: weighted and plain layer cosine of the I-JEPA encoder and predictor vs normalised depth, each
-    with its own null band (their widths differ)."""
+    with the null band of the plotted statistic for its shape
+    (:func:`~qkdissect.stores.schema.layer_null_interval`; their widths differ)."""
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharey=True)
     parts = [(encoder, "encoder", "tab:olive"), (predictor, "predictor", "tab:purple")]
     for ax, weighted in zip(axes, (True, False), strict=True):
         for ds, label, color in parts:
             y = ds.layer_weighted if weighted else ds.layer_mean
             ax.plot(ds.depth.values, y.values, "o-", ms=2.5, lw=1.2, color=color, label=f"{label} (d={ds.d_model})")
-            hi = float(ds.attrs["null_high"])
-            ax.axhspan(-hi, hi, color=color, alpha=0.12, zorder=0)
+            ax.axhspan(*layer_null_interval(ds, weighted), color=color, alpha=0.2, zorder=0)
         ax.axhline(0, color="0.5", lw=0.5)
         ax.set_xlim(0, 1)
         ax.set_xlabel("Normalised layer  l/(L-1)")

@@ -20,6 +20,7 @@ import numpy as np
 from ..core.claims import Curve, Inputs, Verdict, evaluate
 from ..errors import QKDissectError
 from ..stores import atomic_path, open_store
+from ..stores.schema import layer_null_interval
 from .figures import figure_record
 from .records import tree_sha256
 
@@ -95,7 +96,7 @@ def read_inputs(stores: Stores) -> Inputs:
     for p in stores.get("scores", []):
         ds = open_store(p, "scores")
         weighted[ds.attrs["model_id"]] = _curve(ds, "layer_weighted")
-        null_high[ds.attrs["model_id"]] = float(ds.attrs["null_high"])
+        null_high[ds.attrs["model_id"]] = layer_null_interval(ds)[1]
     for p in stores.get("projections", []):
         ds = open_store(p, "projections")
         aniso[ds.attrs["model_id"]] = _curve(ds, "anisotropy")

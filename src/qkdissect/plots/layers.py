@@ -118,17 +118,30 @@ def layer_cosine_figure(
 
 
 FOLDING_STYLES = {
-    "raw": {"color": "k", "linestyle": "-", "label": "raw  W_q^T W_k (paper)"},
-    "folded": {"color": "tab:blue", "linestyle": "--", "label": "folded  diag(γ) W_q^T W_k diag(γ)"},
-    "folded-centred": {"color": "tab:orange", "linestyle": ":", "label": "folded + centred  P diag(γ)…diag(γ) P"},
+    "raw": {"color": "k", "linestyle": "-", "label": r"raw  $W_q^\top W_k$ (paper)"},
+    "folded": {
+        "color": "tab:blue",
+        "linestyle": "--",
+        "label": r"folded  $\mathrm{diag}(\gamma)\, W_q^\top W_k\, "
+        r"\mathrm{diag}(\gamma)$",
+    },
+    "folded-centred": {
+        "color": "tab:orange",
+        "linestyle": ":",
+        "label": r"folded + centred  $P\, \mathrm{diag}("
+        r"\gamma) \cdots \mathrm{diag}(\gamma)\, P$",
+    },
 }
+#: two lines of a panel closer than this everywhere coincide on the page: the panel says so
+COINCIDE = 0.01
 
 
 def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int = 4) -> plt.Figure:
     """Beyond the paper: per model, the weighted layer cosine of its raw, norm-folded and folded-centred modes
     against normalised depth (``stores[model][folding]`` are scores stores), with the null band. An RMS norm has no
     centring (its folded-centred store says so, attrs ``norm``): its folded-centred line, the folded one, is not
-    drawn twice; the panel says why."""
+    drawn twice; the panel says why, and says so where the folded and folded-centred lines coincide
+    (:func:`_coincide_note`)."""
     if not stores:
         raise ValueError("folding_figure needs at least one model")
     nrows, ncols = _grid(len(stores), ncols)
@@ -147,10 +160,10 @@ def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int
             entries.setdefault(str(st["label"]), (line, str(st["label"])))
         for band, label in null_bands(ax, list(by_folding.values())):
             entries.setdefault(label, (band, label))
-        if uncentred:
-            module = by_folding["folded-centred"].attrs["norm"].get("module", "RMS norm")
-            ax.text(0.98, 0.04, f"{module}: no centring\n(folded + centred = folded)", transform=ax.transAxes,
-                    ha="right", va="bottom", fontsize=6, color="0.3")  # fmt: skip
+        note = _coincide_note(by_folding, uncentred)
+        if note:
+            ax.text(0.98, 0.96, note, transform=ax.transAxes, ha="right", va="top", fontsize=MIN_FONT, color="0.3",
+                    bbox={"fc": "white", "ec": "0.8", "lw": 0.5, "alpha": 0.9})  # fmt: skip
         ax.set_title(model, fontsize=8)
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=7)
@@ -162,6 +175,22 @@ def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int
     fig.supylabel("Weighted cosine similarity", fontsize=8)
     legend_outside(fig, [], list(entries.values()), where="below", fontsize=7)
     return fig
+
+
+def _coincide_note(by_folding: Mapping[str, xr.Dataset], uncentred: Sequence[str]) -> str:
+    """Why a panel shows fewer lines than foldings: an RMS norm has no centring (folded + centred is the folded
+    line), or the folded and folded-centred lines differ by less than :data:`COINCIDE` at every layer (centring
+    removes the mean direction, which the modes barely use) and one hides the other."""
+    if uncentred:
+        module = by_folding["folded-centred"].attrs["norm"].get("module", "RMS norm")
+        return f"{module}: no centring\n(folded + centred = folded)"
+    if {"folded", "folded-centred"} <= set(by_folding):
+        gap = float(
+            np.nanmax(np.abs(by_folding["folded"].layer_weighted - by_folding["folded-centred"].layer_weighted))
+        )
+        if gap < COINCIDE:
+            return f"folded + centred ≈ folded\n(at most {gap:.3f} apart):\nthe dotted line covers the dashed"
+    return ""
 
 
 def _centres(scores: xr.Dataset) -> bool:

@@ -80,7 +80,8 @@ def legend_outside(
     lines), in columns that read top to bottom."""
     entries = sorted(models, key=lambda e: family_rank(e[1])) + list(extras)
     # a long label (a model named by its spec) takes several lines rather than the axes' width
-    labels = [label if "\n" in label else textwrap.fill(label, LONGEST_LABEL) for _, label in entries]
+    # (math is never wrapped: a line break inside $...$ breaks it)
+    labels = [label if "\n" in label or "$" in label else textwrap.fill(label, LONGEST_LABEL) for _, label in entries]
     ncol = _columns(fig, labels, where, fontsize)
     loc: Literal["outside right upper", "outside lower center"] = (
         "outside right upper" if where == "right" else "outside lower center"

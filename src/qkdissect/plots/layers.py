@@ -200,12 +200,22 @@ def _centres(scores: xr.Dataset) -> bool:
 
 def _null_note(scores: xr.Dataset, null_lines: NullLines, exact: str) -> str:
     """What the null lines of a panel figure are, for its title."""
-    notes = {"exact": f"{exact}: null {_level(scores)}", "released": "dashed: the released code's baseline"}
+    notes = {"exact": f"{exact}: per-mode null {_level(scores)}", "released": "dashed: the released code's baseline"}
     return "; ".join(v for k, v in notes.items() if null_lines in (k, "both"))
 
 
 def _level(scores: xr.Dataset) -> str:
     return f"{float(scores.attrs.get('null_level', 0.95)):.0%}"
+
+
+def _hide_empty(axes: np.ndarray, n: int) -> None:
+    """Hide the panels after the first ``n`` of a shared-x grid; a panel above a hidden one labels its x ticks (it
+    is the last of its column)."""
+    nrows, ncols = axes.shape
+    for i in range(n, nrows * ncols):
+        axes.flat[i].set_visible(False)
+        if i - ncols >= 0:
+            axes.flat[i - ncols].tick_params(labelbottom=True)
 
 
 def _label_grid(fig: plt.Figure, title: str, xlabel: str, ylabel: str, fontsize: float) -> None:
@@ -246,8 +256,7 @@ def cosine_histogram_figure(
         ax.axvline(float(np.mean(vals)), color="k", lw=0.8, ls="--")
         ax.set_title(f"Layer {layer}", fontsize=8, pad=2)
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[n_layers:]:
-        ax.set_visible(False)
+    _hide_empty(axes, n_layers)
     _label_grid(
         fig,
         f"{scores.attrs.get('model_id', '')}: per-mode cosine of query and key singular vectors "
@@ -263,6 +272,8 @@ def cosine_histogram_figure(
 #: S2's margins in inches: row labels and the cosine ticks (left), the singular-value ticks (right), the title
 #: and head labels (top), the mode ticks and axis label (bottom)
 S2_MARGINS = {"left": 0.62, "right": 0.36, "top": 0.62, "bottom": 0.36}
+#: inches: the lowest S2 panel (its cosine tick labels -1, 0, 1 at 6 pt, with room between rows)
+S2_LOWEST = 0.5
 S2_TICKS: dict[str, Any] = {"labelsize": MIN_FONT, "pad": 1, "length": 1.5}
 
 
@@ -315,12 +326,13 @@ def _panel_grid(nrows: int, ncols: int, n_modes: int) -> tuple[plt.Figure, np.nd
     """S2's figure and its (nrows, ncols) panels: cosine limits [-1, 1], the modes' range, tick labels on the
     outer panels only, fixed margins (:data:`S2_MARGINS`)."""
     panel = (PAGE_WIDTH - 1.0) / ncols  # inches per panel, wide
-    width, height = PAGE_WIDTH, 0.7 * panel * nrows + 1.0
+    tall = max(0.7 * panel, S2_LOWEST)  # the -1, 0, 1 labels of neighbouring rows must not meet
+    width, height = PAGE_WIDTH, tall * nrows + 1.0
     m = S2_MARGINS
     fig = plt.figure(figsize=(width, height))
     grid = fig.add_gridspec(
         nrows, ncols, left=m["left"] / width, right=1 - m["right"] / width, top=1 - m["top"] / height,
-        bottom=m["bottom"] / height, wspace=0.08, hspace=0.12,
+        bottom=m["bottom"] / height, wspace=0.08, hspace=0.25,
     )  # fmt: skip
     axes = grid.subplots(sharex=False, sharey=False, squeeze=False)
     pad = 0.05 * max(1, n_modes - 1)

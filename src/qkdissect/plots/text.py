@@ -1,6 +1,7 @@
 """Figures of text modes (beyond the paper), drawn from a maps store of kind ``text-top``
 (:mod:`qkdissect.passes.maps`): the top passages of chosen modes, each shown twice, shaded by its query map
-([x_t . u]_+, red) and by its key map ([x_t . v]_+, blue), around the best query-key pair (bold).
+([x_t . u]_+, red) and by its key map ([x_t . v]_+, cyan, as in the image figures), around the best query-key pair
+(bold).
 
 Shading (ours, as for the image overlays): each map is scaled by the largest value among the passages shown
 for that mode, so rows of one mode compare; special tokens are grey and not scored.
@@ -20,10 +21,13 @@ import xarray as xr
 
 from ..options import mode_label
 from ..stores.schema import TokenMaps, slot_maps
-from .images import BLOCK_NOTE, map_rows
+from .images import BLOCK_NOTE, KEY, map_rows
+from .style import image_title
 
-QUERY_RGB = (0.84, 0.15, 0.16)
-KEY_RGB = (0.12, 0.47, 0.71)
+#: the shading colours: those of every image figure's overlay (red query, cyan key; :data:`.images.KEY`)
+QUERY_RGB, KEY_RGB = KEY[0][1], KEY[1][1]
+#: the "q" and "k" line labels: the same hues, dark enough to read on white
+LABEL_RGB = {QUERY_RGB: (0.8, 0.0, 0.0), KEY_RGB: (0.0, 0.55, 0.55)}
 
 
 def _window(i: int, j: int, n: int, context: int = 6, widest: int = 26) -> list[int | None]:
@@ -41,7 +45,8 @@ def _tokens_line(ax: plt.Axes, renderer: Any, y: float, tm: TokenMaps, show: Seq
                  values: np.ndarray, vmax: float, rgb: tuple[float, float, float], bold: int, label: str,
                  fontsize: float) -> None:  # fmt: skip
     width_px = ax.get_window_extent(renderer).width
-    t = ax.text(0.0, y, label, fontsize=fontsize, color=rgb, fontweight="bold", transform=ax.transAxes, va="center")
+    colour = LABEL_RGB.get(rgb, rgb)
+    t = ax.text(0.0, y, label, fontsize=fontsize, color=colour, fontweight="bold", transform=ax.transAxes, va="center")
     x = 0.035
     for pos in show:
         if pos is None:
@@ -93,8 +98,8 @@ def text_modes_figure(store: xr.Dataset, title: str = "") -> plt.Figure:
             _tokens_line(ax, renderer, y, tm, show, tm.q, vq, QUERY_RGB, i, "q", 7)
             _tokens_line(ax, renderer, y - step * 0.95, tm, show, tm.k, vk, KEY_RGB, jj, "k", 7)
             ax.text(1.0, y, f"{score:.2f}", fontsize=6, color="0.4", transform=ax.transAxes, ha="right", va="center")
-    head_line = title or f"{store.attrs['model_id']}: top passages per mode ({store.attrs['corpus']})"
-    note = "red: query map [x·u]+, blue: key map [x·v]+, bold: the best (query, key) pair; right: passage score"
+    head_line = title or f"{store.attrs['model_id']}: top passages per mode ({image_title(store.attrs['corpus'])})"
+    note = "red: query map [x·u]+, cyan: key map [x·v]+, bold: the best (query, key) pair; right: passage score"
     blocks = any(row.block for row in rows)
     fig.suptitle(head_line + "\n" + note + (f"\n{BLOCK_NOTE}" if blocks else ""), fontsize=8, y=1 - 0.05 / height)
     return fig

@@ -22,7 +22,7 @@ import xarray as xr
 from ..options import mode_label
 from ..stores.schema import TokenMaps, slot_maps
 from .images import BLOCK_NOTE, KEY, map_rows
-from .style import image_title
+from .style import decimals, image_title
 
 #: the shading colours: those of every image figure's overlay (red query, cyan key; :data:`.images.KEY`)
 QUERY_RGB, KEY_RGB = KEY[0][1], KEY[1][1]
@@ -78,12 +78,15 @@ def text_modes_figure(store: xr.Dataset, title: str = "") -> plt.Figure:
     # fixed margins before any token is measured (token widths are in axes units)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.15 / height, top=1 - 0.6 / height, hspace=0.15)
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    s_places = decimals([row.singular_value for row in rows])
+    scores = store.slot_score.values[store.slot_passage.values >= 0]
+    places = decimals(scores)
     for ax, row in zip(axes[:, 0], rows, strict=True):
         ax.set_axis_off()
         cos, block = row.cosine, row.block
         mark = f"  † block M{block[0]}-M{block[1]}" if block else ""
         kind = "grouping" if cos > 0 else "contextualising"
-        ax.text(0, 1, f"{mode_label(row.mode)}   cos = {cos:+.3f} ({kind})   s = {row.singular_value:.3g}{mark}",
+        ax.text(0, 1, f"{mode_label(row.mode)}   cos = {cos:+.3f} ({kind})   s = {row.singular_value:.{s_places}f}{mark}",
                 fontsize=8, fontweight="bold", transform=ax.transAxes, va="top")  # fmt: skip
         filled = [j for j, p in enumerate(store.slot_passage.values[row.index]) if p >= 0]
         maps = [slot_maps(store, row.index, j) for j in filled]
@@ -97,7 +100,9 @@ def text_modes_figure(store: xr.Dataset, title: str = "") -> plt.Figure:
             y = 1 - step * (1.5 + 2 * r)
             _tokens_line(ax, renderer, y, tm, show, tm.q, vq, QUERY_RGB, i, "q", 7)
             _tokens_line(ax, renderer, y - step * 0.95, tm, show, tm.k, vk, KEY_RGB, jj, "k", 7)
-            ax.text(1.0, y, f"{score:.2f}", fontsize=6, color="0.4", transform=ax.transAxes, ha="right", va="center")
+            ax.text(
+                1.0, y, f"{score:.{places}f}", fontsize=6, color="0.4", transform=ax.transAxes, ha="right", va="center"
+            )
     head_line = title or f"{store.attrs['model_id']}: top passages per mode ({image_title(store.attrs['corpus'])})"
     note = "red: query map [x·u]+, cyan: key map [x·v]+, bold: the best (query, key) pair; right: passage score"
     blocks = any(row.block for row in rows)

@@ -86,7 +86,8 @@ def text_modes_figure(store: xr.Dataset, title: str = "") -> plt.Figure:
         cos, block = row.cosine, row.block
         mark = f"  † block M{block[0]}-M{block[1]}" if block else ""
         kind = "grouping" if cos > 0 else "contextualising"
-        ax.text(0, 1, f"{mode_label(row.mode)}   cos = {cos:+.3f} ({kind})   s = {row.singular_value:.{s_places}f}{mark}",
+        sv = f"{row.singular_value:.{s_places}f}"
+        ax.text(0, 1, f"{mode_label(row.mode)}   cos = {cos:+.3f} ({kind})   s = {sv}{mark}",
                 fontsize=8, fontweight="bold", transform=ax.transAxes, va="top")  # fmt: skip
         filled = [j for j, p in enumerate(store.slot_passage.values[row.index]) if p >= 0]
         maps = [slot_maps(store, row.index, j) for j in filled]

@@ -198,8 +198,10 @@ def _o3(inp: Inputs) -> list[Verdict]:
             "holds": same.early() > same.late() and same.early() > diff.early(),
         }
         grow[name] = {
-            "background": [_r(back.early()), _r(back.late())],
-            "different": [_r(diff.early()), _r(diff.late())],
+            "background_early": _r(back.early()),
+            "background_late": _r(back.late()),
+            "different_early": _r(diff.early()),
+            "different_late": _r(diff.late()),
             "holds": back.late() > back.early() and diff.late() > diff.early(),
         }
     return [_verdict("6a", early, *_most(early), data), _verdict("6b", grow, *_most(grow), data), _simmim(inp, data)]
@@ -225,8 +227,12 @@ def _ade20k(inp: Inputs) -> Verdict:
     for name, c in inp.same_object.items():
         per[name] = {"early": _r(c.early()), "late": _r(c.late()), "holds": c.early() > c.late()}
     holds, summary = _most(per)
-    spread = float(np.std([c.mean() for c in inp.same_object.values()])) if len(per) > 1 else float("nan")
-    summary += f"; spread between models (std of their means) {spread:.3f}"
+    if len(per) > 1:
+        summary += (
+            f"; spread between models (std of their means) {np.std([c.mean() for c in inp.same_object.values()]):.3f}"
+        )
+    elif per:
+        summary += "; the spread between models needs two models"
     return _verdict("7", per, holds, summary, inp.datasets.get("same_object", ""))
 
 

@@ -472,7 +472,11 @@ def text_store(model):
 
 
 def notebook(name):
-    return own_file(f"../../notebooks/{name}")
+    """A figure's notebook: relative to the working directory when inside it (the executed notebook and its
+    provenance then name no machine path), absolute elsewhere (a workflow from another checkout or remote)."""
+    path = Path(own_file(f"../../notebooks/{name}"))
+    here = Path.cwd().resolve()
+    return path.relative_to(here).as_posix() if path.is_relative_to(here) else str(path)
 
 
 def papermill_command():
@@ -503,11 +507,6 @@ def figure_outputs(stem):
 FIGURES = yaml.safe_load(Path(own_file("../figures.yaml")).read_text())
 CLAIMS_CATEGORY = "The paper's claims"
 ATLAS_CATEGORY = "The mode atlas"
-#: the report's categories numbered in the paper's order (Fig. 1..6, S1..S19, the claims, then beyond the paper):
-#: the report lists categories alphabetically
-REPORT_CATEGORIES = report_categories(
-    [f["category"] for f in FIGURES.values()] + [CLAIMS_CATEGORY, ATLAS_CATEGORY]
-)
 
 
 def _models_rows(key):
@@ -573,6 +572,13 @@ def figure_instances(key):
 
 #: every figure the config asks for: stem -> (table key, wildcards)
 STEMS = {FIGURES[key]["output"].format(**w): (key, w) for key in FIGURES for w in figure_instances(key)}
+#: the report's categories numbered in the paper's order (Fig. 1..6, S1..S19, the claims, then beyond the paper):
+#: the report lists categories alphabetically; only those this run makes are numbered (no gap for a missing S3)
+REPORT_CATEGORIES = report_categories(
+    [f["category"] for f in FIGURES.values()] + [CLAIMS_CATEGORY, ATLAS_CATEGORY],
+    present=[FIGURES[k]["category"] for k, _ in STEMS.values()] + [CLAIMS_CATEGORY]
+    + ([ATLAS_CATEGORY] if ATLAS_MODELS else []),
+)
 
 
 def store_path(kind, model, wildcards, stem, index):

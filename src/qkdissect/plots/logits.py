@@ -31,12 +31,14 @@ ROW_HEIGHT = 2.3
 LEGEND_HEIGHT = 1.6
 
 
-def _legend_under(ax: plt.Axes, source: plt.Axes, columns: int = 1) -> None:
-    """``source``'s legend, framed, at the top of ``ax`` (an empty axes under it: outside every panel's data)."""
-    ax.axis("off")
+def _legend_under(fig: plt.Figure, ax: plt.Axes, source: plt.Axes, columns: int = 1) -> None:
+    """``source``'s legend, framed, a figure legend at the top of ``ax``: an axes that only holds the legend's
+    place in the layout (hidden, so no legend sits over an axes, and none over the data)."""
+    ax.set_visible(False)
     handles, labels = source.get_legend_handles_labels()
-    ax.legend(handles, labels, loc="upper center", ncol=columns, fontsize=MIN_FONT + 0.5, frameon=True,
-              edgecolor="0.8", handlelength=2.4, borderaxespad=0.0)  # fmt: skip
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1.0), bbox_transform=ax.transAxes,
+               ncol=columns, fontsize=MIN_FONT + 0.5, frameon=True, edgecolor="0.8", handlelength=2.4,
+               borderaxespad=0.0)  # fmt: skip
 
 
 def logit_terms_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
@@ -49,8 +51,8 @@ def logit_terms_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
         raise ValueError("logit_terms_figure needs at least one logits store")
     n = len(stores)
     fig, grid = plt.subplots(
-        n + 1, 3, figsize=(PAGE_WIDTH, ROW_HEIGHT * n + LEGEND_HEIGHT), squeeze=False, layout="constrained",
-        height_ratios=[ROW_HEIGHT] * n + [LEGEND_HEIGHT - 0.4],
+        n + 1, 3, figsize=(PAGE_WIDTH, ROW_HEIGHT * n + LEGEND_HEIGHT + 0.6), squeeze=False, layout="constrained",
+        height_ratios=[ROW_HEIGHT] * n + [LEGEND_HEIGHT],
     )  # fmt: skip
     axes, under = grid[:n], grid[n]
     for row, ds in zip(axes, stores, strict=True):
@@ -87,7 +89,7 @@ def logit_terms_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
     for ax in axes[-1]:
         depth_axis(ax, fontsize=FONT)
     for ax, source, columns in zip(under, axes[-1], (1, 2, 1), strict=True):
-        _legend_under(ax, source, columns)
+        _legend_under(fig, ax, source, columns)
     return fig
 
 

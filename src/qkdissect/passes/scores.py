@@ -29,7 +29,7 @@ def compute_scores(
     ds, deps = store_input(modes, "modes", "modes store")
     u, s, v = (np.asarray(ds[n].values, dtype=np.float64) for n in ("U", "S", "V"))
     r = sc.score_modes(u, s, v, released_code=released_code, level=level, null_rtol=null_rtol)
-    kv = ds.coords["kv_head"].values if "kv_head" in ds.coords else None
+    kv = [int(h) for h in ds.coords["kv_head"].values] if "kv_head" in ds.coords else None
     null = sc.layer_null(int(u.shape[1]), int(u.shape[-1]), int(u.shape[-2]), kv_heads=kv, level=level,
                          null_rtol=null_rtol)  # fmt: skip
     record = base_record("scores", {"released_code": released_code, "null_level": level, "null_rtol": null_rtol})
@@ -67,7 +67,7 @@ def compute_scores(
             "d_model": int(u.shape[-2]),
             "heads": int(u.shape[1]),
             "modes": int(u.shape[-1]),
-            "key_heads": len(set(kv.tolist())) if kv is not None else int(u.shape[1]),
+            "key_heads": len(set(kv)) if kv is not None else int(u.shape[1]),
         },
         "layer_null_definition": "the null of the layer statistics (layer_weighted, layer_mean): the same "
         "statistics of random layers of this model's shapes (i.i.d. standard Gaussian W_q per query head and W_k "

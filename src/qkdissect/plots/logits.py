@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -14,7 +15,7 @@ from .style import MIN_FONT, PAGE_WIDTH, depth_axis
 
 #: each logit term's line: colour, marker and legend label (math as it prints); the constant is drawn first and
 #: thick, so the key-bias term, 0 within rows like it, shows on top of it
-TERM_STYLES = {
+TERM_STYLES: dict[str, dict[str, Any]] = {
     "token": {"color": "k", "marker": "o", "label": "token-token (the modes)\n" r"$x_i^\top W_q^\top W_k x_j$"},
     "query_bias": {"color": "tab:red", "marker": "^", "label": r"query bias $b_q^\top W_k x_j$"},
     "key_bias": {

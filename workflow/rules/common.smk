@@ -59,7 +59,8 @@ def own_file(rel):
 
 
 def notebook(name):
-    return own_file(f"../../notebooks/{name}")
+    """A figure's notebook, relative to the working directory when inside it (paths.relative_if_inside)."""
+    return paths.relative_if_inside(own_file(f"../../notebooks/{name}"), Path.cwd())
 
 
 #: the config file(s) in force and this checkout reach the rules' commands through the environment (here and in

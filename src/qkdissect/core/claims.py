@@ -2,7 +2,8 @@
 
 The paper prints no number for any curve, so every claim is turned into a stated rule on per-layer values: a
 layer is *early* at normalised depth <= 1/3 and *late* at depth >= 2/3; "about 0" means at or below the upper
-end of the model's own 95% null interval of a single mode's cosine (a conservative bound for a layer average);
+end of the 95% null interval of the same layer statistic on random Gaussian weights of the model's shapes (the band
+Fig. 3 draws; :func:`qkdissect.core.scores.layer_null`);
 a *late rise* (the "concave" trend) is the last layer's value minus the minimum over the second half of the
 depth, a rise when above :data:`RISE`; "most models" means more than half of those evaluated. Arrays in,
 verdicts out; :mod:`qkdissect.provenance.claims` reads the stores and writes the page.
@@ -72,7 +73,7 @@ class Inputs:
     """What the claims are evaluated on, per model (each part optional)."""
 
     weighted: Mapping[str, Curve] = field(default_factory=dict)  # Fig. 3: sigma-weighted layer cosine
-    null_high: Mapping[str, float] = field(default_factory=dict)  # upper end of each model's 95% null interval
+    null_high: Mapping[str, float] = field(default_factory=dict)  # upper end of the layer statistic's 95% null
     anisotropy: Mapping[str, Curve] = field(default_factory=dict)  # Fig. S4 A
     preference: Mapping[str, Mapping[str, Curve]] = field(default_factory=dict)  # Fig. 2: same/different/background
     same_object: Mapping[str, Curve] = field(default_factory=dict)  # Fig. 6
@@ -100,10 +101,11 @@ class Verdict:
 #: each claim: the figure, the paper's words, and the rule it is checked by here
 TEXTS: dict[str, tuple[str, str, str]] = {
     "1": ("Fig. 3", "The weighted average cosine is high in early layers and decreases in deeper layers in most "
-          "models.", "early mean > the model's null upper bound, and early mean > late mean; holds when true for "
-          "more than half of the models"),
+          "models.", "early mean > the upper end of the null of the weighted layer cosine (random weights of the "
+          "model's shapes), and early mean > late mean; holds when true for more than half of the models"),
     "2": ("Fig. 3", "In some models the averaged cosine drops to about 0 in some middle layers.", "minimum over "
-          "layers at depth 0.2-0.8 <= the model's null upper bound; holds when true for at least one model"),
+          "layers at depth 0.2-0.8 <= the upper end of the null of the weighted layer cosine (random weights of the "
+          "model's shapes: Fig. 3's band); holds when true for at least one model"),
     "3": ("Fig. 3", "A concave trend (a rise in the last layers) in SimMIM-pretrain, the DINO and DeiT models and "
           "ViT-huge; not in SimMIM-finetune, the I-JEPA encoder, CLIP and ViT base/large.", f"late rise (last "
           f"layer minus the minimum over depth >= 0.5) > {RISE} exactly for the models the paper calls concave"),
@@ -222,8 +224,10 @@ def _o3(inp: Inputs) -> list[Verdict]:
             "holds": same.early() > same.late() and same.early() > diff.early(),
         }
         grow[name] = {
-            "background": [_r(back.early()), _r(back.late())],
-            "different": [_r(diff.early()), _r(diff.late())],
+            "background_early": _r(back.early()),
+            "background_late": _r(back.late()),
+            "different_early": _r(diff.early()),
+            "different_late": _r(diff.late()),
             "holds": back.late() > back.early() and diff.late() > diff.early(),
         }
     return [_verdict("6a", early, *_most(early), data), _verdict("6b", grow, *_most(grow), data), _simmim(inp, data)]
@@ -249,8 +253,12 @@ def _ade20k(inp: Inputs) -> Verdict:
     for name, c in inp.same_object.items():
         per[name] = {"early": _r(c.early()), "late": _r(c.late()), "holds": c.early() > c.late()}
     holds, summary = _most(per)
-    spread = float(np.std([c.mean() for c in inp.same_object.values()])) if len(per) > 1 else float("nan")
-    summary += f"; spread between models (std of their means) {spread:.3f}"
+    if len(per) > 1:
+        summary += (
+            f"; spread between models (std of their means) {np.std([c.mean() for c in inp.same_object.values()]):.3f}"
+        )
+    elif per:
+        summary += "; the spread between models needs two models"
     return _verdict("7", per, holds, summary, inp.datasets.get("same_object", ""))
 
 

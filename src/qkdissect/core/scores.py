@@ -11,7 +11,10 @@
   released code does);
 - normalised depth ``l / (L - 1)``;
 - the exact null interval of the cosine of two independent isotropic vectors in R^d;
-- the released code's own baseline (its bug B3), to draw the published lines next to the exact ones.
+- the released code's own baseline (its bug B3), to draw the published lines next to the exact ones;
+- the null of the *layer* statistics themselves (:func:`layer_null`): the same weighted and plain layer averages of
+  random Gaussian ``W_q``, ``W_k`` of the model's shapes, one random layer per seed. A layer average over
+  ``n_heads x d_head`` modes varies far less than one mode's cosine, so the per-mode interval is no null for it.
 
 ``released_code=True`` reproduces the released notebook's weighted average, which takes the *mean* over
 modes of ``(s_n / sum_m s_m) cos_n`` instead of the sum, i.e. the paper's value divided by the number of
@@ -20,10 +23,14 @@ modes (d_head). It exists only to compare with the published plots (paper sectio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+#: random layers (one per seed, seeds 0..n-1) the null of the layer statistics is drawn from
+LAYER_NULL_SEEDS = 32
 
 
 def mode_cosines(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -189,3 +196,61 @@ def score_modes(
         layer_mean_all=hm_all.mean(axis=-1),
         null_rtol=null_rtol,
     )
+
+
+@dataclass(frozen=True)
+class LayerNull:
+    """The layer statistics of random Gaussian layers of a model's shapes (one per seed) and their central
+    ``level`` intervals, ``mean +- z sd`` over the seeds (a layer average over many modes is close to normal)."""
+
+    weighted: np.ndarray  # (seed,): the singular-value-weighted layer cosine of each random layer
+    mean: np.ndarray  # (seed,): the plain layer mean
+    weighted_interval: tuple[float, float]
+    mean_interval: tuple[float, float]
+    seeds: tuple[int, ...]
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    centre, sd = float(np.mean(samples)), float(np.std(samples, ddof=1)) if samples.size > 1 else 0.0
+    return centre - z * sd, centre + z * sd
+
+
+def layer_null(
+    n_heads: int,
+    d_head: int,
+    d_model: int,
+    *,
+    kv_heads: Sequence[int] | None = None,
+    seeds: Sequence[int] = range(LAYER_NULL_SEEDS),
+    level: float = 0.95,
+    null_rtol: float = 1e-4,
+) -> LayerNull:
+    """The null of the per-layer statistics: for each seed, one layer of i.i.d. standard Gaussian ``W_q``
+    (n_heads, d_head, d_model) and ``W_k`` (one per key head: ``kv_heads`` maps each query head to its key head
+    under grouped-query attention), its modes, their cosines and the layer's weighted and plain averages exactly
+    as :func:`score_modes` computes them. The statistics do not depend on the scale of the weights."""
+    kv = np.arange(n_heads) if kv_heads is None else np.asarray(kv_heads, dtype=np.int64)
+    weighted, plain = [], []
+    for seed in seeds:  # one random layer per seed: its own stream, so a seed's sample never depends on n
+        rng = np.random.default_rng(seed)
+        w_q = rng.standard_normal((n_heads, d_head, d_model))
+        w_k = rng.standard_normal((int(kv.max()) + 1, d_head, d_model))[kv]
+        cos, s = _random_cosines(w_q, w_k)
+        weighted.append(_nanmean_heads(head_weighted(cos, s)))
+        plain.append(_nanmean_heads(head_mean_kept(cos, null_modes(s, null_rtol))))
+    w, m = np.asarray(weighted, dtype=np.float64), np.asarray(plain, dtype=np.float64)
+    return LayerNull(w, m, _interval(w, level), _interval(m, level), tuple(int(x) for x in seeds))
+
+
+def _random_cosines(w_q: np.ndarray, w_k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos(u_n, v_n) and s_n of every head's ``w_q^T w_k`` (factors (head, d_head, d_model), d_head <= d_model),
+    without forming U and V: with ``w_q^T = Q_q R_q``, ``w_k^T = Q_k R_k`` and ``R_q R_k^T = A S B^T``,
+    u_n = Q_q a_n and v_n = Q_k b_n, so cos_n = a_n^T (Q_q^T Q_k) b_n. Householder QR: Gaussian factors have full
+    rank."""
+    q_q, r_q = np.linalg.qr(np.swapaxes(w_q, -1, -2))
+    q_k, r_k = np.linalg.qr(np.swapaxes(w_k, -1, -2))
+    a, s, bh = np.linalg.svd(r_q @ np.swapaxes(r_k, -1, -2))
+    cross = np.swapaxes(q_q, -1, -2) @ q_k
+    cos = np.einsum("hin,hij,hnj->hn", a, cross, bh)
+    return np.clip(cos, -1.0, 1.0), s

@@ -59,6 +59,55 @@ def spread_modes(s: np.ndarray, n: int = 5, layers: tuple[int, int] | None = Non
     return out[:n]
 
 
+#: candidates per automatic mode: the strongest mode of this many of the layer's strongest heads
+CANDIDATES = 3
+#: a candidate head's largest singular value is at least this share of the layer's largest
+STRONG = 0.5
+
+
+def candidate_modes(s: np.ndarray, chosen: Sequence[Mode], per: int = CANDIDATES) -> list[list[Mode]]:
+    """For each automatically chosen mode (the strongest mode of a strong head, :func:`spread_modes`), the modes it
+    may be swapped for: itself first, then the strongest mode of the next strongest heads of its layer whose
+    largest singular value is at least :data:`STRONG` of the layer's largest, not chosen already; ``per`` at
+    most. ``s``: (layer, head, mode) singular values."""
+    taken = {(m[0], m[1]) for m in chosen}
+    out: list[list[Mode]] = []
+    for m in chosen:
+        layer = m[0]
+        top = s[layer][:, 0]
+        heads = [int(h) for h in np.argsort(-top, kind="stable") if top[h] >= STRONG * top.max()]
+        others = [(layer, h, 0, "+") for h in heads if (layer, h) not in taken]
+        out.append([m, *others[: per - 1]])
+    return out
+
+
+def map_coherence(maps: np.ndarray) -> float:
+    """How concentrated (spatially coherent) maps (..., g_h, g_w) are: the mean over maps of the correlation of
+    each map with its copy shifted by one patch (right and down, averaged). A map of one or a few compact regions
+    is near 1; a noise-like map (values independent from patch to patch) near 0; a map peaking on a single patch
+    near 0 too."""
+    x = np.asarray(maps, dtype=np.float64)
+    x = x - x.mean(axis=(-2, -1), keepdims=True)
+    var = (x * x).mean(axis=(-2, -1))
+
+    def lag(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a * b).mean(axis=(-2, -1))
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = 0.5 * (lag(x[..., :, 1:], x[..., :, :-1]) + lag(x[..., 1:, :], x[..., :-1, :])) / var
+    return float(np.nanmean(np.where(var > 0, r, np.nan))) if r.size else float("nan")
+
+
+def most_coherent(candidates: Sequence[Sequence[Mode]], coherence: Sequence[Sequence[float]]) -> list[Mode]:
+    """Per slot, the candidate whose maps are most coherent (the first, the strongest, on ties and NaN); a mode
+    already picked for an earlier slot is not picked again."""
+    picked: list[Mode] = []
+    for modes, values in zip(candidates, coherence, strict=True):
+        order = sorted(range(len(modes)), key=lambda i: (-np.nan_to_num(values[i], nan=-np.inf), i))
+        picked.append(next(modes[i] for i in order if modes[i] not in picked))
+    return picked
+
+
 def check_layer_range(layers: Sequence[int], n_layers: int) -> tuple[int, int]:
     """(first, last) of an inclusive layer range, refused unless 0 <= first <= last < n_layers."""
     first, last = (int(v) for v in layers)

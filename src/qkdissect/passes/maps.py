@@ -41,12 +41,15 @@ import xarray as xr
 
 from ..core.selection import (
     Mode,
+    candidate_modes,
     check_modes,
     contrast_modes,
     contributions,
     degenerate_block,
     image_depth_modes,
     image_layer_heads,
+    map_coherence,
+    most_coherent,
     spread_modes,
     text_modes,
 )
@@ -173,6 +176,42 @@ def image_rows(request: dict[str, Any], modes: xr.Dataset, scores: xr.Dataset, p
             sign = "+" if plus[layer, head, mode] >= minus[layer, head, mode] else "-"
             rows.append(Row((layer, head, int(mode), sign), [image], [float(contrib[layer, head, mode])]))
     return rows
+
+
+#: how an automatic ``top`` request (``auto: spread``) picks among the strongest modes; recorded in the store
+COHERENT_RULE = (
+    "each automatic mode is the strongest mode of a strong head of its layer (spread over depth); it is swapped "
+    "for the strongest mode of another of the layer's strongest heads (up to 3 candidates, each head's largest "
+    "singular value >= 0.5 of the layer's largest) when that one's query and key maps on its top images are more "
+    "concentrated: a higher mean correlation of each map with its copy shifted by one patch (a map of compact "
+    "regions near 1, a noise-like map near 0)"
+)
+
+
+def coherent_rows(im: ImageModel, rows: Sequence[Row], k: int, modes: xr.Dataset, proj: xr.Dataset) -> tuple[
+        list[Row], list[list[Any]]]:  # fmt: skip
+    """The rows of an automatic ``top`` request with each mode swapped for the candidate whose maps are most
+    concentrated (:data:`COHERENT_RULE`), and every candidate with its coherence (for the store's attrs)."""
+    candidates = candidate_modes(modes.S.values, [r.mode for r in rows])
+    tops = {m: Row(m, *top_images(proj, m, k)) for ms in candidates for m in ms}
+    items = {it.id: it for it in image_source(proj.attrs["images"]["spec"]).items}
+    needed: dict[str, set[int]] = {}
+    for r in tops.values():
+        for i in r.ids:
+            needed.setdefault(i, set()).add(r.mode[0])
+    tokens = _tokens(im, items, {i: ls for i, ls in needed.items() if i in items}, proj.attrs["token_source"])
+    coherence: dict[Mode, float] = {}
+    for m, r in tops.items():
+        ids = [i for i in r.ids if (i, m[0]) in tokens]
+        if not ids:
+            coherence[m] = float("nan")
+            continue
+        u, v = modes.U.values[m[0], m[1], :, m[2]], modes.V.values[m[0], m[1], :, m[2]]
+        q, kk = mode_maps(torch.stack([tokens[(i, m[0])] for i in ids]), u, v, im.grid)
+        coherence[m] = map_coherence(np.concatenate([q, kk]))
+    picked = most_coherent(candidates, [[coherence[m] for m in ms] for ms in candidates])
+    record = [[[*m[:3], m[3], round(coherence[m], 4)] for m in ms] for ms in candidates]
+    return [tops[m] for m in picked], record
 
 
 def _tokens(im: ImageModel, items: dict[str, Any], needed: dict[str, set[int]], source: str) -> dict[Any, Any]:
@@ -400,6 +439,14 @@ def compute_maps(
         m = im
         modes_ds, mdeps = modes_of(modes, im)
         rows = image_rows({**request, **focus}, modes_ds, scores_ds, proj)
+        chosen: dict[str, Any] = {}
+        if (
+            kind == "top"
+            and request.get("modes", "auto") in (None, "auto")
+            and request.get("auto", "spread") == "spread"
+        ):
+            rows, candidates = coherent_rows(im, rows, int(request.get("k", 8)), modes_ds, proj)
+            chosen = {"auto_rule": COHERENT_RULE, "auto_candidates": candidates}
         variables, coords = image_maps(im, rows, modes_ds, scores_ds, proj)
         extra = {
             "images": proj.attrs["images"],
@@ -408,6 +455,7 @@ def compute_maps(
             "preprocess": im.preprocess.describe(),
             "token_source": proj.attrs["token_source"],
             **focus,
+            **chosen,
         }
         if kind == "image-modes":
             extra["layer_heads"] = list(dict.fromkeys((r.mode[0], r.mode[1]) for r in rows))

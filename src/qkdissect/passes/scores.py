@@ -29,6 +29,9 @@ def compute_scores(
     ds, deps = store_input(modes, "modes", "modes store")
     u, s, v = (np.asarray(ds[n].values, dtype=np.float64) for n in ("U", "S", "V"))
     r = sc.score_modes(u, s, v, released_code=released_code, level=level, null_rtol=null_rtol)
+    kv = [int(h) for h in ds.coords["kv_head"].values] if "kv_head" in ds.coords else None
+    null = sc.layer_null(int(u.shape[1]), int(u.shape[-1]), int(u.shape[-2]), kv_heads=kv, level=level,
+                         null_rtol=null_rtol)  # fmt: skip
     record = base_record("scores", {"released_code": released_code, "null_level": level, "null_rtol": null_rtol})
     record.update(
         {
@@ -57,7 +60,20 @@ def compute_scores(
         "null_released": sc.released_null(int(u.shape[-2])),
         "null_released_definition": "the released notebook's baseline, drawn at +-value (paper 1.4, bug B3): "
         "99th percentile of 1/|a2| over 10,000 uniform positive vectors a2 in R^d_model, np.random.seed(0)",
+        "layer_null_weighted": list(null.weighted_interval),
+        "layer_null_mean": list(null.mean_interval),
+        "layer_null_seeds": list(null.seeds),
+        "layer_null_shape": {
+            "d_model": int(u.shape[-2]),
+            "heads": int(u.shape[1]),
+            "modes": int(u.shape[-1]),
+            "key_heads": len(set(kv)) if kv is not None else int(u.shape[1]),
+        },
+        "layer_null_definition": "the null of the layer statistics (layer_weighted, layer_mean): the same "
+        "statistics of random layers of this model's shapes (i.i.d. standard Gaussian W_q per query head and W_k "
+        "per key head, numpy default_rng(seed), one layer per seed), central null_level interval mean +- z sd over "
+        "the seeds; the samples are null_layer_weighted and null_layer_mean",
         "provenance": record,
     }
     coords = {k: ds.coords[k].values for k in ("layer", "head", "mode")}
-    return finish(scores_dataset(r, coords, released_code, attrs), output)
+    return finish(scores_dataset(r, coords, released_code, attrs, null), output)

@@ -27,7 +27,7 @@ from matplotlib.patches import Patch
 from PIL import Image
 
 from ..options import Mode, mode_label
-from .style import MIN_FONT, PAGE_WIDTH
+from .style import MIN_FONT, PAGE_WIDTH, decimals, image_title
 
 BLOCK_NOTE = "†: in a block of near-equal singular values; its vectors are not identifiable, only the block's sum"
 
@@ -166,9 +166,11 @@ CONTRIBUTION_NOTE = "contrib.: the mode's contribution on this image, s · max(m
 def gallery_figure(stores: Sequence[xr.Dataset], title: str = "") -> plt.Figure:
     """One row per (model, mode) of the maps stores (kind ``top``), in order: its code, cosine and singular
     value, then its top-k images with the red (query) / cyan (key) overlay, each with its score (Fig. 1, Fig. 4,
-    S5-S16); page width, the colour key below."""
+    S5-S16), every score with one precision (:func:`~.style.decimals`); page width, the colour key below; a title
+    only when ``title`` is given (the figure's caption belongs to the report)."""
     rows = [(ds.attrs["model_id"], row) for ds in stores for row in map_rows(ds)]
     k = _k(stores)
+    places = decimals([score for _, row in rows for *_, score in row.slots()])
     cell = min(CELL, (PAGE_WIDTH - LABEL_WIDTH) / k)
     size = (max(NARROWEST, LABEL_WIDTH + cell * k), (cell + 0.15) * len(rows) + 1.0)
     fig, axes = plt.subplots(
@@ -180,10 +182,11 @@ def gallery_figure(stores: Sequence[xr.Dataset], title: str = "") -> plt.Figure:
         label.text(0.5, 0.5, mode_text(row, model), ha="center", va="center", fontsize=MIN_FONT, in_layout=False)
         slots = row.slots()
         for j, (crop, q, kk, score) in enumerate(slots):
-            image_cell(axes[n, j + 1], overlay(crop, q, kk), f"score {score:.3g}")
+            image_cell(axes[n, j + 1], overlay(crop, q, kk), f"score {score:.{places}f}")
         for j in range(len(slots), k):
             axes[n, j + 1].axis("off")
-    _title(fig, title or "top images per mode")
+    if title:
+        _title(fig, title)
     colour_key(fig, _notes([r for _, r in rows], SCORE_NOTE))
     return fig
 
@@ -205,42 +208,48 @@ def image_modes_figure(store: xr.Dataset) -> plt.Figure:
     for row in map_rows(store):
         by_head.setdefault(row.mode[:2], []).append(row)
     crop = Image.fromarray(store.crop.values[0])
+    places = decimals([c for rows in by_head.values() for row in rows for *_, c in row.slots()])
     for n, (layer, head) in enumerate(layer_heads):
         image_cell(axes[n, 0], crop, f"L{layer} H{head}", fontsize=7)
         rows = by_head.get((layer, head), [])
         for j, row in enumerate(rows):
             ((img, q, k, contribution),) = row.slots()
-            cap = f"{mode_label(row.mode)}{row.dagger}\ncos {row.cosine:+.2f}\ncontrib. {contribution:.3g}"
+            cap = f"{mode_label(row.mode)}{row.dagger}\ncos {row.cosine:+.2f}\ncontrib. {contribution:.{places}f}"
             image_cell(axes[n, j + 1], overlay(img, q, k), cap)
         for j in range(len(rows), n_modes):
             axes[n, j + 1].axis("off")
-    _title(fig, f"{store.attrs['model_id']}: {store.attrs['image']}, strongest modes per head")
+    _title(fig, f"{store.attrs['model_id']}: {image_title(store.attrs['image'])}, strongest modes per head")
     colour_key(fig, _notes(map_rows(store), COS_NOTE, CONTRIBUTION_NOTE))
     return fig
 
 
 def image_and_top_figure(store: xr.Dataset) -> plt.Figure:
-    """S17-S19: per mode, the image, its mode map, then the top-k images of that mode with their scores (a maps
+    """S17-S19: per mode, the image, its mode map, then the top images of that mode with their scores (a maps
     store of kind ``image-top``: slot 0 is the image, the others its top images); page width, the colour key
-    below."""
+    below. The image is left out of its own top images, so a row where it is one of them has one fewer: every
+    row shows the same number, the fewest any row has (the best of each row's), so that the columns line up."""
     rows = map_rows(store)
-    k = _k([store])
-    cell = min(1.0, PAGE_WIDTH / (k + 2))
+    slots = [row.slots() for row in rows]
+    shown = min(len(s) - 1 for s in slots)
+    places = decimals([score for s in slots for *_, score in s[1 : 1 + shown]])
+    s_places = decimals([row.singular_value for row in rows])
+    cell = min(1.0, PAGE_WIDTH / (shown + 2))
     fig, axes = plt.subplots(
-        len(rows), k + 2, figsize=(max(NARROWEST, cell * (k + 2)), (cell + 0.35) * len(rows) + 1.1), squeeze=False,
-        layout="constrained",
+        len(rows), shown + 2, figsize=(max(NARROWEST, cell * (shown + 2)), (cell + 0.35) * len(rows) + 1.1),
+        squeeze=False, layout="constrained",
     )  # fmt: skip
-    for n, row in enumerate(rows):
-        (crop, q, kk, _), *top = row.slots()
-        caption = f"{mode_label(row.mode)}{row.dagger}\ncos {row.cosine:+.2f}\ns {row.singular_value:.3g}"
+    for n, (row, (first, *top)) in enumerate(zip(rows, slots, strict=True)):
+        crop, q, kk, _ = first
+        caption = f"{mode_label(row.mode)}{row.dagger}\ncos {row.cosine:+.2f}\ns {row.singular_value:.{s_places}f}"
         image_cell(axes[n, 0], crop, caption)
         image_cell(axes[n, 1], overlay(crop, q, kk), "its mode map")
-        for j, (img, tq, tk, score) in enumerate(top):
-            image_cell(axes[n, j + 2], overlay(img, tq, tk), f"score {score:.3g}")
-        for j in range(len(top), k):
-            axes[n, j + 2].axis("off")
+        for j, (img, tq, tk, score) in enumerate(top[:shown]):
+            image_cell(axes[n, j + 2], overlay(img, tq, tk), f"score {score:.{places}f}")
     _title(
-        fig, f"{store.attrs['model_id']}: singular-mode maps of {store.attrs['image']} and the top images of each mode"
+        fig,
+        f"{store.attrs['model_id']}: singular-mode maps of {image_title(store.attrs['image'])} and the top images "
+        "of each mode",
     )
-    colour_key(fig, _notes(rows, f"{COS_NOTE}; s: its singular value", SCORE_NOTE))
+    note = f"each row: the {shown} best top images of the mode other than the image itself"
+    colour_key(fig, _notes(rows, f"{COS_NOTE}; s: its singular value", SCORE_NOTE, note))
     return fig

@@ -17,24 +17,41 @@ import xarray as xr
 from matplotlib.ticker import MaxNLocator
 
 from ..options import NullLines
+from ..stores.schema import layer_null_interval
 from .style import MIN_FONT, PAGE_WIDTH, Entry, Style, depth_axis, legend_outside, model_style
 
 
-def null_bands(ax: plt.Axes, stores: Sequence[xr.Dataset]) -> list[Entry]:
-    """One band per distinct model width d: the per-mode null interval [null_low, null_high] of the first store of
-    that width (it depends on d alone), the widest band (smallest d) lightest and underneath the narrower, darker
-    ones; and their legend entries, labelled by d."""
-    by_width: dict[int, xr.Dataset] = {}
+def _shape(ds: xr.Dataset) -> tuple[int, int, int, int]:
+    """What the layer null depends on: d_model, query heads, modes per head, key heads."""
+    shape = ds.attrs.get("layer_null_shape") or {}
+    key_heads = int(shape.get("key_heads", ds.sizes["head"]))
+    return int(ds.attrs["d_model"]), int(ds.sizes["head"]), int(ds.sizes["mode"]), key_heads
+
+
+def _shape_label(shape: tuple[int, int, int, int]) -> str:
+    d, heads, modes, kv = shape
+    grouped = f", {kv} key heads" if kv != heads else ""
+    return f"d={d}, {heads}×{modes} modes{grouped}"
+
+
+def null_bands(ax: plt.Axes, stores: Sequence[xr.Dataset], weighted: bool = True) -> list[Entry]:
+    """One band per distinct model shape (d_model, heads, modes per head, key heads): the null interval of the
+    plotted layer statistic (:func:`~qkdissect.stores.schema.layer_null_interval`: random Gaussian layers of that
+    shape), the widest band lightest and underneath the narrower, darker ones; and their legend entries, labelled
+    by the shape."""
+    by_shape: dict[tuple[int, int, int, int], tuple[float, float]] = {}
     for ds in stores:
-        by_width.setdefault(int(ds.attrs["d_model"]), ds)
-    widths = sorted(by_width)
-    greys = plt.get_cmap("Greys")(np.linspace(0.12, 0.36, len(widths)) if len(widths) > 1 else [0.2])
+        by_shape.setdefault(_shape(ds), layer_null_interval(ds, weighted))
+    shapes = sorted(by_shape, key=lambda k: by_shape[k][0] - by_shape[k][1])  # widest first
+    greys = plt.get_cmap("Greys")(np.linspace(0.3, 0.6, len(shapes)) if len(shapes) > 1 else [0.45])
+    level = _level(stores[0])
     entries: list[Entry] = []
-    for d, grey in zip(widths, greys, strict=True):
-        ds = by_width[d]
-        band = ax.axhspan(float(ds.attrs["null_low"]), float(ds.attrs["null_high"]), color=grey, lw=0, zorder=0)
-        band.set_gid(f"null-band-d{d}")
-        entries.append((band, f"per-mode null {_level(ds)}, d={d}"))
+    for shape, grey in zip(shapes, greys, strict=True):
+        low, high = by_shape[shape]
+        band = ax.axhspan(low, high, color=grey, lw=0, zorder=0)
+        band.set_gid(f"layer-null-d{shape[0]}-h{shape[1]}-m{shape[2]}-k{shape[3]}")
+        bound = f"{low:+.3f} to {high:+.3f}"
+        entries.append((band, f"{level} null of this average ({bound}):\nrandom weights, {_shape_label(shape)}"))
     ax.axhline(0, color="0.5", lw=0.5, zorder=0)
     return entries
 
@@ -74,9 +91,10 @@ def layer_cosine_figure(
     null_lines: NullLines = "exact",
 ) -> plt.Figure:
     """Fig. 3 of the paper: per-layer (weighted) cosine between query- and key-side singular vectors against
-    normalised depth, one line per model in the paper's colour and line style per family, over the per-mode null
-    interval of each model width (``null_lines``: ``released`` draws the released notebook's dashed baseline
-    instead, ``both`` both); the legend right of the axes, the models grouped by family."""
+    normalised depth, one line per model in the paper's colour and line style per family, over the null of the
+    plotted statistic for each model shape (:func:`null_bands`; ``null_lines``: ``released`` draws the released
+    notebook's dashed per-mode baseline instead, ``both`` both); the legend right of the axes, the models grouped
+    by family."""
     if not stores:
         raise ValueError("layer_cosine_figure needs at least one scores store")
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.5), layout="constrained")
@@ -87,28 +105,43 @@ def layer_cosine_figure(
         y = ds.layer_weighted if weighted else ds.layer_mean
         (line,) = ax.plot(ds.depth.values, y.values, markersize=2, lw=1.2, **st)
         lines.append((line, str(st["label"])))
-    bands = null_bands(ax, stores) if null_lines != "released" else []
+    bands = null_bands(ax, stores, weighted) if null_lines != "released" else []
     if null_lines != "exact":
         bands += released_lines(ax, stores)
     depth_axis(ax)
-    ax.set_ylabel("Weighted cosine similarity" if weighted else "Cosine similarity", fontsize=9)
+    ax.set_ylabel(
+        "Weighted cosine similarity" if weighted else "Cosine similarity (unweighted mean over modes)", fontsize=9
+    )
     ax.tick_params(labelsize=8)
     legend_outside(fig, lines, bands, where="right")
     return fig
 
 
 FOLDING_STYLES = {
-    "raw": {"color": "k", "linestyle": "-", "label": "raw  W_q^T W_k (paper)"},
-    "folded": {"color": "tab:blue", "linestyle": "--", "label": "folded  diag(γ) W_q^T W_k diag(γ)"},
-    "folded-centred": {"color": "tab:orange", "linestyle": ":", "label": "folded + centred  P diag(γ)…diag(γ) P"},
+    "raw": {"color": "k", "linestyle": "-", "label": r"raw  $W_q^\top W_k$ (paper)"},
+    "folded": {
+        "color": "tab:blue",
+        "linestyle": "--",
+        "label": r"folded  $\mathrm{diag}(\gamma)\, W_q^\top W_k\, "
+        r"\mathrm{diag}(\gamma)$",
+    },
+    "folded-centred": {
+        "color": "tab:orange",
+        "linestyle": ":",
+        "label": r"folded + centred  $P\, \mathrm{diag}("
+        r"\gamma) \cdots \mathrm{diag}(\gamma)\, P$",
+    },
 }
+#: two lines of a panel closer than this everywhere coincide on the page: the panel says so
+COINCIDE = 0.01
 
 
 def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int = 4) -> plt.Figure:
     """Beyond the paper: per model, the weighted layer cosine of its raw, norm-folded and folded-centred modes
     against normalised depth (``stores[model][folding]`` are scores stores), with the null band. An RMS norm has no
     centring (its folded-centred store says so, attrs ``norm``): its folded-centred line, the folded one, is not
-    drawn twice; the panel says why."""
+    drawn twice; the panel says why, and says so where the folded and folded-centred lines coincide
+    (:func:`_coincide_note`)."""
     if not stores:
         raise ValueError("folding_figure needs at least one model")
     nrows, ncols = _grid(len(stores), ncols)
@@ -127,10 +160,10 @@ def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int
             entries.setdefault(str(st["label"]), (line, str(st["label"])))
         for band, label in null_bands(ax, list(by_folding.values())):
             entries.setdefault(label, (band, label))
-        if uncentred:
-            module = by_folding["folded-centred"].attrs["norm"].get("module", "RMS norm")
-            ax.text(0.98, 0.04, f"{module}: no centring\n(folded + centred = folded)", transform=ax.transAxes,
-                    ha="right", va="bottom", fontsize=6, color="0.3")  # fmt: skip
+        note = _coincide_note(by_folding, uncentred)
+        if note:
+            ax.text(0.98, 0.96, note, transform=ax.transAxes, ha="right", va="top", fontsize=MIN_FONT, color="0.3",
+                    bbox={"fc": "white", "ec": "0.8", "lw": 0.5, "alpha": 0.9})  # fmt: skip
         ax.set_title(model, fontsize=8)
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=7)
@@ -144,6 +177,22 @@ def folding_figure(stores: Mapping[str, Mapping[str, xr.Dataset]], *, ncols: int
     return fig
 
 
+def _coincide_note(by_folding: Mapping[str, xr.Dataset], uncentred: Sequence[str]) -> str:
+    """Why a panel shows fewer lines than foldings: an RMS norm has no centring (folded + centred is the folded
+    line), or the folded and folded-centred lines differ by less than :data:`COINCIDE` at every layer (centring
+    removes the mean direction, which the modes barely use) and one hides the other."""
+    if uncentred:
+        module = by_folding["folded-centred"].attrs["norm"].get("module", "RMS norm")
+        return f"{module}: no centring\n(folded + centred = folded)"
+    if {"folded", "folded-centred"} <= set(by_folding):
+        gap = float(
+            np.nanmax(np.abs(by_folding["folded"].layer_weighted - by_folding["folded-centred"].layer_weighted))
+        )
+        if gap < COINCIDE:
+            return f"folded + centred ≈ folded\n(at most {gap:.3f} apart):\nthe dotted line covers the dashed"
+    return ""
+
+
 def _centres(scores: xr.Dataset) -> bool:
     """Whether the norm a folded store folded centres (a LayerNorm; stores without ``norm`` attrs are LayerNorm's)."""
     return bool(scores.attrs.get("norm", {}).get("centring", True))
@@ -151,12 +200,22 @@ def _centres(scores: xr.Dataset) -> bool:
 
 def _null_note(scores: xr.Dataset, null_lines: NullLines, exact: str) -> str:
     """What the null lines of a panel figure are, for its title."""
-    notes = {"exact": f"{exact}: null {_level(scores)}", "released": "dashed: the released code's baseline"}
+    notes = {"exact": f"{exact}: per-mode null {_level(scores)}", "released": "dashed: the released code's baseline"}
     return "; ".join(v for k, v in notes.items() if null_lines in (k, "both"))
 
 
 def _level(scores: xr.Dataset) -> str:
     return f"{float(scores.attrs.get('null_level', 0.95)):.0%}"
+
+
+def _hide_empty(axes: np.ndarray, n: int) -> None:
+    """Hide the panels after the first ``n`` of a shared-x grid; a panel above a hidden one labels its x ticks (it
+    is the last of its column)."""
+    nrows, ncols = axes.shape
+    for i in range(n, nrows * ncols):
+        axes.flat[i].set_visible(False)
+        if i - ncols >= 0:
+            axes.flat[i - ncols].tick_params(labelbottom=True)
 
 
 def _label_grid(fig: plt.Figure, title: str, xlabel: str, ylabel: str, fontsize: float) -> None:
@@ -197,8 +256,7 @@ def cosine_histogram_figure(
         ax.axvline(float(np.mean(vals)), color="k", lw=0.8, ls="--")
         ax.set_title(f"Layer {layer}", fontsize=8, pad=2)
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[n_layers:]:
-        ax.set_visible(False)
+    _hide_empty(axes, n_layers)
     _label_grid(
         fig,
         f"{scores.attrs.get('model_id', '')}: per-mode cosine of query and key singular vectors "
@@ -214,6 +272,8 @@ def cosine_histogram_figure(
 #: S2's margins in inches: row labels and the cosine ticks (left), the singular-value ticks (right), the title
 #: and head labels (top), the mode ticks and axis label (bottom)
 S2_MARGINS = {"left": 0.62, "right": 0.36, "top": 0.62, "bottom": 0.36}
+#: inches: the lowest S2 panel (its cosine tick labels -1, 0, 1 at 6 pt, with room between rows)
+S2_LOWEST = 0.5
 S2_TICKS: dict[str, Any] = {"labelsize": MIN_FONT, "pad": 1, "length": 1.5}
 
 
@@ -266,12 +326,13 @@ def _panel_grid(nrows: int, ncols: int, n_modes: int) -> tuple[plt.Figure, np.nd
     """S2's figure and its (nrows, ncols) panels: cosine limits [-1, 1], the modes' range, tick labels on the
     outer panels only, fixed margins (:data:`S2_MARGINS`)."""
     panel = (PAGE_WIDTH - 1.0) / ncols  # inches per panel, wide
-    width, height = PAGE_WIDTH, 0.7 * panel * nrows + 1.0
+    tall = max(0.7 * panel, S2_LOWEST)  # the -1, 0, 1 labels of neighbouring rows must not meet
+    width, height = PAGE_WIDTH, tall * nrows + 1.0
     m = S2_MARGINS
     fig = plt.figure(figsize=(width, height))
     grid = fig.add_gridspec(
         nrows, ncols, left=m["left"] / width, right=1 - m["right"] / width, top=1 - m["top"] / height,
-        bottom=m["bottom"] / height, wspace=0.08, hspace=0.12,
+        bottom=m["bottom"] / height, wspace=0.08, hspace=0.25,
     )  # fmt: skip
     axes = grid.subplots(sharex=False, sharey=False, squeeze=False)
     pad = 0.05 * max(1, n_modes - 1)
@@ -307,15 +368,15 @@ def _singular_value_axis(ax: plt.Axes, top: float) -> None:
 
 def encoder_predictor_figure(encoder: xr.Dataset, predictor: xr.Dataset) -> plt.Figure:
     """Fig. S3: weighted and plain layer cosine of the I-JEPA encoder and predictor vs normalised depth, each
-    with its own null band (their widths differ)."""
+    with the null band of the plotted statistic for its shape
+    (:func:`~qkdissect.stores.schema.layer_null_interval`; their widths differ)."""
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharey=True)
     parts = [(encoder, "encoder", "tab:olive"), (predictor, "predictor", "tab:purple")]
     for ax, weighted in zip(axes, (True, False), strict=True):
         for ds, label, color in parts:
             y = ds.layer_weighted if weighted else ds.layer_mean
             ax.plot(ds.depth.values, y.values, "o-", ms=2.5, lw=1.2, color=color, label=f"{label} (d={ds.d_model})")
-            hi = float(ds.attrs["null_high"])
-            ax.axhspan(-hi, hi, color=color, alpha=0.12, zorder=0)
+            ax.axhspan(*layer_null_interval(ds, weighted), color=color, alpha=0.2, zorder=0)
         ax.axhline(0, color="0.5", lw=0.5)
         ax.set_xlim(0, 1)
         ax.set_xlabel("Normalised layer  l/(L-1)")

@@ -9,10 +9,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import xarray as xr
+from matplotlib.legend_handler import HandlerTuple
 
 from ..errors import QKDissectError
 from .images import image_cell
-from .style import PAGE_WIDTH, Entry, depth_axis, legend_outside, model_style
+from .style import PAGE_WIDTH, Entry, depth_axis, image_title, legend_outside, model_style
 
 
 def preference_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
@@ -26,7 +27,7 @@ def preference_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
     example = int(first.attrs["example"])
     crop = first.example_crop.values
     gh, gw = first.attrs["grid"]
-    image_cell(axes[0], crop, f"A: {first.image_id.values[example]}", fontsize=8)
+    image_cell(axes[0], crop, f"A: {image_title(str(first.image_id.values[example]))}", fontsize=8)
     axes[0].set_xlabel("query tokens:\nred: target\ncyan: distractor", fontsize=7)
     for src, colour in zip(range(2), ("red", "cyan"), strict=True):
         tok = int(first.query_token.values[example, src])
@@ -62,6 +63,8 @@ def preference_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
     return fig
 
 
+#: inches: Fig. 6 is narrower than the page (one axes, its legend below)
+FIG6_WIDTH = 5.2
 #: the chance level's line: sparse dots, unlike any model's line style
 CHANCE_LINE = (0, (1, 2.5))
 
@@ -69,37 +72,35 @@ CHANCE_LINE = (0, (1, 2.5))
 def same_object_figure(stores: Sequence[xr.Dataset]) -> plt.Figure:
     """Fig. 6: the singular-value-weighted probability that a mode's query and key sides pick the same object in
     its top images, per layer, against normalised depth; one line per model, with its chance level in sparse dots in
-    the same colour (``layer_chance`` of the store: :mod:`qkdissect.passes.same_object`). The legend right of the
-    axes, the models grouped by family."""
+    the same colour (``layer_chance`` of the store: :mod:`qkdissect.passes.same_object`). The legend below the
+    axes, the models grouped by family; its chance entry in the colours the dots are drawn in. No title: how the
+    images were chosen is the caption's (the report) and the provenance's (the store's attrs)."""
     missing = [str(ds.attrs["model_id"]) for ds in stores if "layer_chance" not in ds]
     if missing:
         raise QKDissectError(
             f"the same_object stores of {', '.join(missing)} hold no chance level (made before it was stored): "
             "rerun `qkdissect same-object` (the same_object rule) for them"
         )
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(FIG6_WIDTH, 3.9), layout="constrained")
     lines: list[Entry] = []
+    chances = []
     for ds in stores:
         st = model_style(str(ds.attrs["model_id"]))
         (line,) = ax.plot(ds.depth.values, ds.layer_p.values, markersize=2, lw=1.2, **st)
         lines.append((line, str(st.pop("label"))))
         chance_style = {**st, "color": line.get_color(), "linestyle": CHANCE_LINE, "marker": None, "lw": 0.8,
                         "gid": f"chance-{line.get_label()}"}  # fmt: skip
-        ax.plot(ds.depth.values, ds.layer_chance.values, **chance_style)
-    first = stores[0]
-    (key,) = ax.plot([], [], color="0.4", ls=CHANCE_LINE, lw=0.8)
-    chance = (
-        key,
-        "chance (sparse dots, each model's colour):\nquery and key objects drawn\nuniformly in each top image",
-    )
+        (dots,) = ax.plot(ds.depth.values, ds.layer_chance.values, **chance_style)
+        chances.append(dots)
+    # the chance entry shows the dots in every model's colour, as they are drawn
+    label = "chance level" + (" (each model's colour)" if len(chances) > 1 else "") + ":\nquery and key objects drawn\n"
+    chance: Entry = (tuple(chances), label + "uniformly in each top image")  # type: ignore[assignment]
     depth_axis(ax)
     ax.set_ylim(0, 1)
     ax.set_ylabel("Same-object probability", fontsize=9)
     ax.tick_params(labelsize=8)
-    ax.set_title(
-        f"top {first.attrs['top']} images per mode, {first.attrs['dataset']['kind']} "
-        f"({first.attrs['eligible_images']} images with at least two objects)",
-        fontsize=8,
+    legend = legend_outside(
+        fig, lines, [chance], where="below", fontsize=7.5, handler_map={tuple: HandlerTuple(ndivide=None)}
     )
-    legend_outside(fig, lines, [chance], where="right")
+    legend.set_gid("fig6-legend")
     return fig

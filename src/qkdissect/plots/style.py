@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.font_manager import FontProperties
 from matplotlib.legend import Legend
@@ -71,21 +73,51 @@ def legend_outside(
     *,
     where: Literal["right", "below"] = "right",
     fontsize: float = MIN_FONT,
+    handler_map: Mapping[Any, Any] | None = None,
 ) -> Legend:
     """A figure legend outside every axes (the figure needs the constrained layout, which makes room for it): the
     models grouped by family (the catalogue's order, stable within a family), then ``extras`` (null bands, chance
     lines), in columns that read top to bottom."""
     entries = sorted(models, key=lambda e: family_rank(e[1])) + list(extras)
     # a long label (a model named by its spec) takes several lines rather than the axes' width
-    labels = [label if "\n" in label else textwrap.fill(label, LONGEST_LABEL) for _, label in entries]
+    # (math is never wrapped: a line break inside $...$ breaks it)
+    labels = [label if "\n" in label or "$" in label else textwrap.fill(label, LONGEST_LABEL) for _, label in entries]
     ncol = _columns(fig, labels, where, fontsize)
     loc: Literal["outside right upper", "outside lower center"] = (
         "outside right upper" if where == "right" else "outside lower center"
     )
-    return fig.legend([h for h, _ in entries], labels, loc=loc, ncol=ncol, fontsize=fontsize, frameon=False)
+    return fig.legend([h for h, _ in entries], labels, loc=loc, ncol=ncol, fontsize=fontsize, frameon=False,
+                      handler_map=dict(handler_map or {}))  # fmt: skip
 
 
 def depth_axis(ax: plt.Axes, fontsize: float = 9) -> None:
     """The x-axis of every per-layer curve: normalised depth l / (L - 1) from 0 to 1."""
     ax.set_xlim(0, 1)
     ax.set_xlabel("Normalised layer  l/(L-1)", fontsize=fontsize)
+
+
+#: the image sources a spec or an image id names (``SOURCE:NAME``), as a reader reads them
+SOURCES = {"skimage": "scikit-image sample", "synthetic": "synthetic scene"}
+
+
+def image_title(spec: str) -> str:
+    """An image's name for a title, without the internal spec: ``skimage:astronaut`` -> "astronaut (scikit-image
+    sample)", ``synthetic:0`` -> "synthetic scene 0", a path or ``SOURCE:path`` -> its file name."""
+    source, sep, name = str(spec).partition(":")
+    if not sep:
+        return PurePosixPath(source).name or source
+    if source == "synthetic":
+        return f"{SOURCES[source]} {name}"
+    stem = PurePosixPath(name).name or name
+    return f"{stem} ({SOURCES[source]})" if source in SOURCES else stem
+
+
+def decimals(values: Sequence[float] | Any, digits: int = 3) -> int:
+    """Decimals that print the largest of ``values`` with ``digits`` significant digits (at most ``digits``,
+    none for >= 10^(digits-1)): one precision for every number of a kind in a figure, so that 40 and 41.8 print
+    as 40.0 and 41.8, and 119 and 9.93 as 119 and 10."""
+    arr = np.abs(np.asarray(values, dtype=np.float64))
+    arr = arr[np.isfinite(arr) & (arr > 0)]
+    if arr.size == 0:
+        return digits - 1
+    return int(min(digits, max(0, digits - 1 - math.floor(math.log10(float(arr.max()))))))

@@ -1,6 +1,7 @@
 """Figures of text modes (beyond the paper), drawn from a maps store of kind ``text-top``
 (:mod:`qkdissect.passes.maps`): the top passages of chosen modes, each shown twice, shaded by its query map
-([x_t . u]_+, red) and by its key map ([x_t . v]_+, blue), around the best query-key pair (bold).
+([x_t . u]_+, red) and by its key map ([x_t . v]_+, cyan, as in the image figures), around the best query-key pair
+(bold).
 
 Shading (ours, as for the image overlays): each map is scaled by the largest value among the passages shown
 for that mode, so rows of one mode compare; special tokens are grey and not scored.
@@ -20,10 +21,13 @@ import xarray as xr
 
 from ..options import mode_label
 from ..stores.schema import TokenMaps, slot_maps
-from .images import BLOCK_NOTE, map_rows
+from .images import BLOCK_NOTE, KEY, map_rows
+from .style import decimals, image_title
 
-QUERY_RGB = (0.84, 0.15, 0.16)
-KEY_RGB = (0.12, 0.47, 0.71)
+#: the shading colours: those of every image figure's overlay (red query, cyan key; :data:`.images.KEY`)
+QUERY_RGB, KEY_RGB = KEY[0][1], KEY[1][1]
+#: the "q" and "k" line labels: the same hues, dark enough to read on white
+LABEL_RGB = {QUERY_RGB: (0.8, 0.0, 0.0), KEY_RGB: (0.0, 0.55, 0.55)}
 
 
 def _window(i: int, j: int, n: int, context: int = 6, widest: int = 26) -> list[int | None]:
@@ -41,7 +45,8 @@ def _tokens_line(ax: plt.Axes, renderer: Any, y: float, tm: TokenMaps, show: Seq
                  values: np.ndarray, vmax: float, rgb: tuple[float, float, float], bold: int, label: str,
                  fontsize: float) -> None:  # fmt: skip
     width_px = ax.get_window_extent(renderer).width
-    t = ax.text(0.0, y, label, fontsize=fontsize, color=rgb, fontweight="bold", transform=ax.transAxes, va="center")
+    colour = LABEL_RGB.get(rgb, rgb)
+    t = ax.text(0.0, y, label, fontsize=fontsize, color=colour, fontweight="bold", transform=ax.transAxes, va="center")
     x = 0.035
     for pos in show:
         if pos is None:
@@ -73,12 +78,16 @@ def text_modes_figure(store: xr.Dataset, title: str = "") -> plt.Figure:
     # fixed margins before any token is measured (token widths are in axes units)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.15 / height, top=1 - 0.6 / height, hspace=0.15)
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    s_places = decimals([row.singular_value for row in rows])
+    scores = store.slot_score.values[store.slot_passage.values >= 0]
+    places = decimals(scores)
     for ax, row in zip(axes[:, 0], rows, strict=True):
         ax.set_axis_off()
         cos, block = row.cosine, row.block
         mark = f"  † block M{block[0]}-M{block[1]}" if block else ""
         kind = "grouping" if cos > 0 else "contextualising"
-        ax.text(0, 1, f"{mode_label(row.mode)}   cos = {cos:+.3f} ({kind})   s = {row.singular_value:.3g}{mark}",
+        sv = f"{row.singular_value:.{s_places}f}"
+        ax.text(0, 1, f"{mode_label(row.mode)}   cos = {cos:+.3f} ({kind})   s = {sv}{mark}",
                 fontsize=8, fontweight="bold", transform=ax.transAxes, va="top")  # fmt: skip
         filled = [j for j, p in enumerate(store.slot_passage.values[row.index]) if p >= 0]
         maps = [slot_maps(store, row.index, j) for j in filled]
@@ -92,9 +101,11 @@ def text_modes_figure(store: xr.Dataset, title: str = "") -> plt.Figure:
             y = 1 - step * (1.5 + 2 * r)
             _tokens_line(ax, renderer, y, tm, show, tm.q, vq, QUERY_RGB, i, "q", 7)
             _tokens_line(ax, renderer, y - step * 0.95, tm, show, tm.k, vk, KEY_RGB, jj, "k", 7)
-            ax.text(1.0, y, f"{score:.2f}", fontsize=6, color="0.4", transform=ax.transAxes, ha="right", va="center")
-    head_line = title or f"{store.attrs['model_id']}: top passages per mode ({store.attrs['corpus']})"
-    note = "red: query map [x·u]+, blue: key map [x·v]+, bold: the best (query, key) pair; right: passage score"
+            ax.text(
+                1.0, y, f"{score:.{places}f}", fontsize=6, color="0.4", transform=ax.transAxes, ha="right", va="center"
+            )
+    head_line = title or f"{store.attrs['model_id']}: top passages per mode ({image_title(store.attrs['corpus'])})"
+    note = "red: query map [x·u]+, cyan: key map [x·v]+, bold: the best (query, key) pair; right: passage score"
     blocks = any(row.block for row in rows)
     fig.suptitle(head_line + "\n" + note + (f"\n{BLOCK_NOTE}" if blocks else ""), fontsize=8, y=1 - 0.05 / height)
     return fig

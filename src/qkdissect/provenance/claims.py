@@ -22,6 +22,7 @@ import numpy as np
 from ..core.claims import Curve, Inputs, ModeEffects, Verdict, evaluate
 from ..errors import QKDissectError
 from ..stores import atomic_path, open_store
+from ..stores.schema import layer_null_interval
 from .figures import figure_record
 from .records import tree_sha256
 
@@ -97,7 +98,7 @@ def read_inputs(stores: Stores) -> Inputs:
     for p in stores.get("scores", []):
         ds = open_store(p, "scores")
         weighted[ds.attrs["model_id"]] = _curve(ds, "layer_weighted")
-        null_high[ds.attrs["model_id"]] = float(ds.attrs["null_high"])
+        null_high[ds.attrs["model_id"]] = layer_null_interval(ds)[1]
     for p in stores.get("projections", []):
         ds = open_store(p, "projections")
         aniso[ds.attrs["model_id"]] = _curve(ds, "anisotropy")
@@ -140,6 +141,50 @@ def _cell(v: Any) -> str:
     return html.escape(f"{v:+.4f}" if isinstance(v, float) else str(v))
 
 
+#: the figure file (under results/figures/) of each figure a claim concerns; {dataset}: the mask dataset's name
+FIGURE_FILES = {
+    "Fig. 3": "fig3_weighted_cosine.png",
+    "Fig. S3": "s3_ijepa_encoder_predictor.png",
+    "Fig. S4 A": "s4_anisotropy.png",
+    "Fig. S4 B": "s4_anisotropy.png",
+    "Fig. 2": "fig2_preference_{dataset}.png",
+    "Fig. 6": "fig6_same_object_{dataset}.png",
+}
+#: the paper's data: what a verdict on other data or fewer models does not speak for
+PAPER_MODELS = 16
+PAPER_DATA = f"the paper's {PAPER_MODELS} models"
+
+
+def _figure_link(v: Verdict) -> str:
+    """The claim's figure, linked to its file in the run's results folder (the page sits in results/claims/)."""
+    name, _, data = v.figure.partition(" (")
+    file = FIGURE_FILES.get(name)
+    if file is None:
+        return html.escape(v.figure)
+    href = "../figures/" + file.format(dataset=data.rstrip(")").split(":")[0])
+    return f'<a href="{html.escape(href)}">{html.escape(v.figure)}</a>'
+
+
+def _data_note(v: Verdict) -> str:
+    """What the verdict rests on: the models evaluated and the dataset, and what that leaves unsaid."""
+    names = [n for n in v.models if not n.startswith("the others")]
+    if not names:
+        return "nothing in this run (no model of the claim)"
+    _, _, data = v.figure.partition(" (")
+    dataset = data.rstrip(")")
+    note = f"{len(names)} model{'s' if len(names) != 1 else ''} ({', '.join(names)})"
+    if dataset:
+        note += f" on the mask dataset {dataset}"
+    caveats = []
+    if len(names) < PAPER_MODELS:
+        caveats.append(f"not {PAPER_DATA}")
+    if dataset.startswith("synthetic"):
+        caveats.append("synthetic scenes (discs on noise), not the paper's images")
+    if caveats:
+        note += ": " + " and ".join(caveats) + ", so the verdict checks the rule on this data, not the paper's claim"
+    return note
+
+
 def _verdict_html(v: Verdict) -> str:
     text, colour = _BADGE[v.holds]
     keys = sorted({k for m in v.models.values() for k in m if k != "holds"})
@@ -151,9 +196,10 @@ def _verdict_html(v: Verdict) -> str:
     )  # fmt: skip
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if v.models else ""
     return (
-        f'<h2>{html.escape(v.id)}. {html.escape(v.figure)}: <span style="color:{colour}">{text}</span></h2>'
+        f'<h2 id="claim-{html.escape(v.id)}">{html.escape(v.id)}. {_figure_link(v)}: '
+        f'<span style="color:{colour}">{text}</span></h2>'
         f"<p><b>Paper:</b> {html.escape(v.claim)}</p><p><b>Rule:</b> {html.escape(v.rule)}</p>"
-        f"<p><b>Here:</b> {html.escape(v.summary)}</p>{table}"
+        f"<p><b>Here:</b> {html.escape(v.summary)}</p><p><b>Rests on:</b> {html.escape(_data_note(v))}</p>{table}"
     )
 
 
@@ -168,7 +214,9 @@ def claims_html(verdicts: Sequence[Verdict]) -> str:
         "<p>Each checkable claim of the paper (section 5 of the spec), turned into a stated rule on the per-layer "
         "numbers of this run (early: normalised depth &le; 1/3, late: &ge; 2/3). Claims 8 and 9 (the meaning of "
         "named modes) are for the eye: see Fig. 1, Fig. 4 and the galleries. Claims A1... are our own, beyond the "
-        "paper: what removing a mode does (the ablation figure).</p>"
+        "paper: what removing a mode does (the ablation figure). Each heading links to its figure in this run's "
+        "results folder (results/figures/); each claim says the models and data its verdict rests on: a verdict on "
+        "fewer models or other data than the paper's checks the rule there, not the paper's claim.</p>"
         f"<p>{n[True]} hold, {n[False]} do not hold, {n[None]} not evaluated.</p>"
     )
     body = "".join(_verdict_html(v) for v in verdicts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 
@@ -133,9 +134,12 @@ def _paper_position(category: str, given: int) -> tuple[int, int]:
     return (3, given) if category == BEYOND_THE_PAPER else (2, given)
 
 
-def report_categories(categories: list[str]) -> dict[str, str]:
+def report_categories(categories: list[str], present: Collection[str] | None = None) -> dict[str, str]:
     """Each report category named with its two-digit place in the paper's order ("03 Fig. 3 layer cosine"): the
-    Snakemake report lists categories alphabetically, so the numbers make it list them as the paper does."""
+    Snakemake report lists categories alphabetically, so the numbers make it list them as the paper does.
+    ``present``: the categories this run makes (default: all); only they are numbered, 01, 02, ... without a gap
+    for a figure the run does not make (no S3 without an I-JEPA pair); the others follow them."""
     unique = list(dict.fromkeys(categories))
-    order = sorted(unique, key=lambda c: _paper_position(c, unique.index(c)))
+    shown = set(unique if present is None else present)
+    order = sorted(unique, key=lambda c: (c not in shown, *_paper_position(c, unique.index(c))))
     return {c: f"{i:02d} {c}" for i, c in enumerate(order, 1)}

@@ -9,7 +9,9 @@ modes               ``U``, ``V`` (layer, head, dim, mode), ``S`` (layer, head, m
                     angle), the principal angles between the query sides of two heads sharing a key head
 scores              ``cosine``, ``null_mode`` (layer, head, mode), ``head_mean``/``head_weighted`` (layer, head),
                     ``layer_mean``/``layer_weighted`` (layer), ``depth`` = l / (L - 1); the plain means without
-                    null modes (``n_null`` per head), and with them (``*_mean_all``); the null interval in attrs
+                    null modes (``n_null`` per head), and with them (``*_mean_all``); the per-mode null interval
+                    in attrs; the null of the layer statistics, ``null_layer_weighted``/``null_layer_mean``
+                    (null_seed: random Gaussian layers of the model's shapes) and their intervals in attrs
 projections         per image ``q_max``, ``q_min``, ``k_max``, ``k_min`` (image, layer, head, mode; streamed),
                     ``top_image``/``top_score`` (layer, head, mode, sign, rank; the ids of the top images in the
                     coordinate ``top_image_id``), ``top_both_negative``, anisotropy sums, ``key_top_on_prefix``
@@ -133,6 +135,9 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "layer_mean": ("mean cos(u_n, v_n)", "1"),
     "layer_mean_all": ("mean cos(u_n, v_n), every mode", "1"),
     "layer_weighted": ("s-weighted mean cos(u_n, v_n)", "1"),
+    "null_seed": ("seed of the random layer", ""),
+    "null_layer_weighted": ("s-weighted mean cos(u_n, v_n) of a random layer", "1"),
+    "null_layer_mean": ("mean cos(u_n, v_n) of a random layer", "1"),
     # projections, text projections
     "q_max": ("max over tokens of x_t . u_n", "1"),
     "q_min": ("min over tokens of x_t . u_n", "1"),
@@ -390,8 +395,11 @@ def spectrum_dataset(
     return dataset("spectrum", variables, coords, attrs)
 
 
-def scores_dataset(r: Any, coords: Mapping[str, Any], released_code: bool, attrs: Mapping[str, Any]) -> xr.Dataset:
-    """``r``: the section-1.3 scores (:class:`qkdissect.core.scores.LayerScores`)."""
+def scores_dataset(
+    r: Any, coords: Mapping[str, Any], released_code: bool, attrs: Mapping[str, Any], null: Any = None
+) -> xr.Dataset:
+    """``r``: the section-1.3 scores (:class:`qkdissect.core.scores.LayerScores`); ``null``: the null of its layer
+    statistics (:class:`qkdissect.core.scores.LayerNull`), variables over ``null_seed``."""
     weighted = "singular-value-weighted mean of per-mode cosines" + (
         " / d_head (released code, bug B1)" if released_code else ""
     )
@@ -415,11 +423,29 @@ def scores_dataset(r: Any, coords: Mapping[str, Any], released_code: bool, attrs
         "layer_mean_all": (("layer",), r.layer_mean_all, "mean over heads of head_mean_all (released code)"),
         "layer_weighted": (("layer",), r.layer_weighted, "mean over heads of head_weighted"),
     }
-    return dataset("scores", variables, {**coords, "depth": ("layer", r.depth)}, attrs)
+    extra: dict[str, Any] = {}
+    if null is not None:
+        variables["null_layer_weighted"] = (("null_seed",), null.weighted, "layer_weighted of a random layer")
+        variables["null_layer_mean"] = (("null_seed",), null.mean, "layer_mean of a random layer")
+        extra["null_seed"] = np.asarray(null.seeds, dtype=np.int64)
+    return dataset("scores", variables, {**coords, **extra, "depth": ("layer", r.depth)}, attrs)
 
 
 #: the per-image statistics a projections store streams, (image, layer, head, mode) float32
 PROJECTION_STATS = {"q_max": "max_t x_t.u", "q_min": "min_t x_t.u", "k_max": "max_t x_t.v", "k_min": "min_t x_t.v"}
+
+
+def layer_null_interval(ds: xr.Dataset, weighted: bool = True) -> tuple[float, float]:
+    """The null interval of a scores store's layer statistic (``layer_weighted``, or ``layer_mean`` when not
+    ``weighted``): the same statistic of random Gaussian layers of the model's shapes (attrs ``layer_null_*``)."""
+    key = "layer_null_weighted" if weighted else "layer_null_mean"
+    if key not in ds.attrs:
+        raise ValueError(
+            f"the scores store of {ds.attrs.get('model_id')} has no null of its layer statistics (written by an "
+            "older qkdissect): rerun its scores (snakemake --forcerun scores)"
+        )
+    low, high = ds.attrs[key]
+    return float(low), float(high)
 
 
 #: the image scores of a projections store by attrs["image_score"] (stores without it: released)

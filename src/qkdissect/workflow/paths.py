@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from collections.abc import Iterable, Mapping
 
 #: what the mode atlas rule makes (rules/atlas.smk): its page, data and provenance
@@ -84,3 +85,10 @@ def store_path(kind: str, model: str, images: str, wildcards: Mapping[str, str],
         "ablation": lambda: ablation_store(model, images),
     }
     return paths[kind]()
+
+
+def relative_if_inside(path: str | Path, here: Path) -> str:
+    """``path`` relative to ``here`` when inside it (an executed notebook and its provenance then name no machine
+    path), else absolute (a workflow from another checkout, or a remote one)."""
+    path, here = Path(path).resolve(), here.resolve()
+    return path.relative_to(here).as_posix() if path.is_relative_to(here) else str(path)

@@ -53,14 +53,17 @@ class FigureTable:
         self.table = table
         self.images = str(plan.config["projections"]["images"])
         self.corpus = str(plan.config["projections"]["texts"])
-        #: the report's categories numbered in the paper's order (Fig. 1..6, S1..S19, the claims, then beyond the
-        #: paper): the report lists categories alphabetically
-        self.report_categories = report_categories(
-            [f["category"] for f in table.values()] + [CLAIMS_CATEGORY, ATLAS_CATEGORY]
-        )
         self._rows = self._rows_getters()
         #: every figure the config asks for: stem -> (table key, wildcards)
         self.stems = {table[key]["output"].format(**w): (key, w) for key in table for w in self.figure_instances(key)}
+        #: the report's categories numbered in the paper's order (Fig. 1..6, S1..S19, the claims, then beyond the
+        #: paper): the report lists categories alphabetically; only those this run makes are numbered (no gap for a
+        #: missing S3)
+        made = [table[k]["category"] for k, _ in self.stems.values()] + [CLAIMS_CATEGORY]
+        self.report_categories = report_categories(
+            [f["category"] for f in table.values()] + [CLAIMS_CATEGORY, ATLAS_CATEGORY],
+            present=made + ([ATLAS_CATEGORY] if plan.atlas_models else []),
+        )
         #: the figures that draw from maps stores, and the rows each has: (stem, index, model)
         self.maps = [
             (stem, i, r["model"])

@@ -176,7 +176,7 @@ const QKAtlas = (() => {
   function scaleBar(scale) {
     const bar = el("canvas", { class: "bar", width: "160", height: "10" }), ctx = bar.getContext("2d");
     for (let x = 0; x < 160; x++) { ctx.fillStyle = colour(((x / 159) * 2 - 1) * scale, scale); ctx.fillRect(x, 0, 1, 10); }
-    return el("div", { class: "scale" }, "weighted cos(u, v) of the head:", fmt(-scale, 2), bar, fmt(scale, 2));
+    return el("div", { class: "scale" }, "weighted cos(u, v) of the head: ", fmt(-scale, 2), " ", bar, " ", fmt(scale, 2));
   }
 
   async function viewGrid(view) {
@@ -185,7 +185,8 @@ const QKAtlas = (() => {
     const grids = el("div", { class: "grids" });
     let total = 0, shown = 0;
     for (const m of models) {
-      const grid = el("div", { class: "grid", style: `grid-template-columns: 3.2em repeat(${m.heads}, minmax(18px, 26px)); grid-template-rows: 1.4em repeat(${m.layers}, ${height / m.layers}px)` });
+      // the cells widen with the page (up to 72 px), so that a small model's grid is not a strip at its left
+      const grid = el("div", { class: "grid", style: `grid-template-columns: 3.2em repeat(${m.heads}, minmax(18px, 72px)); grid-template-rows: 1.4em repeat(${m.layers}, ${height / m.layers}px)` });
       grid.append(el("span", { class: "lab" }));
       for (let h = 0; h < m.heads; h++) grid.append(el("span", { class: "lab hlab", text: "H" + h }));
       for (let l = 0; l < m.layers; l++) {
@@ -344,7 +345,7 @@ const QKAtlas = (() => {
     $("match-count").textContent = "";
     view.replaceChildren(crumbs(m, l, h, n, s), el("h2", { id: "mode-title", text: `${m.label} ${modeCode(l, h, n, s)}` }),
       stats, nav, key(m), toggle, cards,
-      el("p", { text: "In Python (the mode's u, s, v; its top images, scores and maps):" }), python);
+      el("p", { text: "In Python, run from the folder that holds results/ (the store paths are relative to it): the mode's u, s, v; its top images, scores and maps" }), python);
   }
 
   // ------------------------------------------------------------------------------------------ routing
@@ -358,6 +359,7 @@ const QKAtlas = (() => {
 
   async function render() {
     const token = ++state.token, view = $("view"), r = parseHash();
+    $("search-message").textContent = "";  // a failed search's message belongs to the page it was typed on
     try {
       view.dataset.view = "";
       if (r.view === "grid") await viewGrid(view);
@@ -381,7 +383,7 @@ const QKAtlas = (() => {
     const msg = $("search-message");
     msg.textContent = "";
     const found = /L\s*(\d+)\s*H\s*(\d+)(?:\s*M\s*(\d+)\s*\(?([+-])?\)?)?/i.exec(text);
-    if (!found) { msg.textContent = "type e.g. L8 H9 M2, L8 H9, or L8 H9 M2 -"; return; }
+    if (!found) { msg.textContent = `type e.g. ${example()}, ${example().replace(/ M\d+$/, "")}, or ${example()} -`; return; }
     const named = state.index.models.find((m) => text.includes(m.key));
     const current = parseHash().key;
     const key = named ? named.key : state.shown.includes(current) ? current : state.shown[0];
@@ -394,8 +396,16 @@ const QKAtlas = (() => {
     location.hash = `#/${key}/L${l}/H${h}` + (n === undefined ? "" : `/M${n}${found[4] || "+"}`);
   }
 
+  function example() {
+    // a mode that exists in the first model (the search box's placeholder and the failed search's hint)
+    const m = state.index.models[0];
+    return m ? `L${Math.min(8, m.layers - 1)} H${Math.min(2, m.heads - 1)} M${Math.min(2, m.modes - 1)}` : "L0 H0 M0";
+  }
+
   function start() {
     const models = state.index.models;
+    $("search-box").placeholder = example();
+    $("search-box").setAttribute("aria-label", "go to a head or mode: " + example());
     state.shown = models.map((m) => m.key);
     const choice = $("model-choice");
     if (models.length > 1) {

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 #: what the mode atlas rule makes (rules/atlas.smk): its page, data and provenance
 ATLAS_OUTPUTS = [

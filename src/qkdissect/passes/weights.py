@@ -2,9 +2,10 @@
 :mod:`.scores`).
 
 On the CPU, a model whose W_q and W_k its safetensors file gives (:mod:`qkdissect.models.weightfile`: the converted
-DINOv2-S/14, Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP / BERT / GPT-2 files) is read straight from the file
-and its modes computed with numpy (:mod:`qkdissect.core.modes_np`): the job never imports torch, timm or
-transformers. Any other model, a model in memory, and the GPU build the model and run the torch path."""
+DINOv2-S/14, a timm DINOv2 or ViT ``timm:NAME@FILE.safetensors``, Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP /
+BERT / GPT-2 files) is read straight from the file and its modes computed with numpy
+(:mod:`qkdissect.core.modes_np`): the job never imports torch, timm or transformers. Any other model, a model in
+memory, an offset (a rotary model's) and the GPU build the model and run the torch path."""
 
 from __future__ import annotations
 

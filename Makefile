@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make figures   set up .venv (when missing) and regenerate the figures of the offline default (config/config.yaml)
 #                  through the Snakemake workflow; SNAKEMAKE_ARGS='--configfile config/paper.yaml' for the paper's
-#   make test      set up .venv (when missing) and run the linter and the tests
+#   make test      set up .venv (when missing) and run the linter and the tests (the docs built strictly among them)
+#   make docs      the documentation site (docs/, mkdocs.yml) into site/, strictly: a broken link fails
 #   make rehearsal the paper's configuration end to end offline, on stand-ins (needs ../shared/assets)
 PYTHON ?= python3
 VENV   := .venv
@@ -12,13 +13,13 @@ export QKDISSECT_DATA ?= $(CURDIR)/data
 # the rules call qkdissect and papermill: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: figures test test-rehearsal lint browser bench rehearsal clean
+.PHONY: figures test test-rehearsal lint browser bench rehearsal docs clean
 
 $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qkdissect needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[workflow,test]'
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[workflow,test,docs]'
 	touch $@
 
 figures: $(VENV)/.installed
@@ -27,8 +28,8 @@ figures: $(VENV)/.installed
 	@echo "figures in results/figures/, executed notebooks in results/notebooks/, report: results/report.html"
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests benchmarks rehearsal requirements
-	$(PY) -m ruff format --check src tests benchmarks rehearsal requirements
+	$(PY) -m ruff check src tests benchmarks rehearsal requirements docs/hooks
+	$(PY) -m ruff format --check src tests benchmarks rehearsal requirements docs/hooks
 	$(PY) -m mypy src rehearsal
 	$(VENV)/bin/lint-imports
 
@@ -56,6 +57,11 @@ REHEARSAL_DIR ?= rehearsal-run
 rehearsal: $(VENV)/.installed
 	$(PY) -m rehearsal.run $(REHEARSAL_DIR) $(REHEARSAL_ARGS)
 
+# the reference pages (CLI, config keys, stores, errors, the claims table) are generated from the code as it builds
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+	@echo "documentation in site/index.html"
+
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_modes.py
 	$(PY) benchmarks/bench_projections.py --memory
@@ -63,4 +69,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_text.py
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake site

@@ -1,10 +1,10 @@
-"""Write requirements/lock.txt: every package of qkdissect's dependency closure (with its extras workflow and
-test) at the version installed in the environment this runs in, the one the tests passed in.
+"""Write requirements/lock.txt: every package of qkdissect's dependency closure (with its extras workflow,
+test and docs) at the version installed in the environment this runs in, the one the tests passed in.
 
     python requirements/lock.py            # after the tests passed; then set pyproject's lower bounds to match
 
 Markers are evaluated for this machine, so the lock is that platform's (the CUDA wheels torch pulls in on Linux);
-``pip install -c requirements/lock.txt -e '.[workflow,test]'`` (what ``make`` does) installs exactly it.
+``pip install -c requirements/lock.txt -e '.[workflow,test,docs]'`` (what ``make`` does) installs exactly it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT, EXTRAS = "qkdissect", ("test", "workflow")
+ROOT, EXTRAS = "qkdissect", ("docs", "test", "workflow")
 LOCK = Path(__file__).with_name("lock.txt")
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     header = [
         f"# The environment qkdissect's tests pass in: {ROOT}[{','.join(EXTRAS)}] and everything it pulls in,",
         f"# as installed on Python {py}, {sys.platform} {platform.machine()}. Written by requirements/lock.py.",
-        "# Install it: pip install -c requirements/lock.txt -e '.[workflow,test]'",
+        "# Install it: pip install -c requirements/lock.txt -e '.[workflow,test,docs]'",
     ]
     LOCK.write_text("\n".join([*header, *(f"{n}=={v}" for n, v in closure().items())]) + "\n")
     print(f"{LOCK}: {len(closure())} packages")

@@ -21,6 +21,7 @@ from qkdissect.errors import QKDissectError
 from qkdissect.models import extract_qk, load_qk
 from qkdissect.passes.ablation import Ablations, Ablator, TimmRunner, select_modes
 from qkdissect.passes.hooks import layer_token_hooks
+from qkdissect.provenance.claims import write_claims
 from qkdissect.stores import open_store
 
 LAYER, HEAD = 9, 2  # the pass from the ablated layer onward runs 3 blocks
@@ -212,8 +213,16 @@ def test_ablate_command_writes_an_ablation_store(tmp_path: Path) -> None:
     where = (int(ds.ablation_layer[a]), int(ds.ablation_head[a]), int(ds.ablation_mode[a]))
     mine = ds.image_effect[:, a].values[ds.in_top[:, a].values].mean(axis=0)
     np.testing.assert_allclose(ds.effect.sel(subset="top").values[where], mine, rtol=1e-6)
+    slots = open_store(proj, "projections").sel(layer=where[0], head=where[1], mode=where[2])
+    in_set = np.isin([str(i) for i in slots.top_image_id.values.ravel()], [str(i) for i in ds.image_id.values])
+    assert in_set.any()  # the mean image score of its top-image slots in the set
+    want = slots.top_score.values.ravel()[in_set].mean()
+    np.testing.assert_allclose(float(ds.top_image_score[where]), want, rtol=1e-12)
+    assert np.isnan(ds.top_image_score.values[~ds.ablated.values]).all()
     assert (ds.effect.fillna(0) >= 0).all() and ds.attrs["provenance"]["kind"] == "ablation"
     assert main(["ablate", spec, "--modes", str(modes), "--images", images, "-o", str(modes), *quiet]) == 2  # an input
+    claim = {v.id: v for v in write_claims({"ablation": [out]}, tmp_path / "claims.json")}["A1"]  # our own claim
+    assert claim.models[ds.attrs["model_id"]]["heads"] == 1 and claim.holds is not None  # L2 H3: 3 modes, the rest 2
 
 
 def test_mean_ablation_keeps_the_mean_term(tmp_path: Path) -> None:

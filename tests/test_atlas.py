@@ -237,3 +237,45 @@ def test_the_configs_label_names_the_model_on_the_page(tiny: dict, atlas_page: P
                             "--label", bad, "-o", str(gone)], capture_output=True, text=True)  # fmt: skip
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
         assert not gone.exists()
+
+
+def test_each_modes_ablation_effect_is_beside_its_top_images(tiny: dict, tmp_path: Path) -> None:
+    """A results folder with an ablation store: the model's summary holds each mode's effect (the store's), each
+    head's slots their top image's own effect (the store's per-image value, where the image was ablated)."""
+    from qkdissect.passes.ablation import compute_ablation
+
+    results = tmp_path / "results"
+    shutil.copytree(tiny["results"], results, ignore=shutil.ignore_patterns("atlas", "atlas_maps"))
+    store = results / "ablation/tiny/photos.zarr"
+    ds = compute_ablation(tiny["spec"], tiny["modes"], tiny["images"], store, select=["top:2", "2,3,5"],
+                          projections=tiny["proj"], limit=5, outputs=False, device="cpu", workers=0,
+                          progress=False, model_key="tiny")  # fmt: skip
+    page = api.atlas(results, device="cpu", progress=False)
+    data = page.parent / "data/tiny"
+    load = lambda p: json.loads(p.read_text().split("(", 1)[1].rsplit(")", 1)[0].split(",", 1)[-1])  # noqa: E731
+    summary = json.loads((data / "model.js").read_text().split("(", 1)[1].rsplit(")", 1)[0])
+    kl = ds.effect.sel(metric="attention_kl")
+    for subset in ("all", "top"):
+        want = kl.sel(subset=subset).values.ravel()
+        got = np.array([np.nan if v is None else v for v in summary["ablation"][subset]])
+        np.testing.assert_allclose(got, want, rtol=1e-3)  # 4 significant digits; NaN where not ablated
+    assert summary["ablation"]["images"] == 5 and summary["stores"]["ablation"] == str(store)
+    head = load(data / "heads/L2-H3.js")  # modes 0, 1 and 5 ablated
+    maps = open_store(results / "atlas_maps/tiny/photos.zarr", "atlas").sel(layer=2, head=3)
+    ablated_ids = [str(i) for i in ds.image_id.values]
+    slots = maps.slot_image.values  # (mode, sign, rank)
+    found = 0
+    for (mode, sign, rank), img in np.ndenumerate(slots):
+        effect = head["effect"][(mode * 2 + sign) * slots.shape[-1] + rank]
+        image_id = str(maps.image_id.values[img]) if img >= 0 else None
+        if img < 0 or mode not in (0, 1, 5) or image_id not in ablated_ids:
+            assert effect is None, (mode, sign, rank)
+            continue
+        a = int(np.nonzero((ds.ablation_layer.values == 2) & (ds.ablation_head.values == 3)
+                           & (ds.ablation_mode.values == mode))[0][0])  # fmt: skip
+        want = float(ds.image_effect.sel(metric="attention_kl").values[ablated_ids.index(image_id), a])
+        assert effect == pytest.approx(want, rel=1e-3)
+        found += 1
+    assert found > 0
+    record = json.loads((page.parent / "atlas.provenance.json").read_text())
+    assert any(d["path"].endswith("ablation/tiny/photos.zarr") for d in record["dependencies"])

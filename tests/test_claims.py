@@ -12,7 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import make_tiny_vit
-from qkdissect.core.claims import CONCAVE, NOT_CONCAVE, RISE, Curve, Inputs, evaluate, late_rise
+from qkdissect.core.claims import (
+    CONCAVE,
+    NOT_CONCAVE,
+    RISE,
+    Curve,
+    Inputs,
+    ModeEffects,
+    bootstrap_mean,
+    evaluate,
+    late_rise,
+    within_head_spearman,
+)
 from qkdissect.errors import QKDissectError
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
@@ -63,7 +74,7 @@ def test_a_rise_counts_exactly_when_the_last_layer_is_above_the_late_minimum_by_
 
 def test_missing_parts_are_not_evaluated_never_passed() -> None:
     verdicts = evaluate(Inputs())
-    assert [v.id for v in verdicts] == ["1", "2", "3", "4", "5a", "5b", "6a", "6b", "6c", "7"]
+    assert [v.id for v in verdicts] == ["1", "2", "3", "4", "5a", "5b", "6a", "6b", "6c", "7", "A1"]
     assert all(v.holds is None for v in verdicts)
 
 
@@ -102,7 +113,7 @@ def test_stores_of_the_wrong_shape_are_one_line_naming_the_roles(tmp_path: Path,
     shape is checked (an object of role -> list of store paths; a single string is refused, not taken as a list)."""
     from qkdissect.cli import main
 
-    roles = "scores, projections, preference, same_object, s3"
+    roles = "scores, projections, preference, same_object, s3, ablation"
     for stores, message in (
         ("[]", f"--stores is a JSON array, not an object of role -> list of store paths (roles: {roles}), e.g. "),
         ('{"scores": "x"}', "--stores: role 'scores' is a string ('x'), not a list of store paths: write [\"x\"]"),
@@ -116,3 +127,46 @@ def test_stores_of_the_wrong_shape_are_one_line_naming_the_roles(tmp_path: Path,
     assert not list(tmp_path.iterdir())
     with pytest.raises(QKDissectError, match="stores: role 'scores' is a string"):  # the Python API alike
         write_claims({"scores": "x"}, tmp_path / "claims.json")  # type: ignore[dict-item]
+
+
+def test_within_head_spearman_is_scipys_per_head_over_the_finite_modes() -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(3, 5, 8)), rng.normal(size=(3, 5, 8))
+    x[..., 4:] = np.nan  # 4 modes ablated per head
+    x[0, 1, 1:] = np.nan  # a head with one: no correlation
+    y[1, 2, 2] = np.nan  # a head with 3
+    x[2, 3, :4] = [1, 1, 2, 2]  # ties: mean ranks
+    rho = within_head_spearman(x, y)
+    for (layer, head), got in np.ndenumerate(rho):
+        ok = np.isfinite(x[layer, head]) & np.isfinite(y[layer, head])
+        want = spearmanr(x[layer, head, ok], y[layer, head, ok]).statistic if ok.sum() >= 3 else np.nan
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=str((layer, head)))
+    assert np.isnan(rho[0, 1]) and np.isfinite(rho[1, 2])
+
+
+def test_the_ablation_claim_holds_when_score_orders_effect_and_not_when_it_reverses_it() -> None:
+    rng = np.random.default_rng(0)
+    score = rng.uniform(1, 2, size=(4, 6, 16))
+    score[..., 4:] = np.nan
+    s = np.sort(rng.uniform(1, 2, size=(4, 6, 16)))[..., ::-1]
+    noisy = score + rng.normal(scale=0.2, size=score.shape)
+    agree = ModeEffects(score, noisy, s, "skimage, 15 images")
+    v = evaluate(Inputs(ablation={"a": agree, "b": ModeEffects(score, -noisy, s)}))[-1]
+    assert v.id == "A1" and v.figure == "Ablation (ours) (skimage, 15 images)"
+    assert v.models["a"]["holds"] is True and v.models["a"]["interval"][0] > 0 and v.models["a"]["heads"] == 24
+    assert v.models["b"]["holds"] is False and v.models["b"]["mean_rho"] < 0
+    assert len(v.models["a"]["rho_by_layer"]) == 4 and v.holds is False  # 1 of 2 models: not more than half
+    unrelated = ModeEffects(score, rng.uniform(size=score.shape), s)
+    assert evaluate(Inputs(ablation={"c": unrelated}))[-1].models["c"]["interval"][0] < 0  # noise: no claim
+
+
+def test_bootstrap_mean_interval_brackets_the_mean_and_narrows_with_more_heads() -> None:
+    rng = np.random.default_rng(2)
+    few, many = rng.normal(0.3, 1, 20), rng.normal(0.3, 1, 2000)
+    lo, hi = bootstrap_mean(few)
+    assert lo < few.mean() < hi
+    lo2, hi2 = bootstrap_mean(many)
+    assert hi2 - lo2 < (hi - lo) / 5 and lo2 < many.mean() < hi2
+    assert np.isnan(bootstrap_mean(np.array([np.nan]))).all()  # none to resample

@@ -76,4 +76,4 @@ def test_the_workflow_records_its_own_checkout(tmp_path: Path, monkeypatch: pyte
     assert git_state() == {"commit": workflow_commit, "dirty": False, "checkout": "workflow checkout"}
     assert records.code_record()["git"]["commit"] == workflow_commit
     smk = (Path(__file__).parents[1] / "workflow/rules/common.smk").read_text()
-    assert re.search(r"^\s*export_workflow_checkout\(REPO\)$", smk, re.M)
+    assert re.search(r"^export_environment\(.*, REPO\)$", smk, re.M)  # which calls export_workflow_checkout

@@ -42,6 +42,8 @@ SCHEMA_OPTIONS = {
     ("figures", "null_lines"): "null_lines",
     ("analysis", "null_rtol"): "null_rtol",
     ("rotary", "distance_bin"): "distance_bin",
+    ("ablation", "batch_size"): "ablation_batch_size",
+    ("ablation", "limit"): "limit",
 }
 
 
@@ -76,6 +78,17 @@ def test_same_object_top_and_the_vocabularies() -> None:
     assert OPTIONS["score"].choices == IMAGE_SCORES
 
 
+def test_the_ablation_select_takes_its_default_and_pattern_from_the_option() -> None:
+    entry, opt = schema_entry("ablation", "select"), OPTIONS["ablation_select"]
+    one, many = entry["oneOf"]
+    assert entry["default"] == opt.default and one["pattern"] == many["items"]["pattern"] == opt.pattern
+    for good in ("auto", "all", "top:4", "3,1,0"):
+        assert opt.check(good) == good
+    for bad in ("top:0", "1,2", "first"):
+        with pytest.raises(ValueError, match="is not valid"):
+            opt.check(bad, "select")
+
+
 def test_an_image_sets_dedupe_takes_its_range_from_the_option() -> None:
     entry = SCHEMA["properties"]["images"]["additionalProperties"]["properties"]["dedupe"]
     bits = next(alt for alt in entry["oneOf"] if alt.get("type") == "integer")
@@ -97,7 +110,12 @@ CLI = {
     },
     "project-text": {"tokens": "tokens", "batch_size": "text_batch_size", "max_tokens": "max_tokens"},
     "logits": {"batch_size": "logits_batch_size", "dedupe": "dedupe"},
-    "ablate": {"batch_size": "ablation_batch_size", "dedupe": "dedupe", "workers": "workers"},
+    "ablate": {
+        "batch_size": "ablation_batch_size",
+        "dedupe": "dedupe",
+        "workers": "workers",
+        "select": "ablation_select",
+    },
     "preference": {"batch_size": "preference_batch_size"},
     "same-object": {
         "batch_size": "same_object_batch_size",

@@ -77,6 +77,7 @@ OFFLINE_FIGURES = [
     "fig6_same_object_synthetic",
     "ln_folding_cosine",
     "logit_terms",
+    f"ablation_{OFFLINE_MODEL}",
 ]
 
 
@@ -219,7 +220,7 @@ def test_rules_pass_only_parameters_the_notebooks_define(tmp_path: Path, config:
         "fig6_same_object.ipynb",
         "image_top.ipynb",
     }
-    beyond = {"ln_folding.ipynb", "logit_terms.ipynb", "text_modes.ipynb"}  # not in the paper's own run
+    beyond = {"ln_folding.ipynb", "logit_terms.ipynb", "text_modes.ipynb", "ablation.ipynb"}  # not in the paper's run
     expected |= {"s3_ijepa.ipynb"} if config.endswith("paper.yaml") else beyond
     rotary = {"rotary_spectrum.ipynb", "rotary_distance.ipynb"}  # rotary models (config/modern.yaml)
     assert used - rotary == expected
@@ -279,6 +280,24 @@ def test_a_text_entry_on_an_image_model_is_refused(tmp_path: Path) -> None:
     r = snakemake(tmp_path, "-n", config=cfg, check=False)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "models ['dinov2-vits14-imgfocus'] have a `text` entry" in out, out[-2000:]
+
+
+def test_the_ablation_runs_the_models_it_can_and_names_the_others(tmp_path: Path) -> None:
+    """figures.ablation: the offline default's ablate job (its section's options, the projections it reads, the
+    figure, the atlas and the claims reading its store); a Hugging Face or a text model is refused by name."""
+    model = "dinov2-vits14-imgfocus"
+    r = snakemake(tmp_path / "ok", "-n", "-p", "--forceall", config=REPO / "config/config.yaml")
+    job = next(line for line in r.stdout.splitlines() if "python -m qkdissect ablate " in line)
+    assert f"--projections results/projections/{model}/skimage.zarr" in job and "--limit 17 --dedupe" in job
+    assert "--select auto --attention-only" in job and f"-o results/ablation/{model}/skimage.zarr" in job
+    assert job_counts(r.stdout)["ablate"] == 1 and job_counts(r.stdout)["ablation"] == 1  # the store, the figure
+    assert re.search(rf'qkdissect claims --stores .*"ablation":\["results/ablation/{model}/skimage.zarr"\]', r.stdout)
+    for name, entry, says in (("dinov2-hf", {"spec": "hf:facebook/dinov2-small"}, "does not run yet"),
+                              ("minilm-l6", None, "names text models")):  # fmt: skip
+        cfg = write_config(tmp_path, {"models": {name: entry}, "figures": {"ablation": [name]}})
+        r = snakemake(tmp_path / name, "-n", config=cfg, check=False)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "config: figures.ablation names" in out and says in out, out[-2000:]
 
 
 def test_unknown_model_without_spec_names_close_matches(tmp_path: Path) -> None:
@@ -382,6 +401,10 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     assert logits.attrs["images"]["valid"] == 7  # projections.logits_limit 8, less motorcycle_right (dedupe)
     assert [d["id"] for d in logits.attrs["images"]["dedupe"]["dropped"]] == ["skimage:motorcycle_right"]
     np.testing.assert_allclose(logits.share.sum("term").values, 1.0, atol=1e-9)
+    ablation = open_store(work / f"results/ablation/{model}/skimage.zarr", "ablation")  # 4 modes x 72 heads
+    assert ablation.sizes["ablation"] == 4 * 72 and ablation.attrs["images"]["valid"] == 16
+    claims = {c["id"]: c for c in json.loads((work / "results/claims/claims.json").read_text())["claims"]}
+    assert claims["A1"]["holds"] is not None and claims["A1"]["models"][model]["heads"] == 72
     text = open_store(work / f"results/text_projections/{OFFLINE_TEXT_MODEL}/pydoc.zarr", "text_projections")
     assert text.sizes["passage"] == 256 and text.top_passage.sizes["rank"] == 8
     assert (text.top_passage.values >= 0).all() and (text.top_score.values >= 0).all()
@@ -424,10 +447,10 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     audit += ["--allow-dirty"] if git_state().get("dirty") else []
     r = subprocess.run(audit, cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
-    # figures, 3 manifests, 6 DINOv2 stores, 3 MiniLM and 5 SmolLM2 stores (modes, scores, text, offsets,
-    # spectrum), folded modes and scores (2 x 2 each), 7 maps stores (Fig. 1, 4, 5, the gallery, S17, the text
-    # models' text modes), the claims page, the mode atlas and its atlas maps store
-    n = len(OFFLINE_FIGURES) + 3 + 6 + 3 + 5 + 12 + 7 + 1 + 2
+    # figures, 3 manifests, 7 DINOv2 stores (with its ablation), 3 MiniLM and 5 SmolLM2 stores (modes, scores,
+    # text, offsets, spectrum), folded modes and scores (2 x 2 each), 7 maps stores (Fig. 1, 4, 5, the gallery,
+    # S17, the text models' text modes), the claims page, the mode atlas and its atlas maps store
+    n = len(OFFLINE_FIGURES) + 3 + 7 + 3 + 5 + 12 + 7 + 1 + 2
     assert re.search(r"^ok +claims/claims\.provenance\.json", r.stdout, re.M), r.stdout[-3000:]
     assert re.search(r"^ok +atlas/atlas\.provenance\.json +\[atlas\]", r.stdout, re.M), r.stdout[-3000:]
     assert r.stdout.strip().endswith(f"{n + 1} ok")  # and the RO-Crate (the run's config and workflow it lists)
@@ -464,12 +487,12 @@ def test_report_categories_follow_the_paper() -> None:
 
 
 def test_no_function_of_the_workflow_is_defined_twice() -> None:
-    """Snakemake files are one namespace: a second def of a name silently replaces the first."""
-    names = [
-        m.group(1)
-        for f in [*sorted((REPO / "workflow").rglob("*.smk")), REPO / "workflow/Snakefile"]
-        for m in re.finditer(r"^def (\w+)\(", f.read_text(), re.M)
-    ]
+    """Snakemake files are one namespace: a second def of a name (or top-level assignment, as common.smk hands the
+    package's functions to the rules) silently replaces the first."""
+    texts = [f.read_text() for f in [*sorted((REPO / "workflow").rglob("*.smk")), REPO / "workflow/Snakefile"]]
+    names = [n for t in texts for n in re.findall(r"^def (\w+)\(", t, re.M)]
+    assigned = [lhs for t in texts for lhs in re.findall(r"^(\w+(?:, \w+)*) = ", t, re.M)]
+    names += [n for lhs in assigned for n in lhs.split(", ")]
     assert len(names) > 20 and sorted({n for n in names if names.count(n) > 1}) == []
 
 

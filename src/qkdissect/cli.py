@@ -243,11 +243,11 @@ def _ablate(args: argparse.Namespace, ds: Any) -> None:
         last = str(ds.metric.values[-1])
         for layer in ds.layer.values:
             e = every.sel(layer=layer)
+            output = f"  {last} {float(e.sel(metric=last).mean()):.3g}" if last != "attention_moved" else ""
             if bool(ds.ablated.sel(layer=layer).any()):
                 print(f"layer {layer:2d}  mean over ablated modes: attention KL "
                       f"{float(e.sel(metric='attention_kl').mean()):.3g}  moved "
-                      f"{float(e.sel(metric='attention_moved').mean()):.3g}  {last} "
-                      f"{float(e.sel(metric=last).mean()):.3g}")  # fmt: skip
+                      f"{float(e.sel(metric='attention_moved').mean()):.3g}{output}")  # fmt: skip
     t = ds.attrs["provenance"]["timings_s"]
     print(f"{ds.sizes['ablation']} modes ablated ({ds.attrs['ablation']}) on {ds.attrs['images']['valid']} images "
           f"in {t['total']:.0f} s -> {args.output}")  # fmt: skip

@@ -41,6 +41,8 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 #: a rotary model's offset: D (one axis: text) or DY,DX (an image grid), integers or decimals (1.5: between patches);
 #: or the mean over the pairs of a grid (mean) or of a context of N tokens (mean:N), the content core
 OFFSET_PATTERN = r"^(-?[0-9]+(\.[0-9]+)?(,-?[0-9]+(\.[0-9]+)?)?|mean(:[0-9]+)?)$"
+#: the modes an ablation selects: auto, all, top:N or one mode L,H,M (0-based)
+ABLATION_SELECT_PATTERN = r"^(auto|all|top:[1-9][0-9]*|[0-9]+,[0-9]+,[0-9]+)$"
 #: the largest offset along any axis (and the longest context of a mean)
 MAX_OFFSET = 10**6
 #: an offset as the API takes it: one number (text) or one per axis (images: dy, dx); "mean" / "mean:N" the
@@ -131,7 +133,7 @@ OPTIONS: dict[str, Option] = {
     "tokens": Option(
         "post-norm",
         "post-norm: the tokens W_q and W_k see (the output of the block's norm); pre-norm: the residual stream "
-        "entering the block, as the released code projects it (paper B4)",
+        "entering the block, as the released code projects it",
         choices=TOKEN_SOURCES,
     ),
     "folding": Option(
@@ -156,7 +158,7 @@ OPTIONS: dict[str, Option] = {
     "null_lines": Option(
         "exact",
         "the null lines of Fig. 3, S1 and S2: exact (the interval of two isotropic vectors), released (the released "
-        "notebook's baseline as published, bug B3) or both",
+        "notebook's baseline as published, with its errors) or both",
         choices=NULL_LINES,
     ),
     "null_rtol": Option(
@@ -199,6 +201,12 @@ OPTIONS: dict[str, Option] = {
     ),
     "thumbnail": _count(224, "the mode atlas's thumbnails are at most this many pixels a side", 1024),
     "atlas_batch_size": _count(8, "images per batch of the atlas pass", MAX_BATCH),
+    "ablation_select": Option(
+        "auto",
+        "the modes ablated, one at a time: auto (the 4 strongest of every head), top:N (the N strongest of every "
+        "head), all, or L,H,M (layer, head, mode; 0-based)",
+        pattern=ABLATION_SELECT_PATTERN,
+    ),
     "ablation_batch_size": _count(
         16,
         "images per batch of the ablation pass (its ablations then run in chunks of (image, ablation) rows)",

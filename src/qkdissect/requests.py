@@ -205,7 +205,7 @@ class ScoresRequest(Request):
         "--released-code",
         default=False,
         action="store_true",
-        help="divide the weighted average by d_head as the released notebook does (bug B1)",
+        help="divide the weighted average by d_head as the released notebook does (a mean over modes, not the sum)",
     )
     level: float = option("null_level")
     null_rtol: float = option("null_rtol")
@@ -295,14 +295,7 @@ class AblationRequest(Request):
     images: str = given("--images", help=IMAGES)
     output: str | Path | None = output_field("ablation store (.zarr)")
     #: "auto", "top:N", "all", or modes (layer, head, mode) (see passes.ablation.select_modes)
-    select: Any = given(
-        "--select",
-        default="auto",
-        nargs="+",
-        metavar="MODES",
-        help="the modes ablated, one at a time: auto (the 4 strongest of every head), top:N (the N strongest of "
-        "every head), all, or L,H,M ... (0-based; default: auto)",
-    )
+    select: Any = option("ablation_select", nargs="+", metavar="MODES")
     projections: Store | None = given(
         "--projections", default=None, help="its projections store: also average over each mode's own top images"
     )

@@ -69,6 +69,8 @@ rule atlas:
         maps=[atlas_maps_store(m) for m in ATLAS_MODELS],
         modes=[f"results/modes/{m}.zarr" for m in ATLAS_MODELS],
         scores=[f"results/scores/{m}.zarr" for m in ATLAS_MODELS],
+        # each mode's ablation effect beside its top images, for the models that have one (rules/ablation.smk)
+        ablation=[ablation_store(m) for m in ATLAS_MODELS if m in ABLATION_MODELS],
     output:
         index="results/atlas/index.html",
         data=directory("results/atlas/data"),
@@ -80,7 +82,7 @@ rule atlas:
             labels={"page": "mode atlas"},
         ),
     params:
-        config_keys=config_keys(["atlas"], ["projections", "images"]),
+        config_keys=config_keys(["atlas"], ["projections", "images"], ["figures", "ablation"]),
         # the results folder (its name carries a module's prefix)
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.index)),
         models=ATLAS_MODELS,

@@ -2,7 +2,8 @@
 # a page in the report, a provenance sidecar audited like a figure's (qkdissect.core.claims).
 
 
-CLAIMS_STORES = claims_stores()
+# (and our own claim A1 on the ablation stores, workflow/rules/ablation.smk)
+CLAIMS_STORES = {**claims_stores(), **ABLATION_CLAIMS}
 
 
 rule claims:
@@ -20,7 +21,7 @@ rule claims:
         provenance="results/claims/claims.provenance.json",
     params:
         config_keys=config_keys(["figures", "fig3"], ["figures", "s4"], ["figures", "fig2"], ["figures", "fig6"],
-                                ["figures", "s3"]),
+                                ["figures", "s3"], ["figures", "ablation"]),
         stores=lambda wildcards, input: json.dumps(stores_of(CLAIMS_STORES, input), separators=(",", ":")),
     conda:
         "../envs/qkdissect.yaml"

@@ -6,6 +6,10 @@ end of the model's own 95% null interval of a single mode's cosine (a conservati
 a *late rise* (the "concave" trend) is the last layer's value minus the minimum over the second half of the
 depth, a rise when above :data:`RISE`; "most models" means more than half of those evaluated. Arrays in,
 verdicts out; :mod:`qkdissect.provenance.claims` reads the stores and writes the page.
+
+Beyond the paper, claims of our own (ids ``A``...), on what this tool measures that the paper does not: A1, that
+the modes whose top images score highest are the ones whose removal changes their head's attention most on those
+images (:func:`within_head_spearman`, from an ablation store).
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 
 EARLY, LATE = 1 / 3, 2 / 3
 #: the smallest rise over the last layers that counts as the "concave" trend
 RISE = 0.05
+#: claim A1's bootstrap over heads: resamples and the seed of its generator
+BOOTSTRAP, SEED = 2000, 0
 #: the models the paper names as concave (claim 3) and as not concave
 CONCAVE = (
     "simmim-vit-b16-pretrain", "dino-vits16", "dino-vitb16", "deit-tiny-distilled-patch16-224",
@@ -50,6 +57,17 @@ class Curve:
 
 
 @dataclass
+class ModeEffects:
+    """One model's ablated modes, (layer, head, mode) arrays with NaN where a mode was not ablated: the mean image
+    score of its top images in the ablated set, its ablation's attention KL on those images, its singular value."""
+
+    score: np.ndarray
+    effect: np.ndarray
+    singular_value: np.ndarray
+    images: str = ""
+
+
+@dataclass
 class Inputs:
     """What the claims are evaluated on, per model (each part optional)."""
 
@@ -60,6 +78,7 @@ class Inputs:
     same_object: Mapping[str, Curve] = field(default_factory=dict)  # Fig. 6
     s3: tuple[Curve, Curve] | None = None  # Fig. S3: (encoder, predictor)
     datasets: Mapping[str, str] = field(default_factory=dict)  # "preference" / "same_object" -> dataset name
+    ablation: Mapping[str, ModeEffects] = field(default_factory=dict)  # claim A1: each model's ablated modes
 
 
 @dataclass
@@ -104,6 +123,13 @@ TEXTS: dict[str, tuple[str, str, str]] = {
            "median of the other models"),
     "7": ("Fig. 6", "P(same object) is higher in early layers than late ones, with large variability between "
           "models.", "early mean > late mean; more than half of the models"),
+    "A1": ("Ablation (ours)", "The modes whose top images score highest are the ones whose removal changes their "
+           "head's attention most on those images.", "per head, the Spearman correlation rho across its ablated "
+           "modes (3 or more) between a mode's top-image score (the paper's image score, max q * max k, mean over "
+           "its top images in the ablated set) and the attention KL of its zero-ablation on those images; a model "
+           f"holds when the mean rho over heads is > 0 with its 95% bootstrap interval over heads ({BOOTSTRAP} "
+           f"resamples, seed {SEED}) above 0; holds when true for more than half of the models. For comparison: "
+           "the same rho with the singular value s_n in place of the score"),
 }  # fmt: skip
 
 
@@ -228,7 +254,60 @@ def _ade20k(inp: Inputs) -> Verdict:
     return _verdict("7", per, holds, summary, inp.datasets.get("same_object", ""))
 
 
-#: the claims, in the paper's order (8 and 9, the semantics of named modes, are for the eye: Fig. 1, 4, S5-S19)
+def within_head_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(layer, head, mode) -> (layer, head): the Spearman rank correlation of ``x`` and ``y`` across the modes of
+    each head where both are finite (ties ranked by their mean rank); NaN for a head with fewer than 3 such modes or
+    a constant ranking."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    rx, ry = (rankdata(np.where(ok, a, np.nan), axis=-1, nan_policy="omit") for a in (x, y))
+    n = ok.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dx = np.where(ok, rx - np.nanmean(np.where(ok, rx, np.nan), axis=-1, keepdims=True), 0.0)
+        dy = np.where(ok, ry - np.nanmean(np.where(ok, ry, np.nan), axis=-1, keepdims=True), 0.0)
+        rho = (dx * dy).sum(-1) / np.sqrt((dx * dx).sum(-1) * (dy * dy).sum(-1))
+    return np.where(n >= 3, rho, np.nan)
+
+
+def bootstrap_mean(
+    values: np.ndarray, n: int = BOOTSTRAP, seed: int = SEED, level: float = 0.95
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean of ``values`` (finite ones; NaN, NaN for none)."""
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return float("nan"), float("nan")
+    means = v[np.random.default_rng(seed).integers(0, len(v), (n, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _mean(values: np.ndarray, axis: int | None = None) -> Any:
+    """The mean of the finite values (along ``axis``), None where there are none; rounded (:func:`_r`)."""
+    ok = np.isfinite(values)
+    n, total = ok.sum(axis=axis), np.where(ok, values, 0.0).sum(axis=axis)
+    means = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return [None if np.isnan(m) else _r(m) for m in means] if axis is not None else (_r(float(means)) if n else None)
+
+
+def _ablation(inp: Inputs) -> Verdict:
+    per = {}
+    for name, m in inp.ablation.items():
+        rho = within_head_spearman(m.score, m.effect)
+        lo, hi = bootstrap_mean(rho.ravel())
+        per[name] = {
+            "mean_rho": _mean(rho),
+            "interval": [_r(lo), _r(hi)],
+            "heads": int(np.isfinite(rho).sum()),
+            "heads_positive": int((rho > 0).sum()),
+            "rho_by_layer": _mean(rho, axis=1),
+            "mean_rho_singular_value": _mean(within_head_spearman(m.singular_value, m.effect)),
+            "holds": bool(lo > 0),
+        }
+    images = next((m.images for m in inp.ablation.values() if m.images), "")
+    return _verdict("A1", per, *_most(per), images)
+
+
+#: the claims, in the paper's order (8 and 9, the semantics of named modes, are for the eye: Fig. 1, 4, S5-S19),
+#: then our own
 CLAIMS: tuple[Callable[[Inputs], Verdict | list[Verdict]], ...] = (
     _high_early,
     _about_zero,
@@ -237,6 +316,7 @@ CLAIMS: tuple[Callable[[Inputs], Verdict | list[Verdict]], ...] = (
     _anisotropy,
     _o3,
     _ade20k,
+    _ablation,
 )
 
 

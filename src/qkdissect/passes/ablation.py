@@ -322,17 +322,21 @@ class Ablator:
 
 
 # ------------------------------------------------------------------------------------------------ the pass
-def _top_images(proj: xr.Dataset, sel: Selection, image_ids: np.ndarray) -> np.ndarray:
+def _top_images(proj: xr.Dataset, sel: Selection, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(image, ablation) True where the image is one of the ablated mode's top images (either sign, every rank)
-    in the projections store; its top images outside this image set count nowhere."""
+    in the projections store; its top images outside this image set count nowhere. And (ablation,) the mean of
+    the image score of the mode's top-image slots (sign, rank) that lie in this set (NaN: none does)."""
     ids = _text(proj.top_image_id.values[sel.layer, sel.head, sel.mode]).reshape(len(sel), -1)
+    scores = np.asarray(proj.top_score.values[sel.layer, sel.head, sel.mode], np.float64).reshape(len(sel), -1)
     mine = _text(image_ids)
     order = np.argsort(mine)
     at = np.minimum(np.searchsorted(mine[order], ids), len(mine) - 1)  # (ablation, sign * rank)
     found = mine[order][at] == ids
     top = np.zeros((len(mine), len(sel)), bool)
     top[order[at][found], np.nonzero(found)[0]] = True
-    return top
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(found, scores, 0.0).sum(axis=1) / found.sum(axis=1)
+    return top, score
 
 
 def _text(ids: Any) -> np.ndarray:
@@ -396,7 +400,7 @@ def run_ablation(r: AblationRequest) -> xr.Dataset:
         if x is not None:
             per_image[np.asarray(ok)] = ablator(x.to(im.device)).numpy()
     coords = stream.coords()
-    top = _top_images(proj, sel, coords["image_id"][1]) if proj is not None else None
+    top, top_score = _top_images(proj, sel, coords["image_id"][1]) if proj is not None else (None, None)
     items = [r.select] if isinstance(r.select, str) else list(r.select)
     given = [m if isinstance(m, str) else ",".join(map(str, m)) for m in items]
     parameters = {"select": given, "mean": r.mean, "outputs": r.outputs, "batch_size": r.batch_size,
@@ -422,7 +426,7 @@ def run_ablation(r: AblationRequest) -> xr.Dataset:
         "provenance": record,
     }  # fmt: skip
     cos = (modes_ds.U * modes_ds.V).sum("dim").values
-    ds = ablation_dataset(per_image, sel, ablator.metrics, top, modes_ds.S.values, cos, coords, attrs)
+    ds = ablation_dataset(per_image, sel, ablator.metrics, top, modes_ds.S.values, cos, coords, attrs, top_score)
     return finish(ds, r.output)
 
 

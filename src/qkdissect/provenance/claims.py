@@ -3,7 +3,9 @@ written as JSON (for machines), an HTML page (for the report) and a provenance s
 
 ``stores`` maps a role to store paths: ``scores`` (the Fig. 3 models), ``projections`` (the S4 models: their
 anisotropy), ``preference`` (Fig. 2, one mask dataset), ``same_object`` (Fig. 6, one mask dataset) and ``s3``
-(the I-JEPA encoder's and predictor's scores, in that order). Any role may be missing or empty.
+(the I-JEPA encoder's and predictor's scores, in that order), and for our own claim A1 ``ablation`` (ablation
+stores made with a projections store: each mode's top-image score and its removal's effect on its top images). Any
+role may be missing or empty.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.claims import Curve, Inputs, Verdict, evaluate
+from ..core.claims import Curve, Inputs, ModeEffects, Verdict, evaluate
 from ..errors import QKDissectError
 from ..stores import atomic_path, open_store
 from .figures import figure_record
@@ -25,7 +27,7 @@ from .records import tree_sha256
 
 Stores = Mapping[str, Sequence[str | Path]]
 #: the roles of ``stores``, in the order the docstring gives them
-ROLES = ("scores", "projections", "preference", "same_object", "s3")
+ROLES = ("scores", "projections", "preference", "same_object", "s3", "ablation")
 _JSON = {dict: "object", list: "array", tuple: "array", str: "string", int: "number", float: "number", bool: "boolean",
          type(None): "null"}  # fmt: skip
 
@@ -108,7 +110,24 @@ def read_inputs(stores: Stores) -> Inputs:
         same[ds.attrs["model_id"]] = _curve(ds, "layer_p")
         datasets["same_object"] = _dataset(ds)
     s3 = [_curve(open_store(p, "scores"), "layer_weighted") for p in stores.get("s3", [])]
-    return Inputs(weighted, null_high, aniso, pref, same, (s3[0], s3[1]) if len(s3) == 2 else None, datasets)
+    ablation = {str(ds.attrs["model_id"]): _mode_effects(ds, p) for p in stores.get("ablation", [])
+                for ds in [open_store(p, "ablation")]}  # fmt: skip
+    pair = (s3[0], s3[1]) if len(s3) == 2 else None
+    return Inputs(weighted, null_high, aniso, pref, same, pair, datasets, ablation)
+
+
+def _mode_effects(ds: Any, path: str | Path) -> ModeEffects:
+    """Claim A1's numbers of an ablation store: made with a projections store (its top images), zero-ablation."""
+    if "top_image_score" not in ds or ds.attrs.get("ablation") != "zero":
+        raise QKDissectError(
+            f"{path}: claim A1 needs a zero-ablation store made with the model's projections store (its modes' top "
+            "images): qkdissect ablate ... --projections STORE, without --mean"
+        )
+    images = ds.attrs.get("images") or {}
+    kl = ds.effect.sel(metric="attention_kl", subset="top").values
+    s = np.where(ds.ablated.values, ds.singular_value.values, np.nan)
+    where = f"{images.get('spec', '?')}, {images.get('valid', '?')} images"
+    return ModeEffects(ds.top_image_score.values, kl, s, where)
 
 
 _BADGE = {True: ("holds", "#1a7f37"), False: ("does not hold", "#cf222e"), None: ("not evaluated", "#6e7781")}
@@ -148,7 +167,8 @@ def claims_html(verdicts: Sequence[Verdict]) -> str:
     intro = (
         "<p>Each checkable claim of the paper (section 5 of the spec), turned into a stated rule on the per-layer "
         "numbers of this run (early: normalised depth &le; 1/3, late: &ge; 2/3). Claims 8 and 9 (the meaning of "
-        "named modes) are for the eye: see Fig. 1, Fig. 4 and the galleries.</p>"
+        "named modes) are for the eye: see Fig. 1, Fig. 4 and the galleries. Claims A1... are our own, beyond the "
+        "paper: what removing a mode does (the ablation figure).</p>"
         f"<p>{n[True]} hold, {n[False]} do not hold, {n[None]} not evaluated.</p>"
     )
     body = "".join(_verdict_html(v) for v in verdicts)

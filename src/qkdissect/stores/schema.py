@@ -210,6 +210,7 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "n_images": ("images averaged", "1"),
     "ablated": ("the mode was ablated", ""),
     "in_top": ("the image is one of the mode's top images", ""),
+    "top_image_score": ("mean image score of the mode's top images in the set", "1"),
 }
 
 
@@ -629,11 +630,12 @@ ABLATION_SUBSETS = {"all": "every valid image of the set", "top": "the mode's to
 
 def ablation_dataset(
     per_image: np.ndarray, sel: Any, metrics: Sequence[str], top: np.ndarray | None, s: np.ndarray,
-    cos: np.ndarray, coords: Mapping[str, Any], attrs: Mapping[str, Any],
+    cos: np.ndarray, coords: Mapping[str, Any], attrs: Mapping[str, Any], top_score: np.ndarray | None = None,
 ) -> xr.Dataset:  # fmt: skip
     """``per_image``: (image, ablation, metric) float64, NaN for an image not decoded; ``sel``: the ablated modes
     (``layer``, ``head``, ``mode`` arrays, one per ablation); ``top``: (image, ablation) the mode's top images (None:
-    no projections store, no ``top`` subset); ``s``, ``cos``: (layer, head, mode) of the modes store."""
+    no projections store, no ``top`` subset); ``s``, ``cos``: (layer, head, mode) of the modes store;
+    ``top_score``: (ablation,) the mean image score of each mode's top images in the set (with ``top``)."""
     valid = ~np.isnan(per_image[:, 0, 0]) if per_image.shape[1] else np.zeros(per_image.shape[0], bool)
     subsets = {"all": np.broadcast_to(valid[:, None], per_image.shape[:2])}
     if top is not None:
@@ -661,6 +663,16 @@ def ablation_dataset(
     }  # fmt: skip
     if top is not None:
         variables["in_top"] = (("image", "ablation"), top, "the image is one of the mode's top images (either sign)")
+    if top_score is not None:
+        score = np.full(shape, np.nan)
+        score[sel.layer, sel.head, sel.mode] = top_score
+        variables["top_image_score"] = (
+            MODE_DIMS,
+            score,
+            "mean over the (sign, rank) slots of the mode's top "
+            "images that lie in the set of the image score that ranked them (the "
+            "projections store's top_score); NaN: not ablated, or none in the set",
+        )
     axes = {
         **layer_coords(shape[0]), "head": np.arange(shape[1]), "mode": np.arange(shape[2]),
         "metric": np.array(list(metrics), dtype=object),

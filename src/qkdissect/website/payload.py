@@ -1,6 +1,7 @@
 """What the atlas's pages load, from the stores alone: per model a summary of every mode (singular value, cosine,
 degenerate block, null flag; the heads' weighted cosines), per head its slots (top images, scores, the query and
-key maps). Plain JSON-able values; the maps as text of one character per value (:data:`ALPHABET`: 64 levels, the
+key maps; where the model has an ablation store, each mode's removal effect and each top image's own). Plain
+JSON-able values; the maps as text of one character per value (:data:`ALPHABET`: 64 levels, the
 top 6 bits of the store's 8-bit codes), so that a head's page loads as one script."""
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 @dataclass(frozen=True)
 class AtlasStores:
-    """The stores one model's part of the atlas is made from: its modes, scores and atlas maps."""
+    """The stores one model's part of the atlas is made from: its modes, scores and atlas maps, and its ablation
+    store when it has one (each mode's effect beside its top images)."""
 
     modes: Path
     scores: Path
     maps: Path
+    ablation: Path | None = None
 
     def paths(self) -> list[Path]:
-        return [self.modes, self.scores, self.maps]
+        return [self.modes, self.scores, self.maps] + ([self.ablation] if self.ablation is not None else [])
 
 
 @dataclass
@@ -44,6 +47,7 @@ class ModelData:
     modes: xr.Dataset
     scores: xr.Dataset
     maps: xr.Dataset
+    ablation: xr.Dataset | None = None
 
 
 def open_model(stores: AtlasStores) -> ModelData:
@@ -65,7 +69,53 @@ def open_model(stores: AtlasStores) -> ModelData:
                 f"{stores.maps} holds {key} (layer, head, mode {shape}, weights {str(weights)[:12]}…), its {what} "
                 f"store {getattr(stores, what)} {got} of weights {str(other)[:12]}…: give the stores of one model"
             )
-    return ModelData(key, stores, modes, scores, maps)
+    ablation = open_store(stores.ablation, "ablation") if stores.ablation is not None else None
+    other = ablation.attrs.get("weights_sha256") if ablation is not None else None
+    if ablation is not None and (ablation.ablated.shape != shape or (weights and other and other != weights)):
+        raise QKDissectError(
+            f"{stores.maps} holds {key} (layer, head, mode {shape}), its ablation store {stores.ablation} "
+            f"{ablation.ablated.shape} of weights {str(other)[:12]}…: give the stores of one model"
+        )
+    return ModelData(key, stores, modes, scores, maps, ablation)
+
+
+#: the ablation metric the atlas shows: the head's attention change
+ABLATION_METRIC = "attention_kl"
+
+
+def ablation_summary(ablation: xr.Dataset) -> dict[str, Any]:
+    """Each mode's ablation effect (:data:`ABLATION_METRIC`, flat in (layer, head, mode) order; None: not
+    ablated) on its top images in the set and on every image, and what it was measured on."""
+    effect = ablation.effect.sel(metric=ABLATION_METRIC)
+    subsets = [str(s) for s in ablation.subset.values]
+    return {
+        "metric": ABLATION_METRIC,
+        "kind": ablation.attrs.get("ablation", "zero"),
+        "images": (ablation.attrs.get("images") or {}).get("valid"),
+        "all": _floats(effect.sel(subset="all").values, 4),
+        "top": _floats(effect.sel(subset="top").values, 4) if "top" in subsets else None,
+    }
+
+
+def slot_effects(maps: xr.Dataset, ablation: xr.Dataset) -> np.ndarray:
+    """(layer, head, mode, sign, rank): each top-image slot's :data:`ABLATION_METRIC` when its mode is ablated,
+    on that image; NaN for an empty slot, a mode not ablated or an image outside the ablated set."""
+    index = np.full(ablation.ablated.shape, -1, np.int64)
+    at = tuple(ablation[c].values for c in ("ablation_layer", "ablation_head", "ablation_mode"))
+    index[at] = np.arange(ablation.sizes["ablation"])
+    mine = np.array([str(i) for i in ablation.image_id.values], dtype=str)
+    theirs = np.array([str(i) for i in maps.image_id.values], dtype=str)
+    order = np.argsort(mine)
+    pos = np.minimum(np.searchsorted(mine[order], theirs), len(mine) - 1)
+    image = np.where(mine[order][pos] == theirs, order[pos], -1)  # atlas image -> ablated image (-1: not there)
+    slots = np.asarray(maps.slot_image.values, np.int64)
+    img = np.where(slots >= 0, image[np.maximum(slots, 0)], -1)
+    ab = np.broadcast_to(index[..., None, None], slots.shape)
+    ok = (img >= 0) & (ab >= 0)
+    values = np.asarray(ablation.image_effect.sel(metric=ABLATION_METRIC).values, np.float64)
+    out = np.full(slots.shape, np.nan)
+    out[ok] = values[img[ok], ab[ok]]
+    return out
 
 
 def _floats(a: Any, digits: int | None = None) -> list[float | None]:
@@ -105,7 +155,8 @@ def model_summary(m: ModelData, label: str | None = None) -> dict[str, Any]:
         "head_weighted": _floats(m.scores.head_weighted.values),
         "layer_weighted": _floats(m.scores.layer_weighted.values),
         "depth": _floats(m.scores.depth.values),
-        "stores": {k: str(p) for k, p in vars(m.stores).items()},
+        "stores": {k: str(p) for k, p in vars(m.stores).items() if p is not None},
+        **({"ablation": ablation_summary(m.ablation)} if m.ablation is not None else {}),
     }
 
 
@@ -114,10 +165,11 @@ def map_text(codes: np.ndarray) -> str:
     return _LETTERS[np.asarray(codes, dtype=np.uint8).ravel() >> 2].tobytes().decode("ascii")
 
 
-def head_payload(layer_maps: xr.Dataset, layer: int, head: int) -> dict[str, Any]:
+def head_payload(layer_maps: xr.Dataset, layer: int, head: int, effects: np.ndarray | None = None) -> dict[str, Any]:
     """One head's slots, in (mode, sign, rank) order: each slot's image (-1: empty), score and maps
     (``layer_maps``: the atlas store's variables of that layer, loaded); where the store has them, how many images'
-    key maps peak on a prefix token of each kind, in (mode, sign, prefix_kind) order."""
+    key maps peak on a prefix token of each kind, in (mode, sign, prefix_kind) order; ``effects`` (head, mode,
+    sign, rank) of the layer: each slot's ablation effect on its image (:func:`slot_effects`)."""
     one = layer_maps.isel(head=head)
     out = {
         "layer": layer,
@@ -129,4 +181,6 @@ def head_payload(layer_maps: xr.Dataset, layer: int, head: int) -> dict[str, Any
     }
     if "key_top_on_prefix" in one:
         out["key_prefix"] = np.asarray(one.key_top_on_prefix.values, dtype=np.int64).ravel().tolist()
+    if effects is not None:
+        out["effect"] = _floats(effects[head], 4)
     return out

@@ -3,6 +3,7 @@
     RESULTS/modes/<model>.zarr, RESULTS/scores/<model>.zarr       every mode's singular value and cosine
     RESULTS/projections/<model>/<images>.zarr                     the top images per mode (the atlas pass reads it)
     RESULTS/atlas_maps/<model>/<images>.zarr                      their maps (made by the atlas pass when missing)
+    RESULTS/ablation/<model>/<images>.zarr                        each mode's ablation effect, when there
     RESULTS/weights/<model>.json                                  the weights manifest the pass checks, when there
 
 The image models are those with a projections store (text models have none: the atlas leaves them out)."""
@@ -82,8 +83,12 @@ def find_models(
     out = []
     for key in keys:
         name, proj = _image_set(root, key, images)
+        ablation = root / "ablation" / key / f"{name}.zarr"
         stores = AtlasStores(
-            root / "modes" / f"{key}.zarr", root / "scores" / f"{key}.zarr", root / "atlas_maps" / key / f"{name}.zarr"
+            root / "modes" / f"{key}.zarr",
+            root / "scores" / f"{key}.zarr",
+            root / "atlas_maps" / key / f"{name}.zarr",
+            ablation if ablation.exists() else None,
         )
         for p in (stores.modes, stores.scores):
             if not p.exists():

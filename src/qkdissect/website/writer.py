@@ -5,8 +5,10 @@
     atlas/index.html                  the page (loads data/app.css, data/app.js, data/index.js)
     atlas/atlas.provenance.json       what it was made from (audited like a figure's), and .html for readers
     atlas/data/index.js               the models
-    atlas/data/<model>/model.js       every mode's singular value, cosine, block and null flag; heads' cosines
-    atlas/data/<model>/heads/L<l>-H<h>.js   one head's slots: top images, scores, query and key maps
+    atlas/data/<model>/model.js       every mode's singular value, cosine, block and null flag; heads' cosines;
+                                      each mode's ablation effect (a model with an ablation store)
+    atlas/data/<model>/heads/L<l>-H<h>.js   one head's slots: top images, scores, query and key maps (and each top
+                                            image's own ablation effect)
     atlas/data/<model>/thumbs/<i>.jpg       each top image once
 
 Data files are scripts (``QKAtlas.model(...)``, ``QKAtlas.head(...)``) that the page adds when it needs them: a
@@ -29,7 +31,7 @@ from ..errors import QKDissectError
 from ..provenance.atlas import DATA, INDEX, SIDECAR
 from ..provenance.figures import figure_record, write_sidecar
 from ..stores import atomic_path
-from .payload import AtlasStores, ModelData, head_payload, model_summary, open_model
+from .payload import AtlasStores, ModelData, head_payload, model_summary, open_model, slot_effects
 
 #: the page's own files (package data), copied into every atlas
 STATIC = {"index.html": INDEX, "app.js": f"{DATA}/app.js", "app.css": f"{DATA}/app.css"}
@@ -48,11 +50,13 @@ def _model_files(folder: Path, m: ModelData, label: str | None) -> dict[str, Any
     (folder / "heads").mkdir(parents=True)
     (folder / "thumbs").mkdir()
     (folder / "model.js").write_text(_script("model", summary))
+    effects = slot_effects(m.maps, m.ablation) if m.ablation is not None else None
     for layer in range(summary["layers"]):
         names = ["slot_image", "top_score", "q_code", "k_code", "key_top_on_prefix"]
         loaded = m.maps[[n for n in names if n in m.maps]].isel(layer=layer).load()
         for head in range(summary["heads"]):
-            text = _script("head", m.key, head_payload(loaded, layer, head))
+            mine = effects[layer] if effects is not None else None
+            text = _script("head", m.key, head_payload(loaded, layer, head, mine))
             (folder / "heads" / f"L{layer}-H{head}.js").write_text(text)
     for i, thumb in enumerate(np.asarray(m.maps.thumbnail.values, dtype=np.uint8)):
         Image.fromarray(thumb).save(folder / "thumbs" / f"{i}.jpg", "JPEG", quality=QUALITY)

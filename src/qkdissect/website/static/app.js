@@ -249,7 +249,7 @@ const QKAtlas = (() => {
         if (img < 0) return el("td", { class: "empty", text: "—" });
         const canvas = el("canvas", { title: `top image of ${modeCode(l, h, j, s)}: ${m.images[img]}`, onclick: () => { location.hash = `#/${m.key}/L${l}/H${h}/M${j}${s}`; } });
         drawOverlay(canvas, image(m, img), m, head, slot);
-        return el("td", {}, canvas, el("small", { text: head.score[slot] === null ? "" : head.score[slot].toPrecision(3) }));
+        return el("td", {}, canvas, el("small", { text: (head.score[slot] === null ? "" : head.score[slot].toPrecision(3)) + slotEffect(head, slot) }));
       });
       const c = m.cosine[i], block = m.blockFirst[i] >= 0 ? `† M${m.blockFirst[i]}–M${m.blockLast[i]}` : "";
       rows.push(el("tr", { "data-mode": j },
@@ -258,10 +258,11 @@ const QKAtlas = (() => {
         el("td", { text: (100 * m.share[i]).toFixed(1) + "%" }),
         el("td", { class: "cos", "data-cosine": c }, fmt(c, 3), el("span", { class: "cosbar", style: `width:${Math.round(40 * Math.abs(c))}px;background:${colour(c, 1)}` })),
         el("td", { class: "left" }, el("span", { class: "block", text: block }), m.null[i] ? el("span", { class: "null", text: " null" }) : null),
+        ...(m.ablation ? [el("td", { class: "effect", "data-effect": modeEffect(m, i).value ?? "", text: modeEffect(m, i).short })] : []),
         ...previews));
     }
     const table = el("table", { class: "modes" },
-      el("thead", {}, el("tr", {}, ...["mode", "s_n", "share of Σs", "cos(u, v)", "block / null", "top image, +", "top image, −"].map((t) => el("th", { text: t })))),
+      el("thead", {}, el("tr", {}, ...["mode", "s_n", "share of Σs", "cos(u, v)", "block / null", ...(m.ablation ? ["removed: attention KL"] : []), "top image, +", "top image, −"].map((t) => el("th", { text: t })))),
       el("tbody", {}, ...rows));
     const wc = m.head_weighted[l * m.heads + h];
     const nav = el("p", { class: "nav" },
@@ -291,6 +292,22 @@ const QKAtlas = (() => {
     return `${parts.join(" · ")} of ${m.valid_images} images (the rest: a patch)`;
   }
 
+  function modeEffect(m, i) {
+    // the mode's ablation effect (the head's attention KL when its term is removed): on its top images, on all
+    const a = m.ablation, top = a.top ? a.top[i] : null, all = a.all[i];
+    if (all === null) return { value: null, short: "—", long: "not ablated" };
+    const value = top !== null ? top : all;
+    const long = (top !== null ? `${top.toPrecision(3)} nats on its top images, ` : "")
+      + `${all.toPrecision(3)} on all ${a.images} images (${a.kind}-ablation)`;
+    return { value, short: value.toPrecision(3), long };
+  }
+
+  function slotEffect(head, slot) {
+    // a top image's own attention KL when the mode is removed (empty when not measured)
+    const e = head.effect ? head.effect[slot] : null;
+    return e === null || e === undefined ? "" : ` · KL ${e.toPrecision(3)}`;
+  }
+
   async function viewMode(view, m, l, h, n, s) {
     const head = await getHead(m.key, l, h);
     const i = (l * m.heads + h) * m.modes + n, si = SIGNS.indexOf(s), R = m.top_k;
@@ -303,7 +320,7 @@ const QKAtlas = (() => {
       drawOverlay(canvas, photo, m, head, slot);
       const score = head.score[slot];
       cards.append(el("figure", { class: "card", "data-image": m.images[img], "data-score": score },
-        canvas, photo, el("figcaption", { text: `#${r + 1} ${m.images[img]} — score ${score === null ? "—" : score.toPrecision(4)}` })));
+        canvas, photo, el("figcaption", { text: `#${r + 1} ${m.images[img]} — score ${score === null ? "—" : score.toPrecision(4)}${slotEffect(head, slot)}` })));
     }
     const c = m.cosine[i], block = m.blockFirst[i] >= 0 ? `yes: modes M${m.blockFirst[i]}–M${m.blockLast[i]} have near-equal singular values (only their sum is identifiable)` : "no";
     const stat = (t, v, attrs) => [el("dt", { text: t }), el("dd", attrs || {}, v)];
@@ -314,7 +331,8 @@ const QKAtlas = (() => {
       ...stat("degenerate block", block),
       ...stat("numerically null", m.null[i] ? "yes" : "no"),
       ...stat("depth", m.depth[l].toFixed(2)),
-      ...(prefixShare(m, head, n, si) ? stat("key map's top token on", prefixShare(m, head, n, si), { id: "mode-prefix" }) : []));
+      ...(prefixShare(m, head, n, si) ? stat("key map's top token on", prefixShare(m, head, n, si), { id: "mode-prefix" }) : []),
+      ...(m.ablation ? stat("removed: its head's attention KL", modeEffect(m, i).long, { id: "mode-effect", "data-effect": modeEffect(m, i).value ?? "" }) : []));
     const link = (t, hash, here) => el("a", { href: hash, text: t, class: here ? "here" : "" });
     const nav = el("p", { class: "nav" },
       link("sign +", `#/${m.key}/L${l}/H${h}/M${n}+`, s === "+"), link("sign − (−u, −v)", `#/${m.key}/L${l}/H${h}/M${n}-`, s === "-"),

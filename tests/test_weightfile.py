@@ -36,9 +36,10 @@ from conftest import REPO, randomise_
 from qkdissect.errors import ChangedWeightsError, QKDissectError
 from qkdissect.models import describe_loaded, load_qk
 from qkdissect.models.layernorm import norm_parameters
-from qkdissect.models.weightfile import read_qk_file
+from qkdissect.models.weightfile import TIMM_VITS, read_qk_file
 from qkdissect.passes import weights
 from qkdissect.passes.weights import compute_modes
+from qkdissect.stores import open_store
 
 VIT = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, intermediate_size=96
@@ -168,3 +169,67 @@ def test_a_modes_job_never_imports_torch(dinov2_file: Path, tmp_path: Path) -> N
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert last.startswith("0 []"), r.stdout + r.stderr
     print(f"a modes job without torch: {last.split()[-1]} s")  # (-s shows it; about 2 s on 2 cores, 7-12 s before)
+
+
+@pytest.mark.parametrize("arch", sorted(TIMM_VITS))
+def test_the_timm_architectures_read_from_files_are_timms(arch: str) -> None:
+    """Each timm ViT whose file a modes job reads: the tensors and the token layout of the model timm builds (on
+    the meta device: no memory, no weights)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(arch, pretrained=False)
+    want = TIMM_VITS[arch]
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("head.")}
+    shapes = want.shapes()
+    assert own.keys() == shapes.keys()
+    assert all(own[k] == v for k, v in shapes.items() if v is not None)
+    assert int(model.blocks[0].attn.num_heads) == want.heads
+    assert int(model.num_prefix_tokens) == 1 + want.registers
+    assert tuple(model.patch_embed.grid_size) == (want.img_size // want.patch,) * 2
+
+
+def test_a_timm_file_gives_the_models_modes_without_torch(
+    dinov2_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`qkdissect modes timm:vit_small_patch14_dinov2@FILE` reads W_q and W_k from the file (torch never imported)
+    and writes the store the model built gives: attrs equal, modes to float64 rounding (:func:`_compare`)."""
+    whole = read_qk_file(f"timm:vit_small_patch14_dinov2@{dinov2_file}")  # timm's default input, 518 px
+    assert whole is not None and whole.layout.grid == (37, 37) and whole.layout.prefix_kinds == ("cls",)
+    spec = f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224"
+    check = (
+        "import sys; from qkdissect.cli import main; rc = main(['modes', sys.argv[1], '-o', sys.argv[2], '-q']); "
+        "print(rc, sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules))"
+    )
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "QKDISSECT_DATA": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", check, spec, str(tmp_path / "fast.zarr")], capture_output=True,
+                       text=True, timeout=300, env=env)  # fmt: skip
+    assert r.stdout.strip().splitlines()[-1:] == ["0 []"], r.stdout + r.stderr
+    fast = open_store(tmp_path / "fast.zarr", "modes")
+    assert fast.attrs["provenance"]["weights"]["read"]
+    assert fast.attrs["grid"] == [16, 16]
+    fq = read_qk_file(spec)
+    assert fq is not None
+    qk, loaded = load_qk(spec)
+    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
+    assert fq.describe() == qk.describe() and fq.sha256 == loaded.weights_sha256 and fq.origin == loaded.origin
+    monkeypatch.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
+    _compare(fast, compute_modes(spec, tmp_path / "slow.zarr", device="cpu", model_key=spec))
+
+
+def test_a_timm_file_that_is_not_its_architectures_builds_the_model(dinov2_file: Path, tmp_path: Path) -> None:
+    """Another architecture's name, a tensor more or less, an option that changes the model, a .pth: the model is
+    built (and its loading names what does not fit)."""
+    from safetensors.numpy import load_file, save_file
+
+    assert read_qk_file(f"timm:vit_base_patch14_dinov2@{dinov2_file}") is None  # the file is a ViT-S
+    assert read_qk_file(f"timm:vit_small_patch14_dinov2@{dinov2_file}?num_classes=10") is None
+    assert read_qk_file(f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=225") is None
+    state = load_file(str(dinov2_file))
+    save_file({**state, "mask_token": np.zeros((1, 384), np.float32)}, str(tmp_path / "more.safetensors"))
+    assert read_qk_file(f"timm:vit_small_patch14_dinov2@{tmp_path / 'more.safetensors'}") is None
+    del state["blocks.11.ls2.gamma"]
+    save_file(state, str(tmp_path / "less.safetensors"))
+    assert read_qk_file(f"timm:vit_small_patch14_dinov2@{tmp_path / 'less.safetensors'}") is None
+    with pytest.raises(QKDissectError, match=r"blocks\.11\.ls2\.gamma"):
+        compute_modes(f"timm:vit_small_patch14_dinov2@{tmp_path / 'less.safetensors'}", device="cpu")

@@ -16,10 +16,23 @@ model object already in memory. Heavy libraries (torch, timm, transformers) are 
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .options import DType, Folding, ImageScore, Offset, TokenSource, dedupe_distance, default
+from .options import default
+from .requests import (
+    AblationRequest,
+    AtlasMapsRequest,
+    ModelContext,
+    ModesRequest,
+    ProjectRequest,
+    Request,
+    ScoresRequest,
+)
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -27,64 +40,63 @@ if TYPE_CHECKING:
 
     from .data.images import Preprocess
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def modes(
-    model: str | nn.Module,
-    *,
-    device: str = default("device"),
-    dtype: DType = default("dtype"),
-    block_rtol: float = default("block_rtol"),
-    folding: Folding = default("folding"),
-    name: str | None = None,
-    output: str | Path | None = None,
-    offset: Offset | None = None,
-) -> xr.Dataset:
+
+def run(request: Request) -> Any:
+    """Run the pass a request (:mod:`qkdissect.requests`) asks for: what every function below and every command
+    of the command line does."""
+    module, function = request.RUNS.split(":")
+    return getattr(import_module(f"{__package__}.passes.{module}"), function)(request)
+
+
+def takes(request: type[Request]) -> Callable[[F], F]:
+    """A function of the API whose ``**options`` are the fields of ``request`` (with the model's ``device``,
+    ``name`` and ``manifest``): its signature, as ``help()`` and Jupyter show it, lists them with their defaults."""
+
+    def wrap(fn: F) -> F:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.kind != p.VAR_KEYWORD]
+        taken = {p.name for p in own}
+        extra = [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+            for f in [*fields(request), *(fields(ModelContext)[1:] if "model" in request.names() else [])]
+            if f.name not in taken and f.default is not MISSING
+        ]
+        fn.__signature__ = inspect.signature(fn).replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+        return fn
+
+    return wrap
+
+
+@takes(ModesRequest)
+def modes(model: str | nn.Module, *, output: str | Path | None = None, **options: Any) -> xr.Dataset:
     """The singular modes (U, S, V) of every head's W_q^T W_k, as a modes Dataset with its provenance (also
     written to the store ``output`` when given). For a rotary (RoPE) model, ``offset`` d (the query's position
     minus the key's) gives the modes of W_q^T R(-d) W_k, the interaction of tokens d apart (default: 0): a number
     of tokens for a language model, ``(dy, dx)`` patches (rows, columns) for a 2-D RoPE vision transformer;
     ``"mean"`` (image model: every pair of patches of its grid) or ``"mean:N"`` (language model: the causal pairs
-    of N tokens) the content core, the interaction averaged over the offsets of those pairs."""
-    from .passes.weights import compute_modes
-
-    return compute_modes(
-        model, output, device=device, dtype=dtype, block_rtol=block_rtol, folding=folding, model_key=name,
-        offset=offset,
-    )  # fmt: skip
+    of N tokens) the content core, the interaction averaged over the offsets of those pairs. Options: ``device``,
+    ``dtype``, ``block_rtol``, ``folding``, ``offset``, ``name`` (the model's name in the store)."""
+    return run(ModesRequest.build(model, output, **options))  # type: ignore[no-any-return]
 
 
-def scores(
-    modes: xr.Dataset | str | Path,
-    *,
-    released_code: bool = False,
-    level: float = default("null_level"),
-    null_rtol: float = default("null_rtol"),
-    output: str | Path | None = None,
-) -> xr.Dataset:
+@takes(ScoresRequest)
+def scores(modes: xr.Dataset | str | Path, *, output: str | Path | None = None, **options: Any) -> xr.Dataset:
     """Per-mode cosines, per-head and per-layer (weighted) averages and the null interval of a modes Dataset (or
     of the modes store at a path); the plain mean leaves out modes below ``null_rtol`` of their head's largest
-    singular value (``layer_mean_all`` keeps every mode)."""
-    from .passes.scores import compute_scores
-
-    return compute_scores(modes, output, released_code=released_code, level=level, null_rtol=null_rtol)
+    singular value (``layer_mean_all`` keeps every mode). Options: ``released_code``, ``level``, ``null_rtol``."""
+    return run(ScoresRequest.build(modes, output, **options))  # type: ignore[no-any-return]
 
 
+@takes(ProjectRequest)
 def project(
     model: str | nn.Module,
     modes: xr.Dataset | str | Path,
     images: str,
     *,
     output: str | Path | None = None,
-    tokens: TokenSource = default("tokens"),
-    batch_size: int = default("batch_size"),
-    top_k: int = default("top_k"),
-    device: str = default("device"),
-    limit: int | None = None,
     workers: int | None = 0,
-    score: ImageScore = default("score"),
-    dedupe: bool | int | None = default("dedupe"),
-    progress: bool = True,
-    shard: str | None = None,
+    **options: Any,
 ) -> xr.Dataset:
     """Project every image of ``images`` (``skimage``, ``folder:/path``, ``imagenet-val:/path``,
     ``imagenet-hf[:/hub-cache][@revision]``) onto all modes: per-image maxima and minima of the query and key maps,
@@ -94,14 +106,7 @@ def project(
     ``output`` the result is loaded into memory (fine for thousands of images; give ``output`` for ImageNet).
     ``shard="K/N"``: only shard K of N of the set (whole batches), a store that :func:`merge_shards` merges with
     the other N - 1 into the one this call without ``shard`` writes."""
-    from .passes.projections import compute_projections
-    from .passes.shards import Shard
-
-    return compute_projections(
-        model, modes, images, output, tokens=tokens, batch_size=batch_size, top_k=top_k, device=device,
-        limit=limit, workers=workers, score=score, dedupe=dedupe_distance(dedupe), progress=progress,
-        shard=Shard.parse(shard) if shard else None,
-    )  # fmt: skip
+    return run(ProjectRequest.build(model, modes, images, output, workers=workers, **options))  # type: ignore[no-any-return]
 
 
 def merge_shards(shards: list[str | Path], output: str | Path) -> xr.Dataset:
@@ -112,30 +117,19 @@ def merge_shards(shards: list[str | Path], output: str | Path) -> xr.Dataset:
     return merge(shards, output)
 
 
+@takes(AtlasMapsRequest)
 def atlas_maps(
     model: str | nn.Module,
     modes: xr.Dataset | str | Path,
     projections: xr.Dataset | str | Path,
     *,
     output: str | Path | None = None,
-    grid: int = default("atlas_grid"),
-    thumbnail: int = default("thumbnail"),
-    batch_size: int = default("atlas_batch_size"),
-    device: str = default("device"),
-    name: str | None = None,
-    progress: bool = True,
-    shard: str | None = None,
+    **options: Any,
 ) -> xr.Dataset:
     """The atlas pass: the query and key maps of every mode's top images in ``projections`` (quantised to 8 bits,
     at most ``grid`` cells a side) and each of those images once as a thumbnail, for :func:`atlas`. ``shard``:
     ``"K/N"`` of the top images, merged by :func:`merge_shards`."""
-    from .passes.atlas import compute_atlas_maps
-    from .passes.shards import Shard
-
-    return compute_atlas_maps(
-        model, modes, projections, output, grid=grid, thumbnail=thumbnail, batch_size=batch_size, device=device,
-        model_key=name, progress=progress, shard=Shard.parse(shard) if shard else None,
-    )  # fmt: skip
+    return run(AtlasMapsRequest.build(model, modes, projections, output, **options))  # type: ignore[no-any-return]
 
 
 def atlas(
@@ -163,42 +157,27 @@ def atlas(
             continue
         if not compute:
             raise QKDissectError(f"{f.stores.maps} is missing or older than {f.projections}: make it first")
-        from .passes.atlas import compute_atlas_maps
-
-        compute_atlas_maps(f.spec, f.stores.modes, f.projections, f.stores.maps, device=device, model_key=f.key,
-                           manifest=f.manifest, progress=progress)  # fmt: skip
+        model = ModelContext(f.spec, device, f.key, f.manifest)
+        run(AtlasMapsRequest(model, f.stores.modes, f.projections, f.stores.maps, progress=progress))
     return write_atlas([f.stores for f in found], output or Path(results) / "atlas", labels)
 
 
+@takes(AblationRequest)
 def ablate(
     model: str | nn.Module,
     modes: xr.Dataset | str | Path,
     images: str,
     *,
-    select: str | list[Any] = "auto",
-    projections: xr.Dataset | str | Path | None = None,
-    mean: bool = False,
-    outputs: bool = True,
     output: str | Path | None = None,
-    batch_size: int = default("ablation_batch_size"),
-    device: str = default("device"),
-    limit: int | None = None,
     workers: int | None = 0,
-    dedupe: bool | int | None = default("dedupe"),
-    progress: bool = True,
+    **options: Any,
 ) -> xr.Dataset:
     """What removing a mode does: for every mode ``select`` names (``"auto"``: the 4 strongest of every head,
     ``"top:N"``, ``"all"``, or modes ``(layer, head, mode)``) and every image, the mode's term is taken out of its
     head's attention logits (``mean``: replaced by its mean over the image set); the store has the head's attention
     change and the model's output change per image and averaged over the set (``subset="all"``) and over the mode's
     top images in ``projections`` (``subset="top"``). ``outputs=False``: the head's attention change only."""
-    from .passes.ablation import compute_ablation
-
-    return compute_ablation(
-        model, modes, images, output, select=select, projections=projections, mean=mean, outputs=outputs,
-        batch_size=batch_size, device=device, workers=workers, limit=limit, dedupe=dedupe_distance(dedupe),
-        progress=progress,
-    )  # fmt: skip
+    return run(AblationRequest.build(model, modes, images, output, workers=workers, **options))  # type: ignore[no-any-return]
 
 
 def open_store(path: str | Path, kind: str | None = None) -> xr.Dataset:

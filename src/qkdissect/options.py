@@ -294,9 +294,17 @@ def add_option(
 ) -> None:
     """``--FLAG`` (default: the option's name with dashes) with the choices, default, check and help of
     ``OPTIONS[option or name]``; ``kw`` overrides argparse arguments (e.g. ``help``)."""
-    opt = OPTIONS[option or name]
     dest = flag or name
+    parser.add_argument(f"--{dest.replace('_', '-')}", **option_arguments(option or name, dest, **kw))
+
+
+def option_arguments(name: str, dest: str | None = None, **kw: Any) -> dict[str, Any]:
+    """The argparse arguments of the option ``OPTIONS[name]`` as the flag ``--DEST`` (default: its name): its
+    default, check, choices and help; ``kw`` overrides them."""
+    opt = OPTIONS[name]
+    dest = dest or name
     args: dict[str, Any] = {
+        "dest": dest,
         "default": opt.default,
         "type": option_type(dest, opt),
         "help": opt.help + (f" (default: {opt.default})" if opt.default is not None else ""),
@@ -304,5 +312,4 @@ def add_option(
     if opt.choices is not None:
         args["choices"] = opt.choices
         args["type"] = str
-    args.update(kw)
-    parser.add_argument(f"--{dest.replace('_', '-')}", dest=dest, **args)
+    return args | kw

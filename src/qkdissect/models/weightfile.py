@@ -3,14 +3,18 @@ model and without torch: what a modes job needs, in a fraction of the time of im
 transformers and loading the whole model.
 
 It reads the files the adapters' models are loaded from, by a key map per family: the converted DINOv2-S/14
-(``imgfocus:``, timm names: ``blocks.{i}.attn.qkv`` split in thirds), Hugging Face ``save_pretrained`` files
+(``imgfocus:``, timm names: ``blocks.{i}.attn.qkv`` split in thirds), a timm ViT's own ``.safetensors`` file
+(``timm:NAME@FILE``, for the architectures of :data:`TIMM_VITS`: their heads and token layout are the
+architecture's, not the file's; every tensor of the file must be the one the built model takes, name and shape, as
+loading checks it), Hugging Face ``save_pretrained`` files
 (``hf:`` hub cache or directory, ``minilm:``) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower), BERT-style and
 GPT-2-style models (its ``config.json`` gives the heads, the layers and the image geometry). Heads are split as the
 adapters split them, so W_q and W_k are the adapters' bit for bit (tests/test_weightfile.py). The weights are
 checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
 
-Anything else returns None, and the caller builds the model as before: another source (timm, SimMIM, I-JEPA),
-options in the spec (they change the model), a ``pytorch_model.bin`` or sharded checkpoint, a configuration without
+Anything else returns None, and the caller builds the model as before: another source (timm's hub weights,
+another timm architecture, SimMIM, I-JEPA), options in the spec (they change the model; ``img_size`` of a timm ViT
+only moves its grid), a ``pytorch_model.bin`` or sharded checkpoint, a configuration without
 the values the key map needs, a family not listed, a missing tensor, a dtype numpy cannot hold (bfloat16), files not
 converted or extracted yet, or a hub model not in the cache. A ``config.json`` that is not JSON or a safetensors file
 cut short is an error naming the file and the fix (building the model would fail on it too).
@@ -95,16 +99,18 @@ def read_qk_file(spec: str | ModelSpec, folding: str = "raw") -> FileQK | None:
     """The query-key weights of ``spec`` read from its safetensors file, or None where only building the model
     gives them (see the module's docstring); ``folding`` other than "raw" needs the norms' gamma too."""
     s = light_spec(spec)
-    if s is None or (s.options and s.source != "imgfocus") or s.part or s.source not in ("imgfocus", "minilm", "hf"):
+    if s is None or (s.options and s.source not in ("imgfocus", "timm")) or s.part:
         return None
-    got = _imgfocus(s) if s.source == "imgfocus" else _hf_source(s)
+    read = {"imgfocus": _imgfocus, "timm": _timm_file, "minilm": _hf_source, "hf": _hf_source}.get(s.source)
+    got = read(s) if read is not None else None
     if got is None or (folding != "raw" and got.gamma is None):
         return None
     return got
 
 
 def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
-    """A spec of a source this module reads (imgfocus, minilm, hf), parsed as its source parses it; else None."""
+    """A spec of a source this module reads (imgfocus, timm@FILE, minilm, hf), parsed as its source parses it; else
+    None."""
     if isinstance(spec, ModelSpec):
         return spec
     if spec in KNOWN_MODELS:
@@ -115,6 +121,10 @@ def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
     if source == "imgfocus" and "?" in rest and "#" not in rest:  # img_size: the layout's grid
         name, _, query = rest.partition("?")
         return ModelSpec(source, name, options=parse_options(query))
+    if source == "timm" and "@" in rest and "#" not in rest:  # a timm architecture and its file (options after ?)
+        rest, _, query = rest.partition("?")
+        name, _, weights = rest.partition("@")
+        return ModelSpec(source, name, local_path(weights, "timm weights file"), options=parse_options(query))
     if source not in ("imgfocus", "minilm", "hf") or "#" in rest or "?" in rest:
         return None
     return hf_spec(rest, ()) if source == "hf" else ModelSpec(source, rest)
@@ -186,14 +196,14 @@ def _imgfocus(s: ModelSpec) -> FileQK | None:
     if digest != IMGFOCUS_DIGEST:
         raise changed_imgfocus(path, digest)
     try:
-        w_q, w_k, gamma = _timm_blocks(t)
+        w_q, w_k, gamma = _timm_blocks(t, IMGFOCUS_HEADS)
     except _Missing:
         return None
     return FileQK(s, "timm-vit", w_q, w_k, gamma, imgfocus_layout(s), path, sha256_file(path), IMGFOCUS_REVISION,
                   IMGFOCUS_ORIGIN)  # fmt: skip
 
 
-def _timm_blocks(t: _Tensors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _timm_blocks(t: _Tensors, n_heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """timm ``blocks.{i}``: the fused qkv's first and second thirds (no q_bias / qk_norm variants here)."""
     n_layers = len({k.split(".")[1] for k in t.keys if k.startswith("blocks.")})
     if any(".attn.q_norm." in k or ".attn.q_bias" in k for k in t.keys):
@@ -203,9 +213,87 @@ def _timm_blocks(t: _Tensors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         w = t(f"blocks.{i}.attn.qkv.weight")
         a = w.shape[0] // 3
         rows.append((w[:a], w[a : 2 * a]))
-    w_q, w_k = _stack(rows, IMGFOCUS_HEADS)
+    w_q, w_k = _stack(rows, n_heads)
     gamma = np.stack([t(f"blocks.{i}.norm1.weight") for i in range(n_layers)])
     return w_q, w_k, gamma
+
+
+# ---------------------------------------------------------------------------------------------- timm ViT files
+@dataclass(frozen=True)
+class TimmViT:
+    """A timm VisionTransformer as ``timm.create_model(NAME)`` builds it: its depth, width, heads, patch, default
+    input size, whether its blocks have layer scale (``ls1``, ``ls2``), its register tokens (after the class
+    token), and the hidden width of its MLP (4 x width)."""
+
+    depth: int
+    width: int
+    heads: int
+    patch: int
+    img_size: int
+    layer_scale: bool = False
+    registers: int = 0
+
+    def shapes(self) -> dict[str, tuple[int, ...] | None]:
+        """Every tensor of the model's state dict but its classifier (``head.``): name -> shape (None: any, the
+        position embedding, which loading resamples to the grid)."""
+        d, h = self.width, 4 * self.width
+        top: dict[str, tuple[int, ...] | None] = {
+            "cls_token": (1, 1, d), "pos_embed": None, "patch_embed.proj.weight": (d, 3, self.patch, self.patch),
+            "patch_embed.proj.bias": (d,), "norm.weight": (d,), "norm.bias": (d,),
+        }  # fmt: skip
+        if self.registers:
+            top["reg_token"] = (1, self.registers, d)
+        block = {"norm1.weight": (d,), "norm1.bias": (d,), "attn.qkv.weight": (3 * d, d), "attn.qkv.bias": (3 * d,),
+                 "attn.proj.weight": (d, d), "attn.proj.bias": (d,), "norm2.weight": (d,), "norm2.bias": (d,),
+                 "mlp.fc1.weight": (h, d), "mlp.fc1.bias": (h,), "mlp.fc2.weight": (d, h),
+                 "mlp.fc2.bias": (d,)}  # fmt: skip
+        if self.layer_scale:
+            block |= {"ls1.gamma": (d,), "ls2.gamma": (d,)}
+        return top | {f"blocks.{i}.{k}": v for i in range(self.depth) for k, v in block.items()}
+
+
+#: the timm architectures whose W_q and W_k a modes job reads from their file (tests/test_weightfile.py checks each
+#: against the model timm builds): DINOv2 (with and without registers) and the original ViTs
+TIMM_VITS = {
+    "vit_small_patch14_dinov2": TimmViT(12, 384, 6, 14, 518, layer_scale=True),
+    "vit_base_patch14_dinov2": TimmViT(12, 768, 12, 14, 518, layer_scale=True),
+    "vit_large_patch14_dinov2": TimmViT(24, 1024, 16, 14, 518, layer_scale=True),
+    "vit_small_patch14_reg4_dinov2": TimmViT(12, 384, 6, 14, 518, layer_scale=True, registers=4),
+    "vit_base_patch14_reg4_dinov2": TimmViT(12, 768, 12, 14, 518, layer_scale=True, registers=4),
+    "vit_large_patch14_reg4_dinov2": TimmViT(24, 1024, 16, 14, 518, layer_scale=True, registers=4),
+    "vit_tiny_patch16_224": TimmViT(12, 192, 3, 16, 224),
+    "vit_small_patch16_224": TimmViT(12, 384, 6, 16, 224),
+    "vit_base_patch16_224": TimmViT(12, 768, 12, 16, 224),
+}
+
+
+def _timm_file(s: ModelSpec) -> FileQK | None:
+    """``timm:NAME@FILE.safetensors[?img_size=N]`` of an architecture of :data:`TIMM_VITS` whose file holds exactly
+    the tensors the built model takes (the classifier aside); else None (the model is built, and names what is
+    wrong)."""
+    arch = TIMM_VITS.get(s.name.split(".")[0])
+    path = s.weights
+    if arch is None or path is None or path.suffix != ".safetensors" or not path.is_file():
+        return None
+    options = dict(s.options)
+    img = options.pop("img_size", arch.img_size)
+    if options or not isinstance(img, int) or img % arch.patch:
+        return None
+    t = _Tensors(path)
+    own = {k: tuple(t.file.get_slice(k).get_shape()) for k in t.keys if not k.startswith("head.")}
+    want = arch.shapes()
+    if own.keys() != want.keys() or any(w is not None and own[k] != w for k, w in want.items()):
+        return None
+    if len(own["pos_embed"]) != 3 or own["pos_embed"][::2] != (1, arch.width):
+        return None
+    try:
+        w_q, w_k, gamma = _timm_blocks(t, arch.heads)
+    except _Missing:
+        return None
+    side = img // arch.patch
+    kinds = prefix_kinds(1, 0, arch.registers)
+    layout = TokenLayout(len(kinds), (side, side), (arch.patch, arch.patch), prefix_kinds=kinds)
+    return FileQK(s, "timm-vit", w_q, w_k, gamma, layout, path, sha256_file(path), None, "local file")
 
 
 # ------------------------------------------------------------------------------------------- Hugging Face

@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,14 +33,14 @@ from torch.overrides import TorchFunctionMode
 
 from ..core.ablation import METRICS, Outputs, attention_change, mode_projections, output_change
 from ..errors import QKDissectError
-from ..models import ModelLike, QKWeights
-from ..options import default
+from ..models import QKWeights
 from ..provenance.records import utc_now
+from ..requests import AblationRequest
 from ..stores.schema import ablation_dataset
 from .attention import qk_from_weights
 from .hooks import layer_token_hooks
 from .io import StoreLike, finish
-from .loop import ImageModel, ImageStream, Manifest, load_image_model, modes_of, pass_record, store_of
+from .loop import ImageModel, ImageStream, load_image_model, modes_of, pass_record, store_of
 
 #: the strongest modes of every head that ``select="auto"`` ablates
 AUTO_MODES = 4
@@ -366,66 +365,53 @@ def _checked_modes(modes: StoreLike, im: ImageModel) -> tuple[xr.Dataset, list]:
     return ds, deps
 
 
-def compute_ablation(
-    spec: ModelLike,
-    modes: StoreLike,
-    images: str,
-    output: str | Path | None = None,
-    *,
-    select: str | Sequence[Any] = "auto",
-    projections: StoreLike | None = None,
-    mean: bool = False,
-    outputs: bool = True,
-    batch_size: int = default("ablation_batch_size"),
-    device: str = default("device"),
-    workers: int | None = default("workers"),
-    limit: int | None = None,
-    dedupe: int | None = default("dedupe"),
-    model_key: str | None = None,
-    manifest: Manifest = None,
-    progress: bool = True,
-) -> xr.Dataset:
+def compute_ablation(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_ablation` of ``AblationRequest.build(spec, modes, images, output, select=..., ...)``."""
+    return run_ablation(AblationRequest.build(*args, **kw))
+
+
+def run_ablation(r: AblationRequest) -> xr.Dataset:
     """Ablate the modes ``select`` names (:func:`select_modes`) one at a time on every image of ``images`` ->
     an ablation dataset (written to ``output`` when given): per (layer, head, mode) the mean of each metric over
     the image set (subset ``all``) and over the mode's own top images in ``projections`` (subset ``top``), and
     each image's values. ``mean``: mean-ablation instead of zero-ablation; ``outputs=False``: the head's attention
     change only (no pass through the rest of the model)."""
     started, t0 = utc_now(), time.perf_counter()
-    im = load_image_model(spec, device, model_key, manifest)
-    modes_ds, deps = _checked_modes(modes, im)
+    im = load_image_model(r.model)
+    modes_ds, deps = _checked_modes(r.modes, im)
     shape = tuple(modes_ds.S.shape)
-    sel = select_modes(select, shape)  # type: ignore[arg-type]
+    sel = select_modes(r.select, shape)  # type: ignore[arg-type]
     proj = None
-    if projections is not None:
-        proj, pdeps = _projections_of(projections, im, shape)
+    if r.projections is not None:
+        proj, pdeps = _projections_of(r.projections, im, shape)
         deps += pdeps
     # a timm checkpoint read from a file leaves the classifier as built (its head.* keys are not loaded): only the
     # hub's pretrained models and models given in memory have a trained head to measure
     trained_head = im.loaded.origin == "timm hub" or im.loaded.origin.startswith("in memory")
     runner = TimmRunner(im.model, im.qk, im.name, classifier=trained_head)
     ab = Ablations.of_modes(modes_ds, sel)
-    ablator = Ablator(runner, ab, outputs=outputs)
+    ablator = Ablator(runner, ab, outputs=r.outputs)
     t_load = time.perf_counter() - t0
-    if mean:
-        ab.mean = _mean_terms(ablator, images, limit, im, dedupe, batch_size, workers, progress)
-    stream = ImageStream.open(images, limit, im.preprocess, dedupe)
+    if r.mean:
+        ab.mean = _mean_terms(ablator, r.images, r.limit, im, r.dedupe, r.batch_size, r.workers, r.progress)
+    stream = ImageStream.open(r.images, r.limit, im.preprocess, r.dedupe)
     per_image = np.full((len(stream), len(sel), len(ablator.metrics)), np.nan)
-    for _, _, ok, x in stream.batches(batch_size, workers, f"ablate {im.name}", progress):
+    for _, _, ok, x in stream.batches(r.batch_size, r.workers, f"ablate {im.name}", r.progress):
         if x is not None:
             per_image[np.asarray(ok)] = ablator(x.to(im.device)).numpy()
     coords = stream.coords()
     top, top_score = _top_images(proj, sel, coords["image_id"][1]) if proj is not None else (None, None)
-    items = [select] if isinstance(select, str) else list(select)
+    items = [r.select] if isinstance(r.select, str) else list(r.select)
     given = [m if isinstance(m, str) else ",".join(map(str, m)) for m in items]
-    parameters = {"select": given, "mean": mean, "outputs": outputs, "batch_size": batch_size,
-                  "device_requested": device, "limit": limit, "dedupe": dedupe}  # fmt: skip
+    parameters = {"select": given, "mean": r.mean, "outputs": r.outputs, "batch_size": r.batch_size,
+                  "device_requested": r.model.device, "limit": r.limit, "dedupe": r.dedupe}  # fmt: skip
     timings = {"load": round(t_load, 3), **stream.rate(), "total": round(time.perf_counter() - t0, 3)}
-    record = pass_record("ablation", parameters, im, [*deps, stream.dependency()], device, started,
+    record = pass_record("ablation", parameters, im, [*deps, stream.dependency()], r.model.device, started,
                          timings_s=timings)  # fmt: skip
     attrs = {
         "model_id": im.name,
         "spec": str(im.loaded.spec),
-        "ablation": "mean" if mean else "zero",
+        "ablation": "mean" if r.mean else "zero",
         "output": "classifier" if runner.classifier else "embedding",
         "metrics": {m: METRICS[m] for m in ablator.metrics},
         "token_source": "post-norm",
@@ -441,7 +427,7 @@ def compute_ablation(
     }  # fmt: skip
     cos = (modes_ds.U * modes_ds.V).sum("dim").values
     ds = ablation_dataset(per_image, sel, ablator.metrics, top, modes_ds.S.values, cos, coords, attrs, top_score)
-    return finish(ds, output)
+    return finish(ds, r.output)
 
 
 def _mean_terms(

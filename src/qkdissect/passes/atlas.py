@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,13 +30,14 @@ from PIL import Image
 
 from ..data.images import ImageItem, decode, image_source, item_sha256, read_raw
 from ..errors import QKDissectError
-from ..models import ModelLike, QKWeights
-from ..options import TokenSource, default
+from ..models import QKWeights
+from ..options import TokenSource
 from ..provenance.records import utc_now
+from ..requests import AtlasMapsRequest
 from ..stores.schema import atlas_dataset
 from .hooks import layer_token_hooks, modes_uv
-from .io import StoreLike, finish, store_input
-from .loop import ImageModel, Manifest, image_bar, load_image_model, modes_of, pass_record
+from .io import finish, store_input
+from .loop import ImageModel, image_bar, load_image_model, modes_of, pass_record
 from .shards import Shard
 
 #: 8 bits per map value
@@ -168,29 +168,21 @@ def _read(im: ImageModel, item: ImageItem, digest: str, thumbnail: int) -> tuple
     return im.preprocess.normalise(crop), np.asarray(thumb, dtype=np.uint8)
 
 
-def compute_atlas_maps(
-    spec: ModelLike,
-    modes: StoreLike,
-    projections: StoreLike,
-    output: str | Path | None = None,
-    *,
-    grid: int = default("atlas_grid"),
-    thumbnail: int = default("thumbnail"),
-    batch_size: int = default("atlas_batch_size"),
-    device: str = default("device"),
-    model_key: str | None = None,
-    manifest: Manifest = None,
-    progress: bool = True,
-    shard: Shard | None = None,
-) -> xr.Dataset:
+def compute_atlas_maps(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_atlas_maps` of ``AtlasMapsRequest.build(spec, modes, projections, output, grid=..., ...)``."""
+    return run_atlas_maps(AtlasMapsRequest.build(*args, **kw))
+
+
+def run_atlas_maps(r: AtlasMapsRequest) -> xr.Dataset:
     """The query and key maps of every (layer, head, mode, sign)'s top images in ``projections`` (made from
     ``modes``), quantised, and each of those images once as a thumbnail -> an atlas dataset (written to
     ``output`` when given). ``shard``: only that shard of the top images, into a shard store that
     :func:`qkdissect.passes.shards.merge_atlas` merges with the others into this very store."""
+    shard = Shard.of(r.shard)
     started, t0 = utc_now(), time.perf_counter()
-    proj, pdeps = store_input(projections, "projections", "projections store")
-    im = load_image_model(spec, device, model_key, manifest)
-    modes_ds, mdeps = modes_of(modes, im)
+    proj, pdeps = store_input(r.projections, "projections", "projections store")
+    im = load_image_model(r.model)
+    modes_ds, mdeps = modes_of(r.modes, im)
     if proj.top_image.shape[:3] != modes_ds.S.shape:
         raise QKDissectError(
             f"the projections store ranks {proj.top_image.shape[:3]} (layer, head, mode), the modes store has "
@@ -198,27 +190,32 @@ def compute_atlas_maps(
         )
     used, slot_image = top_slots(proj.top_image.values)
     n_used = len(used)
-    first, stop = (0, n_used) if shard is None else shard.span(n_used, batch_size)
+    first, stop = (0, n_used) if shard is None else shard.span(n_used, r.batch_size)
     used = used[first:stop]
     slot_image = np.where((slot_image >= first) & (slot_image < stop), slot_image - first, -1)
     items = _items(proj, used)
     digests = [str(d) for d in proj.image_sha256.values[used]]
     uv, shape = modes_uv(im.qk, modes_ds.U.values, modes_ds.V.values)
-    out_grid = pooled_size(im.grid, grid)
+    out_grid = pooled_size(im.grid, r.grid)
     source: TokenSource = proj.attrs["token_source"]
     collect = SlotMaps(im.qk, uv.to(im.device, torch.float32).contiguous(), shape, slot_image, out_grid, source)
     thumbs: list[np.ndarray] = []
     t_load = time.perf_counter() - t0
-    with image_bar(len(items), f"atlas {im.name}", progress) as bar:
-        for start in range(0, len(items), batch_size):
-            batch = zip(items[start : start + batch_size], digests[start : start + batch_size], strict=True)
-            read = [_read(im, it, d, thumbnail) for it, d in batch]
+    with image_bar(len(items), f"atlas {im.name}", r.progress) as bar:
+        for start in range(0, len(items), r.batch_size):
+            batch = zip(items[start : start + r.batch_size], digests[start : start + r.batch_size], strict=True)
+            read = [_read(im, it, d, r.thumbnail) for it, d in batch]
             collect(im.model, torch.stack([x for x, _ in read]), start)
             thumbs += [t for _, t in read]
             bar.update(len(read))
     timings = {"load": round(t_load, 3), "total": round(time.perf_counter() - t0, 3)}
-    parameters = {"grid": grid, "thumbnail": thumbnail, "batch_size": batch_size, "device_requested": device}
-    record = pass_record("atlas", parameters, im, [*mdeps, *pdeps], device, started, timings_s=timings)
+    parameters = {
+        "grid": r.grid,
+        "thumbnail": r.thumbnail,
+        "batch_size": r.batch_size,
+        "device_requested": r.model.device,
+    }
+    record = pass_record("atlas", parameters, im, [*mdeps, *pdeps], r.model.device, started, timings_s=timings)
     attrs = {
         "model_id": im.name,
         "spec": str(im.loaded.spec),
@@ -226,7 +223,7 @@ def compute_atlas_maps(
         "grid": list(im.grid),
         "prefix_tokens": list(im.qk.layout.prefix_kinds),
         "map_grid": list(out_grid),
-        "thumbnail": thumbnail,
+        "thumbnail": r.thumbnail,
         "images": proj.attrs["images"],
         "image_score": proj.attrs.get("image_score", "released"),
         "top_k": int(proj.sizes["rank"]),
@@ -244,4 +241,4 @@ def compute_atlas_maps(
     ds = atlas_dataset(collect.arrays(), top_score, slot_image, thumbnails, coords, attrs, on_prefix)
     if shard is not None:
         ds.attrs["shard"] = {**shard.describe(), "start": first, "stop": stop, "images": n_used}
-    return finish(ds, output)
+    return finish(ds, r.output)

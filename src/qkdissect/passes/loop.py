@@ -33,21 +33,18 @@ from ..data.masks import MaskDataset, MaskedItem
 from ..errors import QKDissectError
 from ..models import (
     LoadedModel,
-    ModelLike,
     QKWeights,
     describe_loaded,
     load_qk,
     preprocess_for,
 )
 from ..provenance.records import items_sha256
+from ..requests import ModelContext
 from ..stores import open_store
 from .io import StoreLike, model_record, store_input, weights_checked
 from .shards import Shard
 
 log = logging.getLogger("qkdissect")
-
-#: a weights manifest as the passes take it: the dict, or the path of its JSON file (then recorded as an input)
-Manifest = dict[str, Any] | str | Path | None
 
 
 @dataclass
@@ -73,25 +70,26 @@ class ImageModel(Loaded):
     grid: tuple[int, int] = (0, 0)
 
 
-def load(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest) -> Loaded:
-    """Load a model (or take one in memory) onto ``device`` and check its weights."""
-    log.info("loading %s%s …", model_key or spec, "" if model_key in (None, spec) else f" ({spec})")
+def load(model: ModelContext) -> Loaded:
+    """Load a model (or take one in memory) onto its device and check its weights."""
+    spec, key = model.spec, model.name
+    log.info("loading %s%s …", key or spec, "" if key in (None, spec) else f" ({spec})")
     qk, loaded = load_qk(spec)
-    name = model_key or str(loaded.spec)
-    manifest, deps = weights_checked(loaded.weights_path, loaded.weights_sha256, name, manifest)
-    dev = resolve_device(device)
+    name = key or str(loaded.spec)
+    manifest, deps = weights_checked(loaded.weights_path, loaded.weights_sha256, name, model.manifest)
+    dev = resolve_device(model.device)
     # the module the adapter found the layers in: the image tower of a CLIPModel (whose own forward wants text
     # too), the encoder inside a task wrapper, or the model itself
     runner = qk.model if qk.model is not None else loaded.model
     return Loaded(runner.to(dev).eval(), qk, loaded, name, dev, manifest, deps)
 
 
-def load_image_model(spec: ModelLike, device: str, model_key: str | None, manifest: Manifest = None) -> ImageModel:
+def load_image_model(model: ModelContext) -> ImageModel:
     """:func:`load` for passes over images: the model needs a patch grid, and brings its own preprocessing. The
     pixel limit of decoding ($QKDISSECT_MAX_PIXELS) is checked first, before the model loads and in this process
     (a data loader's worker would report it with its traceback)."""
     max_pixels()
-    m = load(spec, device, model_key, manifest)
+    m = load(model)
     if m.qk.layout.grid is None:
         raise QKDissectError(f"{m.name} has no patch grid: image passes need an image model")
     return ImageModel(**vars(m), preprocess=preprocess_for(m.loaded), grid=m.qk.layout.grid)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,14 +56,13 @@ from ..core.topk import image_scores as score_rule
 from ..data.images import decode, image_source
 from ..data.labels import is_class_ref
 from ..errors import QKDissectError
-from ..models import ModelLike
 from ..models.tokenizer import tokenizer_for
-from ..options import default
 from ..provenance.records import utc_now
+from ..requests import MapsRequest
 from ..stores.schema import Var, maps_dataset
 from .hooks import layer_tokens, mode_maps
-from .io import StoreLike, finish, store_input
-from .loop import ImageModel, Loaded, Manifest, load, load_image_model, modes_of, pass_record
+from .io import finish, store_input
+from .loop import ImageModel, Loaded, load, load_image_model, modes_of, pass_record
 from .text import token_maps
 
 KINDS = ("top", "image-modes", "image-top", "text-top")
@@ -402,42 +400,37 @@ def text_maps(
     return data, {**_row_coords(rows), "passage_id": (slot, ids)}
 
 
-def compute_maps(
-    spec: ModelLike,
-    modes: StoreLike,
-    scores: StoreLike,
-    source: StoreLike,
-    request: dict[str, Any],
-    output: str | Path | None = None,
-    *,
-    device: str = default("device"),
-    model_key: str | None = None,
-    manifest: Manifest = None,
-) -> xr.Dataset:
+def compute_maps(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_maps` of ``MapsRequest.build(spec, modes, scores, source, request, output, device=...)``."""
+    return run_maps(MapsRequest.build(*args, **kw))
+
+
+def run_maps(req: MapsRequest) -> xr.Dataset:
     """What one figure row draws (``request``, see the module docstring), from a model's modes and scores and its
     projections (image kinds) or text projections (``text-top``) -> a maps dataset (written to ``output`` when
     given)."""
-    kind = request.get("kind")
+    kind = req.request.get("kind")
     if kind not in KINDS:
         raise QKDissectError(f"maps request kind must be one of {', '.join(KINDS)}, not {kind!r}")
     started, t0 = utc_now(), time.perf_counter()
-    scores_ds, deps = store_input(scores, "scores", "scores store")
+    scores_ds, deps = store_input(req.scores, "scores", "scores store")
     if kind == "text-top":
-        m: Loaded = load(spec, device, model_key, manifest)
-        modes_ds, mdeps = modes_of(modes, m)
-        texts, sdeps = store_input(source, "text_projections", "text projections store")
-        rows = text_rows(request, modes_ds, scores_ds, texts)
+        m: Loaded = load(req.model)
+        modes_ds, mdeps = modes_of(req.modes, m)
+        texts, sdeps = store_input(req.source, "text_projections", "text projections store")
+        rows = text_rows(req.request, modes_ds, scores_ds, texts)
         variables, coords = text_maps(m.model, tokenizer_for(m.loaded), m.qk, rows, modes_ds, scores_ds, texts)
         params = texts.attrs["provenance"]["parameters"]
         extra: dict[str, Any] = {"corpus": texts.attrs.get("corpus"), "token_source": params["tokens"]}
     else:
-        proj, sdeps = store_input(source, "projections", "projections store")
-        focus = {} if kind == "top" else {"image": _focus(request, proj)}
+        proj, sdeps = store_input(req.source, "projections", "projections store")
+        focus = {} if kind == "top" else {"image": _focus(req.request, proj)}
         if focus:
             image_scores(proj, focus["image"])  # an image not projected (or not decoded) fails before the model loads
-        im = load_image_model(spec, device, model_key, manifest)
+        im = load_image_model(req.model)
         m = im
-        modes_ds, mdeps = modes_of(modes, im)
+        modes_ds, mdeps = modes_of(req.modes, im)
+        request = req.request
         rows = image_rows({**request, **focus}, modes_ds, scores_ds, proj)
         chosen: dict[str, Any] = {}
         if (
@@ -460,16 +453,16 @@ def compute_maps(
         if kind == "image-modes":
             extra["layer_heads"] = list(dict.fromkeys((r.mode[0], r.mode[1]) for r in rows))
     timings = {"total": round(time.perf_counter() - t0, 3)}
-    record = pass_record("maps", {"request": request, "device_requested": device}, m, [*mdeps, *deps, *sdeps],
-                         device, started, timings_s=timings)  # fmt: skip
+    parameters = {"request": req.request, "device_requested": req.model.device}
+    record = pass_record("maps", parameters, m, [*mdeps, *deps, *sdeps], req.model.device, started, timings_s=timings)
     attrs = {
         "kind": kind,
         "model_id": m.name,
         "spec": str(m.loaded.spec),
-        "request": request,
+        "request": req.request,
         "drawn": [list(r.mode) for r in rows],
         "weights_sha256": m.loaded.weights_sha256,
         **extra,
         "provenance": record,
     }
-    return finish(maps_dataset(variables, coords, attrs), output)
+    return finish(maps_dataset(variables, coords, attrs), req.output)

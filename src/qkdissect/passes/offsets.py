@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -18,14 +17,13 @@ import xarray as xr
 from ..core.offsets import grid_offsets, offset_spectrum, weighted_cosine
 from ..core.rotary import Rotary
 from ..errors import QKDissectError
-from ..options import default
 from ..provenance.records import utc_now
+from ..requests import OffsetsRequest
 from ..stores.schema import offsets_dataset
 from .io import finish
 
 if TYPE_CHECKING:
-    from ..models import ModelLike
-    from .loop import Manifest
+    pass
 
 #: the most offsets one pass takes (each is a batch of d_head x d_head decompositions per head)
 MAX_OFFSETS = 100_000
@@ -33,16 +31,12 @@ MAX_OFFSETS = 100_000
 OffsetsLike = Sequence[int] | Sequence[Sequence[int]] | np.ndarray | Literal["all"]
 
 
-def compute_offsets(
-    spec: ModelLike,
-    offsets: OffsetsLike,
-    output: str | Path | None = None,
-    *,
-    device: str = default("device"),
-    model_key: str | None = None,
-    manifest: Manifest = None,
-    progress: bool = True,
-) -> xr.Dataset:
+def compute_offsets(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_offsets` of ``OffsetsRequest.build(spec, offsets, output, device=...)``."""
+    return run_offsets(OffsetsRequest.build(*args, **kw))
+
+
+def run_offsets(r: OffsetsRequest) -> xr.Dataset:
     """The offsets store of a rotary model: S and cosines (layer, head, offset, mode) of W_q^T R(-d) W_k for each
     offset d of ``offsets`` (the query's position minus the key's), and the weighted cosines per head and layer
     (written to ``output`` when given). ``offsets``: token offsets for a language model; for an image model (2-D
@@ -52,8 +46,9 @@ def compute_offsets(
 
     from .loop import load, pass_record
 
+    offsets = parse_offsets(r.offsets) if isinstance(r.offsets, str) else r.offsets
     started, t0 = utc_now(), time.perf_counter()
-    m = load(spec, device, model_key, manifest)
+    m = load(r.model)
     qk = m.qk
     if qk.rotary is None:
         raise QKDissectError(
@@ -64,13 +59,13 @@ def compute_offsets(
     grid = rot.grid or qk.layout.grid
     offs = offsets_of(m.name, rot, grid, offsets)
     t_load, t1 = time.perf_counter() - t0, time.perf_counter()
-    with tqdm(total=len(offs), desc=f"offsets {m.name}", unit="offset", disable=not progress) as bar:
+    with tqdm(total=len(offs), desc=f"offsets {m.name}", unit="offset", disable=not r.progress) as bar:
         s, cos = offset_spectrum(qk.w_q, qk.w_k, rot, offsets=offs, progress=bar.update)  # float64 inside
     timings = {"load": round(t_load, 4), "svd": round(time.perf_counter() - t1, 4)}
     asked = "all" if isinstance(offsets, str) else "list"
     params = {"offsets": {"asked": asked, "first": offs[0].tolist(), "last": offs[-1].tolist(), "count": len(offs)},
-              "device_requested": device}  # fmt: skip
-    record = pass_record("offsets", params, m, [], device, started, timings_s=timings)
+              "device_requested": r.model.device}  # fmt: skip
+    record = pass_record("offsets", params, m, [], r.model.device, started, timings_s=timings)
     attrs = {
         "model_id": m.name,
         "spec": str(m.loaded.spec),
@@ -86,7 +81,7 @@ def compute_offsets(
     if qk.qk_norm is not None:
         attrs["qk_norm"] = qk.qk_norm
     ds = offsets_dataset(s, cos, weighted_cosine(s, cos), offs, attrs, qk.kv_heads)
-    return finish(ds, output)
+    return finish(ds, r.output)
 
 
 def offsets_of(name: str, rot: Rotary, grid: tuple[int, ...] | None, offsets: OffsetsLike) -> np.ndarray:

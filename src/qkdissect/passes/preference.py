@@ -18,7 +18,6 @@ notes (the bias is not included).
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,14 +27,14 @@ import xarray as xr
 from ..core.preference import QUERY_TOKEN_RULE, REGIONS, SOURCES, grouped, preference_table, query_tokens
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..errors import QKDissectError
-from ..models import ModelLike, QKWeights
-from ..options import default
+from ..models import QKWeights
 from ..provenance.records import utc_now
+from ..requests import PreferenceRequest
 from ..stores.schema import preference_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks
 from .io import finish
-from .loop import Manifest, load_image_model, mask_batches, mask_coords, mask_dataset_dependency, pass_record
+from .loop import load_image_model, mask_batches, mask_coords, mask_dataset_dependency, pass_record
 from .shards import Shard, shard_of_dataset, shard_store
 
 
@@ -68,40 +67,35 @@ def _rows_of(model: Any, qk: QKWeights, x: torch.Tensor, rows: torch.Tensor, i: 
     return attention_rows(model, qk, x[i], rows[i])
 
 
-def compute_preference(
-    spec: ModelLike,
-    dataset: str,
-    output: str | Path | None = None,
-    *,
-    batch_size: int = default("preference_batch_size"),
-    device: str = default("device"),
-    limit: int | None = None,
-    example: int = 0,
-    model_key: str | None = None,
-    manifest: Manifest = None,
-    progress: bool = True,
-    shard: Shard | None = None,
-) -> xr.Dataset:
+def compute_preference(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_preference` of ``PreferenceRequest.build(spec, dataset, output, batch_size=..., ...)``."""
+    return run_preference(PreferenceRequest.build(*args, **kw))
+
+
+def run_preference(r: PreferenceRequest) -> xr.Dataset:
     """Attention preference (paper 4.1) of a model on a mask dataset -> a preference dataset (written to
     ``output`` when given), with the model-input crop of image ``example`` (the one Fig. 2 shows in panel A).
     ``shard``: only that shard of the dataset (whole batches), a store :func:`.shards.merge_preference` merges."""
+    shard = Shard.of(r.shard)
     started = utc_now()
-    whole = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
-    data, where = shard_of_dataset(whole, shard, batch_size)
-    im = load_image_model(spec, device, model_key, manifest)
+    whole = mask_dataset(r.dataset, limit=r.limit)  # an incomplete dataset fails before the model loads
+    data, where = shard_of_dataset(whole, shard, r.batch_size)
+    im = load_image_model(r.model)
     im.qk.require_plain_logits("the preference pass")
     pre, grid = im.preprocess, im.grid
-    if not 0 <= example < len(whole):
-        raise QKDissectError(f"example image {example} is not in {dataset} ({len(whole)} images: 0-{len(whole) - 1})")
+    if not 0 <= r.example < len(whole):
+        raise QKDissectError(
+            f"example image {r.example} is not in {r.dataset} ({len(whole)} images: 0-{len(whole) - 1})"
+        )
     example_crop = np.zeros((0, 0, 3), np.uint8)
     tables, token_masks, rows_all = [], [], []
     run = AdaptiveBatch(f"preference {im.name}")
-    for b, batch in mask_batches(data, batch_size, f"preference {im.name}", progress):
+    for b, batch in mask_batches(data, r.batch_size, f"preference {im.name}", r.progress):
         xs, tms = [], []
         for j, (_, img, masks) in enumerate(batch):
-            if where["start"] + b + j == example:
+            if where["start"] + b + j == r.example:
                 example_crop = np.asarray(pre.image(img), dtype=np.uint8)
-            tm = np.stack([mask_to_tokens(masks[r], pre, grid).ravel() for r in REGIONS])
+            tm = np.stack([mask_to_tokens(masks[region], pre, grid).ravel() for region in REGIONS])
             tms.append(tm / np.maximum(tm.sum(axis=0, keepdims=True), 1e-12))  # area fractions summing to 1
             xs.append(pre.tensor(img))
         tm_b = np.stack(tms)
@@ -115,16 +109,21 @@ def compute_preference(
     table = np.concatenate(tables) if tables else np.zeros((0, n_layers, n_heads, len(SOURCES), len(REGIONS)))
     rows = np.concatenate(rows_all) if rows_all else np.zeros((0, 2), np.int64)
     masks_all = np.concatenate(token_masks) if token_masks else np.zeros((0, len(REGIONS), grid[0] * grid[1]))
-    parameters = {"batch_size": batch_size, "device_requested": device, "limit": limit, "example": example}
-    record = pass_record("preference", parameters, im, [mask_dataset_dependency(whole, dataset, limit)], device,
-                         started, batch=run.record())  # fmt: skip
+    parameters = {
+        "batch_size": r.batch_size,
+        "device_requested": r.model.device,
+        "limit": r.limit,
+        "example": r.example,
+    }
+    inputs = [mask_dataset_dependency(whole, r.dataset, r.limit)]
+    record = pass_record("preference", parameters, im, inputs, r.model.device, started, batch=run.record())
     attrs = {
         "model_id": im.name,
         "spec": str(im.loaded.spec),
-        "dataset": {**whole.describe(), "spec": dataset, "limit": limit},
+        "dataset": {**whole.describe(), "spec": r.dataset, "limit": r.limit},
         "grid": list(grid),
         "preprocess": pre.describe(),
-        "example": example,
+        "example": r.example,
         "query_token_rule": QUERY_TOKEN_RULE,
         "notes": im.qk.notes,
         "provenance": record,
@@ -135,4 +134,4 @@ def compute_preference(
         dims = ("image", "layer", "head", "source", "region")
         desc = "table in float64 (what the groups are computed from)"
         out = shard_store(out, {"table_fp64": (dims, table.astype(np.float64), desc)}, where)
-    return finish(out, output)
+    return finish(out, r.output)

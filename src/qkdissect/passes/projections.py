@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,15 +44,15 @@ from ..core.topk import (
     from_fixed_point,
     image_scores,
 )
-from ..models import ModelLike, QKWeights
-from ..options import PREFIX_KINDS, ImageScore, TokenSource, default, top_k_within
+from ..models import QKWeights
+from ..options import PREFIX_KINDS, ImageScore, TokenSource, top_k_within
 from ..provenance.records import utc_now
+from ..requests import ProjectRequest
 from ..stores.io import StreamingStore
 from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, modes_uv
-from .io import StoreLike
-from .loop import ImageStream, Manifest, load_image_model, modes_of, pass_record, stream_target, streamed
+from .loop import ImageStream, load_image_model, modes_of, pass_record, stream_target, streamed
 from .shards import Shard, shard_store
 
 
@@ -158,36 +157,24 @@ def shard_extras(
     return shard_store(ds, extra, where)
 
 
-def compute_projections(
-    spec: ModelLike,
-    modes: StoreLike,
-    images: str,
-    output: str | Path | None = None,
-    *,
-    tokens: TokenSource = default("tokens"),
-    batch_size: int = default("batch_size"),
-    top_k: int = default("top_k"),
-    device: str = default("device"),
-    workers: int | None = default("workers"),
-    limit: int | None = None,
-    score: ImageScore = default("score"),
-    dedupe: int | None = default("dedupe"),
-    model_key: str | None = None,
-    manifest: Manifest = None,
-    progress: bool = True,
-    shard: Shard | None = None,
-) -> xr.Dataset:
+def compute_projections(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_projections` of ``ProjectRequest.build(spec, modes, images, output, tokens=..., ...)``."""
+    return run_projections(ProjectRequest.build(*args, **kw))
+
+
+def run_projections(r: ProjectRequest) -> xr.Dataset:
     """Project every image of ``images`` onto all modes and stream the per-image statistics, the top-k images per
     mode (by the image score ``score``) and the anisotropy sums into a projections store at ``output`` (a
     temporary one, loaded into memory, when not given); ``dedupe``: drop duplicates within that many bits of the
     perceptual hash first. A batch that does not fit in memory is split (and the smaller size kept); the results
     do not depend on the batch size. ``shard``: only that shard of the set, into a shard store that
     :func:`qkdissect.passes.shards.merge_projections` merges with the others into this very store."""
+    tokens, batch_size, top_k, score, shard = r.tokens, r.batch_size, r.top_k, r.score, Shard.of(r.shard)
     started, t0 = utc_now(), time.perf_counter()
-    im = load_image_model(spec, device, model_key, manifest)
-    modes_ds, deps = modes_of(modes, im)
-    stream = ImageStream.open(images, limit, im.preprocess, dedupe, shard, batch_size)
-    top_k_within(top_k, stream.total, f"images of {images}")
+    im = load_image_model(r.model)
+    modes_ds, deps = modes_of(r.modes, im)
+    stream = ImageStream.open(r.images, r.limit, im.preprocess, r.dedupe, shard, batch_size)
+    top_k_within(top_k, stream.total, f"images of {r.images}")
     proj = Projector(im.qk, modes_ds.U.values, modes_ds.V.values, source=tokens, device=im.device)
     n_layers, n_heads, n_modes = proj.shape
     n = len(stream)
@@ -197,14 +184,14 @@ def compute_projections(
     run = AdaptiveBatch(f"project {im.name}")
     t_load = time.perf_counter() - t0
     shape = (n_layers, n_heads, n_modes)
-    with stream_target(output) as target:
+    with stream_target(r.output) as target:
         with StreamingStore(target) as st:
             chunk = batch_size * max(1, round(256 / batch_size))
             for var, what in PROJECTION_STATS.items():
                 desc = f"{what} over the image's patch tokens (NaN: image skipped)"
                 dims = ("image", "layer", "head", "mode")
                 st.create(var, (n, *shape), dims, (chunk, *shape), "float32", description=desc, **labels(var))
-            for start, size, ok, x in stream.batches(batch_size, workers, f"project {im.name}", progress):
+            for start, size, ok, x in stream.batches(batch_size, r.workers, f"project {im.name}", r.progress):
                 block = {v: np.full((size, *shape), np.nan, np.float32) for v in PROJECTION_STATS}
                 if ok:
                     stats = run(lambda xb: proj(im.model, xb), x)  # type: ignore[arg-type]
@@ -227,10 +214,11 @@ def compute_projections(
             both_negative = (flag == 1).sum(axis=-1)
             limbs = unit_sum.cpu().numpy()
             us = from_fixed_point(limbs)
-            parameters = {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "device_requested": device,
-                          "limit": limit, "score": score, "dedupe": dedupe}  # fmt: skip
+            parameters = {"tokens": tokens, "batch_size": batch_size, "top_k": top_k,
+                          "device_requested": r.model.device, "limit": r.limit, "score": score,
+                          "dedupe": r.dedupe}  # fmt: skip
             timings = {"load": round(t_load, 3), **stream.rate()}
-            record = pass_record("projections", parameters, im, [*deps, stream.dependency()], device, started,
+            record = pass_record("projections", parameters, im, [*deps, stream.dependency()], r.model.device, started,
                                  batch=run.record(), timings_s=timings)  # fmt: skip
             qk = im.qk
             attrs = {
@@ -256,4 +244,4 @@ def compute_projections(
             if shard is not None:
                 small = shard_extras(small, flag, limbs, s, stream.shard_record())
             st.finish(small)
-        return streamed(target, output)
+        return streamed(target, r.output)

@@ -15,7 +15,7 @@ the key side picked one of its objects uniformly and independently.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,16 +25,15 @@ from ..core.same_object import optimal_objects, same_object_values
 from ..core.topk import image_scores
 from ..data.images import Preprocess
 from ..data.masks import mask_dataset, mask_to_tokens
-from ..models import ModelLike
-from ..options import ImageScore, TokenSource, default
+from ..options import TokenSource
 from ..provenance.records import utc_now
+from ..requests import SameObjectRequest
 from ..stores.schema import same_object_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, stacked_uv
-from .io import StoreLike, finish
+from .io import finish
 from .loop import (
     ImageModel,
-    Manifest,
     load_image_model,
     mask_batches,
     mask_coords,
@@ -77,41 +76,31 @@ def _projector(im: ImageModel, uv: torch.Tensor, tokens: TokenSource):  # type: 
     return project
 
 
-def compute_same_object(
-    spec: ModelLike,
-    modes: StoreLike,
-    dataset: str,
-    output: str | Path | None = None,
-    *,
-    top: int = default("same_object_top"),
-    tokens: TokenSource = default("tokens"),
-    batch_size: int = default("same_object_batch_size"),
-    device: str = default("device"),
-    limit: int | None = None,
-    score: ImageScore = default("score"),
-    model_key: str | None = None,
-    manifest: Manifest = None,
-    progress: bool = True,
-    shard: Shard | None = None,
-) -> xr.Dataset:
+def compute_same_object(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_same_object` of ``SameObjectRequest.build(spec, modes, dataset, output, top=..., ...)``."""
+    return run_same_object(SameObjectRequest.build(*args, **kw))
+
+
+def run_same_object(r: SameObjectRequest) -> xr.Dataset:
     """Same-object probability (paper 4.2, Fig. 6) of every mode on a dataset with object masks (written to
     ``output`` when given). ``shard``: only that shard of the dataset (whole batches), with its per-image scores
     and same-object flags, which :func:`.shards.merge_same_object` merges into this very store."""
+    shard = Shard.of(r.shard)
     started = utc_now()
-    whole = mask_dataset(dataset, limit=limit)  # an incomplete dataset fails before the model loads
-    data, where = shard_of_dataset(whole, shard, batch_size)
-    im = load_image_model(spec, device, model_key, manifest)
-    modes_ds, deps = modes_of(modes, im)
+    whole = mask_dataset(r.dataset, limit=r.limit)  # an incomplete dataset fails before the model loads
+    data, where = shard_of_dataset(whole, shard, r.batch_size)
+    im = load_image_model(r.model)
+    modes_ds, deps = modes_of(r.modes, im)
     run = AdaptiveBatch(f"same-object {im.name}")
     u = torch.as_tensor(modes_ds.U.values, dtype=torch.float32)
     n_layers, n_heads, _, n_modes = u.shape
     uv = stacked_uv(u, torch.as_tensor(modes_ds.V.values, dtype=torch.float32)).to(im.device)
-    project = _projector(im, uv, tokens)
+    project = _projector(im, uv, r.tokens)
     hm, n_img = n_heads * n_modes, len(data)
     scores = np.full((n_img, n_layers, hm, 2), -np.inf, np.float32)
     same = np.zeros((n_img, n_layers, hm, 2), bool)
     n_objects = np.zeros(n_img, np.int32)
-    for b, batch in mask_batches(data, batch_size, f"same-object {im.name}", progress):
+    for b, batch in mask_batches(data, r.batch_size, f"same-object {im.name}", r.progress):
         weights = [object_weights(m, im.preprocess, im.grid)[0] for _, _, m in batch]
         p_all = run(project, torch.stack([im.preprocess.tensor(img) for _, img, _ in batch]).to(im.device))
         for j, w in enumerate(weights):
@@ -122,20 +111,20 @@ def compute_same_object(
             means = torch.einsum("ot,ltk->olk", torch.as_tensor(w, dtype=torch.float32, device=im.device), pj)
             same[b + j] = optimal_objects(means[..., :hm], means[..., hm:]).cpu().numpy()
             q, k = pj[..., :hm], pj[..., hm:]
-            scores[b + j] = image_scores(q.amax(1), q.amin(1), k.amax(1), k.amin(1), score).cpu().numpy()
+            scores[b + j] = image_scores(q.amax(1), q.amin(1), k.amax(1), k.amin(1), r.score).cpu().numpy()
     shape = (n_img, n_layers, n_heads, n_modes, 2)
     scores, same = scores.reshape(shape), same.reshape(shape)
-    variables, order = same_object_values(scores, same, n_objects, modes_ds.S.values, top)
-    parameters = {"top": top, "tokens": tokens, "batch_size": batch_size, "limit": limit, "score": score}
-    record = pass_record("same_object", parameters, im, [*deps, mask_dataset_dependency(whole, dataset, limit)],
-                         device, started, batch=run.record())  # fmt: skip
+    variables, order = same_object_values(scores, same, n_objects, modes_ds.S.values, r.top)
+    parameters = {"top": r.top, "tokens": r.tokens, "batch_size": r.batch_size, "limit": r.limit, "score": r.score}
+    record = pass_record("same_object", parameters, im, [*deps, mask_dataset_dependency(whole, r.dataset, r.limit)],
+                         r.model.device, started, batch=run.record())  # fmt: skip
     attrs = {
         "model_id": im.name,
         "spec": str(im.loaded.spec),
-        "dataset": {**whole.describe(), "spec": dataset, "limit": limit},
-        "top": top,
-        "token_source": tokens,
-        "image_score": score,
+        "dataset": {**whole.describe(), "spec": r.dataset, "limit": r.limit},
+        "top": r.top,
+        "token_source": r.tokens,
+        "image_score": r.score,
         "eligible_images": int((n_objects >= 2).sum()),
         "provenance": record,
     }
@@ -148,4 +137,4 @@ def compute_same_object(
             "singular_value": (("layer", "head", "mode"), modes_ds.S.values, "s_n of the modes"),
         }
         out = shard_store(out, extras, where)
-    return finish(out, output)
+    return finish(out, r.output)

@@ -3,36 +3,36 @@ interval. It reads a store and writes one, without torch: a scores job starts in
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..core import scores as sc
-from ..options import default
 from ..provenance.records import base_record, utc_now
+from ..requests import ScoresRequest
 from ..stores.schema import scores_dataset
-from .io import StoreLike, finish, store_input
+from .io import finish, store_input
 
 
-def compute_scores(
-    modes: StoreLike,
-    output: str | Path | None = None,
-    *,
-    released_code: bool = False,
-    level: float = default("null_level"),
-    null_rtol: float = default("null_rtol"),
-) -> xr.Dataset:
+def compute_scores(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_scores` of ``ScoresRequest.build(modes, output, released_code=..., ...)``."""
+    return run_scores(ScoresRequest.build(*args, **kw))
+
+
+def run_scores(req: ScoresRequest) -> xr.Dataset:
     """All section-1.3 scores of a modes store (or Dataset), with the exact null interval in attrs (written to
     ``output`` when given); the plain mean leaves out the modes below ``null_rtol`` of their head's largest
     singular value (``layer_mean_all`` keeps them)."""
-    ds, deps = store_input(modes, "modes", "modes store")
+    ds, deps = store_input(req.modes, "modes", "modes store")
     u, s, v = (np.asarray(ds[n].values, dtype=np.float64) for n in ("U", "S", "V"))
-    r = sc.score_modes(u, s, v, released_code=released_code, level=level, null_rtol=null_rtol)
+    res = sc.score_modes(u, s, v, released_code=req.released_code, level=req.level, null_rtol=req.null_rtol)
     kv = [int(h) for h in ds.coords["kv_head"].values] if "kv_head" in ds.coords else None
-    null = sc.layer_null(int(u.shape[1]), int(u.shape[-1]), int(u.shape[-2]), kv_heads=kv, level=level,
-                         null_rtol=null_rtol)  # fmt: skip
-    record = base_record("scores", {"released_code": released_code, "null_level": level, "null_rtol": null_rtol})
+    null = sc.layer_null(int(u.shape[1]), int(u.shape[-1]), int(u.shape[-2]), kv_heads=kv, level=req.level,
+                         null_rtol=req.null_rtol)  # fmt: skip
+    record = base_record(
+        "scores", {"released_code": req.released_code, "null_level": req.level, "null_rtol": req.null_rtol}
+    )
     record.update(
         {
             "inputs": {"modes": {"model_id": ds.attrs.get("model_id"), **{d["role"]: d for d in deps}}},
@@ -47,14 +47,14 @@ def compute_scores(
         **({"norm": ds.attrs["norm"]} if "norm" in ds.attrs else {}),  # a folded store's norms (kind, centring)
         "d_model": int(u.shape[-2]),
         "d_head": ds.attrs.get("d_head"),
-        "released_code": released_code,
-        "null_rtol": null_rtol,
+        "released_code": req.released_code,
+        "null_rtol": req.null_rtol,
         "null_rtol_definition": "modes with s_n / s_0 < null_rtol (s_0: the head's largest singular value) are "
         "numerically null: left out of head_mean and layer_mean, kept in head_mean_all and layer_mean_all "
         "(the released code's plain mean); n_null counts them per head",
-        "null_level": level,
-        "null_low": r.null_low,
-        "null_high": r.null_high,
+        "null_level": req.level,
+        "null_low": res.null_low,
+        "null_high": res.null_high,
         "null_definition": "central interval of the cosine of two independent isotropic vectors in "
         "R^d_model: (t+1)/2 ~ Beta((d-1)/2, (d-1)/2), exact quantiles",
         "null_released": sc.released_null(int(u.shape[-2])),
@@ -76,4 +76,4 @@ def compute_scores(
         "provenance": record,
     }
     coords = {k: ds.coords[k].values for k in ("layer", "head", "mode")}
-    return finish(scores_dataset(r, coords, released_code, attrs, null), output)
+    return finish(scores_dataset(res, coords, req.released_code, attrs, null), req.output)

@@ -70,6 +70,11 @@ class Shard:
             raise QKDissectError(f"shard {text!r}: give K/N with 1 <= K <= N <= {MAX_SHARDS}, e.g. --shard 2/4")
         return cls(int(m.group(1)), int(m.group(2)))
 
+    @classmethod
+    def of(cls, shard: Shard | str | None) -> Shard | None:
+        """A request's shard: as it is, parsed from ``K/N``, or None (the whole set)."""
+        return cls.parse(shard) if isinstance(shard, str) else shard
+
     @property
     def name(self) -> str:
         """``K-of-N``: the shard store's name (without .zarr)."""

@@ -5,8 +5,8 @@ distance |d| between a query and a key."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,14 +16,13 @@ from ..core.rotary import Rotary
 from ..core.scores import null_interval
 from ..core.spectrum import by_distance, group_rates, n_groups, plane_energies, unrotated_dims, wavelengths
 from ..errors import QKDissectError
-from ..options import default
 from ..provenance.records import utc_now
+from ..requests import SpectrumRequest
 from ..stores.schema import DistanceProfile, spectrum_dataset
-from .io import StoreLike, finish
+from .io import finish
 
 if TYPE_CHECKING:
-    from ..models import ModelLike
-    from .loop import Manifest
+    pass
 
 #: what the store's attrs say of its planes and shares
 DEFINITIONS = (
@@ -35,22 +34,19 @@ DEFINITIONS = (
 )
 
 
-def compute_spectrum(
-    spec: ModelLike,
-    offsets: StoreLike | None = None,
-    output: str | Path | None = None,
-    *,
-    distance_bin: float = default("distance_bin"),
-    model_key: str | None = None,
-    manifest: Manifest = None,
-) -> xr.Dataset:
+def compute_spectrum(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_spectrum` of ``SpectrumRequest.build(spec, offsets_store, output, distance_bin=...)``."""
+    return run_spectrum(SpectrumRequest.build(*args, **kw))
+
+
+def run_spectrum(r: SpectrumRequest) -> xr.Dataset:
     """The spectrum store of a rotary model (written to ``output`` when given): its plane energies and shares, and
     with ``offsets`` (an offsets store of the same weights) the weighted cosines by distance, binned to multiples
     of ``distance_bin`` (tokens, or patches for images). A model without rotary embedding is refused."""
     from .loop import load, pass_record, store_of
 
     started, t0 = utc_now(), time.perf_counter()
-    m = load(spec, "cpu", model_key, manifest)
+    m = load(dataclasses.replace(r.model, device="cpu"))
     rotary = m.qk.rotary
     if rotary is None:
         raise QKDissectError(
@@ -59,15 +55,15 @@ def compute_spectrum(
         )
     deps: list[dict[str, Any]] = []
     profile, offset_attrs = None, {}
-    if offsets is not None:
-        ds, deps = store_of(offsets, "offsets", m, "run `qkdissect offsets` on this model again")
-        bins, head, counts = by_distance(ds.head_weighted.values, offset_distances(ds), distance_bin)
+    if r.offsets_store is not None:
+        ds, deps = store_of(r.offsets_store, "offsets", m, "run `qkdissect offsets` on this model again")
+        bins, head, counts = by_distance(ds.head_weighted.values, offset_distances(ds), r.distance_bin)
         profile = DistanceProfile(bins, head, counts)
-        offset_attrs = {"offsets": ds.attrs["provenance"]["parameters"].get("offsets"), "distance_bin": distance_bin}
+        offset_attrs = {"offsets": ds.attrs["provenance"]["parameters"].get("offsets"), "distance_bin": r.distance_bin}
     t_load, t1 = time.perf_counter() - t0, time.perf_counter()
     energies = plane_energies(m.qk.w_q, m.qk.w_k, rotary)
     timings = {"load": round(t_load, 4), "spectrum": round(time.perf_counter() - t1, 4)}
-    params = {"distance_bin": distance_bin if offsets is not None else None}
+    params = {"distance_bin": r.distance_bin if r.offsets_store is not None else None}
     record = pass_record("spectrum", params, m, deps, "cpu", started, timings_s=timings)
     attrs = {
         "model_id": m.name,
@@ -87,7 +83,7 @@ def compute_spectrum(
     }
     if m.qk.qk_norm is not None:
         attrs["qk_norm"] = m.qk.qk_norm
-    return finish(spectrum_dataset(energies, plane_coords(rotary), profile, attrs, m.qk.kv_heads), output)
+    return finish(spectrum_dataset(energies, plane_coords(rotary), profile, attrs, m.qk.kv_heads), r.output)
 
 
 #: the level of the per-mode null interval the distance figure draws (that of a random mode of the model's width)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,14 +33,15 @@ from ..core.pairs import pair_scores
 from ..core.topk import StreamingTopK
 from ..data.corpora import Corpus, Passage, corpus
 from ..errors import QKDissectError
-from ..models import ModelLike, QKWeights
+from ..models import QKWeights
 from ..models.tokenizer import tokenizer_for
-from ..options import TokenSource, default, top_k_within
+from ..options import TokenSource, top_k_within
 from ..provenance.records import items_sha256, utc_now
+from ..requests import TextRequest
 from ..stores.schema import TokenMaps, text_projections_dataset
 from .hooks import layer_token_hooks, modes_uv
-from .io import StoreLike, finish
-from .loop import Manifest, image_bar, load, modes_of, pass_record
+from .io import finish
+from .loop import image_bar, load, modes_of, pass_record
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
@@ -173,55 +173,45 @@ def corpus_dependency(spec: str, limit: int | None, c: Corpus) -> dict[str, Any]
     return {"role": "text corpus", "spec": spec, "limit": limit, "count": len(c), "sha256": items_sha256(c.digests())}
 
 
-def compute_text_projections(
-    spec: ModelLike,
-    modes: StoreLike,
-    corpus_spec: str,
-    output: str | Path | None = None,
-    *,
-    tokens: TokenSource = default("tokens"),
-    batch_size: int = default("text_batch_size"),
-    top_k: int = default("top_k"),
-    max_tokens: int = default("max_tokens"),
-    device: str = default("device"),
-    limit: int | None = None,
-    model_key: str | None = None,
-    manifest: Manifest = None,
-    progress: bool = True,
-) -> xr.Dataset:
+def compute_text_projections(*args: Any, **kw: Any) -> xr.Dataset:
+    """:func:`run_text_projections` of ``TextRequest.build(spec, modes, corpus, output, tokens=..., ...)``."""
+    return run_text_projections(TextRequest.build(*args, **kw))
+
+
+def run_text_projections(r: TextRequest) -> xr.Dataset:
     """Project every passage of a corpus onto all modes of a text model: the top passages per mode (written to
     ``output`` when given)."""
     started, t0 = utc_now(), time.perf_counter()
-    m = load(spec, device, model_key, manifest)
+    m = load(r.model)
     if m.qk.layout.modality != "text":
         raise QKDissectError(f"{m.name} is an image model: project it on images (`qkdissect project`), not on text")
-    modes_ds, deps = modes_of(modes, m)
+    modes_ds, deps = modes_of(r.modes, m)
     tok = tokenizer_for(m.loaded)
-    c = corpus(corpus_spec, limit)
-    top_k_within(top_k, len(c.passages), f"passages of {corpus_spec}")
-    proj = TextProjector(m.qk, modes_ds.U.values, modes_ds.V.values, source=tokens, device=m.device)
+    c = corpus(r.corpus, r.limit)
+    top_k_within(r.top_k, len(c.passages), f"passages of {r.corpus}")
+    proj = TextProjector(m.qk, modes_ds.U.values, modes_ds.V.values, source=r.tokens, device=m.device)
     t1 = time.perf_counter()
     topk, n_tokens = project_corpus(
-        m.model, tok, proj, c.passages, batch_size=batch_size, top_k=top_k, max_tokens=max_tokens,
-        progress=progress, desc=f"project text {m.name}",
+        m.model, tok, proj, c.passages, batch_size=r.batch_size, top_k=r.top_k, max_tokens=r.max_tokens,
+        progress=r.progress, desc=f"project text {m.name}",
     )  # fmt: skip
     t_pass = time.perf_counter() - t1
-    parameters = {"tokens": tokens, "batch_size": batch_size, "top_k": top_k, "max_tokens": max_tokens,
-                  "limit": limit}  # fmt: skip
+    parameters = {"tokens": r.tokens, "batch_size": r.batch_size, "top_k": r.top_k, "max_tokens": r.max_tokens,
+                  "limit": r.limit}  # fmt: skip
     timings = {"load": round(t1 - t0, 3), "pass": round(t_pass, 3),
                "passages_per_s": round(len(c) / t_pass, 3) if t_pass > 0 else None}  # fmt: skip
     tokenizer = {"class": type(tok).__name__, "name_or_path": str(getattr(tok, "name_or_path", ""))}
-    record = pass_record("text_projections", parameters, m, [*deps, corpus_dependency(corpus_spec, limit, c)],
-                         device, started, tokenizer=tokenizer, timings_s=timings)  # fmt: skip
+    record = pass_record("text_projections", parameters, m, [*deps, corpus_dependency(r.corpus, r.limit, c)],
+                         r.model.device, started, tokenizer=tokenizer, timings_s=timings)  # fmt: skip
     attrs = {
         "model_id": m.name,
         "spec": str(m.loaded.spec),
         "weights_sha256": m.loaded.weights_sha256,
-        "corpus": corpus_spec,
+        "corpus": r.corpus,
         "provenance": record,
     }
-    top = padded_top(topk, top_k)
-    return finish(text_projections_dataset(top, n_tokens, c.passages, np.asarray(modes_ds.S.values), attrs), output)
+    top = padded_top(topk, r.top_k)
+    return finish(text_projections_dataset(top, n_tokens, c.passages, np.asarray(modes_ds.S.values), attrs), r.output)
 
 
 def token_maps(

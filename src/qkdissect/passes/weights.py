@@ -2,9 +2,10 @@
 :mod:`.scores`).
 
 On the CPU, a model whose W_q and W_k its safetensors file gives (:mod:`qkdissect.models.weightfile`: the converted
-DINOv2-S/14, Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP / BERT / GPT-2 files) is read straight from the file
-and its modes computed with numpy (:mod:`qkdissect.core.modes_np`): the job never imports torch, timm or
-transformers. Any other model, a model in memory, and the GPU build the model and run the torch path."""
+DINOv2-S/14, a timm DINOv2 or ViT ``timm:NAME@FILE.safetensors``, Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP /
+BERT / GPT-2 files) is read straight from the file and its modes computed with numpy
+(:mod:`qkdissect.core.modes_np`): the job never imports torch, timm or transformers. Any other model, a model in
+memory, an offset (a rotary model's) and the GPU build the model and run the torch path."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -24,14 +25,11 @@ from ..core.rotary import Rotary, times_keys
 from ..errors import QKDissectError
 from ..models.spec import ModelSpec
 from ..models.weightfile import FileQK, read_qk_file
-from ..options import DType, Folding, Offset, default, mean_context
+from ..options import Folding, Offset, mean_context
 from ..provenance.records import utc_now
+from ..requests import ModesRequest
 from ..stores.schema import modes_dataset
 from .io import finish, model_record, weights_checked
-
-if TYPE_CHECKING:
-    from ..models import ModelLike
-    from .loop import Manifest
 
 log = logging.getLogger("qkdissect")
 
@@ -39,20 +37,14 @@ log = logging.getLogger("qkdissect")
 _GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
-def compute_modes(
-    spec: ModelLike,
-    output: str | Path | None = None,
-    *,
-    device: str = default("device"),
-    dtype: DType = default("dtype"),
-    block_rtol: float = default("block_rtol"),
-    folding: Folding = default("folding"),
-    model_key: str | None = None,
-    manifest: Manifest = None,
-    offset: Offset | None = None,
-) -> xr.Dataset:
+def compute_modes(*args: Any, **kw: Any) -> xr.Dataset:
+    """The modes of a model: :func:`run_modes` of ``ModesRequest.build(spec, output, device=..., ...)``."""
+    return run_modes(ModesRequest.build(*args, **kw))
+
+
+def run_modes(r: ModesRequest) -> xr.Dataset:
     """Load a model (or take one in memory), extract its per-head W_q and W_k, and return the modes dataset with
-    provenance (written to ``output`` when given). A rotary (RoPE) model's interaction depends on the offset d
+    provenance (written to ``r.output`` when given). A rotary (RoPE) model's interaction depends on the offset d
     between the query's and the key's positions (:mod:`qkdissect.core.rotary`): ``offset`` d gives the modes of
     W_q^T R(-d) W_k; without it, those of offset 0 (the store records which). d is a number of tokens for a
     language model, ``(dy, dx)`` patches for a 2-D RoPE vision transformer (timm's EVA-02, DINOv3, RoPE-ViT, PE);
@@ -62,17 +54,17 @@ def compute_modes(
     ``sum_d w_d W_q^T R(-d) W_k`` with w_d the share of the pairs at offset d (``attrs.content_core``).
     A grouped-query model pairs each query head with its own key-value head (coordinate ``kv_head``).
 
-    ``manifest`` (from :func:`qkdissect.models.resolve_weights`, or its JSON file) is checked against the weights
-    actually read and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
+    The model's manifest (from :func:`qkdissect.models.resolve_weights`, or its JSON file) is checked against the
+    weights actually read and recorded in the provenance. ``folding`` "folded" / "folded-centred" decomposes the
     LayerNorm-aware interaction ``(P) diag(gamma) W_q^T W_k diag(gamma) (P)`` instead of the paper's raw one
     (:mod:`qkdissect.core.layernorm`; an RMS norm folds its gains and has no P)."""
-    args = (output, device, dtype, block_rtol, folding, model_key, manifest)
     started, t0 = utc_now(), time.perf_counter()
-    light = isinstance(spec, str | ModelSpec) and on_cpu(device) and offset is None
-    fq = read_qk_file(spec, folding) if light else None  # type: ignore[arg-type]
+    spec = r.model.spec
+    light = isinstance(spec, str | ModelSpec) and on_cpu(r.model.device) and r.offset is None
+    fq = read_qk_file(spec, r.folding) if light else None
     if fq is None:
-        return _modes_of_model(spec, *args, offset=offset)
-    return _modes_of_file(fq, time.perf_counter() - t0, started, *args)
+        return _modes_of_model(r)
+    return _modes_of_file(fq, time.perf_counter() - t0, started, r)
 
 
 def on_cpu(device: str) -> bool:
@@ -88,34 +80,62 @@ def on_cpu(device: str) -> bool:
     return sys.platform in ("linux", "darwin") and not any(os.path.exists(p) for p in _GPU_NODES)
 
 
-def _modes_of_file(
-    fq: FileQK, t_read: float, started: str, output: str | Path | None, device: str, dtype: DType,
-    block_rtol: float, folding: Folding, model_key: str | None, manifest: Manifest,
-) -> xr.Dataset:  # fmt: skip
+@dataclass(frozen=True)
+class _Read:
+    """What a modes store says of the weights its modes were computed from, whichever path read them (the file or
+    the model): the model's name, spec and adapter, its sizes and token layout, the weights' identity, the device
+    of the SVD, the adapter's notes, and each query head's key-value head (grouped-query models)."""
+
+    name: str
+    spec: Any
+    adapter: str
+    shape: tuple[int, int, int, int]  # layers, heads, d_head, d_model
+    layout: Any
+    sha256: str | None
+    revision: str | None
+    device: str
+    notes: list[str]
+    kv_heads: list[int] | None = None
+
+    def attrs(self) -> dict[str, Any]:
+        n_layers, n_heads, d_head, d_model = self.shape
+        layout = self.layout
+        return {
+            "model_id": self.name,
+            "spec": str(self.spec),
+            "adapter": self.adapter,
+            "d_model": d_model,
+            "d_head": d_head,
+            "n_layers": n_layers,
+            "n_heads": n_heads,
+            "n_prefix_tokens": layout.n_prefix,
+            "prefix_tokens": list(layout.prefix_kinds),
+            "grid": list(layout.grid) if layout.grid else None,
+            "weights_sha256": self.sha256,
+            "weights_revision": self.revision,
+        }
+
+
+def _modes_of_file(fq: FileQK, t_read: float, started: str, r: ModesRequest) -> xr.Dataset:
     """The modes of weights read from their file, with numpy."""
-    name = model_key or str(fq.spec)
+    name = r.model.name or str(fq.spec)
     log.info("loading %s%s … (W_q, W_k from %s)", name, "" if name == str(fq.spec) else f" ({fq.spec})", fq.path)
-    checked, deps = weights_checked(fq.path, fq.sha256, name, manifest)
+    checked, deps = weights_checked(fq.path, fq.sha256, name, r.model.manifest)
     t1 = time.perf_counter()
-    w_q, w_k = fold_factors_np(fq.w_q, fq.w_k, fq.gamma, folding)  # (gamma: read where folding needs it)
-    u, s, v = qk_modes_np(w_q, w_k, dtype=dtype)
+    w_q, w_k = fold_factors_np(fq.w_q, fq.w_k, fq.gamma, r.folding)  # (gamma: read where folding needs it)
+    u, s, v = qk_modes_np(w_q, w_k, dtype=r.dtype)
     t_svd = time.perf_counter() - t1
     timings = {"load": round(t_read, 4), "svd": round(t_svd, 6)}
-    device_rec = {"requested": str(device), "used": "cpu", "fallback": None}
-    record = model_record("modes", _parameters(dtype, device, block_rtol, folding), {"key": name, **fq.describe()},
+    device_rec = {"requested": str(r.model.device), "used": "cpu", "fallback": None}
+    record = model_record("modes", _parameters(r), {"key": name, **fq.describe()},
                           {**fq.weights(), "manifest": checked}, (deps, []), device_rec, started,
                           timings_s=timings)  # fmt: skip
-    n_layers, n_heads, d_head, d_model = fq.shape
-    shape = {"d_model": d_model, "d_head": d_head, "n_layers": n_layers, "n_heads": n_heads}
-    norm = _norm_attrs(FILE_NORM if folding != "raw" else None, folding)  # (the files' families: LayerNorm)
-    return _finish(u, s, v, output, name, fq.spec, fq.adapter, shape, fq.layout, fq.sha256, fq.revision,
-                   "cpu", dtype, block_rtol, folding, fq.notes, record, extra=norm)  # fmt: skip
+    read = _Read(name, fq.spec, fq.adapter, fq.shape, fq.layout, fq.sha256, fq.revision, "cpu", fq.notes)
+    norm = _norm_attrs(FILE_NORM if r.folding != "raw" else None, r.folding)  # (the files' families: LayerNorm)
+    return _finish(u, s, v, r, read, record, norm)
 
 
-def _modes_of_model(
-    spec: ModelLike, output: str | Path | None, device: str, dtype: DType, block_rtol: float, folding: Folding,
-    model_key: str | None, manifest: Manifest, offset: Offset | None = None,
-) -> xr.Dataset:  # fmt: skip
+def _modes_of_model(r: ModesRequest) -> xr.Dataset:
     """The modes of a model built (or in memory), with torch."""
     import torch
 
@@ -124,28 +144,26 @@ def _modes_of_model(
     from .loop import load, pass_record
 
     started, t0 = utc_now(), time.perf_counter()
-    m = load(spec, device, model_key, manifest)
+    m = load(r.model)
     t_load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    w_q, w_k = folded_factors(m.qk, folding)
-    extra, turn = _rotary_attrs(m.qk, offset)
-    extra |= _norm_attrs(norm_record(m.qk) if folding != "raw" else None, folding)
+    w_q, w_k = folded_factors(m.qk, r.folding)
+    extra, turn = _rotary_attrs(m.qk, r.offset)
+    extra |= _norm_attrs(norm_record(m.qk) if r.folding != "raw" else None, r.folding)
     if turn is not None and m.qk.rotary is not None:  # R(-d), or the mean rotation of a content core
         w_k = torch.as_tensor(times_keys(turn, w_k.cpu().numpy(), m.qk.rotary.per_head))
-    modes = qk_modes(w_q, w_k, dtype=dtype, device=m.device)
+    modes = qk_modes(w_q, w_k, dtype=r.dtype, device=m.device)
     if m.device.type == "cuda":
         torch.cuda.synchronize()
     t_svd = time.perf_counter() - t1
     u, s, v = modes.numpy()
     timings = {"load": round(t_load, 4), "svd": round(t_svd, 6)}
-    given = {"offset": _as_json(offset)} if offset is not None else {}
-    params = {**_parameters(dtype, device, block_rtol, folding), **given}
-    record = pass_record("modes", params, m, [], device, started, timings_s=timings)
+    given = {"offset": _as_json(r.offset)} if r.offset is not None else {}
+    record = pass_record("modes", {**_parameters(r), **given}, m, [], r.model.device, started, timings_s=timings)
     qk = m.qk
-    shape = {"d_model": qk.d_model, "d_head": qk.d_head, "n_layers": qk.n_layers, "n_heads": qk.n_heads}
-    return _finish(u, s, v, output, m.name, m.loaded.spec, qk.adapter, shape, qk.layout, m.loaded.weights_sha256,
-                   m.loaded.revision, str(m.device), dtype, block_rtol, folding, qk.notes, record,
-                   extra=extra, kv_heads=qk.kv_heads)  # fmt: skip
+    read = _Read(m.name, m.loaded.spec, qk.adapter, (qk.n_layers, qk.n_heads, qk.d_head, qk.d_model), qk.layout,
+                 m.loaded.weights_sha256, m.loaded.revision, str(m.device), qk.notes, qk.kv_heads)  # fmt: skip
+    return _finish(u, s, v, r, read, record, extra)
 
 
 #: the norms of the families read from files (qkdissect.models.weightfile): LayerNorms
@@ -267,36 +285,18 @@ def content_core(
     }
 
 
-def _parameters(dtype: DType, device: str, block_rtol: float, folding: Folding) -> dict[str, Any]:
-    return {"dtype": dtype, "device_requested": device, "block_rtol": block_rtol, "weights_processing": folding}
+def _parameters(r: ModesRequest) -> dict[str, Any]:
+    return {"dtype": r.dtype, "device_requested": r.model.device, "block_rtol": r.block_rtol,
+            "weights_processing": r.folding}  # fmt: skip
 
 
 def _finish(
-    u: Any, s: Any, v: Any, output: str | Path | None, name: str, spec: Any, adapter: str, shape: dict[str, int],
-    layout: Any, sha256: str | None, revision: str | None, device: str, dtype: DType, block_rtol: float,
-    folding: Folding, notes: list[str], record: dict[str, Any], extra: dict[str, Any] | None = None,
-    kv_heads: list[int] | None = None,
-) -> xr.Dataset:  # fmt: skip
-    """The modes store (written to ``output`` when given): the modes, their degenerate blocks, and the attrs
-    (``extra``: a rotary model's offset and layout); ``kv_heads``: each query head's key-value head."""
-    attrs = {
-        "model_id": name,
-        "spec": str(spec),
-        "adapter": adapter,
-        **shape,
-        "n_prefix_tokens": layout.n_prefix,
-        "prefix_tokens": list(layout.prefix_kinds),
-        "grid": list(layout.grid) if layout.grid else None,
-        "weights_sha256": sha256,
-        "weights_revision": revision,
-        "dtype": dtype,
-        "device": device,
-        "block_rtol": block_rtol,
-        "folding": folding,
-        "notes": notes,
-        **(extra or {}),
-        "provenance": record,
-    }
-    angles = query_group_angles(u, kv_heads)
-    ds = modes_dataset(u, s, v, degenerate_blocks(s, rtol=block_rtol), attrs, kv_heads, angles)
-    return finish(ds, output)
+    u: Any, s: Any, v: Any, r: ModesRequest, read: _Read, record: dict[str, Any], extra: dict[str, Any]
+) -> xr.Dataset:
+    """The modes store (written to ``r.output`` when given): the modes, their degenerate blocks, and the attrs
+    (``extra``: a rotary model's offset and layout, the norms folded)."""
+    options = {"dtype": r.dtype, "device": read.device, "block_rtol": r.block_rtol, "folding": r.folding}
+    attrs = {**read.attrs(), **options, "notes": read.notes, **extra, "provenance": record}
+    angles = query_group_angles(u, read.kv_heads)
+    ds = modes_dataset(u, s, v, degenerate_blocks(s, rtol=r.block_rtol), attrs, read.kv_heads, angles)
+    return finish(ds, r.output)

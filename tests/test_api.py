@@ -1,5 +1,5 @@
-"""The README's Python API lines run as written, on the real DINOv2-S/14 checkpoint and on a timm model object in
-memory, and give the command line's numbers."""
+"""The Python API page's notebook lines (docs/reference/api.md) run as written, on the real DINOv2-S/14 checkpoint
+and on a timm model object in memory, and give the command line's numbers."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ import xarray as xr
 from conftest import REPO
 
 
-def readme_api_block() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## Python API") :]
+def api_page_block() -> str:
+    text = (REPO / "docs/reference/api.md").read_text()
+    section = text[text.index("## In a notebook") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
 
 
 @pytest.mark.assets
-def test_the_readme_api_lines_run_and_match_the_cli(
+def test_the_api_page_lines_run_and_match_the_cli(
     dinov2_file: Path, assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     os.symlink(dinov2_file, tmp_path / "dinov2_vits14.safetensors")
@@ -44,7 +44,7 @@ def test_the_readme_api_lines_run_and_match_the_cli(
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     t0 = time.perf_counter()
-    exec(compile(readme_api_block(), "README.md (Python API)", "exec"), ns)
+    exec(compile(api_page_block(), "docs/reference/api.md (In a notebook)", "exec"), ns)
     assert time.perf_counter() - t0 < 300
     m, s, p, x, same = ns["m"], ns["s"], ns["p"], ns["x"], ns["same"]
     # the spec and the command line read W_q and W_k from the file (numpy): the same modes; the model object gives

@@ -34,6 +34,7 @@ from qkdissect.provenance.claims import claims_html
 from qkdissect.provenance.pages import report_categories
 from qkdissect.stores import open_store
 from qkdissect.stores.schema import logits_dataset
+from qkdissect.workflow.paths import relative_if_inside
 from test_figure_layout import check_page, random_modes, same_object_store
 from test_maps import maps, tiny  # noqa: F401 (a fixture)
 
@@ -261,10 +262,12 @@ def test_report_categories_are_numbered_without_gaps() -> None:
     assert report_categories(cats) == report_categories(cats, present=cats)
 
 
-def test_figure_notebooks_are_named_relative_to_the_working_directory() -> None:
+def test_figure_notebooks_are_named_relative_to_the_working_directory(tmp_path: Path) -> None:
+    notebook = tmp_path / "checkout/notebooks/fig3.ipynb"
+    assert relative_if_inside(notebook, tmp_path / "checkout") == "notebooks/fig3.ipynb"
+    assert relative_if_inside(notebook, tmp_path / "elsewhere") == str(notebook)  # another checkout: absolute
     common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    body = re.search(r"def notebook\(name\):(.*?)\n\n", common, re.S)
-    assert body and "relative_to" in body.group(1)
+    assert re.search(r"def notebook\(name\):.*?relative_if_inside\(.*?Path\.cwd\(\)\)", common, re.S)
 
 
 def test_the_modes_of_a_random_layer_are_what_the_lean_path_computes() -> None:

@@ -454,6 +454,19 @@ def claims_table() -> str:
     return "\n".join(rows)
 
 
+def families_table() -> str:
+    """The families of ``qkdissect models --families`` (qkdissect.families), each with its status."""
+    from qkdissect.families import FAMILIES
+
+    rows = ["| family | library | attention | status: what the modes are |", "|---|---|---|---|"]
+    rows += [f"| {f.name} | {f.library} | {f.attention} | {f.status}: {_cell(f.what)} |" for f in FAMILIES]
+    return "\n".join(rows)
+
+
+#: placeholders in the hand-written pages, replaced by tables generated from the code
+TABLES = {"<!-- claims-table -->": claims_table, "<!-- families-table -->": families_table}
+
+
 PAGES = {
     "reference/cli.md": cli_page,
     "reference/config.md": config_page,
@@ -472,9 +485,10 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    return (
-        markdown.replace("<!-- claims-table -->", claims_table()) if "<!-- claims-table -->" in markdown else markdown
-    )
+    for mark, table in TABLES.items():
+        if mark in markdown:
+            markdown = markdown.replace(mark, table())
+    return markdown
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ child process, as one shard would:
    CPU figures of ``results_projections_cpu_2core.json`` (measured) and a GPU throughput (assumed, named as such).
 
 Run: ``.venv/bin/python benchmarks/bench_scale.py [--json results_scale_cpu_2core.json]``; ``--tiny`` runs small
-sizes in seconds (``tests/test_bench_scale.py``).
+sizes in seconds (``tests/integration/benchmarks/test_bench_scale.py``).
 """
 
 from __future__ import annotations

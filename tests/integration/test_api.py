@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import REPO
+from tests.helpers import REPO
 
 
 def readme_api_block() -> str:

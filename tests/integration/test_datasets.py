@@ -20,7 +20,6 @@ import torch
 import xarray as xr
 from PIL import Image
 
-from conftest import REPO, make_tiny_vit
 from qkdissect.data import parquet
 from qkdissect.data.dataset import ImageDataset, collate
 from qkdissect.data.images import Preprocess, decode, image_source, source_digests
@@ -28,6 +27,7 @@ from qkdissect.data.labels import ClassRefError, imagenet_classes, parse_class_r
 from qkdissect.data.masks import MaskDatasetError, ade20k_dataset, mask_dataset, o3_dataset
 from qkdissect.data.parquet import ParquetSourceError
 from qkdissect.provenance.audit import _Hashes
+from tests.helpers import REPO, make_tiny_vit
 
 sys.path.insert(0, str(REPO))
 from rehearsal.datasets import (

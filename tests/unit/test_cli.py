@@ -15,6 +15,7 @@ import pytest
 import qkdissect
 from qkdissect.cli import build_parser, main
 from qkdissect.stores import open_store
+from tests.helpers import tiny_hf_dir
 
 
 def test_models_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,35 +57,13 @@ def test_several_models_need_a_directory(tmp_path: Path, capsys: pytest.CaptureF
     assert "output directory" in capsys.readouterr().err
 
 
-def _tiny_hf_dir(tmp_path: Path) -> Path:
-    from transformers import DeiTConfig, DeiTModel
-
-    from conftest import randomise_
-
-    model = randomise_(
-        DeiTModel(
-            DeiTConfig(
-                hidden_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                intermediate_size=128,
-                image_size=32,
-                patch_size=8,
-            )
-        )
-    )
-    out = tmp_path / "tiny-deit"
-    model.save_pretrained(out)
-    return out
-
-
 def test_hf_local_directory_records_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save_pretrained directory loads with no network (HF_HUB_OFFLINE=1) and its file hash is recorded."""
     from qkdissect.models import sha256_file
     from qkdissect.passes.weights import compute_modes
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    d = _tiny_hf_dir(tmp_path)
+    d = tiny_hf_dir(tmp_path)
     ds = compute_modes(f"hf:{d}", device="cpu")
     assert ds.attrs["adapter"] == "hf-deit" and ds.attrs["n_prefix_tokens"] == 2
     assert ds.attrs["weights_sha256"] == sha256_file(d / "model.safetensors")
@@ -92,7 +71,7 @@ def test_hf_local_directory_records_weights(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_several_models_into_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = _tiny_hf_dir(tmp_path)
+    d = tiny_hf_dir(tmp_path)
     out = tmp_path / "modes"
     assert main(["modes", f"hf:{d}", f"hf:{d}?attn_implementation=eager", "-o", str(out), "--dtype", "float32"]) == 0
     stores = sorted(out.glob("*.zarr"))
@@ -188,7 +167,7 @@ def test_progress_counts_images_with_the_rate(capsys: pytest.CaptureFixture[str]
 
 def test_quiet_keeps_the_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """-q: no progress, no per-layer lines, no loading line, but the one summary line naming the output."""
-    d = _tiny_hf_dir(tmp_path)
+    d = tiny_hf_dir(tmp_path)
     modes = tmp_path / "m.zarr"
     assert main(["modes", f"hf:{d}", "-o", str(modes), "-q"]) == 0
     out, err = capsys.readouterr()

@@ -14,6 +14,7 @@ import pytest
 from qkdissect.catalogue import KNOWN_MODELS
 from qkdissect.config_check import config_problems, image_problems, yaml_problem
 from qkdissect.launch import configfiles
+from tests.helpers import REPO
 
 MODEL = "dinov2-vits14-imgfocus"
 
@@ -74,7 +75,7 @@ def test_yaml_errors_name_the_file_line_and_column(tmp_path: Path) -> None:
     assert yaml_problem(a_list) == f"config file {a_list}: holds a list, not a mapping of keys (models:, images:, ...)"
     assert "cannot be read" in (yaml_problem(tmp_path / "absent.yaml") or "")
     for good in ("config.yaml", "paper.yaml", "beyond.yaml"):
-        assert yaml_problem(Path(__file__).parents[1] / "config" / good) is None
+        assert yaml_problem(REPO / "config" / good) is None
 
 
 def test_qkdissect_run_checks_the_config_files_then_is_snakemake(tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ def test_qkdissect_run_checks_the_config_files_then_is_snakemake(tmp_path: Path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [\n")
     run = [sys.executable, "-m", "qkdissect", "run"]
-    from conftest import workflow_path
+    from tests.helpers.workflow import workflow_path
 
     env = dict(os.environ, PATH=workflow_path(os.environ.get("PATH", "")))  # no 10 s wait for a SLURM controller
     r = subprocess.run([*run, "-n", "--configfile", str(bad)], capture_output=True, text=True, cwd=tmp_path, env=env)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO
 from qkdissect.configdoc import load, main, render
+from tests.helpers import REPO
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 #: the JSON Schema keywords the schema may use; any other key in a schema node is a typo (e.g. an unquoted comma in

@@ -7,7 +7,7 @@ import tomllib
 
 import yaml
 
-from conftest import REPO
+from tests.helpers import REPO
 
 CONDA_NAMES = {"pytorch": "torch", "huggingface_hub": "huggingface-hub"}
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, make_tiny_vit
 from qkdissect.cli import main
 from qkdissect.config_check import unknown_keys
 from qkdissect.data.images import ImageDecodeError, ImageItem, decode
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import io as store_io
 from qkdissect.stores import write_store
+from tests.helpers import REPO, make_tiny_vit
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +112,11 @@ def test_an_unknown_model_option_names_the_option_and_the_ones_accepted(
 ) -> None:
     """`?foo=bar` reached the model's constructor: a TypeError traceback (from a local file), or blamed on the
     weights (timm's hub weights). Now one line, before any weights are looked for."""
-    from test_cli import _tiny_hf_dir
+    from tests.helpers import tiny_hf_dir
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))  # timm's weights are not here: the option comes first
-    hf_dir = _tiny_hf_dir(tmp_path)
+    hf_dir = tiny_hf_dir(tmp_path)
     capsys.readouterr()  # (saving it draws a progress bar)
     for spec, cls in (
         ("timm:vit_tiny_patch16_224?foo=bar", "VisionTransformer"),
@@ -172,7 +172,7 @@ def test_a_bad_pixel_limit_in_the_environment_is_one_line_before_the_model_loads
     tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """`QKDISSECT_MAX_PIXELS=abc` was found by the data loader's worker: its traceback around the message."""
-    from conftest import write_photos
+    from tests.helpers import write_photos
 
     write_photos(tmp_path / "photos", n=2)
     monkeypatch.setenv("QKDISSECT_MAX_PIXELS", "abc")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
 from qkdissect import api
 from qkdissect.cli import build_parser, main
 from qkdissect.options import (
@@ -22,6 +21,7 @@ from qkdissect.options import (
     TOKEN_SOURCES,
     Option,
 )
+from tests.helpers import REPO
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 

@@ -16,13 +16,13 @@ import pytest
 import yaml
 
 import qkdissect as qk
-from conftest import REPO, make_tiny_vit, write_photos
 from qkdissect.cli import main
 from qkdissect.config_check import MAX_CONFIG_NODES, expanded_size, yaml_problem
 from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores.ownership import OutputExistsError, kind_of
+from tests.helpers import REPO, make_tiny_vit, write_photos
 
 
 @pytest.fixture(scope="module")

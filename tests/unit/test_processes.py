@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_tiny_vit
 from qkdissect import lifeline
 from qkdissect.cli import main
 from qkdissect.errors import QKDissectError
 from qkdissect.locks import lock_path
 from qkdissect.stores import atomic_path, open_store
 from qkdissect.stores.io import FAILPOINT_ENV
+from tests.helpers import REPO, make_tiny_vit
 
 
 @pytest.fixture(scope="module")

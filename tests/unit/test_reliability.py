@@ -18,7 +18,6 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, make_tiny_vit, workflow_path, write_photos
 from qkdissect.cli import main
 from qkdissect.passes import projections as projections_pass
 from qkdissect.passes.batching import AdaptiveBatch
@@ -26,6 +25,8 @@ from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store, write_store
 from qkdissect.stores.io import FAILPOINT_ENV
+from tests.helpers import REPO, make_tiny_vit, write_photos
+from tests.helpers.workflow import workflow_path
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +239,7 @@ def test_a_replacement_killed_between_the_renames_leaves_no_store(tiny: dict, tm
 def test_snakemake_killed_mid_write_resumes_to_identical_stores(tiny: dict, tmp_path: Path) -> None:
     """The whole run (Snakemake and its job) killed while the projection store is being written; `snakemake`
     with the default profile then finishes it, and the stores equal those of an uninterrupted run."""
-    from test_workflow import snakemake, write_config
+    from tests.helpers.workflow import snakemake, write_config
 
     cfg = write_config(
         tmp_path,

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_photos
 from qkdissect.data.corpora import corpus
 from qkdissect.data.files import OutsideRootError, list_files
 from qkdissect.data.images import image_source
 from qkdissect.data.masks import mask_dataset
 from qkdissect.errors import WeightsUnavailableError
 from qkdissect.models import parse_spec, resolve_weights
-from test_workflow import snakemake, write_config
+from tests.helpers import write_photos
+from tests.helpers.workflow import snakemake, write_config
 
 HOSTILE_NAMES = ["x';touch PWNED;'", "../../../../escaped", "a b", "$(touch PWNED)", ".hidden", "a/b"]
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, make_tiny_vit, write_photos
 from qkdissect.provenance.crate import write_crate
 from qkdissect.provenance.records import git_state, tree_sha256
-from test_workflow import snakemake, write_config
+from tests.helpers import REPO, make_tiny_vit, write_photos
+from tests.helpers.workflow import snakemake, write_config
 
 A, B = "tiny-a", "tiny-b"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, make_tiny_vit
-from test_workflow import job_counts, snakemake
+from tests.helpers import REPO, make_tiny_vit
+from tests.helpers.workflow import job_counts, snakemake
 
 PREFIX = "qk"
 #: the consumer's own rule, beside ours: its output must be the only file outside the prefix

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, workflow_path
 from qkdissect.catalogue import KNOWN_MODELS, PAPER_MODELS
 from qkdissect.data.images import image_source
 from qkdissect.data.labels import imagenet_classes, parse_class_ref
 from qkdissect.stores import open_store
+from tests.helpers import REPO
+from tests.helpers.workflow import workflow_path
 
 pytestmark = [pytest.mark.assets, pytest.mark.rehearsal]
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from tests.helpers import REPO
 
 SCRIPT = Path(os.environ.get("QKDISSECT_SLURM_SCRIPT", REPO.parent / "shared/slurm/start_local_slurm.sh"))
 
@@ -75,7 +75,7 @@ def test_workflow_runs_through_sbatch(tmp_path: Path, dinov2_file: Path, assets:
                 "images": {"few": {"source": f"folder:{assets / 'images/imagenet_sample_1000'}", "limit": 6}},
                 "projections": {"images": "few", "batch_size": 1, "shards": 4},  # 1 + 2 + 1 + 2 images
                 "analysis": {"device": "cpu"},
-                "atlas": False,  # its pass is submitted like the projection pass; tests/test_atlas.py covers it
+                "atlas": False,  # submitted like the projection pass; tests/unit/passes/test_atlas.py covers it
                 "resources": {
                     "modes": {"threads": 1, "mem_mb": 3000, "runtime": 10},
                     "scores": {"mem_mb": 1000},

@@ -4,24 +4,23 @@ offline default end to end, Fig. 3 data against brute force on real weights, and
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
-from browser import check_atlas
-from conftest import REPO, make_ijepa_checkpoint, make_tiny_vit, workflow_path, write_photos
 from qkdissect.catalogue import PAPER_MODELS
 from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
 from qkdissect.provenance.records import git_state
 from qkdissect.stores import open_store
+from tests.helpers import REPO, make_ijepa_checkpoint, make_tiny_vit, write_photos
+from tests.helpers.browser import check_atlas
+from tests.helpers.workflow import job_counts, papermill_commands, planned_jobs, snakemake, write_config
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PAPER_RULE_COUNTS = {
@@ -78,61 +77,6 @@ OFFLINE_FIGURES = [
     "ln_folding_cosine",
     "logit_terms",
 ]
-
-
-def snakemake(
-    workdir: Path,
-    *args: str,
-    config: Path | None = None,
-    check: bool = True,
-    timeout: int = 900,
-    snakefile: Path = REPO / "Snakefile",
-    env_extra: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the repository's workflow (or a copy's ``snakefile``) with ``workdir`` as working directory."""
-    env = dict(os.environ)
-    env["PATH"] = workflow_path(env.get("PATH", ""))  # qkdissect, papermill; no 10 s scontrol wait
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.update(env_extra or {})
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir)]
-    if config is not None:
-        cmd += ["--configfile", str(config)]
-    r = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
-    if check:
-        assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    return r
-
-
-def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    table = dry_run_output[dry_run_output.index("Job stats:") :]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
-def planned_jobs(dry_run_output: str) -> list[tuple[str, set[str], set[str]]]:
-    """(rule, inputs, outputs) of every job that `snakemake -n` prints."""
-    jobs: list[tuple[str, set[str], set[str]]] = []
-    for line in dry_run_output.splitlines():
-        if line.startswith("rule ") and line.endswith(":"):
-            jobs.append((line[5:-1], set(), set()))
-        elif jobs and line.startswith(("    input: ", "    output: ")):
-            key, _, files = line.strip().partition(": ")
-            jobs[-1][1 if key == "input" else 2].update(f.strip() for f in files.split(","))
-    return jobs
-
-
-def papermill_commands(dry_run_output: str) -> list[str]:
-    """The papermill command lines that `snakemake -n -p` prints."""
-    return [
-        line.split("Shell command: ", 1)[1]
-        for line in dry_run_output.splitlines()
-        if line.startswith("Shell command: ") and " papermill " in line
-    ]
 
 
 # ----------------------------------------------------------------------------------------- static checks

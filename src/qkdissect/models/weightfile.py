@@ -6,8 +6,8 @@ It reads the files the adapters' models are loaded from, by a key map per family
 (``imgfocus:``, timm names: ``blocks.{i}.attn.qkv`` split in thirds), Hugging Face ``save_pretrained`` files
 (``hf:`` hub cache or directory, ``minilm:``) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower), BERT-style and
 GPT-2-style models (its ``config.json`` gives the heads, the layers and the image geometry). Heads are split as the
-adapters split them, so W_q and W_k are the adapters' bit for bit (tests/test_weightfile.py). The weights are
-checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
+adapters split them, so W_q and W_k are the adapters' bit for bit (tests/unit/models/test_weightfile.py). The weights
+are checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
 
 Anything else returns None, and the caller builds the model as before: another source (timm, SimMIM, I-JEPA),
 options in the spec (they change the model), a ``pytorch_model.bin`` or sharded checkpoint, a configuration without

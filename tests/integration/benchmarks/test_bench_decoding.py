@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import bench_decoding
 

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import bench_scale
 

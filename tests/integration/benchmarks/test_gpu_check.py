@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_check
 from qkdissect.core.modes import Modes, qk_modes

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_tiny_vit
 from qkdissect.core.claims import CONCAVE, NOT_CONCAVE, RISE, Curve, Inputs, evaluate, late_rise
 from qkdissect.errors import QKDissectError
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
 from qkdissect.provenance.claims import write_claims
+from tests.helpers import make_tiny_vit
 
 
 def curve(values: list[float] | np.ndarray) -> Curve:

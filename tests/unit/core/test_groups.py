@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qkdissect as qk
-from conftest import _need_assets
 from qkdissect.core.groups import group_pairs, principal_angles
 from qkdissect.models import extract_qk
+from tests.helpers import need_assets
 
 STORIES = "weights/stories260K/hf/model.safetensors"
 
@@ -59,7 +59,7 @@ def test_pairs_are_the_heads_sharing_a_key_head() -> None:
 def test_the_modes_store_of_a_grouped_model_has_its_angles(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    model: Any = AutoModelForCausalLM.from_pretrained(_need_assets(STORIES) / Path(STORIES).parent)
+    model: Any = AutoModelForCausalLM.from_pretrained(need_assets(STORIES) / Path(STORIES).parent)
     ds = qk.modes(model, device="cpu", output=tmp_path / "m.zarr")
     assert ds.pair_head_a.values.tolist() == [0, 2, 4, 6] and ds.pair_head_b.values.tolist() == [1, 3, 5, 7]
     assert ds.pair_kv_head.values.tolist() == [0, 1, 2, 3]

@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qkdissect as qk
-from conftest import _need_assets, make_tiny_vit
 from qkdissect.cli import main
 from qkdissect.core.offsets import grid_offsets, offset_spectrum, pair_offsets, weighted_cosine
 from qkdissect.core.rotary import Rotary
@@ -25,9 +24,8 @@ from qkdissect.errors import QKDissectError
 from qkdissect.models import extract_qk as adapt
 from qkdissect.passes.offsets import compute_offsets, parse_offsets
 from qkdissect.stores import open_store
-from test_rotary import STORIES
-from test_rotary import _stand_in as language_stand_in
-from test_rotary2d import stand_in as image_stand_in
+from tests.helpers import STORIES, make_tiny_vit, need_assets
+from tests.helpers.rotary import image_stand_in, language_stand_in
 
 
 @settings(max_examples=25, deadline=None)
@@ -67,7 +65,7 @@ def test_the_batched_spectrum_is_the_full_svd_at_each_offset(
 def test_the_offsets_store_of_stories260k_agrees_with_single_offsets(tmp_path: Path, capsys) -> None:
     from transformers import AutoModelForCausalLM
 
-    folder = _need_assets(STORIES) / Path(STORIES).parent
+    folder = need_assets(STORIES) / Path(STORIES).parent
     out = tmp_path / "off.zarr"
     assert main(["offsets", f"hf:{folder}", "--offsets", "64", "-q", "-o", str(out)]) == 0
     assert "5 layers x 8 heads at 64 offsets" in capsys.readouterr().out
@@ -207,7 +205,7 @@ def test_the_content_core_of_an_image_model_is_the_mean_over_every_pair_of_patch
     """RoPE-ViT mixed (per layer and head) and DINOv3 (axial, coordinates normalised to the grid), 2 x 3 patches:
     the modes of --offset mean against the average of W_q^T R(-d_ij) W_k over all 36 ordered pairs of patches
     (R(-d_ij) of each pair, averaged, between W_q^T and W_k)."""
-    from test_rotary2d import token_positions
+    from tests.helpers.rotary import token_positions
 
     for family in ("rope-vit-mixed", "dinov3"):
         model = image_stand_in(family, (2, 3))

@@ -14,14 +14,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, _need_assets, make_tiny_vit
 from qkdissect.cli import main
 from qkdissect.core.rotary import Rotary
 from qkdissect.core.scores import null_interval
 from qkdissect.core.spectrum import by_distance, plane_energies, unrotated_dims, wavelengths
 from qkdissect.stores import open_store
-from test_rotary import STORIES
-from test_workflow import job_counts, papermill_commands, snakemake, write_config
+from tests.helpers import REPO, STORIES, make_tiny_vit, need_assets
+from tests.helpers.workflow import job_counts, papermill_commands, snakemake, write_config
 
 #: equally spaced angles: their average of a trigonometric polynomial of degree 2 (every energy here) is exact
 ANGLES = np.linspace(0, 2 * np.pi, 48, endpoint=False)
@@ -133,7 +132,7 @@ def test_wavelengths_and_the_mean_by_distance() -> None:
 @pytest.fixture(scope="module")
 def stories_stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """stories260K's offsets store (offsets -8..23) and its spectrum store, and its spec."""
-    folder = _need_assets(STORIES) / Path(STORIES).parent
+    folder = need_assets(STORIES) / Path(STORIES).parent
     tmp = tmp_path_factory.mktemp("spectrum")
     spec = f"hf:{folder}"
     assert main(["offsets", spec, "--offsets=-8:24", "-q", "-o", str(tmp / "off.zarr")]) == 0

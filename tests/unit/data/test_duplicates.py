@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import make_tiny_vit
 from qkdissect.data.duplicates import deduplicate, duplicate_of, hamming, hash_items
 from qkdissect.data.images import image_source, source_digests
 from qkdissect.options import DEDUPE_DISTANCE, dedupe_distance
 from qkdissect.provenance.records import items_sha256
+from tests.helpers import make_tiny_vit
 
 
 def brute_force(hashes: list[int | None], t: int) -> list[int]:

@@ -1,6 +1,6 @@
 """Decoding memory is bounded: an image over DRAFT_PIXELS is reduced right after it is decoded (a JPEG while it is
 decoded), before any full-size copy, and upright; one over the pixel limit ($QKDISSECT_MAX_PIXELS) is skipped
-with a one-line reason. Images under DRAFT_PIXELS keep every pixel (tests/test_preprocess_pixels.py)."""
+with a one-line reason. Images under DRAFT_PIXELS keep every pixel (tests/integration/test_preprocess_pixels.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import REPO
 from qkdissect.data import images
 from qkdissect.data.images import MAX_PIXELS_ENV, ImageDecodeError, ImageItem, decode
+from tests.helpers import REPO
 
 PEAK = """
 import resource, sys

@@ -266,10 +266,10 @@ def test_same_object_ranks_by_the_projections_score(tmp_path: Path) -> None:
     import timm
     from safetensors.torch import save_file
 
-    from conftest import randomise_
     from qkdissect.passes.projections import compute_projections
     from qkdissect.passes.same_object import compute_same_object
     from qkdissect.passes.weights import compute_modes
+    from tests.helpers import randomise_
 
     geometry = dict(img_size=224, patch_size=32, embed_dim=64, num_heads=4, depth=2)  # 7 x 7 tokens: discs count
     m = randomise_(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **geometry), seed=3)

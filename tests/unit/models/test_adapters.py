@@ -24,11 +24,11 @@ from transformers import (
     ViTModel,
 )
 
-from conftest import TINY as TINY_GEOMETRY
-from conftest import randomise_
 from qkdissect.core.modes import qk_modes
 from qkdissect.models import extract_qk, load_qk
 from qkdissect.passes.attention import capture_logits, max_relative_error
+from tests.helpers import TINY as TINY_GEOMETRY
+from tests.helpers import randomise_
 
 TOL = 1e-4
 TINY = dict(TINY_GEOMETRY, depth=2)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from timm.models.beit import Beit
 
-from conftest import TINY, make_ijepa_checkpoint, randomise_
 from qkdissect.errors import CheckpointMismatchError, WeightsUnavailableError
 from qkdissect.models import load_qk, parse_spec
 from qkdissect.models.sources.base import CheckpointReadError
 from qkdissect.passes.attention import capture_logits, max_relative_error
+from tests.helpers import TINY, make_ijepa_checkpoint, randomise_
 
 IMG = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 

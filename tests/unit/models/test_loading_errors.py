@@ -62,7 +62,7 @@ def test_a_checkpoint_with_python_objects_says_how_to_keep_its_weights(tmp_path:
 
     import torch
 
-    from conftest import make_tiny_vit
+    from tests.helpers import make_tiny_vit
 
     spec = make_tiny_vit(tmp_path / "w")
     from safetensors.torch import load_file
@@ -98,9 +98,9 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
     import huggingface_hub.constants
 
-    from test_cli import _tiny_hf_dir
+    from tests.helpers import tiny_hf_dir
 
-    src = _tiny_hf_dir(tmp_path / "src")
+    src = tiny_hf_dir(tmp_path / "src")
     repo = tmp_path / "hub" / "models--someorg--tiny-deit"
     snap = repo / "snapshots" / COMMIT
     snap.mkdir(parents=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_tiny_vit
 from qkdissect.errors import QKDissectError
 from qkdissect.models.lock import check_lock
+from tests.helpers import make_tiny_vit
 
 
 def manifest(model: str, weights: str = "a" * 64, revision: str | None = "r1", tensors: str | None = None) -> dict:

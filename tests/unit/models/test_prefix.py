@@ -25,7 +25,6 @@ from transformers import (
     ViTModel,
 )
 
-from conftest import randomise_, write_photos
 from qkdissect.core.topk import count_kinds, extreme_on_prefix
 from qkdissect.data.images import decode, image_source
 from qkdissect.models import extract_qk, preprocess_for
@@ -36,6 +35,7 @@ from qkdissect.passes.hooks import layer_token_hooks
 from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store
+from tests.helpers import randomise_, write_photos
 
 REG = ("register",) * 4
 SMALL = dict(pretrained=False, num_classes=0, depth=1)

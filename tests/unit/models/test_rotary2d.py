@@ -26,36 +26,10 @@ from qkdissect.core.rotary import Rotary, rotated_bias, rotated_keys
 from qkdissect.errors import QKDissectError, UnsupportedModelError
 from qkdissect.models import extract_qk as adapt
 from qkdissect.stores import open_store
+from tests.helpers.rotary import FAMILIES, GRID, image_stand_in, token_positions
 
-#: family -> (timm architecture, its patch size)
-FAMILIES = {
-    "dinov3": ("vit_small_patch16_dinov3", 16),  # CLS + 4 registers, rotate-half, normalised coordinates
-    "eva02": ("eva02_tiny_patch14_224", 14),  # interleaved, index rescaled to its 16 x 16 reference grid
-    "rope-vit-axial": ("vit_small_patch16_rope_224", 16),  # interleaved, plain index, 'xy' channels
-    "rope-vit-mixed": ("vit_small_patch16_rope_mixed_224", 16),  # learned frequencies per layer and head
-    "pe": ("vit_pe_core_small_patch16_384", 16),  # index + 1, rescaled to 24 x 24, 'xy' channels
-}
-#: the patch grid of the reconstructions: not square, so that rows and columns cannot be confused; every offset
-#: (dy, dx) of it is one call of qk.modes
-GRID = (2, 3)
 #: the worst relative error of each family's reconstruction (reported by the test's output)
 ERRORS: dict[str, float] = {}
-
-
-def stand_in(family: str, grid: tuple[int, int] = GRID, seed: int = 0) -> Any:
-    """timm's own model of the family's architecture, its configuration's heads and width, 2 blocks, an image of
-    ``grid`` patches, random weights (every parameter moved off its initial value: biases, layer scales and mixed
-    frequencies too), float64, eval."""
-    import timm
-
-    arch, patch = FAMILIES[family]
-    torch.manual_seed(seed)
-    img_size = (grid[0] * patch, grid[1] * patch)
-    model = timm.create_model(arch, pretrained=False, num_classes=0, depth=2, img_size=img_size)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.double().eval()
 
 
 @contextmanager
@@ -92,13 +66,6 @@ def own_logits(model: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[np.ndarray,
     x = np.stack([xs[i].numpy() for i in range(len(xs))])
     logits = np.stack([torch.einsum("hid,hjd->hij", q, k).numpy() for q, k in got])
     return x, logits
-
-
-def token_positions(rot: Rotary, n_prefix: int, grid: tuple[int, int]) -> np.ndarray:
-    """(token, 2) grid position of every token: the prefix tokens at the unrotated position, then the patches in
-    row-major order."""
-    patches = np.stack(np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij"), -1).reshape(-1, 2)
-    return np.concatenate([np.tile(np.round(rot.unrotated_position, 9), (n_prefix, 1)), patches]).astype(float)
 
 
 class ModesLogits:
@@ -146,7 +113,7 @@ def relative_error(have: np.ndarray, want: np.ndarray) -> float:
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_modes_at_every_offset_reconstruct_every_pair_of_tokens(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = stand_in(family)
+    model = image_stand_in(family)
     qkw = adapt(model)
     rot, grid, n_prefix = qkw.rotary, qkw.layout.grid, qkw.layout.n_prefix
     assert rot is not None and grid == GRID and rot.unrotated_prefix == n_prefix == model.num_prefix_tokens
@@ -171,7 +138,7 @@ def test_modes_at_every_offset_reconstruct_every_pair_of_tokens(family: str, mon
 
 def test_each_family_is_read_as_its_configuration_says() -> None:
     """The pairing, the axes of the frequencies, and the coordinates of each family (3 x 4 grid)."""
-    read = {f: adapt(stand_in(f, (3, 4))).rotary for f in FAMILIES}
+    read = {f: adapt(image_stand_in(f, (3, 4))).rotary for f in FAMILIES}
     assert all(r is not None for r in read.values())
     dino, eva, axial, mixed, pe = (read[f] for f in ("dinov3", "eva02", "rope-vit-axial", "rope-vit-mixed", "pe"))
     assert dino is not None and eva is not None and axial is not None and mixed is not None and pe is not None
@@ -194,7 +161,7 @@ def test_each_family_is_read_as_its_configuration_says() -> None:
 
 
 def test_the_store_records_the_offset_and_the_rotary_layout(tmp_path: Path) -> None:
-    model = stand_in("dinov3", (3, 4))
+    model = image_stand_in("dinov3", (3, 4))
     ds = qk.modes(model, device="cpu", output=tmp_path / "m.zarr")
     assert ds.attrs["offset"] == [0, 0]
     rot = ds.attrs["rotary"]
@@ -209,7 +176,7 @@ def test_the_store_records_the_offset_and_the_rotary_layout(tmp_path: Path) -> N
     assert not np.allclose(far.S.values, ds.S.values)
     with pytest.raises(QKDissectError, match=r"2 axes \(y, x\): give the offset as 2 numbers \(dy, dx\)"):
         qk.modes(model, device="cpu", offset=3)
-    mixed = qk.modes(stand_in("rope-vit-mixed"), device="cpu", offset=(0, 1))
+    mixed = qk.modes(image_stand_in("rope-vit-mixed"), device="cpu", offset=(0, 1))
     assert np.shape(mixed.attrs["rotary"]["inv_freq"]) == (2, 6, 32, 2) and "per layer and head" in str(
         mixed.attrs["rotary"]
     )
@@ -218,7 +185,7 @@ def test_the_store_records_the_offset_and_the_rotary_layout(tmp_path: Path) -> N
 def test_the_command_line_takes_dy_dx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from safetensors.torch import save_file
 
-    model = stand_in("rope-vit-axial", (3, 3)).float()
+    model = image_stand_in("rope-vit-axial", (3, 3)).float()
     path = tmp_path / "rope.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     spec = f"timm:vit_small_patch16_rope_224@{path}?depth=2&img_size=48"
@@ -259,7 +226,7 @@ def test_unchecked_timm_rope_variants_are_refused_in_one_line() -> None:
     with pytest.raises(UnsupportedModelError, match="timm NaFlexVit has a rotary position embedding"):
         adapt(naflex)
     # a rope module whose table its buffers do not give (here: bands changed after the table was cached)
-    tampered = stand_in("rope-vit-axial")
+    tampered = image_stand_in("rope-vit-axial")
     tampered.rope.bands.mul_(1.5)
     with pytest.raises(UnsupportedModelError, match="its sin/cos table") as e:
         adapt(tampered)

@@ -32,13 +32,13 @@ from transformers import (
     ViTModel,
 )
 
-from conftest import REPO, randomise_
 from qkdissect.errors import ChangedWeightsError, QKDissectError
 from qkdissect.models import describe_loaded, load_qk
 from qkdissect.models.layernorm import norm_parameters
 from qkdissect.models.weightfile import read_qk_file
 from qkdissect.passes import weights
 from qkdissect.passes.weights import compute_modes
+from tests.helpers import REPO, randomise_
 
 VIT = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, intermediate_size=96

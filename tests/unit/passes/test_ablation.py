@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from conftest import make_tiny_vit, write_photos
 from qkdissect.cli import main
 from qkdissect.core.modes import qk_modes
 from qkdissect.errors import QKDissectError
@@ -22,6 +21,7 @@ from qkdissect.models import extract_qk, load_qk
 from qkdissect.passes.ablation import Ablations, Ablator, TimmRunner, select_modes
 from qkdissect.passes.hooks import layer_token_hooks
 from qkdissect.stores import open_store
+from tests.helpers import make_tiny_vit, write_photos
 
 LAYER, HEAD = 9, 2  # the pass from the ablated layer onward runs 3 blocks
 
@@ -221,8 +221,8 @@ def test_mean_ablation_keeps_the_mean_term(tmp_path: Path) -> None:
     two, so each image's logits move by scale * (its term - the other's) / 2; on one image nothing moves."""
     import timm
 
-    from conftest import TINY, randomise_
     from qkdissect import api
+    from tests.helpers import TINY, randomise_
 
     model = randomise_(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, depth=2, **TINY))
     write_photos(tmp_path / "photos", n=2)

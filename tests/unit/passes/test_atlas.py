@@ -18,8 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from browser import check_atlas, check_search_and_filters
-from conftest import make_tiny_vit, write_photos
 from qkdissect import api
 from qkdissect.data.images import decode, image_source
 from qkdissect.models import load_qk, preprocess_for
@@ -31,6 +29,8 @@ from qkdissect.passes.weights import compute_modes
 from qkdissect.provenance.audit import audit
 from qkdissect.provenance.records import git_state
 from qkdissect.stores import open_store
+from tests.helpers import make_tiny_vit, write_photos
+from tests.helpers.browser import check_atlas, check_search_and_filters
 
 
 @pytest.fixture(scope="module")

@@ -93,10 +93,10 @@ def test_statistics_equal_an_explicit_per_head_computation(seed: int, n_tok: int
 
 
 def test_logits_store_from_the_command_line(tmp_path: Path) -> None:
-    from conftest import make_tiny_vit, write_photos
     from qkdissect.cli import main
     from qkdissect.passes.weights import compute_modes
     from qkdissect.stores import open_store, write_store
+    from tests.helpers import make_tiny_vit, write_photos
 
     spec = make_tiny_vit(tmp_path / "w")
     write_photos(tmp_path / "photos", n=5)

@@ -11,39 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_vit, write_photos
 from qkdissect.data.images import decode, image_source
 from qkdissect.errors import QKDissectError
 from qkdissect.models import load_qk, preprocess_for
 from qkdissect.passes.hooks import layer_token_hooks
 from qkdissect.passes.maps import compute_maps, scoring_sign, text_rows
-from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
 from qkdissect.plots.images import gallery_figure, image_and_top_figure, image_modes_figure
 from qkdissect.plots.text import text_modes_figure
 from qkdissect.stores import open_store, write_store
-from test_text import make_tiny_text_model, text_file  # noqa: F401 (a fixture)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    base = tmp_path_factory.mktemp("maps")
-    spec = make_tiny_vit(base / "w")
-    write_photos(base / "photos", n=7)
-    modes = write_store(compute_modes(spec, device="cpu"), base / "modes.zarr")
-    scores = base / "scores.zarr"
-    compute_scores(modes, scores)
-    images = f"folder:{base / 'photos'}"
-    proj = base / "proj.zarr"
-    compute_projections(spec, modes, images, proj, batch_size=3, top_k=4, workers=0, device="cpu", progress=False)
-    return {"spec": spec, "modes": modes, "scores": scores, "proj": proj, "images": images, "base": base}
-
-
-def maps(tiny: dict, request: dict, name: str) -> Path:
-    out = tiny["base"] / f"{name}.zarr"
-    compute_maps(tiny["spec"], tiny["modes"], tiny["scores"], tiny["proj"], request, out, device="cpu")
-    return out
+from tests.helpers.maps import maps
+from tests.helpers.text import make_tiny_text_model, text_file  # noqa: F401 (a fixture)
 
 
 def hand_maps(tiny: dict, image_id: str, layer: int, head: int, mode: int, sign: str) -> tuple[np.ndarray, ...]:

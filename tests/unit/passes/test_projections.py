@@ -184,7 +184,7 @@ def test_score_option_of_the_projection_store(tmp_path: Path) -> None:
     """The default store is the released score's, variable for variable; each store's top images and scores are
     the top-k of its rule computed from the stored per-image extremes, and the both-negative count of its top
     images is the count from those extremes."""
-    from conftest import make_tiny_vit, write_photos
+    from tests.helpers import make_tiny_vit, write_photos
 
     spec = make_tiny_vit(tmp_path / "w", depth=2)
     compute_modes(spec, tmp_path / "m.zarr", device="cpu")

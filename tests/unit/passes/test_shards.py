@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qkdissect as qk
-from conftest import make_tiny_vit, write_photos
 from qkdissect.cli import main as cli
 from qkdissect.core.topk import StreamingTopK, fixed_point, from_fixed_point, merge_top
 from qkdissect.errors import QKDissectError
@@ -29,6 +28,7 @@ from qkdissect.passes.shards import Shard, merge_atlas, merge_projections, shard
 from qkdissect.passes.weights import compute_modes
 from qkdissect.provenance.audit import audit
 from qkdissect.stores import open_store
+from tests.helpers import make_tiny_vit, write_photos
 
 #: provenance fields that say when and how fast, not what: they may differ between a single job and its shards
 VOLATILE = ("started", "finished", "timings_s", "shards")

@@ -26,7 +26,7 @@ from qkdissect.plots.masks import preference_figure, same_object_figure
 from qkdissect.plots.style import MIN_FONT
 from qkdissect.stores import open_store
 from qkdissect.stores.schema import modes_dataset, preference_dataset, same_object_dataset
-from test_maps import maps, tiny  # noqa: F401 (a fixture)
+from tests.helpers.maps import maps, tiny  # noqa: F401 (a fixture)
 
 #: (layers, width) of the paper's 16 models of Fig. 3
 GEOMETRY = {

@@ -12,6 +12,7 @@ import pytest
 import qkdissect
 from qkdissect.provenance import records
 from qkdissect.provenance.records import WORKFLOW_CHECKOUT_ENV, export_workflow_checkout, git_state
+from tests.helpers import REPO
 
 
 def _git(where: Path, *args: str) -> str:
@@ -75,5 +76,5 @@ def test_the_workflow_records_its_own_checkout(tmp_path: Path, monkeypatch: pyte
     export_workflow_checkout(tmp_path / "qkdissect-checkout")  # what workflow/rules/common.smk does
     assert git_state() == {"commit": workflow_commit, "dirty": False, "checkout": "workflow checkout"}
     assert records.code_record()["git"]["commit"] == workflow_commit
-    smk = (Path(__file__).parents[1] / "workflow/rules/common.smk").read_text()
+    smk = (REPO / "workflow/rules/common.smk").read_text()
     assert re.search(r"^\s*export_workflow_checkout\(REPO\)$", smk, re.M)

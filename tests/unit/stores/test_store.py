@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import TINY, randomise_
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import io as store
+from tests.helpers import TINY, randomise_
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import make_tiny_vit, write_photos
 from qkdissect.stores import open_store, write_store
 from qkdissect.stores.schema import VARIABLE_ATTRS
-from test_text import TEXT, make_tiny_text_model
+from tests.helpers import make_tiny_vit, write_photos
+from tests.helpers.text import TEXT, make_tiny_text_model
 
 #: a store of every kind (text maps hold other variables than image maps)
 KINDS = {

@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from qkdissect.catalogue import PAPER_MODELS
-from qkdissect.notebooks import check_papermill_call, notebook_parameters, papermill_call
 from qkdissect.provenance.records import git_state
 from qkdissect.stores import open_store
 from tests.helpers import REPO, make_ijepa_checkpoint, make_tiny_vit, write_photos
 from tests.helpers.browser import check_atlas
+from tests.helpers.notebooks import check_papermill_call, notebook_parameters, papermill_call
 from tests.helpers.workflow import job_counts, papermill_commands, planned_jobs, snakemake, write_config
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

@@ -258,7 +258,7 @@ def test_the_modern_run_draws_rotary_models_only(tmp_path: Path, monkeypatch: py
     SmolLM2 alone gets its offsets (at rotary.context), spectrum, content core and two figures, each notebook
     given only the parameters it defines; naming a model without rotary embedding in figures.rotary is refused
     before any job."""
-    from qkdissect.notebooks import check_papermill_call
+    from tests.helpers.notebooks import check_papermill_call
 
     monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "empty-data"))
     cfg = yaml.safe_load((REPO / "config/modern.yaml").read_text())

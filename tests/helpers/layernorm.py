@@ -10,8 +10,8 @@ import torch
 from qkdissect.core.layernorm import normalise
 from qkdissect.models import QKWeights, load_qk
 from qkdissect.models.layernorm import folded_biases, folded_factors, norm_parameters
-from qkdissect.passes.attention import capture_logits
 from qkdissect.passes.hooks import layer_token_hooks
+from tests.helpers.logits import capture_logits
 
 
 def residual_tokens(qk, model: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[int, torch.Tensor]:  # type: ignore[no-untyped-def]

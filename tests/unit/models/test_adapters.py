@@ -26,9 +26,9 @@ from transformers import (
 
 from qkdissect.core.modes import qk_modes
 from qkdissect.models import extract_qk, load_qk
-from qkdissect.passes.attention import capture_logits, max_relative_error
 from tests.helpers import TINY as TINY_GEOMETRY
 from tests.helpers import randomise_
+from tests.helpers.logits import capture_logits, max_relative_error
 
 TOL = 1e-4
 TINY = dict(TINY_GEOMETRY, depth=2)

@@ -12,8 +12,8 @@ from timm.models.beit import Beit
 from qkdissect.errors import CheckpointMismatchError, WeightsUnavailableError
 from qkdissect.models import load_qk, parse_spec
 from qkdissect.models.sources.base import CheckpointReadError
-from qkdissect.passes.attention import capture_logits, max_relative_error
 from tests.helpers import TINY, make_ijepa_checkpoint, randomise_
+from tests.helpers.logits import capture_logits, max_relative_error
 
 IMG = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 

@@ -30,12 +30,12 @@ from qkdissect.data.images import decode, image_source
 from qkdissect.models import extract_qk, preprocess_for
 from qkdissect.models.layout import PREFIX_KINDS, TokenLayout
 from qkdissect.models.loading import in_memory
-from qkdissect.passes.attention import capture_logits
 from qkdissect.passes.hooks import layer_token_hooks
 from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store
 from tests.helpers import randomise_, write_photos
+from tests.helpers.logits import capture_logits
 
 REG = ("register",) * 4
 SMALL = dict(pretrained=False, num_classes=0, depth=1)

@@ -17,12 +17,12 @@ from qkdissect.core.pairs import pair_scores
 from qkdissect.data.corpora import CorpusError, corpus
 from qkdissect.models import load_qk
 from qkdissect.models.tokenizer import tokenizer_for
-from qkdissect.passes.attention import capture_logits, max_relative_error
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.text import compute_text_projections, encode, token_maps
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store, write_store
 from tests.helpers.layernorm import folded_logit_error
+from tests.helpers.logits import capture_logits, max_relative_error
 from tests.helpers.text import TEXT, make_tiny_text_model
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from qkdissect.core.logits import TERMS, LogitStats, default_ks, logit_terms
 from qkdissect.core.modes import qk_modes
 from qkdissect.models import load_qk
-from qkdissect.passes.attention import capture_logits
+from tests.helpers.logits import capture_logits
 
 
 @pytest.mark.assets

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from qkdissect.core.topk import StreamingTopK, anisotropy, both_wrong_side, image_scores
 from qkdissect.models import load_qk
-from qkdissect.passes.attention import capture_logits
 from qkdissect.passes.hooks import layer_tokens, mode_maps
 from qkdissect.passes.projections import Projector, compute_projections
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store, write_store
+from tests.helpers.logits import capture_logits
 
 
 @pytest.fixture(scope="module")

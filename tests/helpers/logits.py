@@ -1,7 +1,8 @@
 """The model's own pre-softmax attention logits, captured while it runs, and the same logits rebuilt from
 extracted weights. This is how every adapter is checked: hooks record the tokens that feed W_q and W_k
 (the output of the layer's norm), and a torch-function mode records the q and k that the model passes to
-``scaled_dot_product_attention`` (or the input of ``softmax`` on the eager path)."""
+``scaled_dot_product_attention`` (or the input of ``softmax`` on the eager path). The package's passes use none of
+it: the ablation pass's q and k come from :func:`qkdissect.models.qk.qk_from_weights`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..models.qk import QKWeights
-from .hooks import layer_token_hooks
+from qkdissect.models.qk import QKWeights, qk_from_weights
+from qkdissect.passes.hooks import layer_token_hooks
 
 _SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax}
 
@@ -67,15 +68,6 @@ def capture_logits(
             f"for {qk.n_layers} layers"
         )
     return [t for t in tokens if t is not None], logits
-
-
-def qk_from_weights(qk: QKWeights, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """W_q x + b_q and W_k x + b_k of one layer, per head, float64: (batch, token, d) -> two (b, h, t, d_head)."""
-    a = qk.layers[layer]
-    x = x.double()
-    q = torch.einsum("hed,btd->bhte", a.w_q.to(x), x) + a.b_q.to(x)[None, :, None, :]
-    k = torch.einsum("hed,btd->bhte", a.w_k.to(x), x) + a.b_k.to(x)[None, :, None, :]
-    return q, k
 
 
 def logits_from_weights(qk: QKWeights, layer: int, x: torch.Tensor) -> torch.Tensor:

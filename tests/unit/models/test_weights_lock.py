@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from qkdissect.errors import QKDissectError
-from qkdissect.models.lock import check_lock
+from qkdissect.models.weights_lock import check_lock
 from tests.helpers import make_tiny_vit
 
 

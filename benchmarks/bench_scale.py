@@ -168,7 +168,7 @@ def row_copy(layers: int, heads: int, modes: int, images: int, work: Path) -> di
     import xarray as xr
     import zarr
 
-    from qkdissect.stores.io import StreamingStore
+    from qkdissect.stores.readwrite import StreamingStore
 
     shape = (layers, heads, 4 * modes)
     rows = np.random.default_rng(0).normal(size=(images, *shape)).astype(np.float32)

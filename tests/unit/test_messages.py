@@ -18,7 +18,7 @@ from qkdissect.cli import main
 from qkdissect.config_check import unknown_keys
 from qkdissect.data.images import ImageDecodeError, ImageItem, decode
 from qkdissect.passes.weights import compute_modes
-from qkdissect.stores import io as store_io
+from qkdissect.stores import readwrite as store_io
 from qkdissect.stores import write_store
 from tests.helpers import REPO, make_tiny_vit
 

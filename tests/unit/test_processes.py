@@ -19,7 +19,7 @@ from qkdissect.cli import main
 from qkdissect.errors import QKDissectError
 from qkdissect.locks import lock_path
 from qkdissect.stores import atomic_path, open_store
-from qkdissect.stores.io import FAILPOINT_ENV
+from qkdissect.stores.readwrite import FAILPOINT_ENV
 from tests.helpers import REPO, make_tiny_vit
 
 

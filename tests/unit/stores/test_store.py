@@ -12,7 +12,7 @@ import xarray as xr
 
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
-from qkdissect.stores import io as store
+from qkdissect.stores import readwrite as store
 from tests.helpers import TINY, randomise_
 
 

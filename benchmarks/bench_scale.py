@@ -2,7 +2,7 @@
 split into N shards needs, from runs that fit in minutes.
 
 A tiny random ViT (32 px, 4 x 4 patches, width 64, 4 heads, 2 layers) projects ``synthetic:M`` images (generated
-noise, no files; :func:`qkdissect.data.images.image_source`) through the real pass, ``qkdissect project`` in a
+noise, no files; :func:`qkdissect.data.sources.image_source`) through the real pass, ``qkdissect project`` in a
 child process, as one shard would:
 
 1. **One shard, growing.** For each size M (``--sizes``) the pass runs once; the parent samples the child's RSS
@@ -132,7 +132,7 @@ def listing_bytes_per_image(n: int) -> float:
     """Memory of listing ``synthetic:n`` (a lower bound for a folder's listing: no paths), bytes per image."""
     import tracemalloc
 
-    from qkdissect.data.images import image_source
+    from qkdissect.data.sources import image_source
 
     tracemalloc.start()
     src = image_source(f"synthetic:{n}")

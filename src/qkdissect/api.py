@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import xarray as xr
     from torch import nn
 
-    from .data.images import Preprocess
+    from .data.geometry import Preprocess
 
 
 def modes(

@@ -22,10 +22,12 @@ from PIL import Image
 
 from qkdissect.data import parquet
 from qkdissect.data.dataset import ImageDataset, collate
-from qkdissect.data.images import Preprocess, decode, image_source, source_digests
+from qkdissect.data.decoding import decode
+from qkdissect.data.geometry import Preprocess
 from qkdissect.data.labels import ClassRefError, imagenet_classes, parse_class_ref, pick
 from qkdissect.data.masks import MaskDatasetError, ade20k_dataset, mask_dataset, o3_dataset
 from qkdissect.data.parquet import ParquetSourceError
+from qkdissect.data.sources import image_source, source_digests
 from qkdissect.provenance.audit import _Hashes
 from tests.helpers import REPO, make_tiny_vit
 

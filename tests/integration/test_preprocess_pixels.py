@@ -17,8 +17,10 @@ import torch
 from PIL import Image
 from rehearsal.hub_repos import HUB_REPOS
 
-from qkdissect.data.images import ImageItem, Preprocess, decode
+from qkdissect.data.decoding import decode
+from qkdissect.data.geometry import Preprocess
 from qkdissect.data.masks import mask_to_tokens
+from qkdissect.data.sources import ImageItem
 from qkdissect.models.preprocessing import _hf_preprocess, _timm_preprocess, load_image_processor
 
 pytestmark = pytest.mark.assets

@@ -156,7 +156,7 @@ def test_help_lists_every_command() -> None:
 
 
 def test_progress_counts_images_with_the_rate(capsys: pytest.CaptureFixture[str]) -> None:
-    from qkdissect.data.images import Preprocess
+    from qkdissect.data.geometry import Preprocess
     from qkdissect.passes.loop import ImageStream
 
     stream = ImageStream.open("skimage", 5, Preprocess((16, 16), 16, (0.5,) * 3, (0.5,) * 3))

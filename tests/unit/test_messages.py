@@ -16,7 +16,8 @@ import yaml
 
 from qkdissect.cli import main
 from qkdissect.config_check import unknown_keys
-from qkdissect.data.images import ImageDecodeError, ImageItem, decode
+from qkdissect.data.decoding import ImageDecodeError, decode
+from qkdissect.data.sources import ImageItem
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import readwrite as store_io
 from qkdissect.stores import write_store

@@ -13,8 +13,8 @@ from PIL import Image
 
 from qkdissect.data.corpora import corpus
 from qkdissect.data.files import OutsideRootError, list_files
-from qkdissect.data.images import image_source
 from qkdissect.data.masks import mask_dataset
+from qkdissect.data.sources import image_source
 from qkdissect.errors import WeightsUnavailableError
 from qkdissect.models import parse_spec, resolve_weights
 from tests.helpers import write_photos

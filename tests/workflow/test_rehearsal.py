@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from qkdissect.catalogue import KNOWN_MODELS, PAPER_MODELS
-from qkdissect.data.images import image_source
 from qkdissect.data.labels import imagenet_classes, parse_class_ref
+from qkdissect.data.sources import image_source
 from qkdissect.stores import open_store
 from tests.helpers import REPO
 from tests.helpers.workflow import workflow_path

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from qkdissect.data.duplicates import deduplicate, duplicate_of, hamming, hash_items
-from qkdissect.data.images import image_source, source_digests
+from qkdissect.data.sources import image_source, source_digests
 from qkdissect.options import DEDUPE_DISTANCE, dedupe_distance
 from qkdissect.provenance.records import items_sha256
 from tests.helpers import make_tiny_vit

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from qkdissect.data import images
-from qkdissect.data.images import MAX_PIXELS_ENV, ImageDecodeError, ImageItem, decode
+from qkdissect.data import decoding
+from qkdissect.data.decoding import MAX_PIXELS_ENV, ImageDecodeError, decode
+from qkdissect.data.sources import ImageItem
 from tests.helpers import REPO
 
 PEAK = """
 import resource, sys
 from pathlib import Path
-from qkdissect.data.images import ImageItem, decode
+from qkdissect.data.decoding import decode
+from qkdissect.data.sources import ImageItem
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 im = decode(ImageItem("big", Path(sys.argv[1])), target=224)
 print(im.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
@@ -45,7 +47,7 @@ def test_a_huge_png_takes_no_more_memory_than_its_own_pixels(tmp_path: Path, mod
 
 
 def test_a_reduced_image_is_the_box_average_of_the_upright_one(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(images, "DRAFT_PIXELS", 10_000)
+    monkeypatch.setattr(decoding, "DRAFT_PIXELS", 10_000)
     rng = np.random.default_rng(0)
     im = Image.fromarray(rng.integers(0, 255, (300, 600, 3), dtype=np.uint8))
     exif = Image.Exif()

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qkdissect.data import images
-from qkdissect.data.images import EmptyImageSourceError, ImageDecodeError, ImageItem, Preprocess, decode, image_source
+from qkdissect.data import decoding
+from qkdissect.data.decoding import ImageDecodeError, decode
+from qkdissect.data.geometry import Preprocess
+from qkdissect.data.sources import EmptyImageSourceError, ImageItem, image_source
 from qkdissect.models.preprocessing import _hf_preprocess, _timm_preprocess
 
 
@@ -54,7 +56,7 @@ def test_tiny_and_huge_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert pre.tensor(decode(_item(tmp_path / "tiny.png"))).shape == (3, 32, 32)
     Image.new("RGB", (4000, 3000), (9, 9, 9)).save(tmp_path / "huge.jpg", quality=50)
     assert decode(_item(tmp_path / "huge.jpg"), target=224).size == (4000, 3000)  # 12 MP: in full, as timm/HF do
-    monkeypatch.setattr(images, "DRAFT_PIXELS", 10_000_000)
+    monkeypatch.setattr(decoding, "DRAFT_PIXELS", 10_000_000)
     big = decode(_item(tmp_path / "huge.jpg"), target=224)
     assert 448 <= min(big.size) < 3000  # over DRAFT_PIXELS: reduced scale, still >= 2x what the model needs
 
@@ -116,7 +118,8 @@ def test_preprocessing_follows_the_model() -> None:
 
 def test_synthetic_source_generates_the_same_images_every_time() -> None:
     """``synthetic:N``: N noise images, no files, ids in order, each the same pixels (and digest) on every read."""
-    from qkdissect.data.images import decode, image_source, item_sha256
+    from qkdissect.data.decoding import decode
+    from qkdissect.data.sources import image_source, item_sha256
     from qkdissect.errors import QKDissectError
 
     src = image_source("synthetic:3")

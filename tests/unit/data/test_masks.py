@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from qkdissect.core.preference import grouped, preference_table, query_tokens
-from qkdissect.data.images import Preprocess
+from qkdissect.data.geometry import Preprocess
 from qkdissect.data.masks import MaskDatasetError, mask_dataset, mask_to_tokens, o3_dataset, synthetic_scene
 from qkdissect.models import extract_qk
 from qkdissect.passes.preference import attention_rows

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qkdissect.data.images import Preprocess, centre_offset
+from qkdissect.data.geometry import Preprocess, centre_offset
 from qkdissect.data.masks import mask_to_tokens
 from qkdissect.errors import QKDissectError
 from qkdissect.models.preprocessing import _hf_preprocess, _timm_preprocess, load_image_processor

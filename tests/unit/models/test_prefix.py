@@ -26,7 +26,8 @@ from transformers import (
 )
 
 from qkdissect.core.topk import count_kinds, extreme_on_prefix
-from qkdissect.data.images import decode, image_source
+from qkdissect.data.decoding import decode
+from qkdissect.data.sources import image_source
 from qkdissect.models import extract_qk, preprocess_for
 from qkdissect.models.layout import PREFIX_KINDS, TokenLayout
 from qkdissect.models.loading import in_memory

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from qkdissect import api
-from qkdissect.data.images import decode, image_source
+from qkdissect.data.decoding import decode
+from qkdissect.data.sources import image_source
 from qkdissect.models import load_qk, preprocess_for
 from qkdissect.passes.atlas import dequantise, quantise
 from qkdissect.passes.hooks import layer_token_hooks

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from qkdissect.data.images import decode, image_source
+from qkdissect.data.decoding import decode
+from qkdissect.data.sources import image_source
 from qkdissect.errors import QKDissectError
 from qkdissect.models import load_qk, preprocess_for
 from qkdissect.passes.hooks import layer_token_hooks

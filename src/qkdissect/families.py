@@ -42,7 +42,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("DINOv2 with registers", "timm", "absolute positions, CLS + 4 registers", "exact",
            "as ViT; registers are prefix tokens", f"{_VISION}[timm-dinov2-registers]"),
     Family("DINOv2-S/14 (real weights)", "timm", "absolute positions", "exact", "W_q^T W_k, at 224 and 518 px",
-           "tests/unit/models/test_adapters.py::test_real_dinov2_timm_reproduces_logits[224]"),
+           "tests/integration/test_adapters.py::test_real_dinov2_timm_reproduces_logits[224]"),
     Family("SigLIP", "timm", "absolute positions, no CLS, attention-pool head", "exact",
            "as ViT, for the blocks (the pool head's learned query is not a layer)", f"{_VISION}[timm-siglip]"),
     Family("BEiT", "timm", "relative position bias", "exact", "W_q^T W_k; the bias table adds a content-free term",

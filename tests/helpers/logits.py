@@ -84,3 +84,14 @@ def max_relative_error(qk: QKWeights, tokens: list[torch.Tensor], logits: list[t
             ours = logits_from_weights(qk, i, x)
             worst = max(worst, float(torch.linalg.norm(ours - ref) / torch.linalg.norm(ref)))
     return worst
+
+
+def bias_terms(qk: Any, layer: int, head: int, x: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+    """scale * (x W_q^T + b_q)(W_k x + b_k) computed directly in float64, W_q^T W_k minus ``drop`` (d, d) when
+    given, the full product when not; ``drop = W_q^T W_k`` leaves the bias terms."""
+    a = qk.layers[layer]
+    wq, wk, bq, bk = (t[head].double() for t in (a.w_q, a.w_k, a.b_q, a.b_k))
+    x = x.double()
+    core = wq.T @ wk - (drop if drop is not None else 0)
+    return a.scale * (x @ core @ x.transpose(-1, -2) + (x @ wq.T @ bk)[..., :, None] + (x @ wk.T @ bq)[..., None, :]
+                      + bq @ bk)  # fmt: skip

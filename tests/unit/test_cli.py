@@ -1,4 +1,4 @@
-"""The command line, end to end, on real weights."""
+"""The command line, end to end, on tiny models (on real weights: tests/integration/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -32,24 +32,6 @@ def test_unknown_model_exits_2_with_message(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert "unknown model 'dino-vitb61'" in err and "dino-vitb16" in err
     assert not (tmp_path / "x.zarr").exists()
-
-
-@pytest.mark.assets
-def test_modes_and_scores_on_real_weights(tmp_path: Path, dinov2_file: Path) -> None:
-    spec = f"timm:vit_small_patch14_dinov2@{dinov2_file}"
-    out = tmp_path / "modes.zarr"
-    r = subprocess.run(
-        [sys.executable, "-m", "qkdissect", "modes", spec, "-o", str(out), "--device", "cpu"],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    ds = open_store(out, "modes")
-    assert dict(ds.sizes) == {"layer": 12, "head": 6, "dim": 384, "mode": 64}
-    assert ds.attrs["weights_sha256"].startswith("20f14f60")
-    assert main(["scores", str(out), "-o", str(tmp_path / "scores.zarr"), "-q"]) == 0
-    sc = open_store(tmp_path / "scores.zarr", "scores")
-    assert sc.attrs["null_high"] == pytest.approx(1.96 / np.sqrt(384), rel=5e-3)
 
 
 def test_several_models_need_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

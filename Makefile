@@ -2,6 +2,7 @@
 #   make figures   set up .venv (when missing) and regenerate the figures of the offline default (config/config.yaml)
 #                  through the Snakemake workflow; SNAKEMAKE_ARGS='--configfile config/paper.yaml' for the paper's
 #   make test      set up .venv (when missing) and run the linter and the tests (the docs built strictly among them)
+#   make test-fast the unit tier (tests/unit/: the package's modules on tiny models), for the edit loop
 #   make docs      the documentation site (docs/, mkdocs.yml) into site/, strictly: a broken link fails
 #   make rehearsal the paper's configuration end to end offline, on stand-ins (needs ../shared/assets)
 PYTHON ?= python3
@@ -14,7 +15,7 @@ QKDISSECT := $(VENV)/bin/qkdissect
 # the rules call qkdissect and papermill: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: figures test test-rehearsal lint browser bench rehearsal docs clean
+.PHONY: figures test test-fast test-rehearsal lint browser bench rehearsal docs clean
 
 $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qkdissect needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -43,17 +44,21 @@ browser:
 	  else echo "no chromium here: the mode atlas's browser test will skip (as root, make installs it)"; fi; \
 	fi
 
-# both cores: two workers, each test file on one of them (its module fixtures built once)
+# both cores: two workers, each test file on one of them (its module fixtures built once); every tier
 test: lint browser
 	$(PY) -m pytest -n 2 --dist loadfile
 
-# the paper's run through Snakemake on stand-ins (tests/test_rehearsal.py, 162 jobs with the mode atlas, about 16 min on 2 cores)
+# the unit tier only (tests/unit/, no lint): the tiers integration, workflow and browser are make test's
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -n 2 --dist loadfile tests/unit
+
+# the paper's run through Snakemake on stand-ins (tests/workflow/test_rehearsal.py, 162 jobs with the mode atlas, about 16 min on 2 cores)
 test-rehearsal: $(VENV)/.installed
-	QKDISSECT_REHEARSAL=1 $(PY) -m pytest tests/test_rehearsal.py
+	QKDISSECT_REHEARSAL=1 $(PY) -m pytest tests/workflow/test_rehearsal.py
 
 # the paper's own run (config/paper.yaml, unchanged) offline, on stand-ins of its 13 hub models, its SimMIM and
 # I-JEPA checkpoints and its datasets built from the real photographs of ../shared/assets (README "Rehearsal");
-# REHEARSAL_ARGS=--shallow for the 2-block version (make test-rehearsal runs it through tests/test_rehearsal.py)
+# REHEARSAL_ARGS=--shallow for the 2-block version (make test-rehearsal runs it through tests/workflow/test_rehearsal.py)
 REHEARSAL_DIR ?= rehearsal-run
 rehearsal: $(VENV)/.installed
 	$(PY) -m rehearsal.run $(REHEARSAL_DIR) $(REHEARSAL_ARGS)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from qkdissect.data.images import Preprocess
+from qkdissect.data.geometry import Preprocess
 from qkdissect.passes.loop import ImageStream
 
 ASSETS = Path(os.environ.get("QKDISSECT_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))

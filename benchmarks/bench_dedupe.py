@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from qkdissect.data.duplicates import duplicate_of, hash_items
-from qkdissect.data.images import image_source
+from qkdissect.data.sources import image_source
 
 ASSETS = Path(os.environ.get("QKDISSECT_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 

@@ -2,7 +2,7 @@
 split into N shards needs, from runs that fit in minutes.
 
 A tiny random ViT (32 px, 4 x 4 patches, width 64, 4 heads, 2 layers) projects ``synthetic:M`` images (generated
-noise, no files; :func:`qkdissect.data.images.image_source`) through the real pass, ``qkdissect project`` in a
+noise, no files; :func:`qkdissect.data.sources.image_source`) through the real pass, ``qkdissect project`` in a
 child process, as one shard would:
 
 1. **One shard, growing.** For each size M (``--sizes``) the pass runs once; the parent samples the child's RSS
@@ -18,7 +18,7 @@ child process, as one shard would:
    CPU figures of ``results_projections_cpu_2core.json`` (measured) and a GPU throughput (assumed, named as such).
 
 Run: ``.venv/bin/python benchmarks/bench_scale.py [--json results_scale_cpu_2core.json]``; ``--tiny`` runs small
-sizes in seconds (``tests/test_bench_scale.py``).
+sizes in seconds (``tests/integration/benchmarks/test_bench_scale.py``).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def listing_bytes_per_image(n: int) -> float:
     """Memory of listing ``synthetic:n`` (a lower bound for a folder's listing: no paths), bytes per image."""
     import tracemalloc
 
-    from qkdissect.data.images import image_source
+    from qkdissect.data.sources import image_source
 
     tracemalloc.start()
     src = image_source(f"synthetic:{n}")
@@ -168,7 +168,7 @@ def row_copy(layers: int, heads: int, modes: int, images: int, work: Path) -> di
     import xarray as xr
     import zarr
 
-    from qkdissect.stores.io import StreamingStore
+    from qkdissect.stores.readwrite import StreamingStore
 
     shape = (layers, heads, 4 * modes)
     rows = np.random.default_rng(0).normal(size=(images, *shape)).astype(np.float32)

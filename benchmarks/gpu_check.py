@@ -52,7 +52,7 @@ from bench_modes import (
 from bench_projections import random_model, time_pass
 from qkdissect.core.device import resolve_device
 from qkdissect.core.modes import Modes, qk_modes
-from qkdissect.data.images import Preprocess
+from qkdissect.data.geometry import Preprocess
 from qkdissect.options import DTYPES
 from qkdissect.passes.projections import Projector
 

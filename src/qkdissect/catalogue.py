@@ -160,7 +160,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in _MODELS}
 PAPER_MODELS: list[str] = [m.key for m in _MODELS if m.paper]
 
 #: the weights sources a spec ``SOURCE:REST`` may name (one module each under :mod:`qkdissect.models.sources`,
-#: which registers under this name; tests/test_cli.py checks the two agree). Listed here so that a model name can
+#: which registers under this name; tests/unit/test_cli.py checks the two agree). Listed here so that a model name can
 #: be checked before torch is imported.
 SOURCES: tuple[str, ...] = ("hf", "ijepa", "imgfocus", "minilm", "simmim", "smollm2", "timm")
 #: why :func:`spec_source` refused a name (the reason :class:`qkdissect.errors.UnknownModelError` gives)

@@ -431,7 +431,7 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
     manifest = resolve_weights(args.model, args.name)
     if args.lock:
-        from .models.lock import check_lock
+        from .models.weights_lock import check_lock
 
         status = check_lock(manifest, args.lock, update=args.update_lock)
         manifest["lock"] = {"path": str(args.lock), "status": status}

@@ -170,8 +170,8 @@ def image_problems(images: list[tuple[str, str]], set_name: str, spec: str, limi
     the closest ids. The set is listed only when an id is given: listing needs no torch and decodes nothing. A set
     that cannot be listed (its folder gone) is left to the job that reads it: figures redrawn from the stores
     alone need no image."""
-    from .data.images import image_source
     from .data.labels import is_class_ref
+    from .data.sources import image_source
 
     given = [(where, ref) for where, ref in images if ref != "auto" and not is_class_ref(ref)]
     if not given:

@@ -25,11 +25,11 @@ class Family:
     test: str
 
 
-_ROPE_2D = "tests/test_rotary2d.py::test_modes_at_every_offset_reconstruct_every_pair_of_tokens"
-_ROPE_1D = "tests/test_rotary.py::test_stand_ins_of_rotary_families_reconstruct_their_logits"
-_VISION = "tests/test_families.py::test_vision_stand_ins_reconstruct_their_logits"
-_GEMMA3 = "tests/test_rotary.py::test_gemma3_sliding_and_global_layers_reconstruct_their_logits"
-_REFUSED = "tests/test_rotary.py::test_unchecked_attention_is_refused_in_one_line"
+_ROPE_2D = "tests/unit/models/test_rotary2d.py::test_modes_at_every_offset_reconstruct_every_pair_of_tokens"
+_ROPE_1D = "tests/unit/models/test_rotary.py::test_stand_ins_of_rotary_families_reconstruct_their_logits"
+_VISION = "tests/unit/models/test_families.py::test_vision_stand_ins_reconstruct_their_logits"
+_GEMMA3 = "tests/unit/models/test_rotary.py::test_gemma3_sliding_and_global_layers_reconstruct_their_logits"
+_REFUSED = "tests/unit/models/test_rotary.py::test_unchecked_attention_is_refused_in_one_line"
 FAMILIES: tuple[Family, ...] = (
     Family("ViT (ViT-B/16)", "timm", "absolute positions, CLS", "exact", "W_q^T W_k, biases as their own terms",
            f"{_VISION}[timm-vit]"),
@@ -42,7 +42,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("DINOv2 with registers", "timm", "absolute positions, CLS + 4 registers", "exact",
            "as ViT; registers are prefix tokens", f"{_VISION}[timm-dinov2-registers]"),
     Family("DINOv2-S/14 (real weights)", "timm", "absolute positions", "exact", "W_q^T W_k, at 224 and 518 px",
-           "tests/test_adapters.py::test_real_dinov2_timm_reproduces_logits[224]"),
+           "tests/integration/test_adapters.py::test_real_dinov2_timm_reproduces_logits[224]"),
     Family("SigLIP", "timm", "absolute positions, no CLS, attention-pool head", "exact",
            "as ViT, for the blocks (the pool head's learned query is not a layer)", f"{_VISION}[timm-siglip]"),
     Family("BEiT", "timm", "relative position bias", "exact", "W_q^T W_k; the bias table adds a content-free term",
@@ -51,7 +51,7 @@ FAMILIES: tuple[Family, ...] = (
            "W_q^T C diag(g_q g_k) C W_k (C centres); per-pair factor and beta terms recorded",
            f"{_VISION}[timm-qk-norm]"),
     Family("EVA (absolute positions)", "timm", "absolute positions", "exact", "W_q^T W_k",
-           "tests/test_adapters.py::test_timm_adapter_reproduces_logits[eva]"),
+           "tests/unit/models/test_adapters.py::test_timm_adapter_reproduces_logits[eva]"),
     Family("DINOv3", "timm", "2-D RoPE (rotate-half, normalised coordinates), CLS + 4 registers unrotated",
            "exact", "W_q^T R(-d) W_k at every (dy, dx); prefix tokens at the grid centre", f"{_ROPE_2D}[dinov3]"),
     Family("EVA-02", "timm", "2-D RoPE (interleaved, index rescaled to 16 x 16)", "exact",
@@ -76,10 +76,10 @@ FAMILIES: tuple[Family, ...] = (
            "as ViT, for the encoder layers", f"{_VISION}[hf-siglip]"),
     Family("BERT-style encoders, GPT-2", "transformers", "absolute positions (post-LayerNorm for BERT)", "exact",
            "W_q^T W_k, LayerNorm folding exact too",
-           "tests/test_text.py::test_text_adapters_reproduce_logits_and_fold_exactly"),
+           "tests/unit/models/test_text.py::test_text_adapters_reproduce_logits_and_fold_exactly"),
     Family("Llama (stories260K, real weights)", "transformers", "1-D RoPE, 8 query on 4 key-value heads", "exact",
            "W_q^T R(-d) W_k at every offset; each query head with its key head",
-           "tests/test_rotary.py::test_stories260k_logits_are_the_modes_at_each_offset"),
+           "tests/unit/models/test_rotary.py::test_stories260k_logits_are_the_modes_at_each_offset"),
     Family("Mistral", "transformers", "1-D RoPE, grouped-query heads", "exact", "as Llama", f"{_ROPE_1D}[mistral]"),
     Family("Qwen2", "transformers", "1-D RoPE, grouped-query heads, q and k biases", "exact",
            "as Llama, the biases rotated alike", f"{_ROPE_1D}[qwen2]"),
@@ -89,9 +89,9 @@ FAMILIES: tuple[Family, ...] = (
            "W_q^T R(-d) W_k, R turning 16 of 64 dimensions; biases rotated alike", f"{_ROPE_1D}[gpt_neox]"),
     Family("Qwen3", "transformers", "1-D RoPE, QK-norm per head", "exact",
            "W_q^T diag(g_q) R(-d) diag(g_k) W_k; a positive factor per pair recorded",
-           "tests/test_rotary.py::test_qk_norm_gains_are_in_the_modes_and_the_factor_is_recorded[qwen3]"),
+           "tests/unit/models/test_rotary.py::test_qk_norm_gains_are_in_the_modes_and_the_factor_is_recorded[qwen3]"),
     Family("OLMo 2", "transformers", "1-D RoPE, QK-norm over all heads, post-norm blocks", "exact", "as Qwen3",
-           "tests/test_rotary.py::test_qk_norm_gains_are_in_the_modes_and_the_factor_is_recorded[olmo2]"),
+           "tests/unit/models/test_rotary.py::test_qk_norm_gains_are_in_the_modes_and_the_factor_is_recorded[olmo2]"),
     Family("Gemma 3 (1B)", "transformers",
            "sliding and global layers with their own RoPE, QK-norm (1 + weight), one key-value head", "exact",
            "as Qwen3, each layer at its own frequencies", f"{_GEMMA3}[1b]"),
@@ -101,10 +101,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("Phi-3", "transformers", "fused qkv projection", "refused", "no q and k projections to read", _REFUSED),
     Family("ViT with qk_norm by RmsNorm, or with RoPE", "timm", "other norms on q and k", "refused",
            "not checked against their own logits",
-           "tests/test_adapters.py::test_timm_adapter_rejects_qk_norm_other_than_layer_norm"),
+           "tests/unit/models/test_adapters.py::test_timm_adapter_rejects_qk_norm_other_than_layer_norm"),
     Family("NaFlexViT with RoPE, SAM with use_rope, MRoPE", "timm", "other rotary embeddings", "refused",
            "not checked against their own logits",
-           "tests/test_rotary2d.py::test_unchecked_timm_rope_variants_are_refused_in_one_line"),
+           "tests/unit/models/test_rotary2d.py::test_unchecked_timm_rope_variants_are_refused_in_one_line"),
 )  # fmt: skip
 
 

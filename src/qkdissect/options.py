@@ -1,7 +1,7 @@
 """Every choice a user makes, defined once: its values, its default and what it means.
 
 The command line takes its choices, defaults, range checks and help from here (:func:`add_option`); the Python
-API takes the same defaults; ``tests/test_options.py`` checks the workflow's config schema
+API takes the same defaults; ``tests/unit/test_options.py`` checks the workflow's config schema
 (``workflow/schemas/config.schema.yaml``) against this table, enums and defaults alike. This module imports
 nothing else of the package: every layer may use it.
 """

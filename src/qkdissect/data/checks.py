@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import QKDissectError
 
-#: the kinds of image source (:func:`qkdissect.data.images.image_source`) read from a folder
+#: the kinds of image source (:func:`qkdissect.data.sources.image_source`) read from a folder
 _FOLDER_KINDS = ("folder", "imagenet-val")
 
 
@@ -26,7 +26,7 @@ def image_source_problem(spec: str) -> str | None:
         return None
     kind, sep, rest = spec.partition(":")
     if spec == "skimage" or kind in ("skimage", "synthetic"):
-        from .images import image_source
+        from .sources import image_source
 
         try:
             image_source(spec)  # no files: the bundled photographs' names, or N generated ones

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .images import ImageDecodeError, ImageSource, Preprocess, Raw, decode, item_sha256, max_pixels, read_raw
+from .decoding import ImageDecodeError, decode, max_pixels
+from .geometry import Preprocess
+from .sources import ImageSource, Raw, item_sha256, read_raw
 
-log = logging.getLogger("qkdissect.data.images")
+log = logging.getLogger("qkdissect.data.decoding")
 
 
 @dataclass

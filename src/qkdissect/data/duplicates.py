@@ -24,17 +24,8 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy.fft import dctn
 
-from .images import (
-    ImageDecodeError,
-    ImageItem,
-    ImageSource,
-    Raw,
-    _to_rgb,
-    decode,
-    decode_error,
-    item_sha256,
-    read_raw,
-)
+from .decoding import ImageDecodeError, decode, decode_error, to_rgb
+from .sources import ImageItem, ImageSource, Raw, item_sha256, read_raw
 
 #: side of the greyscale thumbnail the hash is computed from
 THUMB_SIDE = 32
@@ -61,7 +52,7 @@ def thumbnail(item: ImageItem, raw: Raw | None = None) -> np.ndarray:
                 if im.format == "JPEG":
                     im.draft("RGB", (2 * THUMB_SIDE, 2 * THUMB_SIDE))  # 1/2..1/8 scale, never below 64 px a side
                 im.load()
-                img = _to_rgb(ImageOps.exif_transpose(im) or im)
+                img = to_rgb(ImageOps.exif_transpose(im) or im)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise decode_error(item, e) from e
     grey = img.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)

@@ -4,7 +4,7 @@
 timm and the Hugging Face ``imagenet-1k`` dataset number them) with their lemmas, as timm ships them
 (:class:`timm.data.ImageNetInfo`'s files, read without importing timm): nothing is bundled here.
 
-**Where labels come from** (see :mod:`qkdissect.data.images`): the ``label`` column of the Hugging Face parquet
+**Where labels come from** (see :mod:`qkdissect.data.sources`): the ``label`` column of the Hugging Face parquet
 files; the class sub-folder (a wnid) of an image in an ImageNet folder; for a flat ILSVRC validation folder, the
 Kaggle ``LOC_val_solution.csv`` (``ImageId,PredictionString``: the first wnid of the string) found in the folder or
 one of its parents (``ILSVRC/Data/CLS-LOC/val`` sits four levels below it).

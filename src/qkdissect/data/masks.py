@@ -32,8 +32,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import QKDissectError
+from .decoding import decode
 from .files import list_files
-from .images import IMAGE_SUFFIXES, ImageItem, Preprocess, decode
+from .geometry import Preprocess
+from .sources import IMAGE_SUFFIXES, ImageItem
 
 VOC_VOID = (224, 224, 192)
 REGIONS = ("target", "distractor", "background")

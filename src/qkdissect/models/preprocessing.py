@@ -1,5 +1,5 @@
 """Each model's own image preprocessing, read from its timm data config or its Hugging Face image processor, as a
-:class:`~qkdissect.data.images.Preprocess` every image pass uses.
+:class:`~qkdissect.data.geometry.Preprocess` every image pass uses.
 
 "The model's own transform" is, for timm, ``create_transform(**resolve_data_config(model=...))`` (its eval
 transform: ``crop_pct``, ``crop_mode`` center / squash / border, interpolation, non-square sizes); for Hugging Face,
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..data.images import RESAMPLE, RESAMPLE_NAMES, Preprocess
+from ..data.geometry import RESAMPLE, RESAMPLE_NAMES, Preprocess
 from ..errors import QKDissectError
 from .sources.base import LoadedModel, hub_offline
 

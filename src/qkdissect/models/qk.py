@@ -13,7 +13,16 @@ from ..core.rotary import Rotary
 from ..errors import UnsupportedModelError
 from .layout import TokenLayout, as_pair, describe_qk
 
-__all__ = ["AttentionLayer", "QKWeights", "TokenLayout", "as_pair", "head_bias", "is_identity", "split_heads"]
+__all__ = [
+    "AttentionLayer",
+    "QKWeights",
+    "TokenLayout",
+    "as_pair",
+    "head_bias",
+    "is_identity",
+    "qk_from_weights",
+    "split_heads",
+]
 
 
 @dataclass
@@ -130,3 +139,12 @@ def head_bias(b: torch.Tensor | None, n_heads: int, d_head: int, like: torch.Ten
 
 def is_identity(m: nn.Module | None) -> bool:
     return m is None or isinstance(m, nn.Identity)
+
+
+def qk_from_weights(qk: QKWeights, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_q x + b_q and W_k x + b_k of one layer, per head, float64: (batch, token, d) -> two (b, h, t, d_head)."""
+    a = qk.layers[layer]
+    x = x.double()
+    q = torch.einsum("hed,btd->bhte", a.w_q.to(x), x) + a.b_q.to(x)[None, :, None, :]
+    k = torch.einsum("hed,btd->bhte", a.w_k.to(x), x) + a.b_k.to(x)[None, :, None, :]
+    return q, k

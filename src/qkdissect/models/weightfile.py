@@ -9,8 +9,8 @@ architecture's, not the file's; every tensor of the file must be the one the bui
 loading checks it), Hugging Face ``save_pretrained`` files
 (``hf:`` hub cache or directory, ``minilm:``) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower), BERT-style and
 GPT-2-style models (its ``config.json`` gives the heads, the layers and the image geometry). Heads are split as the
-adapters split them, so W_q and W_k are the adapters' bit for bit (tests/test_weightfile.py). The weights are
-checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
+adapters split them, so W_q and W_k are the adapters' bit for bit (tests/unit/models/test_weightfile.py). The weights
+are checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
 
 Anything else returns None, and the caller builds the model as before: another source (timm's hub weights,
 another timm architecture, SimMIM, I-JEPA), options in the spec (they change the model; ``img_size`` of a timm ViT
@@ -252,7 +252,7 @@ class TimmViT:
         return top | {f"blocks.{i}.{k}": v for i in range(self.depth) for k, v in block.items()}
 
 
-#: the timm architectures whose W_q and W_k a modes job reads from their file (tests/test_weightfile.py checks each
+#: the timm architectures whose W_q and W_k a modes job reads from their file (tests/unit/models/test_weightfile.py checks each
 #: against the model timm builds): DINOv2 (with and without registers) and the original ViTs
 TIMM_VITS = {
     "vit_small_patch14_dinov2": TimmViT(12, 384, 6, 14, 518, layer_scale=True),

@@ -28,7 +28,8 @@ import torch
 import xarray as xr
 from PIL import Image
 
-from ..data.images import ImageItem, decode, image_source, item_sha256, read_raw
+from ..data.decoding import decode
+from ..data.sources import ImageItem, image_source, item_sha256, read_raw
 from ..errors import QKDissectError
 from ..models import QKWeights
 from ..options import TokenSource

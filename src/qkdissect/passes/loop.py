@@ -27,9 +27,11 @@ from tqdm import tqdm
 
 from ..core.device import device_record, resolve_device
 from ..data.dataset import ImageDataset, collate
+from ..data.decoding import max_pixels
 from ..data.duplicates import Dedupe, deduplicate
-from ..data.images import ImageSource, Preprocess, default_workers, image_source, max_pixels
+from ..data.geometry import Preprocess
 from ..data.masks import MaskDataset, MaskedItem
+from ..data.sources import ImageSource, default_workers, image_source
 from ..errors import QKDissectError
 from ..models import (
     LoadedModel,

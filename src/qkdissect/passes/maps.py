@@ -53,8 +53,9 @@ from ..core.selection import (
     text_modes,
 )
 from ..core.topk import image_scores as score_rule
-from ..data.images import decode, image_source
+from ..data.decoding import decode
 from ..data.labels import is_class_ref
+from ..data.sources import image_source
 from ..errors import QKDissectError
 from ..models.tokenizer import tokenizer_for
 from ..provenance.records import utc_now

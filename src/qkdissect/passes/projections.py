@@ -48,7 +48,7 @@ from ..models import QKWeights
 from ..options import PREFIX_KINDS, ImageScore, TokenSource, top_k_within
 from ..provenance.records import utc_now
 from ..requests import ProjectRequest
-from ..stores.io import StreamingStore
+from ..stores.readwrite import StreamingStore
 from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, modes_uv

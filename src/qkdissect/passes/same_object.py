@@ -23,7 +23,7 @@ import xarray as xr
 
 from ..core.same_object import optimal_objects, same_object_values
 from ..core.topk import image_scores
-from ..data.images import Preprocess
+from ..data.geometry import Preprocess
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..options import TokenSource
 from ..provenance.records import utc_now

@@ -40,7 +40,7 @@ from ..core.merging import anisotropy, from_fixed_point, merge_top
 from ..errors import QKDissectError
 from ..provenance.records import dependency, items_sha256, utc_now
 from ..stores import open_store
-from ..stores.io import StreamingStore
+from ..stores.readwrite import StreamingStore
 from ..stores.schema import PROJECTION_STATS, atlas_dataset, labels, projections_dataset
 from .io import finish
 

@@ -235,7 +235,7 @@ class _Hashes:
         if key not in self._items:
             try:
                 if role == "images":
-                    from ..data.images import image_source, source_digests
+                    from ..data.sources import image_source, source_digests
 
                     self._items[key] = source_digests(image_source(spec, limit=limit))
                 elif role == "text corpus":

@@ -11,7 +11,7 @@ replaced, whatever the options:
 Anything else (a store of another kind, a damaged store, a file of another format, a link) is refused with one line
 unless the command is given ``--force``. :func:`check_output` is called by the command line before any work;
 :func:`check_replace` is the last check before the rename that replaces an output
-(:func:`qkdissect.stores.io.atomic_path`), so the Python API and every writer inside the package are held to the
+(:func:`qkdissect.stores.readwrite.atomic_path`), so the Python API and every writer inside the package are held to the
 same rule, whatever called them.
 """
 

@@ -49,7 +49,7 @@ import numpy as np
 import xarray as xr
 
 from ..options import PREFIX_KINDS
-from .io import jsonable
+from .readwrite import jsonable
 
 SCHEMA_VERSION = 1
 SIGNS = ("+", "-")

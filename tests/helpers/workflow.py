@@ -1,0 +1,86 @@
+"""Running the repository's Snakemake workflow from a test, and reading what its dry run prints."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import REPO
+
+
+def workflow_path(path: str) -> str:
+    """PATH for a Snakemake run that does not use SLURM: this Python's scripts first, then a stand-in
+    ``scontrol`` that fails at once. The SLURM executor plugin runs ``scontrol show config`` when Snakemake
+    starts (for its help text); with SLURM installed but no controller running (after the SLURM test stops its
+    cluster) that call waits 10 s, on every Snakemake start."""
+    shim = Path(tempfile.gettempdir()) / f"qkdissect-no-slurmctld-{os.getuid()}"
+    scontrol = shim / "scontrol"
+    if not scontrol.exists():
+        shim.mkdir(exist_ok=True)
+        tmp = shim / f".scontrol.{os.getpid()}"
+        tmp.write_text("#!/bin/sh\necho 'no SLURM controller in this test' >&2\nexit 1\n")
+        tmp.chmod(0o755)
+        os.replace(tmp, scontrol)
+    return os.pathsep.join([str(Path(sys.executable).parent), str(shim), path])
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    config: Path | None = None,
+    check: bool = True,
+    timeout: int = 900,
+    snakefile: Path = REPO / "Snakefile",
+    env_extra: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the repository's workflow (or a copy's ``snakefile``) with ``workdir`` as working directory."""
+    env = dict(os.environ)
+    env["PATH"] = workflow_path(env.get("PATH", ""))  # qkdissect, papermill; no 10 s scontrol wait
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.update(env_extra or {})
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir)]
+    if config is not None:
+        cmd += ["--configfile", str(config)]
+    r = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return r
+
+
+def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    table = dry_run_output[dry_run_output.index("Job stats:") :]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def planned_jobs(dry_run_output: str) -> list[tuple[str, set[str], set[str]]]:
+    """(rule, inputs, outputs) of every job that `snakemake -n` prints."""
+    jobs: list[tuple[str, set[str], set[str]]] = []
+    for line in dry_run_output.splitlines():
+        if line.startswith("rule ") and line.endswith(":"):
+            jobs.append((line[5:-1], set(), set()))
+        elif jobs and line.startswith(("    input: ", "    output: ")):
+            key, _, files = line.strip().partition(": ")
+            jobs[-1][1 if key == "input" else 2].update(f.strip() for f in files.split(","))
+    return jobs
+
+
+def papermill_commands(dry_run_output: str) -> list[str]:
+    """The papermill command lines that `snakemake -n -p` prints."""
+    return [
+        line.split("Shell command: ", 1)[1]
+        for line in dry_run_output.splitlines()
+        if line.startswith("Shell command: ") and " papermill " in line
+    ]

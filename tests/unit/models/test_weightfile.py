@@ -1,0 +1,133 @@
+"""A modes job reads W_q and W_k straight from the safetensors file (qkdissect.models.weightfile), without torch:
+the adapters' weights bit for bit, the same layout, weights record and manifest check, and modes equal to the
+torch path's to float64 rounding; what it cannot read builds the model as before."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    BeitConfig,
+    BeitModel,
+    BertConfig,
+    BertModel,
+    CLIPConfig,
+    CLIPModel,
+    DeiTConfig,
+    DeiTForImageClassificationWithTeacher,
+    Dinov2Config,
+    Dinov2Model,
+    GPT2Config,
+    GPT2LMHeadModel,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTModel,
+)
+
+from qkdissect.errors import QKDissectError
+from qkdissect.models import describe_loaded, load_qk
+from qkdissect.models.layernorm import norm_parameters
+from qkdissect.models.weightfile import TIMM_VITS, read_qk_file
+from qkdissect.passes import weights
+from qkdissect.passes.weights import compute_modes
+from tests.helpers import randomise_
+from tests.helpers.modes import compare_modes
+
+VIT = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, intermediate_size=96
+)
+TEXT = dict(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+HF: dict[str, Callable[[], Any]] = {
+    "vit": lambda: ViTModel(ViTConfig(**VIT)),
+    "vit-classifier": lambda: ViTForImageClassification(ViTConfig(**VIT)),  # keys under vit.
+    "deit-teacher": lambda: DeiTForImageClassificationWithTeacher(DeiTConfig(**VIT)),  # + distillation token
+    "dinov2": lambda: Dinov2Model(Dinov2Config(**{**VIT, "image_size": 32})),
+    "beit": lambda: BeitModel(BeitConfig(**VIT)),  # no key bias
+    "clip": lambda: CLIPModel(CLIPConfig(vision_config=VIT, text_config=dict(TEXT, num_hidden_layers=1))),
+    "bert": lambda: BertModel(BertConfig(**TEXT)),  # post-LayerNorm
+    "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=3, n_head=4)),  # fused c_attn
+}
+
+
+def _save(build: Callable[[], Any], folder: Path) -> str:
+    randomise_(build()).save_pretrained(str(folder))
+    return f"hf:{folder}"
+
+
+@pytest.mark.parametrize("case", list(HF))
+def test_hf_files_give_the_adapters_weights_bit_for_bit(case: str, tmp_path: Path) -> None:
+    spec = _save(HF[case], tmp_path / case)
+    fq = read_qk_file(spec, "folded")
+    assert fq is not None
+    qk, loaded = load_qk(spec)
+    assert fq.w_q.dtype == np.float32 and np.array_equal(fq.w_q, qk.w_q.numpy())
+    assert np.array_equal(fq.w_k, qk.w_k.numpy())
+    gamma, _, _ = norm_parameters(qk)
+    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
+    assert fq.describe() == qk.describe()
+    # load_report: what transformers said of the checkpoint against the model class; a file read builds no class
+    assert {k: v for k, v in fq.weights().items() if k not in ("model_class", "read")} == {
+        k: v for k, v in describe_loaded(loaded).items() if k not in ("model_class", "load_report")
+    }
+
+
+@pytest.mark.parametrize("folding", ["raw", "folded-centred"])
+def test_modes_from_the_file_equal_the_models(folding: str, tmp_path: Path, monkeypatch) -> None:
+    """The stores of both paths for a Hugging Face stand-in (DeiT with its distillation token, under deit.)."""
+    spec = _save(HF["deit-teacher"], tmp_path / "deit")
+    fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu", folding=folding)
+    monkeypatch.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
+    slow = compute_modes(spec, tmp_path / "slow.zarr", device="cpu", folding=folding)
+    compare_modes(fast, slow)
+    one, other = (ds.attrs["provenance"] for ds in (fast, slow))
+    assert one["weights"].pop("read") and one["weights"].pop("model_class") is None
+    other["weights"].pop("model_class")
+    for record in (other["weights"], *other["dependencies"]):  # what transformers said of the class: no class here
+        record.pop("load_report", None)
+    assert [one[k] for k in ("model", "weights", "dependencies", "device")] == [
+        other[k] for k in ("model", "weights", "dependencies", "device")
+    ]
+
+
+def test_what_the_file_cannot_give_builds_the_model(tmp_path: Path, monkeypatch) -> None:
+    """Options in the spec, a pytorch_model.bin, an unknown family and a timm file build the model; a changed
+    file is refused by its manifest on both paths."""
+    spec = _save(HF["vit"], tmp_path / "vit")
+    assert read_qk_file(spec + "?num_attention_heads=2") is None
+    assert read_qk_file("timm:vit_tiny_patch16_224@/x.safetensors") is None
+    (tmp_path / "bin").mkdir()
+    torch.save(load_qk(spec)[1].model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    shutil.copy(tmp_path / "vit" / "config.json", tmp_path / "bin")
+    assert read_qk_file(f"hf:{tmp_path / 'bin'}") is None
+    ds = compute_modes(f"hf:{tmp_path / 'bin'}", device="cpu")
+    assert ds.attrs["provenance"]["weights"]["model_class"] == "transformers.models.vit.modeling_vit.ViTModel"
+    cfg = (tmp_path / "vit" / "config.json").read_text()
+    (tmp_path / "vit" / "config.json").write_text(cfg.replace('"vit"', '"vit_mae"'))
+    assert read_qk_file(spec) is None
+    manifest = {"files": [{"role": "weights", "sha256": "0" * 64, "path": "elsewhere"}]}
+    with pytest.raises(QKDissectError, match="are not the ones resolved in the manifest"):
+        compute_modes(_save(HF["bert"], tmp_path / "bert"), device="cpu", manifest=manifest)
+
+
+@pytest.mark.parametrize("arch", sorted(TIMM_VITS))
+def test_the_timm_architectures_read_from_files_are_timms(arch: str) -> None:
+    """Each timm ViT whose file a modes job reads: the tensors and the token layout of the model timm builds (on
+    the meta device: no memory, no weights)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(arch, pretrained=False)
+    want = TIMM_VITS[arch]
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("head.")}
+    shapes = want.shapes()
+    assert own.keys() == shapes.keys()
+    assert all(own[k] == v for k, v in shapes.items() if v is not None)
+    assert int(model.blocks[0].attn.num_heads) == want.heads
+    assert int(model.num_prefix_tokens) == 1 + want.registers
+    assert tuple(model.patch_embed.grid_size) == (want.img_size // want.patch,) * 2

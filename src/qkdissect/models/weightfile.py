@@ -252,8 +252,8 @@ class TimmViT:
         return top | {f"blocks.{i}.{k}": v for i in range(self.depth) for k, v in block.items()}
 
 
-#: the timm architectures whose W_q and W_k a modes job reads from their file (tests/unit/models/test_weightfile.py checks each
-#: against the model timm builds): DINOv2 (with and without registers) and the original ViTs
+#: the timm architectures whose W_q and W_k a modes job reads from their file (each checked against the model timm
+#: builds, by tests/unit/models/test_weightfile.py): DINOv2 (with and without registers) and the original ViTs
 TIMM_VITS = {
     "vit_small_patch14_dinov2": TimmViT(12, 384, 6, 14, 518, layer_scale=True),
     "vit_base_patch14_dinov2": TimmViT(12, 768, 12, 14, 518, layer_scale=True),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,8 +129,11 @@ def test_an_installed_package_draws_fig3_from_an_empty_folder(venv: Path, tmp_pa
 def test_a_shipped_config_is_found_by_its_path_in_the_checkout(venv: Path, tmp_path: Path) -> None:
     r = qkdissect_run(venv, tmp_path / "empty", "-n", "--configfile", "config/paper-weights.yaml")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
-    stats = r.stdout[r.stdout.index("Job stats:") :]
-    assert all(f"\n{rule}" in stats for rule in ("weights", "modes", "scores", "fig3", "s3_ijepa", "claims"))
-    assert "project" not in stats  # the weights alone
+    table = r.stdout[r.stdout.index("Job stats:") :].split("\ntotal")[0]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", table, re.M))
+    assert {rule: jobs.get(rule) for rule in ("weights", "modes", "scores", "fig3", "s3_ijepa", "claims")} == {
+        "weights": "17", "modes": "17", "scores": "17", "fig3": "2", "s3_ijepa": "1", "claims": "1"
+    }  # fmt: skip
+    assert not {"project", "preference", "same_object", "maps"} & set(jobs)  # the weights alone
     r = qkdissect_run(venv, tmp_path / "empty", "-n", "--configfile", "config/no-such.yaml")
     assert r.returncode == 2 and "config/no-such.yaml" in r.stderr  # a path in neither place is named as given

@@ -89,11 +89,12 @@ def run(args: Sequence[str]) -> int:
     root = None if _has_snakefile(args) else workflow_root()
     if root is not None:
         args = with_workflow(args, root)
-        print(f"qkdissect run: no Snakefile here; the workflow of {root}", file=sys.stderr)
     problems = [p for f in configfiles(args) if (p := yaml_problem(f))]
     if problems:
         print(f"qkdissect run: error: {problems[0]}", file=sys.stderr)
         return 2
+    if root is not None:
+        print(f"qkdissect run: no Snakefile here; the workflow of {root}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", "snakemake", *args], job_environment(os.environ))

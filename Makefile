@@ -5,6 +5,8 @@
 #   make test-fast the unit tier (tests/unit/: the package's modules on tiny models), for the edit loop
 #   make docs      the documentation site (docs/, mkdocs.yml) into site/, strictly: a broken link fails
 #   make rehearsal the paper's configuration end to end offline, on stand-ins (needs ../shared/assets)
+#   make paper-fig3 the paper's Fig. 3, S1, S2, S3 and claims 1-4 from its 16 models' weights (config/paper-weights.yaml)
+#   make kick-the-tires  the offline default's figures and the paper's Fig. 3 rehearsed offline on stand-ins
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -15,7 +17,7 @@ QKDISSECT := $(VENV)/bin/qkdissect
 # the rules call qkdissect and papermill: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: figures test test-fast test-rehearsal lint browser bench rehearsal docs clean
+.PHONY: figures test test-fast test-rehearsal lint browser bench rehearsal paper-fig3 kick-the-tires docs clean
 
 $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qkdissect needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -59,9 +61,30 @@ test-rehearsal: $(VENV)/.installed
 # the paper's own run (config/paper.yaml, unchanged) offline, on stand-ins of its 13 hub models, its SimMIM and
 # I-JEPA checkpoints and its datasets built from the real photographs of ../shared/assets (README "Rehearsal");
 # REHEARSAL_ARGS=--shallow for the 2-block version (make test-rehearsal runs it through tests/workflow/test_rehearsal.py)
+# REHEARSAL_CONFIG=config/paper-weights.yaml rehearses the weights-only figures instead (no dataset is built)
 REHEARSAL_DIR ?= rehearsal-run
+REHEARSAL_CONFIG ?= config/paper.yaml
 rehearsal: $(VENV)/.installed
-	$(PY) -m rehearsal.run $(REHEARSAL_DIR) $(REHEARSAL_ARGS)
+	$(PY) -m rehearsal.run $(REHEARSAL_DIR) --config $(REHEARSAL_CONFIG) $(REHEARSAL_ARGS)
+
+# the paper's central figure from its models' weights alone, in its own folder (results/ stays the offline
+# default's): the 13 hub models are downloaded into $$HF_HOME (9.5 GB), the SimMIM and I-JEPA checkpoints must be
+# under $$QKDISSECT_DATA/weights/ (config/paper.yaml says where to get them); see docs/how-to/paper-fig3.md
+PAPER_FIG3_DIR ?= paper-fig3
+paper-fig3: $(VENV)/.installed
+	$(QKDISSECT) run --workflow-profile workflow/profiles/default --configfile $(CURDIR)/config/paper-weights.yaml \
+	  --directory $(PAPER_FIG3_DIR) $(SNAKEMAKE_ARGS)
+	$(QKDISSECT) run --configfile $(CURDIR)/config/paper-weights.yaml --directory $(PAPER_FIG3_DIR) \
+	  --report $(abspath $(PAPER_FIG3_DIR))/results/report.html $(SNAKEMAKE_ARGS)
+	@echo "figures in $(PAPER_FIG3_DIR)/results/figures/, claims 1-4: $(PAPER_FIG3_DIR)/results/claims/claims.html"
+
+# a first look for a reviewer, offline but for the offline default's PyPI wheels: the offline default's figures
+# (make figures) and the paper's Fig. 3, S1, S2, S3 and claims 1-4 rehearsed on stand-ins of its 16 models at their
+# real width, 2 blocks each (its cost table: $(KICK_DIR)/paper-fig3/cost.md)
+KICK_DIR ?= kick-the-tires
+kick-the-tires: $(VENV)/.installed
+	$(MAKE) figures
+	$(PY) -m rehearsal.run $(KICK_DIR)/paper-fig3 --config config/paper-weights.yaml --shallow
 
 # the reference pages (CLI, config keys, stores, errors, the claims table) are generated from the code as it builds
 docs: $(VENV)/.installed

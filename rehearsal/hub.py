@@ -66,10 +66,9 @@ def _fill_random_(model: torch.nn.Module, generator: torch.Generator) -> None:
                 p.copy_(1.0 + 0.05 * noise if gain else 0.02 * noise)
 
 
-def stand_in_model(repo: HubRepo, depth: int | None = None, seed: int = 0) -> Any:
-    """A model of the class and configuration ``repo``'s ``config.json`` names, every parameter random (built on
-    the meta device and filled once: fast). Its state dict is what the repository's files hold; non-persistent
-    buffers are left unset, so it is for saving, not for running."""
+def meta_model(repo: HubRepo, depth: int | None = None) -> Any:
+    """The model of the class and configuration ``repo``'s ``config.json`` names, on the meta device (shapes, no
+    values)."""
     import transformers
 
     cfg_json = repo_config(repo, depth)
@@ -77,8 +76,14 @@ def stand_in_model(repo: HubRepo, depth: int | None = None, seed: int = 0) -> An
     config = transformers.AutoConfig.for_model(cfg_json["model_type"], **fields)
     cls = getattr(transformers, repo.architecture)
     with torch.device("meta"):
-        model = cls(config, add_pooling_layer=False) if not repo.pooler else cls(config)
-    model = model.to_empty(device="cpu")
+        return cls(config, add_pooling_layer=False) if not repo.pooler else cls(config)
+
+
+def stand_in_model(repo: HubRepo, depth: int | None = None, seed: int = 0) -> Any:
+    """A model of the class and configuration ``repo``'s ``config.json`` names, every parameter random (built on
+    the meta device and filled once: fast). Its state dict is what the repository's files hold; non-persistent
+    buffers are left unset, so it is for saving, not for running."""
+    model = meta_model(repo, depth).to_empty(device="cpu")
     buffers = set(model.state_dict()) - {n for n, _ in model.named_parameters()}
     if buffers:  # a persistent buffer would need its real value, not a random one
         raise NotImplementedError(f"{repo.repo_id}: persistent buffers {sorted(buffers)} are not filled")
@@ -86,7 +91,7 @@ def stand_in_model(repo: HubRepo, depth: int | None = None, seed: int = 0) -> An
     return model.eval()
 
 
-def _legacy_buffers(repo: HubRepo, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+def legacy_buffers(repo: HubRepo, config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Buffers the published checkpoints still hold although current transformers no longer saves them: the
     CLIP repositories were written when ``position_ids`` was a persistent buffer of both embeddings."""
     if repo.family != "CLIP":
@@ -112,7 +117,7 @@ def write_repo_files(repo: HubRepo, folder: Path, depth: int | None = None, seed
     model = stand_in_model(repo, depth, seed)
     config = repo_config(repo, depth)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    state.update(_legacy_buffers(repo, config))
+    state.update(legacy_buffers(repo, config))
     if SAFETENSORS in repo.weights:
         model.save_pretrained(folder, state_dict=state)
         for extra in set(os.listdir(folder)) - {SAFETENSORS}:  # ours is the repository's config.json
@@ -199,12 +204,16 @@ def build_hub_cache(
 
 # ----------------------------------------------------------------------------------------- local checkpoints
 class _Draw:
-    """Random tensors of one checkpoint: weights ~ N(0, 0.02), gains ~ 1 + N(0, 0.05), biases ~ N(0, 0.02)."""
+    """Random tensors of one checkpoint: weights ~ N(0, 0.02), gains ~ 1 + N(0, 0.05), biases ~ N(0, 0.02); on the
+    meta device, shapes only (what the checkpoint's size is computed from: :mod:`rehearsal.sizes`)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, device: str = "cpu") -> None:
         self.g = torch.Generator().manual_seed(seed)
+        self.device = device
 
     def w(self, *shape: int, std: float = 0.02, mean: float = 0.0) -> torch.Tensor:
+        if self.device == "meta":
+            return torch.empty(shape, device="meta")
         return mean + std * torch.randn(shape, generator=self.g)
 
     def norm(self, prefix: str, d: int) -> dict[str, torch.Tensor]:
@@ -226,10 +235,10 @@ def relative_position_index(window: int) -> torch.Tensor:
     return torch.from_numpy(index)
 
 
-def simmim_state_dict(layout: dict[str, Any], depth: int, seed: int) -> dict[str, torch.Tensor]:
+def simmim_state_dict(layout: dict[str, Any], depth: int, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
     """A SimMIM ViT state dict with the key names and shapes of microsoft/SimMIM's ``VisionTransformer``
     (``SimMIM`` wrapper for pretraining: ``encoder.*``, ``encoder.mask_token``, ``decoder.0``)."""
-    r = _Draw(seed)
+    r = _Draw(seed, device)
     d, heads, patch = layout["embed_dim"], layout["num_heads"], layout["patch_size"]
     window, hidden = layout["img_size"] // patch, d * layout["mlp_ratio"]
     n_rel = (2 * window - 1) ** 2 + 3
@@ -283,11 +292,13 @@ def _ijepa_blocks(r: _Draw, prefix: str, depth: int, d: int, hidden: int) -> dic
     return sd
 
 
-def ijepa_checkpoint(layout: dict[str, Any], depth: int, pred_depth: int, seed: int) -> dict[str, Any]:
+def ijepa_checkpoint(
+    layout: dict[str, Any], depth: int, pred_depth: int, seed: int, device: str = "cpu"
+) -> dict[str, Any]:
     """An I-JEPA checkpoint as facebookresearch/ijepa's ``train.py`` saves it: encoder, predictor and
     target_encoder state dicts through DistributedDataParallel (``module.``), the optimizer (no steps taken:
     its four parameter groups, empty state), the bfloat16 grad scaler, epoch, loss, batch size, world size, lr."""
-    r = _Draw(seed)
+    r = _Draw(seed, device)
     d, patch, pd = layout["embed_dim"], layout["patch_size"], layout["pred_dim"]
     grid, ratio = layout["img_size"] // patch, layout["mlp_ratio"]
 

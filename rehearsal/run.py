@@ -16,8 +16,13 @@ Then it runs ``snakemake --configfile config/paper.yaml OUT/overlay.yaml`` in ``
 ``HF_HUB_OFFLINE=1``, the report, and writes ``OUT/cost.json`` and ``OUT/cost.md``: every job's time and peak
 memory (Snakemake's benchmark files) and, from the passes' own throughput, what the real run would cost.
 
+``--config`` rehearses another configuration of the paper's models the same way, e.g. ``config/paper-weights.yaml``
+(Fig. 3, S1, S2, S3 and claims 1-4 from the weights alone): only what it reads is built (no dataset for a
+configuration without image sets or mask datasets).
+
     python -m rehearsal.run OUT                 # full: the real architectures (every block), real dataset counts
     python -m rehearsal.run OUT --shallow       # 2 blocks per model, a few images per set (make test-rehearsal)
+    python -m rehearsal.run OUT --shallow --config config/paper-weights.yaml     # the weights-only figures
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import yaml
 
 from .datasets import COUNTS, ade20k_layout, imagenet_hub_cache, o3_layout
 from .hub import build_hub_cache, build_local_checkpoints
+from .hub_repos import HUB_REPOS
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "paper.yaml"
@@ -79,7 +85,8 @@ def paper_classes(config: Path = PAPER) -> list[str]:
 
 def shallow_figures(figures: dict[str, Any], depth: int) -> dict[str, Any]:
     """The paper's hand-picked modes and gallery layer ranges moved into ``depth`` blocks (layer l -> min(l, depth
-    - 1)): the one change a shallow rehearsal makes to the figures, since L8 H7 M2 does not exist in 2 blocks."""
+    - 1)): the one change a shallow rehearsal makes to the figures, since L8 H7 M2 does not exist in 2 blocks.
+    Only the figures the config has (none for a configuration without image figures)."""
 
     def row(r: dict[str, Any]) -> dict[str, Any]:
         out = dict(r)
@@ -89,39 +96,52 @@ def shallow_figures(figures: dict[str, Any], depth: int) -> dict[str, Any]:
             out["layers"] = [min(x, depth - 1) for x in r["layers"]]
         return out
 
-    return {
-        "fig1": [row(r) for r in figures["fig1"]],
-        "fig4": [row(r) for r in figures["fig4"]],
-        "galleries": {name: [row(r) for r in rows] for name, rows in figures["galleries"].items()},
-    }
+    out: dict[str, Any] = {key: [row(r) for r in figures[key]] for key in ("fig1", "fig4") if figures.get(key)}
+    if figures.get("galleries"):
+        out["galleries"] = {name: [row(r) for r in rows] for name, rows in figures["galleries"].items()}
+    return out
 
 
-def build_world(out: Path, scale: Scale) -> dict[str, str]:
-    """Everything the paper's config reads, under ``out`` (see the module docstring); returns the environment."""
+def _sources(config: dict[str, Any], section: str) -> set[str]:
+    """The kinds of source (``imagenet-hf``, ``o3``, ...) of a config's image sets or mask datasets."""
+    return {str(entry["source"]).split(":", 1)[0] for entry in (config.get(section) or {}).values()}
+
+
+def build_world(out: Path, scale: Scale, config: Path = PAPER) -> dict[str, str]:
+    """Everything ``config`` (the paper's, by default) reads, under ``out`` (see the module docstring): the stand-ins
+    of its hub models and the local checkpoints; the ImageNet hub cache, O3 and ADE20K only where it reads them.
+    Returns the environment."""
     out.mkdir(parents=True, exist_ok=True)
     hf_home, data = out / "hf", out / "data"
-    build_hub_cache(hf_home, scale.depth)
+    cfg = yaml.safe_load(config.read_text())
+    build_hub_cache(hf_home, scale.depth, [r.repo_id for r in HUB_REPOS.values() if r.key in cfg["models"]])
     build_local_checkpoints(data / "weights", scale.depth)
-    imagenet_hub_cache(hf_home / "hub", scale.imagenet, first=paper_classes())
-    o3 = o3_layout(out / "O3", scale.o3)
-    ade = ade20k_layout(out / "ADEChallengeData2016", scale.ade20k)
+    if "imagenet-hf" in _sources(cfg, "images"):
+        imagenet_hub_cache(hf_home / "hub", scale.imagenet, first=paper_classes(config))
     limit = lambda n: {"limit": n} if scale.limits else {}  # noqa: E731
-    overlay = {
-        "mask_datasets": {"o3": {"source": f"o3:{o3}", **limit(scale.o3)},
-                          "ade20k": {"source": f"ade20k:{ade}", **limit(scale.ade20k)}},
-    }  # fmt: skip
-    if scale.depth is not None:
-        overlay["figures"] = shallow_figures(yaml.safe_load(PAPER.read_text())["figures"], scale.depth)
+    overlay: dict[str, Any] = {}
+    masks = _sources(cfg, "mask_datasets")
+    if "o3" in masks:
+        o3 = o3_layout(out / "O3", scale.o3)
+        overlay.setdefault("mask_datasets", {})["o3"] = {"source": f"o3:{o3}", **limit(scale.o3)}
+    if "ade20k" in masks:
+        ade = ade20k_layout(out / "ADEChallengeData2016", scale.ade20k)
+        overlay.setdefault("mask_datasets", {})["ade20k"] = {"source": f"ade20k:{ade}", **limit(scale.ade20k)}
+    if scale.depth is not None and (figures := shallow_figures(cfg.get("figures") or {}, scale.depth)):
+        overlay["figures"] = figures
     (out / "overlay.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
     return {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "QKDISSECT_DATA": str(data)}
 
 
-def snakemake(out: Path, env: dict[str, str], *args: str, cores: int = 2) -> subprocess.CompletedProcess[str]:
-    """Snakemake on config/paper.yaml and the overlay, in ``out/run``, with the world's environment."""
+def snakemake(
+    out: Path, env: dict[str, str], *args: str, cores: int = 2, config: Path = PAPER
+) -> subprocess.CompletedProcess[str]:
+    """Snakemake on ``config`` (config/paper.yaml) and the overlay, in ``out/run``, with the world's environment."""
     venv_bin = str(Path(sys.executable).parent)
     full_env = {**os.environ, **env, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+    overlay = [str(out / "overlay.yaml")] if yaml.safe_load((out / "overlay.yaml").read_text()) else []
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(out / "run"),
-           "--configfile", str(PAPER), str(out / "overlay.yaml"), "--cores", str(cores), *args]  # fmt: skip
+           "--configfile", str(config), *overlay, "--cores", str(cores), *args]  # fmt: skip
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True)
 
 
@@ -211,6 +231,26 @@ def write_cost(out: Path, scale: Scale, wall_s: float) -> dict[str, Any]:
     return cost
 
 
+def weights_only_table(cost: dict[str, Any]) -> list[str]:
+    """A run without image passes (config/paper-weights.yaml): per model its weights, modes and scores jobs and
+    peak memory; and the wall and job time, which are what the run costs."""
+    est = cost["estimate"]
+    lines = [
+        "",
+        "| model | weights job s | modes job s | scores job s | peak RSS GB |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for model in sorted(est["per_model_s"], key=lambda m: est["per_model_s"][m]):
+        jobs = {r["rule"]: r for r in cost["jobs"] if r["job"] == model}
+        cells = " | ".join(f"{jobs[k]['s']:.0f}" if k in jobs else "-" for k in ("weights", "modes", "scores"))
+        rss = max((r["max_rss_mb"] or 0.0) for r in jobs.values()) / 1024
+        lines.append(f"| {model} | {cells} | {rss:.1f} |")
+    cpu = sum(r["cpu_s"] or 0.0 for r in cost["jobs"])
+    lines += ["", f"Wall time here: {cost['wall_s']:.0f} s for {len(cost['jobs'])} jobs ({est['total_job_s']:.0f} s "
+              f"of job time, {cpu:.0f} s of CPU time); no image pass.", ""]  # fmt: skip
+    return lines
+
+
 def cost_markdown(cost: dict[str, Any]) -> str:
     """Two tables: per rule (this run's jobs), per model (load, seconds per image of each pass, peak memory, the
     paper's run); and the total."""
@@ -224,6 +264,8 @@ def cost_markdown(cost: dict[str, Any]) -> str:
         lines.append(f"| {rule} | {len(rows)} | {sum(r['s'] for r in rows):.0f} | {worst['job']} | "
                      f"{worst['s']:.0f} | {rss:.0f} |")  # fmt: skip
     est = cost["estimate"]
+    if not any(r["rule"] in PASSES for r in cost["jobs"]):  # the weights alone: the run itself is the cost
+        return "\n".join(lines + weights_only_table(cost))
     lines += ["", "| model | modes job s | projection s/image | preference s/image | same-object s/image | "
               "peak RSS GB | the paper's run, h |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for model, seconds in sorted(est["per_model_s"].items(), key=lambda kv: kv[1]):
@@ -246,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--o3", type=int, help="O3 images (default: shallow 4, full 2001)")
     p.add_argument("--ade20k", type=int, help="ADE20K images (default: shallow 4, full 2000)")
     p.add_argument("--cost-only", action="store_true", help="only (re)write the cost table of a finished run")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=PAPER,
+        help="the configuration to rehearse (default config/paper.yaml; e.g. config/paper-weights.yaml)",
+    )
     args, extra = p.parse_known_args(argv)
     base = SHALLOW if args.shallow else FULL
     scale = Scale(base.depth, args.imagenet or base.imagenet, args.o3 or base.o3, args.ade20k or base.ade20k)
@@ -254,19 +302,20 @@ def main(argv: list[str] | None = None) -> int:
         print(cost_markdown(write_cost(args.out, scale, previous["wall_s"])))
         return 0
     t0 = time.perf_counter()
-    env = build_world(args.out.resolve(), scale)
+    config = args.config.resolve()
+    env = build_world(args.out.resolve(), scale, config)
     print(f"stand-ins built in {time.perf_counter() - t0:.0f} s under {args.out}", flush=True)
     t1 = time.perf_counter()
     if args.shallow:  # small jobs, mostly imports and loading: one thread each, as many at once as there are cores
         extra = ["--max-threads", "1", *extra]
-    r = snakemake(args.out.resolve(), env, *extra, cores=args.cores)
+    r = snakemake(args.out.resolve(), env, *extra, cores=args.cores, config=config)
     wall = time.perf_counter() - t1
     (args.out / "snakemake.log").write_text(r.stdout + r.stderr)
     if r.returncode != 0:
         print(r.stderr[-4000:], file=sys.stderr)
         print(f"the rehearsal failed after {wall:.0f} s; the log: {args.out / 'snakemake.log'}", file=sys.stderr)
         return 1
-    snakemake(args.out.resolve(), env, "--report", str(args.out / "run" / "results" / "report.html"))
+    snakemake(args.out.resolve(), env, "--report", str(args.out / "run" / "results" / "report.html"), config=config)
     cost = write_cost(args.out, scale, wall)
     print((args.out / "cost.md").read_text())
     print(f"{len(cost['jobs'])} jobs in {wall:.0f} s; figures in {args.out / 'run/results/figures'}")

@@ -40,9 +40,19 @@ def package_versions() -> dict[str, str]:
 WORKFLOW_CHECKOUT_ENV = "QKDISSECT_WORKFLOW_CHECKOUT"
 
 
+#: the workflow installed with the package (copied into the wheel by setup.py; qkdissect.launch runs it)
+INSTALLED_WORKFLOW = PACKAGE_ROOT / "_workflow"
+
+
 def export_workflow_checkout(path: str | Path) -> None:
-    """Tell the commands this process starts (the workflow's jobs) which checkout the workflow runs from."""
-    os.environ[WORKFLOW_CHECKOUT_ENV] = str(Path(path).resolve())
+    """Tell the commands this process starts (the workflow's jobs) which checkout the workflow runs from. The
+    workflow installed with the package is no checkout (a git repository around the environment it is installed
+    in is not its code): its jobs record the installed version."""
+    where = Path(path).resolve()
+    if where == INSTALLED_WORKFLOW.resolve():
+        os.environ.pop(WORKFLOW_CHECKOUT_ENV, None)
+        return
+    os.environ[WORKFLOW_CHECKOUT_ENV] = str(where)
 
 
 def _git(where: Path, *args: str) -> str:

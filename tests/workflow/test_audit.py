@@ -307,16 +307,19 @@ def test_report_in_the_paper_order_each_figure_linked_to_its_provenance(run: dic
     assert found, "no categories in the report"
     categories = json.loads(found.group(1))
     assert list(categories) == [
-        "03 Fig. 3 layer cosine", "10 Fig. S4 anisotropy", "13 The paper's claims", "14 The mode atlas",
-    ]  # fmt: skip
-    assert sorted(categories["10 Fig. S4 anisotropy"]["Other"]) == [
+        "01 Fig. 3 layer cosine",
+        "02 Fig. S4 anisotropy",
+        "03 The paper's claims",
+        "04 The mode atlas",
+    ]  # fmt: skip: only the categories this run makes are numbered, in the paper's order, without gaps
+    assert sorted(categories["02 Fig. S4 anisotropy"]["Other"]) == [
         "results/figures/s4_anisotropy.png",
         "results/figures/s4_anisotropy.provenance.html",
     ]
     for stem in ("fig3_weighted_cosine", "fig3_unweighted_cosine", "s4_anisotropy"):
         assert f"showResultInfo('results/figures/{stem}.provenance.html')" in text  # the caption's link
     assert "Analysis settings: block_rtol = 0.001; device = cpu;" in text and "{'device'" not in text
-    assert "showCategory('03%20Fig.%203%20layer%20cosine')" in text  # the landing page lists them in order
+    assert "showCategory('01%20Fig.%203%20layer%20cosine')" in text  # the landing page lists them in order
 
 
 # ----------------------------------------------------------------------------------------- blind spots (issue 13)
@@ -331,13 +334,19 @@ def moved_away(path: Path) -> Iterator[None]:
         aside.rename(path)
 
 
+CRATE = "ro-crate-metadata.json"
+SIDECARS = ("figures/s4_anisotropy.provenance.json", "claims/claims.provenance.json")
+
+
 def test_a_figure_or_claims_page_without_its_provenance_is_reported(run: dict[str, Path]) -> None:
     """Deleting a figure's sidecar made the figure vanish from the audit ("ok", exit 0)."""
     figures, claims = run["work"] / "results/figures", run["work"] / "results/claims"
     with moved_away(figures / "s4_anisotropy.provenance.json"), moved_away(claims / "claims.provenance.json"):
         status, entries = audit(run["work"] / "results")
         rerun = planned(run)
-    assert status == 1 and not_ok(entries) == {"figures/s4_anisotropy.png", "claims/claims.json"}
+    assert status == 1 and not_ok(entries) == {"figures/s4_anisotropy.png", "claims/claims.json", CRATE}
+    gone = {f["message"] for f in entries[CRATE]["findings"]}  # the crate lists every file with its digest
+    assert gone == {f"{p}, listed in the crate, is gone" for p in SIDECARS}
     for name, kind in (("figures/s4_anisotropy.png", "figure"), ("claims/claims.json", "claims")):
         (finding,) = entries[name]["findings"]
         assert entries[name]["kind"] == kind and finding["status"] == "missing-input"

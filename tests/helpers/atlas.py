@@ -17,22 +17,26 @@ from qkdissect.passes.weights import compute_modes
 from . import make_tiny_vit, write_photos
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A results folder as the workflow lays it out: a tiny random ViT's modes, scores and projections on seven
-    photographs, top 8 images per mode: each mode has an empty slot."""
-    base = tmp_path_factory.mktemp("atlas")
-    spec = make_tiny_vit(base / "w")
-    write_photos(base / "photos", n=7)
+def tiny_results(base: Path, photos: int, top_k: int, batch_size: int, depth: int = 3) -> dict:
+    """A results folder under ``base`` as the workflow lays it out: a tiny random ViT (model key ``tiny``), its
+    modes, scores and projections (top ``top_k`` images per mode) on ``photos`` generated photographs."""
+    spec = make_tiny_vit(base / "w", depth=depth)
+    write_photos(base / "photos", n=photos)
     results = base / "results"
     modes = results / "modes/tiny.zarr"
     compute_modes(spec, modes, device="cpu", model_key="tiny")
     compute_scores(modes, results / "scores/tiny.zarr")
     images = f"folder:{base / 'photos'}"
     proj = results / "projections/tiny/photos.zarr"
-    compute_projections(spec, modes, images, proj, batch_size=3, top_k=8, workers=0, device="cpu", progress=False,
-                        model_key="tiny")  # fmt: skip
+    compute_projections(spec, modes, images, proj, batch_size=batch_size, top_k=top_k, workers=0, device="cpu",
+                        progress=False, model_key="tiny")  # fmt: skip
     return {"spec": spec, "modes": modes, "proj": proj, "images": images, "results": results, "base": base}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny model's results folder on seven photographs, top 8 images per mode: each mode has an empty slot."""
+    return tiny_results(tmp_path_factory.mktemp("atlas"), photos=7, top_k=8, batch_size=3)
 
 
 @pytest.fixture(scope="module")

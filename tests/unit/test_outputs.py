@@ -19,26 +19,16 @@ import qkdissect as qk
 from qkdissect.cli import main
 from qkdissect.config_check import MAX_CONFIG_NODES, expanded_size, yaml_problem
 from qkdissect.passes.projections import compute_projections
-from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores.ownership import OutputExistsError, kind_of
-from tests.helpers import REPO, make_tiny_vit, write_photos
+from tests.helpers import REPO
+from tests.helpers.atlas import tiny_results
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A results folder as the workflow lays it out (modes, scores, projections of a tiny ViT on 5 photos)."""
-    base = tmp_path_factory.mktemp("outputs")
-    spec = make_tiny_vit(base / "w", depth=2)
-    write_photos(base / "photos", n=5)
-    results = base / "results"
-    modes = results / "modes/tiny.zarr"
-    compute_modes(spec, modes, device="cpu", model_key="tiny")
-    compute_scores(modes, results / "scores/tiny.zarr")
-    images = f"folder:{base / 'photos'}"
-    compute_projections(spec, modes, images, results / "projections/tiny/photos.zarr", batch_size=2, top_k=4,
-                        workers=0, device="cpu", progress=False, model_key="tiny")  # fmt: skip
-    return {"spec": spec, "modes": modes, "results": results, "images": images, "base": base}
+    return tiny_results(tmp_path_factory.mktemp("outputs"), photos=5, top_k=4, batch_size=2, depth=2)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

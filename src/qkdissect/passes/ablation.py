@@ -387,7 +387,7 @@ def run_ablation(r: AblationRequest) -> xr.Dataset:
         deps += pdeps
     # a timm checkpoint read from a file leaves the classifier as built (its head.* keys are not loaded): only the
     # hub's pretrained models and models given in memory have a trained head to measure
-    trained_head = im.loaded.origin == "timm hub" or im.loaded.origin.startswith("in memory")
+    trained_head = im.source.origin == "timm hub" or im.source.origin.startswith("in memory")
     runner = TimmRunner(im.model, im.qk, im.name, classifier=trained_head)
     ab = Ablations.of_modes(modes_ds, sel)
     ablator = Ablator(runner, ab, outputs=r.outputs)
@@ -410,7 +410,7 @@ def run_ablation(r: AblationRequest) -> xr.Dataset:
                          timings_s=timings)  # fmt: skip
     attrs = {
         "model_id": im.name,
-        "spec": str(im.loaded.spec),
+        "spec": str(im.source.spec),
         "ablation": "mean" if r.mean else "zero",
         "output": "classifier" if runner.classifier else "embedding",
         "metrics": {m: METRICS[m] for m in ablator.metrics},
@@ -422,7 +422,7 @@ def run_ablation(r: AblationRequest) -> xr.Dataset:
         "skipped": stream.skipped[:1000],
         "top_images": None if proj is None else {"top_k": int(proj.sizes["rank"]), "signs": ["+", "-"],
                                                  "image_score": proj.attrs.get("image_score", "released")},
-        "weights_sha256": im.loaded.weights_sha256,
+        "weights_sha256": im.source.weights_sha256,
         "provenance": record,
     }  # fmt: skip
     cos = (modes_ds.U * modes_ds.V).sum("dim").values

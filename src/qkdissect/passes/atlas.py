@@ -219,7 +219,7 @@ def run_atlas_maps(r: AtlasMapsRequest) -> xr.Dataset:
     record = pass_record("atlas", parameters, im, [*mdeps, *pdeps], r.model.device, started, timings_s=timings)
     attrs = {
         "model_id": im.name,
-        "spec": str(im.loaded.spec),
+        "spec": str(im.source.spec),
         "token_source": source,
         "grid": list(im.grid),
         "prefix_tokens": list(im.qk.layout.prefix_kinds),
@@ -229,7 +229,7 @@ def run_atlas_maps(r: AtlasMapsRequest) -> xr.Dataset:
         "image_score": proj.attrs.get("image_score", "released"),
         "top_k": int(proj.sizes["rank"]),
         "preprocess": im.preprocess.describe(),
-        "weights_sha256": im.loaded.weights_sha256,
+        "weights_sha256": im.source.weights_sha256,
         "provenance": record,
     }
     coords: dict[str, Any] = {

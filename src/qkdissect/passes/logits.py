@@ -60,7 +60,7 @@ def run_logit_stats(r: LogitsRequest) -> xr.Dataset:
                          timings_s=stream.rate())  # fmt: skip
     attrs = {
         "model_id": im.name,
-        "spec": str(im.loaded.spec),
+        "spec": str(im.source.spec),
         "images": stream.describe(),
         "skipped": stream.skipped[:1000],
         "provenance": record,

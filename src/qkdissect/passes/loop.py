@@ -50,14 +50,14 @@ log = logging.getLogger("qkdissect")
 
 
 @dataclass
-class Loaded:
-    """A model ready for a pass: the module (on its device, in eval mode), its query-key weights, what it was
-    loaded from, its name in the stores, and its checked manifest with the inputs the weights add to an
-    artefact."""
+class PassModel:
+    """A model ready for a pass: the module that runs (on its device, in eval mode; for a CLIP model its image
+    tower), its query-key weights, its ``source`` (the whole model as loaded, with its spec, weights file and
+    digest), its name in the stores, and its checked manifest with the inputs the weights add to an artefact."""
 
     model: torch.nn.Module
     qk: QKWeights
-    loaded: LoadedModel
+    source: LoadedModel
     name: str
     device: torch.device
     manifest: dict[str, Any] | None
@@ -65,14 +65,14 @@ class Loaded:
 
 
 @dataclass
-class ImageModel(Loaded):
+class ImageModel(PassModel):
     """An image model: also its own preprocessing and its patch grid."""
 
     preprocess: Preprocess = field(default=None)  # type: ignore[assignment]
     grid: tuple[int, int] = (0, 0)
 
 
-def load(model: ModelContext) -> Loaded:
+def load(model: ModelContext) -> PassModel:
     """Load a model (or take one in memory) onto its device and check its weights."""
     spec, key = model.spec, model.name
     log.info("loading %s%s …", key or spec, "" if key in (None, spec) else f" ({spec})")
@@ -83,7 +83,7 @@ def load(model: ModelContext) -> Loaded:
     # the module the adapter found the layers in: the image tower of a CLIPModel (whose own forward wants text
     # too), the encoder inside a task wrapper, or the model itself
     runner = qk.model if qk.model is not None else loaded.model
-    return Loaded(runner.to(dev).eval(), qk, loaded, name, dev, manifest, deps)
+    return PassModel(runner.to(dev).eval(), qk, loaded, name, dev, manifest, deps)
 
 
 def load_image_model(model: ModelContext) -> ImageModel:
@@ -94,20 +94,20 @@ def load_image_model(model: ModelContext) -> ImageModel:
     m = load(model)
     if m.qk.layout.grid is None:
         raise QKDissectError(f"{m.name} has no patch grid: image passes need an image model")
-    return ImageModel(**vars(m), preprocess=preprocess_for(m.loaded), grid=m.qk.layout.grid)
+    return ImageModel(**vars(m), preprocess=preprocess_for(m.source), grid=m.qk.layout.grid)
 
 
-def modes_of(modes: StoreLike, m: Loaded) -> tuple[xr.Dataset, list[dict[str, Any]]]:
+def modes_of(modes: StoreLike, m: PassModel) -> tuple[xr.Dataset, list[dict[str, Any]]]:
     """The modes of a model, refused when they were computed from other weights than the ones loaded."""
     return store_of(modes, "modes", m, "recompute the modes")
 
 
-def store_of(store: StoreLike, kind: str, m: Loaded, redo: str) -> tuple[xr.Dataset, list[dict[str, Any]]]:
+def store_of(store: StoreLike, kind: str, m: PassModel, redo: str) -> tuple[xr.Dataset, list[dict[str, Any]]]:
     """A ``kind`` store a pass of ``m`` reads, and its dependency record; refused in one line, saying what to
     ``redo``, when it was computed from other weights than the ones loaded."""
     ds, deps = store_input(store, kind, f"{kind} store")
     recorded = ds.attrs.get("weights_sha256")
-    now = m.loaded.weights_sha256
+    now = m.source.weights_sha256
     if recorded and now and recorded != now:
         where = store if not isinstance(store, xr.Dataset) else f"the {kind} dataset"
         raise QKDissectError(
@@ -118,13 +118,13 @@ def store_of(store: StoreLike, kind: str, m: Loaded, redo: str) -> tuple[xr.Data
 
 
 def pass_record(
-    kind: str, parameters: dict[str, Any], m: Loaded, dependencies: Sequence[dict[str, Any]], device: str,
+    kind: str, parameters: dict[str, Any], m: PassModel, dependencies: Sequence[dict[str, Any]], device: str,
     started: str, **extra: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """The provenance of a pass's store: what made it (kind, parameters, code, config), from which model and
     weights (with its manifest), from which inputs, on which device, when; ``extra`` adds fields (batch, timings)."""
     model = {"key": m.name, **m.qk.describe()}
-    weights = {**describe_loaded(m.loaded), "manifest": m.manifest}
+    weights = {**describe_loaded(m.source), "manifest": m.manifest}
     inputs = (m.dependencies, list(dependencies))
     return model_record(kind, parameters, model, weights, inputs, device_record(device, m.device), started, **extra)
 

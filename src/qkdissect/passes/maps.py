@@ -63,7 +63,7 @@ from ..requests import MapsRequest
 from ..stores.schema import Var, maps_dataset
 from .hooks import layer_tokens, mode_maps
 from .io import finish, store_input
-from .loop import ImageModel, Loaded, load, load_image_model, modes_of, pass_record
+from .loop import ImageModel, PassModel, load, load_image_model, modes_of, pass_record
 from .text import token_maps
 
 KINDS = ("top", "image-modes", "image-top", "text-top")
@@ -416,11 +416,11 @@ def run_maps(req: MapsRequest) -> xr.Dataset:
     started, t0 = utc_now(), time.perf_counter()
     scores_ds, deps = store_input(req.scores, "scores", "scores store")
     if kind == "text-top":
-        m: Loaded = load(req.model)
+        m: PassModel = load(req.model)
         modes_ds, mdeps = modes_of(req.modes, m)
         texts, sdeps = store_input(req.source, "text_projections", "text projections store")
         rows = text_rows(req.request, modes_ds, scores_ds, texts)
-        variables, coords = text_maps(m.model, tokenizer_for(m.loaded), m.qk, rows, modes_ds, scores_ds, texts)
+        variables, coords = text_maps(m.model, tokenizer_for(m.source), m.qk, rows, modes_ds, scores_ds, texts)
         params = texts.attrs["provenance"]["parameters"]
         extra: dict[str, Any] = {"corpus": texts.attrs.get("corpus"), "token_source": params["tokens"]}
     else:
@@ -459,10 +459,10 @@ def run_maps(req: MapsRequest) -> xr.Dataset:
     attrs = {
         "kind": kind,
         "model_id": m.name,
-        "spec": str(m.loaded.spec),
+        "spec": str(m.source.spec),
         "request": req.request,
         "drawn": [list(r.mode) for r in rows],
-        "weights_sha256": m.loaded.weights_sha256,
+        "weights_sha256": m.source.weights_sha256,
         **extra,
         "provenance": record,
     }

@@ -68,13 +68,13 @@ def run_offsets(r: OffsetsRequest) -> xr.Dataset:
     record = pass_record("offsets", params, m, [], r.model.device, started, timings_s=timings)
     attrs = {
         "model_id": m.name,
-        "spec": str(m.loaded.spec),
+        "spec": str(m.source.spec),
         "adapter": qk.adapter,
         "d_model": qk.d_model,
         "d_head": qk.d_head,
         **_offset_attrs(rot, grid, offs, asked),
         "rotary": rot.describe(),
-        "weights_sha256": m.loaded.weights_sha256,
+        "weights_sha256": m.source.weights_sha256,
         "notes": qk.notes,
         "provenance": record,
     }

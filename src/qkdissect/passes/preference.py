@@ -119,7 +119,7 @@ def run_preference(r: PreferenceRequest) -> xr.Dataset:
     record = pass_record("preference", parameters, im, inputs, r.model.device, started, batch=run.record())
     attrs = {
         "model_id": im.name,
-        "spec": str(im.loaded.spec),
+        "spec": str(im.source.spec),
         "dataset": {**whole.describe(), "spec": r.dataset, "limit": r.limit},
         "grid": list(grid),
         "preprocess": pre.describe(),

@@ -223,7 +223,7 @@ def run_projections(r: ProjectRequest) -> xr.Dataset:
             qk = im.qk
             attrs = {
                 "model_id": im.name,
-                "spec": str(im.loaded.spec),
+                "spec": str(im.source.spec),
                 "token_source": tokens,
                 "n_prefix_tokens": qk.layout.n_prefix,
                 "prefix_tokens": list(qk.layout.prefix_kinds),
@@ -234,7 +234,7 @@ def run_projections(r: ProjectRequest) -> xr.Dataset:
                 "skipped": stream.skipped[:1000],
                 "top_k": top_k,
                 "image_score": score,
-                "weights_sha256": im.loaded.weights_sha256,
+                "weights_sha256": im.source.weights_sha256,
                 "provenance": record,
             }
             s = np.asarray(modes_ds.S.values, dtype=np.float32)

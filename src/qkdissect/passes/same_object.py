@@ -120,7 +120,7 @@ def run_same_object(r: SameObjectRequest) -> xr.Dataset:
                          r.model.device, started, batch=run.record())  # fmt: skip
     attrs = {
         "model_id": im.name,
-        "spec": str(im.loaded.spec),
+        "spec": str(im.source.spec),
         "dataset": {**whole.describe(), "spec": r.dataset, "limit": r.limit},
         "top": r.top,
         "token_source": r.tokens,

@@ -67,7 +67,7 @@ def run_spectrum(r: SpectrumRequest) -> xr.Dataset:
     record = pass_record("spectrum", params, m, deps, "cpu", started, timings_s=timings)
     attrs = {
         "model_id": m.name,
-        "spec": str(m.loaded.spec),
+        "spec": str(m.source.spec),
         "adapter": m.qk.adapter,
         "d_model": m.qk.d_model,
         "d_head": m.qk.d_head,
@@ -78,7 +78,7 @@ def run_spectrum(r: SpectrumRequest) -> xr.Dataset:
         **offset_attrs,
         **dict(zip(("null_low", "null_high"), null_interval(m.qk.d_model, NULL_LEVEL), strict=True)),
         "null_level": NULL_LEVEL,
-        "weights_sha256": m.loaded.weights_sha256,
+        "weights_sha256": m.source.weights_sha256,
         "provenance": record,
     }
     if m.qk.qk_norm is not None:

@@ -186,7 +186,7 @@ def run_text_projections(r: TextRequest) -> xr.Dataset:
     if m.qk.layout.modality != "text":
         raise QKDissectError(f"{m.name} is an image model: project it on images (`qkdissect project`), not on text")
     modes_ds, deps = modes_of(r.modes, m)
-    tok = tokenizer_for(m.loaded)
+    tok = tokenizer_for(m.source)
     c = corpus(r.corpus, r.limit)
     top_k_within(r.top_k, len(c.passages), f"passages of {r.corpus}")
     proj = TextProjector(m.qk, modes_ds.U.values, modes_ds.V.values, source=r.tokens, device=m.device)
@@ -205,8 +205,8 @@ def run_text_projections(r: TextRequest) -> xr.Dataset:
                          r.model.device, started, tokenizer=tokenizer, timings_s=timings)  # fmt: skip
     attrs = {
         "model_id": m.name,
-        "spec": str(m.loaded.spec),
-        "weights_sha256": m.loaded.weights_sha256,
+        "spec": str(m.source.spec),
+        "weights_sha256": m.source.weights_sha256,
         "corpus": r.corpus,
         "provenance": record,
     }

@@ -161,8 +161,8 @@ def _modes_of_model(r: ModesRequest) -> xr.Dataset:
     given = {"offset": _as_json(r.offset)} if r.offset is not None else {}
     record = pass_record("modes", {**_parameters(r), **given}, m, [], r.model.device, started, timings_s=timings)
     qk = m.qk
-    read = _Read(m.name, m.loaded.spec, qk.adapter, (qk.n_layers, qk.n_heads, qk.d_head, qk.d_model), qk.layout,
-                 m.loaded.weights_sha256, m.loaded.revision, str(m.device), qk.notes, qk.kv_heads)  # fmt: skip
+    read = _Read(m.name, m.source.spec, qk.adapter, (qk.n_layers, qk.n_heads, qk.d_head, qk.d_model), qk.layout,
+                 m.source.weights_sha256, m.source.revision, str(m.device), qk.notes, qk.kv_heads)  # fmt: skip
     return _finish(u, s, v, r, read, record, extra)
 
 

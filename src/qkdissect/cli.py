@@ -427,7 +427,7 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
 )
 def _cmd_resolve(args: argparse.Namespace) -> int:
     from .models import resolve_weights
-    from .stores import atomic_path
+    from .util.atomic import atomic_path
 
     manifest = resolve_weights(args.model, args.name)
     if args.lock:
@@ -709,7 +709,7 @@ def _check_sources(args: argparse.Namespace) -> None:
             raise QKDissectError(f"--{option}: {problem}")
 
 
-#: what each command's -o writes, as :func:`qkdissect.stores.ownership.kind_of` names it (merge-shards: what its
+#: what each command's -o writes, as :func:`qkdissect.util.ownership.kind_of` names it (merge-shards: what its
 #: shards are; modes: one store per model)
 WRITES = {
     "modes": "a modes store",
@@ -762,9 +762,9 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an output the command would not own (:func:`qkdissect.stores.ownership.check_output`):
+    """Refuse, before any work, an output the command would not own (:func:`qkdissect.util.ownership.check_output`):
     one of its inputs or a folder holding one, a folder of other things, or (without --force) another kind."""
-    from .stores.ownership import check_output, kind_of
+    from .util.ownership import check_output, kind_of
 
     out = _output(args)
     writes = WRITES.get(args.command)
@@ -816,9 +816,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(argv[1:])
     args = build_parser().parse_args(argv)
-    from .lifeline import tie_to_parent
-    from .locks import writer_lock
-    from .stores.ownership import forget_forced
+    from .util.lifeline import tie_to_parent
+    from .util.locks import writer_lock
+    from .util.ownership import forget_forced
 
     try:
         _check_models(args)

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from qkdissect.locations import SMOLLM2_FILES
-from qkdissect.models import availability, load_model, resolve_weights, sha256_file
+from qkdissect.models import availability, load_model, resolve_weights
 from qkdissect.models.pins import SMOLLM2_SHA256
 from qkdissect.stores import open_store
+from qkdissect.util.hashing import sha256_file
 from tests.helpers.rotary import assert_reconstructs
 from tests.helpers.weights import cli, data_with_wheel, flip
 

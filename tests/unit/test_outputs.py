@@ -20,7 +20,7 @@ from qkdissect.cli import main
 from qkdissect.config_check import MAX_CONFIG_NODES, expanded_size, yaml_problem
 from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.weights import compute_modes
-from qkdissect.stores.ownership import OutputExistsError, kind_of
+from qkdissect.util.ownership import OutputExistsError, kind_of
 from tests.helpers import REPO
 from tests.helpers.atlas import tiny_results
 
@@ -272,7 +272,7 @@ def test_a_full_disk_leaves_no_lock_and_no_temporary_store(
     """A disk so full that the lock's own line cannot be written (the empty lock file can: it takes no block)."""
     import errno
 
-    from qkdissect import locks
+    from qkdissect.util import locks
 
     def full(fd: int, data: bytes, offset: int) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from qkdissect import lifeline
 from qkdissect.cli import main
 from qkdissect.errors import QKDissectError
-from qkdissect.locks import lock_path
-from qkdissect.stores import atomic_path, open_store
-from qkdissect.stores.readwrite import FAILPOINT_ENV
+from qkdissect.stores import open_store
+from qkdissect.util import lifeline
+from qkdissect.util.atomic import FAILPOINT_ENV, atomic_path
+from qkdissect.util.locks import lock_path
 from tests.helpers import REPO, make_tiny_vit
 
 
@@ -163,7 +163,7 @@ def test_a_lock_dies_with_its_holder_not_with_the_children_it_forked(spec: str, 
 
 HOLDER = """
 import os, sys, time
-from qkdissect.locks import writer_lock
+from qkdissect.util.locks import writer_lock
 with writer_lock(sys.argv[1]):
     if os.fork() == 0:
         time.sleep(20)

@@ -24,7 +24,7 @@ from qkdissect.passes.batching import AdaptiveBatch
 from qkdissect.passes.projections import compute_projections
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store, write_store
-from qkdissect.stores.readwrite import FAILPOINT_ENV
+from qkdissect.util.atomic import FAILPOINT_ENV
 from tests.helpers import REPO, make_tiny_vit, write_photos
 from tests.helpers.workflow import workflow_path
 

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .adapters import extract_qk
-    from .digest import sha256_file
     from .layout import TokenLayout
     from .loading import ModelLike, availability, describe_loaded, in_memory, load_model, load_qk, parse_spec
     from .manifest import check_manifest, read_manifest, resolve_weights, weights_sha256
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 #: each public name and the module it comes from (imported on first use)
 _WHERE = {
     "extract_qk": "adapters",
-    "sha256_file": "digest",
     "TokenLayout": "layout",
     **dict.fromkeys(
         ("ModelLike", "availability", "describe_loaded", "in_memory", "load_model", "load_qk", "parse_spec"), "loading"
@@ -87,7 +85,6 @@ __all__ = [
     "preprocess_for",
     "read_manifest",
     "resolve_weights",
-    "sha256_file",
     "weights_sha256",
 ]
 

@@ -1,23 +1,14 @@
-"""Digests of weights, without torch: a file's sha256 and a format-independent digest of a state dict's tensors
-(torch tensors or numpy arrays), so that a job reading tensors straight from a file checks them as a loaded model
-is checked."""
+"""Digests of weights, without torch: a format-independent digest of a state dict's tensors (torch tensors or numpy
+arrays), so that a job reading tensors straight from a file checks them as a loaded model is checked (a file's
+sha256: :func:`qkdissect.util.hashing.sha256_file`)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_dict_digest(sd: Mapping[str, Any]) -> str:

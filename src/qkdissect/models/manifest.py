@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QKDissectError
-from ..provenance.records import code_record, config_record, utc_now
+from ..provenance.records import code_record, config_record
+from ..util.clock import utc_now
 from .spec import ModelSpec
 
 MANIFEST_SCHEMA = "weights/v1"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ChangedWeightsError, QKDissectError
-from .digest import sha256_file
+from ..util.hashing import sha256_file
 
 IMGFOCUS_VERSION = "0.1.1"
 

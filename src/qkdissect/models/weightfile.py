@@ -31,7 +31,8 @@ import numpy as np
 from ..catalogue import KNOWN_MODELS
 from ..errors import CheckpointReadError
 from ..locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, MINILM_NAME, data_dir
-from .digest import sha256_file, state_dict_digest
+from ..util.hashing import sha256_file
+from .digest import state_dict_digest
 from .hubcache import download_again, read_config
 from .layout import TokenLayout, as_pair, describe_qk, prefix_kinds
 from .pins import (

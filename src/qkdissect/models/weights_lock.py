@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QKDissectError
-from ..stores import atomic_path
+from ..util.atomic import atomic_path
 from .manifest import read_tagged_json
 
 LOCK_SCHEMA = "weights-lock/v1"

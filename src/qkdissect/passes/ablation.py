@@ -35,9 +35,9 @@ from ..core.ablation import METRICS, Outputs, attention_change, mode_projections
 from ..errors import QKDissectError
 from ..models import QKWeights
 from ..models.qk import qk_from_weights
-from ..provenance.records import utc_now
 from ..requests import AblationRequest
 from ..stores.schema import ablation_dataset
+from ..util.clock import utc_now
 from .hooks import layer_token_hooks
 from .io import StoreLike, finish
 from .loop import ImageModel, ImageStream, load_image_model, modes_of, pass_record, store_of

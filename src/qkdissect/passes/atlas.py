@@ -33,9 +33,9 @@ from ..data.sources import ImageItem, image_source, item_sha256, read_raw
 from ..errors import QKDissectError
 from ..models import QKWeights
 from ..options import TokenSource
-from ..provenance.records import utc_now
 from ..requests import AtlasMapsRequest
 from ..stores.schema import atlas_dataset
+from ..util.clock import utc_now
 from .hooks import layer_token_hooks, modes_uv
 from .io import finish, store_input
 from .loop import ImageModel, image_bar, load_image_model, modes_of, pass_record

@@ -11,8 +11,9 @@ from typing import Any
 
 import xarray as xr
 
-from ..provenance.records import base_record, dependency, utc_now
+from ..provenance.records import base_record, dependency
 from ..stores import open_store, write_store
+from ..util.clock import utc_now
 
 #: a store a pass reads: its path (recorded with its digest), or the Dataset itself, in memory
 StoreLike = str | Path | xr.Dataset

@@ -9,9 +9,9 @@ import torch
 import xarray as xr
 
 from ..core.logits import SCOPES, TERMS, LogitStats, default_ks
-from ..provenance.records import utc_now
 from ..requests import LogitsRequest
 from ..stores.schema import logits_dataset
+from ..util.clock import utc_now
 from .hooks import layer_token_hooks
 from .io import finish
 from .loop import ImageStream, load_image_model, modes_of, pass_record

@@ -58,9 +58,9 @@ from ..data.labels import is_class_ref
 from ..data.sources import image_source
 from ..errors import QKDissectError
 from ..models.tokenizer import tokenizer_for
-from ..provenance.records import utc_now
 from ..requests import MapsRequest
 from ..stores.schema import Var, maps_dataset
+from ..util.clock import utc_now
 from .hooks import layer_tokens, mode_maps
 from .io import finish, store_input
 from .loop import ImageModel, PassModel, load, load_image_model, modes_of, pass_record

@@ -17,9 +17,9 @@ import xarray as xr
 from ..core.offsets import grid_offsets, offset_spectrum, weighted_cosine
 from ..core.rotary import Rotary
 from ..errors import QKDissectError
-from ..provenance.records import utc_now
 from ..requests import OffsetsRequest
 from ..stores.schema import offsets_dataset
+from ..util.clock import utc_now
 from .io import finish
 
 if TYPE_CHECKING:

@@ -28,9 +28,9 @@ from ..core.preference import QUERY_TOKEN_RULE, REGIONS, SOURCES, grouped, prefe
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..errors import QKDissectError
 from ..models import QKWeights
-from ..provenance.records import utc_now
 from ..requests import PreferenceRequest
 from ..stores.schema import preference_dataset
+from ..util.clock import utc_now
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks
 from .io import finish

@@ -46,10 +46,10 @@ from ..core.topk import (
 )
 from ..models import QKWeights
 from ..options import PREFIX_KINDS, ImageScore, TokenSource, top_k_within
-from ..provenance.records import utc_now
 from ..requests import ProjectRequest
 from ..stores.readwrite import StreamingStore
 from ..stores.schema import PROJECTION_STATS, labels, projections_dataset
+from ..util.clock import utc_now
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, modes_uv
 from .loop import ImageStream, load_image_model, modes_of, pass_record, stream_target, streamed

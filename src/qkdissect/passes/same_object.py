@@ -26,9 +26,9 @@ from ..core.topk import image_scores
 from ..data.geometry import Preprocess
 from ..data.masks import mask_dataset, mask_to_tokens
 from ..options import TokenSource
-from ..provenance.records import utc_now
 from ..requests import SameObjectRequest
 from ..stores.schema import same_object_dataset
+from ..util.clock import utc_now
 from .batching import AdaptiveBatch
 from .hooks import layer_token_hooks, stacked_uv
 from .io import finish

@@ -9,9 +9,10 @@ import numpy as np
 import xarray as xr
 
 from ..core import scores as sc
-from ..provenance.records import base_record, utc_now
+from ..provenance.records import base_record
 from ..requests import ScoresRequest
 from ..stores.schema import scores_dataset
+from ..util.clock import utc_now
 from .io import finish, store_input
 
 

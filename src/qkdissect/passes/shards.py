@@ -38,10 +38,11 @@ import xarray as xr
 
 from ..core.merging import anisotropy, from_fixed_point, merge_top
 from ..errors import QKDissectError
-from ..provenance.records import dependency, items_sha256, utc_now
+from ..provenance.records import dependency, items_sha256
 from ..stores import open_store
 from ..stores.readwrite import StreamingStore
 from ..stores.schema import PROJECTION_STATS, atlas_dataset, labels, projections_dataset
+from ..util.clock import utc_now
 from .io import finish
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from ..core.rotary import Rotary
 from ..core.scores import null_interval
 from ..core.spectrum import by_distance, group_rates, n_groups, plane_energies, unrotated_dims, wavelengths
 from ..errors import QKDissectError
-from ..provenance.records import utc_now
 from ..requests import SpectrumRequest
 from ..stores.schema import DistanceProfile, spectrum_dataset
+from ..util.clock import utc_now
 from .io import finish
 
 if TYPE_CHECKING:

@@ -36,9 +36,10 @@ from ..errors import QKDissectError
 from ..models import QKWeights
 from ..models.tokenizer import tokenizer_for
 from ..options import TokenSource, top_k_within
-from ..provenance.records import items_sha256, utc_now
+from ..provenance.records import items_sha256
 from ..requests import TextRequest
 from ..stores.schema import TokenMaps, text_projections_dataset
+from ..util.clock import utc_now
 from .hooks import layer_token_hooks, modes_uv
 from .io import finish
 from .loop import image_bar, load, modes_of, pass_record

@@ -26,9 +26,9 @@ from ..errors import QKDissectError
 from ..models.spec import ModelSpec
 from ..models.weightfile import FileQK, read_qk_file
 from ..options import Folding, Offset, mean_context
-from ..provenance.records import utc_now
 from ..requests import ModesRequest
 from ..stores.schema import modes_dataset
+from ..util.clock import utc_now
 from .io import finish, model_record, weights_checked
 
 log = logging.getLogger("qkdissect")

@@ -167,7 +167,7 @@ def _write(results: Path, out: Path, members: list[tuple[str, str | None]], made
 def write_bundle(results: str | Path, output: str | Path, redrawable: bool = True) -> Bundled:
     """Write the bundle of ``results`` to ``output`` (a zip, written whole or not at all); ``redrawable=False``
     leaves out the figures, executed notebooks and the mode atlas's page (redrawn from the rest)."""
-    from ..stores import atomic_path
+    from ..util.atomic import atomic_path
 
     results = Path(results)
     if not results.is_dir():

@@ -21,8 +21,9 @@ import numpy as np
 
 from ..core.claims import Curve, Inputs, ModeEffects, Verdict, evaluate
 from ..errors import QKDissectError
-from ..stores import atomic_path, open_store
+from ..stores import open_store
 from ..stores.schema import layer_null_interval
+from ..util.atomic import atomic_path
 from .figures import figure_record
 from .records import tree_sha256
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QKDissectError
-from ..stores.ownership import holding_only
+from ..util.ownership import holding_only
 from .records import CONFIG_FILES_ENV, package_versions, tree_digests
 
 if TYPE_CHECKING:
@@ -298,7 +298,7 @@ def _action(c: _Crate, art: Artefact, agent: dict[str, str]) -> list[dict[str, s
 def _copy_run(results: Path, config_files: Sequence[Path], workflow: Path | None) -> None:
     """Copy the config files in force and the workflow into ``results/run``, replacing what a former run left
     (given neither, what is there stays: rewriting the crate by hand keeps the run's config and workflow)."""
-    from ..stores import atomic_path
+    from ..util.atomic import atomic_path
 
     if not config_files and workflow is None:
         return
@@ -398,7 +398,7 @@ def _run_action(
 def _readme(c: _Crate) -> None:
     """The crate's README.md (a reader's first page: what the results are, how to redraw them, what to cite),
     written beside the metadata; a README.md that qkdissect did not write is left as it is, and not listed."""
-    from ..stores import atomic_path
+    from ..util.atomic import atomic_path
 
     path = c.results / README
     if path.exists() and not (path.is_file() and path.read_text(errors="replace").startswith(README_HEAD)):
@@ -448,7 +448,7 @@ def write_crate(
     CreateAction per artefact linking its inputs and parameters to it, the run's CreateAction, and the paper and
     the software cited. ``root``: where the records' relative paths start (default: the results folder's
     parent)."""
-    from ..stores import atomic_path
+    from ..util.atomic import atomic_path
     from .audit import find_artefacts
 
     results = Path(results)

@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import QKDissectError
+from ..util.hashing import sha256_file
 from .audit import CRATE, FETCHED
 from .bundle import crate_files, is_redrawable
 
@@ -244,7 +245,7 @@ def _set_times(into: Path, now: float) -> None:
 def fetch_bundle(source: str, output: str | Path) -> Fetched:
     """Fetch, verify and unpack the bundle that ``source`` names into ``output`` (nothing there, or an empty
     folder): nothing is written unless every file verifies."""
-    from ..stores import atomic_path
+    from ..util.atomic import atomic_path
 
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -255,7 +256,7 @@ def fetch_bundle(source: str, output: str | Path) -> Fetched:
         _bundle_file(source, Path(scratch)) as (bundle, where),
     ):
         files, _ = verify(bundle)
-        digest = _sha256(bundle)
+        digest = sha256_file(bundle)
         with atomic_path(out) as tmp:
             tmp.mkdir()
             n = _unpack(bundle, files, tmp)
@@ -263,14 +264,6 @@ def fetch_bundle(source: str, output: str | Path) -> Fetched:
             (tmp / FETCHED).write_text(json.dumps(note, indent=1) + "\n")
             _set_times(tmp, time.time())
     return Fetched(out, n, where, digest)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_fetched(results: str | Path) -> bool:

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..stores import atomic_path
+from ..util.atomic import atomic_path
+from ..util.clock import utc_now
 from .pages import provenance_html
-from .records import base_record, dependency, recorded_path, store_attrs, tree_sha256, utc_now
+from .records import base_record, dependency, recorded_path, store_attrs, tree_sha256
 
 
 def input_record(path: str | Path) -> dict[str, Any]:

@@ -3,7 +3,6 @@ versions), the config sections in force, the host, and each input with its diges
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import hashlib
 import importlib.metadata as md
@@ -19,10 +18,6 @@ from typing import Any
 #: the package's own source folder (src/qkdissect), whose code version every artefact records
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("qkdissect", "torch", "timm", "transformers", "numpy", "scipy", "xarray", "zarr", "safetensors", "onnx")
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str]:

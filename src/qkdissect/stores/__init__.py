@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .readwrite import atomic_path, open_store, write_store
+    from .readwrite import open_store, write_store
 
-__all__ = ["atomic_path", "open_store", "write_store"]
+__all__ = ["open_store", "write_store"]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,6 +25,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..util.hashing import sha256_file
+
 #: the root attribute holding the record: {"version": 2, "files": {path: sha256}, "attributes": {name: sha256}}
 CONTENT_ATTR = "qkdissect_content"
 CONTENT_VERSION = 2
@@ -33,14 +35,6 @@ CONTENT_VERSION = 2
 #: either: it holds the record itself, and the consolidated copy of the arrays' metadata (see :func:`stale_metadata`)
 NOT_CONTENT = frozenset({".snakemake_timestamp"})
 ROOT_META = "zarr.json"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def content_files(store: Path) -> list[str]:
@@ -56,7 +50,7 @@ def content_files(store: Path) -> list[str]:
 
 def content_digests(store: Path) -> dict[str, str]:
     """{path inside the store: sha256} of every content file."""
-    return {rel: file_sha256(store / rel) for rel in content_files(store)}
+    return {rel: sha256_file(store / rel) for rel in content_files(store)}
 
 
 def attribute_digests(attrs: dict[str, Any]) -> dict[str, str]:

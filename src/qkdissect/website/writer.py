@@ -30,7 +30,7 @@ from PIL import Image
 from ..errors import QKDissectError
 from ..provenance.atlas import DATA, INDEX, SIDECAR
 from ..provenance.figures import figure_record, write_sidecar
-from ..stores import atomic_path
+from ..util.atomic import atomic_path
 from .payload import AtlasStores, ModelData, head_payload, model_summary, open_model, slot_effects
 
 #: the page's own files (package data), copied into every atlas

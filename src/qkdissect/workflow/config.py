@@ -217,7 +217,7 @@ def export_environment(configfiles: Iterable[str | Path], repo: Path | None) -> 
     every output's provenance, never in the command text (the same config at another path is the same job); the
     checkout the rules run the package from, whose commit every output records (none for a remote source: the
     installed version is recorded); and that a job's command stops when its shell is killed, its store never
-    appearing (also under `nohup snakemake`; see qkdissect.lifeline)."""
+    appearing (also under `nohup snakemake`; see qkdissect.util.lifeline)."""
     export_config_files(configfiles)
     if repo is not None:
         export_workflow_checkout(repo)

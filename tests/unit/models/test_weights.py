@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from qkdissect.errors import QKDissectError, WeightsUnavailableError
-from qkdissect.models import check_manifest, read_manifest, resolve_weights, sha256_file, weights_sha256
+from qkdissect.models import check_manifest, read_manifest, resolve_weights, weights_sha256
 from qkdissect.stores import open_store
+from qkdissect.util.hashing import sha256_file
 from tests.helpers import tiny_hf_dir
 from tests.helpers.weights import cli
 

@@ -48,7 +48,7 @@ def test_round_trip_and_schema(tmp_path: Path, modes_ds: xr.Dataset) -> None:
 
 
 def test_provenance_attrs(modes_ds: xr.Dataset, tiny_file: Path) -> None:
-    from qkdissect.models import sha256_file
+    from qkdissect.util.hashing import sha256_file
 
     a = modes_ds.attrs
     for key in (

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from qkdissect.lifeline import TIE_ENV
 from qkdissect.provenance.records import CONFIG_FILES_ENV, WORKFLOW_CHECKOUT_ENV
+from qkdissect.util.lifeline import TIE_ENV
 from qkdissect.workflow import paths
 from qkdissect.workflow.commands import Options, config_keys, papermill_command, pythonpath_prefix, qkdissect_command
 from qkdissect.workflow.config import (

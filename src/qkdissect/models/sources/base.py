@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointMismatchError, CheckpointReadError, QKDissectError, WeightsUnavailableError
-from ..digest import sha256_file
+from ...util.hashing import sha256_file
 from ..hubcache import download_again
 from ..spec import ModelSpec, data_dir
 

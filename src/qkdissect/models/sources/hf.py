@@ -11,11 +11,12 @@ from torch import nn
 
 from ...errors import CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
+from ...util.hashing import sha256_file
 from ..hubcache import check_blob, download_again, read_config
 from ..load_report import load_report, quiet_load_report, random_weights
 from ..spec import ModelSpec
 from ..weightfile import hf_spec, snapshot_revision
-from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register, sha256_file
+from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:

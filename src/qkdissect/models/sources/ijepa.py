@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointMismatchError
+from ...util.hashing import sha256_file
 from ..spec import ModelSpec, data_path, known_options
 from .base import (
     CheckpointReadError,
@@ -25,7 +26,6 @@ from .base import (
     local_checkpoint,
     local_file_availability,
     register,
-    sha256_file,
 )
 from .simmim import _strip
 

@@ -21,6 +21,7 @@ import torch
 
 from ...errors import CheckpointMismatchError, WeightsUnavailableError
 from ...locations import IMGFOCUS_CHECKPOINT, data_dir
+from ...util.hashing import sha256_file
 from ..pins import (
     IMGFOCUS_ARCH,
     IMGFOCUS_DIGEST,
@@ -41,7 +42,6 @@ from .base import (
     load_checkpoint_into,
     read_state_dict,
     register,
-    sha256_file,
 )
 from .wheels import Wheel, registry_wheel, state_dict_digest
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from ...errors import CheckpointMismatchError, WeightsUnavailableError
 from ...locations import MINILM_DIR, MINILM_FILES, MINILM_NAME, data_dir
-from ...stores import atomic_path
-from ...stores.ownership import holding_only
+from ...util.atomic import atomic_path
+from ...util.hashing import sha256_file
+from ...util.ownership import holding_only
 from ..pins import (
     MINILM_ORIGIN,
     MINILM_PROJECT,
@@ -24,7 +25,7 @@ from ..pins import (
     verified_minilm,
 )
 from ..spec import ModelSpec, known_options
-from .base import LoadedModel, Resolved, Source, file_record, register, sha256_file
+from .base import LoadedModel, Resolved, Source, file_record, register
 from .hf import load_hf
 from .wheels import Wheel, registry_wheel
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointMismatchError
+from ...util.hashing import sha256_file
 from ..spec import ModelSpec, data_path, known_options
 from .base import (
     LoadedModel,
@@ -26,7 +27,6 @@ from .base import (
     local_file_availability,
     read_state_dict,
     register,
-    sha256_file,
 )
 
 WHERE = "https://github.com/microsoft/SimMIM (Google Drive links)"

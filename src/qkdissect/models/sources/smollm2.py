@@ -30,8 +30,9 @@ import numpy as np
 
 from ...errors import CheckpointMismatchError, QKDissectError, WeightsUnavailableError
 from ...locations import SMOLLM2_DIR, SMOLLM2_FILES, SMOLLM2_NAME, data_dir
-from ...stores import atomic_path
-from ...stores.ownership import holding_only
+from ...util.atomic import atomic_path
+from ...util.hashing import sha256_file
+from ...util.ownership import holding_only
 from ..pins import (
     SMOLLM2_GGUF,
     SMOLLM2_ORIGIN,
@@ -43,7 +44,7 @@ from ..pins import (
     verified_smollm2,
 )
 from ..spec import ModelSpec, known_options
-from .base import LoadedModel, Resolved, Source, file_record, register, sha256_file
+from .base import LoadedModel, Resolved, Source, file_record, register
 from .hf import load_hf
 from .wheels import Wheel, registry_wheel
 

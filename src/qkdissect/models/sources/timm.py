@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ...errors import CheckpointReadError, QKDissectError, UnknownModelError, WeightsUnavailableError
+from ...util.hashing import sha256_file
 from ..hubcache import download_again
 from ..spec import ModelSpec, local_path
 from .base import (
@@ -21,7 +22,6 @@ from .base import (
     option_error,
     read_state_dict,
     register,
-    sha256_file,
 )
 from .hf import cached_hub_file, resolve_hub
 

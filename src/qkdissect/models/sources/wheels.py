@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import WeightsUnavailableError
-from ..digest import sha256_file, state_dict_digest
+from ...util.hashing import sha256_file
+from ..digest import state_dict_digest
 from ..spec import data_dir
 
 

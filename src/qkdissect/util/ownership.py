@@ -11,25 +11,29 @@ replaced, whatever the options:
 Anything else (a store of another kind, a damaged store, a file of another format, a link) is refused with one line
 unless the command is given ``--force``. :func:`check_output` is called by the command line before any work;
 :func:`check_replace` is the last check before the rename that replaces an output
-(:func:`qkdissect.stores.readwrite.atomic_path`), so the Python API and every writer inside the package are held to the
+(:func:`qkdissect.util.atomic.atomic_path`), so the Python API and every writer inside the package are held to the
 same rule, whatever called them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import QKDissectError
-from .content import ROOT_META, root_attrs
 
 #: the kind of an output that is not there, and of an empty folder: both may be written
 ABSENT = "nothing"
 EMPTY = "an empty folder"
 #: file formats told apart by their first bytes
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"%PDF-", "PDF"), (b"PK\x03\x04", "ZIP"), (b"PK\x05\x06", "ZIP"))
+#: a Zarr v3 store's root metadata, whose attributes name the kind of a store of ours (``qkdissect_schema``:
+#: ``KIND/vN``, see :mod:`qkdissect.stores.schema`)
+ROOT_META = "zarr.json"
+SCHEMA_ATTR = "qkdissect_schema"
 _forced: set[str] = set()  # outputs a command was told to replace (--force), absolute
 _guard = threading.Lock()
 
@@ -74,8 +78,19 @@ def _store_kind(store: Path) -> str:
         too_big = (store / ROOT_META).stat().st_size > 64 << 20  # a root zarr.json of ours is a few hundred kB
     except OSError:
         too_big = True
-    kind = "" if too_big else str(root_attrs(store).get("qkdissect_schema", "")).split("/")[0]
+    kind = "" if too_big else _schema(store).split("/")[0]
     return f"{_a(kind.replace('_', '-'))} store" if kind else "a zarr store of unknown kind"
+
+
+def _schema(store: Path) -> str:
+    """The ``qkdissect_schema`` attribute in a store's root metadata ("" where there is none, or the metadata is no
+    JSON: a damaged store, or a zarr store of someone else's)."""
+    try:
+        meta = json.loads((store / ROOT_META).read_text())
+    except (OSError, ValueError):
+        return ""
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return str(attrs.get(SCHEMA_ATTR, "")) if isinstance(attrs, dict) else ""
 
 
 def _a(noun: str) -> str:

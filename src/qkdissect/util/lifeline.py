@@ -20,7 +20,7 @@ import sys
 import threading
 from types import FrameType
 
-from .errors import QKDissectError
+from ..errors import QKDissectError
 
 TIE_ENV = "QKDISSECT_TIE_TO_PARENT"
 _PR_SET_PDEATHSIG = 1

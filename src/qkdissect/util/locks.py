@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import QKDissectError, output_error
+from ..errors import QKDissectError, output_error
 
 log = logging.getLogger(__name__)
 #: lockf errors of a file system that has no locks

@@ -5,7 +5,8 @@ The Python API (:mod:`qkdissect.api`): :func:`modes`, :func:`scores`, :func:`pro
 :func:`merge_shards` (a sharded pass's stores into one), :func:`ablate` (what removing each mode changes). The package,
 by stage: ``models`` (specs, weights sources, adapters), ``core`` (the math), ``data`` (images, masks, text),
 ``passes`` (running models over weights and data), ``stores`` (Zarr I/O and schemas), ``provenance`` (records,
-audit, RO-Crate), ``plots`` (figures from stores), ``website`` (the mode atlas from stores), ``cli``.
+audit, RO-Crate), ``plots`` (figures from stores), ``website`` (the mode atlas from stores), ``cli``; ``util``
+(what every layer shares: atomic writes, output locks and ownership, a file's sha256).
 """
 
 from importlib.metadata import PackageNotFoundError, version

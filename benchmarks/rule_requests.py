@@ -113,8 +113,8 @@ def key(job: dict[str, Any]) -> str:
 def compare(before: dict[str, list[dict[str, Any]]], after: dict[str, list[dict[str, Any]]]) -> int:
     """Prints the jobs that differ and a line per config; the number of differences."""
     differences = 0
-    for config, old_jobs in before.items():
-        old, new = {key(j): j for j in old_jobs}, {key(j): j for j in after.get(config, [])}
+    for config, new_jobs in after.items():
+        old, new = {key(j): j for j in before.get(config, [])}, {key(j): j for j in new_jobs}
         for k in sorted(old.keys() | new.keys()):
             if old.get(k) != new.get(k):
                 differences += 1

@@ -9,8 +9,9 @@ VARIANTS below laid over it (every switch turned, shards; --configs to choose), 
 `snakemake -n -p` in an empty scratch folder. A job is its rule, inputs, outputs, log, benchmark, wildcards,
 resources and threads, and its shell command: a `python -m qkdissect COMMAND ...` command is parsed with the command
 line's parser, and a pass command is turned into the request it runs (qkdissect.cli.request_of), so the order of
-the flags does not matter and their values do; its environment (the config sections it records, its threads) and
-its redirections are compared as they are. Any other command (papermill) is compared as printed.
+the flags does not matter and their values do; its environment (the config sections it records, compared as a set:
+the provenance records them as a mapping; its threads) and its redirections are compared as they are. Any other
+command (papermill) is compared as printed.
 """
 
 from __future__ import annotations
@@ -110,11 +111,24 @@ def key(job: dict[str, Any]) -> str:
     return f"{job['rule']} -> {job.get('output', '')}"
 
 
+def normalised(job: dict[str, Any]) -> dict[str, Any]:
+    """The job with the config sections its command records as a sorted list (the provenance's mapping)."""
+    shell = job.get("shell")
+    if not isinstance(shell, dict):
+        return job
+    env = []
+    for word in shell["env"]:
+        name, _, value = word.partition("=")
+        env.append(f"{name}={json.dumps(sorted(json.loads(value)))}" if name == "QKDISSECT_CONFIG_KEYS" else word)
+    return {**job, "shell": {**shell, "env": env}}
+
+
 def compare(before: dict[str, list[dict[str, Any]]], after: dict[str, list[dict[str, Any]]]) -> int:
     """Prints the jobs that differ and a line per config; the number of differences."""
     differences = 0
     for config, new_jobs in after.items():
-        old, new = {key(j): j for j in before.get(config, [])}, {key(j): j for j in new_jobs}
+        old = {key(j): normalised(j) for j in before.get(config, [])}
+        new = {key(j): normalised(j) for j in new_jobs}
         for k in sorted(old.keys() | new.keys()):
             if old.get(k) != new.get(k):
                 differences += 1

@@ -1,9 +1,11 @@
 """Every choice a user makes, defined once: its values, its default and what it means.
 
 The command line takes its choices, defaults, range checks and help from here (:func:`add_option`); the Python
-API takes the same defaults; ``tests/unit/test_options.py`` checks the workflow's config schema
-(``workflow/schemas/config.schema.yaml``) against this table, enums and defaults alike. This module imports
-nothing else of the package: every layer may use it.
+API takes the same defaults; an option's ``config`` is its key in the workflow's config, from which the rules pass
+it to every pass that takes it (``qkdissect.workflow.commands.Options.pass_options``), and
+``tests/unit/test_options.py`` checks the config schema's entry there (``workflow/schemas/config.schema.yaml``)
+against this table, enums and defaults alike. This module imports nothing else of the package: every layer may use
+it.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ Offset = int | float | tuple[float, ...] | str
 @dataclass(frozen=True)
 class Option:
     """One user choice: its default, its allowed values (``choices``, or a ``pattern``, or a ``minimum`` /
-    ``maximum``), and its help text."""
+    ``maximum``), its help text, and where the workflow's config sets it (``config``)."""
 
     default: Any
     help: str
@@ -66,6 +68,12 @@ class Option:
     below: bool = False  # the maximum itself is not allowed
     #: turns the checked text into the value the API takes (a ValueError: the text is out of range)
     parse: Callable[[Any], Any] | None = None
+    #: its key in the workflow's config, dotted ("projections.tokens"): the rules give its value there to every pass
+    #: that takes the option (None: the config does not set it, or a rule works it out per job)
+    config: str | None = None
+    #: whether a store's provenance records that key: False for the options that change no number (batch sizes,
+    #: worker processes, the device)
+    recorded: bool = True
 
     def check(self, value: Any, name: str = "value") -> Any:
         """``value`` converted to the option's type, or a ValueError naming it and the allowed range."""
@@ -95,8 +103,8 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def _count(default: int | None, help: str, maximum: int) -> Option:
-    return Option(default, help, int, minimum=1, maximum=maximum)
+def _count(default: int | None, help: str, maximum: int, **kw: Any) -> Option:
+    return Option(default, help, int, minimum=1, maximum=maximum, **kw)
 
 
 def parse_offset(text: str) -> Offset:
@@ -135,6 +143,7 @@ OPTIONS: dict[str, Option] = {
         "post-norm: the tokens W_q and W_k see (the output of the block's norm); pre-norm: the residual stream "
         "entering the block, as the released code projects it",
         choices=TOKEN_SOURCES,
+        config="projections.tokens",
     ),
     "folding": Option(
         "raw",
@@ -142,8 +151,20 @@ OPTIONS: dict[str, Option] = {
         "folded-centred: also its centring P (beyond the paper)",
         choices=FOLDINGS,
     ),
-    "dtype": Option("float64", "precision of the SVD (float64: reconstruction errors ~1e-13)", choices=DTYPES),
-    "device": Option("auto", "auto (CUDA when available), cpu, cuda, cuda:N", pattern=DEVICE_PATTERN),
+    "dtype": Option(
+        "float64",
+        "precision of the SVD (float64: reconstruction errors ~1e-13)",
+        choices=DTYPES,
+        config="analysis.dtype",
+    ),
+    #: (the rules give it with the model, beside --name and --manifest)
+    "device": Option(
+        "auto",
+        "auto (CUDA when available), cpu, cuda, cuda:N",
+        pattern=DEVICE_PATTERN,
+        config="analysis.device",
+        recorded=False,
+    ),
     "block_rtol": Option(
         1e-3,
         "singular values closer than this fraction of the largest form one degenerate block",
@@ -151,15 +172,24 @@ OPTIONS: dict[str, Option] = {
         minimum=0,
         maximum=1,
         above=True,
+        config="analysis.block_rtol",
     ),
     "null_level": Option(
-        0.95, "level of the per-mode null interval", float, minimum=0, maximum=1, above=True, below=True
+        0.95,
+        "level of the per-mode null interval",
+        float,
+        minimum=0,
+        maximum=1,
+        above=True,
+        below=True,
+        config="analysis.null_level",
     ),
     "null_lines": Option(
         "exact",
         "the null lines of Fig. 3, S1 and S2: exact (the interval of two isotropic vectors), released (the released "
         "notebook's baseline as published, with its errors) or both",
         choices=NULL_LINES,
+        config="figures.null_lines",
     ),
     "null_rtol": Option(
         1e-4,
@@ -168,12 +198,14 @@ OPTIONS: dict[str, Option] = {
         float,
         minimum=0,
         maximum=1,
+        config="analysis.null_rtol",
     ),
     "score": Option(
         "released",
         "image score of a mode: released = max q * max k (sign +) and min q * min k (sign -), as the released code "
         "(two negative extremes give a positive score); clipped = [max q]_+ [max k]_+ and [-min q]_+ [-min k]_+",
         choices=IMAGE_SCORES,
+        config="projections.score",
     ),
     "dedupe": Option(
         None,
@@ -184,14 +216,31 @@ OPTIONS: dict[str, Option] = {
         maximum=64,
     ),
     "sign": Option("+", "+: the mode (u, v); -: the opposite sign (-u, -v)", choices=SIGNS),
-    "top_k": _count(8, "images (or passages) kept per (layer, head, mode, sign)", MAX_TOP_K),
-    "batch_size": _count(16, "images per batch of the projection pass", MAX_BATCH),
-    "logits_batch_size": _count(4, "images per batch of the logits pass (its memory grows with tokens^2)", MAX_BATCH),
+    "top_k": _count(
+        8, "images (or passages) kept per (layer, head, mode, sign)", MAX_TOP_K, config="projections.top_k"
+    ),
+    "batch_size": _count(
+        16, "images per batch of the projection pass", MAX_BATCH, config="projections.batch_size", recorded=False
+    ),
+    "logits_batch_size": _count(
+        4,
+        "images per batch of the logits pass (its memory grows with tokens^2)",
+        MAX_BATCH,
+        config="projections.logits_batch_size",
+        recorded=False,
+    ),
     "preference_batch_size": _count(8, "images per batch of the preference pass", MAX_BATCH),
     "same_object_batch_size": _count(4, "images per batch of the same-object pass", MAX_BATCH),
-    "text_batch_size": _count(16, "passages per batch of the text pass", MAX_BATCH),
-    "max_tokens": Option(128, "passages are truncated to this many tokens", int, minimum=2, maximum=8192),
-    "same_object_top": _count(5, "top images per mode in the same-object probability (paper: 5)", MAX_TOP_K),
+    "text_batch_size": _count(
+        16, "passages per batch of the text pass", MAX_BATCH, config="projections.text_batch_size", recorded=False
+    ),
+    #: (a text model's own text.max_tokens replaces it for that model: the rule gives it per job)
+    "max_tokens": Option(
+        128, "passages are truncated to this many tokens", int, minimum=2, maximum=8192, config="projections.max_tokens"
+    ),
+    "same_object_top": _count(
+        5, "top images per mode in the same-object probability (paper: 5)", MAX_TOP_K, config="figures.fig6.top"
+    ),
     "limit": _count(None, "only the first N items, in sorted id order", 10**9),
     "atlas_grid": _count(
         16,
@@ -206,11 +255,14 @@ OPTIONS: dict[str, Option] = {
         "the modes ablated, one at a time: auto (the 4 strongest of every head), top:N (the N strongest of every "
         "head), all, or L,H,M (layer, head, mode; 0-based)",
         pattern=ABLATION_SELECT_PATTERN,
+        config="ablation.select",
     ),
     "ablation_batch_size": _count(
         16,
         "images per batch of the ablation pass (its ablations then run in chunks of (image, ablation) rows)",
         MAX_BATCH,
+        config="ablation.batch_size",
+        recorded=False,
     ),
     "offset": Option(
         None,
@@ -230,8 +282,17 @@ OPTIONS: dict[str, Option] = {
         minimum=0,
         above=True,
         maximum=1e6,
+        config="rotary.distance_bin",
     ),
-    "workers": Option(None, "image-decoding processes (default: cores - 1, at most 4)", int, minimum=0, maximum=256),
+    "workers": Option(
+        None,
+        "image-decoding processes (default: cores - 1, at most 4)",
+        int,
+        minimum=0,
+        maximum=256,
+        config="projections.workers",
+        recorded=False,
+    ),
 }
 
 
@@ -273,7 +334,7 @@ def option_type(name: str, option: Option) -> Callable[[str], Any]:
 
     def convert(text: str) -> Any:
         try:
-            return option.check(text, f"--{name.replace('_', '-')}")
+            return option.check(text, flag_name(name))
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -295,7 +356,12 @@ def add_option(
     """``--FLAG`` (default: the option's name with dashes) with the choices, default, check and help of
     ``OPTIONS[option or name]``; ``kw`` overrides argparse arguments (e.g. ``help``)."""
     dest = flag or name
-    parser.add_argument(f"--{dest.replace('_', '-')}", **option_arguments(option or name, dest, **kw))
+    parser.add_argument(flag_name(dest), **option_arguments(option or name, dest, **kw))
+
+
+def flag_name(name: str) -> str:
+    """The command line's flag of an option or a field: ``top_k`` -> ``--top-k``."""
+    return f"--{name.replace('_', '-')}"
 
 
 def option_arguments(name: str, dest: str | None = None, **kw: Any) -> dict[str, Any]:

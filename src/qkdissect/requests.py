@@ -5,8 +5,11 @@ The command line builds its commands from these declarations (:mod:`qkdissect.cl
 entry is a flag or an argument; an option's choices, default, range check and help come from
 :data:`qkdissect.options.OPTIONS`), the Python API (:mod:`qkdissect.api`) takes the same fields as keyword arguments
 and its signatures show them, and the pass (``qkdissect.passes.*``) reads them from the request it is given. The
-workflow's rules call the command line. So adding an option to a pass is one field here, where the pass reads it,
-and the option's entry in the options table.
+workflow's rules call the command line: the fields the config sets (:meth:`Request.configured`: an option's
+``config`` key, or a ``given`` field's) reach it as the flags of one ``params.options``
+(``qkdissect.workflow.commands.Options.pass_options``), and the provenance records their keys. So adding an option
+to a pass is one field here, where the pass reads it, and the option's entry in the options table (with its config
+key: then also the config schema's entry and the default config's line).
 
 The model a pass loads travels as one :class:`ModelContext` (spec, device, name, manifest). This module imports
 nothing heavy: ``qkdissect --help`` reads it.
@@ -16,12 +19,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from .errors import QKDissectError
-from .options import DEDUPE_DISTANCE, OPTIONS, DType, Folding, ImageScore, Offset, TokenSource, dedupe_distance, default
+from .options import (
+    DEDUPE_DISTANCE,
+    OPTIONS,
+    DType,
+    Folding,
+    ImageScore,
+    Offset,
+    TokenSource,
+    dedupe_distance,
+    default,
+    flag_name,
+)
 
 #: a model as the passes take it: a spec string (or parsed spec), or a model object in memory (models.ModelLike)
 Spec = Any
@@ -49,13 +63,16 @@ def option(key: str, **cli: Any) -> Any:
     return field(default=OPTIONS[key].default, metadata={"option": key, "cli": cli})
 
 
-def given(*flags: str, default: Any = dataclasses.MISSING, parse: Any = None, **cli: Any) -> Any:
+def given(
+    *flags: str, default: Any = dataclasses.MISSING, parse: Any = None, config: str | None = None, **cli: Any
+) -> Any:
     """An input or a choice that is not in the options table: ``flags`` on the command line (none: a positional
     argument; a flag without a default is required there), ``parse`` turns the command line's text into the value
-    (raising :class:`~qkdissect.errors.QKDissectError` for a bad one)."""
+    (raising :class:`~qkdissect.errors.QKDissectError` for a bad one), ``config`` its key in the workflow's config
+    (dotted; for a switch, whether the switch is given), which the provenance records."""
     if flags and default is dataclasses.MISSING:
         cli = {"required": True, **cli}
-    meta = {"cli": cli, "flags": flags, "parse": parse}
+    meta = {"cli": cli, "flags": flags, "parse": parse, "config": config}
     return field(metadata=meta) if default is dataclasses.MISSING else field(default=default, metadata=meta)
 
 
@@ -87,6 +104,36 @@ def _json(flag: str, example: str) -> Any:
             raise QKDissectError(f"{flag} is not JSON ({e}): e.g. {example}") from e
 
     return parse
+
+
+@dataclass(frozen=True)
+class Configured:
+    """A field of a request that the workflow's config sets: the field, its key in the config (a path of keys), its
+    flag on the command line, whether it is a switch (the config's true gives the flag alone), whether it takes
+    several values after its flag, and whether the provenance records its key."""
+
+    name: str
+    key: tuple[str, ...]
+    flag: str
+    switch: bool
+    many: bool
+    recorded: bool
+
+
+def configured_field(f: Field[Any]) -> Configured | None:
+    """The field ``f`` as the config sets it (None: the config does not): an option with a ``config`` key, its flag
+    the field's name; a :func:`given` field with one, its flag its long one."""
+    meta = f.metadata
+    if "option" in meta:
+        opt = OPTIONS[meta["option"]]
+        key, flag, recorded = opt.config, flag_name(f.name), opt.recorded
+    else:
+        key, flag, recorded = meta.get("config"), next((s for s in meta.get("flags", ()) if s[:2] == "--"), ""), True
+    if key is None:
+        return None
+    cli = meta["cli"]
+    switch = cli.get("action") in ("store_true", "store_false")
+    return Configured(f.name, tuple(key.split(".")), flag, switch, cli.get("nargs") in ("+", "*"), recorded)
 
 
 # ---------------------------------------------------------------------------------------------------- requests
@@ -131,6 +178,11 @@ class Request:
             else:
                 values["model"] = dataclasses.replace(spec, **parts)
         return cls(**values)
+
+    @classmethod
+    def configured(cls) -> list[Configured]:
+        """The fields the workflow's config sets, in the order of the fields."""
+        return [c for c in map(configured_field, fields(cls)) if c is not None]
 
     def options(self) -> dict[str, Any]:
         """The pass's options (every field but the model, the inputs, the output and ``progress``)."""
@@ -204,6 +256,7 @@ class ScoresRequest(Request):
     released_code: bool = given(
         "--released-code",
         default=False,
+        config="analysis.released_code",
         action="store_true",
         help="divide the weighted average by d_head as the released notebook does (a mean over modes, not the sum)",
     )
@@ -302,12 +355,14 @@ class AblationRequest(Request):
     mean: bool = given(
         "--mean",
         default=False,
+        config="ablation.mean",
         action="store_true",
         help="mean-ablation: replace the term by its mean over the images",
     )
     outputs: bool = given(
         "--attention-only",
         default=True,
+        config="ablation.attention_only",
         action="store_false",
         help="the head's attention change only (not the model's output)",
     )
@@ -329,7 +384,11 @@ class PreferenceRequest(Request):
     dataset: str = given("--dataset", help="synthetic[:N] | o3:/path | voc:/path")
     output: str | Path | None = output_field("preference store (.zarr)")
     example: int = given(
-        "--example", default=0, type=int, help="the image whose crop the store keeps (Fig. 2, panel A)"
+        "--example",
+        default=0,
+        config="figures.fig2.example",
+        type=int,
+        help="the image whose crop the store keeps (Fig. 2, panel A)",
     )
     batch_size: int = option("preference_batch_size")
     limit: int | None = option("limit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -11,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from snakemake.utils import validate
+
+from qkdissect.workflow.config import fill_in_defaults
 
 from . import REPO
 
@@ -84,3 +88,15 @@ def papermill_commands(dry_run_output: str) -> list[str]:
         for line in dry_run_output.splitlines()
         if line.startswith("Shell command: ") and " papermill " in line
     ]
+
+
+def prepared(given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A config as the workflow prepares it, without Snakemake: validated with the workflow's schema (its defaults
+    filled in), then the defaults that follow from what is given; and the keys so filled in."""
+    schema = str(REPO / "workflow/schemas/config.schema.yaml")
+    config = copy.deepcopy(given)
+    validate(config, schema)
+    filled = fill_in_defaults(config, given)
+    if filled:
+        validate(config, schema)
+    return config, filled

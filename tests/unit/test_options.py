@@ -4,6 +4,7 @@ choice and default from qkdissect.options, and every number a user gives is rang
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -21,30 +22,18 @@ from qkdissect.options import (
     TOKEN_SOURCES,
     Option,
 )
+from qkdissect.requests import REQUESTS
 from tests.helpers import REPO
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 
-#: config key path -> the option it is
+#: config key path -> the option it is: every option's own key (but the two with a oneOf entry, checked below), and
+#: the keys of an option whose value a rule works out per job
 SCHEMA_OPTIONS = {
-    ("projections", "tokens"): "tokens",
-    ("projections", "batch_size"): "batch_size",
-    ("projections", "top_k"): "top_k",
-    ("projections", "score"): "score",
-    ("projections", "workers"): "workers",
-    ("projections", "logits_batch_size"): "logits_batch_size",
-    ("projections", "text_batch_size"): "text_batch_size",
-    ("projections", "max_tokens"): "max_tokens",
-    ("analysis", "device"): "device",
-    ("analysis", "dtype"): "dtype",
-    ("analysis", "block_rtol"): "block_rtol",
-    ("analysis", "null_level"): "null_level",
-    ("figures", "null_lines"): "null_lines",
-    ("analysis", "null_rtol"): "null_rtol",
-    ("rotary", "distance_bin"): "distance_bin",
-    ("ablation", "batch_size"): "ablation_batch_size",
-    ("ablation", "limit"): "limit",
-}
+    tuple(opt.config.split(".")): name
+    for name, opt in OPTIONS.items()
+    if opt.config and name not in ("same_object_top", "ablation_select")
+} | {("ablation", "limit"): "limit"}
 
 
 def schema_entry(*path: str) -> dict:
@@ -97,35 +86,20 @@ def test_an_image_sets_dedupe_takes_its_range_from_the_option() -> None:
     assert f"{DEDUPE_DISTANCE} bits" in entry["description"]
 
 
-#: command -> {flag dest: option name}
+#: command -> {flag dest: option name}: every option field of every pass's request, and --device where it loads a model
 CLI = {
-    "modes": {"device": "device", "dtype": "dtype", "block_rtol": "block_rtol", "folding": "folding"},
-    "project": {
-        "tokens": "tokens",
-        "batch_size": "batch_size",
-        "top_k": "top_k",
-        "workers": "workers",
-        "score": "score",
-        "dedupe": "dedupe",
-    },
-    "project-text": {"tokens": "tokens", "batch_size": "text_batch_size", "max_tokens": "max_tokens"},
-    "logits": {"batch_size": "logits_batch_size", "dedupe": "dedupe"},
-    "ablate": {
-        "batch_size": "ablation_batch_size",
-        "dedupe": "dedupe",
-        "workers": "workers",
-        "select": "ablation_select",
-    },
-    "preference": {"batch_size": "preference_batch_size"},
-    "same-object": {
-        "batch_size": "same_object_batch_size",
-        "top": "same_object_top",
-        "tokens": "tokens",
-        "score": "score",
-    },
-    "scores": {"level": "null_level", "null_rtol": "null_rtol"},
-    "spectrum": {"distance_bin": "distance_bin"},
+    r.COMMAND: {f.name: f.metadata["option"] for f in fields(r) if "option" in f.metadata}
+    | ({"device": "device"} if any(f.metadata.get("device") for f in fields(r)) else {})
+    for r in REQUESTS
 }
+
+
+def test_the_tables_cover_the_options_the_passes_take() -> None:
+    modes = {"device": "device", "dtype": "dtype", "block_rtol": "block_rtol", "folding": "folding", "offset": "offset"}
+    assert CLI["modes"] == modes and CLI["scores"] == {"level": "null_level", "null_rtol": "null_rtol"}
+    assert CLI["ablate"]["select"] == "ablation_select" and "device" not in CLI["spectrum"]
+    assert SCHEMA_OPTIONS[("projections", "tokens")] == "tokens"
+    assert SCHEMA_OPTIONS[("ablation", "batch_size")] == "ablation_batch_size"
 
 
 def _subparser(command: str):  # type: ignore[no-untyped-def]

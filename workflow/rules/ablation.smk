@@ -13,15 +13,16 @@ rule ablate:
     output:
         directory("results/ablation/{model}/{images}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], ["ablation"], *PROJECT_KEYS),
+        # the ablation section, and the projections' keys (the store it reads)
+        config_keys=config_keys(
+            ["models", "{model}"], ["images", "{images}"], ["ablation"], requests.AblationRequest,
+            requests.ProjectRequest,
+        ),
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: OPTIONS.ablation_limit(w.images),
         dedupe=lambda w: dedupe_option(w.images),
-        select=OPTIONS.ablation_select(),
-        options=OPTIONS.ablation_options(),
-        batch_size=config["ablation"]["batch_size"],
-        workers=workers_option(),
+        options=pass_options(requests.AblationRequest),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -38,7 +39,6 @@ rule ablate:
         qkdissect(
             "ablate {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
             "--modes {input.modes:q} --projections {input.projections:q} --images {params.source:q} {params.limit} "
-            "{params.dedupe} {params.select} {params.options} --batch-size {params.batch_size:q} {params.workers} "
-            "--device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
+            "{params.dedupe} {params.options} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )

@@ -16,9 +16,10 @@ rule atlas_maps:
     wildcard_constraints:
         shard=r"\d+",
     params:
-        config_keys=config_keys(["models", "{model}"], ["atlas"]),
+        config_keys=config_keys(["models", "{model}"], ["atlas"], requests.AtlasMapsRequest),
         spec=model_spec,
         shard=lambda w: f"--shard {w.shard}/{SHARDS}" if SHARDS > 1 else "",
+        options=pass_options(requests.AtlasMapsRequest),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -34,8 +35,8 @@ rule atlas_maps:
     shell:
         qkdissect(
             "atlas-maps {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --projections {input.projections:q} {params.shard} --device {params.device:q} "
-            "-q -o {output:q} > {log:q} 2>&1",
+            "--modes {input.modes:q} --projections {input.projections:q} {params.shard} {params.options} "
+            "--device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 

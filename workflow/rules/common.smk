@@ -13,6 +13,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.sourcecache import LocalSourceFile
 from snakemake.utils import validate
 
+from qkdissect import requests  # the passes' requests: each rule's options and recorded keys (pass_options)
 from qkdissect.config_check import source_problems, unknown_keys
 from qkdissect.locations import DATA_ENV, data_dir
 from qkdissect.models.spec import PATHS_FROM_CONFIG
@@ -162,9 +163,8 @@ def papermill_command():
 
 lock_options, modes_resources = OPTIONS.lock_options, OPTIONS.modes_resources
 project_resources, modes_mem_mb = OPTIONS.project_resources, OPTIONS.modes_mem_mb
-limit_option, logits_limit = OPTIONS.limit_option, OPTIONS.logits_limit
-text_limit_option, text_max_tokens = OPTIONS.text_limit_option, OPTIONS.text_max_tokens
-dedupe_option, workers_option = OPTIONS.dedupe_option, OPTIONS.workers_option
+limit_option, logits_limit, text_limit_option = OPTIONS.limit_option, OPTIONS.logits_limit, OPTIONS.text_limit_option
+dedupe_option, pass_options = OPTIONS.dedupe_option, OPTIONS.pass_options
 offsets_option, content_core_option = OPTIONS.offsets_option, OPTIONS.content_core_option
 atlas_labels, model_spec = OPTIONS.atlas_labels, OPTIONS.model_spec
 weights_inputs, _conversions = PLAN.weights_inputs, PLAN.conversions

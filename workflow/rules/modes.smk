@@ -5,11 +5,10 @@ rule modes:
     output:
         directory("results/modes/{model}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["analysis", "dtype"], ["analysis", "block_rtol"]),
+        config_keys=config_keys(["models", "{model}"], requests.ModesRequest),
         spec=model_spec,
+        options=pass_options(requests.ModesRequest),
         device=config["analysis"]["device"],
-        dtype=config["analysis"]["dtype"],
-        block_rtol=config["analysis"]["block_rtol"],
         folding=lambda w: getattr(w, "folding", "raw"),
     threads: modes_resources("threads")
     resources:
@@ -25,8 +24,7 @@ rule modes:
     shell:
         qkdissect(
             "modes {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--device {params.device:q} --dtype {params.dtype:q} --block-rtol {params.block_rtol:q} "
-            "--folding {params.folding:q} -o {output:q} > {log:q} 2>&1",
+            "--device {params.device:q} {params.options} --folding {params.folding:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 

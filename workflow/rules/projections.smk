@@ -6,7 +6,6 @@
 # writes (qkdissect.passes.shards).
 SHARDS = config["projections"]["shards"]
 SHARD_PART = f".shards/{{shard}}-of-{SHARDS}" if SHARDS > 1 else ""
-PROJECT_KEYS = (["projections", "tokens"], ["projections", "top_k"], ["projections", "score"])
 
 
 rule project:
@@ -18,17 +17,13 @@ rule project:
     wildcard_constraints:
         shard=r"\d+",
     params:
-        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], *PROJECT_KEYS),
+        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], requests.ProjectRequest),
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: limit_option("images", w.images),
         dedupe=lambda w: dedupe_option(w.images),
         shard=lambda w: f"--shard {w.shard}/{SHARDS}" if SHARDS > 1 else "",
-        score=config["projections"]["score"],
-        tokens=config["projections"]["tokens"],
-        batch_size=config["projections"]["batch_size"],
-        top_k=config["projections"]["top_k"],
-        workers=workers_option(),
+        options=pass_options(requests.ProjectRequest),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -45,9 +40,7 @@ rule project:
         qkdissect(
             "project {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
             "--modes {input.modes:q} --images {params.source:q} {params.limit} {params.dedupe} {params.shard} "
-            "--tokens {params.tokens:q} --score {params.score:q} "
-            "--batch-size {params.batch_size:q} --top-k {params.top_k:q} {params.workers} "
-            "--device {params.device:q} -o {output:q} > {log:q} 2>&1",
+            "{params.options} --device {params.device:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 
@@ -61,7 +54,7 @@ if SHARDS > 1:
         output:
             directory("results/projections/{model}/{images}.zarr"),
         params:
-            config_keys=config_keys(["models", "{model}"], ["images", "{images}"], *PROJECT_KEYS),
+            config_keys=config_keys(["models", "{model}"], ["images", "{images}"], requests.ProjectRequest),
         resources:
             mem_mb=config["resources"]["scores"]["mem_mb"],
             runtime=project_resources("runtime"),
@@ -96,11 +89,11 @@ rule preference:
         dataset=WHOLE_MASKS,
     params:
         shard="",
-        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], ["figures", "fig2", "example"]),
+        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], requests.PreferenceRequest),
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
         limit=lambda w: limit_option("mask_datasets", w.dataset),
-        example=(config["figures"]["fig2"] or {}).get("example", 0),
+        options=pass_options(requests.PreferenceRequest),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -116,7 +109,7 @@ rule preference:
     shell:
         qkdissect(
             "preference {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--dataset {params.source:q} {params.limit} {params.shard} --example {params.example} "
+            "--dataset {params.source:q} {params.limit} {params.shard} {params.options} "
             "--device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
@@ -133,13 +126,11 @@ rule same_object:
         dataset=WHOLE_MASKS,
     params:
         shard="",
-        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], ["figures", "fig6", "top"], ["projections", "tokens"], ["projections", "score"]),
+        config_keys=config_keys(["models", "{model}"], ["mask_datasets", "{dataset}"], requests.SameObjectRequest),
         spec=model_spec,
         source=lambda w: config["mask_datasets"][w.dataset]["source"],
         limit=lambda w: limit_option("mask_datasets", w.dataset),
-        top=lambda w: config["figures"]["fig6"]["top"],
-        tokens=config["projections"]["tokens"],
-        score=config["projections"]["score"],
+        options=pass_options(requests.SameObjectRequest),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -155,9 +146,8 @@ rule same_object:
     shell:
         qkdissect(
             "same-object {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --dataset {params.source:q} {params.limit} {params.shard} --top {params.top:q} "
-            "--tokens {params.tokens:q} --score {params.score:q} --device {params.device:q} -q -o {output:q} "
-            "> {log:q} 2>&1",
+            "--modes {input.modes:q} --dataset {params.source:q} {params.limit} {params.shard} {params.options} "
+            "--device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 
@@ -228,13 +218,14 @@ rule logits:
     output:
         directory("results/logits/{model}/{images}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["images", "{images}"], ["projections", "logits_limit"]),
+        config_keys=config_keys(
+            ["models", "{model}"], ["images", "{images}"], ["projections", "logits_limit"], requests.LogitsRequest
+        ),
         spec=model_spec,
         source=lambda w: config["images"][w.images]["source"],
         limit=lambda w: logits_limit(w.images),
         dedupe=lambda w: dedupe_option(w.images),
-        batch_size=config["projections"]["logits_batch_size"],
-        workers=workers_option(),
+        options=pass_options(requests.LogitsRequest),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -250,9 +241,8 @@ rule logits:
     shell:
         qkdissect(
             "logits {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --images {params.source:q} {params.limit} {params.dedupe} "
-            "--batch-size {params.batch_size:q} "
-            "{params.workers} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
+            "--modes {input.modes:q} --images {params.source:q} {params.limit} {params.dedupe} {params.options} "
+            "--device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 
@@ -267,14 +257,11 @@ rule text_project:
     output:
         directory("results/text_projections/{model}/{corpus}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["texts", "{corpus}"], ["projections", "tokens"], ["projections", "max_tokens"], ["projections", "top_k"]),
+        config_keys=config_keys(["models", "{model}"], ["texts", "{corpus}"], requests.TextRequest),
         spec=model_spec,
         source=lambda w: config["texts"][w.corpus]["source"],
         limit=lambda w: text_limit_option(w.model, w.corpus),
-        tokens=config["projections"]["tokens"],
-        batch_size=config["projections"]["text_batch_size"],
-        max_tokens=lambda w: text_max_tokens(w.model),
-        top_k=config["projections"]["top_k"],
+        options=pass_options(requests.TextRequest, max_tokens=OPTIONS.text_max_tokens),
         device=config["analysis"]["device"],
     threads: project_resources("threads")
     resources:
@@ -290,8 +277,7 @@ rule text_project:
     shell:
         qkdissect(
             "project-text {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--modes {input.modes:q} --corpus {params.source:q} {params.limit} --tokens {params.tokens:q} "
-            "--batch-size {params.batch_size:q} --max-tokens {params.max_tokens:q} --top-k {params.top_k:q} "
+            "--modes {input.modes:q} --corpus {params.source:q} {params.limit} {params.options} "
             "--device {params.device:q} -o {output:q} > {log:q} 2>&1",
             threads=True,
         )

@@ -11,9 +11,10 @@ rule offsets:
     output:
         directory("results/offsets/{model}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["rotary", "context"]),
+        config_keys=config_keys(["models", "{model}"], ["rotary", "context"], requests.OffsetsRequest),
         spec=model_spec,
         offsets=offsets_option,
+        options=pass_options(requests.OffsetsRequest),
         device=config["analysis"]["device"],
     wildcard_constraints:
         model=names_pattern(ROTARY_CAPABLE),
@@ -31,7 +32,7 @@ rule offsets:
     shell:
         qkdissect(
             "offsets {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--offsets {params.offsets:q} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
+            "--offsets {params.offsets:q} {params.options} --device {params.device:q} -q -o {output:q} > {log:q} 2>&1",
             threads=True,
         )
 
@@ -43,9 +44,9 @@ rule spectrum:
     output:
         directory("results/spectrum/{model}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["rotary", "distance_bin"]),
+        config_keys=config_keys(["models", "{model}"], requests.SpectrumRequest),
         spec=model_spec,
-        distance_bin=config["rotary"]["distance_bin"],
+        options=pass_options(requests.SpectrumRequest),
     wildcard_constraints:
         model=names_pattern(ROTARY_CAPABLE),
     threads: 1
@@ -61,7 +62,7 @@ rule spectrum:
     shell:
         qkdissect(
             "spectrum {params.spec:q} {input.offsets:q} --name {wildcards.model:q} --manifest {input.manifest:q} "
-            "--distance-bin {params.distance_bin:q} -q -o {output:q} > {log:q} 2>&1",
+            "{params.options} -q -o {output:q} > {log:q} 2>&1",
         )
 
 
@@ -74,12 +75,11 @@ rule modes_core:
     output:
         directory("results/modes_core/{model}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["rotary", "content_core"], ["analysis", "dtype"]),
+        config_keys=config_keys(["models", "{model}"], ["rotary", "content_core"], requests.ModesRequest),
         spec=model_spec,
         offset=content_core_option,
+        options=pass_options(requests.ModesRequest),
         device=config["analysis"]["device"],
-        dtype=config["analysis"]["dtype"],
-        block_rtol=config["analysis"]["block_rtol"],
     wildcard_constraints:
         model=names_pattern(ROTARY_CAPABLE),
     threads: modes_resources("threads")
@@ -96,7 +96,6 @@ rule modes_core:
     shell:
         qkdissect(
             "modes {params.spec:q} --name {wildcards.model:q} --manifest {input.manifest:q} --offset {params.offset:q} "
-            "--device {params.device:q} --dtype {params.dtype:q} --block-rtol {params.block_rtol:q} "
-            "-o {output:q} > {log:q} 2>&1",
+            "--device {params.device:q} {params.options} -o {output:q} > {log:q} 2>&1",
             threads=True,
         )

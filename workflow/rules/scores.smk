@@ -5,10 +5,8 @@ rule scores:
     output:
         directory("results/scores/{model}.zarr"),
     params:
-        config_keys=config_keys(["models", "{model}"], ["analysis", "released_code"], ["analysis", "null_level"], ["analysis", "null_rtol"]),
-        released_code="--released-code" if config["analysis"]["released_code"] else "",
-        level=config["analysis"]["null_level"],
-        null_rtol=config["analysis"]["null_rtol"],
+        config_keys=config_keys(["models", "{model}"], requests.ScoresRequest),
+        options=pass_options(requests.ScoresRequest),
     threads: 1
     resources:
         mem_mb=config["resources"]["scores"]["mem_mb"],
@@ -21,8 +19,7 @@ rule scores:
         "results/benchmarks/scores/{model}.tsv"
     shell:
         qkdissect(
-            "scores {input.modes:q} --level {params.level:q} --null-rtol {params.null_rtol:q} {params.released_code} "
-            "-o {output:q} > {log:q} 2>&1",
+            "scores {input.modes:q} {params.options} -o {output:q} > {log:q} 2>&1",
         )
 
 

@@ -3,6 +3,12 @@ the config sections its output records, and the options a config entry turns int
 
 The commands are Snakemake shell-command templates: ``{params.x:q}`` is filled in by Snakemake, and a brace the
 shell needs is doubled. A ``wildcards`` argument is a job's wildcards or a plain mapping of them.
+
+A pass's options come from its request (:mod:`qkdissect.requests`): every field the config sets
+(:meth:`~qkdissect.requests.Request.configured`) is a flag of the rule's one ``params.options``
+(:meth:`Options.pass_options`), and :func:`config_keys` records the keys of those that change its numbers. A rule
+names the rest: its inputs and output, the model (spec, name, manifest, device) and what it works out per job
+(limits, dedupe, shards, offsets).
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .plan import Plan, wildcard_values
+from ..requests import Configured, Request
+from .plan import Config, Plan, wildcard_values
 
 #: the shell prefix that hands the rule's config sections (its params.config_keys) to the package
 PROVENANCE_ENV = "QKDISSECT_CONFIG_KEYS={params.config_keys:q} "
@@ -26,17 +33,54 @@ def pythonpath_prefix(repo: Path | None) -> str:
     return f"PYTHONPATH={shlex.quote(str(repo / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}" if repo else ""
 
 
-def config_keys(*keys: Sequence[str]) -> Callable[[Any], str]:
+def config_keys(*keys: Sequence[str] | type[Request]) -> Callable[[Any], str]:
     """A `params:` value: the config sections the rule's output depends on (key paths as lists, e.g.
-    ["figures", "fig3"]; "{model}" parts filled in from the job's wildcards), as JSON. The shell command passes it
-    quoted (QKDISSECT_CONFIG_KEYS={params.config_keys:q}); the output's provenance records those sections and
-    `qkdissect audit` compares them with the config as it is now."""
+    ["figures", "fig3"]; "{model}" parts filled in from the job's wildcards; a pass's request: the keys of its
+    options that the provenance records, :func:`recorded_keys`), as JSON. A key inside one listed before it is left
+    out. The shell command passes it quoted (QKDISSECT_CONFIG_KEYS={params.config_keys:q}); the output's provenance
+    records those sections and `qkdissect audit` compares them with the config as it is now."""
 
     def value(wildcards: Any) -> str:
         w = wildcard_values(wildcards)
-        return json.dumps([[part.format(**w) for part in k] for k in keys], separators=(",", ":"))
+        paths: list[list[str]] = []
+        for k in keys:
+            for path in recorded_keys(k) if isinstance(k, type) else [[part.format(**w) for part in k]]:
+                if not any(path[: len(p)] == p for p in paths):
+                    paths.append(path)
+        return json.dumps(paths, separators=(",", ":"))
 
     return value
+
+
+def recorded_keys(request: type[Request]) -> list[list[str]]:
+    """The config keys of a pass's options that its output's provenance records (those that can change a number)."""
+    return [list(c.key) for c in request.configured() if c.recorded]
+
+
+def config_value(config: Config, key: Sequence[str]) -> Any:
+    """The config's value at a key path; None where a section on the way is not set (null, false or absent)."""
+    value: Any = config
+    for part in key:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def option_flags(fields: Sequence[Configured], values: Mapping[str, Any]) -> str:
+    """The flags of a pass's options for the shell, in the order of ``fields``: ``--flag VALUE`` (a field that takes
+    several: each value after the flag), a switch's flag alone when its value is true; a value quoted, and None
+    (and a switch's false) left out, so that the pass takes its default."""
+    words: list[str] = []
+    for f in fields:
+        value = values.get(f.name)
+        if value is None or (f.switch and not value):
+            continue
+        words.append(f.flag)
+        if not f.switch:
+            many = value if f.many and isinstance(value, list | tuple) else [value]
+            words += [shlex.quote(str(v)) for v in many]
+    return " ".join(words)
 
 
 def qkdissect_command(args: str, pythonpath: str, threads: bool = False) -> str:
@@ -108,8 +152,9 @@ class Options:
         """`--limit N` of a text model's pass: the smaller of the corpus's limit and the model's text.passages."""
         return limit_flag(self.config["texts"][corpus]["limit"], self.plan.text_entry(model).get("passages"))
 
-    def text_max_tokens(self, model: str) -> Any:
+    def text_max_tokens(self, wildcards: Any) -> Any:
         """The tokens a text model's passages are truncated to: its text.max_tokens, else projections.max_tokens."""
+        model = wildcard_values(wildcards)["model"]
         return self.plan.text_entry(model).get("max_tokens") or self.config["projections"]["max_tokens"]
 
     def dedupe_option(self, images: str) -> str:
@@ -123,20 +168,22 @@ class Options:
         """`--limit N` of the ablation pass: the smaller of the image set's limit and ablation.limit."""
         return limit_flag(self.config["images"][images]["limit"], self.config["ablation"]["limit"])
 
-    def ablation_select(self) -> str:
-        """`--select ...` of the ablation pass, each item quoted."""
-        given = self.config["ablation"]["select"]
-        return "--select " + " ".join(shlex.quote(str(s)) for s in ([given] if isinstance(given, str) else given))
+    def pass_options(self, request: type[Request], **given: Any) -> Callable[[Any], str]:
+        """A `params:` value: the flags of every option of the pass ``request`` that the config sets
+        (:meth:`~qkdissect.requests.Request.configured`: its value at the option's key), quoted for the shell;
+        ``given``: an option whose value a rule works out per job instead (a value, or a function of the job's
+        wildcards), e.g. a model's own max_tokens."""
 
-    def ablation_options(self) -> str:
-        """The ablation pass's switches: --attention-only and --mean, when the config asks for them."""
-        on = [("--attention-only", "attention_only"), ("--mean", "mean")]
-        return " ".join(flag for flag, key in on if self.config["ablation"][key])
+        def options(wildcards: Any) -> str:
+            fields = request.configured()
+            values = {f.name: config_value(self.config, f.key) for f in fields}
+            values |= {name: v(wildcards) if callable(v) else v for name, v in given.items()}
+            return option_flags(fields, values)
 
-    def workers_option(self) -> str:
-        """`--workers N` when projections.workers is set (else the pass picks: cores - 1, at most 4)."""
-        n = self.config["projections"]["workers"]
-        return f"--workers {int(n)}" if n is not None else ""
+        unknown = set(given) - {f.name for f in request.configured()}
+        if unknown:
+            raise ValueError(f"{request.COMMAND} takes no option {', '.join(sorted(unknown))} from the config")
+        return options
 
     def offsets_option(self, wildcards: Any) -> str:
         """--offsets of a rotary model: every offset of an image model's grid, offsets 0..context-1 of a text

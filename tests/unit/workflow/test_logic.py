@@ -4,7 +4,6 @@ command lines. No Snakemake run: the configs are validated with the workflow's s
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -14,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from snakemake.utils import validate
 
 from qkdissect.provenance.records import CONFIG_FILES_ENV, WORKFLOW_CHECKOUT_ENV
 from qkdissect.util.lifeline import TIE_ENV
@@ -24,12 +22,12 @@ from qkdissect.workflow.config import (
     IMAGE_FIGURE_KEYS,
     check_config,
     export_environment,
-    fill_in_defaults,
     unused_keys,
     unused_warning,
 )
 from qkdissect.workflow.plan import ConfigError, Plan
 from qkdissect.workflow.targets import FigureTable
+from tests.helpers.workflow import prepared
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
@@ -37,16 +35,6 @@ TABLE = yaml.safe_load((REPO / "workflow/figures.yaml").read_text())
 SHIPPED = sorted((REPO / "config").glob("*.yaml"))
 DEFAULT = REPO / "config/config.yaml"
 MY_SPEC = "timm:vit_small_patch16_224@/data/weights/mine.safetensors"
-
-
-def prepared(given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The config as the workflow prepares it: the schema's defaults, then those that follow from what is given."""
-    config = copy.deepcopy(given)
-    validate(config, str(SCHEMA))
-    filled = fill_in_defaults(config, given)
-    if filled:
-        validate(config, str(SCHEMA))
-    return config, filled
 
 
 def table_of(given: dict[str, Any]) -> FigureTable:
@@ -242,13 +230,12 @@ def test_options_take_the_smallest_limit_and_quote_the_lock() -> None:
     given["lock"] = {"path": "my locks/l.json", "update": True}
     options = Options(Plan(prepared(given)[0]))
     assert options.logits_limit("photos") == "--limit 12" and options.limit_option("images", "photos") == "--limit 30"
-    assert options.dedupe_option("photos") == "--dedupe 4" and options.workers_option() == "--workers 3"
+    assert options.dedupe_option("photos") == "--dedupe 4"
     assert options.lock_options() == "--lock 'my locks/l.json' --update-lock"
     assert options.model_spec({"model": "mine"}) == MY_SPEC and options.offsets_option({"model": "mine"}) == "all"
     given["ablation"] = {"limit": 16, "select": ["top:2", "3,1,0"], "attention_only": True, "mean": True}
     options = Options(Plan(prepared(given)[0]))
-    assert options.ablation_limit("photos") == "--limit 16" and options.ablation_select() == "--select top:2 3,1,0"
-    assert options.ablation_options() == "--attention-only --mean"
+    assert options.ablation_limit("photos") == "--limit 16"
     config = prepared(minimal())[0]  # no image set limit: the schema's logits_limit
     assert Options(Plan(config)).logits_limit("photos") == f"--limit {config['projections']['logits_limit']}"
 

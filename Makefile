@@ -17,7 +17,7 @@ QKDISSECT := $(VENV)/bin/qkdissect
 # the rules call qkdissect and papermill: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: figures test test-fast test-rehearsal lint browser bench rehearsal paper-fig3 kick-the-tires docs clean
+.PHONY: figures test test-fast test-durations test-rehearsal lint browser bench rehearsal paper-fig3 kick-the-tires docs clean
 
 $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qkdissect needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -46,13 +46,20 @@ browser:
 	  else echo "no chromium here: the mode atlas's browser test will skip (as root, make installs it)"; fi; \
 	fi
 
-# both cores: two workers, each test file on one of them (its module fixtures built once); every tier
+# both cores: $(WORKERS) workers take the tests longest first, a file's tests together only where they share a
+# module fixture (tests/helpers/schedule.py, the durations of tests/durations.json); every tier
+WORKERS ?= 2
+XDIST = -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 test: lint browser
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest $(XDIST)
 
 # the unit tier only (tests/unit/, no lint): the tiers integration, workflow and browser are make test's
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --dist loadfile tests/unit
+	$(PY) -m pytest $(XDIST) tests/unit
+
+# record each test's seconds in tests/durations.json (the order make test runs them in); run it after adding slow tests
+test-durations: lint browser
+	QKDISSECT_TEST_DURATIONS=tests/durations.json $(PY) -m pytest $(XDIST)
 
 # the paper's run through Snakemake on stand-ins (tests/workflow/test_rehearsal.py, 162 jobs with the mode atlas, about 16 min on 2 cores)
 test-rehearsal: $(VENV)/.installed

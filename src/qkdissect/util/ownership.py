@@ -54,7 +54,7 @@ def kind_of(path: str | Path) -> str | None:
     if p.is_dir():
         return _folder_kind(p)
     if p.is_file():
-        return f"a {_format(p)} file"
+        return _a(f"{_format(p)} file")
     return "a special file (not a regular file)"
 
 
@@ -94,8 +94,10 @@ def _schema(store: Path) -> str:
 
 
 def _a(noun: str) -> str:
-    """``noun`` with its indefinite article."""
-    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+    """``noun`` with its indefinite article, by its sound: an atlas, an empty file, an HTML file, a PNG file."""
+    word = noun.split(" ")[0]
+    acronym_vowel = word.isupper() and word[:1] in "AEFHILMNORSX"  # read letter by letter: aitch, ef, em, ...
+    return f"{'an' if word[:1] in 'aeiou' or acronym_vowel else 'a'} {noun}"
 
 
 def holding_only(names: Iterable[str]) -> Callable[[Path], bool]:

@@ -57,7 +57,7 @@ def test_pages_files_links_and_folders_in_words(tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("a user's")
     got = {name: kind_of(tmp_path / name) for name in [*files, "atlas", "link", "empty", "mine", "none"]}
-    assert str(got.pop("f.html")).endswith(" HTML file") and str(got.pop("f.empty")).endswith(" empty file")
+    assert got.pop("f.html") == "an HTML file" and got.pop("f.empty") == "an empty file"
     assert got == {
         "f.png": "a PNG file", "f.pdf": "a PDF file", "f.zip": "a ZIP file", "f.json": "a JSON file",
         "f.txt": "a text file", "f.bin": "a binary file",

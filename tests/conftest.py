@@ -19,6 +19,7 @@ from tests.helpers import DINOV2_FILE, REPO, load_photo, need_assets
 from tests.helpers.schedule import GROUPS_ENV, DurationRecorder, grouped_scheduler, schedule, write_groups
 
 TESTS = Path(__file__).resolve().parent
+pytest_plugins = ["pytester"]  # tests/unit/test_schedule.py collects a made-up test file
 #: the thread counts of torch (OpenMP) and of numpy's BLAS, one per worker under pytest -n
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 #: the folders of tests/ whose tests carry a marker of their name (the unit tier carries none: it is the rest)

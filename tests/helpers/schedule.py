@@ -49,8 +49,8 @@ def shared_fixture_file(item: pytest.Item) -> str | None:
 
 def _base_id(nodeid: str) -> str:
     """A test's id without the ``@group`` xdist appends under ``--dist loadgroup``."""
-    head, sep, tail = nodeid.rpartition("@")
-    return head if sep and "/" not in tail and "]" not in tail else nodeid
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid  # xdist's own rule: an @ inside [...] is a parameter
 
 
 def read_durations(path: Path = DURATIONS) -> dict[str, float]:

@@ -20,6 +20,7 @@ from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store
 from tests.helpers import REPO
 from tests.helpers.modes import compare_modes
+from tests.helpers.weights import flip
 
 
 def test_the_converted_dinov2_gives_the_adapters_weights(dinov2_file: Path, tmp_path: Path, monkeypatch) -> None:
@@ -38,9 +39,7 @@ def test_the_converted_dinov2_gives_the_adapters_weights(dinov2_file: Path, tmp_
     assert fq.revision == loaded.revision and fq.origin == loaded.origin
     fast = compute_modes("dinov2-vits14-imgfocus", tmp_path / "fast.zarr", device="cpu")
     compare_modes(fast, compute_modes(loaded.model, device="cpu"), attrs=False)  # the torch path, on the model loaded
-    data = bytearray(ckpt.read_bytes())
-    data[-100] ^= 0xFF  # one byte of the last tensor: refused as loading refuses it
-    ckpt.write_bytes(bytes(data))
+    flip(ckpt)  # one byte of the last tensor: refused as loading refuses it
     with pytest.raises(ChangedWeightsError, match="changed after it was converted"):
         read_qk_file("dinov2-vits14-imgfocus")
 

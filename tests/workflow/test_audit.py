@@ -23,6 +23,7 @@ from PIL import Image
 from qkdissect.provenance.crate import write_crate
 from qkdissect.provenance.records import git_state, tree_sha256
 from tests.helpers import REPO, make_tiny_vit, write_photos
+from tests.helpers.weights import flip
 from tests.helpers.workflow import snakemake, write_config
 
 A, B = "tiny-a", "tiny-b"
@@ -108,11 +109,6 @@ def test_a_fresh_run_audits_clean(run: dict[str, Path]) -> None:
 
 
 def test_an_edited_weight_byte_flags_that_model_and_what_was_made_from_it(run: dict[str, Path]) -> None:
-    def flip(p: Path) -> None:
-        data = bytearray(p.read_bytes())
-        data[-100] ^= 0xFF
-        p.write_bytes(bytes(data))
-
     with tampered(run["weights_b"], flip):
         status, entries = audit(run["work"] / "results")
     assert status == 1
@@ -481,11 +477,6 @@ def test_the_workflow_reruns_what_the_audit_flags(run: dict[str, Path], tmp_path
     shutil.copy2(run["config"], same)
     assert planned(run, same) == set()  # the config's path is no part of a job
 
-    def flip(p: Path) -> None:
-        data = bytearray(p.read_bytes())
-        data[-100] ^= 0xFF
-        p.write_bytes(bytes(data))
-
     with tampered(run["weights_b"], flip):
         _, entries = audit(run["work"] / "results")
         rerun = planned(run)
@@ -601,12 +592,12 @@ def test_a_byte_flipped_in_a_chunk_in_place_is_made_again_with_what_was_made_fro
     chunk = _chunk(store)
     before = store.stat().st_mtime_ns
 
-    def flip(p: Path) -> None:
+    def flip_a_bit(p: Path) -> None:
         data = bytearray(p.read_bytes())
         data[len(data) // 2] ^= 0x01
         p.write_bytes(bytes(data))
 
-    with times_kept(store), in_place(chunk, flip):
+    with times_kept(store), in_place(chunk, flip_a_bit):
         assert store.stat().st_mtime_ns == before  # an edit in place: the store's own time is as it was
         _, entries = audit(run["work"] / "results")
         rerun, err = dry_run(run)

@@ -47,12 +47,6 @@ def shared_fixture_file(item: pytest.Item) -> str | None:
     return None
 
 
-def _base_id(nodeid: str) -> str:
-    """A test's id without the ``@group`` xdist appends under ``--dist loadgroup``."""
-    at = nodeid.rfind("@")
-    return nodeid[:at] if at > nodeid.rfind("]") else nodeid  # xdist's own rule: an @ inside [...] is a parameter
-
-
 def read_durations(path: Path = DURATIONS) -> dict[str, float]:
     try:
         return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
@@ -73,7 +67,7 @@ def schedule(items: list[pytest.Item], durations: dict[str, float] | None = None
         units.setdefault(group or item.nodeid, []).append(item)
 
     def cost(unit: Iterable[pytest.Item]) -> float:
-        return sum(known.get(_base_id(i.nodeid), UNKNOWN_S) for i in unit)
+        return sum(known.get(i.nodeid, UNKNOWN_S) for i in unit)
 
     ordered = sorted(units.values(), key=cost, reverse=True)  # stable: ties keep the collection's order
     items[:] = [item for unit in ordered for item in unit]
@@ -83,10 +77,14 @@ def schedule(items: list[pytest.Item], durations: dict[str, float] | None = None
 def write_groups(groups: dict[str, str], worker: str) -> None:
     """A worker's units, for the controller's scheduler (nothing when ``$QKDISSECT_TEST_GROUPS`` is not set)."""
     if folder := os.environ.get(GROUPS_ENV):
-        path = Path(folder) / f"{worker}.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(groups))
-        os.replace(tmp, path)
+        _write_json(Path(folder) / f"{worker}.json", groups)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """``value`` as JSON at ``path``, whole or not at all (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=0) + "\n")
+    os.replace(tmp, path)
 
 
 def read_groups(folder: Path) -> dict[str, str]:
@@ -123,13 +121,9 @@ class DurationRecorder:
         self.seconds: dict[str, float] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        key = _base_id(report.nodeid)
-        self.seconds[key] = self.seconds.get(key, 0.0) + report.duration
+        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.seconds:
             return
-        rounded = {k: round(v, 2) for k, v in sorted(self.seconds.items())}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(rounded, indent=0) + "\n")
-        os.replace(tmp, self.path)
+        _write_json(self.path, {k: round(v, 2) for k, v in sorted(self.seconds.items())})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.schedule import _base_id, schedule
+from tests.helpers.schedule import schedule
 
 SOURCE = """
 import pytest
@@ -35,8 +35,3 @@ def test_tests_sharing_a_module_fixture_form_one_unit_and_units_go_longest_first
     assert [i.name for i in items] == ["test_slow", "test_reads_the_run", "test_reads_it_too", "test_alone"]
     schedule(items, {})  # unrecorded: 1 s each, so the unit of two first; ties in the collection's order
     assert [i.name for i in items] == ["test_reads_the_run", "test_reads_it_too", "test_slow", "test_alone"]
-
-
-def test_the_group_xdist_appends_is_not_part_of_a_tests_id() -> None:
-    assert _base_id("tests/a.py::test_x@tests/a.py") == "tests/a.py::test_x"
-    assert _base_id("tests/a.py::test_x[user@host]") == "tests/a.py::test_x[user@host]"

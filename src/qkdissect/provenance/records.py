@@ -11,7 +11,7 @@ import os
 import platform
 import subprocess
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +143,20 @@ def _merged_config(files: Iterable[str | Path]) -> dict[str, Any]:
     return out
 
 
+def config_value(config: Mapping[str, Any], key: Iterable[str]) -> Any:
+    """The config's value at a key path; None where a section on the way is not set (null, false or absent)."""
+    value: Any = config
+    for part in key:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
 def config_values(files: Iterable[str | Path], keys: Iterable[Iterable[str]]) -> dict[str, Any]:
     """The values under each key path (joined with '/') of the merged config files; None where absent."""
     cfg = _merged_config(files)
-    out: dict[str, Any] = {}
-    for path in keys:
-        path = list(path)
-        node: Any = cfg
-        for k in path:
-            node = node.get(k) if isinstance(node, dict) else None
-        out["/".join(path)] = node
+    out = {"/".join(path): config_value(cfg, path) for path in map(list, keys)}
     return json.loads(json.dumps(out, default=str))
 
 

@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..provenance.records import config_value
 from ..requests import Configured, Request
-from .plan import Config, Plan, wildcard_values
+from .plan import Plan, wildcard_values
 
 #: the shell prefix that hands the rule's config sections (its params.config_keys) to the package
 PROVENANCE_ENV = "QKDISSECT_CONFIG_KEYS={params.config_keys:q} "
@@ -55,16 +56,6 @@ def config_keys(*keys: Sequence[str] | type[Request]) -> Callable[[Any], str]:
 def recorded_keys(request: type[Request]) -> list[list[str]]:
     """The config keys of a pass's options that its output's provenance records (those that can change a number)."""
     return [list(c.key) for c in request.configured() if c.recorded]
-
-
-def config_value(config: Config, key: Sequence[str]) -> Any:
-    """The config's value at a key path; None where a section on the way is not set (null, false or absent)."""
-    value: Any = config
-    for part in key:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
 
 
 def option_flags(fields: Sequence[Configured], values: Mapping[str, Any]) -> str:

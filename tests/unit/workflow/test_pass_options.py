@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from qkdissect.cli import build_parser, request_of
+from qkdissect.provenance.records import config_value
 from qkdissect.requests import REQUESTS, AblationRequest, ProjectRequest, Request, ScoresRequest, TextRequest
-from qkdissect.workflow.commands import Options, config_keys, config_value, option_flags, recorded_keys
+from qkdissect.workflow.commands import Options, config_keys, option_flags, recorded_keys
 from qkdissect.workflow.plan import Plan
 from tests.helpers import REPO
 from tests.helpers.workflow import prepared

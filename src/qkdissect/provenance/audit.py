@@ -45,9 +45,9 @@ from ..stores.content import (
     differences,
     recorded,
     recorded_attributes,
-    root_attrs,
     stale_metadata,
 )
+from ..util.ownership import root_attrs
 from .atlas import INDEX, SIDECAR, is_atlas
 from .records import config_values, items_sha256, source_sha256, tree_digests
 

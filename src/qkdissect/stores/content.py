@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..util.hashing import sha256_file
+from ..util.ownership import ROOT_META, root_attrs
 
 #: the root attribute holding the record: {"version": 2, "files": {path: sha256}, "attributes": {name: sha256}}
 CONTENT_ATTR = "qkdissect_content"
@@ -34,7 +35,6 @@ CONTENT_VERSION = 2
 #: directory() output, empty, at the root only (the workflow removes it when it ends); the root metadata is not content
 #: either: it holds the record itself, and the consolidated copy of the arrays' metadata (see :func:`stale_metadata`)
 NOT_CONTENT = frozenset({".snakemake_timestamp"})
-ROOT_META = "zarr.json"
 
 
 def content_files(store: Path) -> list[str]:
@@ -110,13 +110,6 @@ def changed_attributes(attrs: dict[str, Any]) -> dict[str, list[str]]:
     without attributes)."""
     before = recorded_attributes(attrs)
     return differences(attribute_digests(attrs), before) if before is not None else differences({}, {})
-
-
-def root_attrs(store: Path) -> dict[str, Any]:
-    """A store's root attributes as written in its ``zarr.json`` (empty where there is none or it is no JSON)."""
-    meta = _json(store / ROOT_META)
-    attrs = meta.get("attributes") if isinstance(meta, dict) else None
-    return dict(attrs) if isinstance(attrs, dict) else {}
 
 
 def attributes_line(diff: dict[str, list[str]]) -> str:

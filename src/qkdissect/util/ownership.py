@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from ..errors import QKDissectError
 
@@ -85,12 +86,17 @@ def _store_kind(store: Path) -> str:
 def _schema(store: Path) -> str:
     """The ``qkdissect_schema`` attribute in a store's root metadata ("" where there is none, or the metadata is no
     JSON: a damaged store, or a zarr store of someone else's)."""
+    return str(root_attrs(store).get(SCHEMA_ATTR, ""))
+
+
+def root_attrs(store: Path) -> dict[str, Any]:
+    """A store's root attributes as written in its ``zarr.json`` (empty where there is none or it is no JSON)."""
     try:
         meta = json.loads((store / ROOT_META).read_text())
     except (OSError, ValueError):
-        return ""
+        return {}
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
-    return str(attrs.get(SCHEMA_ATTR, "")) if isinstance(attrs, dict) else ""
+    return dict(attrs) if isinstance(attrs, dict) else {}
 
 
 def _a(noun: str) -> str:

@@ -526,7 +526,7 @@ def _cmd_crate(args: argparse.Namespace) -> int:
         print(f"RO-Crate metadata -> {out}")
     if not (args.validate or args.check_only):
         return 0
-    from .provenance.crate_check import KNOWN_CONFLICT, crate_profiles, validate_crate
+    from .provenance.crate_check import KNOWN_CONFLICT, crate_profile, validate_crate
 
     known: list[Any] = []
     issues = validate_crate(args.results, known=known)
@@ -537,7 +537,8 @@ def _cmd_crate(args: argparse.Namespace) -> int:
             f"not counted: {KNOWN_CONFLICT} on the main workflow (a File of the crate, as the Workflow RO-Crate "
             "requires; crs4/rocrate-validator#51)"
         )
-    print(f"roc-validator ({', '.join(crate_profiles(args.results))}): {len(issues)} REQUIRED or RECOMMENDED issues")
+    profile = crate_profile(args.results)
+    print(f"roc-validator ({profile} and the profiles it builds on): {len(issues)} REQUIRED or RECOMMENDED issues")
     return 1 if issues else 0
 
 

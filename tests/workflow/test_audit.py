@@ -264,9 +264,10 @@ def test_figure_provenance_page_and_ro_crate(run: dict[str, Path]) -> None:
 
 
 def test_ro_crate_validates_offline_with_no_path_of_the_machine(run: dict[str, Path]) -> None:
-    """roc-validator (ro-crate-1.1 and workflow-run-crate, offline) finds no REQUIRED or RECOMMENDED issue; every id
-    is inside the crate, the weights and source notebooks outside it are contextual entities with their sha256 and
-    role; the executed notebooks, the config and the workflow are in the crate; parameters are PropertyValues."""
+    """roc-validator (workflow-run-crate and the profiles it builds on, offline) finds no REQUIRED or RECOMMENDED
+    issue; every id is inside the crate, the weights and source notebooks outside it are contextual entities with
+    their sha256 and role; the executed notebooks, the config and the workflow are in the crate; parameters are
+    PropertyValues."""
     from qkdissect.provenance.crate_check import validate_crate
 
     results = run["work"] / "results"

@@ -400,7 +400,8 @@ def test_offline_default_end_to_end(tmp_path: Path) -> None:
     assert r.stdout.strip().endswith(f"{n + 1} ok")  # and the RO-Crate (the run's config and workflow it lists)
     crate = json.loads((work / "results/ro-crate-metadata.json").read_text())
     assert sum(e["@type"] == "CreateAction" for e in crate["@graph"]) == n + 1  # and the run's own
-    # roc-validator (ro-crate-1.1, workflow-run-crate; offline): no REQUIRED or RECOMMENDED issue, no machine path
+    # roc-validator (workflow-run-crate and the profiles it builds on; offline): no REQUIRED or RECOMMENDED issue,
+    # no machine path
     from qkdissect.provenance.crate_check import validate_crate
 
     assert (issues := validate_crate(work / "results")) == [], "\n".join(map(str, issues))

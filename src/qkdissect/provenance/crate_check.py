@@ -1,8 +1,9 @@
-"""Validate a results folder's RO-Crate with ``roc-validator`` (profiles ro-crate-1.1 and workflow-run-crate, which
-takes in process-run-crate and workflow-ro-crate; process-run-crate alone for a crate written without the
-workflow), offline: the RO-Crate JSON-LD context is served from the copy that ships with ``rocrate`` (ro-crate-py),
-with RO-Crate 1.1's own IRIs for the Bioschemas terms where the later copy changed them, and any other URL the
-validator would fetch is refused (so a validation never depends on the network).
+"""Validate a results folder's RO-Crate with ``roc-validator`` against one profile with the profiles it builds on
+(workflow-run-crate, which takes in process-run-crate, workflow-ro-crate and ro-crate-1.1; process-run-crate, which
+takes in ro-crate-1.1, for a crate written without the workflow), in one pass, offline: the RO-Crate JSON-LD
+context is served from the copy that ships with ``rocrate`` (ro-crate-py), with RO-Crate 1.1's own IRIs for the
+Bioschemas terms where the later copy changed them, and any other URL the validator would fetch is refused (so a
+validation never depends on the network).
 
 One recommendation of the Process Run Crate profile cannot hold for a Workflow RO-Crate on disk: "the
 SoftwareApplication id SHOULD be an absolute URI" is checked on every SoftwareSourceCode, and so on the main
@@ -19,9 +20,11 @@ from typing import Any
 
 from ..errors import QKDissectError
 
-PROFILES = ("ro-crate-1.1", "workflow-run-crate")
-#: the profiles of a crate without the workflow (written by hand for results made by single commands)
-PROCESS_PROFILES = ("ro-crate-1.1", "process-run-crate")
+#: the profile a crate is validated against, with the profiles it builds on (roc-validator takes them in: a second
+#: pass of ro-crate-1.1 alone would only run its checks again and report each of its issues twice)
+PROFILE = "workflow-run-crate"
+#: the profile of a crate without the workflow (written by hand for results made by single commands)
+PROCESS_PROFILE = "process-run-crate"
 WORKFLOW_RUN_CRATE = "https://w3id.org/ro/wfrun/workflow/0.5"
 #: the check that contradicts the Workflow RO-Crate profile for the main workflow (see the module's docstring)
 KNOWN_CONFLICT = "process-run-crate-0.5_5.1"
@@ -76,16 +79,16 @@ def _offline_adapter() -> Any:
     return Offline()
 
 
-def crate_profiles(results: str | Path) -> tuple[str, ...]:
-    """The profiles to validate a crate against: the Workflow Run Crate's when it says it conforms to it."""
+def crate_profile(results: str | Path) -> str:
+    """The profile to validate a crate against: the Workflow Run Crate's when it says it conforms to it."""
     try:
         graph = json.loads((Path(results) / "ro-crate-metadata.json").read_text()).get("@graph", [])
     except (OSError, json.JSONDecodeError, AttributeError):
-        return PROFILES
+        return PROFILE
     root = next((e for e in graph if isinstance(e, dict) and e.get("@id") == "./"), {})
     said = root.get("conformsTo") or []
     ids = {e.get("@id") for e in (said if isinstance(said, list) else [said]) if isinstance(e, dict)}
-    return PROFILES if WORKFLOW_RUN_CRATE in ids else PROCESS_PROFILES
+    return PROFILE if WORKFLOW_RUN_CRATE in ids else PROCESS_PROFILE
 
 
 def _main_workflow_uri(path: Path) -> str | None:
@@ -99,13 +102,14 @@ def _main_workflow_uri(path: Path) -> str | None:
 
 def validate_crate(
     results: str | Path,
-    profiles: tuple[str, ...] | None = None,
+    profile: str | None = None,
     severity: str = "RECOMMENDED",
     known: list[Issue] | None = None,
 ) -> list[Issue]:
-    """The issues ``roc-validator`` finds in ``results``' RO-Crate at ``severity`` or above, for each profile
-    (default: :func:`crate_profiles`); the known conflict of the profiles on the main workflow
-    (:data:`KNOWN_CONFLICT`) goes into ``known`` (when given) instead."""
+    """The issues ``roc-validator`` finds in ``results``' RO-Crate at ``severity`` or above against ``profile``
+    (default: :func:`crate_profile`) and the profiles it builds on, each issue named with the profile of its check;
+    the known conflict of the profiles on the main workflow (:data:`KNOWN_CONFLICT`) goes into ``known`` (when
+    given) instead."""
     try:
         from rocrate_validator import models, services
         from rocrate_validator.utils.http import HttpRequester
@@ -117,23 +121,22 @@ def validate_crate(
     if not (path / "ro-crate-metadata.json").is_file():
         raise QKDissectError(f"{path} has no ro-crate-metadata.json: write it first (`qkdissect crate {path}`)")
     main = _main_workflow_uri(path)
+    settings = services.ValidationSettings(
+        rocrate_uri=str(path.resolve()),
+        profile_identifier=profile or crate_profile(path),
+        enable_profile_inheritance=True,  # the profiles it builds on, ro-crate-1.1 among them
+        requirement_severity=models.Severity[severity],
+        no_cache=True,  # a plain requests session (no cache file), whose transport is the offline adapter
+    )
+    session = HttpRequester().session
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, _offline_adapter())
     issues = []
-    for profile in profiles or crate_profiles(path):
-        settings = services.ValidationSettings(
-            rocrate_uri=str(path.resolve()),
-            profile_identifier=profile,
-            requirement_severity=models.Severity[severity],
-            no_cache=True,  # a plain requests session (no cache file), whose transport is the offline adapter
-        )
-        session = HttpRequester().session
-        for prefix in ("http://", "https://"):
-            session.mount(prefix, _offline_adapter())
-        for i in services.validate(settings).get_issues():
-            issue = Issue(
-                profile, i.severity.name, i.check.identifier, str(i.message), getattr(i, "violatingEntity", None)
-            )
-            if main and i.check.identifier == KNOWN_CONFLICT and str(getattr(i, "violatingPropertyValue", "")) == main:
-                (known if known is not None else []).append(issue)
-            else:
-                issues.append(issue)
+    for i in services.validate(settings).get_issues():
+        own = i.check.requirement.profile.identifier
+        issue = Issue(own, i.severity.name, i.check.identifier, str(i.message), getattr(i, "violatingEntity", None))
+        if main and i.check.identifier == KNOWN_CONFLICT and str(getattr(i, "violatingPropertyValue", "")) == main:
+            (known if known is not None else []).append(issue)
+        else:
+            issues.append(issue)
     return issues

@@ -104,6 +104,21 @@ def test_null_interval_matches_sampling(d: int) -> None:
     assert np.mean(np.abs(cos) > high) == pytest.approx(0.05, abs=0.005)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 20_000), st.floats(0, 1), st.floats(0.01, 0.999))
+def test_the_quantiles_are_scipy_stats_bit_for_bit(d: int, q: float, level: float) -> None:
+    """The Beta and normal quantiles come from scipy.special (a quarter of scipy.stats' import, once per scores
+    job): the same numbers, to the last bit, as scipy.stats' beta.ppf and norm.ppf."""
+    from scipy import stats
+
+    a = (d - 1) / 2.0
+    assert sc.null_cosine_quantile(d, q) == float(2.0 * stats.beta.ppf(q, a, a) - 1.0)
+    samples = np.array([0.1, 0.3, 0.2])
+    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    centre, sd = float(np.mean(samples)), float(np.std(samples, ddof=1))
+    assert sc._interval(samples, level) == (centre - z * sd, centre + z * sd)
+
+
 def test_null_interval_values_from_the_paper_spec() -> None:
     """paper.md section 1.4 lists *sampled* isotropic 97.5th percentiles (0.098 at d=384, 0.070 at d=768,
     0.056 at d=1280; 99th: 0.083 at d=768); the exact values agree to sampling error and to 1.96/sqrt(d)."""

@@ -95,7 +95,7 @@ def make_ijepa_checkpoint(tmp_path: Path) -> tuple[Path, Any, Any]:
     prefixes): 2 encoder blocks of width 64, 2 predictor blocks of width 32, 4 heads each."""
     from timm.models.vision_transformer import VisionTransformer
 
-    from qkdissect.models.sources.ijepa import IJEPAPredictor
+    from qkdissect.models.sources.ijepa_predictor import IJEPAPredictor
 
     enc = randomise_(
         VisionTransformer(

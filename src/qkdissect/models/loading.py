@@ -6,28 +6,13 @@ from typing import Any
 
 from torch import nn
 
-from ..catalogue import KNOWN_MODELS, NOT_A_SPEC, spec_source
-from ..errors import UnknownModelError
+from ..catalogue import KNOWN_MODELS
 from .adapters import extract_qk
 from .qk import QKWeights
-from .sources import REGISTRY, LoadedModel
-from .spec import ModelSpec, parse_options
+from .sources import REGISTRY, LoadedModel, parse_spec
+from .spec import ModelSpec
 
-
-def parse_spec(spec: str | ModelSpec) -> ModelSpec:
-    """Parse a model spec string (see :mod:`qkdissect.models`); known short names resolve through the catalogue."""
-    if isinstance(spec, ModelSpec):
-        return spec
-    if spec in KNOWN_MODELS:
-        return parse_spec(KNOWN_MODELS[spec].spec)
-    if spec_source(spec) is None:
-        raise UnknownModelError(spec, list(KNOWN_MODELS), NOT_A_SPEC)
-    source, sep, rest = spec.partition(":")
-    if not sep:
-        return ModelSpec("hf", spec)  # bare ORG/NAME hub id
-    rest, _, query = rest.partition("?")
-    rest, _, part = rest.partition("#")
-    return REGISTRY[source].parse(rest, part, parse_options(query))
+__all__ = ["ModelLike", "availability", "describe_loaded", "in_memory", "load_model", "load_qk", "parse_spec"]
 
 
 def load_model(spec: str | ModelSpec) -> LoadedModel:

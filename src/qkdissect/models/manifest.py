@@ -22,8 +22,7 @@ MANIFEST_SCHEMA = "weights/v1"
 
 def resolve_weights(spec: str | ModelSpec, name: str | None = None) -> dict[str, Any]:
     """Find (download or convert where needed) and hash the weights of a model; return its manifest."""
-    from .loading import parse_spec  # (reading and checking a manifest, below, needs neither torch nor the sources)
-    from .sources import REGISTRY
+    from .sources import REGISTRY, parse_spec  # (reading and checking a manifest, below, needs no source)
     from .sources.base import hub_offline
 
     s = parse_spec(spec)

@@ -16,15 +16,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ...errors import CheckpointMismatchError, CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ...util.hashing import sha256_file
 from ..hubcache import download_again
 from ..spec import ModelSpec, data_dir
+
+if TYPE_CHECKING:  # (torch is imported where a model is read or built: a manifest needs none)
+    import torch
+    from torch import nn
 
 #: (files, hub revision, origin) of a weights manifest: every file as {role, path, bytes, sha256}
 Resolved = tuple[list[dict[str, Any]], str | None, str]
@@ -142,6 +143,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _torch_load(path: Path) -> Any:
     """A torch checkpoint as weights only, memory-mapped when its format allows (a 10 GB I-JEPA file whose one
     part a job needs is then not read whole); the legacy (pre-zip) format is read plainly."""
+    import torch
+
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as e:

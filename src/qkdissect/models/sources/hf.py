@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ...errors import CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
@@ -17,6 +15,9 @@ from ..load_report import load_report, quiet_load_report, random_weights
 from ..spec import ModelSpec
 from ..weightfile import hf_spec, snapshot_revision
 from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:

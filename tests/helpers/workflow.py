@@ -1,8 +1,10 @@
-"""Running the repository's Snakemake workflow from a test, and reading what its dry run prints."""
+"""Running the repository's Snakemake workflow from a test, reading what its dry run prints, and checking the figures a
+run drew."""
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import subprocess
@@ -100,3 +102,39 @@ def prepared(given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if filled:
         validate(config, schema)
     return config, filled
+
+
+def png_text(path: Path) -> dict[str, str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return dict(im.text)  # type: ignore[attr-defined]
+
+
+def check_figures(workdir: Path, stems: list[str]) -> None:
+    """Every figure: non-empty PNG and PDF, provenance in the PNG and beside it, an executed notebook."""
+    for stem in stems:
+        png = workdir / "results/figures" / f"{stem}.png"
+        pdf = png.with_suffix(".pdf")
+        assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000, stem
+        assert pdf.read_bytes().startswith(b"%PDF")
+        record = json.loads(png_text(png)["Description"])
+        sidecar = json.loads((workdir / "results/figures" / f"{stem}.provenance.json").read_text())
+        outputs = sidecar.pop("outputs")
+        assert record == sidecar and record["kind"] == "figure" and set(outputs) == {png.name, pdf.name}
+        assert record["notebook"]["sha256"] and record["inputs"] and all(i["sha256"] for i in record["inputs"])
+        nb = json.loads((workdir / "results/notebooks" / f"{stem}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(c["execution_count"] for c in code), stem
+        assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"], stem
+        assert any("injected-parameters" in c["metadata"].get("tags", []) for c in code), stem
+        # the executed notebook is a visual record: it shows the figure as saved
+        assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"]), stem
+
+
+def pixels(folder: Path) -> dict[str, Any]:
+    """The RGBA pixels of every PNG in ``folder``, by file name."""
+    import numpy as np
+    from PIL import Image
+
+    return {p.name: np.asarray(Image.open(p).convert("RGBA")) for p in sorted(folder.glob("*.png"))}

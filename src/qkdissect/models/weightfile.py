@@ -57,6 +57,8 @@ from .pins import (
 )
 from .spec import ModelSpec, local_path, parse_options
 
+#: what a folded store records of the norms of the families read from files: LayerNorms, but Llama's RMS norms
+LAYER_NORM: dict[str, Any] = {"kind": "layernorm", "module": "LayerNorm", "centring": True}
 #: the converted DINOv2-S/14 (timm ``vit_small_patch14_dinov2``): heads; its layout follows the spec's img_size
 IMGFOCUS_HEADS = 6
 
@@ -87,6 +89,7 @@ class FileQK:
     notes: list[str] = field(default_factory=list)
     kv_heads: list[int] | None = None  # each query head's key-value head (grouped-query models)
     rotary: Rotary | None = None
+    norm: dict[str, Any] = field(default_factory=lambda: dict(LAYER_NORM))  # the norms gamma is read from
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -460,8 +463,9 @@ def _gpt2(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
 def _llama(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
     """A Llama decoder (SmolLM2, stories260K, Llama 2 and 3 at their default RoPE): ``layers.{i}.self_attn.q_proj``
     and ``k_proj``, each query head paired with its key-value head (``repeat_kv``: h // (heads / key heads)), its
-    rotary frequencies computed as transformers computes them. Its RMS norms' gains are not read (folding builds
-    the model, whose norm the adapter probes), nor are other rope types (scaled or partial frequencies)."""
+    rotary frequencies computed as transformers computes them, its RMS norms' gains (``input_layernorm``: the
+    adapter's probe of the norm gives them to the last bit). Other rope types (scaled or partial frequencies) are
+    the model's."""
     d, n_heads, n_layers = int(cfg["hidden_size"]), int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
     n_kv = int(cfg.get("num_key_value_heads") or n_heads)
     d_head = int(cfg.get("head_dim") or d // n_heads)
@@ -480,8 +484,13 @@ def _llama(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
     w_q, w_k = _stack(rows, n_heads)
     rotary = Rotary(_default_inv_freq(theta, d_head), "rotate-half", d_head, d_head)
     decoder = {"notes": rotary_group_notes(rotary, kv_heads), "rotary": rotary,
-               "kv_heads": kv_heads if n_kv < n_heads else None}  # fmt: skip
-    return "hf-llama", w_q, w_k, None, TokenLayout(0, None, None, causal=True), decoder
+               "kv_heads": kv_heads if n_kv < n_heads else None, "norm": RMS_NORM}  # fmt: skip
+    gamma = _gamma(t, [f"{p}layers.{i}.input_layernorm" for i in range(n_layers)])
+    return "hf-llama", w_q, w_k, gamma, TokenLayout(0, None, None, causal=True), decoder
+
+
+#: Llama's norm, as a folded store records it (the adapter's norm_record of the model's LlamaRMSNorm)
+RMS_NORM: dict[str, Any] = {"kind": "rms", "module": "LlamaRMSNorm", "centring": False}
 
 
 def _default_rope_theta(cfg: dict[str, Any]) -> float:

@@ -5,9 +5,9 @@ On the CPU, a model whose W_q and W_k its safetensors file gives (:mod:`qkdissec
 DINOv2-S/14, a timm DINOv2 or ViT ``timm:NAME@FILE.safetensors``, Hugging Face ViT / DeiT / DINOv2 / BEiT / CLIP /
 BERT / GPT-2 files) is read straight from the file and its modes computed with numpy
 (:mod:`qkdissect.core.modes_np`): the job never imports torch, timm or transformers. A Llama decoder's file (SmolLM2,
-at offset 0, raw) imports torch for its rotary frequencies and computes its modes with torch, as the model path
-does, but never imports transformers. Any other model, a model in memory, an offset other than 0, a decoder's
-folded modes and the GPU build the model and run the torch path."""
+at offset 0) imports torch for its rotary frequencies and computes its modes with torch, as the model path does,
+but never imports transformers. Any other model, a model in memory, an offset other than 0 and the GPU build the
+model and run the torch path."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def _modes_of_file(fq: FileQK, t_read: float, started: str, r: ModesRequest) -> 
     log.info("loading %s%s … (W_q, W_k from %s)", name, "" if name == str(fq.spec) else f" ({fq.spec})", fq.path)
     checked, deps = weights_checked(fq.path, fq.sha256, name, r.model.manifest)
     t1 = time.perf_counter()
-    w_q, w_k = fold_factors_np(fq.w_q, fq.w_k, fq.gamma, r.folding)  # (gamma: read where folding needs it)
+    w_q, w_k = fold_factors_np(fq.w_q, fq.w_k, fq.gamma, r.folding, centring=fq.norm["centring"])
     u, s, v = _file_modes(w_q, w_k, r.dtype, torch_too=fq.rotary is not None)
     t_svd = time.perf_counter() - t1
     timings = {"load": round(t_read, 4), "svd": round(t_svd, 6)}
@@ -135,7 +135,7 @@ def _modes_of_file(fq: FileQK, t_read: float, started: str, r: ModesRequest) -> 
     read = _Read(name, fq.spec, fq.adapter, fq.shape, fq.layout, fq.sha256, fq.revision, "cpu", fq.notes,
                  fq.kv_heads)  # fmt: skip
     rotary = {"offset": 0, "rotary": fq.rotary.describe()} if fq.rotary is not None else {}  # (at offset 0)
-    norm = _norm_attrs(FILE_NORM if r.folding != "raw" else None, r.folding)  # (the files' families: LayerNorm)
+    norm = _norm_attrs(fq.norm if r.folding != "raw" else None, r.folding)
     return _finish(u, s, v, r, read, record, rotary | norm)
 
 
@@ -181,10 +181,6 @@ def _modes_of_model(r: ModesRequest) -> xr.Dataset:
     read = _Read(m.name, m.source.spec, qk.adapter, (qk.n_layers, qk.n_heads, qk.d_head, qk.d_model), qk.layout,
                  m.source.weights_sha256, m.source.revision, str(m.device), qk.notes, qk.kv_heads)  # fmt: skip
     return _finish(u, s, v, r, read, record, extra)
-
-
-#: the norms of the families read from files (qkdissect.models.weightfile): LayerNorms
-FILE_NORM = {"kind": "layernorm", "module": "LayerNorm", "centring": True}
 
 
 def _norm_attrs(norm: dict[str, Any] | None, folding: Folding) -> dict[str, Any]:

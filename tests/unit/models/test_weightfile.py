@@ -169,13 +169,13 @@ def _rope(theta: float, kind: str = "default", **more: Any) -> dict[str, Any]:
     return {"rope_type": kind, "rope_theta": theta, **more}
 
 
-def _same_stores(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The raw modes store read from the file is the model path's, bit for bit (rotary and groups included)."""
-    fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu")
+def _same_stores(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folding: str = "raw") -> None:
+    """The modes store read from the file is the model path's, bit for bit (rotary, groups and norms included)."""
+    fast = compute_modes(spec, tmp_path / f"fast-{folding}.zarr", device="cpu", folding=folding)
     assert fast.attrs["provenance"]["weights"]["model_class"] is None  # read from the file
     with monkeypatch.context() as m:
         m.setattr(weights, "read_qk_file", lambda *a: None)  # the model built
-        slow = compute_modes(spec, tmp_path / "slow.zarr", device="cpu")
+        slow = compute_modes(spec, tmp_path / f"slow-{folding}.zarr", device="cpu", folding=folding)
     compare_modes(fast, slow)  # attrs (the rotary frequencies, notes, offset) equal
     for name in slow.variables:
         assert np.array_equal(fast[name].values, slow[name].values), name
@@ -190,14 +190,17 @@ def test_a_llama_file_gives_the_adapters_weights_and_the_models_store(case: str,
     assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
     assert fq.rotary is not None and qk.rotary is not None
     assert np.array_equal(fq.rotary.inv_freq, qk.rotary.inv_freq)  # transformers' float32 arithmetic, bit for bit
-    assert read_qk_file(spec, "folded") is None  # its RMS norms: the model path probes them
-    _same_stores(spec, tmp_path, monkeypatch)
+    gamma, _, _ = norm_parameters(qk)  # the adapter's probe of the RMS norms: their weights, to the last bit
+    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
+    for folding in ("raw", "folded", "folded-centred"):  # (an RMS norm does not centre: the last two are equal)
+        _same_stores(spec, tmp_path, monkeypatch, folding)
 
 
 @pytest.mark.assets
 def test_stories260k_is_read_from_its_file_as_its_model_reads(assets: Path, tmp_path: Path, monkeypatch) -> None:
     """A real trained Llama (8 query heads sharing 4 key-value heads, RoPE base 1e4 written as an integer)."""
-    _same_stores(f"hf:{(assets / STORIES).parent}", tmp_path, monkeypatch)
+    for folding in ("raw", "folded"):
+        _same_stores(f"hf:{(assets / STORIES).parent}", tmp_path, monkeypatch, folding)
 
 
 def test_a_llama_whose_rope_is_not_the_default_builds_the_model(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """What the workflow's light jobs cost, each in a fresh Python process as Snakemake runs it: a weights manifest
-(`qkdissect resolve`, the weights rule), the scores of a modes store (`qkdissect scores`) and the validation of a
-results folder's RO-Crate (`qkdissect crate --check-only`). Every job of a run pays its imports: a weights job
-that imports torch to hash two files, or a scores job that imports scipy.stats for two quantiles, pays seconds
-for nothing.
+(`qkdissect resolve`, the weights rule), the scores of a modes store (`qkdissect scores`), the modes of the offline
+default's SmolLM2 (`qkdissect modes`, raw and folded: a Llama decoder's file read, or the model built) and the
+validation of a results folder's RO-Crate (`qkdissect crate --check-only`). Every job of a run pays its imports:
+a weights job that imports torch to hash two files, or a scores job that imports scipy.stats for two quantiles,
+pays seconds for nothing.
 
 Give several source trees (``--src``, e.g. this checkout's ``src`` and an older commit's in a git worktree) to
 time them in one run on one machine. Inputs: the offline default's results (``make figures``), and optionally more
@@ -45,6 +46,12 @@ def jobs(results: Path, modes: list[Path], out: Path) -> dict[str, list[str]]:
     }  # fmt: skip
     for m in modes:
         named[f"scores {m.stem}"] = ["scores", str(m), "-o", str(out / f"{m.stem}.zarr")]
+    for folding in ("raw", "folded"):  # a Llama decoder's modes (the model built, or its file read)
+        manifest = str(results / "weights/smollm2-135m.json")
+        named[f"modes smollm2-135m ({folding})"] = [
+            *("modes", "smollm2-135m", "--manifest", manifest, "--device", "cpu", "--folding", folding, "-q"),
+            *("-o", str(out / f"m-{folding}.zarr")),
+        ]
     named["crate --check-only (offline default)"] = ["crate", str(results), "--check-only"]
     return named
 

@@ -47,6 +47,7 @@ from .pins import (
     IMGFOCUS_REVISION,
     MINILM_ORIGIN,
     MINILM_REVISION,
+    MINILM_WEIGHTS_SHA256,
     SMOLLM2_ORIGIN,
     SMOLLM2_REVISION,
     SMOLLM2_SHA256,
@@ -372,9 +373,9 @@ def _hf_source(s: ModelSpec) -> FileQK | None:
         folder = data_dir() / where
         if s.name != name or not (folder / "model.safetensors").is_file():
             return None  # (another name is the loading path's error; a missing file it extracts or converts)
-        if s.source == "minilm":
+        if s.source == "minilm":  # (the pinned sha256 of a verified file: not hashed again)
             verified_minilm(folder)
-            revision, origin = MINILM_REVISION, MINILM_ORIGIN
+            revision, origin, sha256 = MINILM_REVISION, MINILM_ORIGIN, MINILM_WEIGHTS_SHA256
         else:
             verified_smollm2(folder)
             revision, origin, sha256 = SMOLLM2_REVISION, SMOLLM2_ORIGIN, SMOLLM2_SHA256["model.safetensors"]
@@ -461,7 +462,7 @@ def _gpt2(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
 
 
 def _llama(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
-    """A Llama decoder (SmolLM2, stories260K, Llama 2 and 3 at their default RoPE): ``layers.{i}.self_attn.q_proj``
+    """A Llama decoder at its default RoPE (SmolLM2, stories260K): ``layers.{i}.self_attn.q_proj``
     and ``k_proj``, each query head paired with its key-value head (``repeat_kv``: h // (heads / key heads)), its
     rotary frequencies computed as transformers computes them, its RMS norms' gains (``input_layernorm``: the
     adapter's probe of the norm gives them to the last bit). Other rope types (scaled or partial frequencies) are

@@ -134,7 +134,7 @@ def _modes_of_file(fq: FileQK, t_read: float, started: str, r: ModesRequest) -> 
                           timings_s=timings)  # fmt: skip
     read = _Read(name, fq.spec, fq.adapter, fq.shape, fq.layout, fq.sha256, fq.revision, "cpu", fq.notes,
                  fq.kv_heads)  # fmt: skip
-    rotary = {"offset": 0, "rotary": fq.rotary.describe()} if fq.rotary is not None else {}  # (at offset 0)
+    rotary = _at_offset(name, fq.rotary, None)[0] if fq.rotary is not None else {}  # (the file path: offset 0)
     norm = _norm_attrs(fq.norm if r.folding != "raw" else None, r.folding)
     return _finish(u, s, v, r, read, record, rotary | norm)
 
@@ -226,12 +226,22 @@ def _rotary_attrs(qk: Any, offset: Offset | None) -> tuple[dict[str, Any], np.nd
         r, core = content_core(qk.model_id, qk.rotary, qk.rotary.grid or qk.layout.grid, offset)
         notes = {"notes": [*qk.notes, CONTENT_CORE_NOTE]}
         return {"offset": offset, "content_core": core, "rotary": qk.rotary.describe(), **notes, **norm}, r
+    at, turn = _at_offset(qk.model_id, qk.rotary, offset)
+    return at | norm, turn
+
+
+def _at_offset(
+    name: str, rot: Rotary, offset: float | tuple[float, ...] | None
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """What a rotary model's modes store says of the offset of its modes (a number for text, [dy, dx] for an image
+    grid; 0 when not given) and of its rotary layout, with R(-d) for that offset (None at offset 0); an offset of
+    the wrong number of axes is refused."""
     try:
-        d = qk.rotary.as_offset(np.zeros(qk.rotary.n_axes) if offset is None else offset)
+        d = rot.as_offset(np.zeros(rot.n_axes) if offset is None else offset)
     except ValueError as e:
-        raise QKDissectError(f"{qk.model_id}: {e}") from None
-    turn = None if _is_zero(offset) else qk.rotary.key_rotation(d)
-    return {"offset": _as_json(d), "rotary": qk.rotary.describe(), **norm}, turn
+        raise QKDissectError(f"{name}: {e}") from None
+    turn = None if _is_zero(offset) else rot.key_rotation(d)
+    return {"offset": _as_json(d), "rotary": rot.describe()}, turn
 
 
 CONTENT_CORE_NOTE = (

@@ -113,17 +113,19 @@ def _json_bytes(obj: dict[str, Any]) -> bytes:
 def write_repo_files(repo: HubRepo, folder: Path, depth: int | None = None, seed: int = 0) -> list[str]:
     """The repository's files in ``folder``: ``config.json``, ``preprocessor_config.json`` and its weights files
     (``save_pretrained`` for ``model.safetensors``, a pickled state dict for ``pytorch_model.bin``, as the
-    repositories' converters wrote them); returns the file names."""
+    repositories' converters wrote them: under the checkpoint's names, which ``save_pretrained`` writes, not the
+    names of the model's modules in memory); returns the file names."""
+    from safetensors.torch import load_file
+
     model = stand_in_model(repo, depth, seed)
     config = repo_config(repo, depth)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state.update(legacy_buffers(repo, config))
-    if SAFETENSORS in repo.weights:
-        model.save_pretrained(folder, state_dict=state)
-        for extra in set(os.listdir(folder)) - {SAFETENSORS}:  # ours is the repository's config.json
-            (folder / extra).unlink()
+    model.save_pretrained(folder, state_dict=state)
     if PYTORCH_BIN in repo.weights:
-        torch.save(state, folder / PYTORCH_BIN)
+        torch.save(load_file(folder / SAFETENSORS), folder / PYTORCH_BIN)
+    for extra in set(os.listdir(folder)) - set(repo.weights):  # ours is the repository's config.json
+        (folder / extra).unlink()
     (folder / "config.json").write_bytes(_json_bytes(config))
     (folder / "preprocessor_config.json").write_bytes(_json_bytes(repo.preprocessor))
     return sorted(os.listdir(folder))

@@ -69,7 +69,11 @@ SENTINEL_KEYS = {
         "visual_projection.weight",
         "logit_scale",
     ),
-    "DeiTForImageClassificationWithTeacher": ("deit.embeddings.distillation_token", "distillation_classifier.weight"),
+    "DeiTForImageClassificationWithTeacher": (
+        "deit.embeddings.distillation_token",
+        "deit.encoder.layer.1.attention.attention.query.weight",  # the converter's names (pytorch_model.bin)
+        "distillation_classifier.weight",
+    ),
 }
 
 

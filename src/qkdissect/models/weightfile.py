@@ -7,7 +7,9 @@ It reads the files the adapters' models are loaded from, by a key map per family
 (``timm:NAME@FILE``, for the architectures of :data:`TIMM_VITS`: their heads and token layout are the
 architecture's, not the file's; every tensor of the file must be the one the built model takes, name and shape, as
 loading checks it), Hugging Face ``save_pretrained`` files
-(``hf:`` hub cache or directory, ``minilm:``, ``smollm2:``) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower),
+(``hf:`` hub cache or directory, ``minilm:``, ``smollm2:``; ``model.safetensors``, or where a repository has only
+that, ``pytorch_model.bin``, read with torch's restricted unpickler as transformers reads it, so that job imports
+torch but not transformers) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower),
 BERT-style and GPT-2-style models and Llama decoders at their default RoPE (its ``config.json`` gives the heads, the
 key-value heads, the layers, the rotary base and the image geometry; a Llama's frequencies are computed with torch,
 in transformers' float32 arithmetic, so its job imports torch but not transformers). Heads are split as the
@@ -17,10 +19,10 @@ are checked as loading checks them: the file's sha256 (and, for the converted ch
 Anything else returns None, and the caller builds the model as before: another source (timm's hub weights,
 another timm architecture, SimMIM, I-JEPA), options in the spec (they change the model; a timm ViT's sizes,
 ``img_size``, ``patch_size``, ``embed_dim``, ``num_heads`` and ``depth``, are read with its file and checked against
-it), a ``pytorch_model.bin`` or sharded checkpoint, a configuration without the values the key map needs, a family
+it), a sharded checkpoint, a configuration without the values the key map needs, a family
 not listed, a missing tensor, a dtype numpy cannot hold (bfloat16), files not converted or extracted yet, or a hub
-model not in the cache. A ``config.json`` that is not JSON or a safetensors file
-cut short is an error naming the file and the fix (building the model would fail on it too).
+model not in the cache. A ``config.json`` that is not JSON, or a weights file cut short, is an error naming the file
+and the fix (building the model would fail on it too).
 """
 
 from __future__ import annotations
@@ -109,14 +111,12 @@ class FileQK:
     def weights(self) -> dict[str, Any]:
         """The provenance's ``weights``, as :func:`~qkdissect.models.loading.describe_loaded`."""
         return {"spec": str(self.spec), "origin": self.origin, "path": str(self.path), "sha256": self.sha256,
-                "revision": self.revision, "model_class": None, "read": READ}  # fmt: skip
-
-
-READ = "W_q, W_k and the norms' gamma read from the safetensors file (no model built)"
+                "revision": self.revision, "model_class": None,
+                "read": f"W_q, W_k and the norms' gamma read from {self.path.name} (no model built)"}  # fmt: skip
 
 
 def read_qk_file(spec: str | ModelSpec, folding: str = "raw") -> FileQK | None:
-    """The query-key weights of ``spec`` read from its safetensors file, or None where only building the model
+    """The query-key weights of ``spec`` read from its weights file, or None where only building the model
     gives them (see the module's docstring); ``folding`` other than "raw" needs the norms' gamma too."""
     s = light_spec(spec)
     if s is None or (s.options and s.source not in ("imgfocus", "timm")) or s.part:
@@ -192,6 +192,46 @@ class _Tensors:
 
     def all(self) -> dict[str, np.ndarray]:
         return {k: self(k) for k in self.keys}
+
+
+#: a Hugging Face checkpoint's weights file, in the order transformers takes them (safetensors where both are)
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+class _PickledTensors(_Tensors):
+    """The tensors of a ``pytorch_model.bin`` (``torch.save`` of a state dict, as ``save_pretrained`` writes it
+    without safetensors), read with torch's restricted unpickler (``weights_only``, as transformers reads it) and
+    memory-mapped where the file's format allows it; each tensor as a numpy array."""
+
+    def __init__(self, path: Path, fix: str | None = None):
+        import pickle
+
+        import torch
+
+        try:
+            try:
+                sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):  # (the legacy format cannot be mapped: read whole)
+                    raise
+                sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # cut short, or not torch's
+            raise CheckpointReadError(path, e, fix or download_again(path)) from e
+        # the tensors only: what is not one is missing here, and transformers says what it makes of it
+        self.state = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)} if isinstance(sd, dict) else {}
+        self.keys = set(self.state)
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self.keys:
+            raise _Missing(name)
+        try:
+            return self.state[name].numpy()
+        except TypeError as e:  # bfloat16 and other dtypes numpy lacks
+            raise _Missing(f"{name}: {e}") from e
+
+
+def _tensors(path: Path) -> _Tensors:
+    return _PickledTensors(path) if path.name == HF_WEIGHTS[1] else _Tensors(path)
 
 
 def _heads(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -381,13 +421,13 @@ def _hf_source(s: ModelSpec) -> FileQK | None:
             revision, origin, sha256 = SMOLLM2_REVISION, SMOLLM2_ORIGIN, SMOLLM2_SHA256["model.safetensors"]
         files = (folder / "config.json", folder / "model.safetensors")
     elif s.weights is not None:
-        files = (s.weights / "config.json", s.weights / "model.safetensors")
+        files = (s.weights / "config.json", next((w for n in HF_WEIGHTS if (w := s.weights / n).is_file()), None))
     else:
         files, origin = _cached(s.name), "hugging face hub cache"
     config, path = files
     if config is None or path is None or not config.is_file() or not path.is_file():
         return None
-    cfg, tensors = read_config(config), _Tensors(path)  # not JSON, or cut short: named here, not left to a build
+    cfg, tensors = read_config(config), _tensors(path)  # not JSON, or cut short: named here, not left to a build
     if _wrong_sizes(cfg):
         return None  # a setting the model cannot be built with: the build names it (modes would not see it)
     try:
@@ -409,12 +449,15 @@ def _wrong_sizes(cfg: dict[str, Any]) -> bool:
 
 
 def _cached(repo_id: str) -> tuple[Path | None, Path | None]:
-    """config.json and model.safetensors of a hub model from the cache (never downloads)."""
+    """config.json and the weights file (:data:`HF_WEIGHTS`, the first there) of a hub model from the cache (never
+    downloads)."""
     from huggingface_hub import try_to_load_from_cache
 
-    hits = [try_to_load_from_cache(repo_id, f) for f in ("config.json", "model.safetensors")]
-    config, weights = (Path(h) if isinstance(h, str) else None for h in hits)
-    return config, weights
+    config, *weights = (
+        Path(h) if isinstance(h, str) else None
+        for h in (try_to_load_from_cache(repo_id, f) for f in ("config.json", *HF_WEIGHTS))
+    )
+    return config, next((w for w in weights if w is not None), None)
 
 
 #: what :func:`_hf_file` reads: adapter, W_q, W_k, gamma or None, layout, and a decoder's notes, key-value heads and

@@ -1,4 +1,5 @@
-"""A modes job reads W_q and W_k straight from the safetensors file (qkdissect.models.weightfile), without torch:
+"""A modes job reads W_q and W_k straight from the weights file (qkdissect.models.weightfile), without torch for a
+safetensors file (a pytorch_model.bin is unpickled with torch, without transformers):
 the adapters' weights bit for bit, the same layout, weights record and manifest check, and modes equal to the
 torch path's to float64 rounding; a Llama decoder's file (rotary, grouped heads) gives the model path's store bit
 for bit, never importing transformers; what it cannot read builds the model as before."""
@@ -99,18 +100,66 @@ def test_modes_from_the_file_equal_the_models(folding: str, tmp_path: Path, monk
     ]
 
 
+def _bin(spec: str, folder: Path, **save: Any) -> str:
+    """The checkpoint of ``spec`` (a ``save_pretrained`` folder) saved as a ``pytorch_model.bin``: ``torch.save`` of
+    its tensors, under the checkpoint's names, beside its config.json, as the paper's DeiT repositories ship them."""
+    from safetensors.torch import load_file
+
+    folder.mkdir()
+    source = Path(spec.removeprefix("hf:"))
+    state = save.pop("state", None) or load_file(source / "model.safetensors")
+    torch.save(state, folder / "pytorch_model.bin", **save)
+    shutil.copy(source / "config.json", folder)
+    return f"hf:{folder}"
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_a_pytorch_model_bin_is_read_from_its_file(legacy: bool, tmp_path: Path, monkeypatch) -> None:
+    """A ``pytorch_model.bin`` (memory-mapped; the legacy format, which cannot be, read whole): the adapter's
+    weights, layout and weights record, and the model path's store."""
+    spec = _bin(_save(HF["deit-teacher"], tmp_path / "st"), tmp_path / "bin", _use_new_zipfile_serialization=not legacy)
+    fq, (qk, loaded) = read_qk_file(spec, "folded"), load_qk(spec)
+    assert fq is not None and fq.path.name == "pytorch_model.bin" and fq.sha256 == loaded.weights_sha256
+    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
+    gamma, _, _ = norm_parameters(qk)
+    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
+    assert fq.describe() == qk.describe()
+    fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu")
+    record = fast.attrs["provenance"]["weights"]
+    assert record["model_class"] is None and "read from pytorch_model.bin" in record["read"]  # read from the file
+    monkeypatch.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
+    compare_modes(fast, compute_modes(spec, tmp_path / "slow.zarr", device="cpu"))
+
+
+def test_a_pytorch_model_bin_the_file_cannot_give(tmp_path: Path) -> None:
+    """bfloat16 weights, or a pickle without the tensors, build the model (transformers says what it makes of
+    them); model.safetensors is read where both are (as transformers does); a file cut short is named with its path,
+    and the model path refuses it too."""
+    spec = _save(HF["vit"], tmp_path / "vit")
+    from safetensors.torch import load_file
+
+    state = {k: v.bfloat16() for k, v in load_file(tmp_path / "vit" / "model.safetensors").items()}
+    assert read_qk_file(_bin(spec, tmp_path / "bf16", state=state)) is None
+    both = _bin(spec, tmp_path / "both")
+    shutil.copy(tmp_path / "vit" / "model.safetensors", tmp_path / "both")
+    fq = read_qk_file(both)
+    assert fq is not None and fq.path.name == "model.safetensors"
+    short = _bin(spec, tmp_path / "short")
+    data = (tmp_path / "short" / "pytorch_model.bin").read_bytes()
+    (tmp_path / "short" / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+    assert read_qk_file(_bin(spec, tmp_path / "other", state={"step": 3, "note": "not weights"})) is None
+    with pytest.raises(QKDissectError, match=r"pytorch_model\.bin"):
+        read_qk_file(short)
+    with pytest.raises(Exception):  # noqa: B017 (transformers' own error: the model cannot be built either)
+        load_qk(short)
+
+
 def test_what_the_file_cannot_give_builds_the_model(tmp_path: Path, monkeypatch) -> None:
-    """Options in the spec, a pytorch_model.bin, an unknown family and a timm file build the model; a changed
-    file is refused by its manifest on both paths."""
+    """Options in the spec, an unknown family and a timm file build the model; a changed file is refused by its
+    manifest on both paths."""
     spec = _save(HF["vit"], tmp_path / "vit")
     assert read_qk_file(spec + "?num_attention_heads=2") is None
     assert read_qk_file("timm:vit_tiny_patch16_224@/x.safetensors") is None
-    (tmp_path / "bin").mkdir()
-    torch.save(load_qk(spec)[1].model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
-    shutil.copy(tmp_path / "vit" / "config.json", tmp_path / "bin")
-    assert read_qk_file(f"hf:{tmp_path / 'bin'}") is None
-    ds = compute_modes(f"hf:{tmp_path / 'bin'}", device="cpu")
-    assert ds.attrs["provenance"]["weights"]["model_class"] == "transformers.models.vit.modeling_vit.ViTModel"
     cfg = (tmp_path / "vit" / "config.json").read_text()
     (tmp_path / "vit" / "config.json").write_text(cfg.replace('"vit"', '"vit_mae"'))
     assert read_qk_file(spec) is None

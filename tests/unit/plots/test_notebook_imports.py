@@ -18,7 +18,9 @@ from tests.helpers import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 #: what a figure notebook may import (a module or a package of modules)
-ALLOWED = ("IPython.display", "qkdissect.plots", "qkdissect.stores", "qkdissect.provenance.figures", "qkdissect.options")
+ALLOWED = (
+    "IPython.display", "qkdissect.plots", "qkdissect.stores", "qkdissect.provenance.figures", "qkdissect.options",
+)  # fmt: skip
 #: what none of it may load
 FORBIDDEN = ("torch", "timm", "transformers", "torchvision", "qkdissect.models", "qkdissect.passes", "qkdissect.data")
 

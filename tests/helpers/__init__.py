@@ -90,6 +90,30 @@ def write_photos(folder: Path, n: int = 6, seed: int = 0) -> list[Path]:
     return paths
 
 
+def make_simmim_checkpoint(tmp_path: Path, pretrain: bool) -> tuple[Path, Any]:
+    """A tiny random SimMIM checkpoint in the released layout, and the timm Beit it holds (3 blocks of width 64, 4
+    heads, 32 px): pretrain (``encoder.*`` with a shared relative position bias, the mask token and a pixel
+    decoder) or finetune (per-block tables, mean pooling, a classifier); the index buffers beside them."""
+    from timm.models.beit import Beit
+
+    ref = randomise_(
+        Beit(**TINY, depth=3, num_classes=0, use_abs_pos_emb=False, use_shared_rel_pos_bias=pretrain,
+             use_rel_pos_bias=not pretrain, init_values=0.1, global_pool="token" if pretrain else "avg")
+    )  # fmt: skip
+    sd = dict(ref.state_dict())
+    for i in range(3):  # upstream checkpoints carry the index buffers too
+        sd[f"blocks.{i}.attn.relative_position_index"] = torch.zeros(17, 17, dtype=torch.long)
+    if pretrain:  # SimMIM wrapper: encoder.* + mask token + a pixel decoder
+        sd = {f"encoder.{k}": v for k, v in sd.items()}
+        sd["encoder.mask_token"] = torch.zeros(1, 1, 64)
+        sd["decoder.0.weight"] = torch.zeros(8 * 8 * 3, 64, 1, 1)
+    else:
+        sd["head.weight"] = torch.zeros(10, 64)
+    path = tmp_path / ("pretrain.pth" if pretrain else "finetune.pth")
+    torch.save({"model": sd, "epoch": 800}, path)
+    return path, ref
+
+
 def make_ijepa_checkpoint(tmp_path: Path) -> tuple[Path, Any, Any]:
     """A tiny random I-JEPA checkpoint in the released layout (encoder, target_encoder, predictor; `module.`
     prefixes): 2 encoder blocks of width 64, 2 predictor blocks of width 32, 4 heads each."""

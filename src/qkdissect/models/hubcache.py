@@ -87,3 +87,9 @@ def check_blob(path: Path, sha256: str) -> None:
             f"{now[:12]}…): it changed or was cut short after it was downloaded; "
             + (download_again(path) or f"delete {blob} and download it again")
         )
+
+
+def snapshot_revision(path: str | Path | None) -> str | None:
+    """The commit hash in a hub-cache path ``.../snapshots/<commit>/file`` (None elsewhere)."""
+    parts = Path(path).parts if path is not None else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None

@@ -144,3 +144,11 @@ def data_path(p: str, what: str = "checkpoint") -> Path:
 
 def _climbs(path: Path) -> bool:
     return os.path.normpath(path).split(os.sep)[0] == ".."
+
+
+def hf_spec(rest: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
+    """``hf:REST``: a local ``save_pretrained`` directory (a path) or a hub id."""
+    if rest.startswith(("/", ".", "~")):
+        p = local_path(rest, "Hugging Face model directory")
+        return ModelSpec("hf", p.name, p, options=options)
+    return ModelSpec("hf", rest, options=options)

@@ -1,6 +1,6 @@
-"""A model's query and key weights read straight from its safetensors file (memory-mapped), without building the
-model and without torch: what a modes job needs, in a fraction of the time of importing torch and timm or
-transformers and loading the whole model.
+"""A model's query and key weights read straight from its weights file (memory-mapped), without building the model
+(and for a safetensors file without torch): what a modes job needs, in a fraction of the time of importing torch and
+timm or transformers and loading the whole model.
 
 It reads the files the adapters' models are loaded from, by a key map per family: the converted DINOv2-S/14
 (``imgfocus:``, timm names: ``blocks.{i}.attn.qkv`` split in thirds), a timm ViT's own ``.safetensors`` file
@@ -12,17 +12,20 @@ that, ``pytorch_model.bin``, read with torch's restricted unpickler as transform
 torch but not transformers) of ViT, DeiT, DINOv2, BEiT, CLIP (the image tower),
 BERT-style and GPT-2-style models and Llama decoders at their default RoPE (its ``config.json`` gives the heads, the
 key-value heads, the layers, the rotary base and the image geometry; a Llama's frequencies are computed with torch,
-in transformers' float32 arithmetic, so its job imports torch but not transformers). Heads are split as the
+in transformers' float32 arithmetic, so its job imports torch but not transformers), and the paper's own
+checkpoints, SimMIM (``simmim:``, mapped onto timm's Beit) and I-JEPA (``ijepa:FILE#part``: the encoder, the target
+encoder or the predictor), unpickled with torch (weights only, memory-mapped: of a 10 GB I-JEPA file only the part's
+query and key tensors are read) and checked against the model loading would build. Heads are split as the
 adapters split them, so W_q and W_k are the adapters' bit for bit (tests/unit/models/test_weightfile.py). The weights
 are checked as loading checks them: the file's sha256 (and, for the converted checkpoint, its tensor digest).
 
 Anything else returns None, and the caller builds the model as before: another source (timm's hub weights,
-another timm architecture, SimMIM, I-JEPA), options in the spec (they change the model; a timm ViT's sizes,
+another timm architecture), options in the spec (they change the model; a timm ViT's sizes,
 ``img_size``, ``patch_size``, ``embed_dim``, ``num_heads`` and ``depth``, are read with its file and checked against
-it), a sharded checkpoint, a configuration without the values the key map needs, a family
-not listed, a missing tensor, a dtype numpy cannot hold (bfloat16), files not converted or extracted yet, or a hub
-model not in the cache. A ``config.json`` that is not JSON, or a weights file cut short, is an error naming the file
-and the fix (building the model would fail on it too).
+it, and I-JEPA's ``heads`` splits its heads), a sharded checkpoint, a configuration without the values the key
+map needs, a family not listed, a missing tensor, a dtype numpy cannot hold (bfloat16), files not converted or
+extracted yet, or a hub model not in the cache. A ``config.json`` that is not JSON, or a weights file cut short,
+is an error naming the file and the fix (building the model would fail on it too).
 """
 
 from __future__ import annotations
@@ -35,15 +38,13 @@ import numpy as np
 
 from ..catalogue import KNOWN_MODELS
 from ..core.rotary import Rotary
-from ..errors import CheckpointReadError
+from ..errors import QKDissectError
 from ..locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, MINILM_NAME, SMOLLM2_DIR, SMOLLM2_NAME, data_dir
 from ..util.hashing import sha256_file
-from .digest import state_dict_digest
-from .hubcache import download_again, read_config
+from .hubcache import read_config, snapshot_revision
 from .layout import TokenLayout, as_pair, describe_qk, prefix_kinds, rotary_group_notes
 from .pins import (
     IMGFOCUS_ARCH,
-    IMGFOCUS_DIGEST,
     IMGFOCUS_ORIGIN,
     IMGFOCUS_PATCH,
     IMGFOCUS_REVISION,
@@ -53,12 +54,19 @@ from .pins import (
     SMOLLM2_ORIGIN,
     SMOLLM2_REVISION,
     SMOLLM2_SHA256,
-    changed_imgfocus,
     imgfocus_img_size,
     verified_minilm,
     verified_smollm2,
 )
-from .spec import ModelSpec, local_path, parse_options
+from .spec import ModelSpec, hf_spec, local_path, parse_options
+from .tensorfile import (
+    HF_WEIGHTS,
+    MissingTensor,
+    TensorFile,
+    tensor_file,
+    torch_checkpoint,
+    verified_imgfocus,
+)
 
 #: what a folded store records of the norms of the families read from files: LayerNorms, but Llama's RMS norms
 LAYER_NORM: dict[str, Any] = {"kind": "layernorm", "module": "LayerNorm", "centring": True}
@@ -119,10 +127,10 @@ def read_qk_file(spec: str | ModelSpec, folding: str = "raw") -> FileQK | None:
     """The query-key weights of ``spec`` read from its weights file, or None where only building the model
     gives them (see the module's docstring); ``folding`` other than "raw" needs the norms' gamma too."""
     s = light_spec(spec)
-    if s is None or (s.options and s.source not in ("imgfocus", "timm")) or s.part:
+    if s is None or (s.options and s.source not in ("imgfocus", "timm", "ijepa")) or (s.part and s.source != "ijepa"):
         return None
     read = {"imgfocus": _imgfocus, "timm": _timm_file, "minilm": _hf_source, "hf": _hf_source,
-            "smollm2": _hf_source}.get(s.source)  # fmt: skip
+            "smollm2": _hf_source, "ijepa": _ijepa, "simmim": _simmim}.get(s.source)  # fmt: skip
     got = read(s) if read is not None else None
     if got is None or (folding != "raw" and got.gamma is None):
         return None
@@ -130,8 +138,8 @@ def read_qk_file(spec: str | ModelSpec, folding: str = "raw") -> FileQK | None:
 
 
 def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
-    """A spec of a source this module reads (imgfocus, timm@FILE, minilm, smollm2, hf), parsed as its source parses
-    it; else None."""
+    """A spec of a source this module reads (imgfocus, timm@FILE, minilm, smollm2, hf, ijepa, simmim), parsed as its
+    source parses it; else None."""
     if isinstance(spec, ModelSpec):
         return spec
     if spec in KNOWN_MODELS:
@@ -146,99 +154,22 @@ def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
         rest, _, query = rest.partition("?")
         name, _, weights = rest.partition("@")
         return ModelSpec(source, name, local_path(weights, "timm weights file"), options=parse_options(query))
+    if source in ("ijepa", "simmim"):  # a checkpoint (I-JEPA: its part after #, the head count after ?)
+        from .sources import ijepa, simmim
+
+        rest, _, query = rest.partition("?")
+        rest, _, part = rest.partition("#")
+        return (ijepa if source == "ijepa" else simmim).parse(rest, part, parse_options(query))
     if source not in ("imgfocus", "minilm", "smollm2", "hf") or "#" in rest or "?" in rest:
         return None
     return hf_spec(rest, ()) if source == "hf" else ModelSpec(source, rest)
-
-
-def hf_spec(rest: str, options: tuple[tuple[str, Any], ...]) -> ModelSpec:
-    """``hf:REST``: a local ``save_pretrained`` directory (a path) or a hub id."""
-    if rest.startswith(("/", ".", "~")):
-        p = local_path(rest, "Hugging Face model directory")
-        return ModelSpec("hf", p.name, p, options=options)
-    return ModelSpec("hf", rest, options=options)
-
-
-def snapshot_revision(path: str | Path | None) -> str | None:
-    """The commit hash in a hub-cache path ``.../snapshots/<commit>/file`` (None elsewhere)."""
-    parts = Path(path).parts if path is not None else ()
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
-
-
-# ------------------------------------------------------------------------------------------ reading tensors
-class _Missing(Exception):
-    """A tensor or value the key map needs is not in the file: the model is built instead."""
-
-
-class _Tensors:
-    """The tensors of one safetensors file, read on demand (memory-mapped), as numpy arrays."""
-
-    def __init__(self, path: Path, fix: str | None = None):
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            self.file = safe_open(str(path), framework="numpy")
-        except SafetensorError as e:  # cut short, or its header damaged
-            raise CheckpointReadError(path, e, fix or download_again(path)) from e
-        self.keys = set(self.file.keys())
-
-    def __call__(self, name: str) -> np.ndarray:
-        if name not in self.keys:
-            raise _Missing(name)
-        try:
-            return self.file.get_tensor(name)
-        except (TypeError, ValueError) as e:  # bfloat16 and other dtypes numpy lacks
-            raise _Missing(f"{name}: {e}") from e
-
-    def all(self) -> dict[str, np.ndarray]:
-        return {k: self(k) for k in self.keys}
-
-
-#: a Hugging Face checkpoint's weights file, in the order transformers takes them (safetensors where both are)
-HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-
-
-class _PickledTensors(_Tensors):
-    """The tensors of a ``pytorch_model.bin`` (``torch.save`` of a state dict, as ``save_pretrained`` writes it
-    without safetensors), read with torch's restricted unpickler (``weights_only``, as transformers reads it) and
-    memory-mapped where the file's format allows it; each tensor as a numpy array."""
-
-    def __init__(self, path: Path, fix: str | None = None):
-        import pickle
-
-        import torch
-
-        try:
-            try:
-                sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as e:
-                if "mmap" not in str(e):  # (the legacy format cannot be mapped: read whole)
-                    raise
-                sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # cut short, or not torch's
-            raise CheckpointReadError(path, e, fix or download_again(path)) from e
-        # the tensors only: what is not one is missing here, and transformers says what it makes of it
-        self.state = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)} if isinstance(sd, dict) else {}
-        self.keys = set(self.state)
-
-    def __call__(self, name: str) -> np.ndarray:
-        if name not in self.keys:
-            raise _Missing(name)
-        try:
-            return self.state[name].numpy()
-        except TypeError as e:  # bfloat16 and other dtypes numpy lacks
-            raise _Missing(f"{name}: {e}") from e
-
-
-def _tensors(path: Path) -> _Tensors:
-    return _PickledTensors(path) if path.name == HF_WEIGHTS[1] else _Tensors(path)
 
 
 def _heads(w: np.ndarray, n_heads: int) -> np.ndarray:
     """(heads * d_head, d_model) -> (head, d_head, d_model), as :func:`~qkdissect.models.qk.split_heads`."""
     out, d = w.shape
     if out % n_heads:
-        raise _Missing(f"{out} outputs do not split into {n_heads} heads")
+        raise MissingTensor(f"{out} outputs do not split into {n_heads} heads")
     return w.reshape(n_heads, out // n_heads, d)
 
 
@@ -255,27 +186,17 @@ def _imgfocus(s: ModelSpec) -> FileQK | None:
     t = verified_imgfocus(path)
     try:
         w_q, w_k, gamma = _timm_blocks(t, IMGFOCUS_HEADS)
-    except _Missing:
+    except MissingTensor:
         return None
     return FileQK(s, "timm-vit", w_q, w_k, gamma, imgfocus_layout(s), path, sha256_file(path), IMGFOCUS_REVISION,
                   IMGFOCUS_ORIGIN)  # fmt: skip
 
 
-def verified_imgfocus(path: Path) -> _Tensors:
-    """The converted DINOv2-S/14's tensors, every one checked against the digest of the conversion (as every load
-    checks them), read with numpy."""
-    t = _Tensors(path, "delete it and run again: it is converted again from the wheel")
-    digest = state_dict_digest(t.all())
-    if digest != IMGFOCUS_DIGEST:
-        raise changed_imgfocus(path, digest)
-    return t
-
-
-def _timm_blocks(t: _Tensors, n_heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _timm_blocks(t: TensorFile, n_heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """timm ``blocks.{i}``: the fused qkv's first and second thirds (no q_bias / qk_norm variants here)."""
     n_layers = len({k.split(".")[1] for k in t.keys if k.startswith("blocks.")})
     if any(".attn.q_norm." in k or ".attn.q_bias" in k for k in t.keys):
-        raise _Missing("q_norm / q_bias: the adapter's path")
+        raise MissingTensor("q_norm / q_bias: the adapter's path")
     rows = []
     for i in range(n_layers):
         w = t(f"blocks.{i}.attn.qkv.weight")
@@ -357,7 +278,7 @@ def _timm_file(s: ModelSpec) -> FileQK | None:
     img = arch.img_size
     if img % arch.patch or arch.width % arch.heads:
         return None
-    t = _Tensors(path)
+    t = TensorFile(path)
     own = {k: tuple(t.file.get_slice(k).get_shape()) for k in t.keys if not k.startswith("head.")}
     want = arch.shapes()
     if own.keys() != want.keys() or any(w is not None and own[k] != w for k, w in want.items()):
@@ -366,12 +287,140 @@ def _timm_file(s: ModelSpec) -> FileQK | None:
         return None
     try:
         w_q, w_k, gamma = _timm_blocks(t, arch.heads)
-    except _Missing:
+    except MissingTensor:
         return None
     side = img // arch.patch
     kinds = prefix_kinds(1, 0, arch.registers)
     layout = TokenLayout(len(kinds), (side, side), (arch.patch, arch.patch), prefix_kinds=kinds)
     return FileQK(s, "timm-vit", w_q, w_k, gamma, layout, path, sha256_file(path), None, "local file")
+
+
+# ---------------------------------------------------------------------------------------- I-JEPA checkpoints
+def _ijepa(s: ModelSpec) -> FileQK | None:
+    """``ijepa:FILE#part[?heads=N]``: one part of an I-JEPA checkpoint (its encoder or target encoder, timm ViTs
+    without class token; or its predictor's timm blocks), mapped as :func:`~.sources.ijepa.ijepa_part` maps it and
+    checked as loading checks it: every tensor the model built from it takes, in float32 and of its shape, and no
+    other (the classifier aside); else None (the model is built, and names what is wrong)."""
+    import torch
+
+    from .sources.ijepa import IJEPA_PARTS, _n_heads
+
+    path, part = s.weights, s.part or "encoder"
+    if path is None or not path.is_file() or part not in IJEPA_PARTS:
+        return None
+    ckpt = torch_checkpoint(path)
+    sd = ckpt.get(part) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        return None
+    if any(v.dtype != torch.float32 for v in sd.values()):  # (loading keeps a checkpoint's dtype)
+        return None
+    sd = {_unprefixed(_unprefixed(k, "module."), "backbone."): v for k, v in sd.items()}
+    try:
+        if part == "predictor":
+            sd = {k.replace("predictor_blocks.", "blocks."): v for k, v in sd.items()
+                  if not k.startswith(("mask_token", "predictor_pos_embed", "predictor_proj"))}  # fmt: skip
+            d, d_in = sd["predictor_embed.weight"].shape
+            n_heads, qkv_bias = _n_heads(d_in, s.kwargs.get("heads")), True  # the encoder's head count
+            top = {"predictor_embed.weight": (d, d_in), "predictor_embed.bias": (d,), "predictor_norm.weight": (d,),
+                   "predictor_norm.bias": (d,)}  # fmt: skip
+            adapter, layout = "timm-blocks", TokenLayout(0, None)
+        else:
+            d, _, patch, _ = sd["patch_embed.proj.weight"].shape
+            side = round(np.sqrt(sd["pos_embed"].shape[1]))
+            n_heads, qkv_bias = _n_heads(d, s.kwargs.get("heads")), "blocks.0.attn.qkv.bias" in sd
+            top = {"pos_embed": (1, side * side, d), "patch_embed.proj.weight": (d, 3, patch, patch),
+                   "patch_embed.proj.bias": (d,), "norm.weight": (d,), "norm.bias": (d,)}  # fmt: skip
+            adapter, layout = "timm-vit", TokenLayout(0, (side, side), (patch, patch))
+        hidden = int(d * (sd["blocks.0.mlp.fc1.weight"].shape[0] / d))  # as timm's Block sizes its MLP
+    except (KeyError, ValueError, QKDissectError):
+        return None
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    want = top | {f"blocks.{i}.{k}": v for i in range(depth) for k, v in _block_shapes(d, hidden, qkv_bias).items()}
+    if {k: tuple(v.shape) for k, v in sd.items() if not k.startswith("head.")} != want or d % n_heads:
+        return None
+    rows = [(w[:d], w[d : 2 * d]) for w in (sd[f"blocks.{i}.attn.qkv.weight"].numpy() for i in range(depth))]
+    w_q, w_k = _stack(rows, n_heads)
+    gamma = np.stack([sd[f"blocks.{i}.norm1.weight"].numpy() for i in range(depth)])
+    origin = f"local I-JEPA checkpoint ({part})"
+    return FileQK(s, adapter, w_q, w_k, gamma, layout, path, sha256_file(path), None, origin)
+
+
+# ---------------------------------------------------------------------------------------- SimMIM checkpoints
+#: what the adapter notes of timm's Beit (a SimMIM model)
+REL_POS_NOTE = "relative position bias is added to the logits; it does not depend on token content"
+
+
+def _simmim(s: ModelSpec) -> FileQK | None:
+    """``simmim:FILE``: a SimMIM checkpoint (pretrain or finetune), mapped onto timm's Beit as
+    :func:`~.sources.simmim.simmim_to_timm` maps it, and checked as loading checks it (:func:`beit_shapes`: every
+    tensor Beit takes, of its shape, and no other); its weights in float32, as loading copies them into Beit."""
+    import torch
+
+    from .sources.base import read_state_dict
+    from .sources.simmim import simmim_to_timm
+
+    if s.weights is None or not s.weights.is_file():
+        return None
+    sd, kwargs = simmim_to_timm(read_state_dict(s.weights))
+    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in sd.values()):
+        return None
+    want = beit_shapes(**kwargs)  # type: ignore[arg-type]
+    if {k: tuple(v.shape) for k, v in sd.items() if not k.startswith("head.")} != want:
+        return None
+    d, depth, n_heads, patch = (int(kwargs[k]) for k in ("embed_dim", "depth", "num_heads", "patch_size"))  # type: ignore[call-overload]
+    if d % n_heads:
+        return None
+    rows = [(w[:d], w[d : 2 * d]) for w in (sd[f"blocks.{i}.attn.qkv.weight"].float().numpy() for i in range(depth))]
+    w_q, w_k = _stack(rows, n_heads)
+    gamma = np.stack([sd[f"blocks.{i}.norm1.weight"].float().numpy() for i in range(depth)])
+    side = int(kwargs["img_size"]) // patch  # type: ignore[call-overload]
+    layout = TokenLayout(1, (side, side), (patch, patch), prefix_kinds=("cls",))
+    return FileQK(s, "timm-beit", w_q, w_k, gamma, layout, s.weights, sha256_file(s.weights), None,
+                  "local SimMIM checkpoint", notes=[REL_POS_NOTE])  # fmt: skip
+
+
+def beit_shapes(
+    *, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, use_abs_pos_emb: bool,
+    use_rel_pos_bias: bool, use_shared_rel_pos_bias: bool, init_values: float | None, global_pool: str, **_: Any,
+) -> dict[str, tuple[int, ...]]:  # fmt: skip
+    """The state dict of timm's ``Beit(**kwargs)`` (its classifier aside, 4 x width MLPs): name -> shape."""
+    d, side, h = embed_dim, img_size // patch_size, 4 * embed_dim
+    table = ((2 * side - 1) ** 2 + 3, num_heads)
+    top: dict[str, tuple[int, ...]] = {
+        "cls_token": (1, 1, d), "patch_embed.proj.weight": (d, 3, patch_size, patch_size),
+        "patch_embed.proj.bias": (d,),
+    }  # fmt: skip
+    if use_abs_pos_emb:
+        top["pos_embed"] = (1, side * side + 1, d)
+    if use_shared_rel_pos_bias:
+        top["rel_pos_bias.relative_position_bias_table"] = table
+    norm = "fc_norm" if global_pool == "avg" else "norm"
+    top |= {f"{norm}.weight": (d,), f"{norm}.bias": (d,)}
+    block: dict[str, tuple[int, ...]] = {
+        "norm1.weight": (d,), "norm1.bias": (d,), "attn.q_bias": (d,), "attn.v_bias": (d,),
+        "attn.qkv.weight": (3 * d, d), "attn.proj.weight": (d, d), "attn.proj.bias": (d,), "norm2.weight": (d,),
+        "norm2.bias": (d,), "mlp.fc1.weight": (h, d), "mlp.fc1.bias": (h,), "mlp.fc2.weight": (d, h),
+        "mlp.fc2.bias": (d,),
+    }  # fmt: skip
+    if use_rel_pos_bias:
+        block["attn.relative_position_bias_table"] = table
+    if init_values:
+        block |= {"gamma_1": (d,), "gamma_2": (d,)}
+    return top | {f"blocks.{i}.{k}": v for i in range(depth) for k, v in block.items()}
+
+
+def _unprefixed(key: str, prefix: str) -> str:
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def _block_shapes(d: int, hidden: int, qkv_bias: bool) -> dict[str, tuple[int, ...]]:
+    """The tensors of a timm ``Block`` of width ``d`` (LayerNorms, fused qkv, no layer scale) and their shapes."""
+    out: dict[str, tuple[int, ...]] = {
+        "norm1.weight": (d,), "norm1.bias": (d,), "attn.qkv.weight": (3 * d, d), "attn.proj.weight": (d, d),
+        "attn.proj.bias": (d,), "norm2.weight": (d,), "norm2.bias": (d,), "mlp.fc1.weight": (hidden, d),
+        "mlp.fc1.bias": (hidden,), "mlp.fc2.weight": (d, hidden), "mlp.fc2.bias": (d,),
+    }  # fmt: skip
+    return out | ({"attn.qkv.bias": (3 * d,)} if qkv_bias else {})
 
 
 # ------------------------------------------------------------------------------------------- Hugging Face
@@ -427,12 +476,12 @@ def _hf_source(s: ModelSpec) -> FileQK | None:
     config, path = files
     if config is None or path is None or not config.is_file() or not path.is_file():
         return None
-    cfg, tensors = read_config(config), _tensors(path)  # not JSON, or cut short: named here, not left to a build
+    cfg, tensors = read_config(config), tensor_file(path)  # not JSON, or cut short: named here, not left to a build
     if _wrong_sizes(cfg):
         return None  # a setting the model cannot be built with: the build names it (modes would not see it)
     try:
         got = _hf_file(s, cfg, tensors)
-    except (_Missing, KeyError, TypeError, ValueError):
+    except (MissingTensor, KeyError, TypeError, ValueError):
         return None
     adapter, w_q, w_k, gamma, layout, decoder = got
     return FileQK(s, adapter, w_q, w_k, gamma, layout, path, sha256 or sha256_file(path),
@@ -465,7 +514,7 @@ def _cached(repo_id: str) -> tuple[Path | None, Path | None]:
 _HFRead = tuple[str, np.ndarray, np.ndarray, Any, TokenLayout, dict[str, Any]]
 
 
-def _hf_file(s: ModelSpec, cfg: dict[str, Any], t: _Tensors) -> _HFRead:
+def _hf_file(s: ModelSpec, cfg: dict[str, Any], t: TensorFile) -> _HFRead:
     """(adapter, W_q, W_k, gamma or None, layout, decoder) of a ``save_pretrained`` checkpoint, as the HF adapter
     reads the model ``AutoModel`` builds from it."""
     model_type = cfg["model_type"]
@@ -478,7 +527,7 @@ def _hf_file(s: ModelSpec, cfg: dict[str, Any], t: _Tensors) -> _HFRead:
         return _llama(cfg, t)
     fam = _FAMILIES.get(model_type)
     if fam is None:
-        raise _Missing(f"family {model_type}")
+        raise MissingTensor(f"family {model_type}")
     n_layers, n_heads = int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
     p = _prefix(t, [fam.prefix], fam.layer.format(i=0) + fam.q + ".weight")
     _check_depth(t, p + fam.layer, fam.q + ".weight", n_layers)
@@ -491,10 +540,10 @@ def _hf_file(s: ModelSpec, cfg: dict[str, Any], t: _Tensors) -> _HFRead:
     return f"hf-{model_type}", w_q, w_k, gamma, layout, {}
 
 
-def _gpt2(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
+def _gpt2(cfg: dict[str, Any], t: TensorFile) -> _HFRead:
     """GPT-2: ``h.{i}.attn.c_attn`` is a Conv1D (``x W + b``, W (d, 3d)) holding W_q | W_k | W_v."""
     if cfg.get("add_cross_attention"):
-        raise _Missing("cross-attention")
+        raise MissingTensor("cross-attention")
     d, n_heads, n_layers = int(cfg["n_embd"]), int(cfg["n_head"]), int(cfg["n_layer"])
     p = _prefix(t, ["transformer."], "h.0.attn.c_attn.weight")
     _check_depth(t, p + "h.{i}.", "attn.c_attn.weight", n_layers)
@@ -504,7 +553,7 @@ def _gpt2(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
     return "hf-gpt2", w_q, w_k, gamma, TokenLayout(0, None, None, causal=True), {}
 
 
-def _llama(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
+def _llama(cfg: dict[str, Any], t: TensorFile) -> _HFRead:
     """A Llama decoder at its default RoPE (SmolLM2, stories260K): ``layers.{i}.self_attn.q_proj``
     and ``k_proj``, each query head paired with its key-value head (``repeat_kv``: h // (heads / key heads)), its
     rotary frequencies computed as transformers computes them, its RMS norms' gains (``input_layernorm``: the
@@ -514,7 +563,7 @@ def _llama(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
     n_kv = int(cfg.get("num_key_value_heads") or n_heads)
     d_head = int(cfg.get("head_dim") or d // n_heads)
     if d % n_heads or n_heads % n_kv or cfg.get("use_bidirectional_attention") or cfg.get("pretraining_tp", 1) != 1:
-        raise _Missing("a setting the model refuses or that changes its attention")
+        raise MissingTensor("a setting the model refuses or that changes its attention")
     theta = _default_rope_theta(cfg)
     p = _prefix(t, ["model."], "layers.0.self_attn.q_proj.weight")
     _check_depth(t, p + "layers.{i}.", "self_attn.q_proj.weight", n_layers)
@@ -523,7 +572,7 @@ def _llama(cfg: dict[str, Any], t: _Tensors) -> _HFRead:
     for i in range(n_layers):
         q, k = (t(f"{p}layers.{i}.self_attn.{n}_proj.weight") for n in ("q", "k"))
         if q.shape != (n_heads * d_head, d) or k.shape != (n_kv * d_head, d):
-            raise _Missing(f"layer {i}: q {q.shape}, k {k.shape}")
+            raise MissingTensor(f"layer {i}: q {q.shape}, k {k.shape}")
         rows.append((q, k.reshape(n_kv, d_head, d)[kv_heads].reshape(n_heads * d_head, d)))
     w_q, w_k = _stack(rows, n_heads)
     rotary = Rotary(_default_inv_freq(theta, d_head), "rotate-half", d_head, d_head)
@@ -543,10 +592,10 @@ def _default_rope_theta(cfg: dict[str, Any]) -> float:
     if params is None and cfg.get("rope_scaling") is None and "partial_rotary_factor" not in cfg:
         params = {"rope_type": "default", "rope_theta": cfg.get("rope_theta")}
     if not isinstance(params, dict) or set(params) != {"rope_type", "rope_theta"} or params["rope_type"] != "default":
-        raise _Missing(f"rope {params}: the model's own frequencies")
+        raise MissingTensor(f"rope {params}: the model's own frequencies")
     theta = params["rope_theta"]
     if isinstance(theta, bool) or not isinstance(theta, int | float) or theta <= 0:
-        raise _Missing(f"rope_theta {theta!r}")
+        raise MissingTensor(f"rope_theta {theta!r}")
     return theta
 
 
@@ -558,33 +607,33 @@ def _default_inv_freq(theta: float, d_head: int) -> np.ndarray:
     return (1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.float) / d_head))).double().numpy()
 
 
-def _prefix(t: _Tensors, wrappers: list[str], first: str) -> str:
+def _prefix(t: TensorFile, wrappers: list[str], first: str) -> str:
     """The prefix of the base model's keys: none (a base model's checkpoint) or a task wrapper's."""
     found = [p for p in ["", *wrappers] if p + first in t.keys]
     if len(found) != 1:
-        raise _Missing(f"{first} under {len(found)} prefixes")
+        raise MissingTensor(f"{first} under {len(found)} prefixes")
     return found[0]
 
 
-def _check_depth(t: _Tensors, layer: str, name: str, n_layers: int) -> None:
+def _check_depth(t: TensorFile, layer: str, name: str, n_layers: int) -> None:
     """The file holds exactly the configuration's layers."""
     if (layer.format(i=n_layers - 1) + name) not in t.keys or (layer.format(i=n_layers) + name) in t.keys:
-        raise _Missing(f"not {n_layers} layers")
+        raise MissingTensor(f"not {n_layers} layers")
 
 
 def _post_ln(n_layers: int) -> list[str]:
     return ["embeddings.LayerNorm", *(f"encoder.layer.{i}.output.LayerNorm" for i in range(n_layers - 1))]
 
 
-def _gamma(t: _Tensors, norms: list[str]) -> np.ndarray | None:
+def _gamma(t: TensorFile, norms: list[str]) -> np.ndarray | None:
     """The LayerNorms' weights (layer, d); None when one is not in the file (folding then builds the model)."""
     try:
         return np.stack([t(n + ".weight") for n in norms])
-    except _Missing:
+    except MissingTensor:
         return None
 
 
-def _image_layout(cfg: dict[str, Any], t: _Tensors, p: str) -> TokenLayout:
+def _image_layout(cfg: dict[str, Any], t: TensorFile, p: str) -> TokenLayout:
     """Prefix tokens (CLS, distillation, registers) from the embeddings' tensors; the grid from the config."""
     emb = p + "embeddings."
     has = {n: emb + n in t.keys for n in _PREFIX_TOKENS}

@@ -7,51 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from timm.models.beit import Beit
 
 from qkdissect.errors import CheckpointMismatchError, WeightsUnavailableError
 from qkdissect.models import load_qk, parse_spec
 from qkdissect.models.sources.base import CheckpointReadError
-from tests.helpers import TINY, make_ijepa_checkpoint, randomise_
+from tests.helpers import make_ijepa_checkpoint, make_simmim_checkpoint
 from tests.helpers.logits import capture_logits, max_relative_error
 
 IMG = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 
 
-def _beit(shared: bool) -> Beit:
-    return randomise_(
-        Beit(
-            **TINY,
-            depth=3,
-            num_classes=0,
-            use_abs_pos_emb=False,
-            use_shared_rel_pos_bias=shared,
-            use_rel_pos_bias=not shared,
-            init_values=0.1,
-            global_pool="token" if shared else "avg",
-        )
-    )
-
-
-def _simmim_file(tmp_path: Path, pretrain: bool) -> tuple[Path, Beit]:
-    ref = _beit(shared=pretrain)
-    sd = dict(ref.state_dict())
-    for i in range(3):  # upstream checkpoints carry the index buffers too
-        sd[f"blocks.{i}.attn.relative_position_index"] = torch.zeros(17, 17, dtype=torch.long)
-    if pretrain:  # SimMIM wrapper: encoder.* + mask token + a pixel decoder
-        sd = {f"encoder.{k}": v for k, v in sd.items()}
-        sd["encoder.mask_token"] = torch.zeros(1, 1, 64)
-        sd["decoder.0.weight"] = torch.zeros(8 * 8 * 3, 64, 1, 1)
-    else:
-        sd["head.weight"] = torch.zeros(10, 64)
-    path = tmp_path / ("pretrain.pth" if pretrain else "finetune.pth")
-    torch.save({"model": sd, "epoch": 800}, path)
-    return path, ref
-
-
 @pytest.mark.parametrize("pretrain", [True, False], ids=["pretrain", "finetune"])
 def test_simmim_checkpoint(tmp_path: Path, pretrain: bool) -> None:
-    path, ref = _simmim_file(tmp_path, pretrain)
+    path, ref = make_simmim_checkpoint(tmp_path, pretrain)
     qk, loaded = load_qk(f"simmim:{path}")
     assert qk.adapter == "timm-beit"
     assert (qk.n_layers, qk.n_heads, qk.d_model, qk.layout.grid) == (3, 4, 64, (4, 4))
@@ -101,7 +69,7 @@ def test_missing_raw_checkpoint_says_where_to_get_it(tmp_path: Path) -> None:
 
 
 def test_truncated_checkpoint(tmp_path: Path) -> None:
-    path, _ = _simmim_file(tmp_path, pretrain=False)
+    path, _ = make_simmim_checkpoint(tmp_path, pretrain=False)
     data = path.read_bytes()
     bad = tmp_path / "truncated.pth"
     bad.write_bytes(data[: len(data) // 2])

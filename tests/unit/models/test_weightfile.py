@@ -41,7 +41,7 @@ from qkdissect.models.layernorm import norm_parameters
 from qkdissect.models.weightfile import TIMM_VITS, read_qk_file
 from qkdissect.passes import weights
 from qkdissect.passes.weights import compute_modes
-from tests.helpers import STORIES, make_tiny_vit, randomise_
+from tests.helpers import STORIES, make_ijepa_checkpoint, make_simmim_checkpoint, make_tiny_vit, randomise_
 from tests.helpers.modes import compare_modes
 
 VIT = dict(
@@ -152,6 +152,99 @@ def test_a_pytorch_model_bin_the_file_cannot_give(tmp_path: Path) -> None:
         read_qk_file(short)
     with pytest.raises(Exception):  # noqa: B017 (transformers' own error: the model cannot be built either)
         load_qk(short)
+
+
+@pytest.mark.parametrize("part", ["encoder", "target_encoder", "predictor"])
+def test_an_ijepa_checkpoint_is_read_from_its_file(part: str, tmp_path: Path, monkeypatch) -> None:
+    """Each part of an I-JEPA checkpoint in the released layout (``module.`` prefixes; the predictor's mask token,
+    position embedding and projection beside its blocks): the built model's weights, gamma, layout and weights
+    record, and the model path's store."""
+    path, _, _ = make_ijepa_checkpoint(tmp_path)
+    spec = f"ijepa:{path}#{part}?heads=4"
+    fq, (qk, loaded) = read_qk_file(spec, "folded"), load_qk(spec)
+    assert fq is not None and fq.describe() == qk.describe()
+    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
+    gamma, _, _ = norm_parameters(qk)
+    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
+    assert {k: v for k, v in fq.weights().items() if k not in ("model_class", "read")} == {
+        k: v for k, v in describe_loaded(loaded).items() if k not in ("model_class", "load_report")
+    }
+    fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu", folding="folded")
+    assert f"read from {path.name}" in fast.attrs["provenance"]["weights"]["read"]
+    monkeypatch.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
+    compare_modes(fast, compute_modes(spec, tmp_path / "slow.zarr", device="cpu", folding="folded"))
+
+
+def test_an_ijepa_checkpoint_the_file_cannot_give(tmp_path: Path) -> None:
+    """A width whose head count is not known without ?heads=N, a tensor the model does not take, a missing one,
+    float16 weights: the model is built (and says what is wrong, where it is wrong); a file cut short is named."""
+    path, _, _ = make_ijepa_checkpoint(tmp_path)
+    assert read_qk_file(f"ijepa:{path}#encoder") is None  # width 64: the head count is not known
+    with pytest.raises(QKDissectError, match="heads=N"):
+        load_qk(f"ijepa:{path}#encoder")
+    ckpt = torch.load(path, weights_only=True)
+    changes = {
+        "extra": lambda sd: sd | {"module.blocks.0.attn.extra": torch.zeros(3)},
+        "missing": lambda sd: {k: v for k, v in sd.items() if k != "module.norm.bias"},
+        "float16": lambda sd: {k: v.half() for k, v in sd.items()},
+    }
+    for name, change in changes.items():
+        other = tmp_path / f"{name}.pth.tar"
+        torch.save({**ckpt, "encoder": change(ckpt["encoder"])}, other)
+        assert read_qk_file(f"ijepa:{other}#encoder?heads=4") is None, name
+        assert read_qk_file(f"ijepa:{other}#predictor?heads=4") is not None, name  # the other part is intact
+    for name in ("extra", "missing"):
+        with pytest.raises(QKDissectError, match="checkpoint"):
+            load_qk(f"ijepa:{tmp_path / name}.pth.tar#encoder?heads=4")
+    short = tmp_path / "short.pth.tar"
+    short.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(QKDissectError, match=r"short\.pth\.tar"):
+        read_qk_file(f"ijepa:{short}#encoder?heads=4")
+
+
+@pytest.mark.parametrize("pretrain", [True, False], ids=["pretrain", "finetune"])
+def test_a_simmim_checkpoint_is_read_from_its_file(pretrain: bool, tmp_path: Path, monkeypatch) -> None:
+    """SimMIM's pretrain and finetune layouts (mapped onto timm's Beit): the built model's weights, gamma, layout,
+    relative-position note and weights record, and the model path's store; a tensor Beit does not take, or one it
+    takes missing, builds the model (which names it)."""
+    path, _ = make_simmim_checkpoint(tmp_path, pretrain)
+    spec = f"simmim:{path}"
+    fq, (qk, loaded) = read_qk_file(spec, "folded"), load_qk(spec)
+    assert fq is not None and fq.describe() == qk.describe()
+    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
+    gamma, _, _ = norm_parameters(qk)
+    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
+    assert {k: v for k, v in fq.weights().items() if k not in ("model_class", "read")} == {
+        k: v for k, v in describe_loaded(loaded).items() if k not in ("model_class", "load_report")
+    }
+    fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu", folding="folded")
+    with monkeypatch.context() as m:
+        m.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
+        compare_modes(fast, compute_modes(spec, tmp_path / "slow.zarr", device="cpu", folding="folded"))
+    ckpt = torch.load(path, weights_only=True)
+    some = next(k for k in ckpt["model"] if k.endswith("blocks.1.norm2.bias"))
+    for name, sd in {"extra": ckpt["model"] | {some.replace("norm2.bias", "extra"): torch.zeros(3)},
+                     "missing": {k: v for k, v in ckpt["model"].items() if k != some}}.items():  # fmt: skip
+        other = tmp_path / f"{name}.pth"
+        torch.save({"model": sd}, other)
+        assert read_qk_file(f"simmim:{other}") is None, name
+        with pytest.raises(QKDissectError, match="checkpoint"):
+            load_qk(f"simmim:{other}")
+
+
+@pytest.mark.parametrize("pool", ["token", "avg"])
+@pytest.mark.parametrize("bias", ["shared", "per-block", "none"])
+def test_beit_shapes_are_timms(pool: str, bias: str) -> None:
+    """What the SimMIM file path checks a checkpoint against is the state dict of the Beit loading builds."""
+    from timm.models.beit import Beit
+
+    from qkdissect.models.weightfile import beit_shapes
+
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, use_abs_pos_emb=bias == "none",
+                  use_rel_pos_bias=bias == "per-block", use_shared_rel_pos_bias=bias == "shared",
+                  init_values=0.1 if pool == "token" else None, global_pool=pool)  # fmt: skip
+    own = {k: tuple(v.shape) for k, v in Beit(num_classes=0, **kwargs).state_dict().items()}  # type: ignore[arg-type]
+    assert beit_shapes(**kwargs) == own  # type: ignore[arg-type]
 
 
 def test_what_the_file_cannot_give_builds_the_model(tmp_path: Path, monkeypatch) -> None:

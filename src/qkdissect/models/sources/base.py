@@ -22,6 +22,7 @@ from ...errors import CheckpointMismatchError, CheckpointReadError, QKDissectErr
 from ...util.hashing import sha256_file
 from ..hubcache import download_again
 from ..spec import ModelSpec, data_dir
+from ..tensorfile import torch_load
 
 if TYPE_CHECKING:  # (torch is imported where a model is read or built: a manifest needs none)
     import torch
@@ -120,7 +121,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        obj = _torch_load(path)
+        obj = torch_load(path)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         raise QKDissectError(
@@ -138,19 +139,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     return obj
-
-
-def _torch_load(path: Path) -> Any:
-    """A torch checkpoint as weights only, memory-mapped when its format allows (a 10 GB I-JEPA file whose one
-    part a job needs is then not read whole); the legacy (pre-zip) format is read plainly."""
-    import torch
-
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as e:
-        if "mmap" not in str(e):
-            raise
-        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def load_checkpoint_into(

@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 from ...errors import CheckpointReadError, QKDissectError, WeightsUnavailableError
 from ...locations import HF_EXTRA_FILES, HF_WEIGHT_FILES
 from ...util.hashing import sha256_file
-from ..hubcache import check_blob, download_again, read_config
+from ..hubcache import check_blob, download_again, read_config, snapshot_revision
 from ..load_report import load_report, quiet_load_report, random_weights
-from ..spec import ModelSpec
-from ..weightfile import hf_spec, snapshot_revision
+from ..spec import ModelSpec, hf_spec
 from .base import LoadedModel, Resolved, Source, file_record, hub_offline, option_error, register
 
 if TYPE_CHECKING:

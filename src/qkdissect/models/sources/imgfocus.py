@@ -33,7 +33,7 @@ from ..pins import (
     imgfocus_img_size,
 )
 from ..spec import ModelSpec
-from ..weightfile import verified_imgfocus
+from ..tensorfile import verified_imgfocus
 from .base import (
     LoadedModel,
     Resolved,

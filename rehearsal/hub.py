@@ -204,6 +204,32 @@ def build_hub_cache(
     return root
 
 
+def link_stand_ins(source: str | Path, hf_home: str | Path, weights_dir: str | Path, depth: int | None,
+                   repos: Iterable[str] | None = None) -> None:  # fmt: skip
+    """Hard-link stand-ins built earlier (``source/hf``: :func:`build_hub_cache`; ``source/data/weights``:
+    :func:`build_local_checkpoints`) into ``hf_home`` and ``weights_dir`` instead of building them again: the same
+    files, as the builds are deterministic (build both at once: the repositories' ``config.json`` are checked
+    against ``depth``, the checkpoints are taken as they are). Refused in one line where a repository is missing or
+    of another depth. Nothing a rehearsal does writes to a file it did not make, so the source stays as built."""
+    source = Path(source)
+    for repo in hub_repos(repos):
+        org, name = repo.repo_id.split("/")
+        folder = f"models--{org}--{name}"
+        configs = list((source / "hf" / "hub" / folder / "snapshots").glob("*/config.json"))
+        if len(configs) != 1 or configs[0].read_bytes() != _json_bytes(repo_config(repo, depth)):
+            raise SystemExit(f"{source}: no stand-in of {repo.repo_id} at depth {depth} to link; build them with "
+                             "python -m rehearsal.hub --hf-home DIR/hf --data DIR/data --depth N")  # fmt: skip
+        target = Path(hf_home) / "hub" / folder
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source / "hf" / "hub" / folder, target, symlinks=True, copy_function=os.link)
+    Path(weights_dir).mkdir(parents=True, exist_ok=True)
+    for c in LOCAL_CHECKPOINTS.values():
+        target = Path(weights_dir) / c.filename
+        target.unlink(missing_ok=True)
+        os.link(source / "data" / "weights" / c.filename, target)
+
+
 # ----------------------------------------------------------------------------------------- local checkpoints
 class _Draw:
     """Random tensors of one checkpoint: weights ~ N(0, 0.02), gains ~ 1 + N(0, 0.05), biases ~ N(0, 0.02); on the

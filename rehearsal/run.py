@@ -23,6 +23,7 @@ configuration without image sets or mask datasets).
     python -m rehearsal.run OUT                 # full: the real architectures (every block), real dataset counts
     python -m rehearsal.run OUT --shallow       # 2 blocks per model, a few images per set (make test-rehearsal)
     python -m rehearsal.run OUT --shallow --config config/paper-weights.yaml     # the weights-only figures
+    python -m rehearsal.run OUT --shallow --stand-ins DIR   # the stand-ins of python -m rehearsal.hub, linked
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any
 import yaml
 
 from .datasets import COUNTS, ade20k_layout, imagenet_hub_cache, o3_layout
-from .hub import build_hub_cache, build_local_checkpoints
+from .hub import build_hub_cache, build_local_checkpoints, link_stand_ins
 from .hub_repos import HUB_REPOS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,15 +108,20 @@ def _sources(config: dict[str, Any], section: str) -> set[str]:
     return {str(entry["source"]).split(":", 1)[0] for entry in (config.get(section) or {}).values()}
 
 
-def build_world(out: Path, scale: Scale, config: Path = PAPER) -> dict[str, str]:
+def build_world(out: Path, scale: Scale, config: Path = PAPER, stand_ins: Path | None = None) -> dict[str, str]:
     """Everything ``config`` (the paper's, by default) reads, under ``out`` (see the module docstring): the stand-ins
-    of its hub models and the local checkpoints; the ImageNet hub cache, O3 and ADE20K only where it reads them.
-    Returns the environment."""
+    of its hub models and the local checkpoints (hard-linked from ``stand_ins`` where given:
+    :func:`~rehearsal.hub.link_stand_ins`); the ImageNet hub cache, O3 and ADE20K only where it reads them. Returns
+    the environment."""
     out.mkdir(parents=True, exist_ok=True)
     hf_home, data = out / "hf", out / "data"
     cfg = yaml.safe_load(config.read_text())
-    build_hub_cache(hf_home, scale.depth, [r.repo_id for r in HUB_REPOS.values() if r.key in cfg["models"]])
-    build_local_checkpoints(data / "weights", scale.depth)
+    repos = [r.repo_id for r in HUB_REPOS.values() if r.key in cfg["models"]]
+    if stand_ins is not None:
+        link_stand_ins(stand_ins, hf_home, data / "weights", scale.depth, repos)
+    else:
+        build_hub_cache(hf_home, scale.depth, repos)
+        build_local_checkpoints(data / "weights", scale.depth)
     if "imagenet-hf" in _sources(cfg, "images"):
         imagenet_hub_cache(hf_home / "hub", scale.imagenet, first=paper_classes(config))
     limit = lambda n: {"limit": n} if scale.limits else {}  # noqa: E731
@@ -289,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ade20k", type=int, help="ADE20K images (default: shallow 4, full 2000)")
     p.add_argument("--cost-only", action="store_true", help="only (re)write the cost table of a finished run")
     p.add_argument(
+        "--stand-ins",
+        type=Path,
+        help="hard-link the hub repositories and checkpoints from this folder instead of building them (made by "
+        "python -m rehearsal.hub --hf-home DIR/hf --data DIR/data at the same depth)",
+    )
+    p.add_argument(
         "--config",
         type=Path,
         default=PAPER,
@@ -303,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.perf_counter()
     config = args.config.resolve()
-    env = build_world(args.out.resolve(), scale, config)
+    env = build_world(args.out.resolve(), scale, config, args.stand_ins.resolve() if args.stand_ins else None)
     print(f"stand-ins built in {time.perf_counter() - t0:.0f} s under {args.out}", flush=True)
     t1 = time.perf_counter()
     if args.shallow:  # small jobs, mostly imports and loading: one thread each, as many at once as there are cores

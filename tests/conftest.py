@@ -17,6 +17,7 @@ import torch
 
 from tests.helpers import DINOV2_FILE, REPO, load_photo, need_assets
 from tests.helpers.schedule import GROUPS_ENV, DurationRecorder, grouped_scheduler, schedule, write_groups
+from tests.helpers.standins import remove_shared
 
 TESTS = Path(__file__).resolve().parent
 pytest_plugins = ["pytester"]  # tests/unit/test_schedule.py collects a made-up test file
@@ -43,8 +44,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput") and (folder := os.environ.pop(GROUPS_ENV, None)):
+    """The controller (or the only process) removes what the session's tests shared: the units' folder, the paper's
+    stand-ins (:mod:`tests.helpers.standins`, in the session's temporary folder)."""
+    if hasattr(config, "workerinput"):
+        return
+    if folder := os.environ.pop(GROUPS_ENV, None):
         shutil.rmtree(folder, ignore_errors=True)
+    factory = getattr(config, "_tmp_path_factory", None)  # pytest's own, as its tmp_path_factory fixture returns
+    if factory is not None and factory._basetemp is not None:  # (a session that made no temporary folder: none)
+        remove_shared(factory.getbasetemp())
 
 
 @pytest.hookimpl(optionalhook=True)

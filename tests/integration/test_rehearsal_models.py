@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from rehearsal.hub import build_hub_cache, build_local_checkpoints
+from rehearsal.hub import build_hub_cache, build_local_checkpoints, link_stand_ins
 from rehearsal.hub_repos import HUB_REPOS, LOCAL_CHECKPOINTS, PYTORCH_BIN, SAFETENSORS
 
 from qkdissect.catalogue import KNOWN_MODELS, PAPER_MODELS
@@ -34,6 +34,7 @@ from qkdissect.passes.same_object import compute_same_object
 from qkdissect.passes.scores import compute_scores
 from qkdissect.passes.weights import compute_modes
 from tests.helpers import REPO, write_photos
+from tests.helpers.standins import shared_stand_ins
 
 DEPTH = 2
 MODELS = [*PAPER_MODELS, "ijepa-vith14-predictor"]
@@ -83,13 +84,13 @@ def hub_repo(key: str) -> Any:
 
 @pytest.fixture(scope="session")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    """The stand-ins, built once per session: HF_HOME with the 13 hub repositories, QKDISSECT_DATA with the
-    SimMIM and I-JEPA checkpoints, and two small photographs (2.4 GB, removed at the end of the session)."""
+    """The stand-ins, built once per session (shared with the paper-weights rehearsal: tests.helpers.standins) and
+    linked here: HF_HOME with the 13 hub repositories, QKDISSECT_DATA with the SimMIM and I-JEPA checkpoints, and
+    two small photographs."""
     base = tmp_path_factory.mktemp("rehearsal")
-    hf_home = build_hub_cache(base / "hf", depth=DEPTH)
-    build_local_checkpoints(base / "data" / "weights", depth=DEPTH)
+    link_stand_ins(shared_stand_ins(tmp_path_factory, DEPTH), base / "hf", base / "data" / "weights", DEPTH)
     write_photos(base / "photos", n=2)
-    yield {"hf_home": hf_home, "data": base / "data", "photos": base / "photos"}
+    yield {"hf_home": base / "hf", "data": base / "data", "photos": base / "photos"}
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -179,6 +180,26 @@ def test_rebuild_is_deterministic_and_replaces_the_repository(tmp_path: Path) ->
     assert not (tmp_path / "bad" / "hub" / repo_dir.name).exists()
     with pytest.raises(ValueError, match="depth must be at least 1"):
         build_local_checkpoints(tmp_path / "bad" / "weights", depth=0)
+
+
+def test_stand_ins_are_linked_at_their_depth_only(tmp_path: Path) -> None:
+    """A rehearsal links stand-ins built earlier (the same files, hard links) where they are of its depth; another
+    depth, or a repository not built, is refused in one line."""
+    source, repo = tmp_path / "built", "deit-tiny-distilled-patch16-224"
+    build_hub_cache(source / "hf", depth=1, repos=[repo])
+    (source / "data" / "weights").mkdir(parents=True)
+    for c in LOCAL_CHECKPOINTS.values():
+        (source / "data" / "weights" / c.filename).write_bytes(c.filename.encode())
+    link_stand_ins(source, tmp_path / "hf", tmp_path / "weights", 1, [repo])
+    built = sorted(p for p in (source / "hf").rglob("*") if p.is_file() and not p.is_symlink())
+    linked = sorted(p for p in (tmp_path / "hf").rglob("*") if p.is_file() and not p.is_symlink())
+    assert [p.relative_to(source / "hf") for p in built] == [p.relative_to(tmp_path / "hf") for p in linked]
+    assert all(a.stat().st_ino == b.stat().st_ino for a, b in zip(built, linked, strict=True))
+    assert (tmp_path / "weights" / LOCAL_CHECKPOINTS["ijepa-vith14-encoder"].filename).stat().st_nlink == 2
+    with pytest.raises(SystemExit, match="no stand-in of facebook/deit-tiny-distilled-patch16-224 at depth 2"):
+        link_stand_ins(source, tmp_path / "other", tmp_path / "w2", 2, [repo])
+    with pytest.raises(SystemExit, match="no stand-in of google/vit-base-patch16-224"):
+        link_stand_ins(source, tmp_path / "other", tmp_path / "w2", 1, ["vit-base-patch16-224"])
 
 
 def test_local_checkpoints_have_the_upstream_layout(offline: dict[str, Path]) -> None:

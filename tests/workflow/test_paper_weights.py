@@ -19,6 +19,7 @@ from rehearsal.sizes import downloads, markdown
 from qkdissect.catalogue import PAPER_MODELS
 from qkdissect.stores import open_store
 from tests.helpers import REPO
+from tests.helpers.standins import shared_stand_ins
 from tests.helpers.workflow import workflow_path
 
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
@@ -45,9 +46,12 @@ def test_the_weights_config_is_the_papers_less_what_needs_images() -> None:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("paper-weights")
+    """The rehearsal, on the session's stand-ins at 2 blocks (tests.helpers.standins: the ones every stand-in's
+    passes are tested on), linked instead of built again."""
+    out, stand_ins = tmp_path_factory.mktemp("paper-weights"), shared_stand_ins(tmp_path_factory, 2)
     r = subprocess.run(
-        [sys.executable, "-m", "rehearsal.run", str(out), "--shallow", "--cores", "2", "--config", str(WEIGHTS_CONFIG)],
+        [sys.executable, "-m", "rehearsal.run", str(out), "--shallow", "--cores", "2", "--config", str(WEIGHTS_CONFIG),
+         "--stand-ins", str(stand_ins)],
         cwd=REPO, capture_output=True, text=True, timeout=1200,
         env={**os.environ, "PATH": workflow_path(os.environ.get("PATH", ""))},
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -106,13 +106,15 @@ def test_null_interval_matches_sampling(d: int) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(2, 20_000), st.floats(0, 1), st.floats(0.01, 0.999))
+@example(7, 1.6276025699611379e-302, 0.5)  # scipy's Beta quantile is NaN there, both ways
 def test_the_quantiles_are_scipy_stats_bit_for_bit(d: int, q: float, level: float) -> None:
     """The Beta and normal quantiles come from scipy.special (a quarter of scipy.stats' import, once per scores
-    job): the same numbers, to the last bit, as scipy.stats' beta.ppf and norm.ppf."""
+    job): the same numbers, to the last bit, as scipy.stats' beta.ppf and norm.ppf (NaN where theirs is NaN)."""
     from scipy import stats
 
     a = (d - 1) / 2.0
-    assert sc.null_cosine_quantile(d, q) == float(2.0 * stats.beta.ppf(q, a, a) - 1.0)
+    ours, theirs = sc.null_cosine_quantile(d, q), float(2.0 * stats.beta.ppf(q, a, a) - 1.0)
+    assert ours == theirs or (np.isnan(ours) and np.isnan(theirs))  # (both NaN below ~1e-300 for small d)
     samples = np.array([0.1, 0.3, 0.2])
     z = float(stats.norm.ppf(0.5 + level / 2.0))
     centre, sd = float(np.mean(samples)), float(np.std(samples, ddof=1))

@@ -73,6 +73,10 @@ def describe_qk(
     }
 
 
+#: the note of a model whose attention adds a relative position bias (BEiT, SimMIM: timm's Beit)
+REL_POS_NOTE = "relative position bias is added to the logits; it does not depend on token content"
+
+
 def rotary_group_notes(rotary: Rotary | None, kv_heads: list[int]) -> list[str]:
     """What a decoder's modes store notes of its rotary embedding (the modes are those at one offset; a partial
     rotary; per-layer frequencies) and of its grouped-query heads, whichever path read its weights."""

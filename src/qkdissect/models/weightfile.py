@@ -42,7 +42,7 @@ from ..errors import QKDissectError
 from ..locations import IMGFOCUS_CHECKPOINT, MINILM_DIR, MINILM_NAME, SMOLLM2_DIR, SMOLLM2_NAME, data_dir
 from ..util.hashing import sha256_file
 from .hubcache import read_config, snapshot_revision
-from .layout import TokenLayout, as_pair, describe_qk, prefix_kinds, rotary_group_notes
+from .layout import REL_POS_NOTE, TokenLayout, as_pair, describe_qk, prefix_kinds, rotary_group_notes
 from .pins import (
     IMGFOCUS_ARCH,
     IMGFOCUS_ORIGIN,
@@ -304,6 +304,7 @@ def _ijepa(s: ModelSpec) -> FileQK | None:
     import torch
 
     from .sources.ijepa import IJEPA_PARTS, _n_heads
+    from .sources.simmim import _strip
 
     path, part = s.weights, s.part or "encoder"
     if path is None or not path.is_file() or part not in IJEPA_PARTS:
@@ -314,7 +315,7 @@ def _ijepa(s: ModelSpec) -> FileQK | None:
         return None
     if any(v.dtype != torch.float32 for v in sd.values()):  # (loading keeps a checkpoint's dtype)
         return None
-    sd = {_unprefixed(_unprefixed(k, "module."), "backbone."): v for k, v in sd.items()}
+    sd = _strip(_strip(sd, "module."), "backbone.")  # as the source maps it
     try:
         if part == "predictor":
             sd = {k.replace("predictor_blocks.", "blocks."): v for k, v in sd.items()
@@ -346,10 +347,6 @@ def _ijepa(s: ModelSpec) -> FileQK | None:
 
 
 # ---------------------------------------------------------------------------------------- SimMIM checkpoints
-#: what the adapter notes of timm's Beit (a SimMIM model)
-REL_POS_NOTE = "relative position bias is added to the logits; it does not depend on token content"
-
-
 def _simmim(s: ModelSpec) -> FileQK | None:
     """``simmim:FILE``: a SimMIM checkpoint (pretrain or finetune), mapped onto timm's Beit as
     :func:`~.sources.simmim.simmim_to_timm` maps it, and checked as loading checks it (:func:`beit_shapes`: every
@@ -407,10 +404,6 @@ def beit_shapes(
     if init_values:
         block |= {"gamma_1": (d,), "gamma_2": (d,)}
     return top | {f"blocks.{i}.{k}": v for i in range(depth) for k, v in block.items()}
-
-
-def _unprefixed(key: str, prefix: str) -> str:
-    return key[len(prefix) :] if key.startswith(prefix) else key
 
 
 def _block_shapes(d: int, hidden: int, qkv_bias: bool) -> dict[str, tuple[int, ...]]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ...core.rotary import Rotary
 from ...errors import UnsupportedModelError
-from ..layout import prefix_kinds
+from ..layout import REL_POS_NOTE, prefix_kinds
 from ..qk import AttentionLayer, QKWeights, TokenLayout, as_pair, head_bias, is_identity, split_heads
 from .timm_rope import timm_rotary
 
@@ -134,7 +134,7 @@ def adapt_timm(model: Any, model_id: str) -> QKWeights:
     rotary = timm_rotary(model, layout.grid, layout.n_prefix, int(layers[0].w_q.shape[1]))
     notes = _rotary_notes(rotary) if rotary is not None else []
     if cls == "Beit" or getattr(model, "rel_pos_bias", None) is not None:
-        notes.append("relative position bias is added to the logits; it does not depend on token content")
+        notes.append(REL_POS_NOTE)
     if getattr(model, "attn_pool", None) is not None:
         notes.append("the attention-pool head (a learned query attending to the tokens) is not among the layers")
     normed = [b.attn for b, a in zip(model.blocks, layers, strict=True) if a.beta_q is not None]

@@ -155,11 +155,9 @@ def light_spec(spec: str | ModelSpec) -> ModelSpec | None:
         name, _, weights = rest.partition("@")
         return ModelSpec(source, name, local_path(weights, "timm weights file"), options=parse_options(query))
     if source in ("ijepa", "simmim"):  # a checkpoint (I-JEPA: its part after #, the head count after ?)
-        from .sources import ijepa, simmim
+        from .sources import parse_spec
 
-        rest, _, query = rest.partition("?")
-        rest, _, part = rest.partition("#")
-        return (ijepa if source == "ijepa" else simmim).parse(rest, part, parse_options(query))
+        return parse_spec(spec)
     if source not in ("imgfocus", "minilm", "smollm2", "hf") or "#" in rest or "?" in rest:
         return None
     return hf_spec(rest, ()) if source == "hf" else ModelSpec(source, rest)
@@ -303,8 +301,7 @@ def _ijepa(s: ModelSpec) -> FileQK | None:
     other (the classifier aside); else None (the model is built, and names what is wrong)."""
     import torch
 
-    from .sources.ijepa import IJEPA_PARTS, _n_heads
-    from .sources.simmim import _strip
+    from .sources.ijepa import IJEPA_PARTS, _n_heads, part_state
 
     path, part = s.weights, s.part or "encoder"
     if path is None or not path.is_file() or part not in IJEPA_PARTS:
@@ -315,11 +312,9 @@ def _ijepa(s: ModelSpec) -> FileQK | None:
         return None
     if any(v.dtype != torch.float32 for v in sd.values()):  # (loading keeps a checkpoint's dtype)
         return None
-    sd = _strip(_strip(sd, "module."), "backbone.")  # as the source maps it
+    sd = part_state(sd, part)  # as loading maps it
     try:
         if part == "predictor":
-            sd = {k.replace("predictor_blocks.", "blocks."): v for k, v in sd.items()
-                  if not k.startswith(("mask_token", "predictor_pos_embed", "predictor_proj"))}  # fmt: skip
             d, d_in = sd["predictor_embed.weight"].shape
             n_heads, qkv_bias = _n_heads(d_in, s.kwargs.get("heads")), True  # the encoder's head count
             top = {"predictor_embed.weight": (d, d_in), "predictor_embed.bias": (d,), "predictor_norm.weight": (d,),

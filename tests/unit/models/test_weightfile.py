@@ -38,7 +38,7 @@ from transformers import (
 from qkdissect.errors import QKDissectError
 from qkdissect.models import describe_loaded, load_qk
 from qkdissect.models.layernorm import norm_parameters
-from qkdissect.models.weightfile import TIMM_VITS, read_qk_file
+from qkdissect.models.weightfile import TIMM_VITS, FileQK, read_qk_file
 from qkdissect.passes import weights
 from qkdissect.passes.weights import compute_modes
 from tests.helpers import STORIES, make_ijepa_checkpoint, make_simmim_checkpoint, make_tiny_vit, randomise_
@@ -65,21 +65,26 @@ def _save(build: Callable[[], Any], folder: Path) -> str:
     return f"hf:{folder}"
 
 
-@pytest.mark.parametrize("case", list(HF))
-def test_hf_files_give_the_adapters_weights_bit_for_bit(case: str, tmp_path: Path) -> None:
-    spec = _save(HF[case], tmp_path / case)
+def _reads_as_built(spec: str) -> FileQK:
+    """The file read of ``spec`` (folded: with the norms' gamma) is what the built model gives, bit for bit: W_q,
+    W_k, gamma, the provenance's model record (layout, notes) and its weights record. (load_report: what
+    transformers said of the checkpoint against the model class; a file read builds no class.)"""
     fq = read_qk_file(spec, "folded")
     assert fq is not None
     qk, loaded = load_qk(spec)
-    assert fq.w_q.dtype == np.float32 and np.array_equal(fq.w_q, qk.w_q.numpy())
-    assert np.array_equal(fq.w_k, qk.w_k.numpy())
+    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
     gamma, _, _ = norm_parameters(qk)
     assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
     assert fq.describe() == qk.describe()
-    # load_report: what transformers said of the checkpoint against the model class; a file read builds no class
     assert {k: v for k, v in fq.weights().items() if k not in ("model_class", "read")} == {
         k: v for k, v in describe_loaded(loaded).items() if k not in ("model_class", "load_report")
     }
+    return fq
+
+
+@pytest.mark.parametrize("case", list(HF))
+def test_hf_files_give_the_adapters_weights_bit_for_bit(case: str, tmp_path: Path) -> None:
+    assert _reads_as_built(_save(HF[case], tmp_path / case)).w_q.dtype == np.float32
 
 
 @pytest.mark.parametrize("folding", ["raw", "folded-centred"])
@@ -118,12 +123,7 @@ def test_a_pytorch_model_bin_is_read_from_its_file(legacy: bool, tmp_path: Path,
     """A ``pytorch_model.bin`` (memory-mapped; the legacy format, which cannot be, read whole): the adapter's
     weights, layout and weights record, and the model path's store."""
     spec = _bin(_save(HF["deit-teacher"], tmp_path / "st"), tmp_path / "bin", _use_new_zipfile_serialization=not legacy)
-    fq, (qk, loaded) = read_qk_file(spec, "folded"), load_qk(spec)
-    assert fq is not None and fq.path.name == "pytorch_model.bin" and fq.sha256 == loaded.weights_sha256
-    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
-    gamma, _, _ = norm_parameters(qk)
-    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
-    assert fq.describe() == qk.describe()
+    assert _reads_as_built(spec).path.name == "pytorch_model.bin"  # (its sha256 in the weights record)
     fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu")
     record = fast.attrs["provenance"]["weights"]
     assert record["model_class"] is None and "read from pytorch_model.bin" in record["read"]  # read from the file
@@ -161,14 +161,7 @@ def test_an_ijepa_checkpoint_is_read_from_its_file(part: str, tmp_path: Path, mo
     record, and the model path's store."""
     path, _, _ = make_ijepa_checkpoint(tmp_path)
     spec = f"ijepa:{path}#{part}?heads=4"
-    fq, (qk, loaded) = read_qk_file(spec, "folded"), load_qk(spec)
-    assert fq is not None and fq.describe() == qk.describe()
-    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
-    gamma, _, _ = norm_parameters(qk)
-    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
-    assert {k: v for k, v in fq.weights().items() if k not in ("model_class", "read")} == {
-        k: v for k, v in describe_loaded(loaded).items() if k not in ("model_class", "load_report")
-    }
+    _reads_as_built(spec)
     fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu", folding="folded")
     assert f"read from {path.name}" in fast.attrs["provenance"]["weights"]["read"]
     monkeypatch.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before
@@ -209,14 +202,7 @@ def test_a_simmim_checkpoint_is_read_from_its_file(pretrain: bool, tmp_path: Pat
     takes missing, builds the model (which names it)."""
     path, _ = make_simmim_checkpoint(tmp_path, pretrain)
     spec = f"simmim:{path}"
-    fq, (qk, loaded) = read_qk_file(spec, "folded"), load_qk(spec)
-    assert fq is not None and fq.describe() == qk.describe()
-    assert np.array_equal(fq.w_q, qk.w_q.numpy()) and np.array_equal(fq.w_k, qk.w_k.numpy())
-    gamma, _, _ = norm_parameters(qk)
-    assert fq.gamma is not None and np.array_equal(fq.gamma.astype(np.float64), gamma.numpy())
-    assert {k: v for k, v in fq.weights().items() if k not in ("model_class", "read")} == {
-        k: v for k, v in describe_loaded(loaded).items() if k not in ("model_class", "load_report")
-    }
+    _reads_as_built(spec)
     fast = compute_modes(spec, tmp_path / "fast.zarr", device="cpu", folding="folded")
     with monkeypatch.context() as m:
         m.setattr(weights, "read_qk_file", lambda *a: None)  # the model built, as before

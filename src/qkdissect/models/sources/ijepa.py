@@ -63,18 +63,26 @@ def _n_heads(width: int, override: object) -> int:
     return _HEADS_BY_WIDTH[width]
 
 
+def part_state(state: dict[str, Any], part: str) -> dict[str, Any]:
+    """One part's state dict under the names of the module built for it: DDP's ``module.`` (and ``backbone.``)
+    stripped; the predictor's ``predictor_blocks.`` as ``blocks.``, without its mask token, position embedding and
+    projection (not part of the module). What loading and the modes job's file path both read."""
+    sd = _strip(_strip(state, "module."), "backbone.")
+    if part != "predictor":
+        return sd
+    sd = {k.replace("predictor_blocks.", "blocks."): v for k, v in sd.items()}
+    return {k: v for k, v in sd.items() if not k.startswith(("mask_token", "predictor_pos_embed", "predictor_proj"))}
+
+
 def ijepa_part(ckpt: dict, part: str, heads: object = None) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Build the timm module for one part of an I-JEPA checkpoint and its (mapped) state dict."""
     if part not in IJEPA_PARTS:
         raise ValueError(f"I-JEPA part must be one of {IJEPA_PARTS}, got {part!r}")
     if part not in ckpt:
         raise CheckpointMismatchError("<ijepa>", f"ijepa#{part}", [part], sorted(k for k in ckpt if isinstance(k, str)))
-    sd = _strip(_strip(ckpt[part], "module."), "backbone.")
-    depth_key = "predictor_blocks" if part == "predictor" else "blocks"
-    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(rf"{depth_key}\.(\d+)\.", k)))
+    sd = part_state(ckpt[part], part)
+    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
     if part == "predictor":
-        sd = {k.replace("predictor_blocks.", "blocks."): v for k, v in sd.items()}
-        sd = {k: v for k, v in sd.items() if not k.startswith(("mask_token", "predictor_pos_embed", "predictor_proj"))}
         d_in = int(sd["predictor_embed.weight"].shape[1])
         d = int(sd["predictor_embed.weight"].shape[0])
         enc_width = d_in

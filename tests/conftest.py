@@ -16,7 +16,15 @@ import pytest
 import torch
 
 from tests.helpers import DINOV2_FILE, REPO, load_photo, need_assets
-from tests.helpers.schedule import GROUPS_ENV, DurationRecorder, grouped_scheduler, schedule, write_groups
+from tests.helpers.schedule import (
+    CPU_ENV,
+    GROUPS_ENV,
+    CpuMeter,
+    DurationRecorder,
+    grouped_scheduler,
+    schedule,
+    write_groups,
+)
 from tests.helpers.standins import remove_shared
 
 TESTS = Path(__file__).resolve().parent
@@ -29,11 +37,16 @@ TIERS = ("integration", "workflow", "browser")
 
 def pytest_configure(config: pytest.Config) -> None:
     """``QKDISSECT_TEST_DURATIONS=FILE``: record each test's seconds in FILE (``make test-durations``). Under
-    ``pytest -n N --dist loadgroup``, a folder for the workers' units (:mod:`tests.helpers.schedule`)."""
+    ``pytest -n N --dist loadgroup``, a folder for the workers' units (:mod:`tests.helpers.schedule`).
+    ``QKDISSECT_TEST_CPU=FILE``: each test's CPU seconds in FILE."""
+    if os.environ.get(CPU_ENV) and (hasattr(config, "workerinput") or not config.getoption("numprocesses", None)):
+        config.pluginmanager.register(CpuMeter(), "qkdissect-cpu-meter")  # a worker, or the only process
     if hasattr(config, "workerinput"):
         return
     if path := os.environ.get("QKDISSECT_TEST_DURATIONS"):
         config.pluginmanager.register(DurationRecorder(Path(path)), "qkdissect-durations")
+    if path := os.environ.get(CPU_ENV):
+        config.pluginmanager.register(DurationRecorder(Path(path), cpu=True), "qkdissect-cpu")
     if config.getoption("dist", "no") == "loadgroup":
         os.environ[GROUPS_ENV] = tempfile.mkdtemp(prefix="qkdissect-test-groups-")
     if config.getoption("numprocesses", None):

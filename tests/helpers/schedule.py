@@ -11,13 +11,16 @@
   ``tests/durations.json``; a test not recorded there counts :data:`UNKNOWN_S`. The order changes which worker
   runs a test, never what a test checks.
 - **Recording.** ``QKDISSECT_TEST_DURATIONS=FILE pytest ...`` (``make test-durations``) writes each test's
-  setup, call and teardown seconds to FILE when the run ends.
+  setup, call and teardown seconds to FILE when the run ends. ``QKDISSECT_TEST_CPU=FILE`` writes each test's CPU
+  seconds (user and system, of the worker and of the processes the test started and waited for: a Snakemake run's
+  jobs among them), which, unlike the seconds on the clock, do not depend on what ran beside the test.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,10 @@ UNKNOWN_S = 1.0
 _SHARED = ("class", "module", "package", "session")
 #: the folder the workers write their units to, for the controller's scheduler
 GROUPS_ENV = "QKDISSECT_TEST_GROUPS"
+#: the file each test's CPU seconds are written to, when set
+CPU_ENV = "QKDISSECT_TEST_CPU"
+#: the name under which a test's report carries the CPU seconds of its phase
+CPU_PROPERTY = "qkdissect_cpu_s"
 
 
 def shared_fixture_file(item: pytest.Item) -> str | None:
@@ -113,15 +120,47 @@ def grouped_scheduler(config: pytest.Config, log: Any) -> Any:
     return GroupScheduling(config, log)
 
 
-class DurationRecorder:
-    """Adds up each test's setup, call and teardown time and writes ``{test id: seconds}`` at the end."""
+def cpu_seconds() -> float:
+    """The user and system seconds of this process and of its children that have been waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
-    def __init__(self, path: Path) -> None:
+
+class CpuMeter:
+    """In the process that runs the tests: each phase's report (setup, call, teardown) carries the CPU seconds
+    spent since the previous phase ended, as a user property that xdist sends to the controller."""
+
+    def __init__(self) -> None:
+        self.mark = cpu_seconds()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+        self.mark = cpu_seconds()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        now = cpu_seconds()
+        report.user_properties.append((CPU_PROPERTY, now - self.mark))
+        self.mark = now
+        return report
+
+
+class DurationRecorder:
+    """Adds up each test's setup, call and teardown time and writes ``{test id: seconds}`` at the end; with
+    ``cpu=True``, the CPU seconds its reports carry (:class:`CpuMeter`) instead."""
+
+    def __init__(self, path: Path, cpu: bool = False) -> None:
         self.path = path
+        self.cpu = cpu
         self.seconds: dict[str, float] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+        if self.cpu:
+            spent = sum(float(v) for k, v in report.user_properties if k == CPU_PROPERTY)
+        else:
+            spent = report.duration
+        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + spent
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.seconds:

@@ -156,10 +156,8 @@ class DurationRecorder:
         self.seconds: dict[str, float] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.cpu:
-            spent = sum(float(v) for k, v in report.user_properties if k == CPU_PROPERTY)
-        else:
-            spent = report.duration
+        cpu = sum(float(v) for k, v in report.user_properties if k == CPU_PROPERTY)
+        spent = cpu if self.cpu else report.duration
         self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + spent
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

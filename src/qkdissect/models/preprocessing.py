@@ -15,7 +15,7 @@ from typing import Any
 
 from ..data.geometry import RESAMPLE, RESAMPLE_NAMES, Preprocess
 from ..errors import QKDissectError
-from .sources.base import LoadedModel, hub_offline
+from .sources.base import LoadedModel, hub_offline, is_hf_model
 
 
 def _interpolation(value: Any, who: str) -> str:
@@ -120,9 +120,7 @@ def load_image_processor(target: str) -> Any:
 def preprocess_for(loaded: LoadedModel) -> Preprocess:
     """The model's own preprocessing: a Hugging Face model's image processor (from its directory or hub id, or for
     a model object in memory the ``name_or_path`` it was loaded from), any other model's timm data config."""
-    from transformers import PreTrainedModel
-
-    if not isinstance(loaded.model, PreTrainedModel):
+    if not is_hf_model(loaded.model):
         return _timm_preprocess(loaded.model)
     spec = loaded.spec
     if spec.source == "hf":

@@ -3,7 +3,10 @@ of each family (the real DINOv2-S/14 with real photographs: tests/integration/te
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import timm
@@ -25,8 +28,8 @@ from transformers import (
 )
 
 from qkdissect.models import extract_qk
+from tests.helpers import REPO, make_tiny_vit, randomise_
 from tests.helpers import TINY as TINY_GEOMETRY
-from tests.helpers import randomise_
 from tests.helpers.logits import capture_logits, max_relative_error
 
 TOL = 1e-4
@@ -145,3 +148,21 @@ def test_hf_head_split_matches_model() -> None:
 
 
 # ---------------------------------------------------------------------------------------- real weights
+
+
+def test_a_timm_models_passes_never_import_transformers(tmp_path: Path) -> None:
+    """Telling a Hugging Face model from a timm one (the adapter, the preprocessing) imports nothing: a timm model's
+    job does not pay for transformers' import (1.3 s), and a Hugging Face model is still told apart."""
+    from qkdissect.models.sources.base import is_hf_model
+
+    spec = make_tiny_vit(tmp_path, depth=1)
+    check = (
+        "import sys; from qkdissect.models import load_qk, preprocess_for; "
+        "qk, loaded = load_qk(sys.argv[1]); preprocess_for(loaded); "
+        "print(qk.n_layers, 'transformers' in sys.modules)"
+    )
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "QKDISSECT_DATA": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", check, spec], capture_output=True, text=True, timeout=300, env=env)
+    assert r.stdout.split() == ["1", "False"], r.stdout + r.stderr[-2000:]
+    assert is_hf_model(ViTModel(ViTConfig(**HF_KW, intermediate_size=128)))
+    assert not is_hf_model(_timm("vit_tiny_patch16_224")())

@@ -8,15 +8,14 @@ from torch import nn
 
 from ...errors import UnsupportedModelError
 from ..qk import QKWeights
+from ..sources.base import is_hf_model
 from .hf import adapt_hf
 from .timm import adapt_timm
 
 
 def extract_qk(model: nn.Module, model_id: str = "model") -> QKWeights:
     """Dispatch to the adapter of the model's family."""
-    from transformers import PreTrainedModel
-
-    if isinstance(model, PreTrainedModel):
+    if is_hf_model(model):
         return adapt_hf(model, model_id)
     if hasattr(model, "blocks"):
         return adapt_timm(model, model_id)

@@ -13,6 +13,7 @@ import inspect
 import os
 import pickle
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,13 @@ def option_error(
         query = "&".join(f"{k}={v}" for k, v in options)
         return QKDissectError(f"cannot build {what} with its options ?{query}: {need}; check the sizes among them")
     return None
+
+
+def is_hf_model(model: object) -> bool:
+    """Whether ``model`` is a Hugging Face ``PreTrainedModel``, without importing transformers where it is not
+    imported yet (1.3 s a job): an instance of one means its class's module, ``transformers.modeling_utils``, is."""
+    modeling = sys.modules.get("transformers.modeling_utils")
+    return modeling is not None and isinstance(model, modeling.PreTrainedModel)
 
 
 def hub_offline() -> bool:

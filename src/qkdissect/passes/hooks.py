@@ -75,17 +75,29 @@ def modes_uv(
     return stacked_uv(u_t, v_t), (n_layers, n_heads, n_modes)
 
 
+class _AllLayersSeen(Exception):
+    """Raised by :func:`layer_tokens`' hook once it has every layer it wants: the blocks after them never run."""
+
+
 def layer_tokens(
     model: torch.nn.Module, qk: QKWeights, x: torch.Tensor, layers: list[int], source: TokenSource = "post-norm"
 ) -> dict[int, torch.Tensor]:
-    """The patch tokens (batch, token, d) of the given layers for a batch of preprocessed images."""
+    """The patch tokens (batch, token, d) of the given layers for a batch of preprocessed images. The forward pass
+    stops once the last of them is seen (the tokens of a layer do not depend on the blocks after it): a map of a
+    layer-2 mode runs 3 of DINOv2's 12 blocks."""
     got: dict[int, torch.Tensor] = {}
+    wanted = set(layers)
 
     def keep(i: int, t: torch.Tensor) -> None:
         got[i] = t[:, qk.layout.n_prefix :].detach().float().cpu()
+        if wanted <= got.keys():
+            raise _AllLayersSeen
 
     with layer_token_hooks(qk, source, keep, layers), torch.inference_mode():
-        model(x)
+        try:
+            model(x)
+        except _AllLayersSeen:
+            pass
     return got
 
 

@@ -166,3 +166,30 @@ def test_text_maps_are_the_passages_tokens(text_file: Path, tmp_path: Path) -> N
     top = t.top_score.copy(deep=True)
     top.loc[{"layer": auto[0][0], "head": auto[0][1], "mode": auto[0][2]}] = 0.0
     assert scoring_sign(auto[0], t.assign(top_score=top))[3] == "+"  # neither scores: (u, v)
+
+
+@pytest.mark.parametrize("source", ["post-norm", "pre-norm"])
+def test_layer_tokens_stop_after_the_last_layer_wanted_with_the_full_passes_tokens(source: str) -> None:
+    """The maps' forward pass stops once it has its layers: their tokens are those of a full pass, bit for bit,
+    and no block after the deepest one wanted runs."""
+    import timm
+
+    from qkdissect.models import extract_qk
+    from qkdissect.passes.hooks import layer_tokens
+    from tests.helpers import TINY, randomise_
+
+    model = randomise_(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=4, **TINY))
+    qk = extract_qk(model)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    full: dict[int, torch.Tensor] = {}
+    with layer_token_hooks(qk, source, lambda i, t: full.__setitem__(i, t[:, 1:].clone())), torch.inference_mode():
+        model(x)
+    ran: list[int] = []
+    for i, block in enumerate(model.blocks):
+        block.register_forward_pre_hook(lambda _m, _x, i=i: ran.append(i))
+    got = layer_tokens(model, qk, x, [2, 0], source)  # type: ignore[arg-type]
+    assert sorted(got) == [0, 2] and ran == [0, 1, 2]
+    for layer in (0, 2):
+        assert torch.equal(got[layer], full[layer])
+    ran.clear()
+    assert sorted(layer_tokens(model, qk, x, [3], source)) == [3] and ran == [0, 1, 2, 3]  # type: ignore[arg-type]

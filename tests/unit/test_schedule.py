@@ -3,9 +3,12 @@ where they share a fixture wider than one test, and units go longest first."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from tests.helpers.schedule import schedule
+from tests.helpers.schedule import CpuMeter, DurationRecorder, schedule
 
 SOURCE = """
 import pytest
@@ -35,3 +38,29 @@ def test_tests_sharing_a_module_fixture_form_one_unit_and_units_go_longest_first
     assert [i.name for i in items] == ["test_slow", "test_reads_the_run", "test_reads_it_too", "test_alone"]
     schedule(items, {})  # unrecorded: 1 s each, so the unit of two first; ties in the collection's order
     assert [i.name for i in items] == ["test_reads_the_run", "test_reads_it_too", "test_slow", "test_alone"]
+
+
+def test_the_cpu_recorder_counts_a_tests_own_work_and_its_childrens(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """``QKDISSECT_TEST_CPU``: a test that spins for 0.3 s of CPU, one whose child process does, and one that only
+    sleeps: the first two are counted, the sleep is not (the seconds on the clock would count all three)."""
+    pytester.makepyfile(
+        """
+        import subprocess, sys, time
+
+        def spin(s):
+            t = time.process_time()
+            while time.process_time() - t < s:
+                pass
+
+        def test_spins(): spin(0.3)
+        def test_child_spins():
+            code = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.3: pass"
+            subprocess.run([sys.executable, "-c", code], check=True)
+        def test_sleeps(): time.sleep(0.3)
+        """
+    )
+    out = tmp_path / "cpu.json"
+    result = pytester.runpytest_inprocess(plugins=[CpuMeter(), DurationRecorder(out, cpu=True)])
+    result.assert_outcomes(passed=3)
+    seconds = {k.split("::")[1]: v for k, v in json.loads(out.read_text()).items()}
+    assert seconds["test_spins"] >= 0.29 and seconds["test_child_spins"] >= 0.29 and seconds["test_sleeps"] < 0.1

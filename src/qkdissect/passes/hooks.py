@@ -8,7 +8,7 @@ released code projects it (paper B4).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -93,11 +93,8 @@ def layer_tokens(
         if wanted <= got.keys():
             raise _AllLayersSeen
 
-    with layer_token_hooks(qk, source, keep, layers), torch.inference_mode():
-        try:
-            model(x)
-        except _AllLayersSeen:
-            pass
+    with layer_token_hooks(qk, source, keep, layers), torch.inference_mode(), suppress(_AllLayersSeen):
+        model(x)
     return got
 
 

@@ -156,8 +156,9 @@ class DurationRecorder:
         self.seconds: dict[str, float] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        cpu = sum(float(v) for k, v in report.user_properties if k == CPU_PROPERTY)
-        spent = cpu if self.cpu else report.duration
+        spent = report.duration
+        if self.cpu:
+            spent = sum(float(v) for k, v in report.user_properties if k == CPU_PROPERTY)
         self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + spent
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

@@ -147,9 +147,6 @@ def test_hf_head_split_matches_model() -> None:
     assert torch.equal(qk.layers[0].w_q[2], q.weight[32:48].detach())
 
 
-# ---------------------------------------------------------------------------------------- real weights
-
-
 def test_a_timm_models_passes_never_import_transformers(tmp_path: Path) -> None:
     """Telling a Hugging Face model from a timm one (the adapter, the preprocessing) imports nothing: a timm model's
     job does not pay for transformers' import (1.3 s), and a Hugging Face model is still told apart."""
